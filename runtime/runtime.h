@@ -1,0 +1,204 @@
+/* runtime.h: the C runtime linked into netcc and into every library it emits.
+ *
+ *   float x[1 * 3 * 8 * 8], w[4 * 3 * 3 * 3], y[1 * 4 * 8 * 8];
+ *   rt_conv p = rt_conv_make(1, 3, 8, 8, 4, 3, 1, 1);   // n c h w oc k stride pad
+ *   rt_conv2d_ref(&p, x, w, NULL, y);
+ *
+ *   rt_tensor_file f;
+ *   if (rt_npy_read("x.npy", &f, err, sizeof err) != 0) fprintf(stderr, "%s\n", err);
+ *
+ * Everything here is plain C with no global mutable state: kernels take all
+ * sizes as arguments, and readers report errors into a caller buffer instead of
+ * printing or exiting, because this code runs inside other people's programs.
+ * Layout is NCHW; convolution weights are [oc, c, k, k]; linear weights are
+ * [out, in] as in torch.nn.Linear.
+ */
+#ifndef NETCC_RUNTIME_H
+#define NETCC_RUNTIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- shapes ---------------------------------------------------------- */
+
+typedef struct rt_conv {
+	int n, c, h, w;   /* input */
+	int oc, k;        /* output channels, square kernel */
+	int stride, pad;  /* symmetric */
+	int oh, ow;       /* output, derived by rt_conv_make */
+} rt_conv;
+
+rt_conv rt_conv_make(int n, int c, int h, int w, int oc, int k, int stride, int pad);
+
+/* Pooling windows: padding counts as -inf for max and as zero (included in
+ * the divisor, PyTorch's count_include_pad=True) for average. */
+typedef struct rt_pool {
+	int n, c, h, w;
+	int k, stride, pad;
+	int oh, ow;
+} rt_pool;
+
+rt_pool rt_pool_make(int n, int c, int h, int w, int k, int stride, int pad);
+
+/* ---- reference kernels: forward ---------------------------------------
+ * Straightforward loops, the oracle every optimised path is tested against.
+ * Outputs are overwritten, never accumulated into. */
+
+void rt_conv2d_ref(const rt_conv *p, const float *x, const float *w, const float *b, float *y);
+/* y = (x - mean) / sqrt(var + eps) * gamma + beta, per channel; hw = h * w. */
+void rt_batchnorm_ref(int n, int c, int hw, const float *x, const float *mean, const float *var,
+		      const float *gamma, const float *beta, float eps, float *y);
+void rt_relu_ref(size_t count, const float *x, float *y);
+void rt_add_ref(size_t count, const float *a, const float *b, float *y);
+void rt_maxpool_ref(const rt_pool *p, const float *x, float *y);
+void rt_avgpool_ref(const rt_pool *p, const float *x, float *y);
+void rt_global_avgpool_ref(int n, int c, int hw, const float *x, float *y);
+/* y[n, out] = x[n, in] . w[out, in]^T + b[out] (b may be NULL) */
+void rt_linear_ref(int n, int in, int out, const float *x, const float *w, const float *b,
+		   float *y);
+void rt_softmax_ref(int n, int c, const float *x, float *y);
+/* y = x[:, :, ::s, ::s]; oh = (h + s - 1) / s */
+void rt_subsample_ref(int n, int c, int h, int w, int s, const float *x, float *y);
+/* y has c + before + after channels; the new ones are zero. */
+void rt_pad_channels_ref(int n, int c, int hw, int before, int after, const float *x, float *y);
+
+/* ---- reference kernels: training ---------------------------------------
+ * BatchNorm in training mode is split so every piece has one output:
+ *   stats = [mean[c], var[c]] of the batch (biased variance, as normalisation uses),
+ *   y     = rt_batchnorm_ref(x, stats, stats + c, gamma, beta),
+ *   the running statistics move by PyTorch's rule (unbiased variance),
+ *   dparams = [dgamma[c], dbeta[c]], then dx from dparams. */
+
+void rt_bn_stats_ref(int n, int c, int hw, const float *x, float *stats);
+/* running = (1 - momentum) * running + momentum * batch; var uses m / (m - 1), m = n * hw */
+void rt_bn_running_update_ref(int c, int m, float momentum, const float *stats, float *run_mean,
+			      float *run_var);
+void rt_bn_grad_params_ref(int n, int c, int hw, const float *x, const float *dy,
+			   const float *stats, float eps, float *dparams);
+void rt_bn_grad_input_ref(int n, int c, int hw, const float *x, const float *dy,
+			  const float *stats, const float *gamma, const float *dparams, float eps,
+			  float *dx);
+
+void rt_conv2d_grad_input_ref(const rt_conv *p, const float *dy, const float *w, float *dx);
+/* db may be NULL */
+void rt_conv2d_grad_weight_ref(const rt_conv *p, const float *x, const float *dy, float *dw,
+			       float *db);
+/* y is the forward output: dx = dy where y > 0 */
+void rt_relu_grad_ref(size_t count, const float *y, const float *dy, float *dx);
+/* the gradient goes to the first maximum in scan order, as PyTorch does */
+void rt_maxpool_grad_ref(const rt_pool *p, const float *x, const float *dy, float *dx);
+void rt_avgpool_grad_ref(const rt_pool *p, const float *dy, float *dx);
+void rt_global_avgpool_grad_ref(int n, int c, int hw, const float *dy, float *dx);
+void rt_linear_grad_input_ref(int n, int in, int out, const float *dy, const float *w, float *dx);
+/* db may be NULL */
+void rt_linear_grad_weight_ref(int n, int in, int out, const float *x, const float *dy, float *dw,
+			       float *db);
+/* y is the forward output */
+void rt_softmax_grad_ref(int n, int c, const float *y, const float *dy, float *dx);
+void rt_subsample_grad_ref(int n, int c, int h, int w, int s, const float *dy, float *dx);
+void rt_pad_channels_grad_ref(int n, int c, int hw, int before, int after, const float *dy,
+			      float *dx);
+/* Mean cross-entropy over the batch of softmax(logits); writes the loss and
+ * d(loss)/d(logits). Returns -1 (and writes nothing) if a label is outside
+ * [0, c). */
+int rt_softmax_xent_ref(int n, int c, const float *logits, const int32_t *labels, float *loss,
+			float *dlogits);
+/* PyTorch's SGD: v = momentum * v + (g + wd * w); w -= lr * v */
+void rt_sgd_momentum_ref(size_t count, float *w, const float *g, float *v, float lr,
+			 float momentum, float weight_decay);
+
+/* ---- files -----------------------------------------------------------
+ * Readers validate everything against the file's real size and write a
+ * readable message into err (naming the file and the tensor) on failure,
+ * returning nonzero. Writers go through a temporary file and rename, so an
+ * output is either complete or absent. */
+
+enum { RT_MAX_RANK = 8 };
+
+typedef enum rt_dtype {
+	RT_DTYPE_F32,
+	RT_DTYPE_F64,
+	RT_DTYPE_I32,
+	RT_DTYPE_I64,
+	RT_DTYPE_U8,
+} rt_dtype;
+
+const char *rt_dtype_name(rt_dtype t);
+size_t rt_dtype_size(rt_dtype t);
+
+/* One array read from an .npy file; data is malloc'd, free with rt_array_free. */
+typedef struct rt_array {
+	rt_dtype dtype;
+	int rank;
+	int64_t dims[RT_MAX_RANK];
+	size_t count; /* product of dims */
+	void *data;
+} rt_array;
+
+int rt_npy_read(const char *path, rt_array *out, char *err, size_t errlen);
+/* Parses an in-memory .npy image (the fuzzers use this). */
+int rt_npy_parse(const void *buf, size_t len, rt_array *out, char *err, size_t errlen);
+int rt_npy_write(const char *path, rt_dtype dtype, int rank, const int64_t *dims, const void *data,
+		 char *err, size_t errlen);
+void rt_array_free(rt_array *a);
+/* Converts in place to float32 (from f64, i32, i64, u8); 0 on success. */
+int rt_array_to_f32(rt_array *a, char *err, size_t errlen);
+
+/* safetensors: a little-endian u64 header length, a JSON header
+ * {"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, ...,
+ *  "__metadata__": {"k": "v"}}, then the data. */
+typedef struct rt_st_tensor {
+	const char *name;
+	rt_dtype dtype;
+	int rank;
+	int64_t dims[RT_MAX_RANK];
+	size_t count;
+	const void *data; /* points into the file image, aligned as the file is */
+} rt_st_tensor;
+
+typedef struct rt_st_file {
+	void *image; /* whole file, malloc'd */
+	size_t size;
+	int n_tensors;
+	rt_st_tensor *tensors; /* in header order */
+	int n_meta;
+	const char **meta_keys, **meta_values;
+} rt_st_file;
+
+int rt_st_read(const char *path, rt_st_file *out, char *err, size_t errlen);
+int rt_st_parse(void *image, size_t size, rt_st_file *out, char *err, size_t errlen);
+const rt_st_tensor *rt_st_find(const rt_st_file *f, const char *name);
+const char *rt_st_meta(const rt_st_file *f, const char *key);
+void rt_st_free(rt_st_file *f);
+
+/* Tensors to write: float32 unless dtype says otherwise. */
+typedef struct rt_st_entry {
+	const char *name;
+	rt_dtype dtype;
+	int rank;
+	const int64_t *dims;
+	const void *data;
+} rt_st_entry;
+
+int rt_st_write(const char *path, const rt_st_entry *entries, int n, const char *const *meta_kv,
+		int n_meta, char *err, size_t errlen);
+
+/* IDX (MNIST's format), gzip-compressed or not, detected by magic. */
+int rt_idx_read(const char *path, rt_array *out, char *err, size_t errlen);
+int rt_idx_parse(const void *buf, size_t len, rt_array *out, char *err, size_t errlen);
+
+/* Writes len bytes to path through path.tmpXXXXXX + fsync + rename. */
+int rt_file_write_atomic(const char *path, const void *data, size_t len, char *err, size_t errlen);
+
+/* ---- deterministic random numbers -------------------------------------- */
+
+typedef struct rt_rng {
+	uint64_t s[4];
+} rt_rng;
+
+void rt_rng_seed(rt_rng *r, uint64_t seed);
+uint64_t rt_rng_next(rt_rng *r);
+float rt_rng_uniform(rt_rng *r);  /* [0, 1) */
+float rt_rng_normal(rt_rng *r);   /* mean 0, std 1 */
+
+#endif

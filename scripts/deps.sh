@@ -1,0 +1,29 @@
+#!/bin/sh
+# Installs the Debian 12 packages netcc needs, and only those missing.
+# Safe to run repeatedly: `make`, `make test` and `make demo` call it.
+#   scripts/deps.sh          build + test dependencies
+#   scripts/deps.sh bench    also the reference engines for `make bench`
+set -eu
+
+pkgs="llvm-19-dev clang-19 libclang-rt-19-dev lld-19 libopenblas-dev check
+pkg-config libcjson-dev zlib1g-dev make gcc libc6-dev valgrind
+dataset-fashion-mnist"
+if [ "${1:-}" = bench ]; then
+	pkgs="$pkgs python3-torch python3-torchvision python3-onnx python3-numpy nodejs npm"
+fi
+
+missing=""
+for p in $pkgs; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+		missing="$missing $p"
+	fi
+done
+[ -z "$missing" ] && exit 0
+
+echo "deps.sh: installing$missing" >&2
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -q --no-install-recommends $missing

@@ -1,0 +1,102 @@
+/* testutil.h: shared helpers for the Check suites.
+ *
+ *   static Suite *suite(void) { ... }
+ *   TEST_MAIN(suite)
+ *
+ * Each tests/test_*.c is its own executable; the Makefile runs them all,
+ * once plain and once under ASan+UBSan (NETCC_SANITIZED=1 is set then, so a
+ * suite can shrink work that would be too slow under the sanitizers). */
+#ifndef NETCC_TESTUTIL_H
+#define NETCC_TESTUTIL_H
+
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime.h"
+
+#define TEST_MAIN(suite_fn)                                                                        \
+	int main(void)                                                                             \
+	{                                                                                          \
+		SRunner *sr = srunner_create(suite_fn());                                          \
+		srunner_run_all(sr, CK_NORMAL);                                                    \
+		int failed = srunner_ntests_failed(sr);                                            \
+		srunner_free(sr);                                                                  \
+		return failed ? EXIT_FAILURE : EXIT_SUCCESS;                                       \
+	}
+
+static inline const char *test_env(const char *name, const char *fallback)
+{
+	const char *v = getenv(name);
+	return v && *v ? v : fallback;
+}
+
+static inline int test_sanitized(void)
+{
+	return getenv("NETCC_SANITIZED") != NULL;
+}
+
+/* Relative error as the golden README defines it: max |a - b| / max |b|. */
+static inline double test_rel_err(const float *a, const float *ref, size_t n)
+{
+	double num = 0, den = 0;
+	for (size_t i = 0; i < n; i++) {
+		double d = fabs((double)a[i] - (double)ref[i]);
+		if (d > num || isnan(d))
+			num = isnan(d) ? INFINITY : d;
+		if (fabs((double)ref[i]) > den)
+			den = fabs((double)ref[i]);
+	}
+	return den > 0 ? num / den : num;
+}
+
+/* Loads ../shared/golden/<case>/<name>.npy as float32; fails the test if absent. */
+static inline rt_array test_golden(const char *casename, const char *name)
+{
+	char path[1024], err[512];
+	snprintf(path, sizeof path, "%s/%s/%s.npy", test_env("NETCC_GOLDEN", "../shared/golden"),
+		 casename, name);
+	rt_array a;
+	int rc = rt_npy_read(path, &a, err, sizeof err);
+	ck_assert_msg(rc == 0, "golden %s: %s", path, err);
+	if (a.dtype != RT_DTYPE_I64 && a.dtype != RT_DTYPE_I32)
+		ck_assert_msg(rt_array_to_f32(&a, err, sizeof err) == 0, "%s", err);
+	return a;
+}
+
+/* Reads an integer attribute from a golden case's meta.txt (`key = value`). */
+static inline long test_golden_meta(const char *casename, const char *key, long fallback)
+{
+	char path[1024], line[256];
+	snprintf(path, sizeof path, "%s/%s/meta.txt", test_env("NETCC_GOLDEN", "../shared/golden"),
+		 casename);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return fallback;
+	long v = fallback;
+	size_t kl = strlen(key);
+	while (fgets(line, sizeof line, f)) {
+		char *p = line;
+		while (*p == ' ')
+			p++;
+		if (strncmp(p, key, kl) == 0) {
+			char *q = p + kl;
+			while (*q == ' ')
+				q++;
+			if (*q == '=')
+				v = strtol(q + 1, NULL, 10);
+		}
+	}
+	fclose(f);
+	return v;
+}
+
+#define ck_assert_close(got, ref, n, tol)                                                          \
+	do {                                                                                       \
+		double e_ = test_rel_err((got), (ref), (n));                                       \
+		ck_assert_msg(e_ < (tol), "relative error %.3g exceeds %.1g", e_, (double)(tol));  \
+	} while (0)
+
+#endif
