@@ -31,7 +31,8 @@ $(1)DRV_OBJ := $$(DRV_SRC:%.c=$(2)/obj/%.o)
 
 $(2)/obj/%.o: %.c $$(wildcard */*.h ir/*.def) | $(DEPS_STAMP)
 	@mkdir -p $$(dir $$@)
-	$$(CC) $$(BASE) $(3) -fPIC $$(LLVM_CF) -c $$< -o $$@
+	@echo "  CC    $$@"
+	@$$(CC) $$(BASE) $(3) -fPIC $$(LLVM_CF) -c $$< -o $$@
 
 $(2)/libnetcc_rt.a: $$($(1)RT_OBJ)
 	@rm -f $$@; ar rcs $$@ $$^
@@ -40,11 +41,13 @@ $(2)/libnetcc.a: $$($(1)CC_OBJ) $$($(1)DRV_OBJ)
 	@rm -f $$@; ar rcs $$@ $$^
 
 $(2)/netcc: $(2)/obj/driver/main.o $(2)/libnetcc.a $(2)/libnetcc_rt.a
-	$$(CC) $(3) -rdynamic -o $$@ $$^ $$(LLVM_LD) $$(RT_LD)
+	@echo "  LD    $$@"
+	@$$(CC) $(3) -rdynamic -o $$@ $$^ $$(LLVM_LD) $$(RT_LD)
 
 $(2)/tests/%: tests/%.c tests/testutil.h $(2)/libnetcc.a $(2)/libnetcc_rt.a
 	@mkdir -p $$(dir $$@)
-	$$(CC) $$(BASE) $(3) -Itests $$(LLVM_CF) -rdynamic -o $$@ $$< $(2)/libnetcc.a $(2)/libnetcc_rt.a \
+	@echo "  TEST  $$@"
+	@$$(CC) $$(BASE) $(3) -Itests $$(LLVM_CF) -rdynamic -o $$@ $$< $(2)/libnetcc.a $(2)/libnetcc_rt.a \
 		$$(CHECK_LD) $$(LLVM_LD) $$(RT_LD)
 endef
 

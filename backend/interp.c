@@ -1,0 +1,172 @@
+/* The reference executor: every node runs its plain C kernel into its own
+ * buffer. Slow and obvious on purpose; it is the oracle that compiled code
+ * and every optimisation pass are tested against. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "runtime.h"
+
+typedef struct interp {
+	const ir_graph *g;
+	float **buf; /* per node */
+} interp;
+
+static const ir_shape *shape(const interp *it, const ir_node *n, int i)
+{
+	return &it->g->nodes[n->in[i]].shape;
+}
+
+static const float *in(const interp *it, const ir_node *n, int i)
+{
+	return it->buf[n->in[i]];
+}
+
+static int dim(const ir_shape *s, int i)
+{
+	return i < s->rank ? (int)s->d[i] : 1;
+}
+
+static void interp_input(const interp *it, const ir_node *n, float *y)
+{
+}
+
+static void interp_param(const interp *it, const ir_node *n, float *y)
+{
+}
+
+static void interp_conv(const interp *it, const ir_node *n, float *y)
+{
+	const ir_shape *x = shape(it, n, 0);
+	rt_conv p = rt_conv_make(dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), (int)n->out,
+				 (int)n->kernel, (int)n->stride, (int)n->pad);
+	rt_conv2d_ref(&p, in(it, n, 0), in(it, n, 1), n->bias ? in(it, n, 2) : NULL, y);
+}
+
+static void interp_batchnorm(const interp *it, const ir_node *n, float *y)
+{
+	const ir_shape *x = shape(it, n, 0);
+	rt_batchnorm_ref(dim(x, 0), dim(x, 1), dim(x, 2) * dim(x, 3), in(it, n, 0), in(it, n, 3),
+			 in(it, n, 4), in(it, n, 1), in(it, n, 2), (float)n->eps, y);
+}
+
+static void interp_relu(const interp *it, const ir_node *n, float *y)
+{
+	rt_relu_ref((size_t)ir_shape_count(&n->shape), in(it, n, 0), y);
+}
+
+static void interp_add(const interp *it, const ir_node *n, float *y)
+{
+	rt_add_ref((size_t)ir_shape_count(&n->shape), in(it, n, 0), in(it, n, 1), y);
+}
+
+static rt_pool pool_of(const interp *it, const ir_node *n)
+{
+	const ir_shape *x = shape(it, n, 0);
+	return rt_pool_make(dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), (int)n->kernel,
+			    (int)n->stride, (int)n->pad);
+}
+
+static void interp_maxpool(const interp *it, const ir_node *n, float *y)
+{
+	rt_pool p = pool_of(it, n);
+	rt_maxpool_ref(&p, in(it, n, 0), y);
+}
+
+static void interp_avgpool(const interp *it, const ir_node *n, float *y)
+{
+	rt_pool p = pool_of(it, n);
+	rt_avgpool_ref(&p, in(it, n, 0), y);
+}
+
+static void interp_global_avgpool(const interp *it, const ir_node *n, float *y)
+{
+	const ir_shape *x = shape(it, n, 0);
+	rt_global_avgpool_ref(dim(x, 0), dim(x, 1), dim(x, 2) * dim(x, 3), in(it, n, 0), y);
+}
+
+static void interp_flatten(const interp *it, const ir_node *n, float *y)
+{
+	memcpy(y, in(it, n, 0), (size_t)ir_shape_count(&n->shape) * sizeof(float));
+}
+
+static void interp_linear(const interp *it, const ir_node *n, float *y)
+{
+	const ir_shape *x = shape(it, n, 0);
+	rt_linear_ref(dim(x, 0), dim(x, 1), (int)n->out, in(it, n, 0), in(it, n, 1),
+		      n->bias ? in(it, n, 2) : NULL, y);
+}
+
+static void interp_softmax(const interp *it, const ir_node *n, float *y)
+{
+	rt_softmax_ref(dim(&n->shape, 0), dim(&n->shape, 1), in(it, n, 0), y);
+}
+
+static void interp_subsample(const interp *it, const ir_node *n, float *y)
+{
+	const ir_shape *x = shape(it, n, 0);
+	rt_subsample_ref(dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), (int)n->stride, in(it, n, 0),
+			 y);
+}
+
+static void interp_pad_channels(const interp *it, const ir_node *n, float *y)
+{
+	const ir_shape *x = shape(it, n, 0);
+	rt_pad_channels_ref(dim(x, 0), dim(x, 1), dim(x, 2) * dim(x, 3), (int)n->before,
+			    (int)n->after, in(it, n, 0), y);
+}
+
+typedef void interp_fn(const interp *it, const ir_node *n, float *y);
+
+static interp_fn *const kernels[IR_OP_COUNT] = {
+#define OP(e, name, args, attrs, flags) [IR_OP_##e] = interp_##name,
+#include "ops.def"
+};
+
+int interp_run(const ir_graph *g, const float *const *inputs, float *const *outputs, char *err,
+	       size_t errlen)
+{
+	interp it = {.g = g, .buf = calloc((size_t)g->n_nodes, sizeof(float *))};
+	bool *owned = calloc((size_t)g->n_nodes, sizeof(bool));
+	int rc = -1;
+	if (!it.buf || !owned) {
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+	for (int i = 0; i < g->n_inputs; i++)
+		it.buf[g->inputs[i].node] = (float *)inputs[i];
+	for (int id = 0; id < g->n_nodes; id++) {
+		const ir_node *n = &g->nodes[id];
+		if (n->op == IR_OP_PARAM) {
+			if (!n->data) {
+				snprintf(err, errlen, "parameter '%s' has no data", n->name);
+				goto out;
+			}
+			it.buf[id] = n->data;
+			continue;
+		}
+		if (n->op == IR_OP_INPUT)
+			continue;
+		size_t count = (size_t)ir_shape_count(&n->shape);
+		it.buf[id] = malloc(count ? count * sizeof(float) : 1);
+		if (!it.buf[id]) {
+			snprintf(err, errlen, "out of memory for node %%%d (%zu floats)", id, count);
+			goto out;
+		}
+		owned[id] = true;
+		kernels[n->op](&it, n, it.buf[id]);
+	}
+	for (int i = 0; i < g->n_outputs; i++) {
+		const ir_node *o = &g->nodes[g->outputs[i].node];
+		memcpy(outputs[i], it.buf[g->outputs[i].node],
+		       (size_t)ir_shape_count(&o->shape) * sizeof(float));
+	}
+	rc = 0;
+out:
+	for (int id = 0; it.buf && owned && id < g->n_nodes; id++)
+		if (owned[id])
+			free(it.buf[id]);
+	free(it.buf);
+	free(owned);
+	return rc;
+}

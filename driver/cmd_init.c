@@ -1,0 +1,30 @@
+/* netcc init: He-initialised weights for a model, as a safetensors file. */
+#include <stdio.h>
+
+#include "driver.h"
+
+int cmd_init(int argc, char **argv)
+{
+	opts o;
+	if (opts_parse(&o, argc, argv, "o= seed=") != 0)
+		return 2;
+	const char *out = opts_str(&o, "o", NULL);
+	if (!out) {
+		fprintf(stderr, "netcc: error: init needs -o FILE.safetensors\n");
+		return 2;
+	}
+	bool ok = true;
+	int64_t seed = opts_int(&o, "seed", 0, 0, INT64_MAX, &ok);
+	if (!ok)
+		return 2;
+	ir_graph *g = driver_model_load(&o, 1);
+	if (!g)
+		return 1;
+	ir_graph_init_he(g, (uint64_t)seed);
+	int rc = weights_save(g, out);
+	if (rc == 0)
+		fprintf(stderr, "netcc: wrote %s (%lld bytes of parameters, seed %lld)\n", out,
+			(long long)ir_graph_param_bytes(g), (long long)seed);
+	ir_graph_free(g);
+	return rc;
+}

@@ -1,0 +1,56 @@
+/* He initialisation (He et al., 2015): weights ~ N(0, 2 / fan_in), biases 0,
+ * BatchNorm scale 1, shift 0, running mean 0, running variance 1. */
+#include <math.h>
+
+#include "ir.h"
+#include "runtime.h"
+
+/* Each parameter draws from a stream seeded by its own name, so its values
+ * do not shift when another layer of the model changes. */
+static uint64_t name_seed(uint64_t seed, const char *name)
+{
+	uint64_t h = 1469598103934665603ull;
+	for (const char *p = name; *p; p++)
+		h = (h ^ (unsigned char)*p) * 1099511628211ull;
+	return seed * 0x9e3779b97f4a7c15ull ^ h;
+}
+
+/* Which op owns param p, and in which input slot, decides its initial values. */
+static const ir_node *owner(const ir_graph *g, int p, int *slot)
+{
+	for (int i = p + 1; i < g->n_nodes; i++)
+		for (int j = ir_ops[g->nodes[i].op].args; j < g->nodes[i].n_in; j++)
+			if (g->nodes[i].in[j] == p) {
+				*slot = j;
+				return &g->nodes[i];
+			}
+	return NULL;
+}
+
+void ir_graph_init_he(ir_graph *g, uint64_t seed)
+{
+	for (int i = 0; i < g->n_nodes; i++) {
+		ir_node *p = &g->nodes[i];
+		if (p->op != IR_OP_PARAM)
+			continue;
+		int64_t count = ir_shape_count(&p->shape);
+		if (!p->data)
+			p->data = arena_array(&g->arena, (size_t)count, sizeof(float));
+		int slot = 0;
+		const ir_node *o = owner(g, i, &slot);
+		bool is_weight = o && (o->op == IR_OP_CONV || o->op == IR_OP_LINEAR) && slot == 1;
+		if (is_weight) {
+			int64_t fan_in = count / p->shape.d[0];
+			float std = (float)sqrt(2.0 / (double)fan_in);
+			rt_rng r;
+			rt_rng_seed(&r, name_seed(seed, p->name));
+			for (int64_t k = 0; k < count; k++)
+				p->data[k] = std * rt_rng_normal(&r);
+		} else {
+			/* batchnorm's slots: x, gamma, beta, running mean, running var */
+			bool one = o && o->op == IR_OP_BATCHNORM && (slot == 1 || slot == 4);
+			for (int64_t k = 0; k < count; k++)
+				p->data[k] = one ? 1.0f : 0.0f;
+		}
+	}
+}

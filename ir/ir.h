@@ -1,0 +1,240 @@
+/* ir.h: netcc's graph, its operators, and the shared diagnostics and arenas.
+ *
+ *   ir_graph *g = ir_graph_new("tiny", 1);
+ *   ir_node proto = ir_node_proto(IR_OP_CONV, &loc);
+ *   proto.out = 16, proto.kernel = 3, proto.pad = 1;
+ *   int x = ir_input_add(g, "x", ir_shape4(1, 3, 32, 32), &loc);
+ *   int y = ir_op_build(g, &proto, &x, "conv0");   // creates conv0.weight, conv0.bias
+ *   ir_output_add(g, "y", y);
+ *   ir_graph_verify(g);
+ *   ir_graph_print(g, stdout);
+ *   ir_graph_free(g);
+ *
+ * Nodes are flat structs in one array, in topological order, referring to
+ * each other by index. Errors anywhere in the compiler go through
+ * diag_error_at(), which prints `file:line:col: error: ...`, the source line
+ * and a caret, then unwinds to the innermost diag_trap (or exits with 1).
+ */
+#ifndef NETCC_IR_H
+#define NETCC_IR_H
+
+#include <setjmp.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* ---- arenas: allocations with a phase's lifetime ------------------------ */
+
+typedef struct arena_chunk arena_chunk;
+typedef struct arena {
+	arena_chunk *head;
+	size_t bytes; /* allocated so far, for limits and reports */
+} arena;
+
+void *arena_alloc(arena *a, size_t size); /* zeroed, 16-byte aligned; diag_fatal on OOM */
+void *arena_array(arena *a, size_t count, size_t size); /* overflow-checked */
+char *arena_strdup(arena *a, const char *s);
+char *arena_strndup(arena *a, const char *s, size_t n);
+char *arena_printf(arena *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void arena_free(arena *a);
+
+/* ---- diagnostics --------------------------------------------------------- */
+
+typedef struct diag_src {
+	const char *name; /* as given on the command line */
+	const char *text;
+	size_t len;
+} diag_src;
+
+typedef struct diag_chain diag_chain;
+
+typedef struct diag_loc {
+	const diag_src *src; /* NULL: no source position */
+	int line, col;       /* 1-based; col counts bytes */
+	uint32_t line_off;   /* offset of the line's first byte */
+	const diag_chain *chain; /* block calls that led here, innermost first */
+} diag_loc;
+
+struct diag_chain {
+	diag_loc call; /* where the block was called */
+	const char *block;
+	int depth;
+};
+
+typedef struct diag_trap {
+	jmp_buf jb;
+	struct diag_trap *prev;
+} diag_trap;
+
+/* Errors unwind to the innermost trap; without one they exit(1). Use as
+ *   diag_trap t; diag_trap_push(&t);
+ *   if (setjmp(t.jb) == 0) { ...; diag_trap_pop(&t); } else { failed: trap is popped } */
+void diag_trap_push(diag_trap *t);
+void diag_trap_pop(diag_trap *t);
+void diag_set_output(FILE *f); /* default stderr */
+FILE *diag_output(void);
+
+_Noreturn void diag_error_at(const diag_loc *loc, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+_Noreturn void diag_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void diag_note_at(const diag_loc *loc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void diag_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The closest candidate by edit distance, or NULL if none is close enough. */
+const char *diag_suggest(const char *name, const char *const *cands, int n);
+
+/* ---- shapes -------------------------------------------------------------- */
+
+enum { IR_MAX_RANK = 4, IR_MAX_INPUTS = 8, IR_MAX_IO = 16, IR_MAX_NODES = 1 << 20 };
+#define IR_MAX_ELEMS ((int64_t)1 << 31) /* per tensor; see docs/language.md */
+
+typedef struct ir_shape {
+	int rank;
+	int64_t d[IR_MAX_RANK];
+} ir_shape;
+
+ir_shape ir_shape4(int64_t n, int64_t c, int64_t h, int64_t w);
+ir_shape ir_shape2(int64_t n, int64_t c);
+ir_shape ir_shape1(int64_t n);
+int64_t ir_shape_count(const ir_shape *s);
+bool ir_shape_eq(const ir_shape *a, const ir_shape *b);
+/* "[1,64,56,56]" into buf, returns buf */
+char *ir_shape_str(const ir_shape *s, char *buf, size_t len);
+
+/* ---- operators ----------------------------------------------------------- */
+
+enum { OPF_USER = 1, OPF_GRAD = 2, OPF_EWISE = 4 };
+
+typedef enum ir_op {
+#define OP(e, name, args, attrs, flags) IR_OP_##e,
+#include "ops.def"
+	IR_OP_COUNT
+} ir_op;
+
+typedef struct ir_op_info {
+	const char *name;
+	int args;
+	const char *attrs;
+	int flags;
+} ir_op_info;
+
+extern const ir_op_info ir_ops[IR_OP_COUNT];
+int ir_op_lookup(const char *name); /* -1 if unknown */
+
+typedef enum ir_attr_type { IR_ATTR_INT, IR_ATTR_BOOL, IR_ATTR_FLOAT } ir_attr_type;
+
+typedef struct ir_attr_info {
+	const char *name;
+	size_t offset; /* of the field in ir_node: int64_t, bool or double by type */
+	ir_attr_type type;
+} ir_attr_info;
+
+extern const ir_attr_info ir_attrs[]; /* NULL-terminated */
+const ir_attr_info *ir_attr_lookup(const char *name);
+
+/* One entry of an op's attribute list, pointing into ops.def's string. */
+typedef struct ir_attr_spec {
+	const char *key, *def; /* def NULL: required */
+	int key_len, def_len;
+} ir_attr_spec;
+
+enum { IR_MAX_ATTRS = 16 };
+int ir_op_attr_specs(ir_op op, ir_attr_spec *out, int max);
+
+typedef enum ir_param_kind {
+	IR_PARAM_WEIGHT, /* trained */
+	IR_PARAM_BUFFER, /* carried state, e.g. BatchNorm running statistics */
+} ir_param_kind;
+
+typedef struct ir_node {
+	ir_op op;
+	int n_in;
+	int in[IR_MAX_INPUTS];
+	ir_shape shape;
+	const char *name; /* params: the full hierarchical name; ops: the call path */
+	diag_loc loc;
+
+	/* attributes (ops.def's ATTR list) */
+	int64_t out, kernel, stride, pad, before, after;
+	bool bias;
+	double eps, momentum;
+
+	/* params */
+	ir_param_kind pkind;
+	float *data; /* NULL until weights are attached */
+} ir_node;
+
+/* ---- training configuration (the model file's train section) ------------- */
+
+typedef enum ir_sched {
+	IR_SCHED_NONE,
+	IR_SCHED_STEPS,   /* multiply by factor at the listed epochs */
+	IR_SCHED_PLATEAU, /* multiply by factor when test error stalls */
+} ir_sched;
+
+enum { IR_MAX_STEPS = 16 };
+
+typedef struct ir_train {
+	bool present;
+	const char *loss; /* "softmax_cross_entropy" */
+	double lr, momentum, weight_decay;
+	ir_sched sched;
+	int n_steps;
+	int64_t steps[IR_MAX_STEPS];
+	double factor;
+	int64_t patience, warmup, batch, epochs;
+	const char *init; /* "he" */
+} ir_train;
+
+void ir_train_defaults(ir_train *t);
+
+/* ---- graphs -------------------------------------------------------------- */
+
+typedef struct ir_io {
+	const char *name;
+	int node;
+	diag_loc loc;
+} ir_io;
+
+typedef struct ir_graph {
+	arena arena; /* names, chains, weight data: everything the graph owns */
+	ir_node *nodes;
+	int n_nodes, cap_nodes;
+	ir_io inputs[IR_MAX_IO], outputs[IR_MAX_IO];
+	int n_inputs, n_outputs;
+	const char *name;
+	int64_t batch;
+	ir_train train;
+} ir_graph;
+
+ir_graph *ir_graph_new(const char *name, int64_t batch);
+void ir_graph_free(ir_graph *g);
+
+/* A node with op and location set and the op's attribute defaults filled in. */
+ir_node ir_node_proto(ir_op op, const diag_loc *loc);
+/* Appends a copy of n (no shape inference); returns its index. */
+int ir_node_append(ir_graph *g, const ir_node *n);
+int ir_input_add(ir_graph *g, const char *name, ir_shape shape, const diag_loc *loc);
+int ir_param_add(ir_graph *g, const char *name, ir_param_kind kind, ir_shape shape,
+		 const diag_loc *loc);
+void ir_output_add(ir_graph *g, const char *name, int node, const diag_loc *loc);
+/* Builds a user operator: checks the attributes and the inputs' shapes
+ * (errors at proto->loc), creates the parameters the op owns named
+ * "<path>.weight" and so on, infers the shape, appends. */
+int ir_op_build(ir_graph *g, const ir_node *proto, const int *args, const char *path);
+/* Runs the op's shape rule on n (inputs already in g); diag_error_at on misuse. */
+void ir_shape_infer(const ir_graph *g, ir_node *n);
+
+int64_t ir_node_macs(const ir_graph *g, const ir_node *n);
+int64_t ir_node_param_count(const ir_graph *g, const ir_node *n); /* trainable, owned */
+
+/* Attaches a float array to every param (He initialisation, see ir/init.c). */
+void ir_graph_init_he(ir_graph *g, uint64_t seed);
+/* Total bytes of params; count_only_weights: skip buffers. */
+int64_t ir_graph_param_bytes(const ir_graph *g);
+
+void ir_graph_verify(const ir_graph *g); /* diag_error_at on the first broken invariant */
+void ir_graph_print(const ir_graph *g, FILE *out);
+void ir_node_print(const ir_graph *g, int id, FILE *out);
+
+#endif

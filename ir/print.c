@@ -1,0 +1,59 @@
+/* The textual form of a graph: what `netcc ir` and --dump-after print. */
+#include "ir.h"
+
+static void print_attrs(const ir_node *n, FILE *out)
+{
+	ir_attr_spec specs[IR_MAX_ATTRS];
+	int ns = ir_op_attr_specs(n->op, specs, IR_MAX_ATTRS);
+	if (ns == 0)
+		return;
+	fputs(" {", out);
+	for (int i = 0; i < ns; i++) {
+		char key[32];
+		snprintf(key, sizeof key, "%.*s", specs[i].key_len, specs[i].key);
+		const ir_attr_info *a = ir_attr_lookup(key);
+		const char *base = (const char *)n + a->offset;
+		fprintf(out, "%s%s=", i ? " " : "", key);
+		switch (a->type) {
+		case IR_ATTR_INT:
+			fprintf(out, "%lld", (long long)*(const int64_t *)base);
+			break;
+		case IR_ATTR_BOOL:
+			fputs(*(const bool *)base ? "true" : "false", out);
+			break;
+		case IR_ATTR_FLOAT:
+			fprintf(out, "%g", *(const double *)base);
+			break;
+		}
+	}
+	fputc('}', out);
+}
+
+void ir_node_print(const ir_graph *g, int id, FILE *out)
+{
+	const ir_node *n = &g->nodes[id];
+	char sb[128];
+	fprintf(out, "  %%%d = %s", id, ir_ops[n->op].name);
+	if (n->op == IR_OP_INPUT || n->op == IR_OP_PARAM) {
+		fprintf(out, " %s%s : %s\n", n->name,
+			n->op == IR_OP_PARAM && n->pkind == IR_PARAM_BUFFER ? " (buffer)" : "",
+			ir_shape_str(&n->shape, sb, sizeof sb));
+		return;
+	}
+	for (int i = 0; i < n->n_in; i++)
+		fprintf(out, "%s%%%d", i ? ", " : " ", n->in[i]);
+	print_attrs(n, out);
+	fprintf(out, " : %s", ir_shape_str(&n->shape, sb, sizeof sb));
+	if (n->name && *n->name)
+		fprintf(out, "  # %s", n->name);
+	fputc('\n', out);
+}
+
+void ir_graph_print(const ir_graph *g, FILE *out)
+{
+	fprintf(out, "model %s (batch %lld, %d nodes)\n", g->name, (long long)g->batch, g->n_nodes);
+	for (int i = 0; i < g->n_nodes; i++)
+		ir_node_print(g, i, out);
+	for (int i = 0; i < g->n_outputs; i++)
+		fprintf(out, "  output %s = %%%d\n", g->outputs[i].name, g->outputs[i].node);
+}

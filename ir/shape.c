@@ -1,0 +1,235 @@
+/* Shape rules, one per operator: each checks its attributes and arguments
+ * and reports misuse at the node's source location. */
+#include <string.h>
+
+#include "ir.h"
+
+ir_shape ir_shape4(int64_t n, int64_t c, int64_t h, int64_t w)
+{
+	return (ir_shape){.rank = 4, .d = {n, c, h, w}};
+}
+
+ir_shape ir_shape2(int64_t n, int64_t c)
+{
+	return (ir_shape){.rank = 2, .d = {n, c}};
+}
+
+ir_shape ir_shape1(int64_t n)
+{
+	return (ir_shape){.rank = 1, .d = {n}};
+}
+
+/* Saturates instead of overflowing: anything past IR_MAX_ELEMS is an error anyway. */
+int64_t ir_shape_count(const ir_shape *s)
+{
+	int64_t c = 1;
+	for (int i = 0; i < s->rank; i++) {
+		if (s->d[i] < 0)
+			return -1;
+		if (s->d[i] && c > INT64_MAX / s->d[i])
+			return INT64_MAX;
+		c *= s->d[i];
+	}
+	return c;
+}
+
+bool ir_shape_eq(const ir_shape *a, const ir_shape *b)
+{
+	if (a->rank != b->rank)
+		return false;
+	for (int i = 0; i < a->rank; i++)
+		if (a->d[i] != b->d[i])
+			return false;
+	return true;
+}
+
+char *ir_shape_str(const ir_shape *s, char *buf, size_t len)
+{
+	size_t o = 0;
+	o += (size_t)snprintf(buf + o, len - o, "[");
+	for (int i = 0; i < s->rank && o < len; i++)
+		o += (size_t)snprintf(buf + o, len - o, "%s%lld", i ? "," : "", (long long)s->d[i]);
+	if (o < len)
+		snprintf(buf + o, len - o, "]");
+	return buf;
+}
+
+static const ir_shape *arg(const ir_graph *g, const ir_node *n, int i)
+{
+	return &g->nodes[n->in[i]].shape;
+}
+
+static void need_rank(const ir_graph *g, const ir_node *n, int i, int rank, const char *what)
+{
+	const ir_shape *s = arg(g, n, i);
+	if (s->rank != rank) {
+		char b[96];
+		diag_error_at(&n->loc, "%s expects %s, got a tensor of shape %s", ir_ops[n->op].name,
+			      what, ir_shape_str(s, b, sizeof b));
+	}
+}
+
+static void need_range(const ir_node *n, const char *attr, int64_t v, int64_t lo, int64_t hi)
+{
+	if (v < lo || v > hi)
+		diag_error_at(&n->loc, "%s: %s = %lld is out of range [%lld, %lld]",
+			      ir_ops[n->op].name, attr, (long long)v, (long long)lo, (long long)hi);
+}
+
+enum { MAX_WINDOW = 1 << 12, MAX_CHANNELS = 1 << 20 };
+
+/* A sliding window over h x w: the output extent, or an error when the
+ * window does not fit inside the padded input. */
+static void window(ir_node *n, const ir_shape *x, int64_t oc)
+{
+	need_range(n, "kernel", n->kernel, 1, MAX_WINDOW);
+	need_range(n, "stride", n->stride, 1, MAX_WINDOW);
+	need_range(n, "pad", n->pad, 0, MAX_WINDOW);
+	int64_t ph = x->d[2] + 2 * n->pad, pw = x->d[3] + 2 * n->pad;
+	if (n->kernel > ph || n->kernel > pw)
+		diag_error_at(&n->loc,
+			      "%s: kernel %lld is larger than the padded input %lldx%lld "
+			      "(%lldx%lld with pad %lld)",
+			      ir_ops[n->op].name, (long long)n->kernel, (long long)ph, (long long)pw,
+			      (long long)x->d[2], (long long)x->d[3], (long long)n->pad);
+	n->shape = ir_shape4(x->d[0], oc, (ph - n->kernel) / n->stride + 1,
+			     (pw - n->kernel) / n->stride + 1);
+}
+
+static void shape_input(const ir_graph *g, ir_node *n)
+{
+}
+
+static void shape_param(const ir_graph *g, ir_node *n)
+{
+}
+
+static void shape_conv(const ir_graph *g, ir_node *n)
+{
+	need_rank(g, n, 0, 4, "an [N, C, H, W] tensor");
+	need_range(n, "out", n->out, 1, MAX_CHANNELS);
+	window(n, arg(g, n, 0), n->out);
+}
+
+static void shape_batchnorm(const ir_graph *g, ir_node *n)
+{
+	const ir_shape *x = arg(g, n, 0);
+	if (x->rank != 4 && x->rank != 2)
+		need_rank(g, n, 0, 4, "an [N, C, H, W] or [N, C] tensor");
+	if (!(n->eps > 0 && n->eps < 1))
+		diag_error_at(&n->loc, "batchnorm: eps = %g must be in (0, 1)", n->eps);
+	if (!(n->momentum >= 0 && n->momentum <= 1))
+		diag_error_at(&n->loc, "batchnorm: momentum = %g must be in [0, 1]", n->momentum);
+	n->shape = *x;
+}
+
+static void shape_relu(const ir_graph *g, ir_node *n)
+{
+	n->shape = *arg(g, n, 0);
+}
+
+static void shape_add(const ir_graph *g, ir_node *n)
+{
+	const ir_shape *a = arg(g, n, 0), *b = arg(g, n, 1);
+	if (!ir_shape_eq(a, b)) {
+		char ba[96], bb[96];
+		const char *what = a->rank == 4 && b->rank == 4 && a->d[1] != b->d[1]
+					   ? " (the channels differ: a shortcut needs a projection "
+					     "or padding)"
+					   : "";
+		diag_error_at(&n->loc, "add: shapes differ: %s and %s%s",
+			      ir_shape_str(a, ba, sizeof ba), ir_shape_str(b, bb, sizeof bb), what);
+	}
+	n->shape = *a;
+}
+
+static void pool(const ir_graph *g, ir_node *n)
+{
+	need_rank(g, n, 0, 4, "an [N, C, H, W] tensor");
+	/* PyTorch's rule: padding beyond half the window would make windows of pure padding. */
+	if (n->pad > n->kernel / 2)
+		diag_error_at(&n->loc, "%s: pad = %lld must be at most half the kernel (%lld)",
+			      ir_ops[n->op].name, (long long)n->pad, (long long)n->kernel);
+	window(n, arg(g, n, 0), arg(g, n, 0)->d[1]);
+}
+
+static void shape_maxpool(const ir_graph *g, ir_node *n)
+{
+	pool(g, n);
+}
+
+static void shape_avgpool(const ir_graph *g, ir_node *n)
+{
+	pool(g, n);
+}
+
+static void shape_global_avgpool(const ir_graph *g, ir_node *n)
+{
+	need_rank(g, n, 0, 4, "an [N, C, H, W] tensor");
+	const ir_shape *x = arg(g, n, 0);
+	n->shape = ir_shape4(x->d[0], x->d[1], 1, 1);
+}
+
+static void shape_flatten(const ir_graph *g, ir_node *n)
+{
+	const ir_shape *x = arg(g, n, 0);
+	if (x->rank < 2)
+		need_rank(g, n, 0, 2, "a tensor of rank 2 or more");
+	int64_t f = 1;
+	for (int i = 1; i < x->rank; i++)
+		f *= x->d[i];
+	n->shape = ir_shape2(x->d[0], f);
+}
+
+static void shape_linear(const ir_graph *g, ir_node *n)
+{
+	need_rank(g, n, 0, 2, "an [N, features] tensor (flatten first)");
+	need_range(n, "out", n->out, 1, MAX_CHANNELS);
+	n->shape = ir_shape2(arg(g, n, 0)->d[0], n->out);
+}
+
+static void shape_softmax(const ir_graph *g, ir_node *n)
+{
+	need_rank(g, n, 0, 2, "an [N, classes] tensor");
+	n->shape = *arg(g, n, 0);
+}
+
+static void shape_subsample(const ir_graph *g, ir_node *n)
+{
+	need_rank(g, n, 0, 4, "an [N, C, H, W] tensor");
+	need_range(n, "stride", n->stride, 1, MAX_WINDOW);
+	const ir_shape *x = arg(g, n, 0);
+	n->shape = ir_shape4(x->d[0], x->d[1], (x->d[2] + n->stride - 1) / n->stride,
+			     (x->d[3] + n->stride - 1) / n->stride);
+}
+
+static void shape_pad_channels(const ir_graph *g, ir_node *n)
+{
+	need_rank(g, n, 0, 4, "an [N, C, H, W] tensor");
+	need_range(n, "before", n->before, 0, MAX_CHANNELS);
+	need_range(n, "after", n->after, 0, MAX_CHANNELS);
+	const ir_shape *x = arg(g, n, 0);
+	n->shape = ir_shape4(x->d[0], x->d[1] + n->before + n->after, x->d[2], x->d[3]);
+}
+
+typedef void shape_fn(const ir_graph *g, ir_node *n);
+
+static shape_fn *const shape_rules[IR_OP_COUNT] = {
+#define OP(e, name, args, attrs, flags) [IR_OP_##e] = shape_##name,
+#include "ops.def"
+};
+
+void ir_shape_infer(const ir_graph *g, ir_node *n)
+{
+	for (int i = 0; i < ir_ops[n->op].args; i++)
+		if (n->in[i] < 0 || n->in[i] >= g->n_nodes)
+			diag_error_at(&n->loc, "%s: input %d refers to no node", ir_ops[n->op].name,
+				      i);
+	shape_rules[n->op](g, n);
+	if (ir_shape_count(&n->shape) >= IR_MAX_ELEMS) {
+		char b[96];
+		diag_error_at(&n->loc, "%s: result %s has more than %lld elements",
+			      ir_ops[n->op].name, ir_shape_str(&n->shape, b, sizeof b),
+			      (long long)IR_MAX_ELEMS);
+	}
+}
