@@ -88,11 +88,7 @@ int weights_load(ir_graph *g, const char *path, bool allow_nonfinite)
 			bad += check_tensor(p, rt_st_find(&f, p->name), path, allow_nonfinite);
 	}
 	for (int k = 0; k < f.n_tensors; k++) {
-		bool known = false;
-		for (int i = 0; i < g->n_nodes && !known; i++)
-			known = g->nodes[i].op == IR_OP_PARAM &&
-				!strcmp(g->nodes[i].name, f.tensors[k].name);
-		if (!known) {
+		if (ir_param_find(g, f.tensors[k].name) < 0) {
 			fprintf(stderr, "netcc: error: %s: tensor '%s' is not a parameter of model '%s'\n",
 				path, f.tensors[k].name, g->name);
 			bad++;

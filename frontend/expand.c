@@ -30,8 +30,10 @@ typedef struct counter {
 typedef struct scope {
 	binding *vars;
 	int n_vars, cap_vars;
+	strmap var_index;
 	counter *counts;
 	int n_counts, cap_counts;
+	strmap count_index;
 	const char *path;
 	const diag_chain *chain;
 } scope;
@@ -41,6 +43,8 @@ typedef struct expander {
 	const ast_file *f;
 	arena *tmp;
 	int64_t steps;
+	strmap blocks; /* name to index in block_list */
+	const ast_block **block_list;
 } expander;
 
 static const char *kind_name(vkind k)
@@ -64,10 +68,8 @@ static void grow(arena *a, void **items, int *cap, int n, size_t size)
 
 static binding *lookup(scope *sc, const char *name)
 {
-	for (int i = sc->n_vars - 1; i >= 0; i--)
-		if (strcmp(sc->vars[i].name, name) == 0)
-			return &sc->vars[i];
-	return NULL;
+	int i = strmap_get(&sc->var_index, name);
+	return i < 0 ? NULL : &sc->vars[i];
 }
 
 static void bind(expander *ex, scope *sc, const char *name, value v)
@@ -78,6 +80,7 @@ static void bind(expander *ex, scope *sc, const char *name, value v)
 		return;
 	}
 	grow(ex->tmp, (void **)&sc->vars, &sc->cap_vars, sc->n_vars, sizeof *sc->vars);
+	strmap_put(&sc->var_index, ex->tmp, name, sc->n_vars);
 	sc->vars[sc->n_vars++] = (binding){.name = name, .v = v};
 }
 
@@ -96,10 +99,8 @@ static diag_loc at(const scope *sc, diag_loc loc)
 
 static const ast_block *find_block(const expander *ex, const char *name)
 {
-	for (const ast_block *b = ex->f->blocks; b; b = b->next)
-		if (strcmp(b->name, name) == 0)
-			return b;
-	return NULL;
+	int i = strmap_get(&ex->blocks, name);
+	return i < 0 ? NULL : ex->block_list[i];
 }
 
 /* The name of a call inside a scope: explicit, or the callee's name and how
@@ -108,16 +109,15 @@ static const char *call_path(expander *ex, scope *sc, const char *callee, const 
 {
 	const char *leaf = explicit;
 	if (!leaf) {
-		counter *c = NULL;
-		for (int i = 0; i < sc->n_counts; i++)
-			if (strcmp(sc->counts[i].name, callee) == 0)
-				c = &sc->counts[i];
-		if (!c) {
+		int i = strmap_get(&sc->count_index, callee);
+		if (i < 0) {
 			grow(ex->tmp, (void **)&sc->counts, &sc->cap_counts, sc->n_counts,
 			     sizeof *sc->counts);
-			c = &sc->counts[sc->n_counts++];
-			*c = (counter){.name = callee};
+			i = sc->n_counts++;
+			sc->counts[i] = (counter){.name = callee};
+			strmap_put(&sc->count_index, ex->tmp, callee, i);
 		}
+		counter *c = &sc->counts[i];
 		leaf = arena_printf(ex->tmp, "%s%lld", callee, (long long)c->n++);
 	}
 	if (!*sc->path)
@@ -658,14 +658,27 @@ static void exec(expander *ex, scope *sc, const ast_stmt *s)
 
 /* ---- the model ------------------------------------------------------------ */
 
+static void index_blocks(expander *ex)
+{
+	int n = 0;
+	for (const ast_block *b = ex->f->blocks; b; b = b->next)
+		n++;
+	ex->block_list = arena_array(ex->tmp, (size_t)n, sizeof *ex->block_list);
+	n = 0;
+	for (const ast_block *b = ex->f->blocks; b; b = b->next) {
+		const ast_block *o = find_block(ex, b->name);
+		if (o) {
+			diag_note_next(&o->loc, "'%s' was first defined here", o->name);
+			diag_error_at(&b->loc, "block '%s' is defined twice", b->name);
+		}
+		ex->block_list[n] = b;
+		strmap_put(&ex->blocks, ex->tmp, b->name, n++);
+	}
+}
+
 static void check_blocks(const ast_file *f)
 {
 	for (const ast_block *b = f->blocks; b; b = b->next) {
-		for (const ast_block *o = f->blocks; o != b; o = o->next)
-			if (!strcmp(o->name, b->name)) {
-				diag_note_at(&o->loc, "'%s' was first defined here", o->name);
-				diag_error_at(&b->loc, "block '%s' is defined twice", b->name);
-			}
 		int op = ir_op_lookup(b->name);
 		if (op >= 0 && (ir_ops[op].flags & OPF_USER))
 			diag_error_at(&b->loc, "block '%s' has the name of an operator", b->name);
@@ -709,6 +722,7 @@ void expand_file(ir_graph *g, const ast_file *f, arena *tmp)
 	g->name = arena_strdup(&g->arena, f->model);
 	check_blocks(f);
 	expander ex = {.g = g, .f = f, .tmp = tmp};
+	index_blocks(&ex);
 	scope top = {.path = ""};
 	for (int i = 0; i < f->n_inputs; i++) {
 		const ast_tensor *t = &f->inputs[i];

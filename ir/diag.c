@@ -8,6 +8,9 @@
 
 static diag_trap *trap_top;
 static FILE *diag_out;
+/* A note that belongs after the next error ("first defined here"). */
+static diag_loc pending_loc;
+static char pending_msg[256];
 
 FILE *diag_output(void)
 {
@@ -53,12 +56,21 @@ static void print_caret(const diag_loc *loc)
 	size_t n = 0;
 	while (loc->line_off + n < s->len && line[n] != '\n' && line[n] != '\r')
 		n++;
-	fputs("    ", f);
-	for (size_t i = 0; i < n; i++)
+	/* Long lines show a window around the column. */
+	enum { WIDTH = 120 };
+	size_t col = loc->col > 0 ? (size_t)loc->col - 1 : 0, from = 0, to = n;
+	if (n > WIDTH) {
+		from = col > WIDTH / 2 ? col - WIDTH / 2 : 0;
+		to = from + WIDTH < n ? from + WIDTH : n;
+	}
+	fputs(from ? "    ..." : "    ", f);
+	for (size_t i = from; i < to; i++)
 		fputc((unsigned char)line[i] < 32 && line[i] != '\t' ? ' ' : line[i], f);
-	fputs("\n    ", f);
-	for (int i = 1; i < loc->col && (size_t)(i - 1) < n; i++)
-		fputc(line[i - 1] == '\t' ? '\t' : ' ', f);
+	fputs(to < n ? "...\n    " : "\n    ", f);
+	if (from)
+		fputs("   ", f);
+	for (size_t i = from; i < col && i < to; i++)
+		fputc(line[i] == '\t' ? '\t' : ' ', f);
 	fputs("^\n", f);
 }
 
@@ -75,13 +87,32 @@ static void vreport(const diag_loc *loc, const char *kind, const char *fmt, va_l
 		print_caret(loc);
 }
 
+/* Deep chains (a recursive block) show their innermost and outermost calls. */
 static void print_chain(const diag_loc *loc)
 {
 	if (!loc)
 		return;
-	for (const diag_chain *c = loc->chain; c; c = c->call.chain) {
+	enum { SHOWN = 4 };
+	int i = 0;
+	for (const diag_chain *c = loc->chain; c; c = c->call.chain, i++) {
+		int depth = c->depth;
+		if (i >= SHOWN && depth > SHOWN) {
+			if (i == SHOWN)
+				fprintf(diag_output(), "note: ... %d more block calls ...\n",
+					depth - SHOWN);
+			continue;
+		}
 		diag_note_at(&c->call, "in block '%s' called from here", c->block);
 	}
+}
+
+void diag_note_next(const diag_loc *loc, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(pending_msg, sizeof pending_msg, fmt, ap);
+	va_end(ap);
+	pending_loc = *loc;
 }
 
 void diag_error_at(const diag_loc *loc, const char *fmt, ...)
@@ -90,6 +121,10 @@ void diag_error_at(const diag_loc *loc, const char *fmt, ...)
 	va_start(ap, fmt);
 	vreport(loc, "error", fmt, ap);
 	va_end(ap);
+	if (pending_msg[0]) {
+		diag_note_at(&pending_loc, "%s", pending_msg);
+		pending_msg[0] = 0;
+	}
 	print_chain(loc);
 	unwind();
 }

@@ -141,16 +141,19 @@ int ir_input_add(ir_graph *g, const char *name, ir_shape shape, const diag_loc *
 	return id;
 }
 
+int ir_param_find(const ir_graph *g, const char *name)
+{
+	return strmap_get(&g->params, name);
+}
+
 int ir_param_add(ir_graph *g, const char *name, ir_param_kind kind, ir_shape shape,
 		 const diag_loc *loc)
 {
-	for (int i = 0; i < g->n_nodes; i++) {
-		const ir_node *p = &g->nodes[i];
-		if (p->op == IR_OP_PARAM && strcmp(p->name, name) == 0) {
-			diag_note_at(&p->loc, "'%s' was first defined here", name);
-			diag_error_at(loc, "parameter '%s' is defined twice (give one call another name = \"...\")",
-				      name);
-		}
+	int prev = ir_param_find(g, name);
+	if (prev >= 0) {
+		diag_note_next(&g->nodes[prev].loc, "'%s' was first defined here", name);
+		diag_error_at(loc, "parameter '%s' is defined twice (give one call another name = \"...\")",
+			      name);
 	}
 	if (ir_shape_count(&shape) >= IR_MAX_ELEMS)
 		diag_error_at(loc, "parameter '%s' has more than %lld elements", name,
@@ -159,7 +162,9 @@ int ir_param_add(ir_graph *g, const char *name, ir_param_kind kind, ir_shape sha
 	n.name = arena_strdup(&g->arena, name);
 	n.shape = shape;
 	n.pkind = kind;
-	return ir_node_append(g, &n);
+	int id = ir_node_append(g, &n);
+	strmap_put(&g->params, &g->arena, n.name, id);
+	return id;
 }
 
 void ir_output_add(ir_graph *g, const char *name, int node, const diag_loc *loc)

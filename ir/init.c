@@ -1,6 +1,7 @@
 /* He initialisation (He et al., 2015): weights ~ N(0, 2 / fan_in), biases 0,
  * BatchNorm scale 1, shift 0, running mean 0, running variance 1. */
 #include <math.h>
+#include <stdlib.h>
 
 #include "ir.h"
 #include "runtime.h"
@@ -15,20 +16,27 @@ static uint64_t name_seed(uint64_t seed, const char *name)
 	return seed * 0x9e3779b97f4a7c15ull ^ h;
 }
 
-/* Which op owns param p, and in which input slot, decides its initial values. */
-static const ir_node *owner(const ir_graph *g, int p, int *slot)
+/* Which op owns a param, and in which input slot, decides its initial
+ * values; one pass over the graph finds every owner. */
+typedef struct owner {
+	const ir_node *node;
+	int slot;
+} owner;
+
+static owner *find_owners(const ir_graph *g)
 {
-	for (int i = p + 1; i < g->n_nodes; i++)
+	owner *o = calloc((size_t)g->n_nodes, sizeof *o);
+	if (!o)
+		diag_fatal("out of memory");
+	for (int i = 0; i < g->n_nodes; i++)
 		for (int j = ir_ops[g->nodes[i].op].args; j < g->nodes[i].n_in; j++)
-			if (g->nodes[i].in[j] == p) {
-				*slot = j;
-				return &g->nodes[i];
-			}
-	return NULL;
+			o[g->nodes[i].in[j]] = (owner){&g->nodes[i], j};
+	return o;
 }
 
 void ir_graph_init_he(ir_graph *g, uint64_t seed)
 {
+	owner *owners = find_owners(g);
 	for (int i = 0; i < g->n_nodes; i++) {
 		ir_node *p = &g->nodes[i];
 		if (p->op != IR_OP_PARAM)
@@ -36,8 +44,8 @@ void ir_graph_init_he(ir_graph *g, uint64_t seed)
 		int64_t count = ir_shape_count(&p->shape);
 		if (!p->data)
 			p->data = arena_array(&g->arena, (size_t)count, sizeof(float));
-		int slot = 0;
-		const ir_node *o = owner(g, i, &slot);
+		const ir_node *o = owners[i].node;
+		int slot = owners[i].slot;
 		bool is_weight = o && (o->op == IR_OP_CONV || o->op == IR_OP_LINEAR) && slot == 1;
 		if (is_weight) {
 			int64_t fan_in = count / p->shape.d[0];
@@ -53,4 +61,5 @@ void ir_graph_init_he(ir_graph *g, uint64_t seed)
 				p->data[k] = one ? 1.0f : 0.0f;
 		}
 	}
+	free(owners);
 }

@@ -39,6 +39,20 @@ char *arena_strndup(arena *a, const char *s, size_t n);
 char *arena_printf(arena *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void arena_free(arena *a);
 
+/* String keys (not copied: they must outlive the map) to non-negative ints. */
+typedef struct strmap_entry {
+	const char *key;
+	int value;
+} strmap_entry;
+
+typedef struct strmap {
+	strmap_entry *slots;
+	int cap, n;
+} strmap;
+
+int strmap_get(const strmap *m, const char *key); /* -1 if absent */
+void strmap_put(strmap *m, arena *a, const char *key, int value);
+
 /* ---- diagnostics --------------------------------------------------------- */
 
 typedef struct diag_src {
@@ -79,6 +93,9 @@ _Noreturn void diag_error_at(const diag_loc *loc, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 _Noreturn void diag_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void diag_note_at(const diag_loc *loc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A note printed right after the next error, such as "first defined here". */
+void diag_note_next(const diag_loc *loc, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 void diag_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* The closest candidate by edit distance, or NULL if none is close enough. */
 const char *diag_suggest(const char *name, const char *const *cands, int n);
@@ -205,6 +222,7 @@ typedef struct ir_graph {
 	const char *name;
 	int64_t batch;
 	ir_train train;
+	strmap params; /* param names to node ids */
 } ir_graph;
 
 ir_graph *ir_graph_new(const char *name, int64_t batch);
@@ -218,6 +236,7 @@ int ir_input_add(ir_graph *g, const char *name, ir_shape shape, const diag_loc *
 int ir_param_add(ir_graph *g, const char *name, ir_param_kind kind, ir_shape shape,
 		 const diag_loc *loc);
 void ir_output_add(ir_graph *g, const char *name, int node, const diag_loc *loc);
+int ir_param_find(const ir_graph *g, const char *name); /* node id, or -1 */
 /* Builds a user operator: checks the attributes and the inputs' shapes
  * (errors at proto->loc), creates the parameters the op owns named
  * "<path>.weight" and so on, infers the shape, appends. */
