@@ -1,0 +1,812 @@
+/* safetensors reading and writing.
+ *
+ * The reader treats every byte of the file as hostile: the header is checked
+ * against the real file size before anything is allocated from it, every
+ * tensor's byte range must lie inside the data buffer and match its shape, and
+ * no two tensors may share bytes or a name. cJSON keeps duplicate keys instead
+ * of rejecting them, so duplicates are found here; different readers pick
+ * different duplicates, and a file that means one thing to us and another to
+ * PyTorch is worse than a file we refuse. */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "runtime.h"
+
+/* Tensor data is handed out as it lies in the file, which is little-endian. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "safetensors.c assumes a little-endian host"
+#endif
+
+/* The reference implementation refuses headers over 100 MB; a larger one is
+ * an attack on our memory, not a model. */
+#define ST_MAX_HEADER ((uint64_t)100 << 20)
+
+/* cJSON numbers are doubles: integers above 2^53 cannot be told apart. */
+#define ST_MAX_INT 9007199254740992.0
+
+#define ST_META "__metadata__"
+
+static const struct {
+	const char *name;
+	rt_dtype dtype;
+} st_dtypes[] = {
+    {"F32", RT_DTYPE_F32}, {"F64", RT_DTYPE_F64}, {"I32", RT_DTYPE_I32},
+    {"I64", RT_DTYPE_I64}, {"U8", RT_DTYPE_U8},
+};
+
+static const char *st_dtype_name(rt_dtype t)
+{
+	for (size_t i = 0; i < sizeof st_dtypes / sizeof st_dtypes[0]; i++)
+		if (st_dtypes[i].dtype == t)
+			return st_dtypes[i].name;
+	return NULL;
+}
+
+static int st_dtype_parse(const char *s, rt_dtype *out)
+{
+	for (size_t i = 0; i < sizeof st_dtypes / sizeof st_dtypes[0]; i++) {
+		if (strcmp(st_dtypes[i].name, s) == 0) {
+			*out = st_dtypes[i].dtype;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static int cmp_str_ptr(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Returns a name that occurs twice, or NULL. Sorting keeps this O(n log n):
+ * a hostile header can hold millions of names. names is reordered. */
+static const char *find_duplicate(const char **names, size_t n)
+{
+	if (n < 2)
+		return NULL;
+	qsort(names, n, sizeof *names, cmp_str_ptr);
+	for (size_t i = 1; i < n; i++)
+		if (strcmp(names[i - 1], names[i]) == 0)
+			return names[i];
+	return NULL;
+}
+
+/* Product of dims; *ok is cleared for a negative dim or an overflowing
+ * product. A zero dim makes the tensor empty however large the others are. */
+static size_t shape_count(int rank, const int64_t *dims, int *ok)
+{
+	size_t count = 1;
+	int zero = 0, overflow = 0;
+	for (int i = 0; i < rank; i++) {
+		if (dims[i] < 0 || (uint64_t)dims[i] > SIZE_MAX) {
+			*ok = 0;
+			return 0;
+		}
+		if (dims[i] == 0)
+			zero = 1;
+		else if (__builtin_mul_overflow(count, (size_t)dims[i], &count))
+			overflow = 1;
+	}
+	*ok = zero || !overflow;
+	return zero || overflow ? 0 : count;
+}
+
+static void format_shape(char *buf, size_t len, int rank, const int64_t *dims)
+{
+	size_t used = (size_t)snprintf(buf, len, "[");
+	for (int i = 0; i < rank && used < len; i++)
+		used += (size_t)snprintf(buf + used, len - used, "%s%lld", i ? ", " : "",
+		                         (long long)dims[i]);
+	if (used < len)
+		snprintf(buf + used, len - used, "]");
+}
+
+/* ---- reading ----------------------------------------------------------- */
+
+/* What the parser needs besides the output: where the messages point and
+ * where the data buffer lies. */
+typedef struct st_ctx {
+	const char *label; /* path, or "<memory>" */
+	const unsigned char *data;
+	size_t data_size;
+	char *err;
+	size_t errlen;
+} st_ctx;
+
+/* A JSON number that is an exact integer in [0, 2^53]. */
+static int json_uint(const cJSON *j, uint64_t *out)
+{
+	if (!cJSON_IsNumber(j))
+		return -1;
+	double d = j->valuedouble;
+	if (!(d >= 0 && d <= ST_MAX_INT) || d != (double)(uint64_t)d)
+		return -1;
+	*out = (uint64_t)d;
+	return 0;
+}
+
+static int parse_shape(st_ctx *c, const char *name, const cJSON *shape, rt_st_tensor *t)
+{
+	if (!cJSON_IsArray(shape)) {
+		snprintf(c->err, c->errlen, "%s: tensor '%s': shape is missing or not an array",
+		         c->label, name);
+		return -1;
+	}
+	int rank = cJSON_GetArraySize(shape);
+	if (rank > RT_MAX_RANK) {
+		snprintf(c->err, c->errlen, "%s: tensor '%s': rank %d exceeds the maximum %d",
+		         c->label, name, rank, RT_MAX_RANK);
+		return -1;
+	}
+	t->rank = 0;
+	const cJSON *d;
+	cJSON_ArrayForEach(d, shape)
+	{
+		uint64_t v;
+		if (json_uint(d, &v) != 0) {
+			snprintf(c->err, c->errlen,
+			         "%s: tensor '%s': shape is not an array of non-negative integers",
+			         c->label, name);
+			return -1;
+		}
+		t->dims[t->rank++] = (int64_t)v;
+	}
+	int ok;
+	t->count = shape_count(t->rank, t->dims, &ok);
+	if (!ok) {
+		char s[256];
+		format_shape(s, sizeof s, t->rank, t->dims);
+		snprintf(c->err, c->errlen, "%s: tensor '%s': shape %s is too large", c->label,
+		         name, s);
+		return -1;
+	}
+	return 0;
+}
+
+/* Checks data_offsets against the data buffer and the shape, then points the
+ * tensor at its bytes. */
+static int parse_offsets(st_ctx *c, const char *name, const cJSON *offs, rt_st_tensor *t)
+{
+	uint64_t b, e;
+	if (!cJSON_IsArray(offs) || cJSON_GetArraySize(offs) != 2 ||
+	    json_uint(cJSON_GetArrayItem(offs, 0), &b) != 0 ||
+	    json_uint(cJSON_GetArrayItem(offs, 1), &e) != 0) {
+		snprintf(c->err, c->errlen,
+		         "%s: tensor '%s': data_offsets is not a pair of non-negative integers",
+		         c->label, name);
+		return -1;
+	}
+	if (b > e) {
+		snprintf(c->err, c->errlen,
+		         "%s: tensor '%s': data_offsets [%llu, %llu] begin after they end",
+		         c->label, name, (unsigned long long)b, (unsigned long long)e);
+		return -1;
+	}
+	if (e > c->data_size) {
+		snprintf(c->err, c->errlen,
+		         "%s: tensor '%s': data_offsets [%llu, %llu] exceed the data size %zu",
+		         c->label, name, (unsigned long long)b, (unsigned long long)e,
+		         c->data_size);
+		return -1;
+	}
+	size_t need;
+	int overflow = __builtin_mul_overflow(t->count, rt_dtype_size(t->dtype), &need);
+	if (overflow || need != e - b) {
+		char s[256], needs[64];
+		format_shape(s, sizeof s, t->rank, t->dims);
+		if (overflow)
+			snprintf(needs, sizeof needs, "more than %zu", SIZE_MAX);
+		else
+			snprintf(needs, sizeof needs, "%zu", need);
+		snprintf(c->err, c->errlen,
+		         "%s: tensor '%s': data_offsets [%llu, %llu] hold %llu bytes but %s "
+		         "shape %s needs %s",
+		         c->label, name, (unsigned long long)b, (unsigned long long)e,
+		         (unsigned long long)(e - b), st_dtype_name(t->dtype), s, needs);
+		return -1;
+	}
+	t->data = c->data + b;
+	return 0;
+}
+
+/* Picks the fields out of one entry; a repeated field is an error because
+ * which copy wins differs between parsers. Unknown fields are ignored. */
+static int entry_fields(st_ctx *c, const char *name, const cJSON *entry, const cJSON **dtype,
+                        const cJSON **shape, const cJSON **offs)
+{
+	*dtype = *shape = *offs = NULL;
+	const cJSON *f;
+	cJSON_ArrayForEach(f, entry)
+	{
+		const cJSON **slot = NULL;
+		if (strcmp(f->string, "dtype") == 0)
+			slot = dtype;
+		else if (strcmp(f->string, "shape") == 0)
+			slot = shape;
+		else if (strcmp(f->string, "data_offsets") == 0)
+			slot = offs;
+		if (!slot)
+			continue;
+		if (*slot) {
+			snprintf(c->err, c->errlen, "%s: tensor '%s': duplicate field '%s'",
+			         c->label, name, f->string);
+			return -1;
+		}
+		*slot = f;
+	}
+	return 0;
+}
+
+static int parse_tensor(st_ctx *c, const cJSON *entry, rt_st_tensor *t)
+{
+	const char *name = entry->string;
+	if (!cJSON_IsObject(entry)) {
+		snprintf(c->err, c->errlen, "%s: tensor '%s': entry is not an object", c->label,
+		         name);
+		return -1;
+	}
+	const cJSON *dtype, *shape, *offs;
+	if (entry_fields(c, name, entry, &dtype, &shape, &offs) != 0)
+		return -1;
+	if (!cJSON_IsString(dtype)) {
+		snprintf(c->err, c->errlen, "%s: tensor '%s': dtype is missing or not a string",
+		         c->label, name);
+		return -1;
+	}
+	if (st_dtype_parse(dtype->valuestring, &t->dtype) != 0) {
+		snprintf(c->err, c->errlen,
+		         "%s: tensor '%s': unknown dtype '%s' (expected F32, F64, I32, I64 or U8)",
+		         c->label, name, dtype->valuestring);
+		return -1;
+	}
+	if (parse_shape(c, name, shape, t) != 0 || parse_offsets(c, name, offs, t) != 0)
+		return -1;
+	t->name = strdup(name);
+	if (!t->name) {
+		snprintf(c->err, c->errlen, "%s: out of memory", c->label);
+		return -1;
+	}
+	return 0;
+}
+
+static int parse_metadata(st_ctx *c, const cJSON *meta, rt_st_file *out)
+{
+	if (!cJSON_IsObject(meta)) {
+		snprintf(c->err, c->errlen, "%s: __metadata__ is not an object", c->label);
+		return -1;
+	}
+	int n = cJSON_GetArraySize(meta);
+	out->meta_keys = calloc(n ? (size_t)n : 1, sizeof *out->meta_keys);
+	out->meta_values = calloc(n ? (size_t)n : 1, sizeof *out->meta_values);
+	if (!out->meta_keys || !out->meta_values) {
+		snprintf(c->err, c->errlen, "%s: out of memory", c->label);
+		return -1;
+	}
+	const cJSON *kv;
+	cJSON_ArrayForEach(kv, meta)
+	{
+		if (!cJSON_IsString(kv)) {
+			snprintf(c->err, c->errlen,
+			         "%s: __metadata__ value for '%s' is not a string", c->label,
+			         kv->string);
+			return -1;
+		}
+		/* counted before the copies so rt_st_free sees every allocation */
+		int i = out->n_meta++;
+		out->meta_keys[i] = strdup(kv->string);
+		out->meta_values[i] = strdup(kv->valuestring);
+		if (!out->meta_keys[i] || !out->meta_values[i]) {
+			snprintf(c->err, c->errlen, "%s: out of memory", c->label);
+			return -1;
+		}
+	}
+	const char **keys = malloc((size_t)(n ? n : 1) * sizeof *keys);
+	if (!keys) {
+		snprintf(c->err, c->errlen, "%s: out of memory", c->label);
+		return -1;
+	}
+	memcpy(keys, out->meta_keys, (size_t)n * sizeof *keys);
+	const char *dup = find_duplicate(keys, (size_t)n);
+	if (dup)
+		snprintf(c->err, c->errlen, "%s: __metadata__: duplicate key '%s'", c->label, dup);
+	free(keys);
+	return dup ? -1 : 0;
+}
+
+static int check_unique_names(st_ctx *c, const rt_st_file *f)
+{
+	size_t n = (size_t)f->n_tensors;
+	const char **names = malloc((n ? n : 1) * sizeof *names);
+	if (!names) {
+		snprintf(c->err, c->errlen, "%s: out of memory", c->label);
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++)
+		names[i] = f->tensors[i].name;
+	const char *dup = find_duplicate(names, n);
+	if (dup)
+		snprintf(c->err, c->errlen, "%s: duplicate tensor name '%s'", c->label, dup);
+	free(names);
+	return dup ? -1 : 0;
+}
+
+static int cmp_tensor_begin(const void *a, const void *b)
+{
+	const rt_st_tensor *x = *(const rt_st_tensor *const *)a;
+	const rt_st_tensor *y = *(const rt_st_tensor *const *)b;
+	const char *px = x->data, *py = y->data;
+	return (px > py) - (px < py);
+}
+
+/* Two tensors sharing bytes would let a write through one corrupt the other
+ * and is never produced by a correct writer. Empty tensors own no bytes, so
+ * they may sit anywhere. */
+static int check_no_overlap(st_ctx *c, const rt_st_file *f)
+{
+	size_t n = 0;
+	const rt_st_tensor **order =
+	    malloc((f->n_tensors ? (size_t)f->n_tensors : 1) * sizeof *order);
+	if (!order) {
+		snprintf(c->err, c->errlen, "%s: out of memory", c->label);
+		return -1;
+	}
+	for (int i = 0; i < f->n_tensors; i++)
+		if (f->tensors[i].count > 0)
+			order[n++] = &f->tensors[i];
+	qsort(order, n, sizeof *order, cmp_tensor_begin);
+	int rc = 0;
+	for (size_t i = 1; i < n && rc == 0; i++) {
+		const rt_st_tensor *a = order[i - 1], *b = order[i];
+		size_t a_begin = (size_t)((const unsigned char *)a->data - c->data);
+		size_t a_end = a_begin + a->count * rt_dtype_size(a->dtype);
+		size_t b_begin = (size_t)((const unsigned char *)b->data - c->data);
+		size_t b_end = b_begin + b->count * rt_dtype_size(b->dtype);
+		if (a_end > b_begin) {
+			snprintf(c->err, c->errlen,
+			         "%s: tensors '%s' [%zu, %zu] and '%s' [%zu, %zu] overlap",
+			         c->label, a->name, a_begin, a_end, b->name, b_begin, b_end);
+			rc = -1;
+		}
+	}
+	free(order);
+	return rc;
+}
+
+static int parse_entries(st_ctx *c, const cJSON *root, rt_st_file *out)
+{
+	int n = cJSON_GetArraySize(root);
+	out->tensors = calloc(n ? (size_t)n : 1, sizeof *out->tensors);
+	if (!out->tensors) {
+		snprintf(c->err, c->errlen, "%s: out of memory", c->label);
+		return -1;
+	}
+	const cJSON *meta = NULL, *entry;
+	cJSON_ArrayForEach(entry, root)
+	{
+		if (strcmp(entry->string, ST_META) != 0) {
+			/* counted first so rt_st_free sees a partial name */
+			if (parse_tensor(c, entry, &out->tensors[out->n_tensors++]) != 0)
+				return -1;
+			continue;
+		}
+		if (meta) {
+			snprintf(c->err, c->errlen, "%s: duplicate __metadata__", c->label);
+			return -1;
+		}
+		meta = entry;
+	}
+	if (meta && parse_metadata(c, meta, out) != 0)
+		return -1;
+	return check_unique_names(c, out) != 0 || check_no_overlap(c, out) != 0 ? -1 : 0;
+}
+
+/* The header is JSON padded with whitespace up to its stated length; anything
+ * else after the JSON means the length or the JSON is wrong. */
+static cJSON *parse_header(st_ctx *c, const unsigned char *hdr, size_t len)
+{
+	/* cJSON wants a terminated string; a copy also keeps it inside len. */
+	char *text = malloc(len + 1);
+	if (!text) {
+		snprintf(c->err, c->errlen, "%s: out of memory for a %zu-byte header", c->label,
+		         len);
+		return NULL;
+	}
+	memcpy(text, hdr, len);
+	text[len] = '\0';
+	const char *end = NULL;
+	cJSON *root = cJSON_ParseWithOpts(text, &end, 0);
+	if (!root) {
+		size_t at = end ? (size_t)(end - text) : 0;
+		snprintf(c->err, c->errlen, "%s: header is not valid JSON (error near byte %zu)",
+		         c->label, at);
+		free(text);
+		return NULL;
+	}
+	for (size_t i = (size_t)(end - text); i < len; i++) {
+		if (text[i] == '\0' || !strchr(" \t\r\n", text[i])) {
+			snprintf(c->err, c->errlen,
+			         "%s: header has stray bytes after the JSON (at byte %zu of %zu)",
+			         c->label, i, len);
+			cJSON_Delete(root);
+			free(text);
+			return NULL;
+		}
+	}
+	free(text);
+	if (!cJSON_IsObject(root)) {
+		snprintf(c->err, c->errlen, "%s: header is not a JSON object", c->label);
+		cJSON_Delete(root);
+		return NULL;
+	}
+	return root;
+}
+
+static int st_parse(const char *label, void *image, size_t size, rt_st_file *out, char *err,
+                    size_t errlen)
+{
+	memset(out, 0, sizeof *out);
+	out->image = image;
+	out->size = size;
+	st_ctx c = {.label = label, .err = err, .errlen = errlen};
+	if (size < 8) {
+		snprintf(err, errlen,
+		         "%s: file is %zu bytes, too short for the 8-byte header length", label,
+		         size);
+		goto fail;
+	}
+	const unsigned char *p = image;
+	uint64_t hlen = 0;
+	for (int i = 7; i >= 0; i--)
+		hlen = hlen << 8 | p[i];
+	if (hlen > ST_MAX_HEADER) {
+		snprintf(err, errlen, "%s: header length %llu is absurdly large (limit %llu)",
+		         label, (unsigned long long)hlen, (unsigned long long)ST_MAX_HEADER);
+		goto fail;
+	}
+	if (hlen > size - 8) {
+		snprintf(err, errlen, "%s: header length %llu exceeds the %zu bytes after it",
+		         label, (unsigned long long)hlen, size - 8);
+		goto fail;
+	}
+	c.data = p + 8 + hlen;
+	c.data_size = size - 8 - (size_t)hlen;
+	cJSON *root = parse_header(&c, p + 8, (size_t)hlen);
+	if (!root)
+		goto fail;
+	int rc = parse_entries(&c, root, out);
+	cJSON_Delete(root);
+	if (rc != 0)
+		goto fail;
+	return 0;
+fail:
+	rt_st_free(out);
+	return -1;
+}
+
+/* Ownership: image passes to the parser whether or not parsing succeeds. On
+ * success rt_st_free releases it with everything else; on failure it is
+ * already freed and *out is zeroed. One rule for both outcomes means no caller
+ * has to remember which path it took, and rt_st_free(out) is safe either way. */
+int rt_st_parse(void *image, size_t size, rt_st_file *out, char *err, size_t errlen)
+{
+	return st_parse("<memory>", image, size, out, err, errlen);
+}
+
+/* Reads a whole file; the size from fstat is only a hint, as the file may be
+ * a pipe or change while we read it. */
+static int read_file(const char *path, unsigned char **buf, size_t *len, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f) {
+		snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+		return -1;
+	}
+	size_t cap = 1 << 16, used = 0;
+	unsigned char *b = NULL;
+	for (;;) {
+		if (used == cap || !b) {
+			if (b && __builtin_mul_overflow(cap, 2, &cap))
+				goto oom;
+			unsigned char *nb = realloc(b, cap);
+			if (!nb)
+				goto oom;
+			b = nb;
+		}
+		size_t got = fread(b + used, 1, cap - used, f);
+		used += got;
+		if (got == 0)
+			break;
+	}
+	if (ferror(f)) {
+		snprintf(err, errlen, "%s: read failed: %s", path, strerror(errno));
+		goto fail;
+	}
+	fclose(f);
+	*buf = b;
+	*len = used;
+	return 0;
+oom:
+	snprintf(err, errlen, "%s: out of memory reading the file", path);
+fail:
+	free(b);
+	fclose(f);
+	return -1;
+}
+
+int rt_st_read(const char *path, rt_st_file *out, char *err, size_t errlen)
+{
+	unsigned char *image;
+	size_t size;
+	if (read_file(path, &image, &size, err, errlen) != 0) {
+		memset(out, 0, sizeof *out);
+		return -1;
+	}
+	return st_parse(path, image, size, out, err, errlen);
+}
+
+const rt_st_tensor *rt_st_find(const rt_st_file *f, const char *name)
+{
+	for (int i = 0; f && name && i < f->n_tensors; i++)
+		if (strcmp(f->tensors[i].name, name) == 0)
+			return &f->tensors[i];
+	return NULL;
+}
+
+const char *rt_st_meta(const rt_st_file *f, const char *key)
+{
+	for (int i = 0; f && key && i < f->n_meta; i++)
+		if (strcmp(f->meta_keys[i], key) == 0)
+			return f->meta_values[i];
+	return NULL;
+}
+
+/* Also frees what a failed parse left half built: counts cover every slot
+ * that may hold an allocation, and unfilled slots are NULL. */
+void rt_st_free(rt_st_file *f)
+{
+	if (!f)
+		return;
+	for (int i = 0; i < f->n_tensors; i++)
+		free((char *)f->tensors[i].name);
+	for (int i = 0; i < f->n_meta; i++) {
+		free((char *)f->meta_keys[i]);
+		free((char *)f->meta_values[i]);
+	}
+	free(f->tensors);
+	free(f->meta_keys);
+	free(f->meta_values);
+	free(f->image);
+	memset(f, 0, sizeof *f);
+}
+
+/* ---- writing ----------------------------------------------------------- */
+
+/* Byte size of an entry that entry_bytes has accepted. */
+static size_t entry_size(const rt_st_entry *e)
+{
+	int ok;
+	return shape_count(e->rank, e->dims, &ok) * rt_dtype_size(e->dtype);
+}
+
+static int entry_bytes(const char *path, const rt_st_entry *e, size_t *bytes, char *err,
+                       size_t errlen)
+{
+	const char *name = e->name;
+	if (!name) {
+		snprintf(err, errlen, "%s: a tensor has no name", path);
+		return -1;
+	}
+	if (strcmp(name, ST_META) == 0) {
+		snprintf(err, errlen, "%s: tensor name '%s' is reserved", path, name);
+		return -1;
+	}
+	if (!st_dtype_name(e->dtype)) {
+		snprintf(err, errlen, "%s: tensor '%s': unsupported dtype %d", path, name,
+		         (int)e->dtype);
+		return -1;
+	}
+	if (e->rank < 0 || e->rank > RT_MAX_RANK || (e->rank > 0 && !e->dims)) {
+		snprintf(err, errlen, "%s: tensor '%s': bad rank %d (0..%d, with dims)", path, name,
+		         e->rank, RT_MAX_RANK);
+		return -1;
+	}
+	int ok;
+	size_t count = shape_count(e->rank, e->dims, &ok);
+	for (int i = 0; i < e->rank; i++)
+		if ((double)e->dims[i] > ST_MAX_INT)
+			ok = 0; /* our reader, like any using doubles, could not read it back */
+	if (!ok || __builtin_mul_overflow(count, rt_dtype_size(e->dtype), bytes)) {
+		char s[256];
+		format_shape(s, sizeof s, e->rank, e->dims);
+		snprintf(err, errlen, "%s: tensor '%s': shape %s is negative or too large", path,
+		         name, s);
+		return -1;
+	}
+	/* an empty tensor has nothing to point at */
+	if (!e->data && *bytes > 0) {
+		snprintf(err, errlen, "%s: tensor '%s': data is NULL", path, name);
+		return -1;
+	}
+	return 0;
+}
+
+static int check_write_args(const char *path, const rt_st_entry *entries, int n,
+                            const char *const *meta_kv, int n_meta, size_t *data_size, char *err,
+                            size_t errlen)
+{
+	if (n < 0 || n_meta < 0 || n_meta > INT_MAX / 2 || (n > 0 && !entries) ||
+	    (n_meta > 0 && !meta_kv)) {
+		snprintf(err, errlen, "%s: bad arguments (%d tensors, %d metadata pairs)", path, n,
+		         n_meta);
+		return -1;
+	}
+	*data_size = 0;
+	for (int i = 0; i < n; i++) {
+		size_t bytes;
+		if (entry_bytes(path, &entries[i], &bytes, err, errlen) != 0)
+			return -1;
+		if (__builtin_add_overflow(*data_size, bytes, data_size)) {
+			snprintf(err, errlen, "%s: tensors are too large in total", path);
+			return -1;
+		}
+	}
+	for (int i = 0; i < 2 * n_meta; i++) {
+		if (!meta_kv[i]) {
+			snprintf(err, errlen, "%s: __metadata__ pair %d has a NULL %s", path, i / 2,
+			         i % 2 ? "value" : "key");
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* A writer that allowed duplicates would produce files its own reader rejects. */
+static int check_write_names(const char *path, const rt_st_entry *entries, int n,
+                             const char *const *meta_kv, int n_meta, char *err, size_t errlen)
+{
+	int big = n > n_meta ? n : n_meta;
+	const char **names = malloc((size_t)(big ? big : 1) * sizeof *names);
+	if (!names) {
+		snprintf(err, errlen, "%s: out of memory", path);
+		return -1;
+	}
+	for (int i = 0; i < n; i++)
+		names[i] = entries[i].name;
+	const char *dup = find_duplicate(names, (size_t)n);
+	if (dup) {
+		snprintf(err, errlen, "%s: duplicate tensor name '%s'", path, dup);
+	} else {
+		for (int i = 0; i < n_meta; i++)
+			names[i] = meta_kv[2 * i];
+		dup = find_duplicate(names, (size_t)n_meta);
+		if (dup)
+			snprintf(err, errlen, "%s: duplicate __metadata__ key '%s'", path, dup);
+	}
+	free(names);
+	return dup ? -1 : 0;
+}
+
+/* cJSON would print integers as doubles (1e+15 for large ones, which strict
+ * readers reject); raw text keeps them exact. */
+static cJSON *json_int_array(const int64_t *v, int n)
+{
+	cJSON *a = cJSON_CreateArray();
+	for (int i = 0; a && i < n; i++) {
+		char s[32];
+		snprintf(s, sizeof s, "%lld", (long long)v[i]);
+		cJSON *item = cJSON_CreateRaw(s);
+		if (!item || !cJSON_AddItemToArray(a, item)) {
+			cJSON_Delete(item);
+			cJSON_Delete(a);
+			return NULL;
+		}
+	}
+	return a;
+}
+
+static cJSON *json_entry(const rt_st_entry *e, size_t begin, size_t end)
+{
+	int64_t offs[2] = {(int64_t)begin, (int64_t)end};
+	cJSON *o = cJSON_CreateObject();
+	cJSON *shape = json_int_array(e->dims, e->rank);
+	cJSON *range = json_int_array(offs, 2);
+	if (!o || !shape || !range ||
+	    !cJSON_AddStringToObject(o, "dtype", st_dtype_name(e->dtype)) ||
+	    !cJSON_AddItemToObject(o, "shape", shape)) {
+		cJSON_Delete(shape);
+		cJSON_Delete(range);
+		cJSON_Delete(o);
+		return NULL;
+	}
+	if (!cJSON_AddItemToObject(o, "data_offsets", range)) {
+		cJSON_Delete(range);
+		cJSON_Delete(o);
+		return NULL;
+	}
+	return o;
+}
+
+static cJSON *json_header(const rt_st_entry *entries, int n, const char *const *meta_kv, int n_meta)
+{
+	cJSON *root = cJSON_CreateObject();
+	if (!root)
+		return NULL;
+	if (n_meta > 0) {
+		cJSON *meta = cJSON_AddObjectToObject(root, ST_META);
+		for (int i = 0; meta && i < n_meta; i++)
+			if (!cJSON_AddStringToObject(meta, meta_kv[2 * i], meta_kv[2 * i + 1]))
+				meta = NULL;
+		if (!meta)
+			goto fail;
+	}
+	size_t offset = 0;
+	for (int i = 0; i < n; i++) {
+		const rt_st_entry *e = &entries[i];
+		size_t bytes = entry_size(e);
+		cJSON *o = json_entry(e, offset, offset + bytes);
+		if (!o)
+			goto fail;
+		if (!cJSON_AddItemToObject(root, e->name, o)) {
+			cJSON_Delete(o);
+			goto fail;
+		}
+		offset += bytes;
+	}
+	return root;
+fail:
+	cJSON_Delete(root);
+	return NULL;
+}
+
+/* The whole image: length, header padded with spaces so the data starts on
+ * an 8-byte boundary (readers can then use the data in place), data. */
+static unsigned char *build_image(const char *json, const rt_st_entry *entries, int n,
+                                  size_t data_size, size_t *size)
+{
+	size_t jlen = strlen(json);
+	size_t hlen = (jlen + 7) & ~(size_t)7;
+	if (hlen < jlen || __builtin_add_overflow(8 + hlen, data_size, size))
+		return NULL;
+	unsigned char *img = malloc(*size ? *size : 1);
+	if (!img)
+		return NULL;
+	for (int i = 0; i < 8; i++)
+		img[i] = (unsigned char)((uint64_t)hlen >> (8 * i));
+	memcpy(img + 8, json, jlen);
+	memset(img + 8 + jlen, ' ', hlen - jlen);
+	unsigned char *p = img + 8 + hlen;
+	for (int i = 0; i < n; i++) {
+		size_t bytes = entry_size(&entries[i]);
+		if (bytes)
+			memcpy(p, entries[i].data, bytes);
+		p += bytes;
+	}
+	return img;
+}
+
+int rt_st_write(const char *path, const rt_st_entry *entries, int n, const char *const *meta_kv,
+                int n_meta, char *err, size_t errlen)
+{
+	size_t data_size;
+	if (check_write_args(path, entries, n, meta_kv, n_meta, &data_size, err, errlen) != 0 ||
+	    check_write_names(path, entries, n, meta_kv, n_meta, err, errlen) != 0)
+		return -1;
+	cJSON *root = json_header(entries, n, meta_kv, n_meta);
+	char *json = root ? cJSON_PrintUnformatted(root) : NULL;
+	cJSON_Delete(root);
+	size_t size = 0;
+	unsigned char *img = json ? build_image(json, entries, n, data_size, &size) : NULL;
+	cJSON_free(json);
+	if (!img) {
+		snprintf(err, errlen, "%s: out of memory building the file", path);
+		return -1;
+	}
+	int rc = rt_file_write_atomic(path, img, size, err, errlen);
+	free(img);
+	return rc;
+}
