@@ -62,8 +62,10 @@ deps $(DEPS_STAMP):
 	@scripts/deps.sh
 	@mkdir -p build && touch $(DEPS_STAMP)
 
-# Tests find the golden vectors and the build through these variables.
-GOLDEN ?= $(abspath ../shared/golden)
+# Tests find the golden vectors and the build through these variables. The
+# shared copy beside the checkout wins; tests/golden is the same set, kept
+# in the repository so a clone elsewhere still tests against PyTorch.
+GOLDEN ?= $(if $(wildcard ../shared/golden/README.md),$(abspath ../shared/golden),$(CURDIR)/tests/golden)
 export NETCC_GOLDEN := $(GOLDEN)
 export NETCC_ROOT := $(CURDIR)
 

@@ -69,7 +69,10 @@ static token *expect(parser *ps, const char *s)
 static const char *expect_ident(parser *ps, diag_loc *loc, const char *what)
 {
 	token *t = ps->tok;
-	if (t->kind != TK_IDENT || is_keyword(t))
+	if (t->kind == TK_IDENT && is_keyword(t))
+		diag_error_at(&t->loc, "expected %s, found the keyword '%.*s'", what, t->len,
+			      t->text);
+	if (t->kind != TK_IDENT)
 		expected(t, what);
 	ps->tok = t->next;
 	if (loc)

@@ -23,7 +23,8 @@ int rt_file_write_atomic(const char *path, const void *data, size_t len, char *e
 	memcpy(tmp + plen, ".tmpXXXXXX", 11);
 	int fd = mkstemp(tmp);
 	if (fd < 0) {
-		snprintf(err, errlen, "%s: cannot create temporary file: %s", path, strerror(errno));
+		snprintf(err, errlen, "%s: cannot create temporary file: %s", path,
+		         strerror(errno));
 		free(tmp);
 		return -1;
 	}
@@ -35,7 +36,7 @@ int rt_file_write_atomic(const char *path, const void *data, size_t len, char *e
 			continue;
 		if (w <= 0) {
 			snprintf(err, errlen, "%s: write failed: %s", path,
-				 strerror(w < 0 ? errno : EIO));
+			         strerror(w < 0 ? errno : EIO));
 			goto fail;
 		}
 		p += w;
