@@ -4,7 +4,7 @@
  *   rt_conv p = rt_conv_make(1, 3, 8, 8, 4, 3, 1, 1);   // n c h w oc k stride pad
  *   rt_conv2d_ref(&p, x, w, NULL, y);
  *
- *   rt_tensor_file f;
+ *   rt_array f;
  *   if (rt_npy_read("x.npy", &f, err, sizeof err) != 0) fprintf(stderr, "%s\n", err);
  *
  * Everything here is plain C with no global mutable state: kernels take all
