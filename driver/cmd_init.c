@@ -17,9 +17,10 @@ int cmd_init(int argc, char **argv)
 	int64_t seed = opts_int(&o, "seed", 0, 0, INT64_MAX, &ok);
 	if (!ok)
 		return 2;
-	ir_graph *g = driver_model_load(&o, 1);
+	int status;
+	ir_graph *g = driver_model_load(&o, 1, &status);
 	if (!g)
-		return 1;
+		return status;
 	ir_graph_init_he(g, (uint64_t)seed);
 	int rc = weights_save(g, out);
 	if (rc == 0)

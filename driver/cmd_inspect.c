@@ -9,9 +9,10 @@ int cmd_ir(int argc, char **argv)
 	opts o;
 	if (opts_parse(&o, argc, argv, "batch=") != 0)
 		return 2;
-	ir_graph *g = driver_model_load(&o, 1);
+	int status;
+	ir_graph *g = driver_model_load(&o, 1, &status);
 	if (!g)
-		return 1;
+		return status;
 	ir_graph_print(g, stdout);
 	ir_graph_free(g);
 	return 0;
@@ -22,9 +23,10 @@ int cmd_summary(int argc, char **argv)
 	opts o;
 	if (opts_parse(&o, argc, argv, "batch=") != 0)
 		return 2;
-	ir_graph *g = driver_model_load(&o, 1);
+	int status;
+	ir_graph *g = driver_model_load(&o, 1, &status);
 	if (!g)
-		return 1;
+		return status;
 	printf("model %s, batch %lld\n", g->name, (long long)g->batch);
 	printf("%-40s %-15s %-18s %12s %14s\n", "layer", "op", "output", "params", "MACs");
 	int64_t params = 0, buffers = 0, macs = 0;
@@ -55,9 +57,10 @@ int cmd_params(int argc, char **argv)
 	opts o;
 	if (opts_parse(&o, argc, argv, "batch=") != 0)
 		return 2;
-	ir_graph *g = driver_model_load(&o, 1);
+	int status;
+	ir_graph *g = driver_model_load(&o, 1, &status);
 	if (!g)
-		return 1;
+		return status;
 	for (int i = 0; i < g->n_nodes; i++) {
 		const ir_node *n = &g->nodes[i];
 		if (n->op != IR_OP_PARAM)

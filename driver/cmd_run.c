@@ -22,16 +22,39 @@ static int read_input(const ir_graph *g, int i, const char *path, rt_array *a)
 		ir_shape as = {.rank = a->rank > IR_MAX_RANK ? IR_MAX_RANK : a->rank};
 		for (int k = 0; k < as.rank; k++)
 			as.d[k] = a->dims[k];
-		fprintf(stderr, "netcc: error: %s: array of shape %s, but input '%s' is %s%s\n",
-			path, ir_shape_str(&as, got, sizeof got), g->inputs[i].name,
-			ir_shape_str(s, want, sizeof want),
-			a->rank > 0 && s->rank == a->rank && a->dims[0] != s->d[0]
-				? " (set the batch with --batch)"
-				: "");
+		fprintf(stderr, "netcc: error: %s: array of shape %s, but input '%s' is %s", path,
+			ir_shape_str(&as, got, sizeof got), g->inputs[i].name,
+			ir_shape_str(s, want, sizeof want));
+		if (a->rank > 0 && s->rank == a->rank && a->dims[0] != s->d[0])
+			fprintf(stderr, " (--batch %lld would match the array)", (long long)a->dims[0]);
+		fputc('\n', stderr);
 		rt_array_free(a);
 		return 1;
 	}
 	return 0;
+}
+
+/* Without -o, outputs go to stdout: every value of a small output, and for
+ * [N, classes] each row's best class. */
+static void print_output(const ir_graph *g, int i, const float *y)
+{
+	const ir_shape *s = &g->nodes[g->outputs[i].node].shape;
+	char sb[96];
+	size_t count = (size_t)ir_shape_count(s);
+	printf("%s %s:", g->outputs[i].name, ir_shape_str(s, sb, sizeof sb));
+	for (size_t k = 0; k < count && k < 64; k++)
+		printf(" %.6g", y[k]);
+	printf("%s\n", count > 64 ? " ..." : "");
+	if (s->rank != 2)
+		return;
+	for (int64_t r = 0; r < s->d[0] && r < 16; r++) {
+		const float *row = y + r * s->d[1];
+		int64_t best = 0;
+		for (int64_t c = 1; c < s->d[1]; c++)
+			if (row[c] > row[best])
+				best = c;
+		printf("  row %lld: class %lld (%.4g)\n", (long long)r, (long long)best, row[best]);
+	}
 }
 
 int cmd_run(int argc, char **argv)
@@ -47,17 +70,18 @@ int cmd_run(int argc, char **argv)
 	int64_t seed = opts_int(&o, "seed", 0, 0, INT64_MAX, &ok);
 	if (!ok)
 		return 2;
-	ir_graph *g = driver_model_load(&o, 1);
+	int status;
+	ir_graph *g = driver_model_load(&o, 1, &status);
 	if (!g)
-		return 1;
+		return status;
 	int rc = 1;
 	rt_array in[IR_MAX_IO] = {0};
 	float *out[IR_MAX_IO] = {0};
 	int loaded = 0;
-	if (ni != g->n_inputs || no != g->n_outputs) {
+	if (ni != g->n_inputs || (no != g->n_outputs && no != 0)) {
 		fprintf(stderr,
 			"netcc: error: model '%s' has %d input%s and %d output%s: give --input "
-			"FILE.npy and -o FILE.npy for each\n",
+			"FILE.npy for each input, and -o FILE.npy for each output or none to print them\n",
 			g->name, g->n_inputs, g->n_inputs == 1 ? "" : "s", g->n_outputs,
 			g->n_outputs == 1 ? "" : "s");
 		rc = 2;
@@ -73,7 +97,7 @@ int cmd_run(int argc, char **argv)
 	for (; loaded < ni; loaded++)
 		if (read_input(g, loaded, inputs[loaded], &in[loaded]) != 0)
 			goto done;
-	for (int i = 0; i < no; i++) {
+	for (int i = 0; i < g->n_outputs; i++) {
 		size_t count = (size_t)ir_shape_count(&g->nodes[g->outputs[i].node].shape);
 		out[i] = malloc(count * sizeof(float));
 		if (!out[i]) {
@@ -89,6 +113,9 @@ int cmd_run(int argc, char **argv)
 		fprintf(stderr, "netcc: error: %s\n", err);
 		goto done;
 	}
+	if (no == 0)
+		for (int i = 0; i < g->n_outputs; i++)
+			print_output(g, i, out[i]);
 	for (int i = 0; i < no; i++) {
 		const ir_shape *s = &g->nodes[g->outputs[i].node].shape;
 		if (rt_npy_write(outputs[i], RT_DTYPE_F32, s->rank, s->d, out[i], err, sizeof err) !=

@@ -43,8 +43,9 @@ int cmd_params(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 
-/* Loads the model in pos[0] with --batch; NULL after reporting an error. */
-ir_graph *driver_model_load(const opts *o, int64_t batch_default);
+/* Loads the model in pos[0] with --batch; NULL after reporting an error,
+ * with *status the exit status it deserves (2 bad usage, 1 bad model). */
+ir_graph *driver_model_load(const opts *o, int64_t batch_default, int *status);
 
 /* Weights: every param by name, float32, shapes checked; each mismatch is
  * named. allow_nonfinite lets NaN/Inf through (they are errors otherwise). */

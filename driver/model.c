@@ -1,5 +1,6 @@
 /* Loading the model named on the command line, and its weights. */
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -8,8 +9,9 @@
 #include "frontend.h"
 #include "runtime.h"
 
-ir_graph *driver_model_load(const opts *o, int64_t batch_default)
+ir_graph *driver_model_load(const opts *o, int64_t batch_default, int *status)
 {
+	*status = 2;
 	if (o->n_pos != 1) {
 		fprintf(stderr, "netcc: error: %s expects one model file (see netcc help)\n",
 			o->cmd);
@@ -19,6 +21,7 @@ ir_graph *driver_model_load(const opts *o, int64_t batch_default)
 	int64_t batch = opts_int(o, "batch", batch_default, 1, FRONTEND_MAX_BATCH, &ok);
 	if (!ok)
 		return NULL;
+	*status = 1;
 	return frontend_graph_load(o->pos[0], batch);
 }
 
@@ -32,19 +35,30 @@ static void shape_text(int rank, const int64_t *d, char *buf, size_t len)
 		snprintf(buf, len, "(rank %d)", rank);
 }
 
+static void report(FILE *out, const char *fmt, ...)
+{
+	if (!out)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vfprintf(out, fmt, ap);
+	va_end(ap);
+}
+
 /* Every problem is reported, not just the first: a mismatched file usually
  * has several, and seeing them all says which model it belongs to. */
 static int check_tensor(const ir_node *p, const rt_st_tensor *t, const char *path,
-			bool allow_nonfinite)
+			bool allow_nonfinite, bool say)
 {
+	FILE *out = say ? stderr : NULL;
 	char want[96], got[96];
 	ir_shape_str(&p->shape, want, sizeof want);
 	if (!t) {
-		fprintf(stderr, "netcc: error: %s: missing tensor '%s' %s\n", path, p->name, want);
+		report(out, "netcc: error: %s: missing tensor '%s' %s\n", path, p->name, want);
 		return 1;
 	}
 	if (t->dtype != RT_DTYPE_F32) {
-		fprintf(stderr, "netcc: error: %s: tensor '%s' is %s, expected float32\n", path,
+		report(out, "netcc: error: %s: tensor '%s' is %s, expected float32\n", path,
 			p->name, rt_dtype_name(t->dtype));
 		return 1;
 	}
@@ -53,7 +67,7 @@ static int check_tensor(const ir_node *p, const rt_st_tensor *t, const char *pat
 		same = t->dims[i] == p->shape.d[i];
 	if (!same) {
 		shape_text(t->rank, t->dims, got, sizeof got);
-		fprintf(stderr, "netcc: error: %s: tensor '%s' has shape %s, the model needs %s\n",
+		report(out, "netcc: error: %s: tensor '%s' has shape %s, the model needs %s\n",
 			path, p->name, got, want);
 		return 1;
 	}
@@ -62,7 +76,7 @@ static int check_tensor(const ir_node *p, const rt_st_tensor *t, const char *pat
 			float v;
 			memcpy(&v, (const char *)t->data + i * sizeof v, sizeof v);
 			if (!isfinite(v)) {
-				fprintf(stderr,
+				report(out,
 					"netcc: error: %s: tensor '%s' holds %s at index %zu "
 					"(--allow-nonfinite accepts it)\n",
 					path, p->name, isnan(v) ? "NaN" : "an infinity", i);
@@ -81,19 +95,30 @@ int weights_load(ir_graph *g, const char *path, bool allow_nonfinite)
 		fprintf(stderr, "netcc: error: %s\n", err);
 		return 1;
 	}
+	/* A file for another model mismatches everywhere; the first few say enough. */
+	enum { SHOWN = 10 };
 	int bad = 0;
 	for (int i = 0; i < g->n_nodes; i++) {
 		const ir_node *p = &g->nodes[i];
 		if (p->op == IR_OP_PARAM)
-			bad += check_tensor(p, rt_st_find(&f, p->name), path, allow_nonfinite);
+			bad += check_tensor(p, rt_st_find(&f, p->name), path, allow_nonfinite,
+					    bad < SHOWN);
 	}
 	for (int k = 0; k < f.n_tensors; k++) {
 		if (ir_param_find(g, f.tensors[k].name) < 0) {
-			fprintf(stderr, "netcc: error: %s: tensor '%s' is not a parameter of model '%s'\n",
-				path, f.tensors[k].name, g->name);
+			if (bad < SHOWN)
+				fprintf(stderr,
+					"netcc: error: %s: tensor '%s' is not a parameter of model '%s'\n",
+					path, f.tensors[k].name, g->name);
 			bad++;
 		}
 	}
+	if (bad > SHOWN)
+		fprintf(stderr, "netcc: error: %s: %d more mismatched tensors\n", path, bad - SHOWN);
+	const char *owner = rt_st_meta(&f, "model");
+	if (bad && owner && strcmp(owner, g->name) != 0)
+		fprintf(stderr, "netcc: note: %s was written for model '%s', not '%s'\n", path, owner,
+			g->name);
 	if (!bad) {
 		for (int i = 0; i < g->n_nodes; i++) {
 			ir_node *p = &g->nodes[i];

@@ -1,0 +1,373 @@
+/* The netcc command line, run as a user would: outputs, exit statuses and
+ * the messages for bad input. */
+#include <stdarg.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+static char tmpdir[256];
+
+static void setup(void)
+{
+	snprintf(tmpdir, sizeof tmpdir, "/tmp/netcc_driver_XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+}
+
+static void teardown(void)
+{
+	char cmd[512];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+	ck_assert_int_eq(system(cmd), 0);
+}
+
+static char *slurp(const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return strdup("");
+	fseek(f, 0, SEEK_END);
+	long n = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	char *buf = malloc((size_t)n + 1);
+	size_t got = fread(buf, 1, (size_t)n, f);
+	buf[got] = 0;
+	fclose(f);
+	return buf;
+}
+
+/* Runs `netcc ARGS` from the repository root; returns the exit status and
+ * the captured stdout and stderr (free them). */
+static int netcc(char **out, char **err, const char *fmt, ...)
+{
+	char args[2048], cmd[4096], op[512], ep[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(args, sizeof args, fmt, ap);
+	va_end(ap);
+	snprintf(op, sizeof op, "%s/stdout", tmpdir);
+	snprintf(ep, sizeof ep, "%s/stderr", tmpdir);
+	snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s >'%s' 2>'%s'", test_env("NETCC_ROOT", "."),
+		 test_env("NETCC_BIN", "build/netcc"), args, op, ep);
+	int st = system(cmd);
+	ck_assert(WIFEXITED(st));
+	*out = slurp(op);
+	*err = slurp(ep);
+	return WEXITSTATUS(st);
+}
+
+static const char *last_line(char *text, int from_end)
+{
+	size_t n = strlen(text);
+	while (n && text[n - 1] == '\n')
+		text[--n] = 0;
+	for (int k = 0; k < from_end; k++) {
+		char *nl = memrchr(text, '\n', n);
+		if (!nl)
+			return text;
+		if (k == from_end - 1)
+			return nl + 1;
+		n = (size_t)(nl - text);
+		*nl = 0;
+	}
+	return text;
+}
+
+START_TEST(summary_ends_with_totals)
+{
+	char *out, *err;
+	ck_assert_int_eq(netcc(&out, &err, "summary models/resnet18.nn"), 0);
+	char *copy = strdup(out);
+	ck_assert_str_eq(last_line(copy, 1), "macs: 1814073344");
+	free(copy);
+	copy = strdup(out);
+	ck_assert_str_eq(last_line(copy, 2), "params: 11689512");
+	free(copy);
+	ck_assert_ptr_nonnull(strstr(out, "cbr0.conv0"));
+	free(out);
+	free(err);
+	ck_assert_int_eq(netcc(&out, &err, "summary models/resnet18.nn --batch 4"), 0);
+	ck_assert_ptr_nonnull(strstr(out, "macs: 7256293376\n"));
+	free(out);
+	free(err);
+}
+END_TEST
+
+START_TEST(params_lists_buffers_in_order)
+{
+	char *out, *err;
+	ck_assert_int_eq(netcc(&out, &err, "params models/resnet20.nn"), 0);
+	ck_assert(strncmp(out, "cbr0.conv0.weight [16,1,3,3]\ncbr0.batchnorm0.weight [16]\n", 56) == 0);
+	ck_assert_ptr_nonnull(strstr(out, "cbr0.batchnorm0.running_var [16]\n"));
+	ck_assert_ptr_nonnull(strstr(out, "linear0.weight [10,64]\nlinear0.bias [10]\n"));
+	int lines = 0;
+	for (char *p = out; *p; p++)
+		lines += *p == '\n';
+	ck_assert_int_eq(lines, 19 * 5 + 2); /* conv + 4 BN tensors per layer, linear */
+	free(out);
+	free(err);
+}
+END_TEST
+
+static rt_st_file read_weights(const char *name)
+{
+	char path[512], e[512];
+	snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+	rt_st_file f;
+	ck_assert_msg(rt_st_read(path, &f, e, sizeof e) == 0, "%s", e);
+	return f;
+}
+
+START_TEST(init_is_he_and_deterministic)
+{
+	char *out, *err;
+	ck_assert_int_eq(netcc(&out, &err, "init models/resnet20.nn -o %s/a.st --seed 3", tmpdir), 0);
+	free(out), free(err);
+	ck_assert_int_eq(netcc(&out, &err, "init models/resnet20.nn -o %s/b.st --seed 3", tmpdir), 0);
+	free(out), free(err);
+	ck_assert_int_eq(netcc(&out, &err, "init models/resnet20.nn -o %s/c.st --seed 4", tmpdir), 0);
+	free(out), free(err);
+	rt_st_file a = read_weights("a.st"), b = read_weights("b.st"), c = read_weights("c.st");
+	ck_assert_int_eq(a.size, b.size);
+	ck_assert(memcmp(a.image, b.image, a.size) == 0);
+	ck_assert(memcmp(a.image, c.image, a.size) != 0);
+	ck_assert_str_eq(rt_st_meta(&a, "model"), "resnet20");
+
+	/* 64x64x3x3: std sqrt(2 / 576); BatchNorm starts as the identity. */
+	const rt_st_tensor *w = rt_st_find(&a, "stage2.basic1.cbr0.conv0.weight");
+	ck_assert_ptr_nonnull(w);
+	double sum = 0, sq = 0;
+	for (size_t i = 0; i < w->count; i++) {
+		double v = ((const float *)w->data)[i];
+		sum += v;
+		sq += v * v;
+	}
+	double mean = sum / (double)w->count, std = sqrt(sq / (double)w->count - mean * mean);
+	ck_assert_double_lt(fabs(mean), 0.01);
+	ck_assert_double_lt(fabs(std / sqrt(2.0 / 576) - 1), 0.03);
+	const char *ones[] = {"cbr0.batchnorm0.weight", "cbr0.batchnorm0.running_var"};
+	const char *zeros[] = {"cbr0.batchnorm0.bias", "cbr0.batchnorm0.running_mean",
+			       "linear0.bias"};
+	for (int k = 0; k < 2; k++)
+		ck_assert_float_eq(((const float *)rt_st_find(&a, ones[k])->data)[5], 1.0f);
+	for (int k = 0; k < 3; k++)
+		ck_assert_float_eq(((const float *)rt_st_find(&a, zeros[k])->data)[3], 0.0f);
+	rt_st_free(&a);
+	rt_st_free(&b);
+	rt_st_free(&c);
+}
+END_TEST
+
+START_TEST(run_writes_output)
+{
+	char *out, *err;
+	ck_assert_int_eq(netcc(&out, &err, "init models/resnet20.nn -o %s/w.st", tmpdir), 0);
+	free(out), free(err);
+	ck_assert_int_eq(netcc(&out, &err,
+			       "run models/resnet20.nn --weights %s/w.st --input "
+			       "examples/data/ankle_boot.npy -o %s/y.npy --reference",
+			       tmpdir, tmpdir),
+			 0);
+	free(out), free(err);
+	char path[512], e[256];
+	snprintf(path, sizeof path, "%s/y.npy", tmpdir);
+	rt_array y;
+	ck_assert_msg(rt_npy_read(path, &y, e, sizeof e) == 0, "%s", e);
+	ck_assert_int_eq(y.rank, 2);
+	ck_assert_int_eq(y.dims[0], 1);
+	ck_assert_int_eq(y.dims[1], 10);
+	/* Printing instead of -o shows the same numbers. */
+	ck_assert_int_eq(netcc(&out, &err,
+			       "run models/resnet20.nn --weights %s/w.st --input "
+			       "examples/data/ankle_boot.npy",
+			       tmpdir),
+			 0);
+	char first[32];
+	snprintf(first, sizeof first, "y [1,10]: %.6g ", ((float *)y.data)[0]);
+	ck_assert_msg(strncmp(out, first, strlen(first)) == 0, "%s vs %s", out, first);
+	free(out), free(err);
+	rt_array_free(&y);
+}
+END_TEST
+
+START_TEST(model_errors_exit_1_with_location)
+{
+	char *out, *err;
+	ck_assert_int_eq(netcc(&out, &err, "ir tests/errors/unknown_keyword.nn"), 1);
+	ck_assert_ptr_nonnull(strstr(err, "tests/errors/unknown_keyword.nn:4:23: error: "));
+	ck_assert_ptr_nonnull(strstr(err, "did you mean 'stride'?"));
+	free(out), free(err);
+	ck_assert_int_eq(netcc(&out, &err, "summary %s/missing.nn", tmpdir), 1);
+	ck_assert_ptr_nonnull(strstr(err, "cannot open"));
+	free(out), free(err);
+	ck_assert_int_eq(netcc(&out, &err, "summary models"), 1);
+	ck_assert_ptr_nonnull(strstr(err, "cannot read models"));
+	free(out), free(err);
+}
+END_TEST
+
+START_TEST(usage_errors_exit_2)
+{
+	char *out, *err;
+	ck_assert_int_eq(netcc(&out, &err, "sumary models/resnet20.nn"), 2);
+	ck_assert_ptr_nonnull(strstr(err, "did you mean 'summary'?"));
+	free(out), free(err);
+	ck_assert_int_eq(netcc(&out, &err, "summary models/resnet20.nn --bach 2"), 2);
+	ck_assert_ptr_nonnull(strstr(err, "did you mean '--batch'?"));
+	free(out), free(err);
+	ck_assert_int_eq(netcc(&out, &err, "summary models/resnet20.nn --batch 0"), 2);
+	ck_assert_ptr_nonnull(strstr(err, "--batch 0"));
+	free(out), free(err);
+	ck_assert_int_eq(netcc(&out, &err, "help"), 0);
+	ck_assert_ptr_nonnull(strstr(out, "netcc summary"));
+	free(out), free(err);
+}
+END_TEST
+
+START_TEST(bad_weights_are_named)
+{
+	char *out, *err;
+	ck_assert_int_eq(netcc(&out, &err, "init models/plain20.nn -o %s/w.st", tmpdir), 0);
+	free(out), free(err);
+	/* plain20 and resnet20 share names and shapes; resnet32 does not. */
+	ck_assert_int_eq(netcc(&out, &err,
+			       "run models/resnet32.nn --weights %s/w.st --input "
+			       "examples/data/ankle_boot.npy",
+			       tmpdir),
+			 1);
+	ck_assert_ptr_nonnull(strstr(err, "missing tensor 'stage0.basic3.cbr0.conv0.weight'"));
+	ck_assert_ptr_nonnull(strstr(err, "written for model 'plain20'"));
+	free(out), free(err);
+
+	/* Truncate the file: the reader says what is wrong. */
+	char path[512];
+	snprintf(path, sizeof path, "%s/w.st", tmpdir);
+	struct stat st;
+	ck_assert_int_eq(stat(path, &st), 0);
+	ck_assert_int_eq(truncate(path, st.st_size - 100), 0);
+	ck_assert_int_eq(netcc(&out, &err,
+			       "run models/plain20.nn --weights %s/w.st --input "
+			       "examples/data/ankle_boot.npy",
+			       tmpdir),
+			 1);
+	ck_assert_ptr_nonnull(strstr(err, "w.st"));
+	ck_assert_ptr_nonnull(strstr(err, "linear0"));
+	free(out), free(err);
+}
+END_TEST
+
+START_TEST(nonfinite_weights_refused)
+{
+	char *out, *err;
+	ck_assert_int_eq(netcc(&out, &err, "init models/resnet20.nn -o %s/w.st", tmpdir), 0);
+	free(out), free(err);
+	rt_st_file f = read_weights("w.st");
+	rt_st_entry *e = calloc((size_t)f.n_tensors, sizeof *e);
+	for (int i = 0; i < f.n_tensors; i++)
+		e[i] = (rt_st_entry){f.tensors[i].name, f.tensors[i].dtype, f.tensors[i].rank,
+				     f.tensors[i].dims, f.tensors[i].data};
+	float *bad = malloc(f.tensors[0].count * sizeof(float));
+	memcpy(bad, f.tensors[0].data, f.tensors[0].count * sizeof(float));
+	bad[7] = NAN;
+	e[0].data = bad;
+	char path[512], msg[256];
+	snprintf(path, sizeof path, "%s/nan.st", tmpdir);
+	ck_assert_int_eq(rt_st_write(path, e, f.n_tensors, NULL, 0, msg, sizeof msg), 0);
+	ck_assert_int_eq(netcc(&out, &err,
+			       "run models/resnet20.nn --weights %s/nan.st --input "
+			       "examples/data/ankle_boot.npy",
+			       tmpdir),
+			 1);
+	ck_assert_ptr_nonnull(strstr(err, "tensor 'cbr0.conv0.weight' holds NaN at index 7"));
+	free(out), free(err);
+	ck_assert_int_eq(netcc(&out, &err,
+			       "run models/resnet20.nn --weights %s/nan.st --allow-nonfinite --input "
+			       "examples/data/ankle_boot.npy",
+			       tmpdir),
+			 0);
+	free(out), free(err);
+	free(bad);
+	free(e);
+	rt_st_free(&f);
+}
+END_TEST
+
+START_TEST(bad_inputs_and_outputs)
+{
+	char *out, *err;
+	ck_assert_int_eq(netcc(&out, &err,
+			       "run models/resnet20.nn --input examples/data/ankle_boot.npy --batch 2"),
+			 1);
+	ck_assert_ptr_nonnull(strstr(err, "array of shape [1,1,28,28], but input 'x' is [2,1,28,28]"));
+	free(out), free(err);
+	ck_assert_int_eq(netcc(&out, &err, "run models/resnet20.nn --input models/resnet20.nn"), 1);
+	ck_assert_ptr_nonnull(strstr(err, "models/resnet20.nn"));
+	free(out), free(err);
+	/* A failed write leaves nothing behind. */
+	ck_assert_int_eq(netcc(&out, &err,
+			       "run models/resnet20.nn --input examples/data/ankle_boot.npy -o "
+			       "%s/nodir/y.npy",
+			       tmpdir),
+			 1);
+	free(out), free(err);
+	char path[512];
+	snprintf(path, sizeof path, "%s/nodir", tmpdir);
+	ck_assert_int_ne(access(path, F_OK), 0);
+}
+END_TEST
+
+/* One model through the driver under memcheck: no invalid access, no leak.
+ * (The sanitizer build runs ASan instead, which cannot share the process.) */
+START_TEST(valgrind_clean)
+{
+	if (test_sanitized())
+		return;
+	char *out, *err;
+	ck_assert_int_eq(netcc(&out, &err, "init models/resnet20.nn -o %s/w.st", tmpdir), 0);
+	free(out), free(err);
+	char cmd[2048];
+	snprintf(cmd, sizeof cmd,
+		 "cd '%s' && valgrind -q --error-exitcode=99 --leak-check=full "
+		 "--errors-for-leak-kinds=definite,indirect '%s' run models/resnet20.nn --weights "
+		 "%s/w.st --input examples/data/ankle_boot.npy -o %s/y.npy 2>%s/vg.txt",
+		 test_env("NETCC_ROOT", "."), test_env("NETCC_BIN", "build/netcc"), tmpdir, tmpdir,
+		 tmpdir);
+	int st = system(cmd);
+	char path[512];
+	snprintf(path, sizeof path, "%s/vg.txt", tmpdir);
+	char *report = slurp(path);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "valgrind: %s", report);
+	free(report);
+	/* and an error path: a model error unwinds through the expander */
+	snprintf(cmd, sizeof cmd,
+		 "cd '%s' && valgrind -q --error-exitcode=99 --leak-check=full "
+		 "--errors-for-leak-kinds=definite,indirect '%s' ir tests/errors/cyclic_blocks.nn "
+		 ">/dev/null 2>&1",
+		 test_env("NETCC_ROOT", "."), test_env("NETCC_BIN", "build/netcc"));
+	st = system(cmd);
+	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+	Suite *s = suite_create("driver");
+	TCase *t = tcase_create("cli");
+	tcase_add_checked_fixture(t, setup, teardown);
+	tcase_set_timeout(t, 120);
+	tcase_add_test(t, summary_ends_with_totals);
+	tcase_add_test(t, params_lists_buffers_in_order);
+	tcase_add_test(t, init_is_he_and_deterministic);
+	tcase_add_test(t, run_writes_output);
+	tcase_add_test(t, model_errors_exit_1_with_location);
+	tcase_add_test(t, usage_errors_exit_2);
+	tcase_add_test(t, bad_weights_are_named);
+	tcase_add_test(t, nonfinite_weights_refused);
+	tcase_add_test(t, bad_inputs_and_outputs);
+	tcase_add_test(t, valgrind_clean);
+	suite_add_tcase(s, t);
+	return s;
+}
+
+TEST_MAIN(suite)
