@@ -14,6 +14,6 @@
 
 /* inputs and outputs in the graph's declared order; params must have data. */
 int interp_run(const ir_graph *g, const float *const *inputs, float *const *outputs, char *err,
-	       size_t errlen);
+               size_t errlen);
 
 #endif

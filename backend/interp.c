@@ -27,19 +27,15 @@ static int dim(const ir_shape *s, int i)
 	return i < s->rank ? (int)s->d[i] : 1;
 }
 
-static void interp_input(const interp *it, const ir_node *n, float *y)
-{
-}
+static void interp_input(const interp *it, const ir_node *n, float *y) {}
 
-static void interp_param(const interp *it, const ir_node *n, float *y)
-{
-}
+static void interp_param(const interp *it, const ir_node *n, float *y) {}
 
 static void interp_conv(const interp *it, const ir_node *n, float *y)
 {
 	const ir_shape *x = shape(it, n, 0);
 	rt_conv p = rt_conv_make(dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), (int)n->out,
-				 (int)n->kernel, (int)n->stride, (int)n->pad);
+	                         (int)n->kernel, (int)n->stride, (int)n->pad);
 	rt_conv2d_ref(&p, in(it, n, 0), in(it, n, 1), n->bias ? in(it, n, 2) : NULL, y);
 }
 
@@ -47,7 +43,7 @@ static void interp_batchnorm(const interp *it, const ir_node *n, float *y)
 {
 	const ir_shape *x = shape(it, n, 0);
 	rt_batchnorm_ref(dim(x, 0), dim(x, 1), dim(x, 2) * dim(x, 3), in(it, n, 0), in(it, n, 3),
-			 in(it, n, 4), in(it, n, 1), in(it, n, 2), (float)n->eps, y);
+	                 in(it, n, 4), in(it, n, 1), in(it, n, 2), (float)n->eps, y);
 }
 
 static void interp_relu(const interp *it, const ir_node *n, float *y)
@@ -64,7 +60,7 @@ static rt_pool pool_of(const interp *it, const ir_node *n)
 {
 	const ir_shape *x = shape(it, n, 0);
 	return rt_pool_make(dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), (int)n->kernel,
-			    (int)n->stride, (int)n->pad);
+	                    (int)n->stride, (int)n->pad);
 }
 
 static void interp_maxpool(const interp *it, const ir_node *n, float *y)
@@ -94,7 +90,7 @@ static void interp_linear(const interp *it, const ir_node *n, float *y)
 {
 	const ir_shape *x = shape(it, n, 0);
 	rt_linear_ref(dim(x, 0), dim(x, 1), (int)n->out, in(it, n, 0), in(it, n, 1),
-		      n->bias ? in(it, n, 2) : NULL, y);
+	              n->bias ? in(it, n, 2) : NULL, y);
 }
 
 static void interp_softmax(const interp *it, const ir_node *n, float *y)
@@ -106,14 +102,14 @@ static void interp_subsample(const interp *it, const ir_node *n, float *y)
 {
 	const ir_shape *x = shape(it, n, 0);
 	rt_subsample_ref(dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), (int)n->stride, in(it, n, 0),
-			 y);
+	                 y);
 }
 
 static void interp_pad_channels(const interp *it, const ir_node *n, float *y)
 {
 	const ir_shape *x = shape(it, n, 0);
 	rt_pad_channels_ref(dim(x, 0), dim(x, 1), dim(x, 2) * dim(x, 3), (int)n->before,
-			    (int)n->after, in(it, n, 0), y);
+	                    (int)n->after, in(it, n, 0), y);
 }
 
 typedef void interp_fn(const interp *it, const ir_node *n, float *y);
@@ -124,7 +120,7 @@ static interp_fn *const kernels[IR_OP_COUNT] = {
 };
 
 int interp_run(const ir_graph *g, const float *const *inputs, float *const *outputs, char *err,
-	       size_t errlen)
+               size_t errlen)
 {
 	interp it = {.g = g, .buf = calloc((size_t)g->n_nodes, sizeof(float *))};
 	bool *owned = calloc((size_t)g->n_nodes, sizeof(bool));
@@ -150,7 +146,8 @@ int interp_run(const ir_graph *g, const float *const *inputs, float *const *outp
 		size_t count = (size_t)ir_shape_count(&n->shape);
 		it.buf[id] = malloc(count ? count * sizeof(float) : 1);
 		if (!it.buf[id]) {
-			snprintf(err, errlen, "out of memory for node %%%d (%zu floats)", id, count);
+			snprintf(err, errlen, "out of memory for node %%%d (%zu floats)", id,
+			         count);
 			goto out;
 		}
 		owned[id] = true;

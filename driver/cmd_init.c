@@ -25,7 +25,7 @@ int cmd_init(int argc, char **argv)
 	int rc = weights_save(g, out);
 	if (rc == 0)
 		fprintf(stderr, "netcc: wrote %s (%lld bytes of parameters, seed %lld)\n", out,
-			(long long)ir_graph_param_bytes(g), (long long)seed);
+		        (long long)ir_graph_param_bytes(g), (long long)seed);
 	ir_graph_free(g);
 	return rc;
 }

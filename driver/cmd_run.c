@@ -10,7 +10,8 @@
 static int read_input(const ir_graph *g, int i, const char *path, rt_array *a)
 {
 	char err[512], want[96], got[96];
-	if (rt_npy_read(path, a, err, sizeof err) != 0 || rt_array_to_f32(a, err, sizeof err) != 0) {
+	if (rt_npy_read(path, a, err, sizeof err) != 0 ||
+	    rt_array_to_f32(a, err, sizeof err) != 0) {
 		fprintf(stderr, "netcc: error: %s\n", err);
 		return 1;
 	}
@@ -23,10 +24,11 @@ static int read_input(const ir_graph *g, int i, const char *path, rt_array *a)
 		for (int k = 0; k < as.rank; k++)
 			as.d[k] = a->dims[k];
 		fprintf(stderr, "netcc: error: %s: array of shape %s, but input '%s' is %s", path,
-			ir_shape_str(&as, got, sizeof got), g->inputs[i].name,
-			ir_shape_str(s, want, sizeof want));
+		        ir_shape_str(&as, got, sizeof got), g->inputs[i].name,
+		        ir_shape_str(s, want, sizeof want));
 		if (a->rank > 0 && s->rank == a->rank && a->dims[0] != s->d[0])
-			fprintf(stderr, " (--batch %lld would match the array)", (long long)a->dims[0]);
+			fprintf(stderr, " (--batch %lld would match the array)",
+			        (long long)a->dims[0]);
 		fputc('\n', stderr);
 		rt_array_free(a);
 		return 1;
@@ -60,8 +62,8 @@ static void print_output(const ir_graph *g, int i, const float *y)
 int cmd_run(int argc, char **argv)
 {
 	opts o;
-	if (opts_parse(&o, argc, argv, "batch= weights= input* o* reference seed= allow-nonfinite") !=
-	    0)
+	if (opts_parse(&o, argc, argv,
+	               "batch= weights= input* o* reference seed= allow-nonfinite") != 0)
 		return 2;
 	const char *inputs[IR_MAX_IO], *outputs[IR_MAX_IO];
 	int ni = opts_all(&o, "input", inputs, IR_MAX_IO);
@@ -80,10 +82,11 @@ int cmd_run(int argc, char **argv)
 	int loaded = 0;
 	if (ni != g->n_inputs || (no != g->n_outputs && no != 0)) {
 		fprintf(stderr,
-			"netcc: error: model '%s' has %d input%s and %d output%s: give --input "
-			"FILE.npy for each input, and -o FILE.npy for each output or none to print them\n",
-			g->name, g->n_inputs, g->n_inputs == 1 ? "" : "s", g->n_outputs,
-			g->n_outputs == 1 ? "" : "s");
+		        "netcc: error: model '%s' has %d input%s and %d output%s: give --input "
+		        "FILE.npy for each input, and -o FILE.npy for each output or none to print "
+		        "them\n",
+		        g->name, g->n_inputs, g->n_inputs == 1 ? "" : "s", g->n_outputs,
+		        g->n_outputs == 1 ? "" : "s");
 		rc = 2;
 		goto done;
 	}
@@ -118,8 +121,8 @@ int cmd_run(int argc, char **argv)
 			print_output(g, i, out[i]);
 	for (int i = 0; i < no; i++) {
 		const ir_shape *s = &g->nodes[g->outputs[i].node].shape;
-		if (rt_npy_write(outputs[i], RT_DTYPE_F32, s->rank, s->d, out[i], err, sizeof err) !=
-		    0) {
+		if (rt_npy_write(outputs[i], RT_DTYPE_F32, s->rank, s->d, out[i], err,
+		                 sizeof err) != 0) {
 			fprintf(stderr, "netcc: error: %s\n", err);
 			goto done;
 		}

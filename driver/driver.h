@@ -35,7 +35,7 @@ int opts_all(const opts *o, const char *key, const char **out, int max);
 bool opts_flag(const opts *o, const char *key);
 /* A bad value is reported and sets *ok = false. */
 int64_t opts_int(const opts *o, const char *key, int64_t fallback, int64_t lo, int64_t hi,
-		 bool *ok);
+                 bool *ok);
 
 int cmd_ir(int argc, char **argv);
 int cmd_summary(int argc, char **argv);

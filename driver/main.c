@@ -10,14 +10,12 @@ static const struct command {
 	int (*run)(int argc, char **argv);
 	const char *usage;
 } commands[] = {
-	{"ir", cmd_ir, "ir MODEL.nn [--batch N]             print the expanded graph with shapes"},
-	{"summary", cmd_summary,
-	 "summary MODEL.nn [--batch N]        layer table, parameter and MAC totals"},
-	{"params", cmd_params, "params MODEL.nn                     every parameter and buffer"},
-	{"init", cmd_init,
-	 "init MODEL.nn -o W.safetensors [--seed S]   He-initialised weights"},
-	{"run", cmd_run,
-	 "run MODEL.nn [--weights W] --input X.npy -o Y.npy [--batch N] [--reference]"},
+    {"ir", cmd_ir, "ir MODEL.nn [--batch N]             print the expanded graph with shapes"},
+    {"summary", cmd_summary,
+     "summary MODEL.nn [--batch N]        layer table, parameter and MAC totals"},
+    {"params", cmd_params, "params MODEL.nn                     every parameter and buffer"},
+    {"init", cmd_init, "init MODEL.nn -o W.safetensors [--seed S]   He-initialised weights"},
+    {"run", cmd_run, "run MODEL.nn [--weights W] --input X.npy -o Y.npy [--batch N] [--reference]"},
 };
 enum { N_COMMANDS = sizeof commands / sizeof *commands };
 
@@ -48,7 +46,8 @@ int main(int argc, char **argv)
 		names[i] = commands[i].name;
 	const char *hint = diag_suggest(cmd, names, N_COMMANDS);
 	if (hint)
-		fprintf(stderr, "netcc: error: unknown command '%s'; did you mean '%s'?\n", cmd, hint);
+		fprintf(stderr, "netcc: error: unknown command '%s'; did you mean '%s'?\n", cmd,
+		        hint);
 	else
 		fprintf(stderr, "netcc: error: unknown command '%s'\n", cmd);
 	usage(stderr);

@@ -14,7 +14,7 @@ ir_graph *driver_model_load(const opts *o, int64_t batch_default, int *status)
 	*status = 2;
 	if (o->n_pos != 1) {
 		fprintf(stderr, "netcc: error: %s expects one model file (see netcc help)\n",
-			o->cmd);
+		        o->cmd);
 		return NULL;
 	}
 	bool ok = true;
@@ -48,7 +48,7 @@ static void report(FILE *out, const char *fmt, ...)
 /* Every problem is reported, not just the first: a mismatched file usually
  * has several, and seeing them all says which model it belongs to. */
 static int check_tensor(const ir_node *p, const rt_st_tensor *t, const char *path,
-			bool allow_nonfinite, bool say)
+                        bool allow_nonfinite, bool say)
 {
 	FILE *out = say ? stderr : NULL;
 	char want[96], got[96];
@@ -59,7 +59,7 @@ static int check_tensor(const ir_node *p, const rt_st_tensor *t, const char *pat
 	}
 	if (t->dtype != RT_DTYPE_F32) {
 		report(out, "netcc: error: %s: tensor '%s' is %s, expected float32\n", path,
-			p->name, rt_dtype_name(t->dtype));
+		       p->name, rt_dtype_name(t->dtype));
 		return 1;
 	}
 	bool same = t->rank == p->shape.rank;
@@ -68,7 +68,7 @@ static int check_tensor(const ir_node *p, const rt_st_tensor *t, const char *pat
 	if (!same) {
 		shape_text(t->rank, t->dims, got, sizeof got);
 		report(out, "netcc: error: %s: tensor '%s' has shape %s, the model needs %s\n",
-			path, p->name, got, want);
+		       path, p->name, got, want);
 		return 1;
 	}
 	if (!allow_nonfinite) {
@@ -77,9 +77,9 @@ static int check_tensor(const ir_node *p, const rt_st_tensor *t, const char *pat
 			memcpy(&v, (const char *)t->data + i * sizeof v, sizeof v);
 			if (!isfinite(v)) {
 				report(out,
-					"netcc: error: %s: tensor '%s' holds %s at index %zu "
-					"(--allow-nonfinite accepts it)\n",
-					path, p->name, isnan(v) ? "NaN" : "an infinity", i);
+				       "netcc: error: %s: tensor '%s' holds %s at index %zu "
+				       "(--allow-nonfinite accepts it)\n",
+				       path, p->name, isnan(v) ? "NaN" : "an infinity", i);
 				return 1;
 			}
 		}
@@ -102,23 +102,25 @@ int weights_load(ir_graph *g, const char *path, bool allow_nonfinite)
 		const ir_node *p = &g->nodes[i];
 		if (p->op == IR_OP_PARAM)
 			bad += check_tensor(p, rt_st_find(&f, p->name), path, allow_nonfinite,
-					    bad < SHOWN);
+			                    bad < SHOWN);
 	}
 	for (int k = 0; k < f.n_tensors; k++) {
 		if (ir_param_find(g, f.tensors[k].name) < 0) {
 			if (bad < SHOWN)
 				fprintf(stderr,
-					"netcc: error: %s: tensor '%s' is not a parameter of model '%s'\n",
-					path, f.tensors[k].name, g->name);
+				        "netcc: error: %s: tensor '%s' is not a parameter of model "
+				        "'%s'\n",
+				        path, f.tensors[k].name, g->name);
 			bad++;
 		}
 	}
 	if (bad > SHOWN)
-		fprintf(stderr, "netcc: error: %s: %d more mismatched tensors\n", path, bad - SHOWN);
+		fprintf(stderr, "netcc: error: %s: %d more mismatched tensors\n", path,
+		        bad - SHOWN);
 	const char *owner = rt_st_meta(&f, "model");
 	if (bad && owner && strcmp(owner, g->name) != 0)
-		fprintf(stderr, "netcc: note: %s was written for model '%s', not '%s'\n", path, owner,
-			g->name);
+		fprintf(stderr, "netcc: note: %s was written for model '%s', not '%s'\n", path,
+		        owner, g->name);
 	if (!bad) {
 		for (int i = 0; i < g->n_nodes; i++) {
 			ir_node *p = &g->nodes[i];
@@ -149,10 +151,10 @@ int weights_save(const ir_graph *g, const char *path)
 		const ir_node *p = &g->nodes[i];
 		if (p->op == IR_OP_PARAM)
 			e[n++] = (rt_st_entry){.name = p->name,
-					       .dtype = RT_DTYPE_F32,
-					       .rank = p->shape.rank,
-					       .dims = p->shape.d,
-					       .data = p->data};
+			                       .dtype = RT_DTYPE_F32,
+			                       .rank = p->shape.rank,
+			                       .dims = p->shape.d,
+			                       .data = p->data};
 	}
 	const char *meta[] = {"format", "netcc", "model", g->name};
 	char err[512];

@@ -55,7 +55,7 @@ static void unknown(const char *spec, const char *key)
 	const char *hint = diag_suggest(key, cands, n);
 	if (hint)
 		fprintf(stderr, "netcc: error: unknown option '--%s'; did you mean '--%s'?\n", key,
-			hint);
+		        hint);
 	else
 		fprintf(stderr, "netcc: error: unknown option '--%s'\n", key);
 }
@@ -97,7 +97,7 @@ int opts_parse(opts *o, int argc, char **argv, const char *spec)
 			for (int j = 0; j < o->n; j++)
 				if (!strcmp(o->key[j], key)) {
 					fprintf(stderr, "netcc: error: option '--%s' given twice\n",
-						key);
+					        key);
 					return 2;
 				}
 		if (o->n == OPTS_MAX)
@@ -130,8 +130,7 @@ bool opts_flag(const opts *o, const char *key)
 	return opts_str(o, key, NULL) != NULL;
 }
 
-int64_t opts_int(const opts *o, const char *key, int64_t fallback, int64_t lo, int64_t hi,
-		 bool *ok)
+int64_t opts_int(const opts *o, const char *key, int64_t fallback, int64_t lo, int64_t hi, bool *ok)
 {
 	const char *v = opts_str(o, key, NULL);
 	if (!v)
@@ -141,7 +140,7 @@ int64_t opts_int(const opts *o, const char *key, int64_t fallback, int64_t lo, i
 	long long x = strtoll(v, &end, 10);
 	if (!*v || *end || errno || x < lo || x > hi) {
 		fprintf(stderr, "netcc: error: --%s %s: expected an integer in [%lld, %lld]\n", key,
-			v, (long long)lo, (long long)hi);
+		        v, (long long)lo, (long long)hi);
 		*ok = false;
 		return fallback;
 	}

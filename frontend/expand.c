@@ -50,7 +50,7 @@ typedef struct expander {
 static const char *kind_name(vkind k)
 {
 	static const char *const names[] = {"an integer", "a float", "a boolean", "a string",
-					    "a tensor"};
+	                                    "a tensor"};
 	return names[k];
 }
 
@@ -87,8 +87,9 @@ static void bind(expander *ex, scope *sc, const char *name, value v)
 static void step(expander *ex, const diag_loc *loc)
 {
 	if (++ex->steps > FE_MAX_STEPS)
-		diag_error_at(loc, "evaluation takes more than %d steps (is a repeat count too large?)",
-			      FE_MAX_STEPS);
+		diag_error_at(loc,
+		              "evaluation takes more than %d steps (is a repeat count too large?)",
+		              FE_MAX_STEPS);
 }
 
 static diag_loc at(const scope *sc, diag_loc loc)
@@ -204,13 +205,14 @@ static value eval_member(expander *ex, scope *sc, const ast_expr *e)
 		if (i >= s->rank) {
 			char b[96];
 			diag_error_at(&l, "'.%s' needs a tensor of rank %d or more; this one is %s",
-				      e->name, i + 1, ir_shape_str(s, b, sizeof b));
+			              e->name, i + 1, ir_shape_str(s, b, sizeof b));
 		}
 		return int_value(s->d[i]);
 	}
 	const char *hint = diag_suggest(e->name, fields, 4);
 	if (hint)
-		diag_error_at(&l, "tensors have no field '.%s'; did you mean '.%s'?", e->name, hint);
+		diag_error_at(&l, "tensors have no field '.%s'; did you mean '.%s'?", e->name,
+		              hint);
 	diag_error_at(&l, "tensors have no field '.%s' (they have .n, .c, .h and .w)", e->name);
 }
 
@@ -264,7 +266,8 @@ static value compare(const diag_loc *l, const char *op, value a, value b)
 		c = (int)a.b - (int)b.b;
 	} else if (a.kind == V_STRING && b.kind == V_STRING && (op[0] == '=' || op[0] == '!')) {
 		c = strcmp(a.s, b.s);
-	} else if ((a.kind == V_INT || a.kind == V_FLOAT) && (b.kind == V_INT || b.kind == V_FLOAT)) {
+	} else if ((a.kind == V_INT || a.kind == V_FLOAT) &&
+	           (b.kind == V_INT || b.kind == V_FLOAT)) {
 		if (a.kind == V_INT && b.kind == V_INT) {
 			c = (a.i > b.i) - (a.i < b.i);
 		} else {
@@ -302,11 +305,12 @@ static value eval_binary(expander *ex, scope *sc, const ast_expr *e)
 	const char *op = e->name;
 	diag_loc l = at(sc, e->loc);
 	if (!strcmp(op, "&&") || !strcmp(op, "||")) {
-		bool a = want_bool(e->lhs, eval(ex, sc, e->lhs), sc, "the left side of a logic operator");
+		bool a = want_bool(e->lhs, eval(ex, sc, e->lhs), sc,
+		                   "the left side of a logic operator");
 		if (a == (op[0] == '|'))
 			return bool_value(a);
 		return bool_value(want_bool(e->rhs, eval(ex, sc, e->rhs), sc,
-					    "the right side of a logic operator"));
+		                            "the right side of a logic operator"));
 	}
 	value a = eval(ex, sc, e->lhs), b = eval(ex, sc, e->rhs);
 	if (strchr("=!<>", op[0]))
@@ -315,8 +319,7 @@ static value eval_binary(expander *ex, scope *sc, const ast_expr *e)
 		if (op[0] == '+' && a.kind == V_TENSOR && b.kind == V_TENSOR)
 			return tensor_add(ex, sc, e, a, b);
 		diag_error_at(&l, "'%s' cannot combine %s with %s%s", op, kind_name(a.kind),
-			      kind_name(b.kind),
-			      op[0] == '+' ? "" : " (tensors only support '+')");
+		              kind_name(b.kind), op[0] == '+' ? "" : " (tensors only support '+')");
 	}
 	if (a.kind == V_INT && b.kind == V_INT)
 		return int_value(int_arith(&l, op, a.i, b.i));
@@ -339,7 +342,7 @@ static value eval_binary(expander *ex, scope *sc, const ast_expr *e)
 		}
 	}
 	diag_error_at(&l, "'%s' cannot combine %s with %s", op, kind_name(a.kind),
-		      kind_name(b.kind));
+	              kind_name(b.kind));
 }
 
 static value eval(expander *ex, scope *sc, const ast_expr *e)
@@ -367,7 +370,7 @@ static value eval(expander *ex, scope *sc, const ast_expr *e)
 		if (n != 1) {
 			diag_loc l = at(sc, e->loc);
 			diag_error_at(&l, "'%s' returns %d values; assign them with a, b = %s(...)",
-				      e->name, n, e->name);
+			              e->name, n, e->name);
 		}
 		return outs[0];
 	}
@@ -389,16 +392,17 @@ static const char *explicit_name(expander *ex, scope *sc, const ast_arg *arg)
 }
 
 static _Noreturn void unknown_keyword(const diag_loc *l, const char *callee, const char *key,
-				      const char *const *names, int n)
+                                      const char *const *names, int n)
 {
 	const char *hint = diag_suggest(key, names, n);
 	if (hint)
-		diag_error_at(l, "'%s' has no argument '%s'; did you mean '%s'?", callee, key, hint);
+		diag_error_at(l, "'%s' has no argument '%s'; did you mean '%s'?", callee, key,
+		              hint);
 	diag_error_at(l, "'%s' has no argument '%s'", callee, key);
 }
 
-static void set_attr(ir_node *n, const ir_attr_info *a, value v, const diag_loc *l,
-		     const char *op, const char *key)
+static void set_attr(ir_node *n, const ir_attr_info *a, value v, const diag_loc *l, const char *op,
+                     const char *key)
 {
 	char *base = (char *)n + a->offset;
 	if (a->type == IR_ATTR_INT && v.kind == V_INT) {
@@ -410,7 +414,7 @@ static void set_attr(ir_node *n, const ir_attr_info *a, value v, const diag_loc 
 	} else {
 		static const char *const tn[] = {"an integer", "a boolean", "a number"};
 		diag_error_at(l, "%s: '%s' must be %s, got %s", op, key, tn[a->type],
-			      kind_name(v.kind));
+		              kind_name(v.kind));
 	}
 }
 
@@ -449,8 +453,8 @@ static value call_op(expander *ex, scope *sc, const ast_expr *e, ir_op op)
 			slot = positional++;
 			if (slot >= info->args + ns)
 				diag_error_at(&al, "%s takes %d tensor%s and %d more argument%s",
-					      info->name, info->args, info->args == 1 ? "" : "s", ns,
-					      ns == 1 ? "" : "s");
+				              info->name, info->args, info->args == 1 ? "" : "s",
+				              ns, ns == 1 ? "" : "s");
 		} else {
 			slot = -1;
 			for (int k = 0; k < ns; k++)
@@ -463,7 +467,7 @@ static value call_op(expander *ex, scope *sc, const ast_expr *e, ir_op op)
 		if (slot < info->args) {
 			if (v.kind != V_TENSOR)
 				diag_error_at(&al, "%s: argument %d must be a tensor, got %s",
-					      info->name, slot + 1, kind_name(v.kind));
+				              info->name, slot + 1, kind_name(v.kind));
 			args[slot] = v.node;
 			continue;
 		}
@@ -475,7 +479,7 @@ static value call_op(expander *ex, scope *sc, const ast_expr *e, ir_op op)
 	}
 	if (positional < info->args)
 		diag_error_at(&l, "%s needs %d tensor argument%s, got %d", info->name, info->args,
-			      info->args == 1 ? "" : "s", positional);
+		              info->args == 1 ? "" : "s", positional);
 	for (int k = 0; k < ns; k++) {
 		if (given[k])
 			continue;
@@ -495,14 +499,13 @@ static value call_op(expander *ex, scope *sc, const ast_expr *e, ir_op op)
 	return tensor_value(ir_op_build(ex->g, &proto, args, call_path(ex, sc, info->name, name)));
 }
 
-static int call_block(expander *ex, scope *sc, const ast_expr *e, const ast_block *b,
-		      value *outs)
+static int call_block(expander *ex, scope *sc, const ast_expr *e, const ast_block *b, value *outs)
 {
 	diag_loc l = at(sc, e->loc);
 	int depth = sc->chain ? sc->chain->depth + 1 : 1;
 	if (depth > FE_MAX_CALL_DEPTH)
 		diag_error_at(&l, "block calls nest deeper than %d (is '%s' recursive?)",
-			      FE_MAX_CALL_DEPTH, b->name);
+		              FE_MAX_CALL_DEPTH, b->name);
 	step(ex, &l);
 
 	value vals[FE_MAX_ARGS];
@@ -529,7 +532,7 @@ static int call_block(expander *ex, scope *sc, const ast_expr *e, const ast_bloc
 			slot = positional++;
 			if (slot >= b->n_params)
 				diag_error_at(&al, "block '%s' takes %d argument%s", b->name,
-					      b->n_params, b->n_params == 1 ? "" : "s");
+				              b->n_params, b->n_params == 1 ? "" : "s");
 		} else {
 			for (int k = 0; k < b->n_params; k++)
 				if (!strcmp(b->params[k].name, arg->key))
@@ -551,7 +554,7 @@ static int call_block(expander *ex, scope *sc, const ast_expr *e, const ast_bloc
 		if (!given[k]) {
 			if (!b->params[k].def)
 				diag_error_at(&l, "block '%s': missing argument '%s'", b->name,
-					      b->params[k].name);
+				              b->params[k].name);
 			vals[k] = eval(ex, &inner, b->params[k].def);
 		}
 		bind(ex, &inner, b->params[k].name, vals[k]);
@@ -562,7 +565,7 @@ static int call_block(expander *ex, scope *sc, const ast_expr *e, const ast_bloc
 		if (!out) {
 			diag_loc ol = at(&inner, b->out_locs[k]);
 			diag_error_at(&ol, "block '%s' never assigns its output '%s'", b->name,
-				      b->outs[k]);
+			              b->outs[k]);
 		}
 		outs[k] = out->v;
 	}
@@ -590,7 +593,7 @@ static int eval_call(expander *ex, scope *sc, const ast_expr *e, value *outs)
 	diag_loc l = at(sc, e->loc);
 	if (hint)
 		diag_error_at(&l, "unknown operator or block '%s'; did you mean '%s'?", e->name,
-			      hint);
+		              hint);
 	if (lookup(sc, e->name))
 		diag_error_at(&l, "'%s' is a value, not an operator or block", e->name);
 	diag_error_at(&l, "unknown operator or block '%s'", e->name);
@@ -605,14 +608,15 @@ static void exec_assign(expander *ex, scope *sc, const ast_stmt *s)
 	if (s->n_targets > 1) {
 		if (s->expr->kind != EX_CALL) {
 			diag_loc l = at(sc, s->expr->loc);
-			diag_error_at(&l, "assigning %d names needs a block call that returns %d values",
-				      s->n_targets, s->n_targets);
+			diag_error_at(
+			    &l, "assigning %d names needs a block call that returns %d values",
+			    s->n_targets, s->n_targets);
 		}
 		n = eval_call(ex, sc, s->expr, vals);
 		if (n != s->n_targets) {
 			diag_loc l = at(sc, s->expr->loc);
 			diag_error_at(&l, "'%s' returns %d value%s, not %d", s->expr->name, n,
-				      n == 1 ? "" : "s", s->n_targets);
+			              n == 1 ? "" : "s", s->n_targets);
 		}
 	} else {
 		vals[0] = eval(ex, sc, s->expr);
@@ -643,7 +647,7 @@ static void exec(expander *ex, scope *sc, const ast_stmt *s)
 			if (n < 0 || n > FE_MAX_REPEAT) {
 				diag_loc el = at(sc, s->expr->loc);
 				diag_error_at(&el, "repeat count %lld is outside [0, %d]",
-					      (long long)n, FE_MAX_REPEAT);
+				              (long long)n, FE_MAX_REPEAT);
 			}
 			for (int64_t i = 0; i < n; i++) {
 				if (s->index)
@@ -684,12 +688,14 @@ static void check_blocks(const ast_file *f)
 			diag_error_at(&b->loc, "block '%s' has the name of an operator", b->name);
 		for (int i = 0; i < b->n_params; i++) {
 			if (!strcmp(b->params[i].name, "name"))
-				diag_error_at(&b->params[i].loc,
-					      "'name' is reserved: every call takes name = \"...\"");
+				diag_error_at(
+				    &b->params[i].loc,
+				    "'name' is reserved: every call takes name = \"...\"");
 			for (int j = 0; j < i; j++)
 				if (!strcmp(b->params[i].name, b->params[j].name))
-					diag_error_at(&b->params[i].loc, "parameter '%s' is listed twice",
-						      b->params[i].name);
+					diag_error_at(&b->params[i].loc,
+					              "parameter '%s' is listed twice",
+					              b->params[i].name);
 		}
 	}
 }
@@ -702,18 +708,18 @@ static ir_shape decl_shape(const ir_graph *g, const ast_tensor *t)
 		if (d->kind == EX_NAME) {
 			if (i != 0)
 				diag_error_at(&d->loc,
-					      "only the batch (the first dimension) may be named");
+				              "only the batch (the first dimension) may be named");
 			s.d[i] = g->batch;
 		} else if (d->ival < 1 || d->ival > (1 << 24)) {
 			diag_error_at(&d->loc, "dimension %lld is outside [1, %d]",
-				      (long long)d->ival, 1 << 24);
+			              (long long)d->ival, 1 << 24);
 		} else {
 			s.d[i] = d->ival;
 		}
 	}
 	if (ir_shape_count(&s) >= IR_MAX_ELEMS)
 		diag_error_at(&t->loc, "'%s' has more than %lld elements", t->name,
-			      (long long)IR_MAX_ELEMS);
+		              (long long)IR_MAX_ELEMS);
 	return s;
 }
 
@@ -729,7 +735,8 @@ void expand_file(ir_graph *g, const ast_file *f, arena *tmp)
 		for (int j = 0; j < i; j++)
 			if (!strcmp(f->inputs[j].name, t->name))
 				diag_error_at(&t->loc, "input '%s' is declared twice", t->name);
-		bind(&ex, &top, t->name, tensor_value(ir_input_add(g, t->name, decl_shape(g, t), &t->loc)));
+		bind(&ex, &top, t->name,
+		     tensor_value(ir_input_add(g, t->name, decl_shape(g, t), &t->loc)));
 	}
 	exec(&ex, &top, f->graph);
 	for (int i = 0; i < f->n_outputs; i++) {
@@ -739,14 +746,14 @@ void expand_file(ir_graph *g, const ast_file *f, arena *tmp)
 			diag_error_at(&t->loc, "the graph never assigns the output '%s'", t->name);
 		if (b->v.kind != V_TENSOR)
 			diag_error_at(&t->loc, "output '%s' is %s, not a tensor", t->name,
-				      kind_name(b->v.kind));
+			              kind_name(b->v.kind));
 		ir_shape want = decl_shape(g, t);
 		const ir_shape *got = &g->nodes[b->v.node].shape;
 		if (!ir_shape_eq(&want, got)) {
 			char a[96], c[96];
 			diag_error_at(&t->loc, "output '%s' is declared %s but the graph makes %s",
-				      t->name, ir_shape_str(&want, a, sizeof a),
-				      ir_shape_str(got, c, sizeof c));
+			              t->name, ir_shape_str(&want, a, sizeof a),
+			              ir_shape_str(got, c, sizeof c));
 		}
 		ir_output_add(g, t->name, b->v.node, &t->loc);
 	}

@@ -59,7 +59,7 @@ ir_graph *frontend_graph_load(const char *path, int64_t batch)
 			break;
 		if (cap > (size_t)FE_MAX_SOURCE) {
 			fprintf(diag_output(), "netcc: error: %s is larger than %d bytes\n", path,
-				FE_MAX_SOURCE);
+			        FE_MAX_SOURCE);
 			free(buf);
 			fclose(f);
 			return NULL;

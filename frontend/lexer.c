@@ -18,9 +18,9 @@ typedef struct lexer {
 static diag_loc here(const lexer *lx, const char *at)
 {
 	return (diag_loc){.src = lx->src,
-			  .line = lx->line,
-			  .col = (int)(at - lx->line_start) + 1,
-			  .line_off = (uint32_t)(lx->line_start - lx->src->text)};
+	                  .line = lx->line,
+	                  .col = (int)(at - lx->line_start) + 1,
+	                  .line_off = (uint32_t)(lx->line_start - lx->src->text)};
 }
 
 bool tok_is(const token *t, const char *s)
@@ -112,8 +112,9 @@ static void lex_string(lexer *lx, token *t)
 	const char *s = ++lx->p;
 	while (lx->p < lx->end && *lx->p != '"') {
 		if (*lx->p == '\n' || *lx->p == '\\')
-			diag_error_at(&t->loc, *lx->p == '\n' ? "unterminated string"
-							      : "escapes are not supported in strings");
+			diag_error_at(&t->loc, *lx->p == '\n'
+			                           ? "unterminated string"
+			                           : "escapes are not supported in strings");
 		lx->p++;
 	}
 	if (lx->p >= lx->end)
@@ -124,9 +125,9 @@ static void lex_string(lexer *lx, token *t)
 	t->len = (int)(lx->p - t->text);
 }
 
-static const char *const puncts[] = {"->", "==", "!=", "<=", ">=", "&&", "||", "(", ")", "[",
-				     "]",  "{",  "}",  ",",  ":",  "=",  ".",  "+",  "-", "*",
-				     "/",  "%",  "<",  ">",  "!",  ";"};
+static const char *const puncts[] = {"->", "==", "!=", "<=", ">=", "&&", "||", "(", ")",
+                                     "[",  "]",  "{",  "}",  ",",  ":",  "=",  ".", "+",
+                                     "-",  "*",  "/",  "%",  "<",  ">",  "!",  ";"};
 
 static int punct_len(const char *p, const char *end)
 {

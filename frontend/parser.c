@@ -11,8 +11,8 @@ typedef struct parser {
 	int depth;
 } parser;
 
-static const char *const keywords[] = {"version", "model", "block", "graph", "train", "if",
-				       "else",    "repeat", "as",    "true",  "false", "f32"};
+static const char *const keywords[] = {"version", "model",  "block", "graph", "train", "if",
+                                       "else",    "repeat", "as",    "true",  "false", "f32"};
 
 static bool is_keyword(const token *t)
 {
@@ -71,7 +71,7 @@ static const char *expect_ident(parser *ps, diag_loc *loc, const char *what)
 	token *t = ps->tok;
 	if (t->kind == TK_IDENT && is_keyword(t))
 		diag_error_at(&t->loc, "expected %s, found the keyword '%.*s'", what, t->len,
-			      t->text);
+		              t->text);
 	if (t->kind != TK_IDENT)
 		expected(t, what);
 	ps->tok = t->next;
@@ -195,7 +195,7 @@ static ast_expr *unary(parser *ps)
 
 /* Binary operators by precedence, loosest first. */
 static const char *const levels[][6] = {
-	{"||"}, {"&&"}, {"==", "!=", "<", "<=", ">", ">="}, {"+", "-"}, {"*", "/", "%"},
+    {"||"}, {"&&"}, {"==", "!=", "<", "<=", ">", ">="}, {"+", "-"}, {"*", "/", "%"},
 };
 enum { N_LEVELS = sizeof levels / sizeof *levels };
 
@@ -311,7 +311,7 @@ static void tensor_decl(parser *ps, ast_tensor *t)
 	do {
 		if (t->rank == IR_MAX_RANK)
 			diag_error_at(&ps->tok->loc, "tensors have at most %d dimensions",
-				      IR_MAX_RANK);
+			              IR_MAX_RANK);
 		token *d = ps->tok;
 		ast_expr *e;
 		if (d->kind == TK_INT) {
@@ -320,7 +320,8 @@ static void tensor_decl(parser *ps, ast_tensor *t)
 			ps->tok = d->next;
 		} else {
 			e = new_expr(ps, EX_NAME, d->loc);
-			e->name = expect_ident(ps, NULL, "a dimension (a number, or N for the batch)");
+			e->name =
+			    expect_ident(ps, NULL, "a dimension (a number, or N for the batch)");
 		}
 		t->dims[t->rank++] = e;
 	} while (accept(ps, ","));
@@ -335,7 +336,7 @@ static int tensor_list(parser *ps, ast_tensor **out)
 	do {
 		if (n == IR_MAX_IO)
 			diag_error_at(&ps->tok->loc, "more than %d model inputs or outputs",
-				      IR_MAX_IO);
+			              IR_MAX_IO);
 		items[n] = (ast_tensor){0};
 		tensor_decl(ps, &items[n++]);
 	} while (accept(ps, ","));
@@ -349,7 +350,7 @@ static void model_decl(parser *ps, ast_file *f)
 {
 	if (f->model)
 		diag_error_at(&ps->tok->loc, "a file holds one model; '%s' was declared already",
-			      f->model);
+		              f->model);
 	ps->tok = ps->tok->next;
 	f->model = expect_ident(ps, &f->model_loc, "the model's name");
 	f->n_inputs = tensor_list(ps, &f->inputs);
@@ -367,16 +368,18 @@ static ast_block *block_decl(parser *ps)
 	if (!tok_is(ps->tok, ")")) {
 		do {
 			if (b->n_params == FE_MAX_ARGS)
-				diag_error_at(&ps->tok->loc, "more than %d parameters", FE_MAX_ARGS);
+				diag_error_at(&ps->tok->loc, "more than %d parameters",
+				              FE_MAX_ARGS);
 			ast_param *p = &params[b->n_params++];
 			*p = (ast_param){0};
 			p->name = expect_ident(ps, &p->loc, "a parameter name");
 			if (accept(ps, "="))
 				p->def = expr(ps);
 			else if (b->n_params > 1 && params[b->n_params - 2].def)
-				diag_error_at(&p->loc,
-					      "parameter '%s' needs a default: it follows one that has one",
-					      p->name);
+				diag_error_at(
+				    &p->loc,
+				    "parameter '%s' needs a default: it follows one that has one",
+				    p->name);
 		} while (accept(ps, ","));
 	}
 	expect(ps, ")");
@@ -389,7 +392,8 @@ static ast_block *block_decl(parser *ps)
 	if (accept(ps, "(")) {
 		do {
 			if (b->n_outs == IR_MAX_IO)
-				diag_error_at(&ps->tok->loc, "more than %d block outputs", IR_MAX_IO);
+				diag_error_at(&ps->tok->loc, "more than %d block outputs",
+				              IR_MAX_IO);
 			outs[b->n_outs] = expect_ident(ps, &locs[b->n_outs], "an output name");
 			b->n_outs++;
 		} while (accept(ps, ","));
@@ -434,7 +438,7 @@ ast_file *parse_tokens(arena *a, token *tok)
 		expected(ps.tok, "a version number");
 	if (ps.tok->ival != 1)
 		diag_error_at(&ps.tok->loc, "unsupported version %lld (this netcc reads version 1)",
-			      (long long)ps.tok->ival);
+		              (long long)ps.tok->ival);
 	ps.tok = ps.tok->next;
 
 	ast_block bhead = {0}, *bcur = &bhead;
@@ -462,7 +466,9 @@ ast_file *parse_tokens(arena *a, token *tok)
 	f->blocks = bhead.next;
 	f->eof_loc = ps.tok->loc;
 	if (!f->model)
-		diag_error_at(&f->eof_loc, "the file declares no model (model NAME(x: f32[...]) -> (y: f32[...]))");
+		diag_error_at(
+		    &f->eof_loc,
+		    "the file declares no model (model NAME(x: f32[...]) -> (y: f32[...]))");
 	if (!f->has_graph)
 		diag_error_at(&f->model_loc, "model '%s' has no graph { ... } section", f->model);
 	return f;

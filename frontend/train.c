@@ -3,8 +3,8 @@
 
 #include "ast.h"
 
-static const char *const settings[] = {"loss",   "optimizer", "schedule", "warmup",
-				       "batch",  "epochs",    "init"};
+static const char *const settings[] = {"loss",  "optimizer", "schedule", "warmup",
+                                       "batch", "epochs",    "init"};
 enum { N_SETTINGS = sizeof settings / sizeof *settings };
 
 static double number(const ast_expr *e, const char *what)
@@ -27,15 +27,15 @@ static int64_t integer(const ast_expr *e, const char *what, int64_t lo, int64_t 
 		diag_error_at(&e->loc, "%s must be an integer", what);
 	if (e->ival < lo || e->ival > hi)
 		diag_error_at(&e->loc, "%s = %lld is outside [%lld, %lld]", what,
-			      (long long)e->ival, (long long)lo, (long long)hi);
+		              (long long)e->ival, (long long)lo, (long long)hi);
 	return e->ival;
 }
 
-static const char *symbol(const ast_expr *e, const char *what, const char *const *allowed,
-			  int n)
+static const char *symbol(const ast_expr *e, const char *what, const char *const *allowed, int n)
 {
 	if (e->kind != EX_NAME && e->kind != EX_CALL)
-		diag_error_at(&e->loc, "%s must be one of the names listed in docs/language.md", what);
+		diag_error_at(&e->loc, "%s must be one of the names listed in docs/language.md",
+		              what);
 	for (int i = 0; i < n; i++)
 		if (!strcmp(e->name, allowed[i]))
 			return allowed[i];
@@ -54,7 +54,7 @@ static const ast_arg *kwarg(const ast_expr *call, const char *const *keys, int n
 		const char *key = a->key ? a->key : (i < nkeys ? keys[i] : NULL);
 		if (!key)
 			diag_error_at(&a->value->loc, "%s takes at most %d arguments", call->name,
-				      nkeys);
+			              nkeys);
 		int k = -1;
 		for (int j = 0; j < nkeys; j++)
 			if (!strcmp(key, keys[j]))
@@ -62,8 +62,9 @@ static const ast_arg *kwarg(const ast_expr *call, const char *const *keys, int n
 		if (k < 0) {
 			const char *hint = diag_suggest(key, keys, nkeys);
 			if (hint)
-				diag_error_at(&a->loc, "'%s' has no argument '%s'; did you mean '%s'?",
-					      call->name, key, hint);
+				diag_error_at(&a->loc,
+				              "'%s' has no argument '%s'; did you mean '%s'?",
+				              call->name, key, hint);
 			diag_error_at(&a->loc, "'%s' has no argument '%s'", call->name, key);
 		}
 		if (k == want) {
@@ -97,9 +98,9 @@ static void schedule(ir_train *t, const ast_expr *e)
 {
 	static const char *const kinds[] = {"none", "steps", "plateau"};
 	const char *k = symbol(e, "schedule", kinds, 3);
-	t->sched = !strcmp(k, "none") ? IR_SCHED_NONE
-		   : !strcmp(k, "steps") ? IR_SCHED_STEPS
-					 : IR_SCHED_PLATEAU;
+	t->sched = !strcmp(k, "none")    ? IR_SCHED_NONE
+	           : !strcmp(k, "steps") ? IR_SCHED_STEPS
+	                                 : IR_SCHED_PLATEAU;
 	if (e->kind != EX_CALL)
 		return;
 	t->n_steps = 0;
@@ -123,8 +124,9 @@ static void schedule(ir_train *t, const ast_expr *e)
 			t->patience = integer(a->value, "patience", 1, 1000000);
 		} else {
 			diag_error_at(&a->loc, "%s(...) takes %s", k,
-				      t->sched == IR_SCHED_STEPS ? "epochs and factor = ..."
-								 : "factor = ... and patience = ...");
+			              t->sched == IR_SCHED_STEPS
+			                  ? "epochs and factor = ..."
+			                  : "factor = ... and patience = ...");
 		}
 	}
 }
@@ -142,8 +144,9 @@ void expand_train(ir_graph *g, const ast_file *f)
 		if (k < 0) {
 			const char *hint = diag_suggest(s->key, settings, N_SETTINGS);
 			if (hint)
-				diag_error_at(&s->loc, "unknown training setting '%s'; did you mean '%s'?",
-					      s->key, hint);
+				diag_error_at(&s->loc,
+				              "unknown training setting '%s'; did you mean '%s'?",
+				              s->key, hint);
 			diag_error_at(&s->loc, "unknown training setting '%s'", s->key);
 		}
 		if (seen[k])

@@ -99,7 +99,7 @@ static void print_chain(const diag_loc *loc)
 		if (i >= SHOWN && depth > SHOWN) {
 			if (i == SHOWN)
 				fprintf(diag_output(), "note: ... %d more block calls ...\n",
-					depth - SHOWN);
+				        depth - SHOWN);
 			continue;
 		}
 		diag_note_at(&c->call, "in block '%s' called from here", c->block);

@@ -12,7 +12,7 @@ const ir_op_info ir_ops[IR_OP_COUNT] = {
 const ir_attr_info ir_attrs[] = {
 #define ATTR(field, type) {#field, offsetof(ir_node, field), IR_ATTR_##type},
 #include "ops.def"
-	{NULL, 0, 0},
+    {NULL, 0, 0},
 };
 
 int ir_op_lookup(const char *name)
@@ -147,17 +147,18 @@ int ir_param_find(const ir_graph *g, const char *name)
 }
 
 int ir_param_add(ir_graph *g, const char *name, ir_param_kind kind, ir_shape shape,
-		 const diag_loc *loc)
+                 const diag_loc *loc)
 {
 	int prev = ir_param_find(g, name);
 	if (prev >= 0) {
 		diag_note_next(&g->nodes[prev].loc, "'%s' was first defined here", name);
-		diag_error_at(loc, "parameter '%s' is defined twice (give one call another name = \"...\")",
-			      name);
+		diag_error_at(
+		    loc, "parameter '%s' is defined twice (give one call another name = \"...\")",
+		    name);
 	}
 	if (ir_shape_count(&shape) >= IR_MAX_ELEMS)
 		diag_error_at(loc, "parameter '%s' has more than %lld elements", name,
-			      (long long)IR_MAX_ELEMS);
+		              (long long)IR_MAX_ELEMS);
 	ir_node n = ir_node_proto(IR_OP_PARAM, loc);
 	n.name = arena_strdup(&g->arena, name);
 	n.shape = shape;
@@ -172,11 +173,11 @@ void ir_output_add(ir_graph *g, const char *name, int node, const diag_loc *loc)
 	if (g->n_outputs >= IR_MAX_IO)
 		diag_error_at(loc, "more than %d model outputs", IR_MAX_IO);
 	g->outputs[g->n_outputs++] =
-		(ir_io){.name = arena_strdup(&g->arena, name), .node = node, .loc = *loc};
+	    (ir_io){.name = arena_strdup(&g->arena, name), .node = node, .loc = *loc};
 }
 
 static int add_owned_param(ir_graph *g, const char *path, const char *leaf, ir_param_kind kind,
-			   ir_shape shape, const diag_loc *loc)
+                           ir_shape shape, const diag_loc *loc)
 {
 	const char *name = path && *path ? arena_printf(&g->arena, "%s.%s", path, leaf) : leaf;
 	return ir_param_add(g, name, kind, shape, loc);
@@ -191,26 +192,27 @@ static void create_params(ir_graph *g, ir_node *n, const char *path)
 	const diag_loc *loc = &n->loc;
 	switch (n->op) {
 	case IR_OP_CONV:
-		n->in[n->n_in++] = add_owned_param(g, path, "weight", IR_PARAM_WEIGHT,
-						   ir_shape4(n->out, xs->d[1], n->kernel, n->kernel),
-						   loc);
+		n->in[n->n_in++] =
+		    add_owned_param(g, path, "weight", IR_PARAM_WEIGHT,
+		                    ir_shape4(n->out, xs->d[1], n->kernel, n->kernel), loc);
 		if (n->bias)
 			n->in[n->n_in++] = add_owned_param(g, path, "bias", IR_PARAM_WEIGHT,
-							   ir_shape1(n->out), loc);
+			                                   ir_shape1(n->out), loc);
 		break;
 	case IR_OP_LINEAR:
 		n->in[n->n_in++] = add_owned_param(g, path, "weight", IR_PARAM_WEIGHT,
-						   ir_shape2(n->out, xs->d[1]), loc);
+		                                   ir_shape2(n->out, xs->d[1]), loc);
 		if (n->bias)
 			n->in[n->n_in++] = add_owned_param(g, path, "bias", IR_PARAM_WEIGHT,
-							   ir_shape1(n->out), loc);
+			                                   ir_shape1(n->out), loc);
 		break;
 	case IR_OP_BATCHNORM: {
-		static const char *const leaf[4] = {"weight", "bias", "running_mean", "running_var"};
+		static const char *const leaf[4] = {"weight", "bias", "running_mean",
+		                                    "running_var"};
 		for (int i = 0; i < 4; i++)
 			n->in[n->n_in++] = add_owned_param(
-				g, path, leaf[i], i < 2 ? IR_PARAM_WEIGHT : IR_PARAM_BUFFER,
-				ir_shape1(xs->d[1]), loc);
+			    g, path, leaf[i], i < 2 ? IR_PARAM_WEIGHT : IR_PARAM_BUFFER,
+			    ir_shape1(xs->d[1]), loc);
 		break;
 	}
 	default:
@@ -235,16 +237,16 @@ int ir_op_build(ir_graph *g, const ir_node *proto, const int *args, const char *
 void ir_train_defaults(ir_train *t)
 {
 	*t = (ir_train){
-		.loss = "softmax_cross_entropy",
-		.lr = 0.1,
-		.momentum = 0.9,
-		.weight_decay = 1e-4,
-		.sched = IR_SCHED_PLATEAU,
-		.factor = 0.1,
-		.patience = 2,
-		.warmup = 0,
-		.batch = 128,
-		.epochs = 10,
-		.init = "he",
+	    .loss = "softmax_cross_entropy",
+	    .lr = 0.1,
+	    .momentum = 0.9,
+	    .weight_decay = 1e-4,
+	    .sched = IR_SCHED_PLATEAU,
+	    .factor = 0.1,
+	    .patience = 2,
+	    .warmup = 0,
+	    .batch = 128,
+	    .epochs = 10,
+	    .init = "he",
 	};
 }

@@ -64,9 +64,9 @@ typedef struct diag_src {
 typedef struct diag_chain diag_chain;
 
 typedef struct diag_loc {
-	const diag_src *src; /* NULL: no source position */
-	int line, col;       /* 1-based; col counts bytes */
-	uint32_t line_off;   /* offset of the line's first byte */
+	const diag_src *src;     /* NULL: no source position */
+	int line, col;           /* 1-based; col counts bytes */
+	uint32_t line_off;       /* offset of the line's first byte */
 	const diag_chain *chain; /* block calls that led here, innermost first */
 } diag_loc;
 
@@ -90,12 +90,12 @@ void diag_set_output(FILE *f); /* default stderr */
 FILE *diag_output(void);
 
 _Noreturn void diag_error_at(const diag_loc *loc, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 _Noreturn void diag_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void diag_note_at(const diag_loc *loc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* A note printed right after the next error, such as "first defined here". */
 void diag_note_next(const diag_loc *loc, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 void diag_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* The closest candidate by edit distance, or NULL if none is close enough. */
 const char *diag_suggest(const char *name, const char *const *cands, int n);
@@ -234,7 +234,7 @@ ir_node ir_node_proto(ir_op op, const diag_loc *loc);
 int ir_node_append(ir_graph *g, const ir_node *n);
 int ir_input_add(ir_graph *g, const char *name, ir_shape shape, const diag_loc *loc);
 int ir_param_add(ir_graph *g, const char *name, ir_param_kind kind, ir_shape shape,
-		 const diag_loc *loc);
+                 const diag_loc *loc);
 void ir_output_add(ir_graph *g, const char *name, int node, const diag_loc *loc);
 int ir_param_find(const ir_graph *g, const char *name); /* node id, or -1 */
 /* Builds a user operator: checks the attributes and the inputs' shapes

@@ -36,8 +36,8 @@ void ir_node_print(const ir_graph *g, int id, FILE *out)
 	fprintf(out, "  %%%d = %s", id, ir_ops[n->op].name);
 	if (n->op == IR_OP_INPUT || n->op == IR_OP_PARAM) {
 		fprintf(out, " %s%s : %s\n", n->name,
-			n->op == IR_OP_PARAM && n->pkind == IR_PARAM_BUFFER ? " (buffer)" : "",
-			ir_shape_str(&n->shape, sb, sizeof sb));
+		        n->op == IR_OP_PARAM && n->pkind == IR_PARAM_BUFFER ? " (buffer)" : "",
+		        ir_shape_str(&n->shape, sb, sizeof sb));
 		return;
 	}
 	for (int i = 0; i < n->n_in; i++)

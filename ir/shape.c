@@ -64,8 +64,8 @@ static void need_rank(const ir_graph *g, const ir_node *n, int i, int rank, cons
 	const ir_shape *s = arg(g, n, i);
 	if (s->rank != rank) {
 		char b[96];
-		diag_error_at(&n->loc, "%s expects %s, got a tensor of shape %s", ir_ops[n->op].name,
-			      what, ir_shape_str(s, b, sizeof b));
+		diag_error_at(&n->loc, "%s expects %s, got a tensor of shape %s",
+		              ir_ops[n->op].name, what, ir_shape_str(s, b, sizeof b));
 	}
 }
 
@@ -73,7 +73,7 @@ static void need_range(const ir_node *n, const char *attr, int64_t v, int64_t lo
 {
 	if (v < lo || v > hi)
 		diag_error_at(&n->loc, "%s: %s = %lld is out of range [%lld, %lld]",
-			      ir_ops[n->op].name, attr, (long long)v, (long long)lo, (long long)hi);
+		              ir_ops[n->op].name, attr, (long long)v, (long long)lo, (long long)hi);
 }
 
 enum { MAX_WINDOW = 1 << 12, MAX_CHANNELS = 1 << 20 };
@@ -88,21 +88,18 @@ static void window(ir_node *n, const ir_shape *x, int64_t oc)
 	int64_t ph = x->d[2] + 2 * n->pad, pw = x->d[3] + 2 * n->pad;
 	if (n->kernel > ph || n->kernel > pw)
 		diag_error_at(&n->loc,
-			      "%s: kernel %lld is larger than the padded input %lldx%lld "
-			      "(%lldx%lld with pad %lld)",
-			      ir_ops[n->op].name, (long long)n->kernel, (long long)ph, (long long)pw,
-			      (long long)x->d[2], (long long)x->d[3], (long long)n->pad);
+		              "%s: kernel %lld is larger than the padded input %lldx%lld "
+		              "(%lldx%lld with pad %lld)",
+		              ir_ops[n->op].name, (long long)n->kernel, (long long)ph,
+		              (long long)pw, (long long)x->d[2], (long long)x->d[3],
+		              (long long)n->pad);
 	n->shape = ir_shape4(x->d[0], oc, (ph - n->kernel) / n->stride + 1,
-			     (pw - n->kernel) / n->stride + 1);
+	                     (pw - n->kernel) / n->stride + 1);
 }
 
-static void shape_input(const ir_graph *g, ir_node *n)
-{
-}
+static void shape_input(const ir_graph *g, ir_node *n) {}
 
-static void shape_param(const ir_graph *g, ir_node *n)
-{
-}
+static void shape_param(const ir_graph *g, ir_node *n) {}
 
 static void shape_conv(const ir_graph *g, ir_node *n)
 {
@@ -134,11 +131,11 @@ static void shape_add(const ir_graph *g, ir_node *n)
 	if (!ir_shape_eq(a, b)) {
 		char ba[96], bb[96];
 		const char *what = a->rank == 4 && b->rank == 4 && a->d[1] != b->d[1]
-					   ? " (the channels differ: a shortcut needs a projection "
-					     "or padding)"
-					   : "";
+		                       ? " (the channels differ: a shortcut needs a projection "
+		                         "or padding)"
+		                       : "";
 		diag_error_at(&n->loc, "add: shapes differ: %s and %s%s",
-			      ir_shape_str(a, ba, sizeof ba), ir_shape_str(b, bb, sizeof bb), what);
+		              ir_shape_str(a, ba, sizeof ba), ir_shape_str(b, bb, sizeof bb), what);
 	}
 	n->shape = *a;
 }
@@ -149,7 +146,7 @@ static void pool(const ir_graph *g, ir_node *n)
 	/* PyTorch's rule: padding beyond half the window would make windows of pure padding. */
 	if (n->pad > n->kernel / 2)
 		diag_error_at(&n->loc, "%s: pad = %lld must be at most half the kernel (%lld)",
-			      ir_ops[n->op].name, (long long)n->pad, (long long)n->kernel);
+		              ir_ops[n->op].name, (long long)n->pad, (long long)n->kernel);
 	window(n, arg(g, n, 0), arg(g, n, 0)->d[1]);
 }
 
@@ -200,7 +197,7 @@ static void shape_subsample(const ir_graph *g, ir_node *n)
 	need_range(n, "stride", n->stride, 1, MAX_WINDOW);
 	const ir_shape *x = arg(g, n, 0);
 	n->shape = ir_shape4(x->d[0], x->d[1], (x->d[2] + n->stride - 1) / n->stride,
-			     (x->d[3] + n->stride - 1) / n->stride);
+	                     (x->d[3] + n->stride - 1) / n->stride);
 }
 
 static void shape_pad_channels(const ir_graph *g, ir_node *n)
@@ -224,12 +221,12 @@ void ir_shape_infer(const ir_graph *g, ir_node *n)
 	for (int i = 0; i < ir_ops[n->op].args; i++)
 		if (n->in[i] < 0 || n->in[i] >= g->n_nodes)
 			diag_error_at(&n->loc, "%s: input %d refers to no node", ir_ops[n->op].name,
-				      i);
+			              i);
 	shape_rules[n->op](g, n);
 	if (ir_shape_count(&n->shape) >= IR_MAX_ELEMS) {
 		char b[96];
 		diag_error_at(&n->loc, "%s: result %s has more than %lld elements",
-			      ir_ops[n->op].name, ir_shape_str(&n->shape, b, sizeof b),
-			      (long long)IR_MAX_ELEMS);
+		              ir_ops[n->op].name, ir_shape_str(&n->shape, b, sizeof b),
+		              (long long)IR_MAX_ELEMS);
 	}
 }

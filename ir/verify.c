@@ -7,7 +7,7 @@ static void check_params(const ir_graph *g, const ir_node *n)
 	for (int i = ir_ops[n->op].args; i < n->n_in; i++)
 		if (g->nodes[n->in[i]].op != IR_OP_PARAM)
 			diag_error_at(&n->loc, "internal: %s input %d (%%%d) is not a parameter",
-				      ir_ops[n->op].name, i, n->in[i]);
+			              ir_ops[n->op].name, i, n->in[i]);
 }
 
 void ir_graph_verify(const ir_graph *g)
@@ -18,25 +18,25 @@ void ir_graph_verify(const ir_graph *g)
 			diag_error_at(&n->loc, "internal: node %%%d has no valid op", id);
 		if (n->n_in < ir_ops[n->op].args || n->n_in > IR_MAX_INPUTS)
 			diag_error_at(&n->loc, "internal: %s node %%%d has %d inputs",
-				      ir_ops[n->op].name, id, n->n_in);
+			              ir_ops[n->op].name, id, n->n_in);
 		for (int i = 0; i < n->n_in; i++)
 			if (n->in[i] < 0 || n->in[i] >= id)
 				diag_error_at(&n->loc,
-					      "internal: node %%%d input %d (%%%d) breaks "
-					      "topological order",
-					      id, i, n->in[i]);
+				              "internal: node %%%d input %d (%%%d) breaks "
+				              "topological order",
+				              id, i, n->in[i]);
 		check_params(g, n);
 		ir_node copy = *n;
 		ir_shape_infer(g, &copy);
 		if (!ir_shape_eq(&copy.shape, &n->shape)) {
 			char a[96], b[96];
 			diag_error_at(&n->loc, "internal: node %%%d has shape %s, its rule says %s",
-				      id, ir_shape_str(&n->shape, a, sizeof a),
-				      ir_shape_str(&copy.shape, b, sizeof b));
+			              id, ir_shape_str(&n->shape, a, sizeof a),
+			              ir_shape_str(&copy.shape, b, sizeof b));
 		}
 	}
 	for (int i = 0; i < g->n_outputs; i++)
 		if (g->outputs[i].node < 0 || g->outputs[i].node >= g->n_nodes)
 			diag_error_at(&g->outputs[i].loc, "internal: output '%s' refers to no node",
-				      g->outputs[i].name);
+			              g->outputs[i].name);
 }

@@ -22,10 +22,10 @@
 /* ---- shapes ---------------------------------------------------------- */
 
 typedef struct rt_conv {
-	int n, c, h, w;   /* input */
-	int oc, k;        /* output channels, square kernel */
-	int stride, pad;  /* symmetric */
-	int oh, ow;       /* output, derived by rt_conv_make */
+	int n, c, h, w;  /* input */
+	int oc, k;       /* output channels, square kernel */
+	int stride, pad; /* symmetric */
+	int oh, ow;      /* output, derived by rt_conv_make */
 } rt_conv;
 
 rt_conv rt_conv_make(int n, int c, int h, int w, int oc, int k, int stride, int pad);
@@ -47,7 +47,7 @@ rt_pool rt_pool_make(int n, int c, int h, int w, int k, int stride, int pad);
 void rt_conv2d_ref(const rt_conv *p, const float *x, const float *w, const float *b, float *y);
 /* y = (x - mean) / sqrt(var + eps) * gamma + beta, per channel; hw = h * w. */
 void rt_batchnorm_ref(int n, int c, int hw, const float *x, const float *mean, const float *var,
-		      const float *gamma, const float *beta, float eps, float *y);
+                      const float *gamma, const float *beta, float eps, float *y);
 void rt_relu_ref(size_t count, const float *x, float *y);
 void rt_add_ref(size_t count, const float *a, const float *b, float *y);
 void rt_maxpool_ref(const rt_pool *p, const float *x, float *y);
@@ -55,7 +55,7 @@ void rt_avgpool_ref(const rt_pool *p, const float *x, float *y);
 void rt_global_avgpool_ref(int n, int c, int hw, const float *x, float *y);
 /* y[n, out] = x[n, in] . w[out, in]^T + b[out] (b may be NULL) */
 void rt_linear_ref(int n, int in, int out, const float *x, const float *w, const float *b,
-		   float *y);
+                   float *y);
 void rt_softmax_ref(int n, int c, const float *x, float *y);
 /* y = x[:, :, ::s, ::s]; oh = (h + s - 1) / s */
 void rt_subsample_ref(int n, int c, int h, int w, int s, const float *x, float *y);
@@ -72,17 +72,16 @@ void rt_pad_channels_ref(int n, int c, int hw, int before, int after, const floa
 void rt_bn_stats_ref(int n, int c, int hw, const float *x, float *stats);
 /* running = (1 - momentum) * running + momentum * batch; var uses m / (m - 1), m = n * hw */
 void rt_bn_running_update_ref(int c, int m, float momentum, const float *stats, float *run_mean,
-			      float *run_var);
+                              float *run_var);
 void rt_bn_grad_params_ref(int n, int c, int hw, const float *x, const float *dy,
-			   const float *stats, float eps, float *dparams);
-void rt_bn_grad_input_ref(int n, int c, int hw, const float *x, const float *dy,
-			  const float *stats, const float *gamma, const float *dparams, float eps,
-			  float *dx);
+                           const float *stats, float eps, float *dparams);
+void rt_bn_grad_input_ref(int n, int c, int hw, const float *x, const float *dy, const float *stats,
+                          const float *gamma, const float *dparams, float eps, float *dx);
 
 void rt_conv2d_grad_input_ref(const rt_conv *p, const float *dy, const float *w, float *dx);
 /* db may be NULL */
 void rt_conv2d_grad_weight_ref(const rt_conv *p, const float *x, const float *dy, float *dw,
-			       float *db);
+                               float *db);
 /* y is the forward output: dx = dy where y > 0 */
 void rt_relu_grad_ref(size_t count, const float *y, const float *dy, float *dx);
 /* the gradient goes to the first maximum in scan order, as PyTorch does */
@@ -92,20 +91,20 @@ void rt_global_avgpool_grad_ref(int n, int c, int hw, const float *dy, float *dx
 void rt_linear_grad_input_ref(int n, int in, int out, const float *dy, const float *w, float *dx);
 /* db may be NULL */
 void rt_linear_grad_weight_ref(int n, int in, int out, const float *x, const float *dy, float *dw,
-			       float *db);
+                               float *db);
 /* y is the forward output */
 void rt_softmax_grad_ref(int n, int c, const float *y, const float *dy, float *dx);
 void rt_subsample_grad_ref(int n, int c, int h, int w, int s, const float *dy, float *dx);
 void rt_pad_channels_grad_ref(int n, int c, int hw, int before, int after, const float *dy,
-			      float *dx);
+                              float *dx);
 /* Mean cross-entropy over the batch of softmax(logits); writes the loss and
  * d(loss)/d(logits). Returns -1 (and writes nothing) if a label is outside
  * [0, c). */
 int rt_softmax_xent_ref(int n, int c, const float *logits, const int32_t *labels, float *loss,
-			float *dlogits);
+                        float *dlogits);
 /* PyTorch's SGD: v = momentum * v + (g + wd * w); w -= lr * v */
-void rt_sgd_momentum_ref(size_t count, float *w, const float *g, float *v, float lr,
-			 float momentum, float weight_decay);
+void rt_sgd_momentum_ref(size_t count, float *w, const float *g, float *v, float lr, float momentum,
+                         float weight_decay);
 
 /* ---- files -----------------------------------------------------------
  * Readers validate everything against the file's real size and write a
@@ -139,7 +138,7 @@ int rt_npy_read(const char *path, rt_array *out, char *err, size_t errlen);
 /* Parses an in-memory .npy image (the fuzzers use this). */
 int rt_npy_parse(const void *buf, size_t len, rt_array *out, char *err, size_t errlen);
 int rt_npy_write(const char *path, rt_dtype dtype, int rank, const int64_t *dims, const void *data,
-		 char *err, size_t errlen);
+                 char *err, size_t errlen);
 void rt_array_free(rt_array *a);
 /* Converts in place to float32 (from f64, i32, i64, u8); 0 on success. */
 int rt_array_to_f32(rt_array *a, char *err, size_t errlen);
@@ -181,7 +180,7 @@ typedef struct rt_st_entry {
 } rt_st_entry;
 
 int rt_st_write(const char *path, const rt_st_entry *entries, int n, const char *const *meta_kv,
-		int n_meta, char *err, size_t errlen);
+                int n_meta, char *err, size_t errlen);
 
 /* IDX (MNIST's format), gzip-compressed or not, detected by magic. */
 int rt_idx_read(const char *path, rt_array *out, char *err, size_t errlen);
@@ -198,7 +197,7 @@ typedef struct rt_rng {
 
 void rt_rng_seed(rt_rng *r, uint64_t seed);
 uint64_t rt_rng_next(rt_rng *r);
-float rt_rng_uniform(rt_rng *r);  /* [0, 1) */
-float rt_rng_normal(rt_rng *r);   /* mean 0, std 1 */
+float rt_rng_uniform(rt_rng *r); /* [0, 1) */
+float rt_rng_normal(rt_rng *r);  /* mean 0, std 1 */
 
 #endif

@@ -49,7 +49,7 @@ static int netcc(char **out, char **err, const char *fmt, ...)
 	snprintf(op, sizeof op, "%s/stdout", tmpdir);
 	snprintf(ep, sizeof ep, "%s/stderr", tmpdir);
 	snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s >'%s' 2>'%s'", test_env("NETCC_ROOT", "."),
-		 test_env("NETCC_BIN", "build/netcc"), args, op, ep);
+	         test_env("NETCC_BIN", "build/netcc"), args, op, ep);
 	int st = system(cmd);
 	ck_assert(WIFEXITED(st));
 	*out = slurp(op);
@@ -98,7 +98,8 @@ START_TEST(params_lists_buffers_in_order)
 {
 	char *out, *err;
 	ck_assert_int_eq(netcc(&out, &err, "params models/resnet20.nn"), 0);
-	ck_assert(strncmp(out, "cbr0.conv0.weight [16,1,3,3]\ncbr0.batchnorm0.weight [16]\n", 56) == 0);
+	ck_assert(strncmp(out, "cbr0.conv0.weight [16,1,3,3]\ncbr0.batchnorm0.weight [16]\n", 56) ==
+	          0);
 	ck_assert_ptr_nonnull(strstr(out, "cbr0.batchnorm0.running_var [16]\n"));
 	ck_assert_ptr_nonnull(strstr(out, "linear0.weight [10,64]\nlinear0.bias [10]\n"));
 	int lines = 0;
@@ -122,11 +123,14 @@ static rt_st_file read_weights(const char *name)
 START_TEST(init_is_he_and_deterministic)
 {
 	char *out, *err;
-	ck_assert_int_eq(netcc(&out, &err, "init models/resnet20.nn -o %s/a.st --seed 3", tmpdir), 0);
+	ck_assert_int_eq(netcc(&out, &err, "init models/resnet20.nn -o %s/a.st --seed 3", tmpdir),
+	                 0);
 	free(out), free(err);
-	ck_assert_int_eq(netcc(&out, &err, "init models/resnet20.nn -o %s/b.st --seed 3", tmpdir), 0);
+	ck_assert_int_eq(netcc(&out, &err, "init models/resnet20.nn -o %s/b.st --seed 3", tmpdir),
+	                 0);
 	free(out), free(err);
-	ck_assert_int_eq(netcc(&out, &err, "init models/resnet20.nn -o %s/c.st --seed 4", tmpdir), 0);
+	ck_assert_int_eq(netcc(&out, &err, "init models/resnet20.nn -o %s/c.st --seed 4", tmpdir),
+	                 0);
 	free(out), free(err);
 	rt_st_file a = read_weights("a.st"), b = read_weights("b.st"), c = read_weights("c.st");
 	ck_assert_int_eq(a.size, b.size);
@@ -148,7 +152,7 @@ START_TEST(init_is_he_and_deterministic)
 	ck_assert_double_lt(fabs(std / sqrt(2.0 / 576) - 1), 0.03);
 	const char *ones[] = {"cbr0.batchnorm0.weight", "cbr0.batchnorm0.running_var"};
 	const char *zeros[] = {"cbr0.batchnorm0.bias", "cbr0.batchnorm0.running_mean",
-			       "linear0.bias"};
+	                       "linear0.bias"};
 	for (int k = 0; k < 2; k++)
 		ck_assert_float_eq(((const float *)rt_st_find(&a, ones[k])->data)[5], 1.0f);
 	for (int k = 0; k < 3; k++)
@@ -165,10 +169,10 @@ START_TEST(run_writes_output)
 	ck_assert_int_eq(netcc(&out, &err, "init models/resnet20.nn -o %s/w.st", tmpdir), 0);
 	free(out), free(err);
 	ck_assert_int_eq(netcc(&out, &err,
-			       "run models/resnet20.nn --weights %s/w.st --input "
-			       "examples/data/ankle_boot.npy -o %s/y.npy --reference",
-			       tmpdir, tmpdir),
-			 0);
+	                       "run models/resnet20.nn --weights %s/w.st --input "
+	                       "examples/data/ankle_boot.npy -o %s/y.npy --reference",
+	                       tmpdir, tmpdir),
+	                 0);
 	free(out), free(err);
 	char path[512], e[256];
 	snprintf(path, sizeof path, "%s/y.npy", tmpdir);
@@ -179,10 +183,10 @@ START_TEST(run_writes_output)
 	ck_assert_int_eq(y.dims[1], 10);
 	/* Printing instead of -o shows the same numbers. */
 	ck_assert_int_eq(netcc(&out, &err,
-			       "run models/resnet20.nn --weights %s/w.st --input "
-			       "examples/data/ankle_boot.npy",
-			       tmpdir),
-			 0);
+	                       "run models/resnet20.nn --weights %s/w.st --input "
+	                       "examples/data/ankle_boot.npy",
+	                       tmpdir),
+	                 0);
 	char first[32];
 	snprintf(first, sizeof first, "y [1,10]: %.6g ", ((float *)y.data)[0]);
 	ck_assert_msg(strncmp(out, first, strlen(first)) == 0, "%s vs %s", out, first);
@@ -232,10 +236,10 @@ START_TEST(bad_weights_are_named)
 	free(out), free(err);
 	/* plain20 and resnet20 share names and shapes; resnet32 does not. */
 	ck_assert_int_eq(netcc(&out, &err,
-			       "run models/resnet32.nn --weights %s/w.st --input "
-			       "examples/data/ankle_boot.npy",
-			       tmpdir),
-			 1);
+	                       "run models/resnet32.nn --weights %s/w.st --input "
+	                       "examples/data/ankle_boot.npy",
+	                       tmpdir),
+	                 1);
 	ck_assert_ptr_nonnull(strstr(err, "missing tensor 'stage0.basic3.cbr0.conv0.weight'"));
 	ck_assert_ptr_nonnull(strstr(err, "written for model 'plain20'"));
 	free(out), free(err);
@@ -247,10 +251,10 @@ START_TEST(bad_weights_are_named)
 	ck_assert_int_eq(stat(path, &st), 0);
 	ck_assert_int_eq(truncate(path, st.st_size - 100), 0);
 	ck_assert_int_eq(netcc(&out, &err,
-			       "run models/plain20.nn --weights %s/w.st --input "
-			       "examples/data/ankle_boot.npy",
-			       tmpdir),
-			 1);
+	                       "run models/plain20.nn --weights %s/w.st --input "
+	                       "examples/data/ankle_boot.npy",
+	                       tmpdir),
+	                 1);
 	ck_assert_ptr_nonnull(strstr(err, "w.st"));
 	ck_assert_ptr_nonnull(strstr(err, "linear0"));
 	free(out), free(err);
@@ -266,7 +270,7 @@ START_TEST(nonfinite_weights_refused)
 	rt_st_entry *e = calloc((size_t)f.n_tensors, sizeof *e);
 	for (int i = 0; i < f.n_tensors; i++)
 		e[i] = (rt_st_entry){f.tensors[i].name, f.tensors[i].dtype, f.tensors[i].rank,
-				     f.tensors[i].dims, f.tensors[i].data};
+		                     f.tensors[i].dims, f.tensors[i].data};
 	float *bad = malloc(f.tensors[0].count * sizeof(float));
 	memcpy(bad, f.tensors[0].data, f.tensors[0].count * sizeof(float));
 	bad[7] = NAN;
@@ -275,17 +279,18 @@ START_TEST(nonfinite_weights_refused)
 	snprintf(path, sizeof path, "%s/nan.st", tmpdir);
 	ck_assert_int_eq(rt_st_write(path, e, f.n_tensors, NULL, 0, msg, sizeof msg), 0);
 	ck_assert_int_eq(netcc(&out, &err,
-			       "run models/resnet20.nn --weights %s/nan.st --input "
-			       "examples/data/ankle_boot.npy",
-			       tmpdir),
-			 1);
+	                       "run models/resnet20.nn --weights %s/nan.st --input "
+	                       "examples/data/ankle_boot.npy",
+	                       tmpdir),
+	                 1);
 	ck_assert_ptr_nonnull(strstr(err, "tensor 'cbr0.conv0.weight' holds NaN at index 7"));
 	free(out), free(err);
-	ck_assert_int_eq(netcc(&out, &err,
-			       "run models/resnet20.nn --weights %s/nan.st --allow-nonfinite --input "
-			       "examples/data/ankle_boot.npy",
-			       tmpdir),
-			 0);
+	ck_assert_int_eq(
+	    netcc(&out, &err,
+	          "run models/resnet20.nn --weights %s/nan.st --allow-nonfinite --input "
+	          "examples/data/ankle_boot.npy",
+	          tmpdir),
+	    0);
 	free(out), free(err);
 	free(bad);
 	free(e);
@@ -296,20 +301,22 @@ END_TEST
 START_TEST(bad_inputs_and_outputs)
 {
 	char *out, *err;
-	ck_assert_int_eq(netcc(&out, &err,
-			       "run models/resnet20.nn --input examples/data/ankle_boot.npy --batch 2"),
-			 1);
-	ck_assert_ptr_nonnull(strstr(err, "array of shape [1,1,28,28], but input 'x' is [2,1,28,28]"));
+	ck_assert_int_eq(
+	    netcc(&out, &err,
+	          "run models/resnet20.nn --input examples/data/ankle_boot.npy --batch 2"),
+	    1);
+	ck_assert_ptr_nonnull(
+	    strstr(err, "array of shape [1,1,28,28], but input 'x' is [2,1,28,28]"));
 	free(out), free(err);
 	ck_assert_int_eq(netcc(&out, &err, "run models/resnet20.nn --input models/resnet20.nn"), 1);
 	ck_assert_ptr_nonnull(strstr(err, "models/resnet20.nn"));
 	free(out), free(err);
 	/* A failed write leaves nothing behind. */
 	ck_assert_int_eq(netcc(&out, &err,
-			       "run models/resnet20.nn --input examples/data/ankle_boot.npy -o "
-			       "%s/nodir/y.npy",
-			       tmpdir),
-			 1);
+	                       "run models/resnet20.nn --input examples/data/ankle_boot.npy -o "
+	                       "%s/nodir/y.npy",
+	                       tmpdir),
+	                 1);
 	free(out), free(err);
 	char path[512];
 	snprintf(path, sizeof path, "%s/nodir", tmpdir);
@@ -328,11 +335,11 @@ START_TEST(valgrind_clean)
 	free(out), free(err);
 	char cmd[2048];
 	snprintf(cmd, sizeof cmd,
-		 "cd '%s' && valgrind -q --error-exitcode=99 --leak-check=full "
-		 "--errors-for-leak-kinds=definite,indirect '%s' run models/resnet20.nn --weights "
-		 "%s/w.st --input examples/data/ankle_boot.npy -o %s/y.npy 2>%s/vg.txt",
-		 test_env("NETCC_ROOT", "."), test_env("NETCC_BIN", "build/netcc"), tmpdir, tmpdir,
-		 tmpdir);
+	         "cd '%s' && valgrind -q --error-exitcode=99 --leak-check=full "
+	         "--errors-for-leak-kinds=definite,indirect '%s' run models/resnet20.nn --weights "
+	         "%s/w.st --input examples/data/ankle_boot.npy -o %s/y.npy 2>%s/vg.txt",
+	         test_env("NETCC_ROOT", "."), test_env("NETCC_BIN", "build/netcc"), tmpdir, tmpdir,
+	         tmpdir);
 	int st = system(cmd);
 	char path[512];
 	snprintf(path, sizeof path, "%s/vg.txt", tmpdir);
@@ -341,10 +348,10 @@ START_TEST(valgrind_clean)
 	free(report);
 	/* and an error path: a model error unwinds through the expander */
 	snprintf(cmd, sizeof cmd,
-		 "cd '%s' && valgrind -q --error-exitcode=99 --leak-check=full "
-		 "--errors-for-leak-kinds=definite,indirect '%s' ir tests/errors/cyclic_blocks.nn "
-		 ">/dev/null 2>&1",
-		 test_env("NETCC_ROOT", "."), test_env("NETCC_BIN", "build/netcc"));
+	         "cd '%s' && valgrind -q --error-exitcode=99 --leak-check=full "
+	         "--errors-for-leak-kinds=definite,indirect '%s' ir tests/errors/cyclic_blocks.nn "
+	         ">/dev/null 2>&1",
+	         test_env("NETCC_ROOT", "."), test_env("NETCC_BIN", "build/netcc"));
 	st = system(cmd);
 	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1);
 }

@@ -90,7 +90,7 @@ START_TEST(crlf_reads_like_lf)
 {
 	const char *lf = HEADER "graph {\n  y = conv(x, 4, 3, pad = 1)\n}\n";
 	const char *crlf = "version 1\r\nmodel m(x: f32[N, 3, 8, 8]) -> (y: f32[N, 4, 8, 8])\r\n"
-			   "graph {\r\n  y = conv(x, 4, 3, pad = 1)\r\n}\r\n";
+	                   "graph {\r\n  y = conv(x, 4, 3, pad = 1)\r\n}\r\n";
 	ir_graph *a = parse(lf), *b = parse(crlf);
 	ck_assert_ptr_nonnull(a);
 	ck_assert_ptr_nonnull(b);
@@ -107,7 +107,7 @@ END_TEST
 START_TEST(parser_builds_blocks_with_defaults)
 {
 	const char *text = HEADER "block f(x, c, k = 3, s = k - 2) -> (a, b) { a = x; b = x }\n"
-				  "graph { p, q = f(x, 4)\n y = conv(p, 4, 3, pad = 1) }\n";
+	                          "graph { p, q = f(x, 4)\n y = conv(p, 4, 3, pad = 1) }\n";
 	diag_src src = {"t.nn", text, strlen(text)};
 	arena a = {0};
 	ast_file *f = parse_tokens(&a, lex_source(&a, &src));
@@ -130,15 +130,14 @@ END_TEST
 START_TEST(expansion_if_reads_shapes)
 {
 	/* The shortcut projection appears only where the channels change. */
-	const char *text =
-		"version 1\nmodel m(x: f32[N, 8, 8, 8]) -> (y: f32[N, 16, 4, 4])\n"
-		"block b(x, c, s = 1) -> y {\n"
-		"  h = conv(x, c, 3, s, 1, bias = false)\n"
-		"  sc = x\n"
-		"  if s != 1 || x.c != c { sc = conv(x, c, 1, s, bias = false) }\n"
-		"  y = relu(h + sc)\n"
-		"}\n"
-		"graph { y = b(b(x, 8), 16, 2) }\n";
+	const char *text = "version 1\nmodel m(x: f32[N, 8, 8, 8]) -> (y: f32[N, 16, 4, 4])\n"
+	                   "block b(x, c, s = 1) -> y {\n"
+	                   "  h = conv(x, c, 3, s, 1, bias = false)\n"
+	                   "  sc = x\n"
+	                   "  if s != 1 || x.c != c { sc = conv(x, c, 1, s, bias = false) }\n"
+	                   "  y = relu(h + sc)\n"
+	                   "}\n"
+	                   "graph { y = b(b(x, 8), 16, 2) }\n";
 	ir_graph *g = parse(text);
 	ck_assert_ptr_nonnull(g);
 	ck_assert_int_eq(count_op(g, IR_OP_CONV), 3);
@@ -153,9 +152,9 @@ END_TEST
 START_TEST(repeat_and_index)
 {
 	const char *text = HEADER "graph {\n  h = x\n  k = 0\n"
-				  "  repeat 3 as i { h = relu(h)\n k = k + i }\n"
-				  "  repeat 0 { h = relu(h) }\n"
-				  "  y = conv(h, 4 + k - 3, 3, pad = 1)\n}\n";
+	                          "  repeat 3 as i { h = relu(h)\n k = k + i }\n"
+	                          "  repeat 0 { h = relu(h) }\n"
+	                          "  y = conv(h, 4 + k - 3, 3, pad = 1)\n}\n";
 	ir_graph *g = parse(text);
 	ck_assert_ptr_nonnull(g);
 	ck_assert_int_eq(count_op(g, IR_OP_RELU), 3);
@@ -167,23 +166,23 @@ END_TEST
 START_TEST(parameter_names_follow_call_path)
 {
 	const char *text = HEADER "block cb(x, c) -> y { y = batchnorm(conv(x, c, 3, pad = 1)) }\n"
-				  "graph {\n  h = cb(x, 4)\n  h = cb(h, 4, name = \"second\")\n"
-				  "  y = conv(h, 4, 1, bias = false, name = \"head\")\n}\n";
+	                          "graph {\n  h = cb(x, 4)\n  h = cb(h, 4, name = \"second\")\n"
+	                          "  y = conv(h, 4, 1, bias = false, name = \"head\")\n}\n";
 	ir_graph *g = parse(text);
 	ck_assert_ptr_nonnull(g);
 	const char *want[] = {"cb0.conv0.weight",
-			      "cb0.conv0.bias",
-			      "cb0.batchnorm0.weight",
-			      "cb0.batchnorm0.bias",
-			      "cb0.batchnorm0.running_mean",
-			      "cb0.batchnorm0.running_var",
-			      "second.conv0.weight",
-			      "second.conv0.bias",
-			      "second.batchnorm0.weight",
-			      "second.batchnorm0.bias",
-			      "second.batchnorm0.running_mean",
-			      "second.batchnorm0.running_var",
-			      "head.weight"};
+	                      "cb0.conv0.bias",
+	                      "cb0.batchnorm0.weight",
+	                      "cb0.batchnorm0.bias",
+	                      "cb0.batchnorm0.running_mean",
+	                      "cb0.batchnorm0.running_var",
+	                      "second.conv0.weight",
+	                      "second.conv0.bias",
+	                      "second.batchnorm0.weight",
+	                      "second.batchnorm0.bias",
+	                      "second.batchnorm0.running_mean",
+	                      "second.batchnorm0.running_var",
+	                      "head.weight"};
 	int k = 0;
 	for (int i = 0; i < g->n_nodes; i++) {
 		const ir_node *n = &g->nodes[i];
@@ -191,7 +190,8 @@ START_TEST(parameter_names_follow_call_path)
 			continue;
 		ck_assert_int_lt(k, 13);
 		ck_assert_str_eq(n->name, want[k]);
-		ck_assert_int_eq(n->pkind, k % 6 >= 4 && k < 12 ? IR_PARAM_BUFFER : IR_PARAM_WEIGHT);
+		ck_assert_int_eq(n->pkind,
+		                 k % 6 >= 4 && k < 12 ? IR_PARAM_BUFFER : IR_PARAM_WEIGHT);
 		k++;
 	}
 	ck_assert_int_eq(k, 13);
@@ -202,7 +202,7 @@ END_TEST
 START_TEST(keyword_and_default_attributes)
 {
 	const char *text = "version 1\nmodel m(x: f32[N, 2, 9, 9]) -> (y: f32[N, 2, 3, 3])\n"
-			   "graph { y = maxpool(x, kernel = 3) }\n";
+	                   "graph { y = maxpool(x, kernel = 3) }\n";
 	ir_graph *g = parse(text);
 	ck_assert_ptr_nonnull(g);
 	const ir_node *p = output_node(g, 0);
@@ -216,9 +216,9 @@ END_TEST
 START_TEST(integer_arithmetic)
 {
 	const char *text = HEADER "graph {\n  a = 7 / 2 * 2 + 7 % 3 - -1\n"
-				  "  b = (a == 8) && !(a < 0) || false\n"
-				  "  c = 4\n  if b { c = a - 4 } else { c = 100 }\n"
-				  "  y = conv(x, c, 3, pad = 1)\n}\n";
+	                          "  b = (a == 8) && !(a < 0) || false\n"
+	                          "  c = 4\n  if b { c = a - 4 } else { c = 100 }\n"
+	                          "  y = conv(x, c, 3, pad = 1)\n}\n";
 	ir_graph *g = parse(text);
 	ck_assert_ptr_nonnull(g);
 	ck_assert_int_eq(output_node(g, 0)->shape.d[1], 4);
@@ -244,8 +244,9 @@ END_TEST
 static ir_shape one_op_shape(const char *model_in, const char *call)
 {
 	char text[512];
-	snprintf(text, sizeof text, "version 1\nmodel m(x: f32[%s]) -> (y: f32[1])\ngraph { y = %s }\n",
-		 model_in, call);
+	snprintf(text, sizeof text,
+	         "version 1\nmodel m(x: f32[%s]) -> (y: f32[1])\ngraph { y = %s }\n", model_in,
+	         call);
 	capture_start();
 	ir_graph *g = parse(text);
 	const char *msg = capture_end();
@@ -268,7 +269,7 @@ static void assert_shape(ir_shape s, int rank, int64_t a, int64_t b, int64_t c, 
 	ir_shape want = {.rank = rank, .d = {a, b, c, d}};
 	char x[96], y[96];
 	ck_assert_msg(ir_shape_eq(&s, &want), "got %s, want %s", ir_shape_str(&s, x, sizeof x),
-		      ir_shape_str(&want, y, sizeof y));
+	              ir_shape_str(&want, y, sizeof y));
 }
 
 START_TEST(shape_rules)
@@ -319,14 +320,15 @@ START_TEST(torchvision_parameter_totals)
 		const char *name;
 		int64_t params;
 	} want[] = {{"resnet18", 11689512},
-		    {"resnet34", 21797672},
-		    {"resnet50", 25557032},
-		    {"resnet101", 44549160},
-		    {"resnet152", 60192808}};
+	            {"resnet34", 21797672},
+	            {"resnet50", 25557032},
+	            {"resnet101", 44549160},
+	            {"resnet152", 60192808}};
 	for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
 		ir_graph *g = load_model(want[i].name, 1);
-		ck_assert_msg(total_params(g) == want[i].params, "%s: %lld params, torchvision %lld",
-			      want[i].name, (long long)total_params(g), (long long)want[i].params);
+		ck_assert_msg(total_params(g) == want[i].params,
+		              "%s: %lld params, torchvision %lld", want[i].name,
+		              (long long)total_params(g), (long long)want[i].params);
 		ir_graph_free(g);
 	}
 }
@@ -351,9 +353,9 @@ START_TEST(cifar_models_structure)
 	static const struct {
 		const char *name;
 		int convs;
-	} want[] = {{"resnet20", 19}, {"resnet32", 31}, {"resnet44", 43},
-		    {"resnet56", 55}, {"resnet110", 109}, {"plain20", 19},
-		    {"plain32", 31},  {"plain44", 43},    {"plain56", 55}};
+	} want[] = {{"resnet20", 19}, {"resnet32", 31},   {"resnet44", 43},
+	            {"resnet56", 55}, {"resnet110", 109}, {"plain20", 19},
+	            {"plain32", 31},  {"plain44", 43},    {"plain56", 55}};
 	for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
 		ir_graph *g = load_model(want[i].name, 2);
 		ck_assert_int_eq(count_op(g, IR_OP_CONV), want[i].convs);
@@ -395,10 +397,11 @@ END_TEST
 
 START_TEST(train_section)
 {
-	const char *text = HEADER "graph { y = conv(x, 4, 3, pad = 1) }\n"
-				  "train {\n  optimizer = sgd(lr = 0.05, weight_decay = 5e-4)\n"
-				  "  schedule = steps(3, 6, factor = 0.2)\n  warmup = 1\n  epochs = 9\n"
-				  "  batch = 64\n}\n";
+	const char *text =
+	    HEADER "graph { y = conv(x, 4, 3, pad = 1) }\n"
+	           "train {\n  optimizer = sgd(lr = 0.05, weight_decay = 5e-4)\n"
+	           "  schedule = steps(3, 6, factor = 0.2)\n  warmup = 1\n  epochs = 9\n"
+	           "  batch = 64\n}\n";
 	ir_graph *g = frontend_graph_parse("t.nn", text, strlen(text), FRONTEND_BATCH_TRAIN);
 	ck_assert_ptr_nonnull(g);
 	ck_assert(g->train.present);
@@ -421,13 +424,13 @@ END_TEST
 START_TEST(error_has_caret_and_chain)
 {
 	char *msg = parse_error(HEADER "block b(x) -> y { y = x + conv(x, 5, 1) }\n"
-				       "graph {\n  y = b(x)\n}\n");
+	                               "graph {\n  y = b(x)\n}\n");
 	ck_assert_msg(strstr(msg, "t.nn:3:25: error: add: shapes differ") != NULL, "%s", msg);
 	ck_assert_msg(strstr(msg, "    block b(x) -> y { y = x + conv(x, 5, 1) }\n"
-				  "                            ^\n") != NULL,
-		      "%s", msg);
+	                          "                            ^\n") != NULL,
+	              "%s", msg);
 	ck_assert_msg(strstr(msg, "t.nn:5:7: note: in block 'b' called from here") != NULL, "%s",
-		      msg);
+	              msg);
 	free(msg);
 }
 END_TEST
@@ -478,8 +481,8 @@ START_TEST(error_fixtures)
 		ir_graph *g = frontend_graph_parse(e->d_name, text, strlen(text), 1);
 		const char *got = capture_end();
 		ck_assert_msg(g == NULL, "%s: parsed without error", e->d_name);
-		ck_assert_msg(strcmp(got, want) == 0, "%s:\n--- got\n%s--- want\n%s", e->d_name, got,
-			      want);
+		ck_assert_msg(strcmp(got, want) == 0, "%s:\n--- got\n%s--- want\n%s", e->d_name,
+		              got, want);
 		free(captured);
 		free(text);
 		free(want);

@@ -57,7 +57,7 @@ static inline rt_array test_golden(const char *casename, const char *name)
 {
 	char path[1024], err[512];
 	snprintf(path, sizeof path, "%s/%s/%s.npy", test_env("NETCC_GOLDEN", "../shared/golden"),
-		 casename, name);
+	         casename, name);
 	rt_array a;
 	int rc = rt_npy_read(path, &a, err, sizeof err);
 	ck_assert_msg(rc == 0, "golden %s: %s", path, err);
@@ -71,7 +71,7 @@ static inline long test_golden_meta(const char *casename, const char *key, long 
 {
 	char path[1024], line[256];
 	snprintf(path, sizeof path, "%s/%s/meta.txt", test_env("NETCC_GOLDEN", "../shared/golden"),
-		 casename);
+	         casename);
 	FILE *f = fopen(path, "r");
 	if (!f)
 		return fallback;
