@@ -40,14 +40,22 @@ $(2)/libnetcc_rt.a: $$($(1)RT_OBJ)
 $(2)/libnetcc.a: $$($(1)CC_OBJ) $$($(1)DRV_OBJ)
 	@rm -f $$@; ar rcs $$@ $$^
 
-$(2)/netcc: $(2)/obj/driver/main.o $(2)/libnetcc.a $(2)/libnetcc_rt.a
+# netcc carries the whole runtime: the JIT resolves kernels in the process.
+$(2)/netcc: $(2)/obj/driver/main.o $(2)/libnetcc.a $(2)/libnetcc_rt.a $(2)/libnetcc_out.a
 	@echo "  LD    $$@"
-	@$$(CC) $(3) -rdynamic -o $$@ $$^ $$(LLVM_LD) $$(RT_LD)
+	@$$(CC) $(3) -rdynamic -o $$@ $(2)/obj/driver/main.o $(2)/libnetcc.a \
+		-Wl,--whole-archive $(2)/libnetcc_rt.a -Wl,--no-whole-archive $$(LLVM_LD) $$(RT_LD)
+
+# What generated libraries link: the plain runtime, even beside the
+# sanitizer build's netcc (an application need not be sanitized).
+$(2)/libnetcc_out.a: build/libnetcc_rt.a
+	@cp $$< $$@
 
 $(2)/tests/%: tests/%.c tests/testutil.h $(2)/libnetcc.a $(2)/libnetcc_rt.a
 	@mkdir -p $$(dir $$@)
 	@echo "  TEST  $$@"
-	@$$(CC) $$(BASE) $(3) -Itests $$(LLVM_CF) -rdynamic -o $$@ $$< $(2)/libnetcc.a $(2)/libnetcc_rt.a \
+	@$$(CC) $$(BASE) $(3) -Itests $$(LLVM_CF) -rdynamic -o $$@ $$< $(2)/libnetcc.a \
+		-Wl,--whole-archive $(2)/libnetcc_rt.a -Wl,--no-whole-archive \
 		$$(CHECK_LD) $$(LLVM_LD) $$(RT_LD)
 endef
 

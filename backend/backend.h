@@ -1,19 +1,83 @@
-/* backend.h: executing graphs.
+/* backend.h: executing graphs, and compiling them through LLVM.
  *
- *   float *in[1] = {x}, *out[1] = {y};
- *   if (interp_run(g, (const float *const *)in, out, err, sizeof err) != 0)
- *           fprintf(stderr, "%s\n", err);
+ *   passes_run(g, &(passes_options){.opt_level = 2});
+ *   backend_options o = {.name = "resnet18", .output = "out/libresnet18.so",
+ *                        .emit = BACKEND_EMIT_SO, .embed_weights = true};
+ *   if (backend_compile(g, &o) != 0) return 1;    // also writes out/resnet18.h
  *
- * interp_run is the reference executor: plain C kernels, one buffer per
- * node, inference semantics (BatchNorm uses its running statistics).
+ *   // or run it now, in memory (ORC JIT):
+ *   backend_jit_run(g, inputs, outputs, err, sizeof err);
+ *
+ *   // or with the plain C reference kernels, one buffer per node:
+ *   interp_run(g, inputs, outputs, err, sizeof err);
  */
 #ifndef NETCC_BACKEND_H
 #define NETCC_BACKEND_H
 
+#include <llvm-c/Core.h>
+#include <llvm-c/TargetMachine.h>
+
 #include "ir.h"
+
+/* ---- the reference executor ---------------------------------------------- */
 
 /* inputs and outputs in the graph's declared order; params must have data. */
 int interp_run(const ir_graph *g, const float *const *inputs, float *const *outputs, char *err,
-               size_t errlen);
+	       size_t errlen);
+/* Fills the prepared weights of a planned graph (plan.weight_bytes). */
+int interp_prepare(const ir_graph *g, float *prepared, char *err, size_t errlen);
+
+/* ---- compiling ------------------------------------------------------------- */
+
+typedef enum backend_emit_kind {
+	BACKEND_EMIT_SO,
+	BACKEND_EMIT_OBJ,
+	BACKEND_EMIT_ASM,
+	BACKEND_EMIT_LLVM,
+} backend_emit_kind;
+
+enum { BACKEND_MAX_PHASES = 16 };
+
+/* Wall time of each phase, for --time-phases. */
+typedef struct backend_phases {
+	const char *name[BACKEND_MAX_PHASES];
+	double seconds[BACKEND_MAX_PHASES];
+	int n;
+} backend_phases;
+
+double backend_now(void);
+void backend_phase(backend_phases *p, const char *name, double since);
+
+typedef struct backend_options {
+	const char *name;   /* prefix of every exported symbol; a C identifier */
+	const char *output; /* the library, or the .o/.s/.ll for other emits */
+	backend_emit_kind emit;
+	bool embed_weights; /* else load_weights reads a safetensors file */
+	const char *source; /* the model file, named in the header */
+	backend_phases *phases;
+} backend_options;
+
+/* Compiles a planned graph whose params have data; for a shared object
+ * also writes the header beside it (NAME.h). 0, or 1 after reporting. */
+int backend_compile(const ir_graph *g, const backend_options *o);
+int backend_header_write(const ir_graph *g, const backend_options *o, const char *path);
+
+/* Compiles in memory and runs once. */
+int backend_jit_run(const ir_graph *g, const float *const *inputs, float *const *outputs,
+		    char *err, size_t errlen);
+
+/* Pieces, for the tests and the JIT. library: the descriptor and exported
+ * API; otherwise NAME__prepare and NAME__forward are external. */
+LLVMModuleRef backend_module_build(LLVMContextRef ctx, const ir_graph *g, const char *prefix,
+				   const float *embedded, bool library);
+LLVMTargetMachineRef backend_host_machine(void);
+void backend_module_target(LLVMModuleRef m, LLVMTargetMachineRef tm);
+void backend_optimize(LLVMModuleRef m, LLVMTargetMachineRef tm);
+int backend_emit(LLVMModuleRef m, LLVMTargetMachineRef tm, backend_emit_kind kind,
+		 const char *path);
+/* Links an object file with the runtime and OpenBLAS into a shared object. */
+int backend_link(const char *object, const char *output);
+/* Packs param data into the raw layout the plan chose (plan.raw_bytes). */
+void backend_raw_weights(const ir_graph *g, float *raw);
 
 #endif

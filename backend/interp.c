@@ -119,51 +119,91 @@ static interp_fn *const kernels[IR_OP_COUNT] = {
 #include "ops.def"
 };
 
-int interp_run(const ir_graph *g, const float *const *inputs, float *const *outputs, char *err,
-               size_t errlen)
+/* Runs the nodes for which want() holds, each into a fresh buffer; inputs
+ * and params are bound to their data. The caller frees with release(). */
+static int run_nodes(interp *it, bool *owned, const float *const *inputs,
+		     bool (*want)(const ir_node *n), char *err, size_t errlen)
 {
-	interp it = {.g = g, .buf = calloc((size_t)g->n_nodes, sizeof(float *))};
-	bool *owned = calloc((size_t)g->n_nodes, sizeof(bool));
-	int rc = -1;
-	if (!it.buf || !owned) {
-		snprintf(err, errlen, "out of memory");
-		goto out;
-	}
-	for (int i = 0; i < g->n_inputs; i++)
-		it.buf[g->inputs[i].node] = (float *)inputs[i];
+	const ir_graph *g = it->g;
+	for (int i = 0; inputs && i < g->n_inputs; i++)
+		it->buf[g->inputs[i].node] = (float *)inputs[i];
 	for (int id = 0; id < g->n_nodes; id++) {
 		const ir_node *n = &g->nodes[id];
 		if (n->op == IR_OP_PARAM) {
 			if (!n->data) {
 				snprintf(err, errlen, "parameter '%s' has no data", n->name);
-				goto out;
+				return -1;
 			}
-			it.buf[id] = n->data;
+			it->buf[id] = n->data;
 			continue;
 		}
-		if (n->op == IR_OP_INPUT)
+		if (n->op == IR_OP_INPUT || !want(n))
 			continue;
 		size_t count = (size_t)ir_shape_count(&n->shape);
-		it.buf[id] = malloc(count ? count * sizeof(float) : 1);
-		if (!it.buf[id]) {
-			snprintf(err, errlen, "out of memory for node %%%d (%zu floats)", id,
-			         count);
-			goto out;
+		it->buf[id] = malloc(count ? count * sizeof(float) : 1);
+		if (!it->buf[id]) {
+			snprintf(err, errlen, "out of memory for node %%%d (%zu floats)", id, count);
+			return -1;
 		}
 		owned[id] = true;
-		kernels[n->op](&it, n, it.buf[id]);
+		kernels[n->op](it, n, it->buf[id]);
 	}
-	for (int i = 0; i < g->n_outputs; i++) {
+	return 0;
+}
+
+static void release(interp *it, bool *owned)
+{
+	for (int id = 0; it->buf && owned && id < it->g->n_nodes; id++)
+		if (owned[id])
+			free(it->buf[id]);
+	free(it->buf);
+	free(owned);
+}
+
+static bool every(const ir_node *n)
+{
+	return true;
+}
+
+static bool prep_only(const ir_node *n)
+{
+	return n->prep;
+}
+
+int interp_run(const ir_graph *g, const float *const *inputs, float *const *outputs, char *err,
+	       size_t errlen)
+{
+	interp it = {.g = g, .buf = calloc((size_t)g->n_nodes, sizeof(float *))};
+	bool *owned = calloc((size_t)g->n_nodes, sizeof(bool));
+	int rc = -1;
+	if (!it.buf || !owned)
+		snprintf(err, errlen, "out of memory");
+	else
+		rc = run_nodes(&it, owned, inputs, every, err, errlen);
+	for (int i = 0; rc == 0 && i < g->n_outputs; i++) {
 		const ir_node *o = &g->nodes[g->outputs[i].node];
 		memcpy(outputs[i], it.buf[g->outputs[i].node],
 		       (size_t)ir_shape_count(&o->shape) * sizeof(float));
 	}
-	rc = 0;
-out:
-	for (int id = 0; it.buf && owned && id < g->n_nodes; id++)
-		if (owned[id])
-			free(it.buf[id]);
-	free(it.buf);
-	free(owned);
+	release(&it, owned);
+	return rc;
+}
+
+int interp_prepare(const ir_graph *g, float *prepared, char *err, size_t errlen)
+{
+	interp it = {.g = g, .buf = calloc((size_t)g->n_nodes, sizeof(float *))};
+	bool *owned = calloc((size_t)g->n_nodes, sizeof(bool));
+	int rc = -1;
+	if (!it.buf || !owned)
+		snprintf(err, errlen, "out of memory");
+	else
+		rc = run_nodes(&it, owned, NULL, prep_only, err, errlen);
+	for (int id = 0; rc == 0 && id < g->n_nodes; id++) {
+		const ir_node *n = &g->nodes[id];
+		if (n->prep && n->mem == IR_MEM_WEIGHTS)
+			memcpy((char *)prepared + n->offset, it.buf[id],
+			       (size_t)ir_shape_count(&n->shape) * sizeof(float));
+	}
+	release(&it, owned);
 	return rc;
 }

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "passes.h"
 #include "driver.h"
 #include "runtime.h"
 
@@ -59,6 +60,21 @@ static void print_output(const ir_graph *g, int i, const float *y)
 	}
 }
 
+typedef struct jit_job {
+	ir_graph *g;
+	const float *const *in;
+	float *const *out;
+	char *err;
+	size_t errlen;
+} jit_job;
+
+static int jit_run(void *ctx)
+{
+	jit_job *j = ctx;
+	passes_run(j->g, &(passes_options){.opt_level = 2});
+	return backend_jit_run(j->g, j->in, j->out, j->err, j->errlen) != 0;
+}
+
 int cmd_run(int argc, char **argv)
 {
 	opts o;
@@ -111,9 +127,12 @@ int cmd_run(int argc, char **argv)
 	const float *inp[IR_MAX_IO];
 	for (int i = 0; i < ni; i++)
 		inp[i] = in[i].data;
-	char err[512];
-	if (interp_run(g, inp, out, err, sizeof err) != 0) {
-		fprintf(stderr, "netcc: error: %s\n", err);
+	char err[512] = "";
+	jit_job j = {g, inp, out, err, sizeof err};
+	if (opts_flag(&o, "reference") ? interp_run(g, inp, out, err, sizeof err) != 0
+				       : driver_guarded(jit_run, &j) != 0) {
+		if (err[0])
+			fprintf(stderr, "netcc: error: %s\n", err);
 		goto done;
 	}
 	if (no == 0)

@@ -42,6 +42,11 @@ int cmd_summary(int argc, char **argv);
 int cmd_params(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 int cmd_run(int argc, char **argv);
+int cmd_compile(int argc, char **argv);
+
+/* Runs fn(ctx) with compiler errors (diag_error_at, diag_fatal) unwinding
+ * back here: fn's result, or 1 after an error was reported. */
+int driver_guarded(int (*fn)(void *ctx), void *ctx);
 
 /* Loads the model in pos[0] with --batch; NULL after reporting an error,
  * with *status the exit status it deserves (2 bad usage, 1 bad model). */

@@ -15,7 +15,13 @@ static const struct command {
      "summary MODEL.nn [--batch N]        layer table, parameter and MAC totals"},
     {"params", cmd_params, "params MODEL.nn                     every parameter and buffer"},
     {"init", cmd_init, "init MODEL.nn -o W.safetensors [--seed S]   He-initialised weights"},
-    {"run", cmd_run, "run MODEL.nn [--weights W] --input X.npy -o Y.npy [--batch N] [--reference]"},
+    {"compile", cmd_compile,
+     "compile MODEL.nn -o libX.so [--batch N] [--weights W | --seed S] [--name X]\n"
+     "        [--emit=so|obj|asm|llvm] [--weights-file] [-O0|-O2] [--dump-after=PASS]\n"
+     "        [--report] [--time-phases]            a shared object and its C header"},
+    {"run", cmd_run,
+     "run MODEL.nn [--weights W] --input X.npy [-o Y.npy] [--batch N] [--reference]\n"
+     "        runs it now (ORC JIT; --reference: the plain C reference executor)"},
 };
 enum { N_COMMANDS = sizeof commands / sizeof *commands };
 

@@ -164,3 +164,15 @@ int weights_save(const ir_graph *g, const char *path)
 	free(e);
 	return rc ? 1 : 0;
 }
+
+int driver_guarded(int (*fn)(void *ctx), void *ctx)
+{
+	diag_trap t;
+	diag_trap_push(&t);
+	if (setjmp(t.jb) == 0) {
+		int rc = fn(ctx);
+		diag_trap_pop(&t);
+		return rc;
+	}
+	return 1;
+}

@@ -158,6 +158,17 @@ typedef struct ir_attr_spec {
 enum { IR_MAX_ATTRS = 16 };
 int ir_op_attr_specs(ir_op op, ir_attr_spec *out, int max);
 
+/* Where a value lives once memory is planned (passes/plan.c). Params are
+ * read from the raw weights; what the compiled code reads lives in the
+ * prepared weights (params it uses, and values computed from params alone). */
+typedef enum ir_mem {
+	IR_MEM_NONE,
+	IR_MEM_ARENA,   /* offset bytes into the instance's workspace */
+	IR_MEM_WEIGHTS, /* offset bytes into the prepared weights */
+	IR_MEM_INPUT,   /* the caller's input io */
+	IR_MEM_OUTPUT,  /* the caller's output io */
+} ir_mem;
+
 typedef enum ir_param_kind {
 	IR_PARAM_WEIGHT, /* trained */
 	IR_PARAM_BUFFER, /* carried state, e.g. BatchNorm running statistics */
@@ -178,7 +189,15 @@ typedef struct ir_node {
 
 	/* params */
 	ir_param_kind pkind;
-	float *data; /* NULL until weights are attached */
+	float *data;        /* NULL until weights are attached */
+	int64_t raw_offset; /* bytes into the raw weights */
+
+	/* memory plan */
+	bool prep; /* computed from params alone: runs when weights load */
+	ir_mem mem;
+	int io;
+	int64_t offset;
+	int64_t scratch, scratch_bytes; /* arena bytes the kernel needs while it runs */
 } ir_node;
 
 /* ---- training configuration (the model file's train section) ------------- */
@@ -213,6 +232,12 @@ typedef struct ir_io {
 	diag_loc loc;
 } ir_io;
 
+typedef struct ir_plan {
+	bool done;
+	int64_t arena_bytes, raw_bytes, weight_bytes;
+	int64_t lower_bound_bytes, naive_bytes;
+} ir_plan;
+
 typedef struct ir_graph {
 	arena arena; /* names, chains, weight data: everything the graph owns */
 	ir_node *nodes;
@@ -223,6 +248,7 @@ typedef struct ir_graph {
 	int64_t batch;
 	ir_train train;
 	strmap params; /* param names to node ids */
+	ir_plan plan;
 } ir_graph;
 
 ir_graph *ir_graph_new(const char *name, int64_t batch);

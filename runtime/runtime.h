@@ -106,6 +106,74 @@ int rt_softmax_xent_ref(int n, int c, const float *logits, const int32_t *labels
 void rt_sgd_momentum_ref(size_t count, float *w, const float *g, float *v, float lr, float momentum,
                          float weight_decay);
 
+/* ---- kernels for compiled code ----------------------------------------
+ * Same semantics as the reference kernels; scratch is caller-provided. */
+
+size_t rt_conv2d_scratch_floats(const rt_conv *p);
+void rt_conv2d(const rt_conv *p, const float *x, const float *w, const float *b, float *y,
+	       float *scratch);
+void rt_linear(int n, int in, int out, const float *x, const float *w, const float *b, float *y);
+void rt_batchnorm(int n, int c, int hw, const float *x, const float *mean, const float *var,
+		  const float *gamma, const float *beta, float eps, float *y);
+
+/* ---- generated libraries --------------------------------------------------
+ * A library netcc emits is a descriptor plus exported wrappers around the
+ * rt_instance calls. Every field is 8 bytes wide so the code generator lays
+ * the descriptor out without padding rules. */
+
+enum {
+	RT_OK = 0,
+	RT_ERR_ARG = 1,        /* a NULL or misaligned pointer */
+	RT_ERR_IO = 2,         /* the weights file cannot be read or parsed */
+	RT_ERR_WEIGHTS = 3,    /* it does not match the model */
+	RT_ERR_NO_WEIGHTS = 4, /* inference before weights were loaded */
+	RT_ERR_NOMEM = 5,
+};
+
+typedef struct rt_param_desc {
+	const char *name;
+	int64_t rank;
+	int64_t dims[4];
+	int64_t offset; /* in floats, into the raw weights */
+} rt_param_desc;
+
+/* Weights exist twice over: raw, as a safetensors file has them, and
+ * prepared, as the compiled code reads them (BatchNorm folded in, layouts
+ * transformed). prepare() turns one into the other when weights load;
+ * embedded weights are prepared at compile time. */
+typedef void rt_prepare_fn(const float *raw, float *prepared);
+typedef void rt_forward_fn(const float *prepared, void *workspace, const float *const *in,
+			   float *const *out);
+
+typedef struct rt_model_desc {
+	const char *name;
+	int64_t n_params;
+	const rt_param_desc *params;
+	int64_t raw_floats;
+	int64_t weight_floats; /* prepared */
+	const float *embedded; /* prepared; NULL: the weights are in a separate file */
+	int64_t workspace_bytes;
+	int64_t n_inputs, n_outputs;
+	rt_prepare_fn *prepare;
+	rt_forward_fn *forward;
+} rt_model_desc;
+
+typedef struct rt_instance rt_instance;
+
+rt_instance *rt_instance_create(const rt_model_desc *d);
+void rt_instance_destroy(rt_instance *m);
+int rt_instance_load_weights(rt_instance *m, const char *path);
+int rt_instance_run(rt_instance *m, const float *const *in, float *const *out);
+int rt_instance_infer(rt_instance *m, const float *in, float *out);
+const char *rt_instance_error(const rt_instance *m);
+/* Caller-owned memory: nothing allocated; workspace 64-byte aligned. */
+int rt_model_run_raw(const rt_model_desc *d, const float *weights, void *workspace,
+		     const float *in, float *out);
+/* Reads a safetensors file and prepares it into caller memory
+ * (weight_floats floats); err may be NULL. */
+int rt_model_read_weights(const rt_model_desc *d, const char *path, float *weights, char *err,
+			  size_t errlen);
+
 /* ---- files -----------------------------------------------------------
  * Readers validate everything against the file's real size and write a
  * readable message into err (naming the file and the tensor) on failure,

@@ -1,0 +1,539 @@
+/* From a planned graph to an LLVM module: a prepare function (raw weights
+ * to prepared), a forward function that calls the runtime's kernels on
+ * planned addresses and emits elementwise work as loops LLVM vectorises,
+ * the model's descriptor, and the exported API wrappers. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <llvm-c/Core.h>
+
+#include "backend.h"
+#include "runtime.h"
+
+typedef struct cg {
+	LLVMContextRef ctx;
+	LLVMModuleRef mod;
+	LLVMBuilderRef b;
+	const ir_graph *g;
+	const char *prefix;
+	LLVMTypeRef ptr, i32, i64, f32, void_t;
+	LLVMValueRef fn;
+	/* the function being built: forward (w, ws, in, out) or prepare (raw, w) */
+	LLVMValueRef raw, w, ws, in, out;
+} cg;
+
+static LLVMValueRef i64c(cg *c, int64_t v)
+{
+	return LLVMConstInt(c->i64, (unsigned long long)v, 1);
+}
+
+static LLVMValueRef i32c(cg *c, int64_t v)
+{
+	return LLVMConstInt(c->i32, (unsigned long long)v, 1);
+}
+
+static LLVMValueRef f32c(cg *c, double v)
+{
+	return LLVMConstReal(c->f32, v);
+}
+
+static LLVMValueRef declare(cg *c, const char *name, LLVMTypeRef ret, LLVMTypeRef *params,
+			    unsigned n)
+{
+	LLVMValueRef f = LLVMGetNamedFunction(c->mod, name);
+	if (!f)
+		f = LLVMAddFunction(c->mod, name, LLVMFunctionType(ret, params, n, 0));
+	return f;
+}
+
+static LLVMValueRef call(cg *c, LLVMValueRef f, LLVMValueRef *args, unsigned n)
+{
+	return LLVMBuildCall2(c->b, LLVMGlobalGetValueType(f), f, args, n, "");
+}
+
+/* A call to a void runtime kernel whose arguments are all pointers except
+ * where the kinds string says i (i32) or f (float): "ppiif". */
+static void kernel(cg *c, const char *name, const char *kinds, LLVMValueRef *args)
+{
+	LLVMTypeRef params[16];
+	unsigned n = (unsigned)strlen(kinds);
+	for (unsigned i = 0; i < n; i++)
+		params[i] = kinds[i] == 'i' ? c->i32 : kinds[i] == 'f' ? c->f32 : c->ptr;
+	call(c, declare(c, name, c->void_t, params, n), args, n);
+}
+
+static LLVMValueRef byte_offset(cg *c, LLVMValueRef base, int64_t off)
+{
+	LLVMValueRef idx = i64c(c, off);
+	return LLVMBuildInBoundsGEP2(c->b, LLVMInt8TypeInContext(c->ctx), base, &idx, 1, "");
+}
+
+static LLVMValueRef io_ptr(cg *c, LLVMValueRef table, int io)
+{
+	LLVMValueRef slot = byte_offset(c, table, (int64_t)io * 8);
+	return LLVMBuildLoad2(c->b, c->ptr, slot, "");
+}
+
+/* Where node id's value is, in the function being built. */
+static LLVMValueRef at(cg *c, int id)
+{
+	const ir_node *n = &c->g->nodes[id];
+	if (n->op == IR_OP_PARAM && c->raw)
+		return byte_offset(c, c->raw, n->raw_offset);
+	switch (n->mem) {
+	case IR_MEM_ARENA:
+		return byte_offset(c, c->ws, n->offset);
+	case IR_MEM_WEIGHTS:
+		return byte_offset(c, c->w, n->offset);
+	case IR_MEM_INPUT:
+		return io_ptr(c, c->in, n->io);
+	case IR_MEM_OUTPUT:
+		return io_ptr(c, c->out, n->io);
+	case IR_MEM_NONE:
+		break;
+	}
+	diag_error_at(&n->loc, "internal: %s node %%%d has no memory", ir_ops[n->op].name, id);
+}
+
+static LLVMValueRef arg(cg *c, const ir_node *n, int i)
+{
+	return at(c, n->in[i]);
+}
+
+static const ir_shape *arg_shape(cg *c, const ir_node *n, int i)
+{
+	return &c->g->nodes[n->in[i]].shape;
+}
+
+static int dim(const ir_shape *s, int i)
+{
+	return i < s->rank ? (int)s->d[i] : 1;
+}
+
+/* Kernel parameter structs of ints become private constants. */
+static LLVMValueRef int_struct(cg *c, const int *v, unsigned n)
+{
+	LLVMValueRef vals[16];
+	for (unsigned i = 0; i < n; i++)
+		vals[i] = i32c(c, v[i]);
+	LLVMValueRef init = LLVMConstArray2(c->i32, vals, n);
+	LLVMValueRef g = LLVMAddGlobal(c->mod, LLVMTypeOf(init), "kparams");
+	LLVMSetInitializer(g, init);
+	LLVMSetGlobalConstant(g, 1);
+	LLVMSetLinkage(g, LLVMPrivateLinkage);
+	LLVMSetUnnamedAddress(g, LLVMGlobalUnnamedAddr);
+	return g;
+}
+
+typedef LLVMValueRef ewise_fn(cg *c, LLVMValueRef *v);
+
+/* y[i] = f(x0[i], x1[i], ...) for i < count, as a counted loop the loop
+ * vectoriser widens to the host's vector width. */
+static void ewise(cg *c, int n_in, LLVMValueRef *ins, LLVMValueRef y, int64_t count, ewise_fn *f)
+{
+	if (count <= 0)
+		return;
+	LLVMBasicBlockRef pre = LLVMGetInsertBlock(c->b);
+	LLVMBasicBlockRef loop = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "ewise");
+	LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "ewise.done");
+	LLVMBuildBr(c->b, loop);
+	LLVMPositionBuilderAtEnd(c->b, loop);
+	LLVMValueRef i = LLVMBuildPhi(c->b, c->i64, "i");
+	LLVMValueRef v[IR_MAX_INPUTS];
+	for (int k = 0; k < n_in; k++) {
+		LLVMValueRef p = LLVMBuildInBoundsGEP2(c->b, c->f32, ins[k], &i, 1, "");
+		v[k] = LLVMBuildLoad2(c->b, c->f32, p, "");
+	}
+	LLVMValueRef r = f(c, v);
+	LLVMBuildStore(c->b, r, LLVMBuildInBoundsGEP2(c->b, c->f32, y, &i, 1, ""));
+	LLVMValueRef next = LLVMBuildNUWAdd(c->b, i, i64c(c, 1), "");
+	LLVMValueRef more = LLVMBuildICmp(c->b, LLVMIntULT, next, i64c(c, count), "");
+	LLVMBuildCondBr(c->b, more, loop, done);
+	LLVMValueRef in_vals[2] = {i64c(c, 0), next};
+	LLVMBasicBlockRef in_blocks[2] = {pre, loop};
+	LLVMAddIncoming(i, in_vals, in_blocks, 2);
+	LLVMPositionBuilderAtEnd(c->b, done);
+}
+
+/* relu keeps NaN, as torch.relu does: x > 0 unordered. */
+static LLVMValueRef relu_body(cg *c, LLVMValueRef *v)
+{
+	LLVMValueRef pos = LLVMBuildFCmp(c->b, LLVMRealUGT, v[0], f32c(c, 0), "");
+	return LLVMBuildSelect(c->b, pos, v[0], f32c(c, 0), "");
+}
+
+static LLVMValueRef add_body(cg *c, LLVMValueRef *v)
+{
+	return LLVMBuildFAdd(c->b, v[0], v[1], "");
+}
+
+static void copy(cg *c, LLVMValueRef dst, LLVMValueRef src, int64_t bytes)
+{
+	if (bytes > 0)
+		LLVMBuildMemCpy(c->b, dst, 4, src, 4, i64c(c, bytes));
+}
+
+static int64_t node_bytes(const ir_node *n)
+{
+	return ir_shape_count(&n->shape) * (int64_t)sizeof(float);
+}
+
+/* ---- one emitter per operator (ops.def: cg_<name>) ------------------------ */
+
+static void cg_input(cg *c, const ir_node *n, LLVMValueRef y)
+{
+}
+
+static void cg_param(cg *c, const ir_node *n, LLVMValueRef y)
+{
+}
+
+static void cg_conv(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	const ir_shape *x = arg_shape(c, n, 0);
+	rt_conv p = rt_conv_make(dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), (int)n->out,
+				 (int)n->kernel, (int)n->stride, (int)n->pad);
+	int v[sizeof p / sizeof(int)];
+	memcpy(v, &p, sizeof p);
+	LLVMValueRef scratch = n->scratch_bytes ? byte_offset(c, c->ws, n->scratch)
+						: LLVMConstNull(c->ptr);
+	LLVMValueRef args[] = {int_struct(c, v, sizeof v / sizeof *v),
+			       arg(c, n, 0),
+			       arg(c, n, 1),
+			       n->bias ? arg(c, n, 2) : LLVMConstNull(c->ptr),
+			       y,
+			       scratch};
+	kernel(c, "rt_conv2d", "pppppp", args);
+}
+
+static void cg_batchnorm(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	const ir_shape *x = arg_shape(c, n, 0);
+	LLVMValueRef args[] = {i32c(c, dim(x, 0)),
+			       i32c(c, dim(x, 1)),
+			       i32c(c, dim(x, 2) * dim(x, 3)),
+			       arg(c, n, 0),
+			       arg(c, n, 3),
+			       arg(c, n, 4),
+			       arg(c, n, 1),
+			       arg(c, n, 2),
+			       f32c(c, n->eps),
+			       y};
+	kernel(c, "rt_batchnorm", "iiipppppfp", args);
+}
+
+static void cg_relu(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	LLVMValueRef x = arg(c, n, 0);
+	ewise(c, 1, &x, y, ir_shape_count(&n->shape), relu_body);
+}
+
+static void cg_add(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	LLVMValueRef xs[2] = {arg(c, n, 0), arg(c, n, 1)};
+	ewise(c, 2, xs, y, ir_shape_count(&n->shape), add_body);
+}
+
+static void pool(cg *c, const ir_node *n, LLVMValueRef y, const char *fn)
+{
+	const ir_shape *x = arg_shape(c, n, 0);
+	rt_pool p = rt_pool_make(dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), (int)n->kernel,
+				 (int)n->stride, (int)n->pad);
+	int v[sizeof p / sizeof(int)];
+	memcpy(v, &p, sizeof p);
+	LLVMValueRef args[] = {int_struct(c, v, sizeof v / sizeof *v), arg(c, n, 0), y};
+	kernel(c, fn, "ppp", args);
+}
+
+static void cg_maxpool(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	pool(c, n, y, "rt_maxpool_ref");
+}
+
+static void cg_avgpool(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	pool(c, n, y, "rt_avgpool_ref");
+}
+
+static void cg_global_avgpool(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	const ir_shape *x = arg_shape(c, n, 0);
+	LLVMValueRef args[] = {i32c(c, dim(x, 0)), i32c(c, dim(x, 1)),
+			       i32c(c, dim(x, 2) * dim(x, 3)), arg(c, n, 0), y};
+	kernel(c, "rt_global_avgpool_ref", "iiipp", args);
+}
+
+static void cg_flatten(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	copy(c, y, arg(c, n, 0), node_bytes(n));
+}
+
+static void cg_linear(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	const ir_shape *x = arg_shape(c, n, 0);
+	LLVMValueRef args[] = {i32c(c, dim(x, 0)),
+			       i32c(c, dim(x, 1)),
+			       i32c(c, n->out),
+			       arg(c, n, 0),
+			       arg(c, n, 1),
+			       n->bias ? arg(c, n, 2) : LLVMConstNull(c->ptr),
+			       y};
+	kernel(c, "rt_linear", "iiipppp", args);
+}
+
+static void cg_softmax(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	LLVMValueRef args[] = {i32c(c, dim(&n->shape, 0)), i32c(c, dim(&n->shape, 1)),
+			       arg(c, n, 0), y};
+	kernel(c, "rt_softmax_ref", "iipp", args);
+}
+
+static void cg_subsample(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	const ir_shape *x = arg_shape(c, n, 0);
+	LLVMValueRef args[] = {i32c(c, dim(x, 0)), i32c(c, dim(x, 1)), i32c(c, dim(x, 2)),
+			       i32c(c, dim(x, 3)), i32c(c, n->stride), arg(c, n, 0),
+			       y};
+	kernel(c, "rt_subsample_ref", "iiiiipp", args);
+}
+
+static void cg_pad_channels(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	const ir_shape *x = arg_shape(c, n, 0);
+	LLVMValueRef args[] = {i32c(c, dim(x, 0)),      i32c(c, dim(x, 1)),
+			       i32c(c, dim(x, 2) * dim(x, 3)), i32c(c, n->before),
+			       i32c(c, n->after),       arg(c, n, 0),
+			       y};
+	kernel(c, "rt_pad_channels_ref", "iiiiipp", args);
+}
+
+typedef void cg_fn(cg *c, const ir_node *n, LLVMValueRef y);
+
+static cg_fn *const emitters[IR_OP_COUNT] = {
+#define OP(e, name, args, attrs, flags) [IR_OP_##e] = cg_##name,
+#include "ops.def"
+};
+
+/* ---- functions ------------------------------------------------------------- */
+
+static LLVMValueRef begin(cg *c, const char *name, LLVMTypeRef ret, LLVMTypeRef *params,
+			  unsigned n, bool exported)
+{
+	LLVMValueRef f = LLVMAddFunction(c->mod, name, LLVMFunctionType(ret, params, n, 0));
+	if (!exported)
+		LLVMSetLinkage(f, LLVMInternalLinkage);
+	c->fn = f;
+	LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->ctx, f, "entry"));
+	return f;
+}
+
+static const char *sym(cg *c, const char *suffix)
+{
+	static char buf[512];
+	snprintf(buf, sizeof buf, "%s_%s", c->prefix, suffix);
+	return buf;
+}
+
+/* prepare(raw, prepared): copy the params the code reads, then compute
+ * the values that depend on params alone. */
+static LLVMValueRef build_prepare(cg *c, bool exported)
+{
+	LLVMTypeRef params[2] = {c->ptr, c->ptr};
+	LLVMValueRef f = begin(c, sym(c, "_prepare"), c->void_t, params, 2, exported);
+	c->raw = LLVMGetParam(f, 0);
+	c->w = LLVMGetParam(f, 1);
+	c->ws = c->in = c->out = NULL;
+	for (int id = 0; id < c->g->n_nodes; id++) {
+		const ir_node *n = &c->g->nodes[id];
+		if (!n->prep || n->mem != IR_MEM_WEIGHTS)
+			continue;
+		LLVMValueRef y = byte_offset(c, c->w, n->offset);
+		if (n->op == IR_OP_PARAM)
+			copy(c, y, at(c, id), node_bytes(n));
+		else
+			emitters[n->op](c, n, y);
+	}
+	LLVMBuildRetVoid(c->b);
+	c->raw = NULL;
+	return f;
+}
+
+static LLVMValueRef build_forward(cg *c, bool exported)
+{
+	LLVMTypeRef params[4] = {c->ptr, c->ptr, c->ptr, c->ptr};
+	LLVMValueRef f = begin(c, sym(c, "_forward"), c->void_t, params, 4, exported);
+	c->w = LLVMGetParam(f, 0);
+	c->ws = LLVMGetParam(f, 1);
+	c->in = LLVMGetParam(f, 2);
+	c->out = LLVMGetParam(f, 3);
+	for (unsigned i = 0; i < 4; i++)
+		LLVMAddAttributeAtIndex(f, i + 1,
+					LLVMCreateEnumAttribute(c->ctx,
+								LLVMGetEnumAttributeKindForName(
+									"noalias", 7),
+								0));
+	const ir_graph *g = c->g;
+	for (int id = 0; id < g->n_nodes; id++) {
+		const ir_node *n = &g->nodes[id];
+		if (n->prep || n->op == IR_OP_INPUT)
+			continue;
+		emitters[n->op](c, n, at(c, id));
+	}
+	/* Outputs that are not computed in place: an input, a weight, or a value
+	 * that is also an earlier output. */
+	for (int i = 0; i < g->n_outputs; i++) {
+		const ir_node *n = &g->nodes[g->outputs[i].node];
+		if (n->mem != IR_MEM_OUTPUT || n->io != i)
+			copy(c, io_ptr(c, c->out, i), at(c, g->outputs[i].node), node_bytes(n));
+	}
+	LLVMBuildRetVoid(c->b);
+	return f;
+}
+
+static LLVMValueRef cstring(cg *c, const char *s)
+{
+	LLVMValueRef init = LLVMConstStringInContext(c->ctx, s, (unsigned)strlen(s), 0);
+	LLVMValueRef g = LLVMAddGlobal(c->mod, LLVMTypeOf(init), "str");
+	LLVMSetInitializer(g, init);
+	LLVMSetGlobalConstant(g, 1);
+	LLVMSetLinkage(g, LLVMPrivateLinkage);
+	LLVMSetUnnamedAddress(g, LLVMGlobalUnnamedAddr);
+	return g;
+}
+
+/* The descriptor, laid out like rt_model_desc: every field 8 bytes. */
+static LLVMValueRef build_desc(cg *c, LLVMValueRef prepare, LLVMValueRef forward,
+			       LLVMValueRef embedded)
+{
+	const ir_graph *g = c->g;
+	LLVMTypeRef dims_t = LLVMArrayType2(c->i64, 4);
+	LLVMTypeRef pfields[] = {c->ptr, c->i64, dims_t, c->i64};
+	LLVMTypeRef param_t = LLVMStructTypeInContext(c->ctx, pfields, 4, 0);
+	int np = 0;
+	for (int i = 0; i < g->n_nodes; i++)
+		np += g->nodes[i].op == IR_OP_PARAM;
+	LLVMValueRef *rows = calloc((size_t)np + 1, sizeof *rows);
+	if (!rows)
+		diag_fatal("out of memory");
+	np = 0;
+	for (int i = 0; i < g->n_nodes; i++) {
+		const ir_node *n = &g->nodes[i];
+		if (n->op != IR_OP_PARAM)
+			continue;
+		LLVMValueRef d[4];
+		for (int k = 0; k < 4; k++)
+			d[k] = i64c(c, k < n->shape.rank ? n->shape.d[k] : 0);
+		LLVMValueRef f[] = {cstring(c, n->name), i64c(c, n->shape.rank),
+				    LLVMConstArray2(c->i64, d, 4), i64c(c, n->raw_offset / 4)};
+		rows[np++] = LLVMConstStructInContext(c->ctx, f, 4, 0);
+	}
+	LLVMValueRef table_init = LLVMConstArray2(param_t, rows, (uint64_t)np);
+	free(rows);
+	LLVMValueRef table = LLVMAddGlobal(c->mod, LLVMTypeOf(table_init), "params");
+	LLVMSetInitializer(table, table_init);
+	LLVMSetGlobalConstant(table, 1);
+	LLVMSetLinkage(table, LLVMPrivateLinkage);
+
+	LLVMValueRef fields[] = {
+		cstring(c, g->name),
+		i64c(c, np),
+		table,
+		i64c(c, g->plan.raw_bytes / 4),
+		i64c(c, g->plan.weight_bytes / 4),
+		embedded ? embedded : LLVMConstNull(c->ptr),
+		i64c(c, g->plan.arena_bytes),
+		i64c(c, g->n_inputs),
+		i64c(c, g->n_outputs),
+		prepare,
+		forward,
+	};
+	LLVMValueRef init = LLVMConstStructInContext(c->ctx, fields, sizeof fields / sizeof *fields,
+						     0);
+	LLVMValueRef desc = LLVMAddGlobal(c->mod, LLVMTypeOf(init), "desc");
+	LLVMSetInitializer(desc, init);
+	LLVMSetGlobalConstant(desc, 1);
+	LLVMSetLinkage(desc, LLVMPrivateLinkage);
+	return desc;
+}
+
+/* An exported function that forwards its arguments to a runtime call,
+ * with the descriptor first when with_desc. */
+static void wrapper(cg *c, const char *name, LLVMTypeRef ret, LLVMTypeRef *params, unsigned n,
+		    const char *target, LLVMValueRef desc)
+{
+	LLVMValueRef f = begin(c, sym(c, name), ret, params, n, true);
+	LLVMValueRef args[8];
+	LLVMTypeRef types[8];
+	unsigned k = 0;
+	if (desc) {
+		args[k] = desc;
+		types[k++] = c->ptr;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		args[k] = LLVMGetParam(f, i);
+		types[k++] = params[i];
+	}
+	LLVMValueRef r = call(c, declare(c, target, ret, types, k), args, k);
+	if (LLVMGetTypeKind(ret) == LLVMVoidTypeKind)
+		LLVMBuildRetVoid(c->b);
+	else
+		LLVMBuildRet(c->b, r);
+}
+
+static void build_api(cg *c, LLVMValueRef desc)
+{
+	LLVMTypeRef p = c->ptr, i = c->i32, none[1];
+	LLVMTypeRef p1[] = {p}, p2[] = {p, p}, p3[] = {p, p, p}, p4[] = {p, p, p, p};
+	wrapper(c, "create", p, none, 0, "rt_instance_create", desc);
+	wrapper(c, "destroy", c->void_t, p1, 1, "rt_instance_destroy", NULL);
+	wrapper(c, "load_weights", i, p2, 2, "rt_instance_load_weights", NULL);
+	wrapper(c, "run", i, p3, 3, "rt_instance_run", NULL);
+	if (c->g->n_inputs == 1 && c->g->n_outputs == 1) {
+		wrapper(c, "infer", i, p3, 3, "rt_instance_infer", NULL);
+		wrapper(c, "infer_static", i, p4, 4, "rt_model_run_raw", desc);
+	}
+	wrapper(c, "error", p, p1, 1, "rt_instance_error", NULL);
+
+	/* read_weights(path, prepared) and embedded_weights() for callers that
+	 * own their memory. */
+	LLVMValueRef f = begin(c, sym(c, "read_weights"), i, p2, 2, true);
+	LLVMTypeRef rw[] = {p, p, p, p, c->i64};
+	LLVMValueRef args[] = {desc, LLVMGetParam(f, 0), LLVMGetParam(f, 1), LLVMConstNull(p),
+			       i64c(c, 0)};
+	LLVMBuildRet(c->b, call(c, declare(c, "rt_model_read_weights", i, rw, 5), args, 5));
+	f = begin(c, sym(c, "embedded_weights"), p, none, 0, true);
+	LLVMValueRef field = LLVMBuildStructGEP2(c->b, LLVMGlobalGetValueType(desc), desc, 5, "");
+	LLVMBuildRet(c->b, LLVMBuildLoad2(c->b, p, field, ""));
+}
+
+LLVMModuleRef backend_module_build(LLVMContextRef ctx, const ir_graph *g, const char *prefix,
+				   const float *embedded, bool library)
+{
+	cg c = {.ctx = ctx, .g = g, .prefix = prefix};
+	c.mod = LLVMModuleCreateWithNameInContext(prefix, ctx);
+	c.b = LLVMCreateBuilderInContext(ctx);
+	c.ptr = LLVMPointerTypeInContext(ctx, 0);
+	c.i32 = LLVMInt32TypeInContext(ctx);
+	c.i64 = LLVMInt64TypeInContext(ctx);
+	c.f32 = LLVMFloatTypeInContext(ctx);
+	c.void_t = LLVMVoidTypeInContext(ctx);
+
+	LLVMValueRef prepare = build_prepare(&c, !library);
+	LLVMValueRef forward = build_forward(&c, !library);
+	if (library) {
+		LLVMValueRef weights = NULL;
+		if (embedded) {
+			LLVMValueRef data = LLVMConstStringInContext(
+				ctx, (const char *)embedded, (unsigned)g->plan.weight_bytes, 1);
+			weights = LLVMAddGlobal(c.mod, LLVMTypeOf(data), "weights");
+			LLVMSetInitializer(weights, data);
+			LLVMSetGlobalConstant(weights, 1);
+			LLVMSetLinkage(weights, LLVMPrivateLinkage);
+			LLVMSetAlignment(weights, 64);
+		}
+		LLVMValueRef desc = build_desc(&c, prepare, forward, weights);
+		build_api(&c, desc);
+	}
+	LLVMDisposeBuilder(c.b);
+	return c.mod;
+}

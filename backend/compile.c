@@ -1,0 +1,107 @@
+/* netcc's main job, end to end: a planned graph to a shared object and
+ * its header, or to LLVM IR, assembly or an object file for inspection. */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "runtime.h"
+
+double backend_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+void backend_phase(backend_phases *p, const char *name, double since)
+{
+	if (p && p->n < BACKEND_MAX_PHASES) {
+		p->name[p->n] = name;
+		p->seconds[p->n++] = backend_now() - since;
+	}
+}
+
+void backend_raw_weights(const ir_graph *g, float *raw)
+{
+	for (int i = 0; i < g->n_nodes; i++) {
+		const ir_node *n = &g->nodes[i];
+		if (n->op == IR_OP_PARAM)
+			memcpy((char *)raw + n->raw_offset, n->data,
+			       (size_t)ir_shape_count(&n->shape) * sizeof(float));
+	}
+}
+
+/* The header goes beside the library: out/libresnet18.so -> out/resnet18.h. */
+static char *header_path(const backend_options *o)
+{
+	const char *slash = strrchr(o->output, '/');
+	size_t dir = slash ? (size_t)(slash - o->output) + 1 : 0;
+	char *p = malloc(dir + strlen(o->name) + 3);
+	if (!p)
+		diag_fatal("out of memory");
+	memcpy(p, o->output, dir);
+	strcpy(p + dir, o->name);
+	strcat(p, ".h");
+	return p;
+}
+
+int backend_compile(const ir_graph *g, const backend_options *o)
+{
+	double t = backend_now();
+	float *prepared = NULL;
+	if (o->embed_weights) {
+		prepared = calloc((size_t)g->plan.weight_bytes / sizeof(float) + 1, sizeof(float));
+		char err[256];
+		if (!prepared || interp_prepare(g, prepared, err, sizeof err) != 0) {
+			fprintf(diag_output(), "netcc: error: preparing weights: %s\n",
+				prepared ? err : "out of memory");
+			free(prepared);
+			return 1;
+		}
+		backend_phase(o->phases, "prepare weights", t);
+		t = backend_now();
+	}
+	LLVMContextRef ctx = LLVMContextCreate();
+	LLVMModuleRef m = backend_module_build(ctx, g, o->name, prepared, true);
+	free(prepared);
+	LLVMTargetMachineRef tm = backend_host_machine();
+	backend_module_target(m, tm);
+	backend_phase(o->phases, "codegen", t);
+	t = backend_now();
+	backend_optimize(m, tm);
+	backend_phase(o->phases, "optimize (O3)", t);
+	t = backend_now();
+
+	int rc;
+	if (o->emit != BACKEND_EMIT_SO) {
+		rc = backend_emit(m, tm, o->emit, o->output);
+		backend_phase(o->phases, "emit", t);
+	} else {
+		char obj[] = "/tmp/netcc-XXXXXX.o";
+		int fd = mkstemps(obj, 2);
+		if (fd < 0) {
+			fprintf(diag_output(), "netcc: error: cannot create a temporary object file\n");
+			rc = 1;
+		} else {
+			close(fd);
+			rc = backend_emit(m, tm, BACKEND_EMIT_OBJ, obj);
+			backend_phase(o->phases, "emit object", t);
+			t = backend_now();
+			if (rc == 0)
+				rc = backend_link(obj, o->output);
+			unlink(obj);
+			backend_phase(o->phases, "link", t);
+		}
+		if (rc == 0) {
+			char *h = header_path(o);
+			rc = backend_header_write(g, o, h);
+			free(h);
+		}
+	}
+	LLVMDisposeModule(m);
+	LLVMDisposeTargetMachine(tm);
+	LLVMContextDispose(ctx);
+	return rc;
+}

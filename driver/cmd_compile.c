@@ -1,0 +1,145 @@
+/* netcc compile: a model file to a shared object and its C header (or to
+ * LLVM IR, assembly, an object file). */
+#include <ctype.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "backend.h"
+#include "driver.h"
+#include "passes.h"
+
+static bool c_identifier(const char *s)
+{
+	if (!*s || isdigit((unsigned char)*s) || strlen(s) > 64)
+		return false;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && *s != '_')
+			return false;
+	return true;
+}
+
+static int emit_kind(const char *s, backend_emit_kind *k)
+{
+	static const char *const names[] = {"so", "obj", "asm", "llvm"};
+	for (int i = 0; i < 4; i++)
+		if (!strcmp(s, names[i])) {
+			*k = (backend_emit_kind)i;
+			return 0;
+		}
+	fprintf(stderr, "netcc: error: --emit=%s: expected so, obj, asm or llvm\n", s);
+	return 2;
+}
+
+static void report(const ir_graph *g)
+{
+	int64_t nodes = 0;
+	for (int i = 0; i < g->n_nodes; i++)
+		nodes += !g->nodes[i].prep && g->nodes[i].op != IR_OP_INPUT;
+	printf("nodes: %lld\n", (long long)nodes);
+	printf("arena_bytes: %lld\n", (long long)g->plan.arena_bytes);
+	printf("lower_bound_bytes: %lld\n", (long long)g->plan.lower_bound_bytes);
+	printf("naive_bytes: %lld\n", (long long)g->plan.naive_bytes);
+	printf("weight_bytes: %lld\n", (long long)g->plan.weight_bytes);
+}
+
+/* The weights file of --weights-file goes beside the library as NAME.safetensors. */
+static void weights_path(const char *output, const char *name, char *buf, size_t len)
+{
+	const char *slash = strrchr(output, '/');
+	int dir = slash ? (int)(slash - output) + 1 : 0;
+	snprintf(buf, len, "%.*s%s.safetensors", dir, output, name);
+}
+
+typedef struct job {
+	ir_graph *g;
+	passes_options po;
+	backend_options bo;
+	backend_phases *phases;
+} job;
+
+/* Passes and code generation report through diag, which unwinds to the
+ * guard in driver_guarded. */
+static int compile_job(void *ctx)
+{
+	job *j = ctx;
+	double t = backend_now();
+	passes_run(j->g, &j->po);
+	backend_phase(j->phases, "passes", t);
+	if (!j->bo.embed_weights && j->bo.emit == BACKEND_EMIT_SO) {
+		char wp[1024];
+		weights_path(j->bo.output, j->bo.name, wp, sizeof wp);
+		if (weights_save(j->g, wp) != 0)
+			return 1;
+		fprintf(stderr, "netcc: wrote %s (load it with %s_load_weights)\n", wp, j->bo.name);
+	}
+	return backend_compile(j->g, &j->bo);
+}
+
+int cmd_compile(int argc, char **argv)
+{
+	opts o;
+	if (opts_parse(&o, argc, argv,
+		       "o= batch= weights= seed= name= emit= weights-file O0 O2 dump-after= report "
+		       "time-phases allow-nonfinite") != 0)
+		return 2;
+	backend_phases phases = {0};
+	double t0 = backend_now();
+	bool ok = true;
+	int64_t seed = opts_int(&o, "seed", 0, 0, INT64_MAX, &ok);
+	backend_emit_kind emit = BACKEND_EMIT_SO;
+	if (!ok || emit_kind(opts_str(&o, "emit", "so"), &emit) != 0)
+		return 2;
+	int status;
+	ir_graph *g = driver_model_load(&o, 1, &status);
+	if (!g)
+		return status;
+	int rc = 2;
+	const char *name = opts_str(&o, "name", g->name);
+	if (!c_identifier(name)) {
+		fprintf(stderr, "netcc: error: --name %s: the name prefixes C symbols, so it must "
+				"be a C identifier of at most 64 characters\n",
+			name);
+		goto done;
+	}
+	char out_default[256];
+	static const char *const ext[] = {"so", "o", "s", "ll"};
+	snprintf(out_default, sizeof out_default, "%s%s.%s", emit == BACKEND_EMIT_SO ? "lib" : "",
+		 name, ext[emit]);
+	const char *output = opts_str(&o, "o", out_default);
+	rc = 1;
+	const char *wpath = opts_str(&o, "weights", NULL);
+	if (wpath) {
+		if (weights_load(g, wpath, opts_flag(&o, "allow-nonfinite")) != 0)
+			goto done;
+	} else {
+		ir_graph_init_he(g, (uint64_t)seed);
+	}
+	backend_phase(&phases, "parse and load", t0);
+
+	job j = {.g = g,
+		 .po = {.opt_level = opts_flag(&o, "O0") ? 0 : 2,
+			.dump_after = opts_str(&o, "dump-after", NULL)},
+		 .bo = {.name = name,
+			.output = output,
+			.emit = emit,
+			.embed_weights = !opts_flag(&o, "weights-file"),
+			.source = o.pos[0],
+			.phases = &phases},
+		 .phases = &phases};
+	if (driver_guarded(compile_job, &j) != 0)
+		goto done;
+	if (opts_flag(&o, "report"))
+		report(g);
+	if (opts_flag(&o, "time-phases")) {
+		double total = 0;
+		for (int i = 0; i < phases.n; i++) {
+			fprintf(stderr, "time %-16s %8.3f s\n", phases.name[i], phases.seconds[i]);
+			total += phases.seconds[i];
+		}
+		fprintf(stderr, "time %-16s %8.3f s\n", "total", total);
+	}
+	rc = 0;
+done:
+	ir_graph_free(g);
+	return rc;
+}

@@ -1,0 +1,37 @@
+/* passes.h: graph transformations, run as one pipeline.
+ *
+ *   passes_options o = {.opt_level = 2, .dump_after = "fold_batchnorm"};
+ *   passes_run(g, &o);        // g is rewritten in place and memory-planned
+ *   printf("arena %lld\n", (long long)g->plan.arena_bytes);
+ *
+ * Every pass keeps the graph valid (ir_graph_verify runs after each) and
+ * can print it afterwards: --dump-after=PASS, or "all".
+ */
+#ifndef NETCC_PASSES_H
+#define NETCC_PASSES_H
+
+#include "ir.h"
+
+typedef struct passes_options {
+	int opt_level;          /* 0: plan only; 2: everything */
+	const char *dump_after; /* a pass name, "all", or NULL */
+	FILE *dump;             /* where dumps go; stdout if NULL */
+} passes_options;
+
+void passes_run(ir_graph *g, const passes_options *o);
+/* Names of the passes, in pipeline order, NULL-terminated (for --help and
+ * did-you-mean on --dump-after). */
+extern const char *const passes_names[];
+
+/* Each intermediate its own buffer: what -O0 runs, and the baseline the
+ * planner's figures are compared with. */
+void plan_naive(ir_graph *g);
+
+/* Decides which nodes run at weight preparation, lays out the raw and
+ * prepared weights, and binds inputs and outputs to the caller's buffers. */
+void plan_roles(ir_graph *g);
+
+/* Bytes of scratch a node's kernel needs while it runs. */
+int64_t plan_scratch_bytes(const ir_graph *g, const ir_node *n);
+
+#endif

@@ -1,0 +1,191 @@
+/* What every generated library does the same way: instances, weights,
+ * errors. The generated code supplies a descriptor (names, shapes, sizes,
+ * the forward function) and thin exported wrappers around these calls. */
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime.h"
+
+struct rt_instance {
+	const rt_model_desc *d;
+	float *owned;         /* weights loaded from a file */
+	const float *weights; /* owned, or the embedded ones */
+	void *workspace;
+	char error[512];
+	char load_error[512]; /* why the last load_weights failed */
+};
+
+static int fail(rt_instance *m, int code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(m->error, sizeof m->error, fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+rt_instance *rt_instance_create(const rt_model_desc *d)
+{
+	rt_instance *m = calloc(1, sizeof *m);
+	if (!m)
+		return NULL;
+	m->d = d;
+	m->weights = d->embedded;
+	size_t ws = (size_t)d->workspace_bytes;
+	if (ws && !(m->workspace = aligned_alloc(64, (ws + 63) & ~(size_t)63))) {
+		free(m);
+		return NULL;
+	}
+	return m;
+}
+
+void rt_instance_destroy(rt_instance *m)
+{
+	if (!m)
+		return;
+	free(m->owned);
+	free(m->workspace);
+	free(m);
+}
+
+const char *rt_instance_error(const rt_instance *m)
+{
+	if (!m)
+		return "no instance (NULL)";
+	return m->error;
+}
+
+static int fmt_err(char *err, size_t errlen, int code, const char *fmt, ...)
+{
+	if (err && errlen) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(err, errlen, fmt, ap);
+		va_end(ap);
+	}
+	return code;
+}
+
+static int check_tensor(const rt_st_file *f, const rt_param_desc *p, const char *path, char *err,
+			size_t errlen)
+{
+	const rt_st_tensor *t = rt_st_find(f, p->name);
+	if (!t)
+		return fmt_err(err, errlen, RT_ERR_WEIGHTS, "%s: missing tensor '%s'", path, p->name);
+	if (t->dtype != RT_DTYPE_F32)
+		return fmt_err(err, errlen, RT_ERR_WEIGHTS, "%s: tensor '%s' is %s, expected float32",
+			       path, p->name, rt_dtype_name(t->dtype));
+	bool same = t->rank == p->rank;
+	for (int i = 0; same && i < t->rank; i++)
+		same = t->dims[i] == p->dims[i];
+	if (!same)
+		return fmt_err(err, errlen, RT_ERR_WEIGHTS,
+			       "%s: tensor '%s' has the wrong shape for this model", path, p->name);
+	return 0;
+}
+
+/* Every tensor is checked before any is copied, so a bad file leaves the
+ * destination as it was. */
+int rt_model_read_weights(const rt_model_desc *d, const char *path, float *weights, char *err,
+			  size_t errlen)
+{
+	if (!d || !path || !weights)
+		return fmt_err(err, errlen, RT_ERR_ARG, "read_weights: NULL argument");
+	rt_st_file f;
+	char msg[400];
+	if (rt_st_read(path, &f, msg, sizeof msg) != 0)
+		return fmt_err(err, errlen, RT_ERR_IO, "%s", msg);
+	float *raw = calloc((size_t)d->raw_floats + 1, sizeof(float));
+	int rc = raw ? 0
+		     : fmt_err(err, errlen, RT_ERR_NOMEM, "out of memory for %lld weights",
+			       (long long)d->raw_floats);
+	for (int64_t i = 0; i < d->n_params && !rc; i++)
+		rc = check_tensor(&f, &d->params[i], path, err, errlen);
+	if (!rc && f.n_tensors != d->n_params)
+		rc = fmt_err(err, errlen, RT_ERR_WEIGHTS,
+			     "%s: %d tensors, but the model has %lld parameters", path, f.n_tensors,
+			     (long long)d->n_params);
+	for (int64_t i = 0; i < d->n_params && !rc; i++) {
+		const rt_st_tensor *t = rt_st_find(&f, d->params[i].name);
+		memcpy(raw + d->params[i].offset, t->data, t->count * sizeof(float));
+	}
+	rt_st_free(&f);
+	if (!rc)
+		d->prepare(raw, weights);
+	free(raw);
+	return rc;
+}
+
+int rt_instance_load_weights(rt_instance *m, const char *path)
+{
+	if (!m)
+		return RT_ERR_ARG;
+	float *w = calloc((size_t)m->d->weight_floats + 1, sizeof(float));
+	if (!w)
+		return fail(m, RT_ERR_NOMEM, "out of memory for %lld weights",
+			    (long long)m->d->weight_floats);
+	int rc = rt_model_read_weights(m->d, path, w, m->error, sizeof m->error);
+	if (rc) {
+		/* No silent fallback to the previous weights: the caller meant
+		 * to run with the new ones, so inference now reports this error. */
+		free(w);
+		free(m->owned);
+		m->owned = NULL;
+		m->weights = NULL;
+		snprintf(m->load_error, sizeof m->load_error, "%s", m->error);
+		return rc;
+	}
+	free(m->owned);
+	m->owned = w;
+	m->weights = w;
+	m->error[0] = 0;
+	m->load_error[0] = 0;
+	return 0;
+}
+
+int rt_instance_run(rt_instance *m, const float *const *in, float *const *out)
+{
+	if (!m)
+		return RT_ERR_ARG;
+	if (!in || !out)
+		return fail(m, RT_ERR_ARG, "inputs or outputs are NULL");
+	for (int64_t i = 0; i < m->d->n_inputs; i++)
+		if (!in[i])
+			return fail(m, RT_ERR_ARG, "input %lld is NULL", (long long)i);
+	for (int64_t i = 0; i < m->d->n_outputs; i++)
+		if (!out[i])
+			return fail(m, RT_ERR_ARG, "output %lld is NULL", (long long)i);
+	if (!m->weights && m->load_error[0])
+		return fail(m, RT_ERR_NO_WEIGHTS, "no weights: the last load_weights failed: %s",
+			    m->load_error);
+	if (!m->weights)
+		return fail(m, RT_ERR_NO_WEIGHTS,
+			    "no weights: this library keeps them in a file; call load_weights first");
+	m->d->forward(m->weights, m->workspace, in, out);
+	return 0;
+}
+
+int rt_instance_infer(rt_instance *m, const float *in, float *out)
+{
+	const float *ins[1] = {in};
+	float *outs[1] = {out};
+	if (m && (!in || !out))
+		return fail(m, RT_ERR_ARG, "%s is NULL", in ? "output" : "input");
+	return rt_instance_run(m, ins, outs);
+}
+
+int rt_model_run_raw(const rt_model_desc *d, const float *weights, void *workspace,
+		     const float *in, float *out)
+{
+	if (!weights || !in || !out || (!workspace && d->workspace_bytes))
+		return RT_ERR_ARG;
+	if ((uintptr_t)workspace % 64)
+		return RT_ERR_ARG;
+	const float *ins[1] = {in};
+	float *outs[1] = {out};
+	d->forward(weights, workspace, ins, outs);
+	return 0;
+}
