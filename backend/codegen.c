@@ -167,6 +167,12 @@ static LLVMValueRef add_body(cg *c, LLVMValueRef *v)
 	return LLVMBuildFAdd(c->b, v[0], v[1], "");
 }
 
+static LLVMValueRef add_relu_body(cg *c, LLVMValueRef *v)
+{
+	LLVMValueRef s = add_body(c, v);
+	return relu_body(c, &s);
+}
+
 static void copy(cg *c, LLVMValueRef dst, LLVMValueRef src, int64_t bytes)
 {
 	if (bytes > 0)
@@ -201,9 +207,11 @@ static void cg_conv(cg *c, const ir_node *n, LLVMValueRef y)
 			       arg(c, n, 0),
 			       arg(c, n, 1),
 			       n->bias ? arg(c, n, 2) : LLVMConstNull(c->ptr),
+			       n->residual ? arg(c, n, n->residual) : LLVMConstNull(c->ptr),
 			       y,
-			       scratch};
-	kernel(c, "rt_conv2d", "pppppp", args);
+			       scratch,
+			       i32c(c, n->relu)};
+	kernel(c, "rt_conv2d", "pppppppi", args);
 }
 
 static void cg_batchnorm(cg *c, const ir_node *n, LLVMValueRef y)
@@ -218,8 +226,9 @@ static void cg_batchnorm(cg *c, const ir_node *n, LLVMValueRef y)
 			       arg(c, n, 1),
 			       arg(c, n, 2),
 			       f32c(c, n->eps),
-			       y};
-	kernel(c, "rt_batchnorm", "iiipppppfp", args);
+			       y,
+			       i32c(c, n->relu)};
+	kernel(c, "rt_batchnorm", "iiipppppfpi", args);
 }
 
 static void cg_relu(cg *c, const ir_node *n, LLVMValueRef y)
@@ -231,7 +240,7 @@ static void cg_relu(cg *c, const ir_node *n, LLVMValueRef y)
 static void cg_add(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	LLVMValueRef xs[2] = {arg(c, n, 0), arg(c, n, 1)};
-	ewise(c, 2, xs, y, ir_shape_count(&n->shape), add_body);
+	ewise(c, 2, xs, y, ir_shape_count(&n->shape), n->relu ? add_relu_body : add_body);
 }
 
 static void pool(cg *c, const ir_node *n, LLVMValueRef y, const char *fn)
@@ -277,8 +286,9 @@ static void cg_linear(cg *c, const ir_node *n, LLVMValueRef y)
 			       arg(c, n, 0),
 			       arg(c, n, 1),
 			       n->bias ? arg(c, n, 2) : LLVMConstNull(c->ptr),
-			       y};
-	kernel(c, "rt_linear", "iiipppp", args);
+			       y,
+			       i32c(c, n->relu)};
+	kernel(c, "rt_linear", "iiippppi", args);
 }
 
 static void cg_softmax(cg *c, const ir_node *n, LLVMValueRef y)
@@ -300,11 +310,41 @@ static void cg_subsample(cg *c, const ir_node *n, LLVMValueRef y)
 static void cg_pad_channels(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	const ir_shape *x = arg_shape(c, n, 0);
+	if (n->stride > 1) {
+		LLVMValueRef args[] = {i32c(c, dim(x, 0)), i32c(c, dim(x, 1)), i32c(c, dim(x, 2)),
+				       i32c(c, dim(x, 3)), i32c(c, n->stride), i32c(c, n->before),
+				       i32c(c, n->after),  arg(c, n, 0),       y};
+		kernel(c, "rt_shortcut_a", "iiiiiiipp", args);
+		return;
+	}
 	LLVMValueRef args[] = {i32c(c, dim(x, 0)),      i32c(c, dim(x, 1)),
 			       i32c(c, dim(x, 2) * dim(x, 3)), i32c(c, n->before),
 			       i32c(c, n->after),       arg(c, n, 0),
 			       y};
 	kernel(c, "rt_pad_channels_ref", "iiiiipp", args);
+}
+
+static void cg_bn_fold_weight(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	int64_t oc = n->shape.d[0];
+	LLVMValueRef args[] = {i32c(c, oc),	  i32c(c, ir_shape_count(&n->shape) / oc),
+			       arg(c, n, 0),	  arg(c, n, 1),
+			       arg(c, n, 2),	  f32c(c, n->eps),
+			       y};
+	kernel(c, "rt_bn_fold_weight", "iipppfp", args);
+}
+
+static void cg_bn_fold_bias(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	LLVMValueRef args[] = {i32c(c, n->shape.d[0]),
+			       arg(c, n, 0),
+			       arg(c, n, 1),
+			       arg(c, n, 2),
+			       arg(c, n, 3),
+			       n->n_in > 4 ? arg(c, n, 4) : LLVMConstNull(c->ptr),
+			       f32c(c, n->eps),
+			       y};
+	kernel(c, "rt_bn_fold_bias", "ipppppfp", args);
 }
 
 typedef void cg_fn(cg *c, const ir_node *n, LLVMValueRef y);

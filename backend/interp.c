@@ -1,6 +1,7 @@
 /* The reference executor: every node runs its plain C kernel into its own
  * buffer. Slow and obvious on purpose; it is the oracle that compiled code
  * and every optimisation pass are tested against. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,19 +32,31 @@ static void interp_input(const interp *it, const ir_node *n, float *y) {}
 
 static void interp_param(const interp *it, const ir_node *n, float *y) {}
 
+/* Fused epilogues, applied the plain way: add the residual, then relu. */
+static void epilogue(const interp *it, const ir_node *n, float *y)
+{
+	size_t count = (size_t)ir_shape_count(&n->shape);
+	if (n->residual)
+		rt_add_ref(count, y, in(it, n, n->residual), y);
+	if (n->relu)
+		rt_relu_ref(count, y, y);
+}
+
 static void interp_conv(const interp *it, const ir_node *n, float *y)
 {
 	const ir_shape *x = shape(it, n, 0);
 	rt_conv p = rt_conv_make(dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), (int)n->out,
-	                         (int)n->kernel, (int)n->stride, (int)n->pad);
+				 (int)n->kernel, (int)n->stride, (int)n->pad);
 	rt_conv2d_ref(&p, in(it, n, 0), in(it, n, 1), n->bias ? in(it, n, 2) : NULL, y);
+	epilogue(it, n, y);
 }
 
 static void interp_batchnorm(const interp *it, const ir_node *n, float *y)
 {
 	const ir_shape *x = shape(it, n, 0);
 	rt_batchnorm_ref(dim(x, 0), dim(x, 1), dim(x, 2) * dim(x, 3), in(it, n, 0), in(it, n, 3),
-	                 in(it, n, 4), in(it, n, 1), in(it, n, 2), (float)n->eps, y);
+			 in(it, n, 4), in(it, n, 1), in(it, n, 2), (float)n->eps, y);
+	epilogue(it, n, y);
 }
 
 static void interp_relu(const interp *it, const ir_node *n, float *y)
@@ -54,6 +67,7 @@ static void interp_relu(const interp *it, const ir_node *n, float *y)
 static void interp_add(const interp *it, const ir_node *n, float *y)
 {
 	rt_add_ref((size_t)ir_shape_count(&n->shape), in(it, n, 0), in(it, n, 1), y);
+	epilogue(it, n, y);
 }
 
 static rt_pool pool_of(const interp *it, const ir_node *n)
@@ -90,7 +104,8 @@ static void interp_linear(const interp *it, const ir_node *n, float *y)
 {
 	const ir_shape *x = shape(it, n, 0);
 	rt_linear_ref(dim(x, 0), dim(x, 1), (int)n->out, in(it, n, 0), in(it, n, 1),
-	              n->bias ? in(it, n, 2) : NULL, y);
+		      n->bias ? in(it, n, 2) : NULL, y);
+	epilogue(it, n, y);
 }
 
 static void interp_softmax(const interp *it, const ir_node *n, float *y)
@@ -108,8 +123,43 @@ static void interp_subsample(const interp *it, const ir_node *n, float *y)
 static void interp_pad_channels(const interp *it, const ir_node *n, float *y)
 {
 	const ir_shape *x = shape(it, n, 0);
-	rt_pad_channels_ref(dim(x, 0), dim(x, 1), dim(x, 2) * dim(x, 3), (int)n->before,
-	                    (int)n->after, in(it, n, 0), y);
+	const float *src = in(it, n, 0);
+	float *sub = NULL;
+	int h = dim(x, 2), w = dim(x, 3);
+	if (n->stride > 1) { /* a fused subsample: do it first, into a temporary */
+		int s = (int)n->stride;
+		sub = malloc((size_t)dim(x, 0) * dim(x, 1) * ((h + s - 1) / s) * ((w + s - 1) / s) *
+			     sizeof(float));
+		if (!sub)
+			return;
+		rt_subsample_ref(dim(x, 0), dim(x, 1), h, w, s, src, sub);
+		src = sub;
+		h = (h + s - 1) / s;
+		w = (w + s - 1) / s;
+	}
+	rt_pad_channels_ref(dim(x, 0), dim(x, 1), h * w, (int)n->before, (int)n->after, src, y);
+	free(sub);
+}
+
+/* Folding in double: the oracle for the runtime's float version. */
+static void interp_bn_fold_weight(const interp *it, const ir_node *n, float *y)
+{
+	int64_t oc = n->shape.d[0], per = ir_shape_count(&n->shape) / oc;
+	const float *w = in(it, n, 0), *gamma = in(it, n, 1), *var = in(it, n, 2);
+	for (int64_t o = 0; o < oc; o++) {
+		double s = gamma[o] / sqrt((double)var[o] + n->eps);
+		for (int64_t i = 0; i < per; i++)
+			y[o * per + i] = (float)(w[o * per + i] * s);
+	}
+}
+
+static void interp_bn_fold_bias(const interp *it, const ir_node *n, float *y)
+{
+	const float *gamma = in(it, n, 0), *beta = in(it, n, 1), *mean = in(it, n, 2),
+		    *var = in(it, n, 3), *b = n->n_in > 4 ? in(it, n, 4) : NULL;
+	for (int64_t o = 0; o < n->shape.d[0]; o++)
+		y[o] = (float)(((b ? b[o] : 0.0) - mean[o]) * gamma[o] / sqrt((double)var[o] + n->eps) +
+			       beta[o]);
 }
 
 typedef void interp_fn(const interp *it, const ir_node *n, float *y);

@@ -187,6 +187,11 @@ typedef struct ir_node {
 	bool bias;
 	double eps, momentum;
 
+	/* set by passes: fused epilogues and variants */
+	bool relu;    /* conv, linear, add, batchnorm: relu on the result */
+	int residual; /* conv: in[residual] is added before the relu; 0 = none */
+	bool flat;    /* global_avgpool: [N, C] instead of [N, C, 1, 1] */
+
 	/* params */
 	ir_param_kind pkind;
 	float *data;        /* NULL until weights are attached */
@@ -279,6 +284,21 @@ void ir_graph_init_he(ir_graph *g, uint64_t seed);
 int64_t ir_graph_param_bytes(const ir_graph *g);
 
 void ir_graph_verify(const ir_graph *g); /* diag_error_at on the first broken invariant */
+
+/* Rebuilds g's node array: fn is called for every old node in order and
+ * returns the new id the old one maps to, emitting nodes with
+ * ir_rewrite_emit (inputs already mapped) or reusing earlier ones; -1
+ * drops the node (nothing may use it). Outputs and param names follow. */
+typedef struct ir_rewriter ir_rewriter;
+typedef int ir_rewrite_fn(ir_rewriter *rw, const ir_node *old, int old_id, void *ctx);
+void ir_rewrite(ir_graph *g, ir_rewrite_fn *fn, void *ctx);
+int ir_rewrite_emit(ir_rewriter *rw, const ir_node *n); /* n's inputs are new ids */
+int ir_rewrite_map(const ir_rewriter *rw, int old_id);  /* new id of an old node */
+int ir_rewrite_copy(ir_rewriter *rw, const ir_node *old); /* old node, inputs mapped */
+const ir_graph *ir_rewrite_graph(const ir_rewriter *rw); /* the graph being built */
+
+/* Users of each node: counts[i] is how many inputs (and outputs) read i. */
+int *ir_use_counts(const ir_graph *g);
 void ir_graph_print(const ir_graph *g, FILE *out);
 void ir_node_print(const ir_graph *g, int id, FILE *out);
 

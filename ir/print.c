@@ -43,6 +43,14 @@ void ir_node_print(const ir_graph *g, int id, FILE *out)
 	for (int i = 0; i < n->n_in; i++)
 		fprintf(out, "%s%%%d", i ? ", " : " ", n->in[i]);
 	print_attrs(n, out);
+	if (n->residual)
+		fprintf(out, " +%%%d", n->in[n->residual]);
+	if (n->relu)
+		fputs(" relu", out);
+	if (n->flat)
+		fputs(" flat", out);
+	if (n->op == IR_OP_PAD_CHANNELS && n->stride > 1)
+		fprintf(out, " stride=%lld", (long long)n->stride);
 	fprintf(out, " : %s", ir_shape_str(&n->shape, sb, sizeof sb));
 	if (n->name && *n->name)
 		fprintf(out, "  # %s", n->name);

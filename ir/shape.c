@@ -101,11 +101,25 @@ static void shape_input(const ir_graph *g, ir_node *n) {}
 
 static void shape_param(const ir_graph *g, ir_node *n) {}
 
+/* A fused residual must have the shape of the result it is added to. */
+static void check_residual(const ir_graph *g, const ir_node *n)
+{
+	if (!n->residual)
+		return;
+	const ir_shape *r = arg(g, n, n->residual);
+	if (n->residual >= n->n_in || !ir_shape_eq(r, &n->shape)) {
+		char a[96], b[96];
+		diag_error_at(&n->loc, "internal: residual %s does not match the result %s",
+			      ir_shape_str(r, a, sizeof a), ir_shape_str(&n->shape, b, sizeof b));
+	}
+}
+
 static void shape_conv(const ir_graph *g, ir_node *n)
 {
 	need_rank(g, n, 0, 4, "an [N, C, H, W] tensor");
 	need_range(n, "out", n->out, 1, MAX_CHANNELS);
 	window(n, arg(g, n, 0), n->out);
+	check_residual(g, n);
 }
 
 static void shape_batchnorm(const ir_graph *g, ir_node *n)
@@ -164,7 +178,7 @@ static void shape_global_avgpool(const ir_graph *g, ir_node *n)
 {
 	need_rank(g, n, 0, 4, "an [N, C, H, W] tensor");
 	const ir_shape *x = arg(g, n, 0);
-	n->shape = ir_shape4(x->d[0], x->d[1], 1, 1);
+	n->shape = n->flat ? ir_shape2(x->d[0], x->d[1]) : ir_shape4(x->d[0], x->d[1], 1, 1);
 }
 
 static void shape_flatten(const ir_graph *g, ir_node *n)
@@ -206,7 +220,33 @@ static void shape_pad_channels(const ir_graph *g, ir_node *n)
 	need_range(n, "before", n->before, 0, MAX_CHANNELS);
 	need_range(n, "after", n->after, 0, MAX_CHANNELS);
 	const ir_shape *x = arg(g, n, 0);
-	n->shape = ir_shape4(x->d[0], x->d[1] + n->before + n->after, x->d[2], x->d[3]);
+	/* a stride comes from a fused subsample (option-A shortcut) */
+	int64_t s = n->stride > 1 ? n->stride : 1;
+	n->shape = ir_shape4(x->d[0], x->d[1] + n->before + n->after, (x->d[2] + s - 1) / s,
+			     (x->d[3] + s - 1) / s);
+}
+
+/* Per-channel vectors of BatchNorm folding match the weight's first dim. */
+static void need_channels(const ir_graph *g, const ir_node *n, int from, int to, int64_t c)
+{
+	for (int i = from; i < to && i < n->n_in; i++) {
+		const ir_shape *v = arg(g, n, i);
+		if (v->rank != 1 || v->d[0] != c)
+			diag_error_at(&n->loc, "internal: %s input %d is not [%lld]",
+				      ir_ops[n->op].name, i, (long long)c);
+	}
+}
+
+static void shape_bn_fold_weight(const ir_graph *g, ir_node *n)
+{
+	n->shape = *arg(g, n, 0);
+	need_channels(g, n, 1, 3, n->shape.d[0]);
+}
+
+static void shape_bn_fold_bias(const ir_graph *g, ir_node *n)
+{
+	n->shape = *arg(g, n, 0);
+	need_channels(g, n, 1, n->n_in, n->shape.d[0]);
 }
 
 typedef void shape_fn(const ir_graph *g, ir_node *n);

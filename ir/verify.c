@@ -2,14 +2,6 @@
  * a pass that breaks one is caught where it broke it. */
 #include "ir.h"
 
-static void check_params(const ir_graph *g, const ir_node *n)
-{
-	for (int i = ir_ops[n->op].args; i < n->n_in; i++)
-		if (g->nodes[n->in[i]].op != IR_OP_PARAM)
-			diag_error_at(&n->loc, "internal: %s input %d (%%%d) is not a parameter",
-			              ir_ops[n->op].name, i, n->in[i]);
-}
-
 void ir_graph_verify(const ir_graph *g)
 {
 	for (int id = 0; id < g->n_nodes; id++) {
@@ -25,7 +17,6 @@ void ir_graph_verify(const ir_graph *g)
 				              "internal: node %%%d input %d (%%%d) breaks "
 				              "topological order",
 				              id, i, n->in[i]);
-		check_params(g, n);
 		ir_node copy = *n;
 		ir_shape_infer(g, &copy);
 		if (!ir_shape_eq(&copy.shape, &n->shape)) {

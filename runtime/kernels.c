@@ -41,40 +41,65 @@ static void im2col(const rt_conv *p, const float *x, float *cols)
 	}
 }
 
-void rt_conv2d(const rt_conv *p, const float *x, const float *w, const float *b, float *y,
-	       float *scratch)
+/* y[c][i] = relu?(y[c][i] + b[c]) over planes of len floats. */
+static void bias_relu(float *y, const float *b, int planes, int len, int relu)
+{
+	if (!b && !relu)
+		return;
+	for (int c = 0; c < planes; c++) {
+		float bc = b ? b[c] : 0.0f, *yp = y + (size_t)c * len;
+		if (relu)
+			for (int i = 0; i < len; i++)
+				yp[i] = yp[i] + bc > 0.0f || yp[i] != yp[i] ? yp[i] + bc : 0.0f;
+		else
+			for (int i = 0; i < len; i++)
+				yp[i] += bc;
+	}
+}
+
+/* With a residual, the GEMM accumulates onto it (beta = 1): in place when
+ * the planner gave the output the residual's own buffer. */
+void rt_conv2d(const rt_conv *p, const float *x, const float *w, const float *b, const float *res,
+	       float *y, float *scratch, int relu)
 {
 	int kdim = p->c * p->k * p->k, opix = p->oh * p->ow;
+	size_t out_floats = (size_t)p->oc * opix;
 	for (int n = 0; n < p->n; n++) {
 		const float *xn = x + (size_t)n * p->c * p->h * p->w;
-		float *yn = y + (size_t)n * p->oc * opix;
+		float *yn = y + (size_t)n * out_floats;
 		const float *cols = xn;
 		if (rt_conv2d_scratch_floats(p)) {
 			im2col(p, xn, scratch);
 			cols = scratch;
 		}
+		float beta = 0.0f;
+		if (res) {
+			const float *rn = res + (size_t)n * out_floats;
+			if (rn != yn)
+				memcpy(yn, rn, out_floats * sizeof(float));
+			beta = 1.0f;
+		}
 		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, p->oc, opix, kdim, 1.0f, w,
-			    kdim, cols, opix, 0.0f, yn, opix);
-		if (b)
-			for (int o = 0; o < p->oc; o++)
-				for (int i = 0; i < opix; i++)
-					yn[(size_t)o * opix + i] += b[o];
+			    kdim, cols, opix, beta, yn, opix);
+		bias_relu(yn, b, p->oc, opix, relu);
 	}
 }
 
-void rt_linear(int n, int in, int out, const float *x, const float *w, const float *b, float *y)
+void rt_linear(int n, int in, int out, const float *x, const float *w, const float *b, float *y,
+	       int relu)
 {
 	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, w, in, 0.0f,
 		    y, out);
-	if (b)
-		for (int i = 0; i < n; i++)
-			for (int o = 0; o < out; o++)
-				y[(size_t)i * out + o] += b[o];
+	for (int i = 0; i < n; i++)
+		for (int o = 0; o < out; o++) {
+			float v = y[(size_t)i * out + o] + (b ? b[o] : 0.0f);
+			y[(size_t)i * out + o] = relu && v <= 0.0f ? 0.0f : v;
+		}
 }
 
 /* Inference BatchNorm as one multiply-add per element. */
 void rt_batchnorm(int n, int c, int hw, const float *x, const float *mean, const float *var,
-		  const float *gamma, const float *beta, float eps, float *y)
+		  const float *gamma, const float *beta, float eps, float *y, int relu)
 {
 	for (int ch = 0; ch < c; ch++) {
 		float scale = gamma[ch] / sqrtf(var[ch] + eps);
@@ -82,8 +107,48 @@ void rt_batchnorm(int n, int c, int hw, const float *x, const float *mean, const
 		for (int i = 0; i < n; i++) {
 			const float *xp = x + ((size_t)i * c + ch) * hw;
 			float *yp = y + ((size_t)i * c + ch) * hw;
-			for (int k = 0; k < hw; k++)
-				yp[k] = xp[k] * scale + shift;
+			for (int k = 0; k < hw; k++) {
+				float v = xp[k] * scale + shift;
+				yp[k] = relu && v <= 0.0f ? 0.0f : v;
+			}
 		}
 	}
+}
+
+/* The option-A shortcut in one pass: subsample by stride, zero channels
+ * before and after. */
+void rt_shortcut_a(int n, int c, int h, int w, int stride, int before, int after,
+		   const float *x, float *y)
+{
+	int oh = (h + stride - 1) / stride, ow = (w + stride - 1) / stride, oc = c + before + after;
+	size_t plane = (size_t)oh * ow;
+	for (int i = 0; i < n; i++) {
+		float *yi = y + (size_t)i * oc * plane;
+		memset(yi, 0, (size_t)before * plane * sizeof(float));
+		memset(yi + (size_t)(before + c) * plane, 0, (size_t)after * plane * sizeof(float));
+		for (int ch = 0; ch < c; ch++) {
+			const float *xp = x + ((size_t)i * c + ch) * h * w;
+			float *yp = yi + (size_t)(before + ch) * plane;
+			for (int r = 0; r < oh; r++)
+				for (int q = 0; q < ow; q++)
+					yp[(size_t)r * ow + q] = xp[(size_t)r * stride * w + q * stride];
+		}
+	}
+}
+
+void rt_bn_fold_weight(int oc, int per, const float *w, const float *gamma, const float *var,
+		       float eps, float *y)
+{
+	for (int o = 0; o < oc; o++) {
+		float s = gamma[o] / sqrtf(var[o] + eps);
+		for (int i = 0; i < per; i++)
+			y[(size_t)o * per + i] = w[(size_t)o * per + i] * s;
+	}
+}
+
+void rt_bn_fold_bias(int oc, const float *gamma, const float *beta, const float *mean,
+		     const float *var, const float *b, float eps, float *y)
+{
+	for (int o = 0; o < oc; o++)
+		y[o] = ((b ? b[o] : 0.0f) - mean[o]) * (gamma[o] / sqrtf(var[o] + eps)) + beta[o];
 }

@@ -110,11 +110,23 @@ void rt_sgd_momentum_ref(size_t count, float *w, const float *g, float *v, float
  * Same semantics as the reference kernels; scratch is caller-provided. */
 
 size_t rt_conv2d_scratch_floats(const rt_conv *p);
-void rt_conv2d(const rt_conv *p, const float *x, const float *w, const float *b, float *y,
-	       float *scratch);
-void rt_linear(int n, int in, int out, const float *x, const float *w, const float *b, float *y);
+/* y = relu?(conv(x, w) + b + res); b and res may be NULL; res may be y
+ * itself (the residual accumulated in place). */
+void rt_conv2d(const rt_conv *p, const float *x, const float *w, const float *b, const float *res,
+	       float *y, float *scratch, int relu);
+void rt_linear(int n, int in, int out, const float *x, const float *w, const float *b, float *y,
+	       int relu);
 void rt_batchnorm(int n, int c, int hw, const float *x, const float *mean, const float *var,
-		  const float *gamma, const float *beta, float eps, float *y);
+		  const float *gamma, const float *beta, float eps, float *y, int relu);
+/* pad_channels(subsample(x, stride), before, after) in one pass */
+void rt_shortcut_a(int n, int c, int h, int w, int stride, int before, int after,
+		   const float *x, float *y);
+/* BatchNorm folding: w'[o] = w[o] * gamma[o] / sqrt(var[o] + eps) over per
+ * values each; b' = (b - mean) * gamma / sqrt(var + eps) + beta, b may be NULL. */
+void rt_bn_fold_weight(int oc, int per, const float *w, const float *gamma, const float *var,
+		       float eps, float *y);
+void rt_bn_fold_bias(int oc, const float *gamma, const float *beta, const float *mean,
+		     const float *var, const float *b, float eps, float *y);
 
 /* ---- generated libraries --------------------------------------------------
  * A library netcc emits is a descriptor plus exported wrappers around the
