@@ -29,6 +29,27 @@ static void print_attrs(const ir_node *n, FILE *out)
 	fputc('}', out);
 }
 
+/* Where the planner put the value (and the kernel's scratch). */
+static void print_mem(const ir_node *n, FILE *out)
+{
+	switch (n->mem) {
+	case IR_MEM_ARENA:
+		fprintf(out, " @arena+%lld", (long long)n->offset);
+		break;
+	case IR_MEM_WEIGHTS:
+		fprintf(out, " @weights+%lld", (long long)n->offset);
+		break;
+	case IR_MEM_OUTPUT:
+		fprintf(out, " @output%d", n->io);
+		break;
+	default:
+		break;
+	}
+	if (n->scratch_bytes)
+		fprintf(out, " scratch@arena+%lld:%lld", (long long)n->scratch,
+			(long long)n->scratch_bytes);
+}
+
 void ir_node_print(const ir_graph *g, int id, FILE *out)
 {
 	const ir_node *n = &g->nodes[id];
@@ -52,6 +73,7 @@ void ir_node_print(const ir_graph *g, int id, FILE *out)
 	if (n->op == IR_OP_PAD_CHANNELS && n->stride > 1)
 		fprintf(out, " stride=%lld", (long long)n->stride);
 	fprintf(out, " : %s", ir_shape_str(&n->shape, sb, sizeof sb));
+	print_mem(n, out);
 	if (n->name && *n->name)
 		fprintf(out, "  # %s", n->name);
 	fputc('\n', out);
@@ -64,4 +86,11 @@ void ir_graph_print(const ir_graph *g, FILE *out)
 		ir_node_print(g, i, out);
 	for (int i = 0; i < g->n_outputs; i++)
 		fprintf(out, "  output %s = %%%d\n", g->outputs[i].name, g->outputs[i].node);
+	if (g->plan.done)
+		fprintf(out,
+			"  plan: arena_bytes %lld, lower_bound_bytes %lld, naive_bytes %lld, "
+			"weight_bytes %lld, raw_bytes %lld\n",
+			(long long)g->plan.arena_bytes, (long long)g->plan.lower_bound_bytes,
+			(long long)g->plan.naive_bytes, (long long)g->plan.weight_bytes,
+			(long long)g->plan.raw_bytes);
 }

@@ -27,6 +27,13 @@ extern const char *const passes_names[];
  * planner's figures are compared with. */
 void plan_naive(ir_graph *g);
 
+/* The passes, in pipeline order. */
+void fold_batchnorm(ir_graph *g);
+void fuse_epilogue(ir_graph *g);
+void simplify_graph(ir_graph *g);
+/* Liveness, in-place reuse, and greedy-by-size offsets in one arena. */
+void plan_memory(ir_graph *g);
+
 /* Decides which nodes run at weight preparation, lays out the raw and
  * prepared weights, and binds inputs and outputs to the caller's buffers. */
 void plan_roles(ir_graph *g);

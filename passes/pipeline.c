@@ -4,7 +4,8 @@
 
 #include "passes.h"
 
-const char *const passes_names[] = {"plan", NULL};
+const char *const passes_names[] = {"fold_batchnorm", "fuse_epilogue", "simplify", "plan",
+				   NULL};
 
 static void after(ir_graph *g, const passes_options *o, const char *name)
 {
@@ -18,6 +19,17 @@ static void after(ir_graph *g, const passes_options *o, const char *name)
 
 void passes_run(ir_graph *g, const passes_options *o)
 {
-	plan_naive(g);
+	if (o->opt_level == 0) {
+		plan_naive(g);
+		after(g, o, "plan");
+		return;
+	}
+	fold_batchnorm(g);
+	after(g, o, "fold_batchnorm");
+	fuse_epilogue(g);
+	after(g, o, "fuse_epilogue");
+	simplify_graph(g);
+	after(g, o, "simplify");
+	plan_memory(g);
 	after(g, o, "plan");
 }

@@ -3,39 +3,47 @@
  * output; scratch is caller-provided (planned into the instance's arena). */
 #include <cblas.h>
 #include <math.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "runtime.h"
+
+/* im2col works on blocks of output pixels so its buffer stays small (and
+ * in cache) whatever the layer: at most this many floats, or one column. */
+enum { COLS_FLOATS = 1 << 16 };
+
+static int cols_block(const rt_conv *p)
+{
+	int kdim = p->c * p->k * p->k, opix = p->oh * p->ow;
+	int blk = COLS_FLOATS / kdim;
+	return blk < 1 ? 1 : blk > opix ? opix : blk;
+}
 
 size_t rt_conv2d_scratch_floats(const rt_conv *p)
 {
 	if (p->k == 1 && p->stride == 1 && p->pad == 0)
 		return 0;
-	return (size_t)p->c * p->k * p->k * p->oh * p->ow;
+	return (size_t)p->c * p->k * p->k * cols_block(p);
 }
 
 /* Unrolls every k x k window into a column: rows are (c, kh, kw), columns
  * output positions, so the convolution becomes W[oc, c*k*k] x cols. */
-static void im2col(const rt_conv *p, const float *x, float *cols)
+/* Unrolls the k x k windows of output pixels [p0, p0 + np) into columns:
+ * rows are (c, kh, kw), so the convolution becomes W[oc, c*k*k] x cols. */
+static void im2col(const rt_conv *p, const float *x, float *cols, int p0, int np)
 {
-	size_t opix = (size_t)p->oh * p->ow;
 	for (int c = 0; c < p->c; c++) {
 		const float *xp = x + (size_t)c * p->h * p->w;
 		for (int kh = 0; kh < p->k; kh++)
 			for (int kw = 0; kw < p->k; kw++) {
-				float *row = cols + ((size_t)(c * p->k + kh) * p->k + kw) * opix;
-				for (int oy = 0; oy < p->oh; oy++) {
+				float *row = cols + ((size_t)(c * p->k + kh) * p->k + kw) * np;
+				for (int j = 0; j < np; j++) {
+					int oy = (p0 + j) / p->ow, ox = (p0 + j) % p->ow;
 					int iy = oy * p->stride + kh - p->pad;
-					float *r = row + (size_t)oy * p->ow;
-					if (iy < 0 || iy >= p->h) {
-						memset(r, 0, (size_t)p->ow * sizeof(float));
-						continue;
-					}
-					const float *xr = xp + (size_t)iy * p->w;
-					for (int ox = 0; ox < p->ow; ox++) {
-						int ix = ox * p->stride + kw - p->pad;
-						r[ox] = ix >= 0 && ix < p->w ? xr[ix] : 0.0f;
-					}
+					int ix = ox * p->stride + kw - p->pad;
+					row[j] = iy >= 0 && iy < p->h && ix >= 0 && ix < p->w
+							 ? xp[(size_t)iy * p->w + ix]
+							 : 0.0f;
 				}
 			}
 	}
@@ -59,19 +67,18 @@ static void bias_relu(float *y, const float *b, int planes, int len, int relu)
 
 /* With a residual, the GEMM accumulates onto it (beta = 1): in place when
  * the planner gave the output the residual's own buffer. */
+/* With a residual, the GEMM accumulates onto it (beta = 1): in place when
+ * the planner gave the output the residual's own buffer. */
 void rt_conv2d(const rt_conv *p, const float *x, const float *w, const float *b, const float *res,
 	       float *y, float *scratch, int relu)
 {
 	int kdim = p->c * p->k * p->k, opix = p->oh * p->ow;
 	size_t out_floats = (size_t)p->oc * opix;
+	bool direct = !rt_conv2d_scratch_floats(p);
+	int blk = direct ? opix : cols_block(p);
 	for (int n = 0; n < p->n; n++) {
 		const float *xn = x + (size_t)n * p->c * p->h * p->w;
 		float *yn = y + (size_t)n * out_floats;
-		const float *cols = xn;
-		if (rt_conv2d_scratch_floats(p)) {
-			im2col(p, xn, scratch);
-			cols = scratch;
-		}
 		float beta = 0.0f;
 		if (res) {
 			const float *rn = res + (size_t)n * out_floats;
@@ -79,8 +86,18 @@ void rt_conv2d(const rt_conv *p, const float *x, const float *w, const float *b,
 				memcpy(yn, rn, out_floats * sizeof(float));
 			beta = 1.0f;
 		}
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, p->oc, opix, kdim, 1.0f, w,
-			    kdim, cols, opix, beta, yn, opix);
+		for (int p0 = 0; p0 < opix; p0 += blk) {
+			int np = opix - p0 < blk ? opix - p0 : blk;
+			const float *cols = xn + p0;
+			int ldb = opix;
+			if (!direct) {
+				im2col(p, xn, scratch, p0, np);
+				cols = scratch;
+				ldb = np;
+			}
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, p->oc, np, kdim, 1.0f,
+				    w, kdim, cols, ldb, beta, yn + p0, opix);
+		}
 		bias_relu(yn, b, p->oc, opix, relu);
 	}
 }

@@ -1,0 +1,198 @@
+/* Epilogue fusion: work that would read and write a whole activation
+ * again joins the node that produces it.
+ *   relu(conv(x) + r)          one conv that adds r and applies relu
+ *   relu(conv(x)), relu(linear / add / batchnorm)   the relu joins
+ *   pad_channels(subsample(x)) one option-A shortcut pass
+ *   flatten(global_avgpool(x)) the pooling writes [N, C] directly
+ * A producer absorbs a consumer only when the consumer is its one user.
+ * The conv that takes a residual is the later of the add's operands, so the
+ * other is already computed where the conv runs; when only the earlier one
+ * is a conv (an option-A shortcut is computed after the branch), the
+ * shortcut is hoisted to just before that conv if its inputs allow. */
+#include <stdlib.h>
+
+#include "passes.h"
+
+typedef struct fuse {
+	const ir_node *old;
+	int *uses;
+	int *into;     /* old id -> old id of the node that absorbs it, or -1 */
+	int *residual; /* conv old id -> old id of the residual it adds, or -1 */
+	bool *relu;    /* producer old id -> gets a relu */
+	int *stride;   /* pad_channels old id -> stride of the subsample it absorbs */
+	bool *flat;    /* global_avgpool old id -> absorbs a flatten */
+	int *hoist;    /* conv old id -> old id of a node emitted just before it */
+	int *emitted;  /* hoisted old id -> its new id */
+} fuse;
+
+static bool single(const fuse *f, int id)
+{
+	return f->uses[id] == 1;
+}
+
+static bool takes_relu(const ir_node *n)
+{
+	return n->op == IR_OP_CONV || n->op == IR_OP_LINEAR || n->op == IR_OP_ADD ||
+	       n->op == IR_OP_BATCHNORM;
+}
+
+/* The node an old id now stands for, after absorptions. */
+static int root(const fuse *f, int id)
+{
+	while (f->into[id] >= 0)
+		id = f->into[id];
+	return id;
+}
+
+static bool residual_ok(const fuse *f, int conv)
+{
+	const ir_node *p = &f->old[conv];
+	return p->op == IR_OP_CONV && single(f, conv) && !p->residual && f->residual[conv] < 0 &&
+	       !f->relu[conv] && f->into[conv] < 0 && f->hoist[conv] < 0;
+}
+
+/* Whether node id can run before node at: every input it reads (through a
+ * subsample it absorbs) comes earlier, and nothing was hoisted for it. */
+static bool hoistable(const fuse *f, int id, int at)
+{
+	const ir_node *n = &f->old[id];
+	if (f->hoist[id] >= 0 || f->residual[id] >= 0 || f->into[id] >= 0)
+		return false;
+	for (int k = 0; k < n->n_in; k++) {
+		int src = n->in[k];
+		if (f->into[src] == id && f->old[src].op == IR_OP_SUBSAMPLE)
+			src = f->old[src].in[0];
+		if (src >= at)
+			return false;
+	}
+	return true;
+}
+
+static void plan_add(fuse *f, int id)
+{
+	const ir_node *n = &f->old[id];
+	int a = n->in[0], b = n->in[1];
+	int later = a > b ? a : b, other = a > b ? b : a;
+	if (a == b)
+		return;
+	if (residual_ok(f, later)) {
+		f->residual[later] = other;
+		f->into[id] = later;
+	} else if (residual_ok(f, other) && hoistable(f, later, other)) {
+		f->hoist[other] = later;
+		f->residual[other] = later;
+		f->into[id] = other;
+	}
+}
+
+static void plan_relu(fuse *f, int id)
+{
+	int src = root(f, f->old[id].in[0]);
+	const ir_node *p = &f->old[src];
+	/* the relu's input must be read only by it (through absorptions) */
+	if (!single(f, f->old[id].in[0]) || !takes_relu(p) || p->relu || f->relu[src])
+		return;
+	f->relu[src] = true;
+	f->into[id] = src;
+}
+
+static void plan(fuse *f, int n)
+{
+	for (int id = 0; id < n; id++) {
+		const ir_node *x = &f->old[id];
+		switch (x->op) {
+		case IR_OP_ADD:
+			plan_add(f, id);
+			break;
+		case IR_OP_RELU:
+			plan_relu(f, id);
+			break;
+		case IR_OP_PAD_CHANNELS: {
+			int s = x->in[0];
+			if (f->old[s].op == IR_OP_SUBSAMPLE && single(f, s) && x->stride <= 1) {
+				f->stride[id] = (int)f->old[s].stride;
+				f->into[s] = id; /* dropped: pad_channels reads its input */
+			}
+			break;
+		}
+		case IR_OP_FLATTEN: {
+			int s = x->in[0];
+			if (f->old[s].op == IR_OP_GLOBAL_AVGPOOL && single(f, s) && !f->old[s].flat) {
+				f->flat[s] = true;
+				f->into[id] = s;
+			}
+			break;
+		}
+		default:
+			break;
+		}
+	}
+}
+
+static int emit(ir_rewriter *rw, fuse *f, int id)
+{
+	const ir_node *old = &f->old[id];
+	if (f->hoist[id] >= 0)
+		f->emitted[f->hoist[id]] = emit(rw, f, f->hoist[id]);
+	ir_node n = *old;
+	for (int k = 0; k < n.n_in; k++) {
+		int src = n.in[k];
+		/* a fused subsample: read what it read */
+		if (f->into[src] == id && f->old[src].op == IR_OP_SUBSAMPLE)
+			src = f->old[src].in[0];
+		n.in[k] = ir_rewrite_map(rw, src);
+	}
+	if (f->residual[id] >= 0) {
+		int r = f->residual[id];
+		n.residual = n.n_in;
+		n.in[n.n_in++] = f->emitted[r] >= 0 ? f->emitted[r] : ir_rewrite_map(rw, r);
+	}
+	n.relu |= f->relu[id];
+	n.flat |= f->flat[id];
+	if (f->stride[id] > 1)
+		n.stride = f->stride[id];
+	ir_shape_infer(ir_rewrite_graph(rw), &n);
+	return ir_rewrite_emit(rw, &n);
+}
+
+static int rewrite(ir_rewriter *rw, const ir_node *old, int id, void *ctx)
+{
+	fuse *f = ctx;
+	if (f->emitted[id] >= 0)
+		return f->emitted[id];
+	if (f->into[id] >= 0) {
+		/* absorbed into a later node: dropped, nothing else reads it */
+		if (f->into[id] > id)
+			return -1;
+		return ir_rewrite_map(rw, f->into[id]);
+	}
+	return emit(rw, f, id);
+}
+
+void fuse_epilogue(ir_graph *g)
+{
+	size_t n = (size_t)g->n_nodes + 1;
+	fuse f = {.old = g->nodes,
+		  .uses = ir_use_counts(g),
+		  .into = malloc(n * sizeof(int)),
+		  .residual = malloc(n * sizeof(int)),
+		  .relu = calloc(n, sizeof(bool)),
+		  .stride = calloc(n, sizeof(int)),
+		  .flat = calloc(n, sizeof(bool)),
+		  .hoist = malloc(n * sizeof(int)),
+		  .emitted = malloc(n * sizeof(int))};
+	if (!f.into || !f.residual || !f.relu || !f.stride || !f.flat || !f.hoist || !f.emitted)
+		diag_fatal("out of memory");
+	for (size_t i = 0; i < n; i++)
+		f.into[i] = f.residual[i] = f.hoist[i] = f.emitted[i] = -1;
+	plan(&f, g->n_nodes);
+	ir_rewrite(g, rewrite, &f);
+	free(f.uses);
+	free(f.into);
+	free(f.residual);
+	free(f.relu);
+	free(f.stride);
+	free(f.flat);
+	free(f.hoist);
+	free(f.emitted);
+}
