@@ -75,6 +75,25 @@ static int compile_job(void *ctx)
 	return backend_compile(j->g, &j->bo);
 }
 
+static int check_dump_after(const char *name)
+{
+	if (!name || !strcmp(name, "all"))
+		return 0;
+	int n = 0;
+	for (; passes_names[n]; n++)
+		if (!strcmp(name, passes_names[n]))
+			return 0;
+	const char *hint = diag_suggest(name, passes_names, n);
+	fprintf(stderr, "netcc: error: --dump-after=%s: no such pass", name);
+	if (hint)
+		fprintf(stderr, "; did you mean '%s'?", hint);
+	fprintf(stderr, " (passes:");
+	for (int i = 0; i < n; i++)
+		fprintf(stderr, " %s", passes_names[i]);
+	fprintf(stderr, ", or all)\n");
+	return 2;
+}
+
 int cmd_compile(int argc, char **argv)
 {
 	opts o;
@@ -87,8 +106,13 @@ int cmd_compile(int argc, char **argv)
 	bool ok = true;
 	int64_t seed = opts_int(&o, "seed", 0, 0, INT64_MAX, &ok);
 	backend_emit_kind emit = BACKEND_EMIT_SO;
-	if (!ok || emit_kind(opts_str(&o, "emit", "so"), &emit) != 0)
+	if (!ok || emit_kind(opts_str(&o, "emit", "so"), &emit) != 0 ||
+	    check_dump_after(opts_str(&o, "dump-after", NULL)) != 0)
 		return 2;
+	if (opts_flag(&o, "O0") && opts_flag(&o, "O2")) {
+		fprintf(stderr, "netcc: error: -O0 and -O2 together\n");
+		return 2;
+	}
 	int status;
 	ir_graph *g = driver_model_load(&o, 1, &status);
 	if (!g)

@@ -1,0 +1,494 @@
+/* The optimisation passes: what each folds or fuses and what it must leave
+ * alone, that the numbers never change, and that the memory plan never
+ * lets two live values share bytes. */
+#include "backend.h"
+#include "frontend.h"
+#include "passes.h"
+#include "testutil.h"
+
+static ir_graph *parse(const char *text, int64_t batch)
+{
+	ir_graph *g = frontend_graph_parse("t.nn", text, strlen(text), batch);
+	ck_assert_msg(g != NULL, "does not parse:\n%s", text);
+	return g;
+}
+
+static ir_graph *load_model(const char *name, int64_t batch)
+{
+	char path[1024];
+	snprintf(path, sizeof path, "%s/models/%s.nn", test_env("NETCC_ROOT", "."), name);
+	ir_graph *g = frontend_graph_load(path, batch);
+	ck_assert_msg(g != NULL, "%s does not load", path);
+	return g;
+}
+
+static int count(const ir_graph *g, ir_op op)
+{
+	int n = 0;
+	for (int i = 0; i < g->n_nodes; i++)
+		n += g->nodes[i].op == op;
+	return n;
+}
+
+/* Executed nodes: what the compiled forward function runs. */
+static int executed(const ir_graph *g)
+{
+	int n = 0;
+	for (int i = 0; i < g->n_nodes; i++)
+		n += !g->nodes[i].prep && g->nodes[i].op != IR_OP_INPUT;
+	return n;
+}
+
+/* He weights, then BatchNorm made non-trivial so folding changes numbers. */
+static void random_weights(ir_graph *g, uint64_t seed)
+{
+	ir_graph_init_he(g, seed);
+	rt_rng r;
+	rt_rng_seed(&r, seed + 1);
+	for (int i = 0; i < g->n_nodes; i++) {
+		const ir_node *n = &g->nodes[i];
+		if (n->op != IR_OP_BATCHNORM)
+			continue;
+		int64_t c = g->nodes[n->in[1]].shape.d[0];
+		for (int64_t k = 0; k < c; k++) {
+			g->nodes[n->in[1]].data[k] = 0.5f + rt_rng_uniform(&r);
+			g->nodes[n->in[2]].data[k] = 0.2f * rt_rng_normal(&r);
+			g->nodes[n->in[3]].data[k] = 0.5f * rt_rng_normal(&r);
+			g->nodes[n->in[4]].data[k] = 0.5f + 1.5f * rt_rng_uniform(&r);
+		}
+	}
+}
+
+static float *random_input(const ir_graph *g, uint64_t seed)
+{
+	const ir_node *x = &g->nodes[g->inputs[0].node];
+	size_t n = (size_t)ir_shape_count(&x->shape);
+	float *v = malloc(n * sizeof(float));
+	rt_rng r;
+	rt_rng_seed(&r, seed);
+	for (size_t i = 0; i < n; i++)
+		v[i] = rt_rng_normal(&r);
+	return v;
+}
+
+static float *interp_output(const ir_graph *g, const float *x)
+{
+	size_t n = (size_t)ir_shape_count(&g->nodes[g->outputs[0].node].shape);
+	float *y = malloc(n * sizeof(float));
+	char err[256];
+	ck_assert_msg(interp_run(g, &x, &y, err, sizeof err) == 0, "%s", err);
+	return y;
+}
+
+/* ---- the plan's invariant --------------------------------------------------- */
+
+typedef struct live {
+	int64_t off, size;
+	int from, to; /* steps, inclusive */
+	int node;     /* value, or -1 - node for a node's scratch */
+} live;
+
+static bool declared_inplace(const ir_node *n, int input)
+{
+	switch (n->op) {
+	case IR_OP_RELU:
+	case IR_OP_BATCHNORM:
+	case IR_OP_FLATTEN:
+		return n->in[0] == input;
+	case IR_OP_ADD:
+		return n->in[0] == input || n->in[1] == input;
+	case IR_OP_CONV:
+		return n->residual && n->in[n->residual] == input;
+	default:
+		return false;
+	}
+}
+
+/* No two values (or scratch regions) live at the same step share a byte,
+ * except a node overwriting an input that dies at it, which it may. */
+static void check_plan(const ir_graph *g)
+{
+	int n = g->n_nodes, k = 0;
+	live *v = calloc((size_t)(2 * n + 1), sizeof *v);
+	for (int i = 0; i < n; i++) {
+		const ir_node *x = &g->nodes[i];
+		if (x->prep || x->op == IR_OP_INPUT)
+			continue;
+		if (x->scratch_bytes)
+			v[k++] = (live){x->scratch, x->scratch_bytes, i, i, -1 - i};
+		if (x->mem != IR_MEM_ARENA)
+			continue;
+		ck_assert_int_ge(x->offset, 0);
+		ck_assert_int_le(x->offset + ir_shape_count(&x->shape) * 4, g->plan.arena_bytes);
+		int last = i;
+		for (int j = i + 1; j < n; j++)
+			for (int q = 0; q < g->nodes[j].n_in; q++)
+				if (g->nodes[j].in[q] == i && !g->nodes[j].prep)
+					last = j;
+		v[k++] = (live){x->offset, ir_shape_count(&x->shape) * 4, i, last, i};
+	}
+	for (int a = 0; a < k; a++) {
+		ck_assert_int_le(v[a].off + v[a].size, g->plan.arena_bytes);
+		for (int b = a + 1; b < k; b++) {
+			bool time = v[a].from <= v[b].to && v[b].from <= v[a].to;
+			bool space = v[a].off < v[b].off + v[b].size && v[b].off < v[a].off + v[a].size;
+			if (!time || !space)
+				continue;
+			/* the one allowed overlap: b made at a's last use, in place over a */
+			bool ok = v[a].node >= 0 && v[b].node >= 0 && v[a].to == v[b].from &&
+				  declared_inplace(&g->nodes[v[b].node], v[a].node) &&
+				  v[a].off == v[b].off;
+			ck_assert_msg(ok, "%%%d [%lld,+%lld) steps %d-%d overlaps %%%d [%lld,+%lld) steps %d-%d",
+				      v[a].node, (long long)v[a].off, (long long)v[a].size, v[a].from,
+				      v[a].to, v[b].node, (long long)v[b].off, (long long)v[b].size,
+				      v[b].from, v[b].to);
+		}
+	}
+	free(v);
+}
+
+/* ---- folding -------------------------------------------------------------- */
+
+#define SMALL "version 1\nmodel m(x: f32[N, 4, 8, 8]) -> (y: f32[N, 6, 8, 8])\n"
+
+START_TEST(fold_conv_batchnorm)
+{
+	ir_graph *g = parse(SMALL "graph { y = batchnorm(conv(x, 6, 3, pad = 1, bias = false)) }\n", 2);
+	random_weights(g, 1);
+	float *x = random_input(g, 2), *want = interp_output(g, x);
+	fold_batchnorm(g);
+	ir_graph_verify(g);
+	ck_assert_int_eq(count(g, IR_OP_BATCHNORM), 0);
+	ck_assert_int_eq(count(g, IR_OP_BN_FOLD_WEIGHT), 1);
+	ck_assert_int_eq(count(g, IR_OP_BN_FOLD_BIAS), 1);
+	const ir_node *y = &g->nodes[g->outputs[0].node];
+	ck_assert_int_eq(y->op, IR_OP_CONV);
+	ck_assert(y->bias);
+	float *got = interp_output(g, x);
+	ck_assert_close(got, want, 2 * 6 * 8 * 8, 1e-5);
+	free(x), free(want), free(got);
+	ir_graph_free(g);
+}
+END_TEST
+
+START_TEST(fold_keeps_conv_bias)
+{
+	ir_graph *g = parse(SMALL "graph { y = relu(batchnorm(conv(x, 6, 3, pad = 1))) }\n", 1);
+	random_weights(g, 3);
+	/* a non-zero bias, so b' really depends on it */
+	for (int i = 0; i < g->n_nodes; i++)
+		if (g->nodes[i].op == IR_OP_PARAM && strstr(g->nodes[i].name, "conv0.bias"))
+			for (int k = 0; k < 6; k++)
+				g->nodes[i].data[k] = 0.3f * (float)k - 0.7f;
+	float *x = random_input(g, 4), *want = interp_output(g, x);
+	passes_run(g, &(passes_options){.opt_level = 2});
+	ck_assert_int_eq(executed(g), 1);
+	float *got = interp_output(g, x);
+	ck_assert_close(got, want, 6 * 8 * 8, 1e-5);
+	free(x), free(want), free(got);
+	ir_graph_free(g);
+}
+END_TEST
+
+START_TEST(fold_leaves_shared_conv)
+{
+	/* the conv's raw result is also read by the add: it must stay unfolded */
+	ir_graph *g = parse(SMALL "graph { h = conv(x, 6, 3, pad = 1)\n y = batchnorm(h) + h }\n", 1);
+	random_weights(g, 5);
+	float *x = random_input(g, 6), *want = interp_output(g, x);
+	fold_batchnorm(g);
+	ir_graph_verify(g);
+	ck_assert_int_eq(count(g, IR_OP_BATCHNORM), 1);
+	ck_assert_int_eq(count(g, IR_OP_BN_FOLD_WEIGHT), 0);
+	float *got = interp_output(g, x);
+	ck_assert_close(got, want, 6 * 8 * 8, 1e-6);
+	free(x), free(want), free(got);
+	ir_graph_free(g);
+}
+END_TEST
+
+START_TEST(fold_linear_batchnorm)
+{
+	ir_graph *g = parse("version 1\nmodel m(x: f32[N, 12]) -> (y: f32[N, 5])\n"
+			    "graph { y = batchnorm(linear(x, 5)) }\n",
+			    3);
+	random_weights(g, 7);
+	float *x = random_input(g, 8), *want = interp_output(g, x);
+	passes_run(g, &(passes_options){.opt_level = 2});
+	ck_assert_int_eq(count(g, IR_OP_BATCHNORM), 0);
+	ck_assert_int_eq(executed(g), 1);
+	float *got = interp_output(g, x);
+	ck_assert_close(got, want, 15, 1e-5);
+	free(x), free(want), free(got);
+	ir_graph_free(g);
+}
+END_TEST
+
+/* ---- fusion --------------------------------------------------------------- */
+
+START_TEST(fuse_residual_and_relu)
+{
+	ir_graph *g = parse("version 1\nmodel m(x: f32[N, 6, 8, 8]) -> (y: f32[N, 6, 8, 8])\n"
+			    "graph { h = relu(conv(x, 6, 3, pad = 1))\n"
+			    "        y = relu(conv(h, 6, 3, pad = 1) + x) }\n",
+			    2);
+	random_weights(g, 9);
+	float *x = random_input(g, 10), *want = interp_output(g, x);
+	fuse_epilogue(g);
+	ir_graph_verify(g);
+	ck_assert_int_eq(count(g, IR_OP_RELU), 0);
+	ck_assert_int_eq(count(g, IR_OP_ADD), 0);
+	const ir_node *y = &g->nodes[g->outputs[0].node];
+	ck_assert_int_eq(y->op, IR_OP_CONV);
+	ck_assert(y->relu);
+	ck_assert_int_gt(y->residual, 0);
+	ck_assert_int_eq(g->nodes[y->in[y->residual]].op, IR_OP_INPUT);
+	float *got = interp_output(g, x);
+	ck_assert_close(got, want, 2 * 6 * 8 * 8, 1e-6);
+	free(x), free(want), free(got);
+	ir_graph_free(g);
+}
+END_TEST
+
+START_TEST(fuse_leaves_shared_producers)
+{
+	/* c is read twice: relu cannot join it, nor can the add */
+	ir_graph *g = parse("version 1\nmodel m(x: f32[N, 6, 8, 8]) -> (y: f32[N, 6, 8, 8])\n"
+			    "graph { c = conv(x, 6, 3, pad = 1)\n y = relu(c) + c }\n",
+			    1);
+	random_weights(g, 11);
+	float *x = random_input(g, 12), *want = interp_output(g, x);
+	fuse_epilogue(g);
+	ir_graph_verify(g);
+	ck_assert_int_eq(count(g, IR_OP_RELU), 1);
+	ck_assert_int_eq(count(g, IR_OP_ADD), 1);
+	for (int i = 0; i < g->n_nodes; i++)
+		if (g->nodes[i].op == IR_OP_CONV)
+			ck_assert(!g->nodes[i].relu && !g->nodes[i].residual);
+	float *got = interp_output(g, x);
+	ck_assert_close(got, want, 6 * 8 * 8, 1e-6);
+	free(x), free(want), free(got);
+	ir_graph_free(g);
+}
+END_TEST
+
+START_TEST(fuse_option_a_hoists_shortcut)
+{
+	ir_graph *g = load_model("resnet20", 2);
+	random_weights(g, 13);
+	float *x = random_input(g, 14), *want = interp_output(g, x);
+	passes_run(g, &(passes_options){.opt_level = 2});
+	ck_assert_int_eq(count(g, IR_OP_SUBSAMPLE), 0);
+	ck_assert_int_eq(count(g, IR_OP_ADD), 0);
+	ck_assert_int_eq(count(g, IR_OP_FLATTEN), 0);
+	ck_assert_int_eq(count(g, IR_OP_PAD_CHANNELS), 2);
+	/* each shortcut runs right before the conv that accumulates onto it */
+	for (int i = 0; i < g->n_nodes; i++)
+		if (g->nodes[i].op == IR_OP_PAD_CHANNELS) {
+			ck_assert_int_gt(g->nodes[i].stride, 1);
+			const ir_node *next = &g->nodes[i + 1];
+			ck_assert_int_eq(next->op, IR_OP_CONV);
+			ck_assert_int_eq(next->in[next->residual], i);
+			ck_assert_int_eq(next->offset, g->nodes[i].offset); /* in place */
+		}
+	ck_assert_int_eq(executed(g), 19 + 2 + 2); /* convs, shortcuts, pool, linear */
+	float *got = interp_output(g, x);
+	ck_assert_close(got, want, 2 * 10, 1e-4);
+	check_plan(g);
+	free(x), free(want), free(got);
+	ir_graph_free(g);
+}
+END_TEST
+
+START_TEST(resnet50_executed_graph)
+{
+	ir_graph *g = load_model("resnet50", 1);
+	ir_graph_init_he(g, 1);
+	passes_run(g, &(passes_options){.opt_level = 2});
+	int convs = 0, other = 0;
+	for (int i = 0; i < g->n_nodes; i++) {
+		const ir_node *n = &g->nodes[i];
+		if (n->prep || n->op == IR_OP_INPUT)
+			continue;
+		if (n->op == IR_OP_CONV)
+			convs++;
+		else
+			ck_assert_msg(n->op == IR_OP_MAXPOOL || n->op == IR_OP_GLOBAL_AVGPOOL ||
+					      n->op == IR_OP_LINEAR,
+				      "%s left standing", ir_ops[n->op].name);
+		other += n->op != IR_OP_CONV;
+	}
+	ck_assert_int_eq(convs, 53);
+	ck_assert_int_eq(other, 3);
+	/* Identity bottlenecks accumulate in place: the last conv writes over
+	 * the block's input, so input, branch and output are not three buffers. */
+	int inplace = 0;
+	for (int i = 0; i < g->n_nodes; i++) {
+		const ir_node *n = &g->nodes[i];
+		if (n->op == IR_OP_CONV && n->residual && n->mem == IR_MEM_ARENA)
+			inplace += n->offset == g->nodes[n->in[n->residual]].offset;
+	}
+	ck_assert_int_eq(inplace, 16); /* every block: 3 + 4 + 6 + 3 */
+	check_plan(g);
+	ck_assert(g->plan.arena_bytes <= 1.02 * (double)g->plan.lower_bound_bytes);
+	ir_graph_free(g);
+}
+END_TEST
+
+/* ---- the planner ---------------------------------------------------------- */
+
+START_TEST(plan_every_model)
+{
+	static const char *const models[] = {"resnet18", "resnet34", "resnet50", "resnet101",
+					     "resnet152", "plain18",  "plain34",  "resnet20",
+					     "resnet32",  "resnet44", "resnet56", "resnet110",
+					     "plain20",   "plain32",  "plain44",  "plain56"};
+	for (size_t m = 0; m < sizeof models / sizeof *models; m++) {
+		ir_graph *g = load_model(models[m], m < 7 ? 1 : 8);
+		passes_run(g, &(passes_options){.opt_level = 2});
+		check_plan(g);
+		ck_assert_msg(g->plan.arena_bytes <= 1.02 * (double)g->plan.lower_bound_bytes,
+			      "%s: arena %lld, bound %lld", models[m],
+			      (long long)g->plan.arena_bytes, (long long)g->plan.lower_bound_bytes);
+		ck_assert_int_lt(g->plan.arena_bytes, g->plan.naive_bytes);
+		ir_graph_free(g);
+	}
+}
+END_TEST
+
+START_TEST(shortcut_needed_later_is_not_overwritten)
+{
+	/* x feeds the residual add and a later conv: accumulating in place
+	 * would corrupt that conv's input. */
+	ir_graph *g = parse("version 1\nmodel m(x: f32[N, 6, 8, 8]) -> (y: f32[N, 6, 8, 8])\n"
+			    "graph { a = relu(x)\n h = conv(a, 6, 3, pad = 1) + a\n"
+			    "        y = conv(a, 6, 3, pad = 1) + h }\n",
+			    1);
+	random_weights(g, 15);
+	float *x = random_input(g, 16), *want = interp_output(g, x);
+	passes_run(g, &(passes_options){.opt_level = 2});
+	check_plan(g);
+	for (int i = 0; i < g->n_nodes; i++) {
+		const ir_node *n = &g->nodes[i];
+		if (n->op == IR_OP_CONV && n->residual && g->nodes[n->in[n->residual]].op == IR_OP_RELU)
+			ck_assert_int_ne(n->offset, g->nodes[n->in[n->residual]].offset);
+	}
+	float *got = interp_output(g, x);
+	ck_assert_close(got, want, 6 * 8 * 8, 1e-5);
+	free(x), free(want), free(got);
+	ir_graph_free(g);
+}
+END_TEST
+
+/* Random networks: chains of convs, relus, BatchNorms, pools and residual
+ * adds over a random mix of earlier values; the plan must hold and -O2
+ * must compute what the unoptimised graph computes. */
+static char *random_model(rt_rng *r)
+{
+	size_t cap = 8192, len = 0;
+	char *s = malloc(cap);
+	len += (size_t)snprintf(s + len, cap - len,
+				"version 1\nmodel m(x: f32[N, 4, 12, 12]) -> (y: f32[N, 4, 12, 12])\n"
+				"graph {\n v0 = x\n");
+	int nv = 1, steps = 4 + (int)(rt_rng_next(r) % 12);
+	for (int i = 0; i < steps; i++) {
+		int a = (int)(rt_rng_next(r) % (uint64_t)nv), b = (int)(rt_rng_next(r) % (uint64_t)nv);
+		const char *fmt;
+		switch (rt_rng_next(r) % 7) {
+		case 0:
+			fmt = " v%d = conv(v%d, 4, 3, pad = 1)\n";
+			break;
+		case 1:
+			fmt = " v%d = relu(v%d)\n";
+			break;
+		case 2:
+			fmt = " v%d = batchnorm(conv(v%d, 4, 1, bias = false))\n";
+			break;
+		case 3:
+			fmt = " v%d = maxpool(v%d, 3, 1, 1)\n";
+			break;
+		case 4:
+			fmt = " v%d = relu(conv(v%d, 4, 3, pad = 1) + v%d)\n";
+			break;
+		case 5:
+			fmt = " v%d = v%d + v%d\n";
+			break;
+		default:
+			fmt = " v%d = relu(batchnorm(v%d))\n";
+			break;
+		}
+		len += (size_t)snprintf(s + len, cap - len, fmt, nv, a, b);
+		nv++;
+	}
+	snprintf(s + len, cap - len, " y = v%d\n}\n", nv - 1);
+	return s;
+}
+
+START_TEST(plan_random_graphs)
+{
+	rt_rng r;
+	rt_rng_seed(&r, 42);
+	int rounds = test_sanitized() ? 40 : 200;
+	for (int t = 0; t < rounds; t++) {
+		char *text = random_model(&r);
+		ir_graph *g = parse(text, 1 + t % 2), *o = parse(text, 1 + t % 2);
+		random_weights(g, (uint64_t)t);
+		random_weights(o, (uint64_t)t);
+		float *x = random_input(g, (uint64_t)t + 1000), *want = interp_output(g, x);
+		passes_run(o, &(passes_options){.opt_level = 2});
+		check_plan(o);
+		ck_assert(o->plan.arena_bytes <= o->plan.naive_bytes);
+		float *got = interp_output(o, x);
+		size_t n = (size_t)ir_shape_count(&o->nodes[o->outputs[0].node].shape);
+		ck_assert_msg(test_rel_err(got, want, n) < 1e-4, "model %d:\n%s", t, text);
+		free(x), free(want), free(got), free(text);
+		ir_graph_free(g);
+		ir_graph_free(o);
+	}
+}
+END_TEST
+
+START_TEST(dump_after_prints_graph)
+{
+	ir_graph *g = parse(SMALL "graph { y = relu(batchnorm(conv(x, 6, 3, pad = 1))) }\n", 1);
+	ir_graph_init_he(g, 1);
+	char *buf;
+	size_t len;
+	FILE *f = open_memstream(&buf, &len);
+	passes_run(g, &(passes_options){.opt_level = 2, .dump_after = "all", .dump = f});
+	fclose(f);
+	for (int i = 0; passes_names[i]; i++) {
+		char head[64];
+		snprintf(head, sizeof head, "# after %s\n", passes_names[i]);
+		ck_assert_msg(strstr(buf, head) != NULL, "no dump after %s", passes_names[i]);
+	}
+	ck_assert_ptr_nonnull(strstr(buf, "bn_fold_weight"));
+	ck_assert_ptr_nonnull(strstr(buf, "@output0"));
+	ck_assert_ptr_nonnull(strstr(buf, "plan: arena_bytes"));
+	free(buf);
+	ir_graph_free(g);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+	Suite *s = suite_create("passes");
+	TCase *t = tcase_create("passes");
+	tcase_set_timeout(t, 300);
+	tcase_add_test(t, fold_conv_batchnorm);
+	tcase_add_test(t, fold_keeps_conv_bias);
+	tcase_add_test(t, fold_leaves_shared_conv);
+	tcase_add_test(t, fold_linear_batchnorm);
+	tcase_add_test(t, fuse_residual_and_relu);
+	tcase_add_test(t, fuse_leaves_shared_producers);
+	tcase_add_test(t, fuse_option_a_hoists_shortcut);
+	tcase_add_test(t, resnet50_executed_graph);
+	tcase_add_test(t, plan_every_model);
+	tcase_add_test(t, shortcut_needed_later_is_not_overwritten);
+	tcase_add_test(t, plan_random_graphs);
+	tcase_add_test(t, dump_after_prints_graph);
+	suite_add_tcase(s, t);
+	return s;
+}
+
+TEST_MAIN(suite)
