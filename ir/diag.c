@@ -195,5 +195,16 @@ const char *diag_suggest(const char *name, const char *const *cands, int n)
 			best = cands[i];
 		}
 	}
-	return best_d <= limit ? best : NULL;
+	if (best_d <= limit)
+		return best;
+	/* "fuse" for "fuse_epilogue": a unique candidate the name begins */
+	const char *prefixed = NULL;
+	size_t len = strlen(name);
+	for (int i = 0; i < n; i++)
+		if (cands[i] && len >= 3 && strncmp(cands[i], name, len) == 0) {
+			if (prefixed)
+				return NULL;
+			prefixed = cands[i];
+		}
+	return prefixed;
 }
