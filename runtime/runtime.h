@@ -128,6 +128,25 @@ void rt_bn_fold_weight(int oc, int per, const float *w, const float *gamma, cons
 void rt_bn_fold_bias(int oc, const float *gamma, const float *beta, const float *mean,
 		     const float *var, const float *b, float eps, float *y);
 
+/* ---- training kernels for compiled code --------------------------------
+ * Same semantics as the rt_*_ref training kernels, built on GEMMs where
+ * the work is. Outputs are overwritten; scratch is caller-provided. */
+
+size_t rt_conv2d_grad_scratch_floats(const rt_conv *p);
+void rt_conv2d_grad_input(const rt_conv *p, const float *dy, const float *w, float *dx,
+			  float *scratch);
+void rt_conv2d_grad_weight(const rt_conv *p, const float *x, const float *dy, float *dw,
+			   float *scratch);
+/* db[c] = sum of dy over n and hw (conv and linear biases; hw = 1 for linear) */
+void rt_bias_grad(int n, int c, int hw, const float *dy, float *db);
+void rt_bn_stats(int n, int c, int hw, const float *x, float *stats);
+void rt_bn_grad_params(int n, int c, int hw, const float *x, const float *dy, const float *stats,
+		       float eps, float *dparams);
+void rt_bn_grad_input(int n, int c, int hw, const float *x, const float *dy, const float *stats,
+		      const float *gamma, const float *dparams, float eps, float *dx);
+void rt_linear_grad_input(int n, int in, int out, const float *dy, const float *w, float *dx);
+void rt_linear_grad_weight(int n, int in, int out, const float *x, const float *dy, float *dw);
+
 /* ---- generated libraries --------------------------------------------------
  * A library netcc emits is a descriptor plus exported wrappers around the
  * rt_instance calls. Every field is 8 bytes wide so the code generator lays
