@@ -24,6 +24,15 @@
 /* inputs and outputs in the graph's declared order; params must have data. */
 int interp_run(const ir_graph *g, const float *const *inputs, float *const *outputs, char *err,
 	       size_t errlen);
+/* Every node's value after a run (tests look inside): value[id]. */
+typedef struct interp_values {
+	int n;
+	float **value;
+	bool *owned;
+} interp_values;
+int interp_run_all(const ir_graph *g, const float *const *inputs, interp_values *v, char *err,
+		   size_t errlen);
+void interp_values_free(interp_values *v);
 /* Fills the prepared weights of a planned graph (plan.weight_bytes). */
 int interp_prepare(const ir_graph *g, float *prepared, char *err, size_t errlen);
 
@@ -66,6 +75,44 @@ int backend_header_write(const ir_graph *g, const backend_options *o, const char
 int backend_jit_run(const ir_graph *g, const float *const *inputs, float *const *outputs,
 		    char *err, size_t errlen);
 
+/* A planned graph compiled in memory, for repeated calls. */
+typedef struct backend_jit backend_jit;
+typedef void backend_prepare_fn(const float *raw, float *prepared);
+typedef void backend_forward_fn(float *prepared, void *workspace, const void *const *in,
+				float *const *out);
+backend_jit *backend_jit_compile(const ir_graph *g, const char *prefix, char *err,
+				 size_t errlen);
+backend_prepare_fn *backend_jit_prepare(const backend_jit *j);
+backend_forward_fn *backend_jit_forward(const backend_jit *j);
+void backend_jit_free(backend_jit *j);
+/* The planned arena, 64-byte aligned; free() it. */
+void *backend_workspace_new(const ir_graph *g);
+
+/* ---- training ----------------------------------------------------------- */
+
+/* Two graphs of one model, fresh from the frontend with the same weights
+ * (the session takes them): one becomes the training step, the other the
+ * inference graph used to evaluate. NULL with err set on failure. */
+typedef struct train_session train_session;
+train_session *train_session_create(ir_graph *train_graph, ir_graph *eval_graph, char *err,
+				    size_t errlen);
+void train_session_free(train_session *s);
+const ir_graph *train_session_graph(const train_session *s);
+/* One SGD step on a batch: loss gets its mean loss, logits ([batch,
+ * classes]) what the forward computed. Labels are checked first. */
+int train_session_step(train_session *s, const float *x, const int32_t *labels, float lr,
+		       float *loss, float *logits, char *err, size_t errlen);
+/* Inference with the running statistics, on a batch of the same size. */
+int train_session_eval(train_session *s, const float *x, float *logits);
+/* Weights, BatchNorm statistics and momentum buffers, with metadata. */
+int train_session_save(const train_session *s, const char *path, const char *const *meta_kv,
+		       int n_meta, char *err, size_t errlen);
+/* From a safetensors file already read; momentum buffers may be absent
+ * (zeros) unless need_state. */
+struct rt_st_file;
+int train_session_load(train_session *s, const struct rt_st_file *f, bool need_state, char *err,
+		       size_t errlen);
+
 /* Pieces, for the tests and the JIT. library: the descriptor and exported
  * API; otherwise NAME__prepare and NAME__forward are external. */
 LLVMModuleRef backend_module_build(LLVMContextRef ctx, const ir_graph *g, const char *prefix,
@@ -77,7 +124,8 @@ int backend_emit(LLVMModuleRef m, LLVMTargetMachineRef tm, backend_emit_kind kin
 		 const char *path);
 /* Links an object file with the runtime and OpenBLAS into a shared object. */
 int backend_link(const char *object, const char *output);
-/* Packs param data into the raw layout the plan chose (plan.raw_bytes). */
+/* Packs param data into the raw layout the plan chose (plan.raw_bytes);
+ * params without data (momentum buffers) are zeros. */
 void backend_raw_weights(const ir_graph *g, float *raw);
 
 #endif

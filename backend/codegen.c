@@ -347,10 +347,216 @@ static void cg_bn_fold_bias(cg *c, const ir_node *n, LLVMValueRef y)
 	kernel(c, "rt_bn_fold_bias", "ipppppfp", args);
 }
 
+/* ---- training ------------------------------------------------------------ */
+
+static LLVMValueRef nchw(cg *c, const ir_shape *s, int i)
+{
+	return i32c(c, i == 2 ? dim(s, 2) * dim(s, 3) : dim(s, i));
+}
+
+static LLVMValueRef scratch_of(cg *c, const ir_node *n)
+{
+	return n->scratch_bytes ? byte_offset(c, c->ws, n->scratch) : LLVMConstNull(c->ptr);
+}
+
+static void cg_bn_stats(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	const ir_shape *x = arg_shape(c, n, 0);
+	LLVMValueRef args[] = {nchw(c, x, 0), nchw(c, x, 1), nchw(c, x, 2), arg(c, n, 0), y};
+	kernel(c, "rt_bn_stats", "iiipp", args);
+}
+
+static void cg_bn_train(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	const ir_shape *x = arg_shape(c, n, 0);
+	LLVMValueRef stats = arg(c, n, 1);
+	LLVMValueRef args[] = {nchw(c, x, 0),
+			       nchw(c, x, 1),
+			       nchw(c, x, 2),
+			       arg(c, n, 0),
+			       stats,
+			       byte_offset(c, stats, (int64_t)dim(x, 1) * 4),
+			       arg(c, n, 2),
+			       arg(c, n, 3),
+			       f32c(c, n->eps),
+			       y,
+			       i32c(c, 0)};
+	kernel(c, "rt_batchnorm", "iiipppppfpi", args);
+}
+
+static void cg_bn_update(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	LLVMValueRef args[] = {i32c(c, arg_shape(c, n, 0)->d[1]), i32c(c, n->out),
+			       f32c(c, n->momentum), arg(c, n, 0), arg(c, n, 1), arg(c, n, 2)};
+	kernel(c, "rt_bn_running_update_ref", "iifppp", args);
+}
+
+static void cg_bn_grad_params(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	const ir_shape *x = arg_shape(c, n, 0);
+	LLVMValueRef args[] = {nchw(c, x, 0), nchw(c, x, 1),   nchw(c, x, 2), arg(c, n, 0),
+			       arg(c, n, 1),  arg(c, n, 2),    f32c(c, n->eps), y};
+	kernel(c, "rt_bn_grad_params", "iiipppfp", args);
+}
+
+static void cg_bn_grad_input(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	const ir_shape *x = arg_shape(c, n, 0);
+	LLVMValueRef args[] = {nchw(c, x, 0), nchw(c, x, 1), nchw(c, x, 2),   arg(c, n, 0),
+			       arg(c, n, 1),  arg(c, n, 2),  arg(c, n, 3),    arg(c, n, 4),
+			       f32c(c, n->eps), y};
+	kernel(c, "rt_bn_grad_input", "iiipppppfp", args);
+}
+
+static LLVMValueRef conv_params(cg *c, const ir_node *n, const ir_shape *x)
+{
+	rt_conv p = rt_conv_make(dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), (int)n->out,
+				 (int)n->kernel, (int)n->stride, (int)n->pad);
+	int v[sizeof p / sizeof(int)];
+	memcpy(v, &p, sizeof p);
+	return int_struct(c, v, sizeof v / sizeof *v);
+}
+
+static void cg_conv_grad_input(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	LLVMValueRef args[] = {conv_params(c, n, arg_shape(c, n, 2)), arg(c, n, 0), arg(c, n, 1), y,
+			       scratch_of(c, n)};
+	kernel(c, "rt_conv2d_grad_input", "ppppp", args);
+}
+
+static void cg_conv_grad_weight(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	LLVMValueRef args[] = {conv_params(c, n, arg_shape(c, n, 0)), arg(c, n, 0), arg(c, n, 1), y,
+			       scratch_of(c, n)};
+	kernel(c, "rt_conv2d_grad_weight", "ppppp", args);
+}
+
+static void cg_bias_grad(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	const ir_shape *s = arg_shape(c, n, 0);
+	LLVMValueRef args[] = {nchw(c, s, 0), nchw(c, s, 1), nchw(c, s, 2), arg(c, n, 0), y};
+	kernel(c, "rt_bias_grad", "iiipp", args);
+}
+
+static LLVMValueRef count_of(cg *c, const ir_node *n)
+{
+	return i64c(c, ir_shape_count(&n->shape));
+}
+
+static void cg_relu_grad(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	LLVMTypeRef params[] = {c->i64, c->ptr, c->ptr, c->ptr};
+	LLVMValueRef args[] = {count_of(c, n), arg(c, n, 0), arg(c, n, 1), y};
+	call(c, declare(c, "rt_relu_grad_ref", c->void_t, params, 4), args, 4);
+}
+
+static LLVMValueRef pool_params(cg *c, const ir_node *n, const ir_shape *x)
+{
+	rt_pool p = rt_pool_make(dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), (int)n->kernel,
+				 (int)n->stride, (int)n->pad);
+	int v[sizeof p / sizeof(int)];
+	memcpy(v, &p, sizeof p);
+	return int_struct(c, v, sizeof v / sizeof *v);
+}
+
+static void cg_maxpool_grad(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	LLVMValueRef args[] = {pool_params(c, n, arg_shape(c, n, 0)), arg(c, n, 0), arg(c, n, 1), y};
+	kernel(c, "rt_maxpool_grad_ref", "pppp", args);
+}
+
+static void cg_avgpool_grad(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	LLVMValueRef args[] = {pool_params(c, n, arg_shape(c, n, 1)), arg(c, n, 0), y};
+	kernel(c, "rt_avgpool_grad_ref", "ppp", args);
+}
+
+static void cg_global_avgpool_grad(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	const ir_shape *x = arg_shape(c, n, 1);
+	LLVMValueRef args[] = {nchw(c, x, 0), nchw(c, x, 1), nchw(c, x, 2), arg(c, n, 0), y};
+	kernel(c, "rt_global_avgpool_grad_ref", "iiipp", args);
+}
+
+static void cg_reshape(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	copy(c, y, arg(c, n, 0), node_bytes(n));
+}
+
+static void cg_linear_grad_input(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	const ir_shape *w = arg_shape(c, n, 1);
+	LLVMValueRef args[] = {i32c(c, dim(&n->shape, 0)), i32c(c, dim(w, 1)), i32c(c, dim(w, 0)),
+			       arg(c, n, 0), arg(c, n, 1), y};
+	kernel(c, "rt_linear_grad_input", "iiippp", args);
+}
+
+static void cg_linear_grad_weight(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	const ir_shape *x = arg_shape(c, n, 0);
+	LLVMValueRef args[] = {i32c(c, dim(x, 0)), i32c(c, dim(x, 1)), i32c(c, dim(&n->shape, 0)),
+			       arg(c, n, 0), arg(c, n, 1), y};
+	kernel(c, "rt_linear_grad_weight", "iiippp", args);
+}
+
+static void cg_softmax_grad(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	LLVMValueRef args[] = {i32c(c, dim(&n->shape, 0)), i32c(c, dim(&n->shape, 1)),
+			       arg(c, n, 0), arg(c, n, 1), y};
+	kernel(c, "rt_softmax_grad_ref", "iippp", args);
+}
+
+static void cg_subsample_grad(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	const ir_shape *x = arg_shape(c, n, 1);
+	LLVMValueRef args[] = {i32c(c, dim(x, 0)), i32c(c, dim(x, 1)), i32c(c, dim(x, 2)),
+			       i32c(c, dim(x, 3)), i32c(c, n->stride), arg(c, n, 0),
+			       y};
+	kernel(c, "rt_subsample_grad_ref", "iiiiipp", args);
+}
+
+static void cg_pad_channels_grad(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	const ir_shape *s = &n->shape;
+	LLVMValueRef args[] = {nchw(c, s, 0),      nchw(c, s, 1),     nchw(c, s, 2),
+			       i32c(c, n->before), i32c(c, n->after), arg(c, n, 0),
+			       y};
+	kernel(c, "rt_pad_channels_grad_ref", "iiiiipp", args);
+}
+
+static void cg_xent_loss(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	const ir_shape *z = arg_shape(c, n, 0);
+	LLVMValueRef args[] = {i32c(c, dim(z, 0)), i32c(c, dim(z, 1)), arg(c, n, 0), arg(c, n, 1),
+			       y};
+	kernel(c, "rt_xent_loss", "iippp", args);
+}
+
+static void cg_xent_grad(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	const ir_shape *z = arg_shape(c, n, 0);
+	LLVMValueRef args[] = {i32c(c, dim(z, 0)), i32c(c, dim(z, 1)), arg(c, n, 0), arg(c, n, 1),
+			       y};
+	kernel(c, "rt_xent_grad", "iippp", args);
+}
+
+static void cg_sgd(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	LLVMTypeRef params[] = {c->i64, c->ptr, c->ptr, c->ptr, c->ptr, c->f32, c->f32};
+	LLVMValueRef args[] = {i64c(c, ir_shape_count(arg_shape(c, n, 0))),
+			       arg(c, n, 0),
+			       byte_offset(c, arg(c, n, 1), n->goff * 4),
+			       arg(c, n, 2),
+			       arg(c, n, 3),
+			       f32c(c, n->momentum),
+			       f32c(c, n->weight_decay)};
+	call(c, declare(c, "rt_sgd_step", c->void_t, params, 7), args, 7);
+}
+
 typedef void cg_fn(cg *c, const ir_node *n, LLVMValueRef y);
 
 static cg_fn *const emitters[IR_OP_COUNT] = {
-#define OP(e, name, args, attrs, flags) [IR_OP_##e] = cg_##name,
+#define OP(e, name, args, attrs, flags, grad) [IR_OP_##e] = cg_##name,
 #include "ops.def"
 };
 
@@ -417,7 +623,7 @@ static LLVMValueRef build_forward(cg *c, bool exported)
 		const ir_node *n = &g->nodes[id];
 		if (n->prep || n->op == IR_OP_INPUT)
 			continue;
-		emitters[n->op](c, n, at(c, id));
+		emitters[n->op](c, n, ir_ops[n->op].flags & OPF_EFFECT ? NULL : at(c, id));
 	}
 	/* Outputs that are not computed in place: an input, a weight, or a value
 	 * that is also an earlier output. */

@@ -27,9 +27,13 @@ void backend_raw_weights(const ir_graph *g, float *raw)
 {
 	for (int i = 0; i < g->n_nodes; i++) {
 		const ir_node *n = &g->nodes[i];
-		if (n->op == IR_OP_PARAM)
-			memcpy((char *)raw + n->raw_offset, n->data,
-			       (size_t)ir_shape_count(&n->shape) * sizeof(float));
+		if (n->op != IR_OP_PARAM)
+			continue;
+		size_t bytes = (size_t)ir_shape_count(&n->shape) * sizeof(float);
+		if (n->data)
+			memcpy((char *)raw + n->raw_offset, n->data, bytes);
+		else
+			memset((char *)raw + n->raw_offset, 0, bytes);
 	}
 }
 

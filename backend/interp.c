@@ -162,10 +162,181 @@ static void interp_bn_fold_bias(const interp *it, const ir_node *n, float *y)
 			       beta[o]);
 }
 
+/* ---- training ------------------------------------------------------------ */
+
+static int hw_of(const ir_shape *s)
+{
+	return dim(s, 2) * dim(s, 3);
+}
+
+/* Effects write into params, which the executor binds to their data. */
+static float *mut(const interp *it, const ir_node *n, int i)
+{
+	return it->buf[n->in[i]];
+}
+
+static void interp_bn_stats(const interp *it, const ir_node *n, float *y)
+{
+	const ir_shape *x = shape(it, n, 0);
+	rt_bn_stats_ref(dim(x, 0), dim(x, 1), hw_of(x), in(it, n, 0), y);
+}
+
+static void interp_bn_train(const interp *it, const ir_node *n, float *y)
+{
+	const ir_shape *x = shape(it, n, 0);
+	int c = dim(x, 1);
+	const float *stats = in(it, n, 1);
+	rt_batchnorm_ref(dim(x, 0), c, hw_of(x), in(it, n, 0), stats, stats + c, in(it, n, 2),
+			 in(it, n, 3), (float)n->eps, y);
+}
+
+static void interp_bn_update(const interp *it, const ir_node *n, float *y)
+{
+	rt_bn_running_update_ref((int)shape(it, n, 0)->d[1], (int)n->out, (float)n->momentum,
+				 in(it, n, 0), mut(it, n, 1), mut(it, n, 2));
+}
+
+static void interp_bn_grad_params(const interp *it, const ir_node *n, float *y)
+{
+	const ir_shape *x = shape(it, n, 0);
+	rt_bn_grad_params_ref(dim(x, 0), dim(x, 1), hw_of(x), in(it, n, 0), in(it, n, 1),
+			      in(it, n, 2), (float)n->eps, y);
+}
+
+static void interp_bn_grad_input(const interp *it, const ir_node *n, float *y)
+{
+	const ir_shape *x = shape(it, n, 0);
+	rt_bn_grad_input_ref(dim(x, 0), dim(x, 1), hw_of(x), in(it, n, 0), in(it, n, 1),
+			     in(it, n, 2), in(it, n, 3), in(it, n, 4), (float)n->eps, y);
+}
+
+static rt_conv conv_of(const ir_shape *x, const ir_node *n)
+{
+	return rt_conv_make(dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), (int)n->out,
+			    (int)n->kernel, (int)n->stride, (int)n->pad);
+}
+
+static void interp_conv_grad_input(const interp *it, const ir_node *n, float *y)
+{
+	rt_conv p = conv_of(shape(it, n, 2), n);
+	rt_conv2d_grad_input_ref(&p, in(it, n, 0), in(it, n, 1), y);
+}
+
+static void interp_conv_grad_weight(const interp *it, const ir_node *n, float *y)
+{
+	rt_conv p = conv_of(shape(it, n, 0), n);
+	rt_conv2d_grad_weight_ref(&p, in(it, n, 0), in(it, n, 1), y, NULL);
+}
+
+static void interp_bias_grad(const interp *it, const ir_node *n, float *y)
+{
+	const ir_shape *s = shape(it, n, 0);
+	int batch = dim(s, 0), c = dim(s, 1), hw = hw_of(s);
+	const float *dy = in(it, n, 0);
+	for (int ch = 0; ch < c; ch++) {
+		double sum = 0;
+		for (int i = 0; i < batch; i++)
+			for (int k = 0; k < hw; k++)
+				sum += dy[((size_t)i * c + ch) * hw + k];
+		y[ch] = (float)sum;
+	}
+}
+
+static void interp_relu_grad(const interp *it, const ir_node *n, float *y)
+{
+	rt_relu_grad_ref((size_t)ir_shape_count(&n->shape), in(it, n, 0), in(it, n, 1), y);
+}
+
+static void interp_maxpool_grad(const interp *it, const ir_node *n, float *y)
+{
+	rt_pool p = pool_of(it, n);
+	rt_maxpool_grad_ref(&p, in(it, n, 0), in(it, n, 1), y);
+}
+
+static void interp_avgpool_grad(const interp *it, const ir_node *n, float *y)
+{
+	const ir_shape *x = shape(it, n, 1);
+	rt_pool p = rt_pool_make(dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), (int)n->kernel,
+				 (int)n->stride, (int)n->pad);
+	rt_avgpool_grad_ref(&p, in(it, n, 0), y);
+}
+
+static void interp_global_avgpool_grad(const interp *it, const ir_node *n, float *y)
+{
+	const ir_shape *x = shape(it, n, 1);
+	rt_global_avgpool_grad_ref(dim(x, 0), dim(x, 1), hw_of(x), in(it, n, 0), y);
+}
+
+static void interp_reshape(const interp *it, const ir_node *n, float *y)
+{
+	memcpy(y, in(it, n, 0), (size_t)ir_shape_count(&n->shape) * sizeof(float));
+}
+
+static void interp_linear_grad_input(const interp *it, const ir_node *n, float *y)
+{
+	const ir_shape *w = shape(it, n, 1);
+	rt_linear_grad_input_ref(dim(&n->shape, 0), dim(w, 1), dim(w, 0), in(it, n, 0),
+				 in(it, n, 1), y);
+}
+
+static void interp_linear_grad_weight(const interp *it, const ir_node *n, float *y)
+{
+	const ir_shape *x = shape(it, n, 0);
+	rt_linear_grad_weight_ref(dim(x, 0), dim(x, 1), dim(&n->shape, 0), in(it, n, 0),
+				  in(it, n, 1), y, NULL);
+}
+
+static void interp_softmax_grad(const interp *it, const ir_node *n, float *y)
+{
+	rt_softmax_grad_ref(dim(&n->shape, 0), dim(&n->shape, 1), in(it, n, 0), in(it, n, 1), y);
+}
+
+static void interp_subsample_grad(const interp *it, const ir_node *n, float *y)
+{
+	const ir_shape *x = shape(it, n, 1);
+	rt_subsample_grad_ref(dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), (int)n->stride,
+			      in(it, n, 0), y);
+}
+
+static void interp_pad_channels_grad(const interp *it, const ir_node *n, float *y)
+{
+	rt_pad_channels_grad_ref(dim(&n->shape, 0), dim(&n->shape, 1), hw_of(&n->shape),
+				 (int)n->before, (int)n->after, in(it, n, 0), y);
+}
+
+/* The reference computes loss and gradient together; each node keeps its half. */
+static void xent(const interp *it, const ir_node *n, float *loss, float *dlogits)
+{
+	const ir_shape *z = shape(it, n, 0);
+	rt_softmax_xent_ref(dim(z, 0), dim(z, 1), in(it, n, 0), (const int32_t *)in(it, n, 1), loss,
+			    dlogits);
+}
+
+static void interp_xent_loss(const interp *it, const ir_node *n, float *y)
+{
+	float *d = malloc((size_t)ir_shape_count(shape(it, n, 0)) * sizeof(float) + 1);
+	if (d)
+		xent(it, n, y, d);
+	free(d);
+}
+
+static void interp_xent_grad(const interp *it, const ir_node *n, float *y)
+{
+	float loss;
+	xent(it, n, &loss, y);
+}
+
+static void interp_sgd(const interp *it, const ir_node *n, float *y)
+{
+	rt_sgd_momentum_ref((size_t)ir_shape_count(shape(it, n, 0)), mut(it, n, 0),
+			    in(it, n, 1) + n->goff, mut(it, n, 2), in(it, n, 3)[0],
+			    (float)n->momentum, (float)n->weight_decay);
+}
+
 typedef void interp_fn(const interp *it, const ir_node *n, float *y);
 
 static interp_fn *const kernels[IR_OP_COUNT] = {
-#define OP(e, name, args, attrs, flags) [IR_OP_##e] = interp_##name,
+#define OP(e, name, args, attrs, flags, grad) [IR_OP_##e] = interp_##name,
 #include "ops.def"
 };
 
@@ -237,6 +408,31 @@ int interp_run(const ir_graph *g, const float *const *inputs, float *const *outp
 	}
 	release(&it, owned);
 	return rc;
+}
+
+int interp_run_all(const ir_graph *g, const float *const *inputs, interp_values *v, char *err,
+		   size_t errlen)
+{
+	interp it = {.g = g, .buf = calloc((size_t)g->n_nodes, sizeof(float *))};
+	bool *owned = calloc((size_t)g->n_nodes, sizeof(bool));
+	int rc = -1;
+	if (!it.buf || !owned)
+		snprintf(err, errlen, "out of memory");
+	else
+		rc = run_nodes(&it, owned, inputs, every, err, errlen);
+	if (rc != 0) {
+		release(&it, owned);
+		return rc;
+	}
+	*v = (interp_values){.n = g->n_nodes, .value = it.buf, .owned = owned};
+	return 0;
+}
+
+void interp_values_free(interp_values *v)
+{
+	interp it = {.buf = v->value, .g = &(ir_graph){.n_nodes = v->n}};
+	release(&it, v->owned);
+	*v = (interp_values){0};
 }
 
 int interp_prepare(const ir_graph *g, float *prepared, char *err, size_t errlen)

@@ -1,6 +1,6 @@
-/* netcc run without writing files: the same module a library would hold,
- * compiled in memory by ORC's LLJIT. Runtime symbols resolve against the
- * netcc process itself, which carries the whole runtime. */
+/* netcc run and netcc train without writing files: the module a library
+ * would hold, compiled in memory by ORC's LLJIT. Runtime symbols resolve
+ * against the netcc process itself, which carries the whole runtime. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,6 +10,13 @@
 #include "backend.h"
 #include "runtime.h"
 
+struct backend_jit {
+	LLVMOrcLLJITRef jit;
+	LLVMOrcThreadSafeContextRef tsc;
+	backend_prepare_fn *prepare;
+	backend_forward_fn *forward;
+};
+
 static int llvm_failed(LLVMErrorRef e, const char *what, char *err, size_t errlen)
 {
 	char *msg = LLVMGetErrorMessage(e);
@@ -18,86 +25,120 @@ static int llvm_failed(LLVMErrorRef e, const char *what, char *err, size_t errle
 	return -1;
 }
 
-typedef void prepare_fn(const float *raw, float *prepared);
-typedef void forward_fn(const float *w, void *ws, const float *const *in, float *const *out);
-
-static int execute(LLVMOrcLLJITRef jit, const ir_graph *g, const float *const *in,
-		   float *const *out, char *err, size_t errlen)
+static int lookup(backend_jit *j, const char *prefix, const char *what, void **fn, char *err,
+		  size_t errlen)
 {
-	LLVMOrcExecutorAddress pa, fa;
-	LLVMErrorRef e;
-	if ((e = LLVMOrcLLJITLookup(jit, &pa, "netcc_jit__prepare")))
-		return llvm_failed(e, "looking up prepare", err, errlen);
-	if ((e = LLVMOrcLLJITLookup(jit, &fa, "netcc_jit__forward")))
-		return llvm_failed(e, "looking up forward", err, errlen);
-	prepare_fn *prepare = (prepare_fn *)(uintptr_t)pa;
-	forward_fn *forward = (forward_fn *)(uintptr_t)fa;
-	size_t ws_bytes = ((size_t)g->plan.arena_bytes + 63) & ~(size_t)63;
+	char name[256];
+	snprintf(name, sizeof name, "%s__%s", prefix, what);
+	LLVMOrcExecutorAddress a;
+	LLVMErrorRef e = LLVMOrcLLJITLookup(j->jit, &a, name);
+	if (e)
+		return llvm_failed(e, name, err, errlen);
+	*fn = (void *)(uintptr_t)a;
+	return 0;
+}
+
+void backend_jit_free(backend_jit *j)
+{
+	if (!j)
+		return;
+	if (j->jit)
+		LLVMOrcDisposeLLJIT(j->jit);
+	if (j->tsc)
+		LLVMOrcDisposeThreadSafeContext(j->tsc);
+	free(j);
+}
+
+backend_jit *backend_jit_compile(const ir_graph *g, const char *prefix, char *err, size_t errlen)
+{
+	backend_jit *j = calloc(1, sizeof *j);
+	if (!j) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	j->tsc = LLVMOrcCreateNewThreadSafeContext();
+	LLVMModuleRef m = backend_module_build(LLVMOrcThreadSafeContextGetContext(j->tsc), g,
+					       prefix, NULL, false);
+	LLVMTargetMachineRef tm = backend_host_machine();
+	backend_module_target(m, tm);
+	backend_optimize(m, tm);
+	LLVMDisposeTargetMachine(tm);
+
+	LLVMOrcJITTargetMachineBuilderRef jtmb;
+	LLVMErrorRef e = LLVMOrcJITTargetMachineBuilderDetectHost(&jtmb);
+	if (e) {
+		LLVMDisposeModule(m);
+		llvm_failed(e, "detecting the host", err, errlen);
+		goto fail;
+	}
+	LLVMOrcLLJITBuilderRef jb = LLVMOrcCreateLLJITBuilder();
+	LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(jb, jtmb);
+	if ((e = LLVMOrcCreateLLJIT(&j->jit, jb))) {
+		LLVMDisposeModule(m);
+		llvm_failed(e, "creating the JIT", err, errlen);
+		goto fail;
+	}
+	LLVMOrcDefinitionGeneratorRef gen;
+	if ((e = LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(
+		     &gen, LLVMOrcLLJITGetGlobalPrefix(j->jit), NULL, NULL))) {
+		LLVMDisposeModule(m);
+		llvm_failed(e, "resolving runtime symbols", err, errlen);
+		goto fail;
+	}
+	LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(j->jit);
+	LLVMOrcJITDylibAddGenerator(jd, gen);
+	LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(m, j->tsc);
+	if ((e = LLVMOrcLLJITAddLLVMIRModule(j->jit, jd, tsm))) {
+		LLVMOrcDisposeThreadSafeModule(tsm);
+		llvm_failed(e, "adding the module", err, errlen);
+		goto fail;
+	}
+	if (lookup(j, prefix, "prepare", (void **)&j->prepare, err, errlen) != 0 ||
+	    lookup(j, prefix, "forward", (void **)&j->forward, err, errlen) != 0)
+		goto fail;
+	return j;
+fail:
+	backend_jit_free(j);
+	return NULL;
+}
+
+backend_prepare_fn *backend_jit_prepare(const backend_jit *j)
+{
+	return j->prepare;
+}
+
+backend_forward_fn *backend_jit_forward(const backend_jit *j)
+{
+	return j->forward;
+}
+
+void *backend_workspace_new(const ir_graph *g)
+{
+	size_t bytes = ((size_t)g->plan.arena_bytes + 63) & ~(size_t)63;
+	return aligned_alloc(64, bytes ? bytes : 64);
+}
+
+int backend_jit_run(const ir_graph *g, const float *const *in, float *const *out, char *err,
+		    size_t errlen)
+{
+	backend_jit *j = backend_jit_compile(g, "netcc_jit", err, errlen);
+	if (!j)
+		return -1;
 	float *raw = calloc((size_t)g->plan.raw_bytes / 4 + 1, sizeof(float));
 	float *w = calloc((size_t)g->plan.weight_bytes / 4 + 1, sizeof(float));
-	void *ws = aligned_alloc(64, ws_bytes ? ws_bytes : 64);
+	void *ws = backend_workspace_new(g);
 	int rc = 0;
 	if (!raw || !w || !ws) {
 		snprintf(err, errlen, "out of memory");
 		rc = -1;
 	} else {
 		backend_raw_weights(g, raw);
-		prepare(raw, w);
-		forward(w, ws, in, out);
+		j->prepare(raw, w);
+		j->forward(w, ws, (const void *const *)in, out);
 	}
 	free(raw);
 	free(w);
 	free(ws);
-	return rc;
-}
-
-int backend_jit_run(const ir_graph *g, const float *const *in, float *const *out, char *err,
-		    size_t errlen)
-{
-	LLVMOrcThreadSafeContextRef tsc = LLVMOrcCreateNewThreadSafeContext();
-	LLVMModuleRef m =
-		backend_module_build(LLVMOrcThreadSafeContextGetContext(tsc), g, "netcc_jit", NULL,
-				     false);
-	LLVMTargetMachineRef tm = backend_host_machine();
-	backend_module_target(m, tm);
-	backend_optimize(m, tm);
-	LLVMDisposeTargetMachine(tm);
-
-	int rc = -1;
-	LLVMOrcLLJITRef jit = NULL;
-	LLVMOrcJITTargetMachineBuilderRef jtmb;
-	LLVMErrorRef e = LLVMOrcJITTargetMachineBuilderDetectHost(&jtmb);
-	if (e) {
-		LLVMDisposeModule(m);
-		rc = llvm_failed(e, "detecting the host", err, errlen);
-		goto done;
-	}
-	LLVMOrcLLJITBuilderRef jb = LLVMOrcCreateLLJITBuilder();
-	LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(jb, jtmb);
-	if ((e = LLVMOrcCreateLLJIT(&jit, jb))) {
-		LLVMDisposeModule(m);
-		rc = llvm_failed(e, "creating the JIT", err, errlen);
-		goto done;
-	}
-	LLVMOrcDefinitionGeneratorRef gen;
-	if ((e = LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(
-		     &gen, LLVMOrcLLJITGetGlobalPrefix(jit), NULL, NULL))) {
-		LLVMDisposeModule(m);
-		rc = llvm_failed(e, "resolving runtime symbols", err, errlen);
-		goto done;
-	}
-	LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(jit);
-	LLVMOrcJITDylibAddGenerator(jd, gen);
-	LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(m, tsc);
-	if ((e = LLVMOrcLLJITAddLLVMIRModule(jit, jd, tsm))) {
-		LLVMOrcDisposeThreadSafeModule(tsm);
-		rc = llvm_failed(e, "adding the module", err, errlen);
-		goto done;
-	}
-	rc = execute(jit, g, in, out, err, errlen);
-done:
-	if (jit)
-		LLVMOrcDisposeLLJIT(jit);
-	LLVMOrcDisposeThreadSafeContext(tsc);
+	backend_jit_free(j);
 	return rc;
 }

@@ -5,7 +5,7 @@
 #include "ir.h"
 
 const ir_op_info ir_ops[IR_OP_COUNT] = {
-#define OP(e, nm, a, at, fl) [IR_OP_##e] = {.name = #nm, .args = a, .attrs = at, .flags = fl},
+#define OP(e, nm, a, at, fl, grad) [IR_OP_##e] = {.name = #nm, .args = a, .attrs = at, .flags = fl},
 #include "ops.def"
 };
 

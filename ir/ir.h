@@ -120,10 +120,10 @@ char *ir_shape_str(const ir_shape *s, char *buf, size_t len);
 
 /* ---- operators ----------------------------------------------------------- */
 
-enum { OPF_USER = 1, OPF_GRAD = 2, OPF_EWISE = 4 };
+enum { OPF_USER = 1, OPF_EFFECT = 2, OPF_EWISE = 4 };
 
 typedef enum ir_op {
-#define OP(e, name, args, attrs, flags) IR_OP_##e,
+#define OP(e, name, args, attrs, flags, grad) IR_OP_##e,
 #include "ops.def"
 	IR_OP_COUNT
 } ir_op;
@@ -172,6 +172,7 @@ typedef enum ir_mem {
 typedef enum ir_param_kind {
 	IR_PARAM_WEIGHT, /* trained */
 	IR_PARAM_BUFFER, /* carried state, e.g. BatchNorm running statistics */
+	IR_PARAM_STATE,  /* the optimiser's: momentum buffers */
 } ir_param_kind;
 
 typedef struct ir_node {
@@ -191,6 +192,11 @@ typedef struct ir_node {
 	bool relu;    /* conv, linear, add, batchnorm: relu on the result */
 	int residual; /* conv: in[residual] is added before the relu; 0 = none */
 	bool flat;    /* global_avgpool: [N, C] instead of [N, C, 1, 1] */
+
+	/* training */
+	bool i32;             /* an input of int32 values (labels) */
+	double weight_decay;  /* sgd */
+	int64_t goff;         /* sgd: where this param's gradient starts in g */
 
 	/* params */
 	ir_param_kind pkind;

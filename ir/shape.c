@@ -249,10 +249,135 @@ static void shape_bn_fold_bias(const ir_graph *g, ir_node *n)
 	need_channels(g, n, 1, n->n_in, n->shape.d[0]);
 }
 
+/* ---- training ops: their results mirror forward shapes ---------------- */
+
+static void shape_bn_stats(const ir_graph *g, ir_node *n)
+{
+	n->shape = ir_shape2(2, arg(g, n, 0)->d[1]);
+}
+
+static void shape_bn_train(const ir_graph *g, ir_node *n)
+{
+	n->shape = *arg(g, n, 0);
+}
+
+/* Effects produce nothing: a rank-1 shape of zero elements. */
+static void shape_bn_update(const ir_graph *g, ir_node *n)
+{
+	n->shape = ir_shape1(0);
+}
+
+static void shape_bn_grad_params(const ir_graph *g, ir_node *n)
+{
+	n->shape = ir_shape2(2, arg(g, n, 0)->d[1]);
+}
+
+static void shape_bn_grad_input(const ir_graph *g, ir_node *n)
+{
+	n->shape = *arg(g, n, 0);
+}
+
+static void shape_conv_grad_input(const ir_graph *g, ir_node *n)
+{
+	n->shape = *arg(g, n, 2);
+}
+
+static void shape_conv_grad_weight(const ir_graph *g, ir_node *n)
+{
+	n->shape = ir_shape4(n->out, arg(g, n, 0)->d[1], n->kernel, n->kernel);
+}
+
+static void shape_bias_grad(const ir_graph *g, ir_node *n)
+{
+	n->shape = ir_shape1(arg(g, n, 0)->d[1]);
+}
+
+static void shape_relu_grad(const ir_graph *g, ir_node *n)
+{
+	n->shape = *arg(g, n, 0);
+}
+
+static void shape_maxpool_grad(const ir_graph *g, ir_node *n)
+{
+	n->shape = *arg(g, n, 0);
+}
+
+static void shape_avgpool_grad(const ir_graph *g, ir_node *n)
+{
+	n->shape = *arg(g, n, 1);
+}
+
+static void shape_global_avgpool_grad(const ir_graph *g, ir_node *n)
+{
+	n->shape = *arg(g, n, 1);
+}
+
+static void shape_reshape(const ir_graph *g, ir_node *n)
+{
+	n->shape = *arg(g, n, 1);
+	if (ir_shape_count(&n->shape) != ir_shape_count(arg(g, n, 0)))
+		diag_error_at(&n->loc, "internal: reshape changes the element count");
+}
+
+static void shape_linear_grad_input(const ir_graph *g, ir_node *n)
+{
+	n->shape = ir_shape2(arg(g, n, 0)->d[0], arg(g, n, 1)->d[1]);
+}
+
+static void shape_linear_grad_weight(const ir_graph *g, ir_node *n)
+{
+	n->shape = ir_shape2(arg(g, n, 1)->d[1], arg(g, n, 0)->d[1]);
+}
+
+static void shape_softmax_grad(const ir_graph *g, ir_node *n)
+{
+	n->shape = *arg(g, n, 0);
+}
+
+static void shape_subsample_grad(const ir_graph *g, ir_node *n)
+{
+	n->shape = *arg(g, n, 1);
+}
+
+static void shape_pad_channels_grad(const ir_graph *g, ir_node *n)
+{
+	const ir_shape *dy = arg(g, n, 0);
+	n->shape = ir_shape4(dy->d[0], dy->d[1] - n->before - n->after, dy->d[2], dy->d[3]);
+}
+
+static void need_labels(const ir_graph *g, const ir_node *n)
+{
+	const ir_node *l = &g->nodes[n->in[1]];
+	const ir_shape *x = arg(g, n, 0);
+	if (!l->i32 || l->shape.rank != 1 || l->shape.d[0] != x->d[0] || x->rank != 2)
+		diag_error_at(&n->loc, "the loss needs [N, classes] logits and N int32 labels");
+}
+
+static void shape_xent_loss(const ir_graph *g, ir_node *n)
+{
+	need_labels(g, n);
+	n->shape = ir_shape1(1);
+}
+
+static void shape_xent_grad(const ir_graph *g, ir_node *n)
+{
+	need_labels(g, n);
+	n->shape = *arg(g, n, 0);
+}
+
+static void shape_sgd(const ir_graph *g, ir_node *n)
+{
+	int64_t w = ir_shape_count(arg(g, n, 0));
+	if (ir_shape_count(arg(g, n, 2)) != w || n->goff < 0 ||
+	    n->goff + w > ir_shape_count(arg(g, n, 1)))
+		diag_error_at(&n->loc, "internal: sgd operands do not match");
+	n->shape = ir_shape1(0);
+}
+
 typedef void shape_fn(const ir_graph *g, ir_node *n);
 
 static shape_fn *const shape_rules[IR_OP_COUNT] = {
-#define OP(e, name, args, attrs, flags) [IR_OP_##e] = shape_##name,
+#define OP(e, name, args, attrs, flags, grad) [IR_OP_##e] = shape_##name,
 #include "ops.def"
 };
 

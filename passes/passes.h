@@ -34,6 +34,15 @@ void simplify_graph(ir_graph *g);
 /* Liveness, in-place reuse, and greedy-by-size offsets in one arena. */
 void plan_memory(ir_graph *g);
 
+/* Rewrites an inference graph into one training step: inputs (x, labels,
+ * lr), outputs (loss, logits), SGD updates of every trained parameter. */
+void autodiff_training_graph(ir_graph *g);
+/* For tests: the same forward with batch statistics and the backward from
+ * a seed gradient, a new input "dy" of the output's shape. grad_node[id]
+ * (grad_off[id]) give the gradient of every forward node id: its node and
+ * where it starts in that node; -1 where none. Both malloc'd. */
+void autodiff_gradients(ir_graph *g, int **grad_node, int64_t **grad_off);
+
 /* Decides which nodes run at weight preparation, lays out the raw and
  * prepared weights, and binds inputs and outputs to the caller's buffers. */
 void plan_roles(ir_graph *g);

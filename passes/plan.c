@@ -153,6 +153,7 @@ void plan_memory(ir_graph *g)
 		v->scratch_bytes = 0;
 		if (v->prep || v->op == IR_OP_INPUT)
 			continue;
+		bool effect = ir_ops[v->op].flags & OPF_EFFECT;
 		int64_t scratch = plan_scratch_bytes(g, v);
 		if (scratch) {
 			v->scratch_bytes = scratch;
@@ -160,8 +161,8 @@ void plan_memory(ir_graph *g)
 			naive += bufs[nb].size;
 			scratch_buf[i] = nb++;
 		}
-		if (v->mem != IR_MEM_NONE)
-			continue; /* a caller's output */
+		if (v->mem != IR_MEM_NONE || effect)
+			continue; /* a caller's output, or no value at all */
 		v->mem = IR_MEM_ARENA;
 		naive += bytes(v);
 		int slots[2], ns = inplace_slots(v, slots);

@@ -20,12 +20,16 @@ static int64_t bytes(const ir_node *n)
 
 int64_t plan_scratch_bytes(const ir_graph *g, const ir_node *n)
 {
-	if (n->op != IR_OP_CONV)
+	/* the forward input: x, or the shape reference of conv_grad_input */
+	int xi = n->op == IR_OP_CONV_GRAD_INPUT ? 2 : 0;
+	if (n->op != IR_OP_CONV && n->op != IR_OP_CONV_GRAD_INPUT && n->op != IR_OP_CONV_GRAD_WEIGHT)
 		return 0;
-	const ir_shape *x = &g->nodes[n->in[0]].shape;
+	const ir_shape *x = &g->nodes[n->in[xi]].shape;
 	rt_conv p = rt_conv_make((int)x->d[0], (int)x->d[1], (int)x->d[2], (int)x->d[3],
 				 (int)n->out, (int)n->kernel, (int)n->stride, (int)n->pad);
-	return (int64_t)rt_conv2d_scratch_floats(&p) * (int64_t)sizeof(float);
+	size_t floats = n->op == IR_OP_CONV ? rt_conv2d_scratch_floats(&p)
+					     : rt_conv2d_grad_scratch_floats(&p);
+	return (int64_t)floats * (int64_t)sizeof(float);
 }
 
 /* Which nodes the compiled code reads or computes, which run at weight
@@ -89,7 +93,7 @@ void plan_naive(ir_graph *g)
 	int64_t top = 0;
 	for (int i = 0; i < g->n_nodes; i++) {
 		ir_node *n = &g->nodes[i];
-		if (n->prep || n->op == IR_OP_INPUT)
+		if (n->prep || n->op == IR_OP_INPUT || (ir_ops[n->op].flags & OPF_EFFECT))
 			continue;
 		if (n->mem == IR_MEM_NONE) {
 			n->mem = IR_MEM_ARENA;

@@ -30,7 +30,7 @@ void simplify_graph(ir_graph *g)
 		s.live[g->outputs[i].node] = true;
 	for (int i = g->n_nodes - 1; i >= 0; i--) {
 		const ir_node *n = &g->nodes[i];
-		if (n->op == IR_OP_PARAM || n->op == IR_OP_INPUT)
+		if (n->op == IR_OP_PARAM || n->op == IR_OP_INPUT || (ir_ops[n->op].flags & OPF_EFFECT))
 			s.live[i] = true;
 		if (!s.live[i])
 			continue;

@@ -1,0 +1,10 @@
+/* The optimiser step as compiled code calls it: the learning rate is an
+ * input of the training step (read through a pointer), so a schedule
+ * changes it without recompiling. */
+#include "runtime.h"
+
+void rt_sgd_step(size_t count, float *w, const float *g, float *v, const float *lr,
+		 float momentum, float weight_decay)
+{
+	rt_sgd_momentum_ref(count, w, g, v, *lr, momentum, weight_decay);
+}
