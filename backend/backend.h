@@ -64,6 +64,7 @@ typedef struct backend_options {
 	bool embed_weights; /* else load_weights reads a safetensors file */
 	const char *source; /* the model file, named in the header */
 	backend_phases *phases;
+	const ir_graph *train; /* the training step of the same model, or NULL */
 } backend_options;
 
 /* Compiles a planned graph whose params have data; for a shared object
@@ -114,9 +115,11 @@ int train_session_load(train_session *s, const struct rt_st_file *f, bool need_s
 		       size_t errlen);
 
 /* Pieces, for the tests and the JIT. library: the descriptor and exported
- * API; otherwise NAME__prepare and NAME__forward are external. */
-LLVMModuleRef backend_module_build(LLVMContextRef ctx, const ir_graph *g, const char *prefix,
-				   const float *embedded, bool library);
+ * API; otherwise NAME__prepare and NAME__forward are external. tg, if not
+ * NULL, is g's training step (NAME_train__forward), and embedded then its
+ * initial state rather than g's prepared weights. */
+LLVMModuleRef backend_module_build(LLVMContextRef ctx, const ir_graph *g, const ir_graph *tg,
+				   const char *prefix, const float *embedded, bool library);
 LLVMTargetMachineRef backend_host_machine(void);
 void backend_module_target(LLVMModuleRef m, LLVMTargetMachineRef tm);
 void backend_optimize(LLVMModuleRef m, LLVMTargetMachineRef tm);

@@ -647,59 +647,97 @@ static LLVMValueRef cstring(cg *c, const char *s)
 	return g;
 }
 
-/* The descriptor, laid out like rt_model_desc: every field 8 bytes. */
-static LLVMValueRef build_desc(cg *c, LLVMValueRef prepare, LLVMValueRef forward,
-			       LLVMValueRef embedded)
+static LLVMValueRef private_const(cg *c, LLVMValueRef init, const char *name)
 {
-	const ir_graph *g = c->g;
+	LLVMValueRef g = LLVMAddGlobal(c->mod, LLVMTypeOf(init), name);
+	LLVMSetInitializer(g, init);
+	LLVMSetGlobalConstant(g, 1);
+	LLVMSetLinkage(g, LLVMPrivateLinkage);
+	return g;
+}
+
+/* A table of rt_param_desc for the params of g that pass keep(): names,
+ * shapes, and offsets in floats (raw, or into the training state). */
+static LLVMValueRef param_table(cg *c, const ir_graph *g, bool state, int *count)
+{
 	LLVMTypeRef dims_t = LLVMArrayType2(c->i64, 4);
 	LLVMTypeRef pfields[] = {c->ptr, c->i64, dims_t, c->i64};
 	LLVMTypeRef param_t = LLVMStructTypeInContext(c->ctx, pfields, 4, 0);
-	int np = 0;
-	for (int i = 0; i < g->n_nodes; i++)
-		np += g->nodes[i].op == IR_OP_PARAM;
-	LLVMValueRef *rows = calloc((size_t)np + 1, sizeof *rows);
+	LLVMValueRef *rows = calloc((size_t)g->n_nodes + 1, sizeof *rows);
 	if (!rows)
 		diag_fatal("out of memory");
-	np = 0;
+	int np = 0;
 	for (int i = 0; i < g->n_nodes; i++) {
 		const ir_node *n = &g->nodes[i];
-		if (n->op != IR_OP_PARAM)
+		if (n->op != IR_OP_PARAM || (state && n->mem != IR_MEM_WEIGHTS))
 			continue;
 		LLVMValueRef d[4];
 		for (int k = 0; k < 4; k++)
 			d[k] = i64c(c, k < n->shape.rank ? n->shape.d[k] : 0);
 		LLVMValueRef f[] = {cstring(c, n->name), i64c(c, n->shape.rank),
-				    LLVMConstArray2(c->i64, d, 4), i64c(c, n->raw_offset / 4)};
+				    LLVMConstArray2(c->i64, d, 4),
+				    i64c(c, (state ? n->offset : n->raw_offset) / 4)};
 		rows[np++] = LLVMConstStructInContext(c->ctx, f, 4, 0);
 	}
-	LLVMValueRef table_init = LLVMConstArray2(param_t, rows, (uint64_t)np);
+	LLVMValueRef table = private_const(c, LLVMConstArray2(param_t, rows, (uint64_t)np), "params");
 	free(rows);
-	LLVMValueRef table = LLVMAddGlobal(c->mod, LLVMTypeOf(table_init), "params");
-	LLVMSetInitializer(table, table_init);
-	LLVMSetGlobalConstant(table, 1);
-	LLVMSetLinkage(table, LLVMPrivateLinkage);
+	*count = np;
+	return table;
+}
 
+/* Where each inference param lives in the training state, in floats. */
+static LLVMValueRef eval_from_state(cg *c, const ir_graph *eg, const ir_graph *tg)
+{
+	LLVMValueRef *v = calloc((size_t)eg->n_nodes + 1, sizeof *v);
+	if (!v)
+		diag_fatal("out of memory");
+	int n = 0;
+	for (int i = 0; i < eg->n_nodes; i++) {
+		if (eg->nodes[i].op != IR_OP_PARAM)
+			continue;
+		int t = ir_param_find(tg, eg->nodes[i].name);
+		if (t < 0 || tg->nodes[t].mem != IR_MEM_WEIGHTS)
+			diag_fatal("internal: '%s' is not in the training state", eg->nodes[i].name);
+		v[n++] = i64c(c, tg->nodes[t].offset / 4);
+	}
+	LLVMValueRef g = private_const(c, LLVMConstArray2(c->i64, v, (uint64_t)n), "eval_from_state");
+	free(v);
+	return g;
+}
+
+/* The descriptor, laid out like rt_model_desc: every field 8 bytes. */
+static LLVMValueRef build_desc(cg *c, const ir_graph *tg, LLVMValueRef prepare,
+			       LLVMValueRef forward, LLVMValueRef train, LLVMValueRef embedded)
+{
+	const ir_graph *g = c->g;
+	int np, ns = 0;
+	LLVMValueRef params = param_table(c, g, false, &np);
+	LLVMValueRef null = LLVMConstNull(c->ptr), zero = i64c(c, 0);
+	LLVMValueRef state = tg ? param_table(c, tg, true, &ns) : null;
 	LLVMValueRef fields[] = {
 		cstring(c, g->name),
 		i64c(c, np),
-		table,
+		params,
 		i64c(c, g->plan.raw_bytes / 4),
 		i64c(c, g->plan.weight_bytes / 4),
-		embedded ? embedded : LLVMConstNull(c->ptr),
+		embedded ? embedded : null,
 		i64c(c, g->plan.arena_bytes),
 		i64c(c, g->n_inputs),
 		i64c(c, g->n_outputs),
 		prepare,
 		forward,
+		tg ? i64c(c, tg->plan.weight_bytes / 4) : zero,
+		i64c(c, ns),
+		state,
+		tg ? eval_from_state(c, g, tg) : null,
+		tg ? i64c(c, tg->plan.arena_bytes) : zero,
+		tg ? train : null,
+		i64c(c, g->batch),
+		tg ? i64c(c, tg->nodes[tg->outputs[1].node].shape.d[1]) : zero,
 	};
 	LLVMValueRef init = LLVMConstStructInContext(c->ctx, fields, sizeof fields / sizeof *fields,
 						     0);
-	LLVMValueRef desc = LLVMAddGlobal(c->mod, LLVMTypeOf(init), "desc");
-	LLVMSetInitializer(desc, init);
-	LLVMSetGlobalConstant(desc, 1);
-	LLVMSetLinkage(desc, LLVMPrivateLinkage);
-	return desc;
+	return private_const(c, init, "desc");
 }
 
 /* An exported function that forwards its arguments to a runtime call,
@@ -726,7 +764,7 @@ static void wrapper(cg *c, const char *name, LLVMTypeRef ret, LLVMTypeRef *param
 		LLVMBuildRet(c->b, r);
 }
 
-static void build_api(cg *c, LLVMValueRef desc)
+static void build_api(cg *c, LLVMValueRef desc, bool trainable)
 {
 	LLVMTypeRef p = c->ptr, i = c->i32, none[1];
 	LLVMTypeRef p1[] = {p}, p2[] = {p, p}, p3[] = {p, p, p}, p4[] = {p, p, p, p};
@@ -739,6 +777,11 @@ static void build_api(cg *c, LLVMValueRef desc)
 		wrapper(c, "infer_static", i, p4, 4, "rt_model_run_raw", desc);
 	}
 	wrapper(c, "error", p, p1, 1, "rt_instance_error", NULL);
+	if (trainable) {
+		LLVMTypeRef step[] = {p, p, p, c->f32, p};
+		wrapper(c, "train_step", i, step, 5, "rt_instance_train_step", NULL);
+		wrapper(c, "save_weights", i, p2, 2, "rt_instance_save_weights", NULL);
+	}
 
 	/* read_weights(path, prepared) and embedded_weights() for callers that
 	 * own their memory. */
@@ -747,13 +790,14 @@ static void build_api(cg *c, LLVMValueRef desc)
 	LLVMValueRef args[] = {desc, LLVMGetParam(f, 0), LLVMGetParam(f, 1), LLVMConstNull(p),
 			       i64c(c, 0)};
 	LLVMBuildRet(c->b, call(c, declare(c, "rt_model_read_weights", i, rw, 5), args, 5));
+	/* a trainable library embeds its training state, not prepared weights */
 	f = begin(c, sym(c, "embedded_weights"), p, none, 0, true);
 	LLVMValueRef field = LLVMBuildStructGEP2(c->b, LLVMGlobalGetValueType(desc), desc, 5, "");
-	LLVMBuildRet(c->b, LLVMBuildLoad2(c->b, p, field, ""));
+	LLVMBuildRet(c->b, trainable ? LLVMConstNull(p) : LLVMBuildLoad2(c->b, p, field, ""));
 }
 
-LLVMModuleRef backend_module_build(LLVMContextRef ctx, const ir_graph *g, const char *prefix,
-				   const float *embedded, bool library)
+LLVMModuleRef backend_module_build(LLVMContextRef ctx, const ir_graph *g, const ir_graph *tg,
+				   const char *prefix, const float *embedded, bool library)
 {
 	cg c = {.ctx = ctx, .g = g, .prefix = prefix};
 	c.mod = LLVMModuleCreateWithNameInContext(prefix, ctx);
@@ -766,19 +810,28 @@ LLVMModuleRef backend_module_build(LLVMContextRef ctx, const ir_graph *g, const 
 
 	LLVMValueRef prepare = build_prepare(&c, !library);
 	LLVMValueRef forward = build_forward(&c, !library);
+	LLVMValueRef train = NULL;
+	if (tg) {
+		/* the training step's functions, under their own prefix */
+		char tp[256];
+		snprintf(tp, sizeof tp, "%s_train", prefix);
+		c.g = tg;
+		c.prefix = tp;
+		train = build_forward(&c, !library);
+		c.g = g;
+		c.prefix = prefix;
+	}
 	if (library) {
 		LLVMValueRef weights = NULL;
 		if (embedded) {
-			LLVMValueRef data = LLVMConstStringInContext(
-				ctx, (const char *)embedded, (unsigned)g->plan.weight_bytes, 1);
-			weights = LLVMAddGlobal(c.mod, LLVMTypeOf(data), "weights");
-			LLVMSetInitializer(weights, data);
-			LLVMSetGlobalConstant(weights, 1);
-			LLVMSetLinkage(weights, LLVMPrivateLinkage);
+			int64_t bytes = tg ? tg->plan.weight_bytes : g->plan.weight_bytes;
+			LLVMValueRef data = LLVMConstStringInContext(ctx, (const char *)embedded,
+								     (unsigned)bytes, 1);
+			weights = private_const(&c, data, "weights");
 			LLVMSetAlignment(weights, 64);
 		}
-		LLVMValueRef desc = build_desc(&c, prepare, forward, weights);
-		build_api(&c, desc);
+		LLVMValueRef desc = build_desc(&c, tg, prepare, forward, train, weights);
+		build_api(&c, desc, tg != NULL);
 	}
 	LLVMDisposeBuilder(c.b);
 	return c.mod;

@@ -56,9 +56,11 @@ int backend_compile(const ir_graph *g, const backend_options *o)
 	double t = backend_now();
 	float *prepared = NULL;
 	if (o->embed_weights) {
-		prepared = calloc((size_t)g->plan.weight_bytes / sizeof(float) + 1, sizeof(float));
+		/* a trainable library embeds its initial training state instead */
+		const ir_graph *w = o->train ? o->train : g;
+		prepared = calloc((size_t)w->plan.weight_bytes / sizeof(float) + 1, sizeof(float));
 		char err[256];
-		if (!prepared || interp_prepare(g, prepared, err, sizeof err) != 0) {
+		if (!prepared || interp_prepare(w, prepared, err, sizeof err) != 0) {
 			fprintf(diag_output(), "netcc: error: preparing weights: %s\n",
 				prepared ? err : "out of memory");
 			free(prepared);
@@ -68,7 +70,7 @@ int backend_compile(const ir_graph *g, const backend_options *o)
 		t = backend_now();
 	}
 	LLVMContextRef ctx = LLVMContextCreate();
-	LLVMModuleRef m = backend_module_build(ctx, g, o->name, prepared, true);
+	LLVMModuleRef m = backend_module_build(ctx, g, o->train, o->name, prepared, true);
 	free(prepared);
 	LLVMTargetMachineRef tm = backend_host_machine();
 	backend_module_target(m, tm);

@@ -60,6 +60,31 @@ static void sizes(FILE *f, const ir_graph *g, const char *up, const ir_io *io, i
 	}
 }
 
+static void write_training(FILE *f, const ir_graph *g, const backend_options *o, const char *up)
+{
+	const ir_graph *t = o->train;
+	const char *n = o->name;
+	fprintf(f,
+		"\n/* Training (compiled with --train): one SGD step (momentum %g, weight decay\n"
+		" * %g) on a batch of %s_BATCH examples. input holds %s_INPUT_SIZE floats,\n"
+		" * labels %s_BATCH values in [0, %s_CLASSES), lr is the learning rate, and loss\n"
+		" * receives the batch's mean softmax cross-entropy. BatchNorm uses the batch's\n"
+		" * statistics and moves its running ones; %s_infer uses the running ones.\n"
+		" * The training state takes %lld bytes, its step a workspace of %lld. */\n",
+		t->train.momentum, t->train.weight_decay, up, up, up, up, n,
+		(long long)t->plan.weight_bytes, (long long)t->plan.arena_bytes);
+	fprintf(f, "#define %s_CLASSES %lld\n", up,
+		(long long)t->nodes[t->outputs[1].node].shape.d[1]);
+	fprintf(f,
+		"int %s_train_step(%s *m, const float *input, const int32_t *labels, float lr,\n"
+		"\t\tfloat *loss);\n"
+		"/* Writes the weights and BatchNorm statistics (not the momentum) as a\n"
+		" * safetensors file that %s_load_weights and netcc compile --weights read. */\n"
+		"int %s_save_weights(%s *m, const char *path);\n",
+		n, n, n, n, n);
+	(void)g;
+}
+
 static void write_header(FILE *f, const ir_graph *g, const backend_options *o)
 {
 	const char *n = o->name;
@@ -103,8 +128,9 @@ static void write_header(FILE *f, const ir_graph *g, const backend_options *o)
 		   " * Functions returning int return 0 or an error code below, and never exit or\n"
 		   " * abort; %s_error() says what went wrong.\n */\n",
 		n);
-	fprintf(f, "#ifndef %s_H\n#define %s_H\n\n#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n", up,
-		up);
+	fprintf(f, "#ifndef %s_H\n#define %s_H\n\n#include <stdint.h>\n\n"
+		   "#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n",
+		up, up);
 	fprintf(f, "#define %s_BATCH %lld\n", up, (long long)g->batch);
 	sizes(f, g, up, g->inputs, g->n_inputs, "INPUT");
 	sizes(f, g, up, g->outputs, g->n_outputs, "OUTPUT");
@@ -147,7 +173,8 @@ static void write_header(FILE *f, const ir_graph *g, const backend_options *o)
 		n, n, n, n);
 	fprintf(f, "/* Caller-owned memory, for embedded use: nothing is allocated inside. */\n");
 	fprintf(f,
-		"/* The embedded prepared weights, or NULL if the library has none. */\n"
+		"/* The embedded prepared weights, or NULL if the library has none (or is\n"
+		" * trainable: its embedded training state is not prepared weights). */\n"
 		"const float *%s_embedded_weights(void);\n"
 		"/* Reads and prepares a safetensors file into weights (%s_WEIGHTS_SIZE bytes). */\n"
 		"int %s_read_weights(const char *safetensors_path, float *weights);\n",
@@ -159,6 +186,8 @@ static void write_header(FILE *f, const ir_graph *g, const backend_options *o)
 			"int %s_infer_static(const float *weights, void *workspace, const float "
 			"*input,\n\t\t\tfloat *output);\n",
 			up, up, n);
+	if (o->train)
+		write_training(f, g, o, up);
 	fprintf(f, "\n#ifdef __cplusplus\n}\n#endif\n\n#endif\n");
 }
 

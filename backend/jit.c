@@ -57,7 +57,7 @@ backend_jit *backend_jit_compile(const ir_graph *g, const char *prefix, char *er
 		return NULL;
 	}
 	j->tsc = LLVMOrcCreateNewThreadSafeContext();
-	LLVMModuleRef m = backend_module_build(LLVMOrcThreadSafeContextGetContext(j->tsc), g,
+	LLVMModuleRef m = backend_module_build(LLVMOrcThreadSafeContextGetContext(j->tsc), g, NULL,
 					       prefix, NULL, false);
 	LLVMTargetMachineRef tm = backend_host_machine();
 	backend_module_target(m, tm);

@@ -52,6 +52,7 @@ static void weights_path(const char *output, const char *name, char *buf, size_t
 
 typedef struct job {
 	ir_graph *g;
+	ir_graph *tg; /* --train: the same model again, to become the training step */
 	passes_options po;
 	backend_options bo;
 	backend_phases *phases;
@@ -64,6 +65,11 @@ static int compile_job(void *ctx)
 	job *j = ctx;
 	double t = backend_now();
 	passes_run(j->g, &j->po);
+	if (j->tg) {
+		autodiff_training_graph(j->tg);
+		passes_run(j->tg, &(passes_options){.opt_level = j->po.opt_level});
+		j->bo.train = j->tg;
+	}
 	backend_phase(j->phases, "passes", t);
 	if (!j->bo.embed_weights && j->bo.emit == BACKEND_EMIT_SO) {
 		char wp[1024];
@@ -99,7 +105,7 @@ int cmd_compile(int argc, char **argv)
 	opts o;
 	if (opts_parse(&o, argc, argv,
 		       "o= batch= weights= seed= name= emit= weights-file O0 O2 dump-after= report "
-		       "time-phases allow-nonfinite") != 0)
+		       "time-phases allow-nonfinite train") != 0)
 		return 2;
 	backend_phases phases = {0};
 	double t0 = backend_now();
@@ -118,6 +124,7 @@ int cmd_compile(int argc, char **argv)
 	if (!g)
 		return status;
 	int rc = 2;
+	ir_graph *tg = NULL;
 	const char *name = opts_str(&o, "name", g->name);
 	if (!c_identifier(name)) {
 		fprintf(stderr, "netcc: error: --name %s: the name prefixes C symbols, so it must "
@@ -131,16 +138,19 @@ int cmd_compile(int argc, char **argv)
 		 name, ext[emit]);
 	const char *output = opts_str(&o, "o", out_default);
 	rc = 1;
+	if (opts_flag(&o, "train") && !(tg = driver_model_load(&o, 1, &status)))
+		goto done;
 	const char *wpath = opts_str(&o, "weights", NULL);
-	if (wpath) {
-		if (weights_load(g, wpath, opts_flag(&o, "allow-nonfinite")) != 0)
+	for (ir_graph *w = g; w; w = w == g ? tg : NULL) {
+		if (!wpath)
+			ir_graph_init_he(w, (uint64_t)seed);
+		else if (weights_load(w, wpath, opts_flag(&o, "allow-nonfinite")) != 0)
 			goto done;
-	} else {
-		ir_graph_init_he(g, (uint64_t)seed);
 	}
 	backend_phase(&phases, "parse and load", t0);
 
 	job j = {.g = g,
+		 .tg = tg,
 		 .po = {.opt_level = opts_flag(&o, "O0") ? 0 : 2,
 			.dump_after = opts_str(&o, "dump-after", NULL)},
 		 .bo = {.name = name,
@@ -164,6 +174,7 @@ int cmd_compile(int argc, char **argv)
 	}
 	rc = 0;
 done:
+	ir_graph_free(tg);
 	ir_graph_free(g);
 	return rc;
 }

@@ -16,6 +16,14 @@ struct rt_instance {
 	void *workspace;
 	char error[512];
 	char load_error[512]; /* why the last load_weights failed */
+
+	/* trainable libraries */
+	float *state;        /* weights, statistics, momentum: what training changes */
+	float *eval_raw;     /* the inference graph's raw weights, gathered from state */
+	bool stale;          /* state changed since weights were prepared from it */
+	bool has_state;      /* state holds real weights (embedded or loaded) */
+	void *train_ws;
+	float *logits;       /* the step's forward outputs, not returned */
 };
 
 static int fail(rt_instance *m, int code, const char *fmt, ...)
@@ -35,8 +43,23 @@ rt_instance *rt_instance_create(const rt_model_desc *d)
 	m->d = d;
 	m->weights = d->embedded;
 	size_t ws = (size_t)d->workspace_bytes;
-	if (ws && !(m->workspace = aligned_alloc(64, (ws + 63) & ~(size_t)63))) {
-		free(m);
+	bool ok = !ws || (m->workspace = aligned_alloc(64, (ws + 63) & ~(size_t)63));
+	if (ok && d->train_step) {
+		size_t tws = ((size_t)d->train_workspace_bytes + 63) & ~(size_t)63;
+		m->state = calloc((size_t)d->state_floats + 1, sizeof(float));
+		m->eval_raw = calloc((size_t)d->raw_floats + 1, sizeof(float));
+		m->owned = calloc((size_t)d->weight_floats + 1, sizeof(float));
+		m->logits = calloc((size_t)(d->batch * d->classes) + 1, sizeof(float));
+		m->train_ws = aligned_alloc(64, tws ? tws : 64);
+		ok = m->state && m->eval_raw && m->owned && m->logits && m->train_ws;
+		m->weights = NULL;
+		if (ok && d->embedded) {
+			memcpy(m->state, d->embedded, (size_t)d->state_floats * sizeof(float));
+			m->has_state = m->stale = true;
+		}
+	}
+	if (!ok) {
+		rt_instance_destroy(m);
 		return NULL;
 	}
 	return m;
@@ -48,6 +71,10 @@ void rt_instance_destroy(rt_instance *m)
 		return;
 	free(m->owned);
 	free(m->workspace);
+	free(m->state);
+	free(m->eval_raw);
+	free(m->train_ws);
+	free(m->logits);
 	free(m);
 }
 
@@ -89,19 +116,25 @@ static int check_tensor(const rt_st_file *f, const rt_param_desc *p, const char 
 
 /* Every tensor is checked before any is copied, so a bad file leaves the
  * destination as it was. */
-int rt_model_read_weights(const rt_model_desc *d, const char *path, float *weights, char *err,
-			  size_t errlen)
+static int64_t param_count(const rt_param_desc *p)
 {
-	if (!d || !path || !weights)
-		return fmt_err(err, errlen, RT_ERR_ARG, "read_weights: NULL argument");
+	int64_t n = 1;
+	for (int64_t k = 0; k < p->rank; k++)
+		n *= p->dims[k];
+	return n;
+}
+
+/* Reads every param of the model into raw, laid out by the descriptor. */
+static int read_raw(const rt_model_desc *d, const char *path, float *raw, char *err,
+		    size_t errlen)
+{
+	if (!path)
+		return fmt_err(err, errlen, RT_ERR_ARG, "load_weights: path is NULL");
 	rt_st_file f;
 	char msg[400];
 	if (rt_st_read(path, &f, msg, sizeof msg) != 0)
 		return fmt_err(err, errlen, RT_ERR_IO, "%s", msg);
-	float *raw = calloc((size_t)d->raw_floats + 1, sizeof(float));
-	int rc = raw ? 0
-		     : fmt_err(err, errlen, RT_ERR_NOMEM, "out of memory for %lld weights",
-			       (long long)d->raw_floats);
+	int rc = 0;
 	for (int64_t i = 0; i < d->n_params && !rc; i++)
 		rc = check_tensor(&f, &d->params[i], path, err, errlen);
 	if (!rc && f.n_tensors != d->n_params)
@@ -113,8 +146,46 @@ int rt_model_read_weights(const rt_model_desc *d, const char *path, float *weigh
 		memcpy(raw + d->params[i].offset, t->data, t->count * sizeof(float));
 	}
 	rt_st_free(&f);
+	return rc;
+}
+
+int rt_model_read_weights(const rt_model_desc *d, const char *path, float *weights, char *err,
+			  size_t errlen)
+{
+	if (!d || !path || !weights)
+		return fmt_err(err, errlen, RT_ERR_ARG, "read_weights: NULL argument");
+	float *raw = calloc((size_t)d->raw_floats + 1, sizeof(float));
+	if (!raw)
+		return fmt_err(err, errlen, RT_ERR_NOMEM, "out of memory for %lld weights",
+			       (long long)d->raw_floats);
+	int rc = read_raw(d, path, raw, err, errlen);
 	if (!rc)
 		d->prepare(raw, weights);
+	free(raw);
+	return rc;
+}
+
+/* A trainable instance loads into its state: weights and statistics from
+ * the file, momentum reset, so fine-tuning starts fresh. */
+static int load_state(rt_instance *m, const char *path)
+{
+	const rt_model_desc *d = m->d;
+	float *raw = calloc((size_t)d->raw_floats + 1, sizeof(float));
+	if (!raw)
+		return fail(m, RT_ERR_NOMEM, "out of memory for %lld weights",
+			    (long long)d->raw_floats);
+	int rc = read_raw(d, path, raw, m->error, sizeof m->error);
+	if (rc == 0) {
+		memset(m->state, 0, (size_t)d->state_floats * sizeof(float));
+		for (int64_t i = 0; i < d->n_params; i++)
+			memcpy(m->state + d->eval_from_state[i], raw + d->params[i].offset,
+			       (size_t)param_count(&d->params[i]) * sizeof(float));
+		m->has_state = m->stale = true;
+		m->load_error[0] = 0;
+	} else {
+		m->has_state = false;
+		snprintf(m->load_error, sizeof m->load_error, "%s", m->error);
+	}
 	free(raw);
 	return rc;
 }
@@ -123,6 +194,8 @@ int rt_instance_load_weights(rt_instance *m, const char *path)
 {
 	if (!m)
 		return RT_ERR_ARG;
+	if (m->d->train_step)
+		return load_state(m, path);
 	float *w = calloc((size_t)m->d->weight_floats + 1, sizeof(float));
 	if (!w)
 		return fail(m, RT_ERR_NOMEM, "out of memory for %lld weights",
@@ -146,6 +219,20 @@ int rt_instance_load_weights(rt_instance *m, const char *path)
 	return 0;
 }
 
+/* Inference weights of a trainable instance follow its state. */
+static void refresh(rt_instance *m)
+{
+	const rt_model_desc *d = m->d;
+	if (!d->train_step || !m->stale || !m->has_state)
+		return;
+	for (int64_t i = 0; i < d->n_params; i++)
+		memcpy(m->eval_raw + d->params[i].offset, m->state + d->eval_from_state[i],
+		       (size_t)param_count(&d->params[i]) * sizeof(float));
+	d->prepare(m->eval_raw, m->owned);
+	m->weights = m->owned;
+	m->stale = false;
+}
+
 int rt_instance_run(rt_instance *m, const float *const *in, float *const *out)
 {
 	if (!m)
@@ -158,6 +245,9 @@ int rt_instance_run(rt_instance *m, const float *const *in, float *const *out)
 	for (int64_t i = 0; i < m->d->n_outputs; i++)
 		if (!out[i])
 			return fail(m, RT_ERR_ARG, "output %lld is NULL", (long long)i);
+	refresh(m);
+	if (m->d->train_step && !m->has_state)
+		m->weights = NULL;
 	if (!m->weights && m->load_error[0])
 		return fail(m, RT_ERR_NO_WEIGHTS, "no weights: the last load_weights failed: %s",
 			    m->load_error);
@@ -166,6 +256,55 @@ int rt_instance_run(rt_instance *m, const float *const *in, float *const *out)
 			    "no weights: this library keeps them in a file; call load_weights first");
 	m->d->forward(m->weights, m->workspace, in, out);
 	return 0;
+}
+
+int rt_instance_train_step(rt_instance *m, const float *input, const int32_t *labels, float lr,
+			   float *loss)
+{
+	if (!m)
+		return RT_ERR_ARG;
+	const rt_model_desc *d = m->d;
+	if (!d->train_step)
+		return fail(m, RT_ERR_ARG, "this library was compiled without --train");
+	if (!input || !labels || !loss)
+		return fail(m, RT_ERR_ARG, "input, labels or loss is NULL");
+	if (!m->has_state)
+		return fail(m, RT_ERR_NO_WEIGHTS, "no weights: call load_weights first%s%s",
+			    m->load_error[0] ? "; the last load failed: " : "", m->load_error);
+	for (int64_t i = 0; i < d->batch; i++)
+		if (labels[i] < 0 || labels[i] >= d->classes)
+			return fail(m, RT_ERR_ARG, "label %d of example %lld is outside [0, %lld)",
+				    labels[i], (long long)i, (long long)d->classes);
+	if (lr != lr || lr < 0)
+		return fail(m, RT_ERR_ARG, "learning rate %g is not a non-negative number", lr);
+	const void *in[3] = {input, labels, &lr};
+	float *out[2] = {loss, m->logits};
+	d->train_step(m->state, m->train_ws, in, out);
+	m->stale = true;
+	return 0;
+}
+
+int rt_instance_save_weights(rt_instance *m, const char *path)
+{
+	if (!m)
+		return RT_ERR_ARG;
+	const rt_model_desc *d = m->d;
+	if (!d->train_step)
+		return fail(m, RT_ERR_ARG, "save_weights needs a library compiled with --train");
+	if (!path)
+		return fail(m, RT_ERR_ARG, "save_weights: path is NULL");
+	if (!m->has_state)
+		return fail(m, RT_ERR_NO_WEIGHTS, "no weights to save");
+	rt_st_entry *e = calloc((size_t)d->n_params + 1, sizeof *e);
+	if (!e)
+		return fail(m, RT_ERR_NOMEM, "out of memory");
+	for (int64_t i = 0; i < d->n_params; i++)
+		e[i] = (rt_st_entry){d->params[i].name, RT_DTYPE_F32, (int)d->params[i].rank,
+				     d->params[i].dims, m->state + d->eval_from_state[i]};
+	const char *meta[] = {"format", "netcc", "model", d->name};
+	int rc = rt_st_write(path, e, (int)d->n_params, meta, 2, m->error, sizeof m->error);
+	free(e);
+	return rc ? RT_ERR_IO : 0;
 }
 
 int rt_instance_infer(rt_instance *m, const float *in, float *out)

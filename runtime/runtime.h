@@ -182,17 +182,33 @@ typedef void rt_prepare_fn(const float *raw, float *prepared);
 typedef void rt_forward_fn(const float *prepared, void *workspace, const float *const *in,
 			   float *const *out);
 
+typedef void rt_train_fn(float *state, void *workspace, const void *const *in,
+			 float *const *out);
+
 typedef struct rt_model_desc {
 	const char *name;
 	int64_t n_params;
 	const rt_param_desc *params;
 	int64_t raw_floats;
 	int64_t weight_floats; /* prepared */
-	const float *embedded; /* prepared; NULL: the weights are in a separate file */
+	const float *embedded; /* prepared (the training state when trainable); NULL: in a file */
 	int64_t workspace_bytes;
 	int64_t n_inputs, n_outputs;
 	rt_prepare_fn *prepare;
 	rt_forward_fn *forward;
+
+	/* Trainable libraries (netcc compile --train) keep a training state:
+	 * every param of the training step (weights, BatchNorm statistics,
+	 * momentum) at state_params[i].offset. Inference prepares its weights
+	 * from the state, gathering raw param i from state offset
+	 * eval_from_state[i]. train_step is NULL otherwise. */
+	int64_t state_floats;
+	int64_t n_state_params;
+	const rt_param_desc *state_params;
+	const int64_t *eval_from_state;
+	int64_t train_workspace_bytes;
+	rt_train_fn *train_step;
+	int64_t batch, classes;
 } rt_model_desc;
 
 typedef struct rt_instance rt_instance;
@@ -203,6 +219,13 @@ int rt_instance_load_weights(rt_instance *m, const char *path);
 int rt_instance_run(rt_instance *m, const float *const *in, float *const *out);
 int rt_instance_infer(rt_instance *m, const float *in, float *out);
 const char *rt_instance_error(const rt_instance *m);
+/* One SGD step on a batch (trainable libraries); labels in [0, classes). */
+int rt_instance_train_step(rt_instance *m, const float *input, const int32_t *labels, float lr,
+			   float *loss);
+/* Weights and BatchNorm statistics (no momentum) as a safetensors file
+ * with the names `netcc params` prints: what load_weights and netcc
+ * compile --weights read. */
+int rt_instance_save_weights(rt_instance *m, const char *path);
 /* Caller-owned memory: nothing allocated; workspace 64-byte aligned. */
 int rt_model_run_raw(const rt_model_desc *d, const float *weights, void *workspace,
 		     const float *in, float *out);
