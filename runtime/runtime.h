@@ -145,13 +145,13 @@ void rt_bn_grad_params(int n, int c, int hw, const float *x, const float *dy, co
 void rt_bn_grad_input(int n, int c, int hw, const float *x, const float *dy, const float *stats,
 		      const float *gamma, const float *dparams, float eps, float *dx);
 void rt_linear_grad_input(int n, int in, int out, const float *dy, const float *w, float *dx);
+void rt_linear_grad_weight(int n, int in, int out, const float *x, const float *dy, float *dw);
 /* rt_sgd_momentum_ref with the learning rate read from *lr */
 void rt_sgd_step(size_t count, float *w, const float *g, float *v, const float *lr,
 		 float momentum, float weight_decay);
 /* Mean softmax cross-entropy, and its gradient, as separate kernels. */
 void rt_xent_loss(int n, int c, const float *logits, const int32_t *labels, float *loss);
 void rt_xent_grad(int n, int c, const float *logits, const int32_t *labels, float *dlogits);
-void rt_linear_grad_weight(int n, int in, int out, const float *x, const float *dy, float *dw);
 
 /* ---- generated libraries --------------------------------------------------
  * A library netcc emits is a descriptor plus exported wrappers around the

@@ -1,0 +1,528 @@
+/* The compiled-code training kernels against the reference kernels on random
+ * shapes, and against PyTorch's golden vectors with the tolerances the
+ * reference kernels meet there.
+ *
+ * Tolerance: a relative error (max |diff| / max |ref|) under 1e-4 for the
+ * gradients. A weight gradient sums N = n * oh * ow products and an input
+ * gradient oc * k * k of them; the reference sums planes in double, the
+ * kernels in float through OpenBLAS's blocked GEMMs, where rounding errors
+ * of random sign grow like u * sqrt(N) relative to the result (u = 6e-8):
+ * at most about 1e-5 for the largest case here (N = 3136; the errors seen
+ * are below 1e-6). 1e-4 leaves a margin for less favourable data, is the
+ * golden README's gradient tolerance, and still catches any misplaced term,
+ * which costs a whole product. BatchNorm statistics and bias gradients
+ * reduce in double after short float partial sums, as the reference does in
+ * double throughout, so they are held to 1e-5, as forward results are. */
+#include <stdint.h>
+
+#include "testutil.h"
+
+static float *fbuf(size_t n)
+{
+	float *p = calloc(n ? n : 1, sizeof *p);
+	ck_assert(p != NULL);
+	return p;
+}
+
+static float *randn(rt_rng *rng, size_t n, float scale, float offset)
+{
+	float *p = fbuf(n);
+	for (size_t i = 0; i < n; i++)
+		p[i] = offset + rt_rng_normal(rng) * scale;
+	return p;
+}
+
+/* Outputs start as NaN so a value the kernel fails to write shows. */
+static float *nanbuf(size_t n)
+{
+	float *p = fbuf(n);
+	for (size_t i = 0; i < n; i++)
+		p[i] = NAN;
+	return p;
+}
+
+static void expect_close(const char *what, const float *got, const float *ref, size_t n, double tol)
+{
+	double e = test_rel_err(got, ref, n);
+	ck_assert_msg(e < tol, "%s: relative error %.3g exceeds %.1g", what, e, tol);
+}
+
+static void expect_same(const char *what, const float *a, const float *b, size_t n)
+{
+	ck_assert_msg(memcmp(a, b, n * sizeof *a) == 0, "%s: two calls differ", what);
+}
+
+/* ---- scratch with a guard ------------------------------------------------ */
+
+enum { GUARD = 4096 };
+static const uint32_t GUARD_BITS = 0x7fc0dead; /* a NaN no kernel computes */
+
+/* Scratch of exactly the advertised size, followed by a guard region that
+ * must come back untouched, and filled with NaN so that a kernel relying on
+ * the scratch's previous contents fails. */
+typedef struct scratch {
+	float *buf;
+	size_t n;
+} scratch;
+
+static scratch scratch_make(size_t n)
+{
+	scratch s = {fbuf(n + GUARD), n};
+	for (size_t i = 0; i < n; i++)
+		s.buf[i] = NAN;
+	for (size_t i = 0; i < GUARD; i++)
+		memcpy(&s.buf[n + i], &GUARD_BITS, sizeof GUARD_BITS);
+	return s;
+}
+
+static void scratch_check(const scratch *s, const char *what)
+{
+	for (size_t i = 0; i < GUARD; i++) {
+		uint32_t v;
+		memcpy(&v, &s->buf[s->n + i], sizeof v);
+		ck_assert_msg(v == GUARD_BITS, "%s wrote %zu floats past its %zu of scratch", what,
+		              i + 1, s->n);
+	}
+}
+
+/* ---- convolution against the reference ------------------------------------ */
+
+typedef struct geom {
+	int n, c, h, w, oc, k, stride, pad;
+	int big; /* skipped under the sanitizers */
+} geom;
+
+static const geom conv_geoms[] = {
+    {2, 3, 9, 7, 5, 3, 1, 1, 0},   /* non-square, odd channels */
+    {3, 5, 11, 8, 6, 3, 2, 1, 0},  /* stride 2, odd height */
+    {3, 4, 8, 8, 5, 3, 1, 0, 0},   /* no padding */
+    {2, 3, 15, 13, 4, 7, 2, 3, 0}, /* the stem's geometry */
+    {2, 3, 3, 2, 4, 7, 1, 3, 0},   /* kernel wider than the image */
+    {1, 12, 10, 9, 7, 1, 1, 0, 0}, /* 1x1: the direct GEMMs */
+    {3, 12, 10, 9, 20, 1, 1, 0, 0},
+    {2, 12, 10, 9, 20, 1, 2, 0, 0}, /* 1x1 stride 2: the projection shortcut */
+    {1, 3, 10, 11, 2, 3, 3, 1, 0},  /* stride 3 */
+    /* Several blocks of columns, the last partial, blocks cut mid-row: */
+    {2, 37, 40, 36, 24, 3, 1, 1, 0}, /* kdim 333: 7 blocks of 196, last 68 */
+    {2, 5, 40, 34, 6, 7, 1, 3, 0},   /* kdim 245: 6 blocks of 267 */
+    {2, 19, 33, 30, 11, 3, 2, 1, 0}, /* kdim 171: 2 blocks of 383 */
+    /* One column per block: kdim 68600 exceeds the block bound. */
+    {1, 1400, 5, 4, 3, 7, 2, 3, 0},
+    /* Narrow and tall: more output-row segments per block than the stack
+     * holds, so blocks are cut to fit. */
+    {1, 1, 700, 3, 2, 3, 1, 1, 0},
+    /* A ResNet-50 stage-1 layer: 28 blocks of 113, last 85. */
+    {1, 64, 56, 56, 64, 3, 1, 1, 1},
+};
+
+START_TEST(conv_vs_ref)
+{
+	geom g = conv_geoms[_i];
+	if (g.big && test_sanitized()) {
+		/* The same block structure with fewer output channels. */
+		g.oc = 8;
+	}
+	rt_conv p = rt_conv_make(g.n, g.c, g.h, g.w, g.oc, g.k, g.stride, g.pad);
+	size_t nx = (size_t)p.n * p.c * p.h * p.w, ny = (size_t)p.n * p.oc * p.oh * p.ow;
+	size_t nw = (size_t)p.oc * p.c * p.k * p.k;
+	rt_rng rng;
+	rt_rng_seed(&rng, 1000 + _i);
+	float *x = randn(&rng, nx, 1, 0), *w = randn(&rng, nw, 0.5f, 0);
+	float *dy = randn(&rng, ny, 1, 0);
+	float *dx_ref = fbuf(nx), *dw_ref = fbuf(nw);
+	rt_conv2d_grad_input_ref(&p, dy, w, dx_ref);
+	rt_conv2d_grad_weight_ref(&p, x, dy, dw_ref, NULL);
+
+	scratch s = scratch_make(rt_conv2d_grad_scratch_floats(&p));
+	float *dx = nanbuf(nx), *dw = nanbuf(nw);
+	rt_conv2d_grad_input(&p, dy, w, dx, s.buf);
+	scratch_check(&s, "grad_input");
+	expect_close("grad_input", dx, dx_ref, nx, 1e-4);
+	rt_conv2d_grad_weight(&p, x, dy, dw, s.buf);
+	scratch_check(&s, "grad_weight");
+	expect_close("grad_weight", dw, dw_ref, nw, 1e-4);
+
+	/* Again, with the scratch holding the last call's leftovers and the
+	 * outputs garbage: the results must not change by a bit. */
+	float *dx2 = randn(&rng, nx, 1, 0), *dw2 = randn(&rng, nw, 1, 0);
+	rt_conv2d_grad_weight(&p, x, dy, dw2, s.buf);
+	rt_conv2d_grad_input(&p, dy, w, dx2, s.buf);
+	scratch_check(&s, "second call");
+	expect_same("grad_input", dx, dx2, nx);
+	expect_same("grad_weight", dw, dw2, nw);
+
+	free(x);
+	free(w);
+	free(dy);
+	free(dx_ref);
+	free(dw_ref);
+	free(s.buf);
+	free(dx);
+	free(dw);
+	free(dx2);
+	free(dw2);
+}
+END_TEST
+
+/* The scratch bound follows the forward's: one block of at most 64K floats,
+ * or a single column; none for 1x1 stride-1 convolutions. */
+START_TEST(conv_scratch_size)
+{
+	rt_conv p = rt_conv_make(128, 64, 56, 56, 64, 3, 1, 1);
+	ck_assert_uint_le(rt_conv2d_grad_scratch_floats(&p), 1u << 16);
+	ck_assert_uint_gt(rt_conv2d_grad_scratch_floats(&p), 0);
+	p = rt_conv_make(1, 1400, 5, 4, 3, 7, 2, 3);
+	ck_assert_uint_eq(rt_conv2d_grad_scratch_floats(&p), 1400 * 49);
+	p = rt_conv_make(2, 12, 10, 9, 20, 1, 1, 0);
+	ck_assert_uint_eq(rt_conv2d_grad_scratch_floats(&p), 0);
+	p = rt_conv_make(1, 3, 2, 2, 4, 3, 1, 1); /* smaller than a block */
+	ck_assert_uint_eq(rt_conv2d_grad_scratch_floats(&p), 27 * 4);
+}
+END_TEST
+
+/* ---- BatchNorm, bias, linear against the reference ------------------------- */
+
+static const struct {
+	int n, c, hw;
+	float offset; /* the mean; a large one tests the variance's cancellation */
+} bn_shapes[] = {
+    {1, 3, 49, 0},     {4, 5, 37, 0},  {2, 16, 3136, 0},
+    {3, 7, 1300, 100}, {16, 10, 1, 0}, {8, 9, 5, -20},
+};
+
+START_TEST(bn_vs_ref)
+{
+	int n = bn_shapes[_i].n, c = bn_shapes[_i].c, hw = bn_shapes[_i].hw;
+	size_t nx = (size_t)n * c * hw;
+	float eps = 1e-5f;
+	rt_rng rng;
+	rt_rng_seed(&rng, 2000 + _i);
+	float *x = randn(&rng, nx, 2, bn_shapes[_i].offset), *dy = randn(&rng, nx, 1, 0.3f);
+	float *gamma = randn(&rng, c, 1, 0);
+	float *stats_ref = fbuf(2 * (size_t)c), *dp_ref = fbuf(2 * (size_t)c), *dx_ref = fbuf(nx);
+	rt_bn_stats_ref(n, c, hw, x, stats_ref);
+	rt_bn_grad_params_ref(n, c, hw, x, dy, stats_ref, eps, dp_ref);
+	rt_bn_grad_input_ref(n, c, hw, x, dy, stats_ref, gamma, dp_ref, eps, dx_ref);
+
+	float *stats = nanbuf(2 * (size_t)c), *dp = nanbuf(2 * (size_t)c), *dx = nanbuf(nx);
+	rt_bn_stats(n, c, hw, x, stats);
+	expect_close("bn mean", stats, stats_ref, c, 1e-5);
+	expect_close("bn var", stats + c, stats_ref + c, c, 1e-5);
+	/* The gradients from the reference's statistics, so each kernel is
+	 * judged on its own. */
+	rt_bn_grad_params(n, c, hw, x, dy, stats_ref, eps, dp);
+	expect_close("bn dgamma", dp, dp_ref, c, 1e-4);
+	expect_close("bn dbeta", dp + c, dp_ref + c, c, 1e-4);
+	rt_bn_grad_input(n, c, hw, x, dy, stats_ref, gamma, dp_ref, eps, dx);
+	expect_close("bn dx", dx, dx_ref, nx, 1e-4);
+
+	float *stats2 = nanbuf(2 * (size_t)c), *dp2 = nanbuf(2 * (size_t)c), *dx2 = nanbuf(nx);
+	rt_bn_stats(n, c, hw, x, stats2);
+	rt_bn_grad_params(n, c, hw, x, dy, stats_ref, eps, dp2);
+	rt_bn_grad_input(n, c, hw, x, dy, stats_ref, gamma, dp_ref, eps, dx2);
+	expect_same("bn stats", stats, stats2, 2 * (size_t)c);
+	expect_same("bn dparams", dp, dp2, 2 * (size_t)c);
+	expect_same("bn dx", dx, dx2, nx);
+
+	free(x);
+	free(dy);
+	free(gamma);
+	free(stats_ref);
+	free(dp_ref);
+	free(dx_ref);
+	free(stats);
+	free(dp);
+	free(dx);
+	free(stats2);
+	free(dp2);
+	free(dx2);
+}
+END_TEST
+
+/* A channel whose values are all equal (a dead ReLU's, or a constant
+ * input) has a variance of zero up to rounding, and never a negative one. */
+START_TEST(bn_stats_constant)
+{
+	int n = 3, c = 3, hw = 50;
+	float *x = fbuf((size_t)n * c * hw), stats[6];
+	for (size_t i = 0; i < (size_t)n * c * hw; i++)
+		x[i] = (float)((i / hw) % c) * 1.1f;
+	rt_bn_stats(n, c, hw, x, stats);
+	for (int ch = 0; ch < c; ch++) {
+		ck_assert_float_eq_tol(stats[ch], ch * 1.1f, 1e-6f);
+		ck_assert_float_ge(stats[c + ch], 0.0f);
+		ck_assert_float_le(stats[c + ch], 1e-12f);
+	}
+	ck_assert_float_eq(stats[0], 0.0f);
+	ck_assert_float_eq(stats[c], 0.0f);
+	free(x);
+}
+END_TEST
+
+/* hw = 1 is the linear layers' bias, 700 channels more than one group. */
+static const struct {
+	int n, c, hw;
+} bias_shapes[] = {{1, 3, 49}, {4, 5, 37}, {2, 16, 3136}, {128, 10, 1}, {3, 700, 1}};
+
+START_TEST(bias_vs_ref)
+{
+	int n = bias_shapes[_i].n, c = bias_shapes[_i].c, hw = bias_shapes[_i].hw;
+	size_t ny = (size_t)n * c * hw;
+	rt_rng rng;
+	rt_rng_seed(&rng, 3000 + _i);
+	float *dy = randn(&rng, ny, 1, 0.2f), *ref = fbuf(c), *db = nanbuf(c), *db2 = nanbuf(c);
+	if (hw == 1) {
+		/* The linear reference's bias: dy is [n, out]. */
+		float *x = fbuf(n), *dw = fbuf(c);
+		rt_linear_grad_weight_ref(n, 1, c, x, dy, dw, ref);
+		free(x);
+		free(dw);
+	} else {
+		rt_conv p = rt_conv_make(n, 1, hw, 1, c, 1, 1, 0);
+		float *x = fbuf((size_t)n * hw), *dw = fbuf(c);
+		rt_conv2d_grad_weight_ref(&p, x, dy, dw, ref);
+		free(x);
+		free(dw);
+	}
+	rt_bias_grad(n, c, hw, dy, db);
+	expect_close("bias", db, ref, c, 1e-5);
+	rt_bias_grad(n, c, hw, dy, db2);
+	expect_same("bias", db, db2, c);
+	free(dy);
+	free(ref);
+	free(db);
+	free(db2);
+}
+END_TEST
+
+static const struct {
+	int n, in, out;
+} linear_shapes[] = {{1, 7, 3}, {128, 64, 10}, {5, 300, 129}, {33, 1, 17}};
+
+START_TEST(linear_vs_ref)
+{
+	int n = linear_shapes[_i].n, in = linear_shapes[_i].in, out = linear_shapes[_i].out;
+	size_t nx = (size_t)n * in, nw = (size_t)out * in, ny = (size_t)n * out;
+	rt_rng rng;
+	rt_rng_seed(&rng, 4000 + _i);
+	float *x = randn(&rng, nx, 1, 0), *w = randn(&rng, nw, 0.5f, 0);
+	float *dy = randn(&rng, ny, 1, 0);
+	float *dx_ref = fbuf(nx), *dw_ref = fbuf(nw);
+	rt_linear_grad_input_ref(n, in, out, dy, w, dx_ref);
+	rt_linear_grad_weight_ref(n, in, out, x, dy, dw_ref, NULL);
+	float *dx = nanbuf(nx), *dw = nanbuf(nw), *dx2 = nanbuf(nx), *dw2 = nanbuf(nw);
+	rt_linear_grad_input(n, in, out, dy, w, dx);
+	rt_linear_grad_weight(n, in, out, x, dy, dw);
+	expect_close("linear dx", dx, dx_ref, nx, 1e-4);
+	expect_close("linear dw", dw, dw_ref, nw, 1e-4);
+	rt_linear_grad_input(n, in, out, dy, w, dx2);
+	rt_linear_grad_weight(n, in, out, x, dy, dw2);
+	expect_same("linear dx", dx, dx2, nx);
+	expect_same("linear dw", dw, dw2, nw);
+	free(x);
+	free(w);
+	free(dy);
+	free(dx_ref);
+	free(dw_ref);
+	free(dx);
+	free(dw);
+	free(dx2);
+	free(dw2);
+}
+END_TEST
+
+/* ---- golden vectors ------------------------------------------------------- */
+
+enum { GOLDEN_MAX = 16 };
+
+typedef struct golden {
+	const char *name;
+	int n;
+	rt_array arr[GOLDEN_MAX];
+} golden;
+
+static const rt_array *gold(golden *g, const char *name)
+{
+	ck_assert_int_lt(g->n, GOLDEN_MAX);
+	g->arr[g->n] = test_golden(g->name, name);
+	ck_assert_int_eq(g->arr[g->n].dtype, RT_DTYPE_F32);
+	return &g->arr[g->n++];
+}
+
+static const float *goldf(golden *g, const char *name)
+{
+	return gold(g, name)->data;
+}
+
+static void golden_free(golden *g)
+{
+	for (int i = 0; i < g->n; i++)
+		rt_array_free(&g->arr[i]);
+	g->n = 0;
+}
+
+static void expect_golden(golden *g, const char *name, const float *got, size_t count, double tol)
+{
+	const rt_array *a = gold(g, name);
+	ck_assert_msg(a->count == count, "%s/%s: %zu values, kernel made %zu", g->name, name,
+	              a->count, count);
+	double e = test_rel_err(got, a->data, count);
+	ck_assert_msg(e < tol, "%s/%s: relative error %.3g exceeds %.1g", g->name, name, e, tol);
+}
+
+static long meta_int(const char *casename, const char *key)
+{
+	long v = test_golden_meta(casename, key, -1);
+	ck_assert_msg(v >= 0, "%s/meta.txt: no '%s'", casename, key);
+	return v;
+}
+
+/* meta.txt values that are not integers (eps, momentum), which
+ * test_golden_meta would truncate. */
+static double meta_double(const char *casename, const char *key)
+{
+	char path[1024], line[256];
+	snprintf(path, sizeof path, "%s/%s/meta.txt", test_env("NETCC_GOLDEN", "../shared/golden"),
+	         casename);
+	FILE *f = fopen(path, "r");
+	ck_assert_msg(f != NULL, "cannot open %s", path);
+	size_t kl = strlen(key);
+	double v = NAN;
+	while (fgets(line, sizeof line, f)) {
+		char *q = line + strspn(line, " ");
+		if (strncmp(q, key, kl) != 0)
+			continue;
+		q += kl;
+		q += strspn(q, " ");
+		if (*q == '=')
+			v = strtod(q + 1, NULL);
+	}
+	fclose(f);
+	ck_assert_msg(!isnan(v), "%s: no '%s'", path, key);
+	return v;
+}
+
+static const char *conv_cases[] = {"conv_3x3_s1_p1", "conv_3x3_s2_p1", "conv_1x1_s1_bias",
+                                   "conv_1x1_s2_projection", "conv_7x7_s2_p3_stem"};
+
+START_TEST(golden_conv)
+{
+	golden g = {.name = conv_cases[_i]};
+	const rt_array *x = gold(&g, "x"), *w = gold(&g, "w");
+	ck_assert_int_eq(x->rank, 4);
+	ck_assert_int_eq(w->rank, 4);
+	ck_assert_int_eq(w->dims[1], x->dims[1]);
+	ck_assert_int_eq(w->dims[2], meta_int(g.name, "kernel"));
+	rt_conv p = rt_conv_make((int)x->dims[0], (int)x->dims[1], (int)x->dims[2], (int)x->dims[3],
+	                         (int)w->dims[0], (int)w->dims[2], (int)meta_int(g.name, "stride"),
+	                         (int)meta_int(g.name, "pad"));
+	const rt_array *dy = gold(&g, "dy");
+	ck_assert_uint_eq(dy->count, (size_t)p.n * p.oc * p.oh * p.ow);
+	scratch s = scratch_make(rt_conv2d_grad_scratch_floats(&p));
+	float *dx = nanbuf(x->count), *dw = nanbuf(w->count), *db = nanbuf(p.oc);
+
+	rt_conv2d_grad_input(&p, dy->data, w->data, dx, s.buf);
+	expect_golden(&g, "dx", dx, x->count, 1e-4);
+	rt_conv2d_grad_weight(&p, x->data, dy->data, dw, s.buf);
+	expect_golden(&g, "dw", dw, w->count, 1e-4);
+	scratch_check(&s, g.name);
+	if (meta_int(g.name, "bias")) {
+		rt_bias_grad(p.n, p.oc, p.oh * p.ow, dy->data, db);
+		expect_golden(&g, "db", db, (size_t)p.oc, 1e-4);
+	}
+	free(s.buf);
+	free(dx);
+	free(dw);
+	free(db);
+	golden_free(&g);
+}
+END_TEST
+
+START_TEST(golden_batchnorm_train)
+{
+	golden g = {.name = "batchnorm_train"};
+	const rt_array *x = gold(&g, "x");
+	ck_assert_int_eq(x->rank, 4);
+	int n = (int)x->dims[0], c = (int)x->dims[1], hw = (int)(x->dims[2] * x->dims[3]);
+	const float *gamma = goldf(&g, "gamma"), *beta = goldf(&g, "beta");
+	ck_assert_int_eq(meta_int(g.name, "training"), 1);
+	float eps = (float)meta_double(g.name, "eps");
+	float momentum = (float)meta_double(g.name, "momentum");
+	float *stats = nanbuf(2 * (size_t)c), *y = nanbuf(x->count), *dx = nanbuf(x->count);
+	float *dparams = nanbuf(2 * (size_t)c);
+
+	/* The statistics have no golden file of their own: they are judged
+	 * through the forward output and the running buffers they produce. */
+	rt_bn_stats(n, c, hw, x->data, stats);
+	rt_batchnorm_ref(n, c, hw, x->data, stats, stats + c, gamma, beta, eps, y);
+	expect_golden(&g, "y", y, x->count, 1e-5);
+	float *rm = fbuf(c), *rv = fbuf(c);
+	memcpy(rm, goldf(&g, "running_mean"), (size_t)c * sizeof *rm);
+	memcpy(rv, goldf(&g, "running_var"), (size_t)c * sizeof *rv);
+	rt_bn_running_update_ref(c, n * hw, momentum, stats, rm, rv);
+	expect_golden(&g, "running_mean_after", rm, c, 1e-5);
+	expect_golden(&g, "running_var_after", rv, c, 1e-5);
+
+	const float *dy = goldf(&g, "dy");
+	rt_bn_grad_params(n, c, hw, x->data, dy, stats, eps, dparams);
+	expect_golden(&g, "dgamma", dparams, c, 1e-4);
+	expect_golden(&g, "dbeta", dparams + c, c, 1e-4);
+	rt_bn_grad_input(n, c, hw, x->data, dy, stats, gamma, dparams, eps, dx);
+	expect_golden(&g, "dx", dx, x->count, 1e-4);
+	free(stats);
+	free(y);
+	free(dx);
+	free(dparams);
+	free(rm);
+	free(rv);
+	golden_free(&g);
+}
+END_TEST
+
+START_TEST(golden_dense)
+{
+	golden g = {.name = "dense"};
+	const rt_array *x = gold(&g, "x"), *w = gold(&g, "w");
+	ck_assert_int_eq(x->rank, 2);
+	int n = (int)x->dims[0], in = (int)x->dims[1], out = (int)w->dims[0];
+	ck_assert_int_eq(w->dims[1], in);
+	const float *dy = goldf(&g, "dy");
+	float *dx = nanbuf(x->count), *dw = nanbuf(w->count), *db = nanbuf(out);
+	rt_linear_grad_input(n, in, out, dy, w->data, dx);
+	expect_golden(&g, "dx", dx, x->count, 1e-4);
+	rt_linear_grad_weight(n, in, out, x->data, dy, dw);
+	expect_golden(&g, "dw", dw, w->count, 1e-4);
+	rt_bias_grad(n, out, 1, dy, db);
+	expect_golden(&g, "db", db, out, 1e-4);
+	free(dx);
+	free(dw);
+	free(db);
+	golden_free(&g);
+}
+END_TEST
+
+#define COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+static Suite *suite(void)
+{
+	Suite *s = suite_create("kernels_train");
+	TCase *tc = tcase_create("vs_reference");
+	/* The 56x56 layer's reference passes take a few seconds. */
+	tcase_set_timeout(tc, 60);
+	tcase_add_loop_test(tc, conv_vs_ref, 0, COUNT(conv_geoms));
+	tcase_add_test(tc, conv_scratch_size);
+	tcase_add_loop_test(tc, bn_vs_ref, 0, COUNT(bn_shapes));
+	tcase_add_test(tc, bn_stats_constant);
+	tcase_add_loop_test(tc, bias_vs_ref, 0, COUNT(bias_shapes));
+	tcase_add_loop_test(tc, linear_vs_ref, 0, COUNT(linear_shapes));
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("golden");
+	tcase_add_loop_test(tc, golden_conv, 0, COUNT(conv_cases));
+	tcase_add_test(tc, golden_batchnorm_train);
+	tcase_add_test(tc, golden_dense);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+TEST_MAIN(suite)
