@@ -94,8 +94,55 @@ test-san: build/san/netcc $(TESTS:%=build/san/tests/%)
 demo: build/netcc
 	@scripts/demo.sh
 
+# examples/classify built against a compiled ResNet-18 (examples/README.md: any model).
+# The commands are echoed in full: the demo shows them as how an application is built.
+EX := build/examples
+.PHONY: examples
+examples: $(EX)/classify-resnet18
+
+$(EX)/libresnet18.so: models/resnet18.nn build/netcc
+	@mkdir -p $(EX)
+	build/netcc compile $< -o $@ --time-phases
+
+$(EX)/classify-resnet18: examples/classify.c $(EX)/libresnet18.so
+	$(CC) -std=c11 -O2 -Wall -Wextra -Werror -I$(EX) -DMODEL_HEADER='"resnet18.h"' -DMODEL=resnet18 -DMODEL_UPPER=RESNET18 $< -L$(EX) -lresnet18 -lm -Wl,-rpath,'$$ORIGIN' -o $@
+
 clean:
 	rm -rf build
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
+
+# ---- fuzzing (tests/fuzz/README.md) ------------------------------------------
+FUZZ_CC      ?= clang-19
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS   := -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Werror -Wno-unused-parameter \
+	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Iir -Ifrontend -Iruntime
+FUZZ_COMMON  := runtime/array.c runtime/file.c
+FUZZ_SRC_frontend    := $(wildcard ir/*.c frontend/*.c) runtime/rng.c
+FUZZ_SRC_safetensors := runtime/safetensors.c $(FUZZ_COMMON)
+FUZZ_SRC_npy         := runtime/npy.c $(FUZZ_COMMON)
+FUZZ_SRC_idx         := runtime/idx.c $(FUZZ_COMMON)
+FUZZERS := frontend safetensors npy idx
+
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard */*.h ir/*.def runtime/*.c ir/*.c frontend/*.c) | $(DEPS_STAMP)
+	@mkdir -p build/fuzz
+	@echo "  FUZZ  $@"
+	@$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRC_$*) -lcjson -lz -lm
+
+# Seeds beyond tests/fuzz/seeds: the repository's own models and arrays.
+build/fuzz/corpus-%: | $(DEPS_STAMP)
+	@mkdir -p $@ build/fuzz/artifacts
+	@cp tests/fuzz/seeds/$*/* $@/ 2>/dev/null || true
+	@if [ $* = frontend ]; then cp models/*.nn tests/errors/*.nn tests/blocks/*.nn $@/; fi
+	@if [ $* = npy ]; then cp examples/data/*.npy $@/; \
+		for f in $(GOLDEN)/*/x.npy; do cp $$f $@/$$(basename $$(dirname $$f)).npy; done; fi
+
+fuzz: $(FUZZERS:%=build/fuzz/fuzz_%) $(FUZZERS:%=build/fuzz/corpus-%)
+	@mkdir -p build/fuzz/artifacts
+	@set -e; for f in $(FUZZERS); do echo "== fuzz $$f for $(FUZZ_SECONDS) s"; \
+		build/fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+			-print_final_stats=1 -artifact_prefix=build/fuzz/artifacts/$$f- \
+			build/fuzz/corpus-$$f tests/fuzz/regressions/$$f 2>build/fuzz/$$f.log \
+			|| { tail -40 build/fuzz/$$f.log; exit 1; }; \
+		grep -E "stat::number_of_executed_units|stat::new_units_added" build/fuzz/$$f.log; done

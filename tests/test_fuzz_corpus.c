@@ -1,0 +1,95 @@
+/* Every fuzzing seed and every input that once crashed a harness
+ * (tests/fuzz/regressions) goes through its reader again, under the
+ * sanitizers in the san build: a fixed bug stays fixed. */
+#include <dirent.h>
+#include <sys/stat.h>
+
+#include "frontend.h"
+#include "testutil.h"
+
+static unsigned char *slurp(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	ck_assert_msg(f != NULL, "cannot open %s", path);
+	fseek(f, 0, SEEK_END);
+	long n = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	unsigned char *buf = malloc((size_t)n + 1);
+	ck_assert_int_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
+	fclose(f);
+	*len = (size_t)n;
+	return buf;
+}
+
+static void feed(const char *harness, const char *path, const unsigned char *data, size_t len)
+{
+	char err[256];
+	if (!strcmp(harness, "frontend")) {
+		ir_graph_free(frontend_graph_parse(path, (const char *)data, len, 2));
+	} else if (!strcmp(harness, "safetensors")) {
+		void *image = malloc(len ? len : 1);
+		memcpy(image, data, len);
+		rt_st_file f;
+		if (rt_st_parse(image, len, &f, err, sizeof err) == 0)
+			rt_st_free(&f);
+	} else if (!strcmp(harness, "npy")) {
+		rt_array a;
+		if (rt_npy_parse(data, len, &a, err, sizeof err) == 0)
+			rt_array_free(&a);
+	} else {
+		rt_array a;
+		if (rt_idx_read(path, &a, err, sizeof err) == 0)
+			rt_array_free(&a);
+	}
+}
+
+static int feed_dir(const char *harness, const char *kind)
+{
+	char dir[1024];
+	snprintf(dir, sizeof dir, "%s/tests/fuzz/%s/%s", test_env("NETCC_ROOT", "."), kind, harness);
+	DIR *d = opendir(dir);
+	if (!d)
+		return 0;
+	int n = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		char path[2048];
+		snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+		size_t len;
+		unsigned char *data = slurp(path, &len);
+		feed(harness, path, data, len);
+		free(data);
+		n++;
+	}
+	closedir(d);
+	return n;
+}
+
+START_TEST(seeds_and_regressions)
+{
+	static const char *const harnesses[] = {"frontend", "safetensors", "npy", "idx"};
+	FILE *sink = fopen("/dev/null", "w");
+	diag_set_output(sink);
+	int seeds = 0;
+	for (int i = 0; i < 4; i++) {
+		seeds += feed_dir(harnesses[i], "seeds");
+		feed_dir(harnesses[i], "regressions");
+	}
+	diag_set_output(NULL);
+	fclose(sink);
+	ck_assert_int_ge(seeds, 5);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+	Suite *s = suite_create("fuzz corpus");
+	TCase *t = tcase_create("corpus");
+	tcase_add_test(t, seeds_and_regressions);
+	suite_add_tcase(s, t);
+	return s;
+}
+
+TEST_MAIN(suite)
