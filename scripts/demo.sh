@@ -24,7 +24,39 @@ echo "\$ $N run models/resnet20.nn --weights $OUT/resnet20.safetensors --input e
 $N run models/resnet20.nn --weights "$OUT/resnet20.safetensors" \
 	--input examples/data/ankle_boot.npy --reference
 
+step "the same run compiled: netcc JIT-compiles the graph with LLVM and runs the machine code"
+echo "\$ $N run models/resnet20.nn --weights $OUT/resnet20.safetensors --input examples/data/ankle_boot.npy"
+$N run models/resnet20.nn --weights "$OUT/resnet20.safetensors" \
+	--input examples/data/ankle_boot.npy
+
 step "errors point at the source"
 printf 'version 1\nmodel m(x: f32[N, 3, 32, 32]) -> (y: f32[N, 10])\ngraph {\n    h = conv(x, 16, kernal = 3)\n}\n' >"$OUT/typo.nn"
 echo "\$ $N ir $OUT/typo.nn"
 $N ir "$OUT/typo.nn" || echo "(exit status $?)"
+
+# The example's build rules live in the Makefile; its outputs are removed first
+# so that every demo shows the commands running.
+EX=build/examples
+export MAKEFLAGS= # the sub-make is a step of its own, not part of the caller's -j
+rm -f "$EX/libresnet18.so" "$EX/resnet18.h" "$EX/classify-resnet18"
+
+step "netcc compile: ResNet-18 to a shared library and its C header (He-initialised weights embedded)"
+echo "\$ make $EX/libresnet18.so"
+make --no-print-directory "$EX/libresnet18.so"
+echo "files written:"
+ls -l "$EX/libresnet18.so" "$EX/resnet18.h" | sed 's/^/   /'
+echo "the header, $EX/resnet18.h, begins:"
+head -n 16 "$EX/resnet18.h" | sed 's/^/   | /'
+echo "   | ... ($(wc -l <"$EX/resnet18.h") lines: constants, error codes, the functions)"
+
+step "an application: examples/classify.c, built against that library and header only"
+echo "\$ make $EX/classify-resnet18"
+make --no-print-directory "$EX/classify-resnet18"
+
+step "classify the bundled ankle boot with it (28x28 grey, resized to 224x224 RGB; the weights are untrained, so the classes mean nothing)"
+echo "\$ $EX/classify-resnet18 --repeat 5 examples/data/ankle_boot.pgm"
+"$EX/classify-resnet18" --repeat 5 examples/data/ankle_boot.pgm
+
+step "and a colour image (a synthetic 64x64 test pattern)"
+echo "\$ $EX/classify-resnet18 examples/data/test_pattern.ppm"
+"$EX/classify-resnet18" examples/data/test_pattern.ppm
