@@ -42,21 +42,30 @@ static void io_lines(FILE *f, const ir_graph *g, const ir_io *io, int n, const c
 {
 	for (int i = 0; i < n; i++) {
 		char sb[96];
-		fprintf(f, " * %s %s: float32 %s, NCHW, batch included.\n", what, io[i].name,
-			ir_shape_str(&g->nodes[io[i].node].shape, sb, sizeof sb));
+		const ir_shape *s = &g->nodes[io[i].node].shape;
+		fprintf(f, " * %s %s: float32 %s%s, batch included.\n", what, io[i].name,
+			ir_shape_str(s, sb, sizeof sb),
+			s->rank == 4 ? " (N, C, H, W)" : s->rank == 2 ? " (N, features)" : "");
 	}
 }
 
+/* NAME_INPUT_SIZE and its dimensions (NAME_INPUT_N/C/H/W, or _N/_FEATURES);
+ * with several inputs, NAME_INPUT0_SIZE and so on. */
 static void sizes(FILE *f, const ir_graph *g, const char *up, const ir_io *io, int n,
 		  const char *what)
 {
+	static const char *const nchw[] = {"N", "C", "H", "W"}, *const nf[] = {"N", "FEATURES"};
 	for (int i = 0; i < n; i++) {
-		long long count = (long long)ir_shape_count(&g->nodes[io[i].node].shape);
+		const ir_shape *s = &g->nodes[io[i].node].shape;
+		char pre[160];
 		if (n == 1)
-			fprintf(f, "#define %s_%s_SIZE %lld /* floats */\n", up, what, count);
+			snprintf(pre, sizeof pre, "%s_%s", up, what);
 		else
-			fprintf(f, "#define %s_%s%d_SIZE %lld /* floats: %s */\n", up, what, i, count,
-				io[i].name);
+			snprintf(pre, sizeof pre, "%s_%s%d", up, what, i);
+		fprintf(f, "#define %s_SIZE %lld /* floats */\n", pre, (long long)ir_shape_count(s));
+		const char *const *names = s->rank == 4 ? nchw : s->rank == 2 ? nf : NULL;
+		for (int k = 0; names && k < s->rank; k++)
+			fprintf(f, "#define %s_%s %lld\n", pre, names[k], (long long)s->d[k]);
 	}
 }
 
@@ -146,7 +155,7 @@ static void write_header(FILE *f, const ir_graph *g, const backend_options *o)
 		"\t%s_ERR_IO = %d,         /* the weights file cannot be read or parsed */\n"
 		"\t%s_ERR_WEIGHTS = %d,    /* the weights file does not match the model */\n"
 		"\t%s_ERR_NO_WEIGHTS = %d, /* no weights loaded (or the last load failed) */\n"
-		"\t%s_ERR_NOMEM = %d\n"
+		"\t%s_ERR_NOMEM = %d         /* out of memory */\n"
 		"};\n\n",
 		up, up, RT_ERR_ARG, up, RT_ERR_IO, up, RT_ERR_WEIGHTS, up, RT_ERR_NO_WEIGHTS, up,
 		RT_ERR_NOMEM);
@@ -183,8 +192,8 @@ static void write_header(FILE *f, const ir_graph *g, const backend_options *o)
 		fprintf(f,
 			"/* Inference on prepared weights and a workspace of %s_WORKSPACE_SIZE bytes\n"
 			" * aligned to %s_WORKSPACE_ALIGN, which it may overwrite. */\n"
-			"int %s_infer_static(const float *weights, void *workspace, const float "
-			"*input,\n\t\t\tfloat *output);\n",
+			"int %s_infer_static(const float *weights, void *workspace, const float *input,\n"
+			"                    float *output);\n",
 			up, up, n);
 	if (o->train)
 		write_training(f, g, o, up);

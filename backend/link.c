@@ -7,6 +7,7 @@
 #include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -83,7 +84,10 @@ int backend_link(const char *object, const char *output)
 		free(tmp);
 		return 1;
 	}
-	if (rename(tmp, output) != 0) {
+	/* mkstemp made it 0600; a library is for every user, like cc's output */
+	mode_t mask = umask(0);
+	umask(mask);
+	if (chmod(tmp, 0755 & ~mask) != 0 || rename(tmp, output) != 0) {
 		fprintf(diag_output(), "netcc: error: cannot write %s: %s\n", output,
 			strerror(errno));
 		unlink(tmp);

@@ -52,8 +52,7 @@ void ir_graph_init_he(ir_graph *g, uint64_t seed)
 			float std = (float)sqrt(2.0 / (double)fan_in);
 			rt_rng r;
 			rt_rng_seed(&r, name_seed(seed, p->name));
-			for (int64_t k = 0; k < count; k++)
-				p->data[k] = std * rt_rng_normal(&r);
+			rt_rng_normal_fill(&r, p->data, (size_t)count, std);
 		} else {
 			/* batchnorm's slots: x, gamma, beta, running mean, running var */
 			bool one = o && o->op == IR_OP_BATCHNORM && (slot == 1 || slot == 4);

@@ -49,3 +49,19 @@ float rt_rng_normal(rt_rng *r)
 	double u2 = (double)(rt_rng_next(r) >> 11) * (1.0 / 9007199254740992.0);
 	return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
 }
+
+/* Both values of each Box-Muller pair, for filling large arrays (He
+ * initialisation of a ResNet draws tens of millions). */
+void rt_rng_normal_fill(rt_rng *r, float *out, size_t n, float scale)
+{
+	size_t i = 0;
+	for (; i + 1 < n; i += 2) {
+		double u1 = ((double)(rt_rng_next(r) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
+		double u2 = (double)(rt_rng_next(r) >> 11) * (1.0 / 9007199254740992.0);
+		double rad = sqrt(-2.0 * log(u1)), a = 6.283185307179586 * u2;
+		out[i] = scale * (float)(rad * cos(a));
+		out[i + 1] = scale * (float)(rad * sin(a));
+	}
+	if (i < n)
+		out[i] = scale * rt_rng_normal(r);
+}

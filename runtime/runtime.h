@@ -327,5 +327,6 @@ void rt_rng_seed(rt_rng *r, uint64_t seed);
 uint64_t rt_rng_next(rt_rng *r);
 float rt_rng_uniform(rt_rng *r); /* [0, 1) */
 float rt_rng_normal(rt_rng *r);  /* mean 0, std 1 */
+void rt_rng_normal_fill(rt_rng *r, float *out, size_t n, float scale); /* n draws, times scale */
 
 #endif
