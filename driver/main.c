@@ -18,10 +18,15 @@ static const struct command {
     {"compile", cmd_compile,
      "compile MODEL.nn -o libX.so [--batch N] [--weights W | --seed S] [--name X]\n"
      "        [--emit=so|obj|asm|llvm] [--weights-file] [-O0|-O2] [--dump-after=PASS]\n"
-     "        [--report] [--time-phases]            a shared object and its C header"},
+     "        [--report] [--time-phases] [--train]  a shared object and its C header"},
     {"run", cmd_run,
      "run MODEL.nn [--weights W] --input X.npy [-o Y.npy] [--batch N] [--reference]\n"
      "        runs it now (ORC JIT; --reference: the plain C reference executor)"},
+    {"train", cmd_train,
+     "train MODEL.nn --data fashion-mnist|DIR [--epochs E] [--batch B] [--lr LR] [--out DIR]\n"
+     "        [--schedule steps:5,8|plateau|none] [--factor F] [--patience P] [--warmup W]\n"
+     "        [--seed S] [--resume CHECKPOINT] [--weights W] [--limit-train N] [--limit-test N]\n"
+     "        SGD on an IDX image dataset; see docs/training.md"},
 };
 enum { N_COMMANDS = sizeof commands / sizeof *commands };
 

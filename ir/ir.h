@@ -216,7 +216,7 @@ typedef struct ir_node {
 typedef enum ir_sched {
 	IR_SCHED_NONE,
 	IR_SCHED_STEPS,   /* multiply by factor at the listed epochs */
-	IR_SCHED_PLATEAU, /* multiply by factor when test error stalls */
+	IR_SCHED_PLATEAU, /* multiply by factor when the training loss stalls */
 } ir_sched;
 
 enum { IR_MAX_STEPS = 16 };
