@@ -104,6 +104,8 @@ int backend_compile(const ir_graph *g, const backend_options *o)
 			char *h = header_path(o);
 			rc = backend_header_write(g, o, h);
 			free(h);
+			if (rc) /* a library without its header is not an output */
+				unlink(o->output);
 		}
 	}
 	LLVMDisposeModule(m);

@@ -141,25 +141,19 @@ static void interp_pad_channels(const interp *it, const ir_node *n, float *y)
 	free(sub);
 }
 
-/* Folding in double: the oracle for the runtime's float version. */
+/* Folding runs the runtime's own kernels: embedded weights (prepared here
+ * at compile time) are then the very bits load_weights prepares. */
 static void interp_bn_fold_weight(const interp *it, const ir_node *n, float *y)
 {
-	int64_t oc = n->shape.d[0], per = ir_shape_count(&n->shape) / oc;
-	const float *w = in(it, n, 0), *gamma = in(it, n, 1), *var = in(it, n, 2);
-	for (int64_t o = 0; o < oc; o++) {
-		double s = gamma[o] / sqrt((double)var[o] + n->eps);
-		for (int64_t i = 0; i < per; i++)
-			y[o * per + i] = (float)(w[o * per + i] * s);
-	}
+	int64_t oc = n->shape.d[0];
+	rt_bn_fold_weight((int)oc, (int)(ir_shape_count(&n->shape) / oc), in(it, n, 0),
+			  in(it, n, 1), in(it, n, 2), (float)n->eps, y);
 }
 
 static void interp_bn_fold_bias(const interp *it, const ir_node *n, float *y)
 {
-	const float *gamma = in(it, n, 0), *beta = in(it, n, 1), *mean = in(it, n, 2),
-		    *var = in(it, n, 3), *b = n->n_in > 4 ? in(it, n, 4) : NULL;
-	for (int64_t o = 0; o < n->shape.d[0]; o++)
-		y[o] = (float)(((b ? b[o] : 0.0) - mean[o]) * gamma[o] / sqrt((double)var[o] + n->eps) +
-			       beta[o]);
+	rt_bn_fold_bias((int)n->shape.d[0], in(it, n, 0), in(it, n, 1), in(it, n, 2), in(it, n, 3),
+			n->n_in > 4 ? in(it, n, 4) : NULL, (float)n->eps, y);
 }
 
 /* ---- training ------------------------------------------------------------ */

@@ -3,6 +3,7 @@
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "backend.h"
 #include "driver.h"
@@ -71,14 +72,20 @@ static int compile_job(void *ctx)
 		j->bo.train = j->tg;
 	}
 	backend_phase(j->phases, "passes", t);
+	char wp[1024] = "";
 	if (!j->bo.embed_weights && j->bo.emit == BACKEND_EMIT_SO) {
-		char wp[1024];
 		weights_path(j->bo.output, j->bo.name, wp, sizeof wp);
 		if (weights_save(j->g, wp) != 0)
 			return 1;
-		fprintf(stderr, "netcc: wrote %s (load it with %s_load_weights)\n", wp, j->bo.name);
 	}
-	return backend_compile(j->g, &j->bo);
+	if (backend_compile(j->g, &j->bo) != 0) {
+		if (wp[0]) /* all or nothing: no weights file without its library */
+			unlink(wp);
+		return 1;
+	}
+	if (wp[0])
+		fprintf(stderr, "netcc: wrote %s (load it with %s_load_weights)\n", wp, j->bo.name);
+	return 0;
 }
 
 static int check_dump_after(const char *name)
