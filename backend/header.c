@@ -155,7 +155,7 @@ static void write_header(FILE *f, const ir_graph *g, const backend_options *o)
 		"\t%s_ERR_IO = %d,         /* the weights file cannot be read or parsed */\n"
 		"\t%s_ERR_WEIGHTS = %d,    /* the weights file does not match the model */\n"
 		"\t%s_ERR_NO_WEIGHTS = %d, /* no weights loaded (or the last load failed) */\n"
-		"\t%s_ERR_NOMEM = %d          /* out of memory */\n"
+		"\t%s_ERR_NOMEM = %d       /* out of memory */\n"
 		"};\n\n",
 		up, up, RT_ERR_ARG, up, RT_ERR_IO, up, RT_ERR_WEIGHTS, up, RT_ERR_NO_WEIGHTS, up,
 		RT_ERR_NOMEM);
