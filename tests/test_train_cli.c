@@ -13,11 +13,14 @@
 #include <zlib.h>
 
 #include "driver.h"
+#include <time.h>
+
 #include "testutil.h"
 
 #define MODEL "tests/models/tiny28.nn"
 
 static char root[256];      /* the suite's temporary directory */
+static long ref_us;         /* how long the reference run took */
 static int n_train, n_test; /* fewer under the sanitizers */
 
 /* The reference run every resume is compared with. */
@@ -240,7 +243,11 @@ static void suite_setup(void)
 	snprintf(root, sizeof root, "%s/netcc_train_XXXXXX", test_env("TMPDIR", "/tmp"));
 	ck_assert_ptr_nonnull(mkdtemp(root));
 	data_write("data");
+	struct timespec a, b;
+	clock_gettime(CLOCK_MONOTONIC, &a);
 	train_ok("ref", ref_flags);
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	ref_us = (b.tv_sec - a.tv_sec) * 1000000L + (b.tv_nsec - a.tv_nsec) / 1000;
 }
 
 static void suite_teardown(void)
@@ -471,6 +478,64 @@ START_TEST(sigint_checkpoints_mid_epoch_and_resumes_exactly)
 	ck_assert_msg(rc == 0, "%s", err);
 	free(err);
 	same_as_reference("int");
+}
+END_TEST
+
+/* Starts `netcc train` (resuming when a checkpoint exists) and SIGKILLs it
+ * after delay_us, unless it finishes first: returns whether it finished. */
+static bool train_killed_after(const char *out, long delay_us)
+{
+	char dir[512], data[512], limit[32], ck[600];
+	snprintf(dir, sizeof dir, "%s/%s", root, out);
+	snprintf(data, sizeof data, "%s/data", root);
+	snprintf(limit, sizeof limit, "%d", n_test);
+	snprintf(ck, sizeof ck, "%s/checkpoint.safetensors", dir);
+	bool resume = access(ck, F_OK) == 0;
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		if (!freopen("/dev/null", "w", stdout) || !freopen("/dev/null", "w", stderr) ||
+		    chdir(test_env("NETCC_ROOT", ".")) != 0)
+			_exit(99);
+		const char *bin = test_env("NETCC_BIN", "build/netcc");
+		if (resume)
+			execl(bin, bin, "train", MODEL, "--data", data, "--limit-test", limit,
+			      "--resume", ck, (char *)NULL);
+		else
+			execl(bin, bin, "train", MODEL, "--data", data, "--limit-test", limit, "--out",
+			      dir, "--epochs", "3", "--schedule", "steps:2", "--factor", "0.5",
+			      "--warmup", "1", "--seed", "7", (char *)NULL);
+		_exit(98);
+	}
+	int st;
+	for (long waited = 0; waited < delay_us; waited += 10000) {
+		if (waitpid(pid, &st, WNOHANG) == pid) {
+			ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "train failed: %d", st);
+			return true;
+		}
+		usleep(10000);
+	}
+	kill(pid, SIGKILL);
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	return WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
+/* SIGKILL at arbitrary points, even mid-write: each restart resumes from
+ * the last complete checkpoint, and the end result is the uninterrupted
+ * run's, bit for bit. */
+START_TEST(sigkill_anywhere_then_resume_is_exact)
+{
+	rt_rng r;
+	rt_rng_seed(&r, (uint64_t)time(NULL));
+	bool done = false;
+	int kills = 0;
+	/* anywhere in the first 60% of a run: each restart makes some progress */
+	for (; kills < 6 && !done; kills++)
+		done = train_killed_after("kill", (long)(rt_rng_next(&r) % (uint64_t)(ref_us * 6 / 10 + 1)));
+	ck_assert_int_ge(kills, 2);
+	while (!done)
+		done = train_killed_after("kill", 600L * 1000000);
+	same_as_reference("kill");
 }
 END_TEST
 
@@ -725,6 +790,7 @@ static Suite *suite(void)
 	tcase_add_test(t, stdout_shows_the_compile_command);
 	tcase_add_test(t, resume_is_exact);
 	tcase_add_test(t, sigint_checkpoints_mid_epoch_and_resumes_exactly);
+	tcase_add_test(t, sigkill_anywhere_then_resume_is_exact);
 	tcase_add_test(t, nan_stops_and_keeps_the_last_good_checkpoint);
 	tcase_add_test(t, bad_data_is_named);
 	tcase_add_test(t, usage_errors_exit_2);
