@@ -206,6 +206,18 @@ static double objective(const ir_graph *g, const float *const *in, const float *
 	return s;
 }
 
+static double central(const ir_graph *g, const float *const *in, const float *r, size_t ny,
+		      float *v, float h)
+{
+	float keep = *v;
+	*v = keep + h;
+	double up = objective(g, in, r, ny);
+	*v = keep - h;
+	double down = objective(g, in, r, ny);
+	*v = keep;
+	return (up - down) / (2 * h);
+}
+
 START_TEST(finite_differences_every_operator)
 {
 	ir_graph *g = parse(every_op, 3);
@@ -240,22 +252,21 @@ START_TEST(finite_differences_every_operator)
 		ck_assert_msg(gn[id] >= 0, "no gradient for %s", p->name);
 		const float *grad = v.value[gn[id]] + go[id];
 		int64_t count = ir_shape_count(&p->shape);
-		for (int t = 0; t < 4; t++) {
+		for (int t = 0; t < 6; t++) {
 			int64_t k = (int64_t)(rt_rng_next(&rng) % (uint64_t)count);
-			float keep = data[k], h = 1e-2f;
-			data[k] = keep + h;
-			double up = objective(g, in, r, ny);
-			data[k] = keep - h;
-			double down = objective(g, in, r, ny);
-			data[k] = keep;
-			double fd = (up - down) / (2 * h), an = grad[k];
-			double tol = 2e-2 * fmax(1.0, fabs(fd));
+			/* Small steps: a bias moves a whole channel, so larger ones cross
+			 * relu and maxpool kinks. Where differences still disagree between
+			 * step sizes a kink is inside the step: nothing to compare there. */
+			double fd = central(g, in, r, ny, data + k, 1e-3f);
+			if (fabs(fd - central(g, in, r, ny, data + k, 5e-4f)) > 1e-2 * fmax(1.0, fabs(fd)))
+				continue;
+			double an = grad[k], tol = 2e-2 * fmax(1.0, fabs(fd));
 			ck_assert_msg(fabs(fd - an) < tol, "%s[%lld]: finite difference %g, autodiff %g",
 				      p->name, (long long)k, fd, an);
 			checked++;
 		}
 	}
-	ck_assert_int_ge(checked, 4 * 12);
+	ck_assert_int_ge(checked, 4 * 12); /* of 6 * 13 tried */
 	interp_values_free(&v);
 	free(x), free(r), free(gn), free(go);
 	ir_graph_free(g);
