@@ -16,6 +16,9 @@ LLVM_LD  = $(shell $(LLVM_CONFIG) --ldflags 2>/dev/null) -lLLVM-19 -Wl,-rpath,$(
 CHECK_LD = $(shell pkg-config --libs check 2>/dev/null)
 RT_LD   := -lopenblas -lcjson -lz -lm -lpthread
 OPT     ?= -O2
+# The GEMM is built for this CPU (netcc builds where its code runs), and
+# after the flavour's flags so -O3 wins there even in the sanitizer build.
+GEMM_FLAGS := -O3 -march=native -ffp-contract=fast
 
 RT_SRC   := $(wildcard runtime/*.c)
 CC_SRC   := $(wildcard ir/*.c frontend/*.c passes/*.c backend/*.c)
@@ -32,7 +35,9 @@ $(1)DRV_OBJ := $$(DRV_SRC:%.c=$(2)/obj/%.o)
 $(2)/obj/%.o: %.c $$(wildcard */*.h ir/*.def) | $(DEPS_STAMP)
 	@mkdir -p $$(dir $$@)
 	@echo "  CC    $$@"
-	@$$(CC) $$(BASE) $(3) -fPIC $$(LLVM_CF) -c $$< -o $$@
+	@$$(CC) $$(BASE) $(3) -fPIC $$(LLVM_CF) $$(OBJ_CF) -c $$< -o $$@
+
+$(2)/obj/runtime/gemm.o: OBJ_CF := $$(GEMM_FLAGS)
 
 $(2)/libnetcc_rt.a: $$($(1)RT_OBJ)
 	@rm -f $$@; ar rcs $$@ $$^
@@ -146,3 +151,13 @@ fuzz: $(FUZZERS:%=build/fuzz/fuzz_%) $(FUZZERS:%=build/fuzz/corpus-%)
 			build/fuzz/corpus-$$f tests/fuzz/regressions/$$f 2>build/fuzz/$$f.log \
 			|| { tail -40 build/fuzz/$$f.log; exit 1; }; \
 		grep -E "stat::number_of_executed_units|stat::new_units_added" build/fuzz/$$f.log; done
+
+# ---- benchmark (bench/README.md): netcc against ONNX Runtime and PyTorch -----
+# Not part of `make test`. BENCH_QUICK=1 for a short smoke run. npm ci only when
+# node_modules is older than the lockfile; ONNXRUNTIME_NODE_INSTALL=skip keeps
+# onnxruntime-node's install script from fetching GPU files (the CPU ones ship).
+bench: build/netcc
+	@scripts/deps.sh bench
+	@cd bench && { [ node_modules/.package-lock.json -nt package-lock.json ] || \
+		ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund; }
+	@/usr/bin/python3 bench/bench.py
