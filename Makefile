@@ -110,7 +110,7 @@ $(EX)/libresnet18.so: models/resnet18.nn build/netcc
 	build/netcc compile $< -o $@ --time-phases
 
 $(EX)/classify-resnet18: examples/classify.c $(EX)/libresnet18.so
-	$(CC) -std=c11 -O2 -Wall -Wextra -Werror -I$(EX) -DMODEL_HEADER='"resnet18.h"' -DMODEL=resnet18 -DMODEL_UPPER=RESNET18 $< -L$(EX) -lresnet18 -lm -Wl,-rpath,'$$ORIGIN' -o $@
+	$(CC) -std=c11 -O2 -Wall -Wextra -Werror -I$(EX) -DMODEL_HEADER='"resnet18.h"' -DMODEL=resnet18 -DMODEL_UPPER=RESNET18 $< -L$(EX) -lresnet18 -lz -lm -Wl,-rpath,'$$ORIGIN' -o $@
 
 clean:
 	rm -rf build

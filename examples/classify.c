@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <zlib.h>
 
 #if !defined(MODEL_HEADER) || !defined(MODEL) || !defined(MODEL_UPPER)
 #error "compile with -DMODEL_HEADER='\"NAME.h\"' -DMODEL=NAME -DMODEL_UPPER=UPPERCASE_NAME"
@@ -222,6 +223,93 @@ static double now(void)
 	return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
+/* An IDX file (MNIST's format), gzip-compressed or not: zlib reads both. */
+static unsigned char *read_idx(const char *path, int rank, long *dims, long *count)
+{
+	gzFile z = gzopen(path, "rb");
+	if (!z) {
+		fail("%s: cannot open", path);
+		return NULL;
+	}
+	unsigned char head[16];
+	unsigned char *data = NULL;
+	int hl = 4 + 4 * rank;
+	if (gzread(z, head, (unsigned)hl) != hl || head[0] || head[1] || head[2] != 8 ||
+	    head[3] != rank) {
+		fail("%s: not a uint8 IDX file of rank %d", path, rank);
+		goto out;
+	}
+	*count = 1;
+	for (int i = 0; i < rank; i++) {
+		const unsigned char *d = head + 4 + 4 * i;
+		dims[i] = (long)d[0] << 24 | (long)d[1] << 16 | (long)d[2] << 8 | d[3];
+		if (dims[i] <= 0 || dims[i] > (1L << 24) || *count > (1L << 30) / dims[i]) {
+			fail("%s: dimension %ld is out of range", path, dims[i]);
+			goto out;
+		}
+		*count *= dims[i];
+	}
+	if (!(data = malloc((size_t)*count)) || gzread(z, data, (unsigned)*count) != *count) {
+		fail("%s: truncated: %ld bytes of data expected", path, *count);
+		free(data);
+		data = NULL;
+	}
+out:
+	gzclose(z);
+	return data;
+}
+
+/* Runs the whole test set through the model, a batch at a time (the last
+ * one padded with copies of its last image), and reports the accuracy. */
+static int evaluate(MODEL *m, const char *images, const char *labels, long limit, int c, int s)
+{
+	long idims[3], ldims[1], icount, lcount;
+	unsigned char *img = read_idx(images, 3, idims, &icount);
+	unsigned char *lab = img ? read_idx(labels, 1, ldims, &lcount) : NULL;
+	float *in = malloc(IN_SIZE * sizeof *in), *out = malloc(UP(_OUTPUT_SIZE) * sizeof *out);
+	int rc = 1;
+	if (!lab || !in || !out)
+		goto done;
+	if (c != 1 || idims[1] != s || idims[2] != s || ldims[0] != idims[0]) {
+		fail("%s: %ld images of %ldx%ld with %ld labels, but %s takes 1x%dx%d images",
+		     images, idims[0], idims[1], idims[2], ldims[0], STR(MODEL), s, s);
+		goto done;
+	}
+	long n = limit > 0 && limit < idims[0] ? limit : idims[0], right = 0;
+	double t = now();
+	for (long b = 0; b < n; b += BATCH) {
+		for (long k = 0; k < BATCH; k++) {
+			long i = b + k < n ? b + k : n - 1;
+			for (long p = 0; p < PER_IMAGE; p++)
+				in[k * PER_IMAGE + p] = img[i * PER_IMAGE + p] / 255.0f;
+		}
+		if (FN(_infer)(m, in, out) != 0) {
+			fail("%s_infer: %s", STR(MODEL), FN(_error)(m));
+			goto done;
+		}
+		for (long k = 0; k < BATCH && b + k < n; k++) {
+			long best = 0;
+			for (long q = 1; q < CLASSES; q++)
+				best = out[k * CLASSES + q] > out[k * CLASSES + best] ? q : best;
+			if ((long)lab[b + k] >= (long)CLASSES) {
+				fail("%s: label %d of example %ld is not a class", labels, lab[b + k], b + k);
+				goto done;
+			}
+			right += best == lab[b + k];
+		}
+	}
+	t = now() - t;
+	printf("test set: %s, %ld images in %.2f s (%.0f images/s)\n", images, n, t, n / t);
+	printf("accuracy: %.2f%% (%ld of %ld right)\n", 100.0 * right / n, right, n);
+	rc = 0;
+done:
+	free(img);
+	free(lab);
+	free(in);
+	free(out);
+	return rc;
+}
+
 static int by_value(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
@@ -230,8 +318,9 @@ static int by_value(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
-	const char *weights = NULL, *labels = NULL, *input = NULL;
-	long repeat = 1;
+	const char *weights = NULL, *labels = NULL, *input = NULL, *test_images = NULL,
+		   *test_labels = NULL;
+	long repeat = 1, limit = 0;
 	for (int i = 1; i < argc; i++) {
 		char *end;
 		if (!strcmp(argv[i], "--weights") && i + 1 < argc)
@@ -241,16 +330,23 @@ int main(int argc, char **argv)
 		else if (!strcmp(argv[i], "--repeat") && i + 1 < argc &&
 		         (repeat = strtol(argv[++i], &end, 10)) >= 1 && repeat <= 100000 && !*end)
 			continue;
+		else if (!strcmp(argv[i], "--test") && i + 2 < argc)
+			test_images = argv[i + 1], test_labels = argv[i + 2], i += 2;
+		else if (!strcmp(argv[i], "--limit") && i + 1 < argc &&
+		         (limit = strtol(argv[++i], &end, 10)) >= 1 && !*end)
+			continue;
 		else if (argv[i][0] != '-' && !input)
 			input = argv[i];
 		else
 			input = NULL, i = argc;
 	}
-	if (!input) {
+	if (!input == !test_images) {
 		fprintf(stderr,
 		        "usage: %s [--weights W.safetensors] [--labels FILE] [--repeat N] "
-		        "INPUT.npy|.pgm|.ppm\n",
-		        argv[0]);
+		        "INPUT.npy|.pgm|.ppm\n"
+		        "       %s [--weights W.safetensors] --test IMAGES.idx[.gz] LABELS.idx[.gz] "
+		        "[--limit N]\n",
+		        argv[0], argv[0]);
 		return 2;
 	}
 
@@ -263,6 +359,16 @@ int main(int argc, char **argv)
 
 	int rc = 1;
 	MODEL *m = NULL;
+	if (test_images) {
+		if (!(m = FN(_create)()))
+			fail("%s_create: out of memory", STR(MODEL));
+		else if (weights && FN(_load_weights)(m, weights) != 0)
+			fail("%s", FN(_error)(m));
+		else
+			rc = evaluate(m, test_images, test_labels, limit, c, s);
+		FN(_destroy)(m);
+		return rc;
+	}
 	size_t len = 0;
 	unsigned char *file = slurp(input, &len);
 	float *in = NULL, *out = malloc(UP(_OUTPUT_SIZE) * sizeof *out);
