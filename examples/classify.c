@@ -276,6 +276,7 @@ static int evaluate(MODEL *m, const char *images, const char *labels, long limit
 		goto done;
 	}
 	long n = limit > 0 && limit < idims[0] ? limit : idims[0], right = 0;
+	long classes = CLASSES; /* a variable: 1000 classes would make a byte check moot */
 	double t = now();
 	for (long b = 0; b < n; b += BATCH) {
 		for (long k = 0; k < BATCH; k++) {
@@ -291,7 +292,7 @@ static int evaluate(MODEL *m, const char *images, const char *labels, long limit
 			long best = 0;
 			for (long q = 1; q < CLASSES; q++)
 				best = out[k * CLASSES + q] > out[k * CLASSES + best] ? q : best;
-			if ((long)lab[b + k] >= (long)CLASSES) {
+			if (lab[b + k] >= classes) {
 				fail("%s: label %d of example %ld is not a class", labels, lab[b + k], b + k);
 				goto done;
 			}
