@@ -112,14 +112,14 @@ void rt_sgd_momentum_ref(size_t count, float *w, const float *g, float *v, float
  * into tasks that write disjoint outputs in a fixed order, so results do
  * not depend on the number of threads. A NULL pool runs on the caller. */
 
-typedef struct rt_pool rt_pool;
-rt_pool *rt_pool_create(int threads); /* threads in all, the caller included; <= 0: one per CPU */
-void rt_pool_destroy(rt_pool *p);
-int rt_pool_threads(const rt_pool *p);
+typedef struct rt_threads rt_threads;
+rt_threads *rt_threads_create(int threads); /* in all, the caller included; <= 0: one per CPU */
+void rt_threads_destroy(rt_threads *p);
+int rt_threads_count(const rt_threads *p);
 typedef void rt_task_fn(void *ctx, int task, int tasks);
 /* fn(ctx, i, n) for every i in [0, n), on the pool's threads and the caller;
- * returns when all are done. */
-void rt_pool_run(rt_pool *p, rt_task_fn *fn, void *ctx, int n);
+ * returns when all are done. One caller at a time per pool. */
+void rt_threads_run(rt_threads *p, rt_task_fn *fn, void *ctx, int n);
 
 /* What a GEMM does to each result c[i][j] as it stores it: add the old
  * value (accumulate), add bias[i], then relu. */
@@ -131,7 +131,8 @@ typedef struct rt_epilogue {
 
 /* Packs rows k0..k0+kc of columns n0..n0+nc of a K x N operand B into dst
  * as the GEMM wants it (see rt_gemm_pack_b): lets a convolution hand its
- * input to the GEMM without an im2col buffer. */
+ * input to the GEMM without an im2col buffer. Called from several threads
+ * at once, on pieces at multiples of rt_gemm_nr(): it must be thread-safe. */
 typedef void rt_pack_b_fn(const void *ctx, int k0, int kc, int n0, int nc, float *dst);
 
 typedef struct rt_gemm_b {
@@ -144,7 +145,7 @@ typedef struct rt_gemm_b {
 /* C[m x n] (row stride ldc) = A[m x k] . B[k x n], then the epilogue. A is
  * row-major (element (i, k) at a[i * lda + k]), or transposed when trans_a
  * (at a[k * lda + i]). Deterministic, and identical whatever the pool. */
-void rt_gemm(rt_pool *p, int m, int n, int k, const float *a, int lda, int trans_a,
+void rt_gemm(rt_threads *p, int m, int n, int k, const float *a, int lda, int trans_a,
 	     const rt_gemm_b *b, float *c, int ldc, const rt_epilogue *ep);
 /* The panel layout pack callbacks must produce: nc columns of B rows
  * k0..k0+kc, in panels of rt_gemm_nr() columns, each panel kc x nr

@@ -1,0 +1,748 @@
+/* Single-precision GEMM: C = A . B with a fused epilogue, parallel on an
+ * rt_threads, with the same bits whatever the thread count.
+ *
+ * The GotoBLAS/BLIS structure: for each NC-wide column block of C and each
+ * KC-deep block of the sum, B is packed into NR-wide panels (kept in L1 by
+ * the micro-kernel, the whole block in L2/L3); for each MC-tall row block
+ * A is packed into MR-tall panels (the block stays in L2); an MR x NR
+ * micro-kernel then keeps its tile of C in registers for the whole KC
+ * block. Built with -march=native (see the Makefile), the vector width,
+ * MR and NR are chosen here at compile time from the ISA.
+ *
+ * Determinism: every element of C is computed the same way wherever it
+ * lies: the sum over k is cut into blocks whose size depends on k alone,
+ * each block is summed in order by one fused multiply-add per term
+ * starting from zero, and the blocks are added onto C in order. Threads
+ * only decide who computes which tile, and the kernels for edge tiles
+ * keep the same order, so an element has the same bits whether its row
+ * and column are computed alone or among others (a batch of one gives
+ * what the same sample gives in a batch of many). */
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+#include "runtime.h"
+
+/* VW floats per vector; tiles MR x NV vectors. (4 x 3 vectors, which
+ * divides the usual channel counts, measured slower on AVX2: its 24 KiB B
+ * panel crowds L1.) GEMM_VW, GEMM_MR and GEMM_NV override, to test another
+ * ISA's shapes on this one. */
+#if defined(GEMM_VW)
+#define VW GEMM_VW
+#elif defined(__AVX512F__)
+#define VW 16
+#elif defined(__AVX__)
+#define VW 8
+#else
+#define VW 4 /* SSE2 on x86-64; GCC lowers the vectors on any other target */
+#endif
+#if defined(GEMM_MR)
+#define MR GEMM_MR
+#define NV GEMM_NV
+#elif VW == 16
+#define MR 8 /* 8 x 2 accumulators of the 32 zmm registers */
+#define NV 2
+#else
+#define MR 6 /* 6 x 2 accumulators, 2 for B and 1 for A: 15 of 16 ymm */
+#define NV 2
+#endif
+#define NR (VW * NV) /* columns of a tile */
+
+/* KC is part of the result (it fixes the summation order), so it is the
+ * same on every ISA: an AVX2 and an AVX-512 machine give the same bits.
+ * 256 rows of an NR-wide B panel are 16 KiB (AVX2), half of a 32 KiB L1. */
+#define KC 256
+/* A block of MC x KC floats stays in L2 (144 KiB of 512 KiB). */
+#ifndef GEMM_MC
+#define GEMM_MC 144
+#endif
+/* A block of KC x NC floats of B stays in L2/L3. */
+#ifndef GEMM_NC
+#define GEMM_NC 1024
+#endif
+/* Without reuse, B is packed this many columns at a time. */
+#ifndef GEMM_BG
+#define GEMM_BG 128
+#endif
+#ifndef PF_ROWS
+#define PF_ROWS 4
+#endif
+#define MC (GEMM_MC / MR * MR)
+#define BG (GEMM_BG / NR * NR)
+#define NC (GEMM_NC / NR * NR)
+
+/* Parallel splitting: below PAR_MIN_FLOPS one task (a pool wake-up costs
+ * a microsecond or more); tasks of at least TASK_FLOPS, up to
+ * TASKS_PER_THREAD per thread so a thread held up by something else on
+ * the machine holds the others up less (on an idle machine one task per
+ * thread measured a few percent faster: bigger blocks). */
+#define PAR_MIN_FLOPS (256.0 * 1024)
+#define TASK_FLOPS    (2.0 * 1024 * 1024)
+#ifndef TASKS_PER_THREAD
+#define TASKS_PER_THREAD 2
+#endif
+/* The operand every task would pack in full is packed once for all
+ * first, in a pool run of its own, when it has at least PREPACK_MIN
+ * floats (below, a second wake-up of the pool costs more than packing it
+ * again in each task) and at most PREPACK_MAX (64 MiB). */
+#ifndef PREPACK_MIN
+#define PREPACK_MIN (32.0 * 1024)
+#endif
+#ifndef PREPACK_MAX
+#define PREPACK_MAX (16.0 * 1024 * 1024)
+#endif
+
+typedef float vf __attribute__((vector_size(VW * sizeof(float))));
+typedef int vi __attribute__((vector_size(VW * sizeof(float))));
+
+static inline vf vload(const float *p)
+{
+	vf v;
+	memcpy(&v, p, sizeof v);
+	return v;
+}
+
+static inline void vstore(float *p, vf v)
+{
+	memcpy(p, &v, sizeof v);
+}
+
+static inline vf vsplat(float x)
+{
+	return __builtin_shuffle((vf){x}, (vi){0}); /* a broadcast */
+}
+
+/* acc + a * b, rounded once where the ISA has FMA. Spelt out rather than
+ * left to -ffp-contract: GCC keeps some accumulator chains as a multiply
+ * and an add when tuning for CPUs with slow FMA chains (-march=znver2
+ * does, for a one-accumulator loop), which would make an edge tile's bits
+ * differ from an inner tile's and results depend on the task split. */
+static inline vf vfma(vf a, vf b, vf acc)
+{
+#if VW == 16 && defined(__AVX512F__)
+	return (vf)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)acc);
+#elif VW == 8 && defined(__FMA__)
+	return (vf)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)acc);
+#elif VW == 4 && defined(__FMA__)
+	return (vf)_mm_fmadd_ps((__m128)a, (__m128)b, (__m128)acc);
+#else
+	return acc + a * b; /* no FMA (SSE2, or a GEMM_VW override for tests) */
+#endif
+}
+
+/* Epilogue flags for a tile: add the old C (accumulate, or a later K
+ * block), and on the last K block bias and relu. */
+enum { EP_LOAD = 1, EP_LAST = 2, EP_RELU = 4 };
+
+/* The epilogue on one value. The vector version in micro() performs the
+ * same operations in the same order, so edge and inner tiles agree. */
+static inline float epi1(float v, const float *c, const float *bias, int f)
+{
+	if (f & EP_LOAD)
+		v = *c + v;
+	if (f & EP_LAST) {
+		if (bias)
+			v = v + *bias;
+		if (f & EP_RELU)
+			v = v < 0 ? 0.0f : v; /* NaN passes, as in rt_relu_ref */
+	}
+	return v;
+}
+
+/* Stores a rows x cols tile t (element (r, j) at t[r * trs + j * tcs]). */
+static void store_tile(const float *t, int trs, int tcs, float *c, size_t ldc, int rows, int cols,
+                       const float *bias, int f)
+{
+	for (int r = 0; r < rows; r++)
+		for (int j = 0; j < cols; j++) {
+			float *cp = c + r * ldc + j;
+			*cp = epi1(t[r * trs + j * tcs], cp, bias ? bias + r : NULL, f);
+		}
+}
+
+/* One rows x nv vectors tile of C from a packed A panel (kc x MR) and B
+ * panel (kc x NR); only mr x nr of it is stored. Instantiated for every
+ * tile size (see micro) so the edges of C cost what they hold. */
+static inline __attribute__((always_inline)) void
+micro_t(int rows, int nv, int kc, const float *restrict ap, const float *restrict bp, float *c,
+        size_t ldc, int mr, int nr, const float *bias, int f)
+{
+	vf acc[MR][NV];
+	for (int r = 0; r < rows; r++)
+		for (int v = 0; v < nv; v++)
+			acc[r][v] = (vf){0};
+	for (int p = 0; p < kc; p++) {
+		vf b[NV];
+		for (int v = 0; v < nv; v++)
+			b[v] = vload(bp + p * NR + v * VW);
+		for (int r = 0; r < rows; r++) {
+			vf a = vsplat(ap[p * MR + r]);
+			for (int v = 0; v < nv; v++)
+				acc[r][v] = vfma(a, b[v], acc[r][v]);
+		}
+	}
+	if (mr < rows || nr < nv * VW) {
+		float t[MR * NR];
+		for (int r = 0; r < rows; r++)
+			for (int v = 0; v < nv; v++)
+				vstore(t + r * NR + v * VW, acc[r][v]);
+		store_tile(t, NR, 1, c, ldc, mr, nr, bias, f);
+		return;
+	}
+	for (int r = 0; r < rows; r++) {
+		float *cr = c + r * ldc;
+		for (int v = 0; v < nv; v++) {
+			vf x = acc[r][v];
+			if (f & EP_LOAD)
+				x = vload(cr + v * VW) + x;
+			if (f & EP_LAST) {
+				if (bias)
+					x = x + bias[r];
+				if (f & EP_RELU)
+					x = (vf)((vi)x & ~(x < 0));
+			}
+			vstore(cr + v * VW, x);
+		}
+	}
+}
+
+#define MICRO(rows, nv) micro_t(rows, nv, kc, ap, bp, c, ldc, mr, nr, bias, f)
+#define ROWS(nv)                                                                                   \
+	switch (mr) {                                                                              \
+	case 1:                                                                                    \
+		MICRO(1, nv);                                                                      \
+		return;                                                                            \
+	case 2:                                                                                    \
+		MICRO(2, nv);                                                                      \
+		return;                                                                            \
+	case 3:                                                                                    \
+		MICRO(3 < MR ? 3 : MR, nv);                                                        \
+		return;                                                                            \
+	case 4:                                                                                    \
+		MICRO(4 < MR ? 4 : MR, nv);                                                        \
+		return;                                                                            \
+	default:                                                                                   \
+		MICRO(MR, nv);                                                                     \
+		return;                                                                            \
+	}
+
+/* A tile of C: the full-size kernel, or for an edge one just big enough
+ * (up to 4 rows, or fewer vectors). The same arithmetic per element. */
+static void micro(int kc, const float *ap, const float *bp, float *c, size_t ldc, int mr, int nr,
+                  const float *bias, int f)
+{
+	int nv = (nr + VW - 1) / VW;
+#if NV > 2
+	if (nv == NV - 2)
+		ROWS(NV - 2);
+#endif
+	if (nv == NV - 1)
+		ROWS(NV - 1);
+	ROWS(NV);
+}
+
+#if MR <= VW
+/* The last columns of a block when they are few (nr <= EDGE_N): a vector
+ * tile would be mostly padding (n = 49 at batch 1: 3 tiles of 16 and one
+ * column). Vectors run along M instead, one A panel per vector (lanes
+ * beyond MR hold the next row of the panel and are never stored), over g
+ * panels at once so enough sums are in flight. The same arithmetic per
+ * element as micro(). Reads up to VW - MR floats past the last panel. */
+#define EDGE_N 4
+static inline __attribute__((always_inline)) void
+edge_t(int g, int nn, int kc, const float *restrict ap, const float *restrict bp, float *c,
+       size_t ldc, int rows, const float *bias, int f)
+{
+	vf acc[12][EDGE_N];
+	for (int q = 0; q < g; q++)
+		for (int j = 0; j < nn; j++)
+			acc[q][j] = (vf){0};
+	for (int p = 0; p < kc; p++) {
+		vf b[EDGE_N];
+		for (int j = 0; j < nn; j++)
+			b[j] = vsplat(bp[p * NR + j]);
+		for (int q = 0; q < g; q++) {
+			vf a = vload(ap + (size_t)q * MR * kc + p * MR);
+			for (int j = 0; j < nn; j++)
+				acc[q][j] = vfma(a, b[j], acc[q][j]);
+		}
+	}
+	for (int q = 0; q < g; q++) {
+		float t[EDGE_N * VW];
+		for (int j = 0; j < nn; j++)
+			vstore(t + j * VW, acc[q][j]);
+		int mr = rows - q * MR < MR ? rows - q * MR : MR;
+		store_tile(t, 1, VW, c + (size_t)q * MR * ldc, ldc, mr, nn,
+		           bias ? bias + q * MR : NULL, f);
+	}
+}
+
+#define EDGE(g, nn)                                                                                \
+	edge_t(g, nn, kc, ap + (size_t)q * MR * kc, bp, c + (size_t)q * MR * ldc, ldc,             \
+	       mc - q * MR, bias ? bias + q * MR : NULL, f)
+#define EDGE_GROUPS(g, nn)                                                                         \
+	for (; q + (g) <= panels; q += (g))                                                        \
+		EDGE(g, nn);                                                                       \
+	for (; q < panels; q++)                                                                    \
+		EDGE(1, nn);
+
+/* The nr <= EDGE_N columns of the mc rows of a packed A block. g * nn
+ * accumulators stay within the 16 registers of AVX2. */
+static void edge(int kc, const float *ap, const float *bp, float *c, size_t ldc, int mc, int nr,
+                 const float *bias, int f)
+{
+	int panels = (mc + MR - 1) / MR, q = 0;
+	switch (nr) {
+	case 1:
+		EDGE_GROUPS(12, 1);
+		break;
+	case 2:
+		EDGE_GROUPS(6, 2);
+		break;
+	case 3:
+		EDGE_GROUPS(3, 3);
+		break;
+	default:
+		EDGE_GROUPS(2, 4);
+		break;
+	}
+}
+#else
+#define EDGE_N 0 /* panels taller than a vector: no edge kernel */
+#endif
+
+/* Shuffle masks of the in-register transpose: stage b swaps the b x b
+ * off-diagonal blocks of each 2b x 2b block (rows i and i + b). */
+#define LO(j, b) ((j) & (b) ? VW + (j) - (b) : (j))
+#define HI(j, b) ((j) & (b) ? VW + (j) : (j) + (b))
+#define L4(F, b) F(0, b), F(1, b), F(2, b), F(3, b)
+#define L8(F, b) L4(F, b), F(4, b), F(5, b), F(6, b), F(7, b)
+#define L16(F, b)                                                                                  \
+	L8(F, b), F(8, b), F(9, b), F(10, b), F(11, b), F(12, b), F(13, b), F(14, b), F(15, b)
+#if VW == 16
+#define LANES(F, b) L16(F, b)
+#elif VW == 8
+#define LANES(F, b) L8(F, b)
+#else
+#define LANES(F, b) L4(F, b)
+#endif
+
+static inline __attribute__((always_inline)) void transpose_stage(vf *x, int b, vi lo, vi hi)
+{
+#pragma GCC unroll 16
+	for (int i = 0; i < VW; i++)
+		if (!(i & b)) {
+			vf u = __builtin_shuffle(x[i], x[i + b], lo);
+			vf w = __builtin_shuffle(x[i], x[i + b], hi);
+			x[i] = u, x[i + b] = w;
+		}
+}
+
+/* Transposes the VW x VW block x (row i in x[i]) in registers. */
+static inline __attribute__((always_inline)) void transpose(vf *x)
+{
+	transpose_stage(x, 1, (vi){LANES(LO, 1)}, (vi){LANES(HI, 1)});
+	transpose_stage(x, 2, (vi){LANES(LO, 2)}, (vi){LANES(HI, 2)});
+#if VW >= 8
+	transpose_stage(x, 4, (vi){LANES(LO, 4)}, (vi){LANES(HI, 4)});
+#endif
+#if VW >= 16
+	transpose_stage(x, 8, (vi){LANES(LO, 8)}, (vi){LANES(HI, 8)});
+#endif
+}
+
+/* Transposes h rows of kc floats (row r at s + r * ld; rows from valid on
+ * are taken as zero) into d, element (r, p) at d[p * ldd + r], and
+ * prefetches the strip at next unless it is NULL. Whole
+ * strips (valid == h, a constant once inlined) go a VW x VW block at a
+ * time through registers; the rest, edges only, element by element. */
+static inline __attribute__((always_inline)) void transpose_strip(const float *s, size_t ld,
+                                                                  int valid, int h, int kc,
+                                                                  float *d, int ldd,
+                                                                  const float *next)
+{
+	int p = 0;
+	if (valid == h)
+		for (; p + VW <= kc; p += VW) {
+			vf x[VW];
+#pragma GCC unroll 16
+			for (int r = 0; r < VW; r++)
+				x[r] = r < h ? vload(s + r * ld + p) : (vf){0};
+			/* The rows are short streams far apart, too short for
+			 * the hardware prefetcher to ramp up: fetch the next
+			 * strip (same columns, rows next + r * ld) meanwhile. */
+			if (next)
+#pragma GCC unroll 16
+				for (int r = 0; r < h; r++)
+					__builtin_prefetch(next + r * ld + p);
+			transpose(x);
+#pragma GCC unroll 16
+			for (int q = 0; q < VW; q++) {
+				/* A short row (h < VW) is stored whole when its
+				 * spill, VW - h floats into row p + q + 1, is
+				 * overwritten later: that row is in this strip
+				 * (h == ldd) and exists (rows go in order). */
+				if (h == VW || (h == ldd && 2 * h >= VW && p + q + 1 < kc))
+					vstore(d + (size_t)(p + q) * ldd, x[q]);
+				else
+					for (int r = 0; r < h; r++)
+						d[(size_t)(p + q) * ldd + r] = x[q][r];
+			}
+		}
+	for (int r = 0; r < h; r++)
+		for (int q = p; q < kc; q++)
+			d[(size_t)q * ldd + r] = r < valid ? s[r * ld + q] : 0.0f;
+}
+
+/* Packs rows i0..i0+mc, depth p0..p0+kc of A into panels mr tall: panel q
+ * at dst + q * mr * kc, element (r, p) at [p * mr + r], zero rows beyond mc.
+ * Inlined so mr is a constant. */
+static inline __attribute__((always_inline)) void
+pack_a(const float *a, size_t lda, int trans, int i0, int mc, int p0, int kc, int mr, float *dst)
+{
+	for (int ir = 0; ir < mc; ir += mr) {
+		int rows = mc - ir < mr ? mc - ir : mr;
+		float *d = dst + (size_t)ir * kc;
+		if (trans) {
+			for (int p = 0; p < kc; p++) {
+				const float *s = a + (size_t)(p0 + p) * lda + i0 + ir;
+				if (rows == mr) {
+					memcpy(d + p * mr, s, mr * sizeof(float));
+					continue;
+				}
+				for (int r = 0; r < mr; r++)
+					d[p * mr + r] = r < rows ? s[r] : 0.0f;
+			}
+			continue;
+		}
+#pragma GCC unroll 4
+		for (int r0 = 0; r0 < mr; r0 += VW) {
+			int valid = rows - r0 < 0 ? 0 : rows - r0 < VW ? rows - r0 : VW;
+			const float *s = a + (size_t)(i0 + ir + r0) * lda + p0;
+			transpose_strip(s, lda, valid, mr - r0 < VW ? mr - r0 : VW, kc, d + r0, mr,
+			                ir + mr < mc ? s + mr * lda : NULL);
+		}
+	}
+}
+
+int rt_gemm_nr(void)
+{
+	return NR;
+}
+
+void rt_gemm_pack_b(const rt_gemm_b *b, int k0, int kc, int n0, int nc, float *dst)
+{
+	if (b->pack) {
+		b->pack(b->ctx, k0, kc, n0, nc, dst);
+		return;
+	}
+	size_t ld = (size_t)b->ld;
+	if (!b->trans) {
+		/* Row by row across all the panels: each row of B is read once,
+		 * in order, which the prefetchers and the TLB like far better
+		 * than a column panel at a time when rows are far apart. */
+		for (int p = 0; p < kc; p++) {
+			const float *s = b->data + (k0 + p) * ld + n0;
+			float *d = dst + (size_t)p * NR;
+			int jr = 0;
+			for (; jr + NR <= nc; jr += NR) {
+				/* rows are far apart: fetch a few rows ahead */
+				if (p + PF_ROWS < kc)
+					__builtin_prefetch(s + PF_ROWS * ld + jr);
+				memcpy(d + (size_t)jr * kc, s + jr, NR * sizeof(float));
+			}
+			if (jr < nc) {
+				memcpy(d + (size_t)jr * kc, s + jr, (nc - jr) * sizeof(float));
+				memset(d + (size_t)jr * kc + (nc - jr), 0,
+				       (NR - (nc - jr)) * sizeof(float));
+			}
+		}
+		return;
+	}
+	for (int jr = 0; jr < nc; jr += NR) {
+		int cols = nc - jr < NR ? nc - jr : NR;
+#pragma GCC unroll 4
+		for (int j0 = 0; j0 < NR; j0 += VW) {
+			int valid = cols - j0 < 0 ? 0 : cols - j0 < VW ? cols - j0 : VW;
+			transpose_strip(b->data + (size_t)(n0 + jr + j0) * ld + k0, ld, valid, VW,
+			                kc, dst + (size_t)jr * kc + j0, NR, NULL);
+		}
+	}
+}
+
+typedef struct gemm_job {
+	int m, n, k, kc;
+	const float *a;
+	size_t lda;
+	int trans_a;
+	const rt_gemm_b *b;
+	float *c;
+	size_t ldc;
+	rt_epilogue ep;
+	int by_rows; /* tasks own row ranges (else column ranges) */
+	int units;   /* MR-row or NR-column tiles to share out */
+	int tasks;
+	/* The operand every task would otherwise pack in full (B when tasks
+	 * own rows, A when they own columns), packed once for all: K block
+	 * pc at pa + pc * mpad (or pb + pc * npad), then as pack_a (or
+	 * rt_gemm_pack_b) lays a block out. NULL: each task packs its own. */
+	float *pa, *pb;
+	size_t mpad, npad;
+} gemm_job;
+
+/* The depth of the K blocks: about KC, evened out, a function of k alone. */
+static int kc_of(int k)
+{
+	int blocks = (k + KC - 1) / KC;
+	return (k + blocks - 1) / blocks;
+}
+
+static int flags_of(const gemm_job *j, int pc, int kcb)
+{
+	int f = pc > 0 || j->ep.accumulate ? EP_LOAD : 0;
+	if (pc + kcb == j->k)
+		f |= EP_LAST | (j->ep.relu ? EP_RELU : 0);
+	return f;
+}
+
+static float *alloc_floats(size_t count)
+{
+	/* 64-byte aligned (a cache line, an AVX-512 vector); aligned_alloc
+	 * wants the size to be a multiple of the alignment. */
+	size_t bytes = (count * sizeof(float) + 63) & ~(size_t)63;
+	return aligned_alloc(64, bytes ? bytes : 64);
+}
+
+/* The rows [m0, m1) x columns [n0, n1) of C, single-threaded. */
+static void gemm_block(const gemm_job *j, int m0, int m1, int n0, int n1)
+{
+	int kc = j->kc, rows = m1 - m0;
+	int mcb = rows < MC ? (rows + MR - 1) / MR * MR : MC;
+	/* When the rows fit one MC block, B is used once, right after it is
+	 * packed (still in cache): a group of panels of buffer is enough. */
+	int reuse_b = rows > MC;
+	int ncb = n1 - n0 < NC ? (n1 - n0 + NR - 1) / NR * NR : NC;
+	size_t asize = j->pa ? 0 : (size_t)mcb * kc;
+	size_t bsize = j->pb ? 0 : (size_t)(reuse_b ? ncb : BG) * kc;
+	/* VW floats of slack after A, zero, for the edge kernel's reads */
+	float *ab = alloc_floats(asize + VW + bsize);
+	bool from_tls = false;
+	if (!ab) {
+		/* No memory for the blocks: one tile at a time from the stack.
+		 * Blocking of M and N does not change any element's sum, so
+		 * the result is the same, only slower; nothing aborts. */
+		if (rows > MR || n1 - n0 > NR) {
+			for (int i = m0; i < m1; i += MR)
+				for (int jj = n0; jj < n1; jj += NR)
+					gemm_block(j, i, i + MR < m1 ? i + MR : m1, jj,
+						   jj + NR < n1 ? jj + NR : n1);
+			return;
+		}
+		static _Thread_local float tile[MR * KC + VW + NR * KC] __attribute__((aligned(64)));
+		ab = tile;
+		from_tls = true;
+		asize = j->pa ? 0 : (size_t)MR * kc;
+		mcb = MR;
+	}
+	memset(ab + asize, 0, VW * sizeof(float));
+	float *bb = ab + asize + VW;
+	const float *bias = j->ep.bias;
+
+	for (int jc = n0; jc < n1; jc += NC) {
+		int nc = n1 - jc < NC ? n1 - jc : NC;
+		for (int pc = 0; pc < j->k; pc += kc) {
+			int kcb = j->k - pc < kc ? j->k - pc : kc;
+			int f = flags_of(j, pc, kcb);
+			for (int ic = m0; ic < m1; ic += MC) {
+				int mc = m1 - ic < MC ? m1 - ic : MC;
+				const float *ap = ab;
+				if (j->pa)
+					ap = j->pa + pc * j->mpad + (size_t)ic * kcb;
+				else
+					pack_a(j->a, j->lda, j->trans_a, ic, mc, pc, kcb, MR, ab);
+				for (int jr = 0; jr < nc; jr += NR) {
+					int nr = nc - jr < NR ? nc - jr : NR;
+					const float *bp;
+					if (j->pb) {
+						bp = j->pb + pc * j->npad + (size_t)(jc + jr) * kcb;
+					} else {
+						float *bq =
+						    bb + (size_t)(reuse_b ? jr : jr % BG) * kcb;
+						/* Packed on the first row block, a group
+						 * of panels at a time, just before use. */
+						if (ic == m0 && jr % BG == 0)
+							rt_gemm_pack_b(j->b, pc, kcb, jc + jr,
+							               nc - jr < BG ? nc - jr : BG,
+							               bq);
+						bp = bq;
+					}
+#if EDGE_N
+					if (nr <= EDGE_N) {
+						edge(kcb, ap, bp,
+						     j->c + (size_t)ic * j->ldc + jc + jr, j->ldc,
+						     mc, nr, bias ? bias + ic : NULL, f);
+						continue;
+					}
+#endif
+					for (int ir = 0; ir < mc; ir += MR) {
+						int mr = mc - ir < MR ? mc - ir : MR;
+						float *cp =
+						    j->c + (size_t)(ic + ir) * j->ldc + jc + jr;
+						micro(kcb, ap + (size_t)ir * kcb, bp, cp, j->ldc,
+						      mr, nr, bias ? bias + ic + ir : NULL, f);
+					}
+				}
+			}
+		}
+	}
+	if (!from_tls)
+		free(ab);
+}
+
+/* Task t's share of the tiles: as even as whole tiles allow. */
+static void task_range(const gemm_job *j, int t, int *lo, int *hi)
+{
+	int unit = j->by_rows ? MR : NR, dim = j->by_rows ? j->m : j->n;
+	*lo = (int)((long)j->units * t / j->tasks) * unit;
+	*hi = (int)((long)j->units * (t + 1) / j->tasks) * unit;
+	if (*hi > dim)
+		*hi = dim;
+}
+
+static void gemm_task(void *ctx, int t, int tasks)
+{
+	const gemm_job *j = ctx;
+	int lo, hi;
+	task_range(j, t, &lo, &hi);
+	if (j->by_rows)
+		gemm_block(j, lo, hi, 0, j->n);
+	else
+		gemm_block(j, 0, j->m, lo, hi);
+}
+
+/* Shared packing: task t packs K block t % kblocks of tile group
+ * t / kblocks (PACK_TILES tiles of the shared operand). */
+#define PACK_TILES 16
+static void pack_task(void *ctx, int t, int tasks)
+{
+	const gemm_job *j = ctx;
+	int kblocks = (j->k + j->kc - 1) / j->kc;
+	int pc = t % kblocks * j->kc, kcb = j->k - pc < j->kc ? j->k - pc : j->kc;
+	if (j->pb) {
+		int n0 = t / kblocks * PACK_TILES * NR;
+		int nc = j->n - n0 < PACK_TILES * NR ? j->n - n0 : PACK_TILES * NR;
+		rt_gemm_pack_b(j->b, pc, kcb, n0, nc, j->pb + pc * j->npad + (size_t)n0 * kcb);
+	} else {
+		int i0 = t / kblocks * PACK_TILES * MR;
+		int mc = j->m - i0 < PACK_TILES * MR ? j->m - i0 : PACK_TILES * MR;
+		pack_a(j->a, j->lda, j->trans_a, i0, mc, pc, kcb, MR,
+		       j->pa + pc * j->mpad + (size_t)i0 * kcb);
+	}
+}
+
+/* k == 0: the product is zero and only the epilogue is left. */
+static void gemm_empty(int m, int n, float *c, size_t ldc, const rt_epilogue *ep)
+{
+	for (int i = 0; i < m; i++)
+		for (int jj = 0; jj < n; jj++) {
+			float *cp = c + i * ldc + jj;
+			float v = ep->accumulate ? *cp : 0.0f;
+			if (ep->bias)
+				v = v + ep->bias[i];
+			*cp = ep->relu && v < 0 ? 0.0f : v;
+		}
+}
+
+/* The estimated time of an m x n product split into tasks along rows
+ * (by_rows) or columns, relative to an even share of perfect tiles: the
+ * busiest thread's share (whole tiles rarely divide evenly: 64 rows are
+ * 11 tiles of 6, 64 columns 4 of 16), times a penalty for small task
+ * blocks. A task r rows tall streams each B panel from L2/L3 once for
+ * r / MR tiles, and a task c columns wide each A block for c / NR; the
+ * weights were fitted on Zen (AVX2) against both splits forced. */
+static double split_cost(int m, int n, int by_rows, int tasks, int threads)
+{
+	int dim = by_rows ? m : n, tile = by_rows ? MR : NR, tiles = (dim + tile - 1) / tile;
+	if (tasks > tiles)
+		tasks = tiles;
+	int largest = (tiles + tasks - 1) / tasks * tile;
+	if (largest > dim)
+		largest = dim;
+	int per_thread = (tasks + threads - 1) / threads;
+	double busiest = (double)largest * per_thread;
+	if (busiest > dim)
+		busiest = dim;
+	double r = by_rows ? largest : m, c = by_rows ? n : largest;
+	return busiest / ((double)dim / threads) * (1 + 2.5 * (1 / r + 2 / c));
+}
+
+void rt_gemm(rt_threads *p, int m, int n, int k, const float *a, int lda, int trans_a,
+             const rt_gemm_b *b, float *c, int ldc, const rt_epilogue *ep)
+{
+	static const rt_epilogue none = {0};
+	if (!ep)
+		ep = &none;
+	if (m <= 0 || n <= 0)
+		return;
+	if (k <= 0) {
+		gemm_empty(m, n, c, (size_t)ldc, ep);
+		return;
+	}
+	gemm_job j = {
+	    .m = m,
+	    .n = n,
+	    .k = k,
+	    .kc = kc_of(k),
+	    .a = a,
+	    .lda = (size_t)lda,
+	    .trans_a = trans_a != 0,
+	    .b = b,
+	    .c = c,
+	    .ldc = (size_t)ldc,
+	    .ep = *ep,
+	};
+
+	/* Who computes which tile. Tasks own row or column ranges of whole
+	 * tiles (split_cost picks which). Owning rows, every task would pack
+	 * all of B, owning columns all of A: that operand is packed once for
+	 * all tasks, in a pool run of its own. */
+	int threads = rt_threads_count(p);
+	double flops = 2.0 * m * n * k;
+	int mt = (m + MR - 1) / MR, nt = (n + NR - 1) / NR;
+	j.by_rows = m >= n;
+	j.tasks = 1;
+	if (threads > 1 && flops >= PAR_MIN_FLOPS) {
+		double per = flops / (threads * TASK_FLOPS);
+		int per_thread = per < 1 ? 1 : per > TASKS_PER_THREAD ? TASKS_PER_THREAD : (int)per;
+		j.tasks = threads * per_thread;
+		j.by_rows =
+		    split_cost(m, n, 1, j.tasks, threads) <= split_cost(m, n, 0, j.tasks, threads);
+	}
+	j.units = j.by_rows ? mt : nt;
+	if (j.tasks > j.units)
+		j.tasks = j.units;
+	float *shared = NULL;
+	if (j.tasks > 1) {
+		int kblocks = (k + j.kc - 1) / j.kc;
+		int tiles = j.by_rows ? (n + NR - 1) / NR : (m + MR - 1) / MR;
+		size_t pad = (size_t)tiles * (j.by_rows ? NR : MR);
+		/* + VW: the edge kernel reads a little past the last panel */
+		double size = (double)pad * k;
+		if (size >= PREPACK_MIN && size <= PREPACK_MAX)
+			shared = alloc_floats(pad * k + VW);
+		if (shared) {
+			memset(shared + pad * k, 0, VW * sizeof(float));
+			if (j.by_rows)
+				j.pb = shared, j.npad = pad;
+			else
+				j.pa = shared, j.mpad = pad;
+			rt_threads_run(p, pack_task, &j,
+			            kblocks * ((tiles + PACK_TILES - 1) / PACK_TILES));
+		}
+	}
+	rt_threads_run(p, gemm_task, &j, j.tasks);
+	free(shared);
+}

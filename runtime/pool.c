@@ -1,0 +1,262 @@
+/* A small thread pool for the runtime's parallel kernels.
+ *
+ * Workers are created once per pool and wait between calls: first spinning
+ * for a short while (a CNN calls rt_threads_run hundreds of times per
+ * inference, with only short serial kernels in between, and a spinning
+ * worker starts in well under a microsecond), then asleep on a futex so an
+ * idle pool costs no CPU. The caller takes tasks too, and tasks are handed
+ * out through one atomic counter, so a worker that is late (descheduled, or
+ * still waking up) simply finds less to do.
+ *
+ * A job is identified by a generation number. The task counter carries the
+ * generation in its high half, and a task is claimed by a compare-and-swap
+ * on the whole word, so a worker that wakes late can never claim a task of
+ * a newer job with the function of an older one: the caller therefore waits
+ * only for the tasks to be done, never for every worker to check in. The
+ * job's description alternates between two slots: the next job is written
+ * into the other slot while a late worker may still read this one, and it
+ * must find this job's task count there, or it could claim a task past its
+ * end (that happened: an extra call, and a count of done tasks that never
+ * matched again).
+ *
+ * One caller at a time per pool: rt_threads_run from a second thread while the
+ * pool is busy, or from inside one of its own tasks, runs that call's tasks
+ * on the calling thread instead of waiting (the results are the same; only
+ * the parallelism is lost). Pools are independent: all state is in the
+ * struct, none is global. Linux only (futex). */
+#include <limits.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "runtime.h"
+
+/* How long an idle thread spins before it sleeps. Long enough to bridge
+ * the serial kernels between two GEMMs of a network, short enough that an
+ * idle pool gives its CPUs back almost at once. */
+enum { SPIN_NS = 50 * 1000 };
+
+struct rt_threads {
+	int threads; /* the caller included */
+	int workers; /* threads actually started */
+	pthread_t *tid;
+
+	/* Job g is described in job[g & 1]. Its fields are atomics only
+	 * because a worker that is two jobs late may read them while they
+	 * are rewritten; it then fails to claim a task (the generation in
+	 * next has moved on) and never uses what it read. */
+	struct {
+		_Atomic(rt_task_fn *) fn;
+		_Atomic(void *) ctx;
+		atomic_int n;
+	} job[2];
+	/* generation << 32 | index of the next unclaimed task */
+	_Atomic uint64_t next;
+	/* tasks of the current job finished; the caller sleeps on it */
+	_Atomic uint32_t done;
+	atomic_int caller_asleep;
+	/* futex word the workers sleep on: the generation of the latest job */
+	_Atomic uint32_t gen;
+	atomic_int asleep; /* workers asleep on gen, so the caller knows whether to wake */
+	atomic_int stop;
+	atomic_flag busy; /* a run is in progress: another concurrent one runs inline */
+};
+
+static long futex(_Atomic uint32_t *word, int op, uint32_t val)
+{
+	return syscall(SYS_futex, (uint32_t *)word, op | FUTEX_PRIVATE_FLAG, val, NULL, NULL, 0);
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield");
+#endif
+}
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Spins while *word == val for up to SPIN_NS; returns whether it changed.
+ * The clock is read only every 64 pauses: a pause costs from a few to a
+ * hundred cycles depending on the CPU, so a count alone would not say how
+ * long we spun. */
+static int spin_while(_Atomic uint32_t *word, uint32_t val)
+{
+	int64_t t0 = 0;
+	for (int i = 0;; i++) {
+		if (atomic_load_explicit(word, memory_order_acquire) != val)
+			return 1;
+		cpu_relax();
+		if ((i & 63) == 63) {
+			int64_t t = now_ns();
+			if (!t0)
+				t0 = t;
+			else if (t - t0 > SPIN_NS)
+				return 0;
+		}
+	}
+}
+
+/* Claims and runs tasks of job generation g until none is left. */
+static void work(rt_threads *tp, uint32_t g)
+{
+	rt_task_fn *fn = atomic_load_explicit(&tp->job[g & 1].fn, memory_order_relaxed);
+	void *ctx = atomic_load_explicit(&tp->job[g & 1].ctx, memory_order_relaxed);
+	int n = atomic_load_explicit(&tp->job[g & 1].n, memory_order_relaxed);
+	uint64_t s = atomic_load_explicit(&tp->next, memory_order_acquire);
+	for (;;) {
+		if ((uint32_t)(s >> 32) != g || (int)(uint32_t)s >= n)
+			return;
+		/* g was read (acquire) after the caller wrote job g's slot,
+		 * and the slot is rewritten only for job g + 2, after next
+		 * has moved past g: so if this succeeds, fn, ctx and n were
+		 * job g's and task s exists. */
+		if (!atomic_compare_exchange_weak_explicit(
+		        &tp->next, &s, s + 1, memory_order_acq_rel, memory_order_acquire))
+			continue;
+		fn(ctx, (int)(uint32_t)s, n);
+		uint32_t d = atomic_fetch_add_explicit(&tp->done, 1, memory_order_seq_cst) + 1;
+		if ((int)d == n && atomic_load_explicit(&tp->caller_asleep, memory_order_seq_cst))
+			futex(&tp->done, FUTEX_WAKE, INT_MAX);
+		s = atomic_load_explicit(&tp->next, memory_order_acquire);
+	}
+}
+
+static void *worker(void *arg)
+{
+	rt_threads *tp = arg;
+	/* Generation 0 is the pool's initial state: no run can start before
+	 * rt_threads_create has returned, so the first job is never missed. */
+	uint32_t seen = 0;
+	for (;;) {
+		if (!spin_while(&tp->gen, seen)) {
+			/* Announce the sleep before re-checking, so a caller that
+			 * publishes in between either sees us asleep and wakes us,
+			 * or we see its generation (both sides are seq_cst). */
+			atomic_fetch_add_explicit(&tp->asleep, 1, memory_order_seq_cst);
+			while (atomic_load_explicit(&tp->gen, memory_order_seq_cst) == seen)
+				futex(&tp->gen, FUTEX_WAIT, seen);
+			atomic_fetch_sub_explicit(&tp->asleep, 1, memory_order_relaxed);
+		}
+		if (atomic_load_explicit(&tp->stop, memory_order_acquire))
+			return NULL;
+		seen = atomic_load_explicit(&tp->gen, memory_order_acquire);
+		work(tp, seen);
+	}
+}
+
+rt_threads *rt_threads_create(int threads)
+{
+	if (threads <= 0) {
+		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+		threads = cpus < 1 ? 1 : cpus > 1024 ? 1024 : (int)cpus;
+	}
+	rt_threads *tp = calloc(1, sizeof *tp);
+	if (!tp)
+		return NULL;
+	tp->threads = threads;
+	atomic_flag_clear(&tp->busy);
+	if (threads > 1) {
+		tp->tid = calloc((size_t)threads - 1, sizeof *tp->tid);
+		if (!tp->tid) {
+			free(tp);
+			return NULL;
+		}
+	}
+	/* Workers block every signal, so signals meant for the process (a
+	 * Ctrl-C that netcc train turns into a checkpoint) reach the
+	 * application's own threads. They inherit the mask from here. */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	for (int i = 0; i < threads - 1; i++) {
+		if (pthread_create(&tp->tid[i], NULL, worker, tp) != 0)
+			break;
+		tp->workers++;
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	/* With fewer workers than asked for the pool still works, only slower;
+	 * results do not depend on the thread count. */
+	tp->threads = tp->workers + 1;
+	return (rt_threads *)(void *)tp;
+}
+
+void rt_threads_destroy(rt_threads *p)
+{
+	rt_threads *tp = p;
+	if (!tp)
+		return;
+	atomic_store_explicit(&tp->stop, 1, memory_order_release);
+	atomic_fetch_add_explicit(&tp->gen, 1, memory_order_seq_cst);
+	futex(&tp->gen, FUTEX_WAKE, INT_MAX);
+	for (int i = 0; i < tp->workers; i++)
+		pthread_join(tp->tid[i], NULL);
+	free(tp->tid);
+	free(tp);
+}
+
+int rt_threads_count(const rt_threads *p)
+{
+	return p ? p->threads : 1;
+}
+
+static void run_inline(rt_task_fn *fn, void *ctx, int n)
+{
+	for (int i = 0; i < n; i++)
+		fn(ctx, i, n);
+}
+
+void rt_threads_run(rt_threads *p, rt_task_fn *fn, void *ctx, int n)
+{
+	rt_threads *tp = p;
+	if (n <= 0)
+		return;
+	if (!tp || tp->workers == 0 || n == 1 ||
+	    atomic_flag_test_and_set_explicit(&tp->busy, memory_order_acquire)) {
+		run_inline(fn, ctx, n);
+		return;
+	}
+	uint32_t g = atomic_load_explicit(&tp->gen, memory_order_relaxed) + 1;
+	atomic_store_explicit(&tp->job[g & 1].fn, fn, memory_order_relaxed);
+	atomic_store_explicit(&tp->job[g & 1].ctx, ctx, memory_order_relaxed);
+	atomic_store_explicit(&tp->job[g & 1].n, n, memory_order_relaxed);
+	atomic_store_explicit(&tp->done, 0, memory_order_relaxed);
+	atomic_store_explicit(&tp->next, (uint64_t)g << 32, memory_order_release);
+	atomic_store_explicit(&tp->gen, g, memory_order_seq_cst);
+	int sleeping = atomic_load_explicit(&tp->asleep, memory_order_seq_cst);
+	if (sleeping) {
+		/* Wake no more workers than there are tasks for besides ours. */
+		int want = n - 1 < sleeping ? n - 1 : sleeping;
+		futex(&tp->gen, FUTEX_WAKE, (uint32_t)want);
+	}
+
+	work(tp, g);
+
+	/* Wait for the tasks the workers still run: spin first (they are
+	 * usually nearly done), then sleep until the last one wakes us. */
+	uint32_t d = atomic_load_explicit(&tp->done, memory_order_acquire);
+	while ((int)d != n) {
+		if (!spin_while(&tp->done, d)) {
+			atomic_store_explicit(&tp->caller_asleep, 1, memory_order_seq_cst);
+			d = atomic_load_explicit(&tp->done, memory_order_seq_cst);
+			if ((int)d != n)
+				futex(&tp->done, FUTEX_WAIT, d);
+			atomic_store_explicit(&tp->caller_asleep, 0, memory_order_relaxed);
+		}
+		d = atomic_load_explicit(&tp->done, memory_order_acquire);
+	}
+	atomic_flag_clear_explicit(&tp->busy, memory_order_release);
+}
