@@ -78,9 +78,10 @@ int backend_jit_run(const ir_graph *g, const float *const *inputs, float *const 
 
 /* A planned graph compiled in memory, for repeated calls. */
 typedef struct backend_jit backend_jit;
+struct rt_threads;
 typedef void backend_prepare_fn(const float *raw, float *prepared);
 typedef void backend_forward_fn(float *prepared, void *workspace, const void *const *in,
-				float *const *out);
+				float *const *out, struct rt_threads *threads);
 backend_jit *backend_jit_compile(const ir_graph *g, const char *prefix, char *err,
 				 size_t errlen);
 backend_prepare_fn *backend_jit_prepare(const backend_jit *j);
@@ -88,6 +89,8 @@ backend_forward_fn *backend_jit_forward(const backend_jit *j);
 void backend_jit_free(backend_jit *j);
 /* The planned arena, 64-byte aligned; free() it. */
 void *backend_workspace_new(const ir_graph *g);
+/* Threads the JIT paths use: NETCC_THREADS, else 0 (one per CPU). */
+int backend_threads(void);
 
 /* ---- training ----------------------------------------------------------- */
 

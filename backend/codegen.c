@@ -18,8 +18,8 @@ typedef struct cg {
 	const char *prefix;
 	LLVMTypeRef ptr, i32, i64, f32, void_t;
 	LLVMValueRef fn;
-	/* the function being built: forward (w, ws, in, out) or prepare (raw, w) */
-	LLVMValueRef raw, w, ws, in, out;
+	/* the function being built: forward (w, ws, in, out, threads) or prepare (raw, w) */
+	LLVMValueRef raw, w, ws, in, out, threads;
 } cg;
 
 static LLVMValueRef i64c(cg *c, int64_t v)
@@ -201,15 +201,13 @@ static void cg_conv(cg *c, const ir_node *n, LLVMValueRef y)
 				 (int)n->kernel, (int)n->stride, (int)n->pad);
 	int v[sizeof p / sizeof(int)];
 	memcpy(v, &p, sizeof p);
-	LLVMValueRef scratch = n->scratch_bytes ? byte_offset(c, c->ws, n->scratch)
-						: LLVMConstNull(c->ptr);
-	LLVMValueRef args[] = {int_struct(c, v, sizeof v / sizeof *v),
+	LLVMValueRef args[] = {c->threads,
+			       int_struct(c, v, sizeof v / sizeof *v),
 			       arg(c, n, 0),
 			       arg(c, n, 1),
 			       n->bias ? arg(c, n, 2) : LLVMConstNull(c->ptr),
 			       n->residual ? arg(c, n, n->residual) : LLVMConstNull(c->ptr),
 			       y,
-			       scratch,
 			       i32c(c, n->relu)};
 	kernel(c, "rt_conv2d", "pppppppi", args);
 }
@@ -280,7 +278,8 @@ static void cg_flatten(cg *c, const ir_node *n, LLVMValueRef y)
 static void cg_linear(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	const ir_shape *x = arg_shape(c, n, 0);
-	LLVMValueRef args[] = {i32c(c, dim(x, 0)),
+	LLVMValueRef args[] = {c->threads,
+			       i32c(c, dim(x, 0)),
 			       i32c(c, dim(x, 1)),
 			       i32c(c, n->out),
 			       arg(c, n, 0),
@@ -288,7 +287,7 @@ static void cg_linear(cg *c, const ir_node *n, LLVMValueRef y)
 			       n->bias ? arg(c, n, 2) : LLVMConstNull(c->ptr),
 			       y,
 			       i32c(c, n->relu)};
-	kernel(c, "rt_linear", "iiippppi", args);
+	kernel(c, "rt_linear", "piiippppi", args);
 }
 
 static void cg_softmax(cg *c, const ir_node *n, LLVMValueRef y)
@@ -419,15 +418,15 @@ static LLVMValueRef conv_params(cg *c, const ir_node *n, const ir_shape *x)
 
 static void cg_conv_grad_input(cg *c, const ir_node *n, LLVMValueRef y)
 {
-	LLVMValueRef args[] = {conv_params(c, n, arg_shape(c, n, 2)), arg(c, n, 0), arg(c, n, 1), y,
-			       scratch_of(c, n)};
-	kernel(c, "rt_conv2d_grad_input", "ppppp", args);
+	LLVMValueRef args[] = {c->threads, conv_params(c, n, arg_shape(c, n, 2)), arg(c, n, 0),
+			       arg(c, n, 1), y, scratch_of(c, n)};
+	kernel(c, "rt_conv2d_grad_input", "pppppp", args);
 }
 
 static void cg_conv_grad_weight(cg *c, const ir_node *n, LLVMValueRef y)
 {
-	LLVMValueRef args[] = {conv_params(c, n, arg_shape(c, n, 0)), arg(c, n, 0), arg(c, n, 1), y,
-			       scratch_of(c, n)};
+	LLVMValueRef args[] = {c->threads, conv_params(c, n, arg_shape(c, n, 0)), arg(c, n, 0),
+			       arg(c, n, 1), y};
 	kernel(c, "rt_conv2d_grad_weight", "ppppp", args);
 }
 
@@ -486,17 +485,17 @@ static void cg_reshape(cg *c, const ir_node *n, LLVMValueRef y)
 static void cg_linear_grad_input(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	const ir_shape *w = arg_shape(c, n, 1);
-	LLVMValueRef args[] = {i32c(c, dim(&n->shape, 0)), i32c(c, dim(w, 1)), i32c(c, dim(w, 0)),
-			       arg(c, n, 0), arg(c, n, 1), y};
-	kernel(c, "rt_linear_grad_input", "iiippp", args);
+	LLVMValueRef args[] = {c->threads,   i32c(c, dim(&n->shape, 0)), i32c(c, dim(w, 1)),
+			       i32c(c, dim(w, 0)), arg(c, n, 0), arg(c, n, 1), y};
+	kernel(c, "rt_linear_grad_input", "piiippp", args);
 }
 
 static void cg_linear_grad_weight(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	const ir_shape *x = arg_shape(c, n, 0);
-	LLVMValueRef args[] = {i32c(c, dim(x, 0)), i32c(c, dim(x, 1)), i32c(c, dim(&n->shape, 0)),
-			       arg(c, n, 0), arg(c, n, 1), y};
-	kernel(c, "rt_linear_grad_weight", "iiippp", args);
+	LLVMValueRef args[] = {c->threads, i32c(c, dim(x, 0)), i32c(c, dim(x, 1)),
+			       i32c(c, dim(&n->shape, 0)), arg(c, n, 0), arg(c, n, 1), y};
+	kernel(c, "rt_linear_grad_weight", "piiippp", args);
 }
 
 static void cg_softmax_grad(cg *c, const ir_node *n, LLVMValueRef y)
@@ -589,6 +588,7 @@ static LLVMValueRef build_prepare(cg *c, bool exported)
 	c->raw = LLVMGetParam(f, 0);
 	c->w = LLVMGetParam(f, 1);
 	c->ws = c->in = c->out = NULL;
+	c->threads = LLVMConstNull(c->ptr);
 	for (int id = 0; id < c->g->n_nodes; id++) {
 		const ir_node *n = &c->g->nodes[id];
 		if (!n->prep || n->mem != IR_MEM_WEIGHTS)
@@ -606,12 +606,13 @@ static LLVMValueRef build_prepare(cg *c, bool exported)
 
 static LLVMValueRef build_forward(cg *c, bool exported)
 {
-	LLVMTypeRef params[4] = {c->ptr, c->ptr, c->ptr, c->ptr};
-	LLVMValueRef f = begin(c, sym(c, "_forward"), c->void_t, params, 4, exported);
+	LLVMTypeRef params[5] = {c->ptr, c->ptr, c->ptr, c->ptr, c->ptr};
+	LLVMValueRef f = begin(c, sym(c, "_forward"), c->void_t, params, 5, exported);
 	c->w = LLVMGetParam(f, 0);
 	c->ws = LLVMGetParam(f, 1);
 	c->in = LLVMGetParam(f, 2);
 	c->out = LLVMGetParam(f, 3);
+	c->threads = LLVMGetParam(f, 4);
 	for (unsigned i = 0; i < 4; i++)
 		LLVMAddAttributeAtIndex(f, i + 1,
 					LLVMCreateEnumAttribute(c->ctx,
@@ -777,6 +778,8 @@ static void build_api(cg *c, LLVMValueRef desc, bool trainable)
 		wrapper(c, "infer_static", i, p4, 4, "rt_model_run_raw", desc);
 	}
 	wrapper(c, "error", p, p1, 1, "rt_instance_error", NULL);
+	LLVMTypeRef pi[] = {p, i};
+	wrapper(c, "set_threads", i, pi, 2, "rt_instance_set_threads", NULL);
 	if (trainable) {
 		LLVMTypeRef step[] = {p, p, p, c->f32, p};
 		wrapper(c, "train_step", i, step, 5, "rt_instance_train_step", NULL);

@@ -178,8 +178,12 @@ static void write_header(FILE *f, const ir_graph *g, const backend_options *o)
 		"/* Runs the model on arrays of input and output pointers, in declared order. */\n"
 		"int %s_run(%s *m, const float *const *inputs, float *const *outputs);\n"
 		"/* The last error of this instance, readable; \"\" if none. */\n"
-		"const char *%s_error(const %s *m);\n\n",
-		n, n, n, n);
+		"const char *%s_error(const %s *m);\n"
+		"/* Threads this instance runs on (at first NETCC_THREADS, else one per CPU);\n"
+		" * results are the same bits whatever the count. */\n"
+		"#define %s_HAS_THREADS 1\n"
+		"int %s_set_threads(%s *m, int threads);\n\n",
+		n, n, n, n, up, n, n);
 	fprintf(f, "/* Caller-owned memory, for embedded use: nothing is allocated inside. */\n");
 	fprintf(f,
 		"/* The embedded prepared weights, or NULL if the library has none (or is\n"

@@ -112,6 +112,12 @@ backend_forward_fn *backend_jit_forward(const backend_jit *j)
 	return j->forward;
 }
 
+int backend_threads(void)
+{
+	const char *env = getenv("NETCC_THREADS");
+	return env && *env ? atoi(env) : 0;
+}
+
 void *backend_workspace_new(const ir_graph *g)
 {
 	size_t bytes = ((size_t)g->plan.arena_bytes + 63) & ~(size_t)63;
@@ -127,15 +133,17 @@ int backend_jit_run(const ir_graph *g, const float *const *in, float *const *out
 	float *raw = calloc((size_t)g->plan.raw_bytes / 4 + 1, sizeof(float));
 	float *w = calloc((size_t)g->plan.weight_bytes / 4 + 1, sizeof(float));
 	void *ws = backend_workspace_new(g);
+	rt_threads *threads = rt_threads_create(backend_threads());
 	int rc = 0;
-	if (!raw || !w || !ws) {
+	if (!raw || !w || !ws || !threads) {
 		snprintf(err, errlen, "out of memory");
 		rc = -1;
 	} else {
 		backend_raw_weights(g, raw);
 		j->prepare(raw, w);
-		j->forward(w, ws, (const void *const *)in, out);
+		j->forward(w, ws, (const void *const *)in, out, threads);
 	}
+	rt_threads_destroy(threads);
 	free(raw);
 	free(w);
 	free(ws);

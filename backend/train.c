@@ -20,6 +20,7 @@ struct train_session {
 	bool eval_stale;
 	int64_t classes;
 	int *eval_src; /* per eg node: the tg param it reads from state, or -1 */
+	rt_threads *threads;
 };
 
 void train_session_free(train_session *s)
@@ -36,6 +37,7 @@ void train_session_free(train_session *s)
 	free(s->tws);
 	free(s->ews);
 	free(s->eval_src);
+	rt_threads_destroy(s->threads);
 	free(s);
 }
 
@@ -99,8 +101,9 @@ train_session *train_session_create(ir_graph *train_graph, ir_graph *eval_graph,
 	s->eval_src = malloc(((size_t)eg->n_nodes + 1) * sizeof(int));
 	s->tws = backend_workspace_new(tg);
 	s->ews = backend_workspace_new(eg);
+	s->threads = rt_threads_create(backend_threads());
 	if (!raw || !s->state || !s->eval_raw || !s->eval_w || !s->eval_src || !s->tws ||
-	    !s->ews) {
+	    !s->ews || !s->threads) {
 		free(raw);
 		train_session_free(s);
 		snprintf(err, errlen, "out of memory");
@@ -134,7 +137,7 @@ int train_session_step(train_session *s, const float *x, const int32_t *labels, 
 		}
 	const void *in[3] = {x, labels, &lr};
 	float *out[2] = {loss, logits};
-	backend_jit_forward(s->tj)(s->state, s->tws, in, out);
+	backend_jit_forward(s->tj)(s->state, s->tws, in, out, s->threads);
 	s->eval_stale = true;
 	return 0;
 }
@@ -153,7 +156,7 @@ int train_session_eval(train_session *s, const float *x, float *logits)
 	}
 	const void *in[1] = {x};
 	float *out[1] = {logits};
-	backend_jit_forward(s->ej)(s->eval_w, s->ews, in, out);
+	backend_jit_forward(s->ej)(s->eval_w, s->ews, in, out, s->threads);
 	return 0;
 }
 

@@ -20,11 +20,10 @@ static int64_t bytes(const ir_node *n)
 
 int64_t plan_scratch_bytes(const ir_graph *g, const ir_node *n)
 {
-	/* the forward input: x, or the shape reference of conv_grad_input */
-	int xi = n->op == IR_OP_CONV_GRAD_INPUT ? 2 : 0;
-	if (n->op != IR_OP_CONV && n->op != IR_OP_CONV_GRAD_INPUT && n->op != IR_OP_CONV_GRAD_WEIGHT)
+	if (n->op != IR_OP_CONV && n->op != IR_OP_CONV_GRAD_INPUT)
 		return 0;
-	const ir_shape *x = &g->nodes[n->in[xi]].shape;
+	/* the forward input: x, or the shape reference of conv_grad_input */
+	const ir_shape *x = &g->nodes[n->in[n->op == IR_OP_CONV ? 0 : 2]].shape;
 	rt_conv p = rt_conv_make((int)x->d[0], (int)x->d[1], (int)x->d[2], (int)x->d[3],
 				 (int)n->out, (int)n->kernel, (int)n->stride, (int)n->pad);
 	size_t floats = n->op == IR_OP_CONV ? rt_conv2d_scratch_floats(&p)

@@ -24,6 +24,7 @@ struct rt_instance {
 	bool has_state;      /* state holds real weights (embedded or loaded) */
 	void *train_ws;
 	float *logits;       /* the step's forward outputs, not returned */
+	rt_threads *threads; /* the instance's own: no state is shared with others */
 };
 
 static int fail(rt_instance *m, int code, const char *fmt, ...)
@@ -42,6 +43,13 @@ rt_instance *rt_instance_create(const rt_model_desc *d)
 		return NULL;
 	m->d = d;
 	m->weights = d->embedded;
+	/* NETCC_THREADS caps the threads of every instance; default one per CPU */
+	const char *env = getenv("NETCC_THREADS");
+	m->threads = rt_threads_create(env && *env ? atoi(env) : 0);
+	if (!m->threads) {
+		free(m);
+		return NULL;
+	}
 	size_t ws = (size_t)d->workspace_bytes;
 	bool ok = !ws || (m->workspace = aligned_alloc(64, (ws + 63) & ~(size_t)63));
 	if (ok && d->train_step) {
@@ -75,7 +83,22 @@ void rt_instance_destroy(rt_instance *m)
 	free(m->eval_raw);
 	free(m->train_ws);
 	free(m->logits);
+	rt_threads_destroy(m->threads);
 	free(m);
+}
+
+int rt_instance_set_threads(rt_instance *m, int threads)
+{
+	if (!m)
+		return RT_ERR_ARG;
+	if (threads < 1 || threads > 1024)
+		return fail(m, RT_ERR_ARG, "threads = %d is outside [1, 1024]", threads);
+	rt_threads *t = rt_threads_create(threads);
+	if (!t)
+		return fail(m, RT_ERR_NOMEM, "cannot start %d threads", threads);
+	rt_threads_destroy(m->threads);
+	m->threads = t;
+	return 0;
 }
 
 const char *rt_instance_error(const rt_instance *m)
@@ -254,7 +277,7 @@ int rt_instance_run(rt_instance *m, const float *const *in, float *const *out)
 	if (!m->weights)
 		return fail(m, RT_ERR_NO_WEIGHTS,
 			    "no weights: this library keeps them in a file; call load_weights first");
-	m->d->forward(m->weights, m->workspace, in, out);
+	m->d->forward(m->weights, m->workspace, in, out, m->threads);
 	return 0;
 }
 
@@ -279,7 +302,7 @@ int rt_instance_train_step(rt_instance *m, const float *input, const int32_t *la
 		return fail(m, RT_ERR_ARG, "learning rate %g is not a non-negative number", lr);
 	const void *in[3] = {input, labels, &lr};
 	float *out[2] = {loss, m->logits};
-	d->train_step(m->state, m->train_ws, in, out);
+	d->train_step(m->state, m->train_ws, in, out, m->threads);
 	m->stale = true;
 	return 0;
 }
@@ -325,6 +348,6 @@ int rt_model_run_raw(const rt_model_desc *d, const float *weights, void *workspa
 		return RT_ERR_ARG;
 	const float *ins[1] = {in};
 	float *outs[1] = {out};
-	d->forward(weights, workspace, ins, outs);
+	d->forward(weights, workspace, ins, outs, NULL);
 	return 0;
 }

@@ -159,10 +159,10 @@ void rt_gemm_pack_b(const rt_gemm_b *b, int k0, int kc, int n0, int nc, float *d
 size_t rt_conv2d_scratch_floats(const rt_conv *p);
 /* y = relu?(conv(x, w) + b + res); b and res may be NULL; res may be y
  * itself (the residual accumulated in place). */
-void rt_conv2d(const rt_conv *p, const float *x, const float *w, const float *b, const float *res,
-	       float *y, float *scratch, int relu);
-void rt_linear(int n, int in, int out, const float *x, const float *w, const float *b, float *y,
-	       int relu);
+void rt_conv2d(rt_threads *t, const rt_conv *p, const float *x, const float *w, const float *b,
+	       const float *res, float *y, int relu);
+void rt_linear(rt_threads *t, int n, int in, int out, const float *x, const float *w,
+	       const float *b, float *y, int relu);
 void rt_batchnorm(int n, int c, int hw, const float *x, const float *mean, const float *var,
 		  const float *gamma, const float *beta, float eps, float *y, int relu);
 /* pad_channels(subsample(x, stride), before, after) in one pass */
@@ -179,11 +179,11 @@ void rt_bn_fold_bias(int oc, const float *gamma, const float *beta, const float 
  * Same semantics as the rt_*_ref training kernels, built on GEMMs where
  * the work is. Outputs are overwritten; scratch is caller-provided. */
 
-size_t rt_conv2d_grad_scratch_floats(const rt_conv *p);
-void rt_conv2d_grad_input(const rt_conv *p, const float *dy, const float *w, float *dx,
-			  float *scratch);
-void rt_conv2d_grad_weight(const rt_conv *p, const float *x, const float *dy, float *dw,
-			   float *scratch);
+size_t rt_conv2d_grad_scratch_floats(const rt_conv *p); /* for the input gradient */
+void rt_conv2d_grad_input(rt_threads *t, const rt_conv *p, const float *dy, const float *w,
+			  float *dx, float *scratch);
+void rt_conv2d_grad_weight(rt_threads *t, const rt_conv *p, const float *x, const float *dy,
+			   float *dw);
 /* db[c] = sum of dy over n and hw (conv and linear biases; hw = 1 for linear) */
 void rt_bias_grad(int n, int c, int hw, const float *dy, float *db);
 void rt_bn_stats(int n, int c, int hw, const float *x, float *stats);
@@ -191,8 +191,10 @@ void rt_bn_grad_params(int n, int c, int hw, const float *x, const float *dy, co
 		       float eps, float *dparams);
 void rt_bn_grad_input(int n, int c, int hw, const float *x, const float *dy, const float *stats,
 		      const float *gamma, const float *dparams, float eps, float *dx);
-void rt_linear_grad_input(int n, int in, int out, const float *dy, const float *w, float *dx);
-void rt_linear_grad_weight(int n, int in, int out, const float *x, const float *dy, float *dw);
+void rt_linear_grad_input(rt_threads *t, int n, int in, int out, const float *dy, const float *w,
+			  float *dx);
+void rt_linear_grad_weight(rt_threads *t, int n, int in, int out, const float *x, const float *dy,
+			   float *dw);
 /* rt_sgd_momentum_ref with the learning rate read from *lr */
 void rt_sgd_step(size_t count, float *w, const float *g, float *v, const float *lr,
 		 float momentum, float weight_decay);
@@ -227,10 +229,10 @@ typedef struct rt_param_desc {
  * embedded weights are prepared at compile time. */
 typedef void rt_prepare_fn(const float *raw, float *prepared);
 typedef void rt_forward_fn(const float *prepared, void *workspace, const float *const *in,
-			   float *const *out);
+			   float *const *out, rt_threads *threads);
 
 typedef void rt_train_fn(float *state, void *workspace, const void *const *in,
-			 float *const *out);
+			 float *const *out, rt_threads *threads);
 
 typedef struct rt_model_desc {
 	const char *name;
@@ -265,6 +267,8 @@ void rt_instance_destroy(rt_instance *m);
 int rt_instance_load_weights(rt_instance *m, const char *path);
 int rt_instance_run(rt_instance *m, const float *const *in, float *const *out);
 int rt_instance_infer(rt_instance *m, const float *in, float *out);
+/* Threads of this instance from now on (NETCC_THREADS, or one per CPU, at first). */
+int rt_instance_set_threads(rt_instance *m, int threads);
 const char *rt_instance_error(const rt_instance *m);
 /* One SGD step on a batch (trainable libraries); labels in [0, classes). */
 int rt_instance_train_step(rt_instance *m, const float *input, const int32_t *labels, float lr,

@@ -457,6 +457,11 @@ static const char use_program[] =
     "		return 25;\n"
     "	if (hdr_infer(m, NULL, out2) != HDR_ERR_ARG || !hdr_error(m)[0])\n"
     "		return 26;\n"
+    "	/* one thread gives the same bits as the default */\n"
+    "	if (!HDR_HAS_THREADS || hdr_set_threads(m, 0) != HDR_ERR_ARG ||\n"
+    "	    hdr_set_threads(m, 1) != HDR_OK || hdr_infer(m, in, out2) != HDR_OK ||\n"
+    "	    memcmp(out, out2, sizeof out) != 0)\n"
+    "		return 29;\n"
     "	unsigned char *raw = (unsigned char *)malloc(HDR_WORKSPACE_SIZE + HDR_WORKSPACE_ALIGN);\n"
     "	float *w = (float *)malloc(HDR_WEIGHTS_SIZE);\n"
     "	if (!raw || !w)\n"
@@ -875,10 +880,10 @@ START_TEST(library_errors)
 	ck_assert_int_eq(l.infer_static(NULL, ws, x, y), RT_ERR_ARG);
 	ck_assert_int_eq(l.infer_static(ws, (char *)ws + 4, x, y), RT_ERR_ARG);
 	ck_assert_int_eq(l.infer_static(ws, NULL, x, y), RT_ERR_ARG);
-	ck_assert_int_eq(l.infer_static(ws, ws + (4 << 20), NULL, y), RT_ERR_ARG);
-	ck_assert_int_eq(l.infer_static(ws, ws + (4 << 20), x, NULL), RT_ERR_ARG);
+	ck_assert_int_eq(l.infer_static(ws, (char *)ws + (4 << 20), NULL, y), RT_ERR_ARG);
+	ck_assert_int_eq(l.infer_static(ws, (char *)ws + (4 << 20), x, NULL), RT_ERR_ARG);
 	memset(y, 0, ny * sizeof(float));
-	ck_assert_int_eq(l.infer_static(ws, ws + (4 << 20), x, y), RT_OK);
+	ck_assert_int_eq(l.infer_static(ws, (char *)ws + (4 << 20), x, y), RT_OK);
 	ck_assert_close(y, want, ny, 1e-4);
 	free(ws);
 

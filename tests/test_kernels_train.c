@@ -17,6 +17,16 @@
 
 #include "testutil.h"
 
+/* Kernels run on a pool of three threads, and again with none: the
+ * results must be the same bits. */
+static rt_threads *threads(void)
+{
+	static rt_threads *t;
+	if (!t)
+		t = rt_threads_create(3);
+	return t;
+}
+
 static float *fbuf(size_t n)
 {
 	float *p = calloc(n ? n : 1, sizeof *p);
@@ -135,18 +145,35 @@ START_TEST(conv_vs_ref)
 
 	scratch s = scratch_make(rt_conv2d_grad_scratch_floats(&p));
 	float *dx = nanbuf(nx), *dw = nanbuf(nw);
-	rt_conv2d_grad_input(&p, dy, w, dx, s.buf);
+	rt_conv2d_grad_input(threads(), &p, dy, w, dx, s.buf);
 	scratch_check(&s, "grad_input");
 	expect_close("grad_input", dx, dx_ref, nx, 1e-4);
-	rt_conv2d_grad_weight(&p, x, dy, dw, s.buf);
+	rt_conv2d_grad_weight(threads(), &p, x, dy, dw);
 	scratch_check(&s, "grad_weight");
 	expect_close("grad_weight", dw, dw_ref, nw, 1e-4);
+
+	/* The forward convolution on the same GEMM: bias, a residual added in
+	 * place (the output is the residual's buffer) and relu. */
+	float *b = randn(&rng, (size_t)p.oc, 0.3f, 0), *res = randn(&rng, ny, 1, 0);
+	float *y_ref = fbuf(ny), *y = fbuf(ny);
+	rt_conv2d_ref(&p, x, w, b, y_ref);
+	for (size_t i = 0; i < ny; i++) {
+		y_ref[i] += res[i];
+		y_ref[i] = y_ref[i] < 0 ? 0 : y_ref[i];
+	}
+	memcpy(y, res, ny * sizeof(float));
+	rt_conv2d(threads(), &p, x, w, b, y, y, 1);
+	expect_close("forward", y, y_ref, ny, 1e-5);
+	float *y1 = nanbuf(ny);
+	rt_conv2d(NULL, &p, x, w, b, res, y1, 1);
+	ck_assert_msg(memcmp(y, y1, ny * sizeof(float)) == 0, "forward depends on the threads");
+	free(b), free(res), free(y_ref), free(y), free(y1);
 
 	/* Again, with the scratch holding the last call's leftovers and the
 	 * outputs garbage: the results must not change by a bit. */
 	float *dx2 = randn(&rng, nx, 1, 0), *dw2 = randn(&rng, nw, 1, 0);
-	rt_conv2d_grad_weight(&p, x, dy, dw2, s.buf);
-	rt_conv2d_grad_input(&p, dy, w, dx2, s.buf);
+	rt_conv2d_grad_weight(NULL, &p, x, dy, dw2);
+	rt_conv2d_grad_input(NULL, &p, dy, w, dx2, s.buf);
 	scratch_check(&s, "second call");
 	expect_same("grad_input", dx, dx2, nx);
 	expect_same("grad_weight", dw, dw2, nw);
@@ -311,12 +338,12 @@ START_TEST(linear_vs_ref)
 	rt_linear_grad_input_ref(n, in, out, dy, w, dx_ref);
 	rt_linear_grad_weight_ref(n, in, out, x, dy, dw_ref, NULL);
 	float *dx = nanbuf(nx), *dw = nanbuf(nw), *dx2 = nanbuf(nx), *dw2 = nanbuf(nw);
-	rt_linear_grad_input(n, in, out, dy, w, dx);
-	rt_linear_grad_weight(n, in, out, x, dy, dw);
+	rt_linear_grad_input(threads(), n, in, out, dy, w, dx);
+	rt_linear_grad_weight(threads(), n, in, out, x, dy, dw);
 	expect_close("linear dx", dx, dx_ref, nx, 1e-4);
 	expect_close("linear dw", dw, dw_ref, nw, 1e-4);
-	rt_linear_grad_input(n, in, out, dy, w, dx2);
-	rt_linear_grad_weight(n, in, out, x, dy, dw2);
+	rt_linear_grad_input(NULL, n, in, out, dy, w, dx2);
+	rt_linear_grad_weight(NULL, n, in, out, x, dy, dw2);
 	expect_same("linear dx", dx, dx2, nx);
 	expect_same("linear dw", dw, dw2, nw);
 	free(x);
@@ -421,9 +448,9 @@ START_TEST(golden_conv)
 	scratch s = scratch_make(rt_conv2d_grad_scratch_floats(&p));
 	float *dx = nanbuf(x->count), *dw = nanbuf(w->count), *db = nanbuf(p.oc);
 
-	rt_conv2d_grad_input(&p, dy->data, w->data, dx, s.buf);
+	rt_conv2d_grad_input(threads(), &p, dy->data, w->data, dx, s.buf);
 	expect_golden(&g, "dx", dx, x->count, 1e-4);
-	rt_conv2d_grad_weight(&p, x->data, dy->data, dw, s.buf);
+	rt_conv2d_grad_weight(threads(), &p, x->data, dy->data, dw);
 	expect_golden(&g, "dw", dw, w->count, 1e-4);
 	scratch_check(&s, g.name);
 	if (meta_int(g.name, "bias")) {
@@ -488,9 +515,9 @@ START_TEST(golden_dense)
 	ck_assert_int_eq(w->dims[1], in);
 	const float *dy = goldf(&g, "dy");
 	float *dx = nanbuf(x->count), *dw = nanbuf(w->count), *db = nanbuf(out);
-	rt_linear_grad_input(n, in, out, dy, w->data, dx);
+	rt_linear_grad_input(threads(), n, in, out, dy, w->data, dx);
 	expect_golden(&g, "dx", dx, x->count, 1e-4);
-	rt_linear_grad_weight(n, in, out, x->data, dy, dw);
+	rt_linear_grad_weight(threads(), n, in, out, x->data, dy, dw);
 	expect_golden(&g, "dw", dw, w->count, 1e-4);
 	rt_bias_grad(n, out, 1, dy, db);
 	expect_golden(&g, "db", db, out, 1e-4);

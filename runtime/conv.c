@@ -1,0 +1,270 @@
+/* Convolutions and linear layers on rt_gemm, forward and backward.
+ *
+ * A convolution is a GEMM whose B operand (the unrolled input windows,
+ * "im2col") is never built: the GEMM asks for it panel by panel and
+ * pack_windows gathers each panel straight from the image, so no scratch
+ * buffer exists and every value is read while the panel is in cache.
+ *   forward       y[oc x pix]  = W[oc x c*k*k] . windows(x)[c*k*k x pix]
+ *   weight grad   dW[oc x c*k*k] += dY[oc x pix] . windows(x)^T, per image
+ *   input grad    stride 1: a forward convolution of dY with W transposed
+ *                 and flipped; strided: W^T . dY into columns, scattered
+ * Bias, the residual and relu happen in the GEMM's epilogue. */
+#include <stdbool.h>
+#include <string.h>
+
+#include "runtime.h"
+
+/* What the pack callbacks read: one image's planes and the geometry.
+ * (c, h, w, k, stride, pad) describe x; oh, ow the windows. */
+typedef struct windows {
+	const float *x;
+	int c, h, w, k, stride, pad, oh, ow;
+} windows;
+
+static windows windows_of(const rt_conv *p, const float *x)
+{
+	return (windows){x, p->c, p->h, p->w, p->k, p->stride, p->pad, p->oh, p->ow};
+}
+
+/* out[q] = x[tap of window pix0 + q] for q < count, for the tap (ci, kh, kw). */
+static void gather(const windows *v, int ci, int kh, int kw, int pix0, int count, float *out)
+{
+	const float *plane = v->x + (size_t)ci * v->h * v->w;
+	int oy = pix0 / v->ow, ox = pix0 % v->ow;
+	for (int q = 0; q < count;) {
+		int run = v->ow - ox < count - q ? v->ow - ox : count - q;
+		int iy = oy * v->stride + kh - v->pad;
+		if (iy < 0 || iy >= v->h) {
+			memset(out + q, 0, (size_t)run * sizeof(float));
+		} else {
+			const float *row = plane + (size_t)iy * v->w;
+			int ix = ox * v->stride + kw - v->pad;
+			if (v->stride == 1 && ix >= 0 && ix + run <= v->w) {
+				memcpy(out + q, row + ix, (size_t)run * sizeof(float));
+			} else {
+				for (int t = 0; t < run; t++, ix += v->stride)
+					out[q + t] = ix >= 0 && ix < v->w ? row[ix] : 0.0f;
+			}
+		}
+		q += run;
+		ox = 0;
+		oy++;
+	}
+}
+
+/* B = windows(x): rows (ci, kh, kw), columns output pixels. */
+static void pack_windows(const void *ctx, int k0, int kc, int n0, int nc, float *dst)
+{
+	const windows *v = ctx;
+	int nr = rt_gemm_nr(), kk = v->k * v->k;
+	for (int j0 = 0; j0 < nc; j0 += nr) {
+		int cols = nc - j0 < nr ? nc - j0 : nr;
+		float *panel = dst + (size_t)j0 * kc;
+		for (int r = 0; r < kc; r++) {
+			int row = k0 + r, ci = row / kk, kh = row % kk / v->k, kw = row % v->k;
+			float *d = panel + (size_t)r * nr;
+			gather(v, ci, kh, kw, n0 + j0, cols, d);
+			for (int q = cols; q < nr; q++)
+				d[q] = 0.0f;
+		}
+	}
+}
+
+/* B = windows(x)^T: rows output pixels, columns (ci, kh, kw). */
+static void pack_windows_t(const void *ctx, int p0, int pc, int n0, int nc, float *dst)
+{
+	const windows *v = ctx;
+	int nr = rt_gemm_nr(), kk = v->k * v->k;
+	for (int j0 = 0; j0 < nc; j0 += nr) {
+		int cols = nc - j0 < nr ? nc - j0 : nr;
+		float *panel = dst + (size_t)j0 * pc;
+		for (int r = 0; r < pc; r++) {
+			int pix = p0 + r, oy = pix / v->ow, ox = pix % v->ow;
+			int iy0 = oy * v->stride - v->pad, ix0 = ox * v->stride - v->pad;
+			float *d = panel + (size_t)r * nr;
+			for (int q = 0; q < cols; q++) {
+				int col = n0 + j0 + q, ci = col / kk, kh = col % kk / v->k, kw = col % v->k;
+				int iy = iy0 + kh, ix = ix0 + kw;
+				d[q] = iy >= 0 && iy < v->h && ix >= 0 && ix < v->w
+					       ? v->x[((size_t)ci * v->h + iy) * v->w + ix]
+					       : 0.0f;
+			}
+			for (int q = cols; q < nr; q++)
+				d[q] = 0.0f;
+		}
+	}
+}
+
+static bool pointwise(const rt_conv *p)
+{
+	return p->k == 1 && p->stride == 1 && p->pad == 0;
+}
+
+size_t rt_conv2d_scratch_floats(const rt_conv *p)
+{
+	(void)p;
+	return 0;
+}
+
+void rt_conv2d(rt_threads *t, const rt_conv *p, const float *x, const float *w, const float *b,
+	       const float *res, float *y, int relu)
+{
+	int kdim = p->c * p->k * p->k, opix = p->oh * p->ow;
+	size_t in_floats = (size_t)p->c * p->h * p->w, out_floats = (size_t)p->oc * opix;
+	for (int n = 0; n < p->n; n++) {
+		const float *xn = x + n * in_floats;
+		float *yn = y + n * out_floats;
+		/* With a residual the GEMM accumulates onto it: in place when the
+		 * planner gave the output the residual's own buffer. */
+		if (res && res + n * out_floats != yn)
+			memcpy(yn, res + n * out_floats, out_floats * sizeof(float));
+		windows v = windows_of(p, xn);
+		rt_gemm_b bm = pointwise(p) ? (rt_gemm_b){.data = xn, .ld = opix}
+					    : (rt_gemm_b){.pack = pack_windows, .ctx = &v};
+		rt_epilogue ep = {.bias = b, .accumulate = res != NULL, .relu = relu};
+		rt_gemm(t, p->oc, opix, kdim, w, kdim, 0, &bm, yn, opix, &ep);
+	}
+}
+
+void rt_conv2d_grad_weight(rt_threads *t, const rt_conv *p, const float *x, const float *dy,
+			   float *dw)
+{
+	int kdim = p->c * p->k * p->k, opix = p->oh * p->ow;
+	size_t in_floats = (size_t)p->c * p->h * p->w, out_floats = (size_t)p->oc * opix;
+	if (p->n == 0 || opix == 0) {
+		memset(dw, 0, (size_t)p->oc * kdim * sizeof(float));
+		return;
+	}
+	for (int n = 0; n < p->n; n++) {
+		const float *xn = x + n * in_floats;
+		windows v = windows_of(p, xn);
+		/* dW[oc x c] = dY[oc x pix] . X[c x pix]^T for 1x1, else windows^T */
+		rt_gemm_b bm = pointwise(p) ? (rt_gemm_b){.data = xn, .ld = opix, .trans = 1}
+					    : (rt_gemm_b){.pack = pack_windows_t, .ctx = &v};
+		rt_epilogue ep = {.accumulate = n > 0};
+		rt_gemm(t, p->oc, kdim, opix, dy + n * out_floats, opix, 0, &bm, dw, kdim, &ep);
+	}
+}
+
+/* ---- the input gradient --------------------------------------------------- */
+
+/* A stride-1 convolution's input gradient is itself a stride-1 convolution:
+ * of dY, with W's in and out channels swapped and its taps flipped, padded
+ * k - 1 - pad. That needs oc * c * k * k floats for the flipped weights. */
+static bool as_convolution(const rt_conv *p)
+{
+	return p->stride == 1 && p->k - 1 - p->pad >= 0 && p->oh + p->k - 1 - 2 * p->pad == p->h &&
+	       p->ow + p->k - 1 - 2 * p->pad == p->w;
+}
+
+/* Strided: columns of W^T . dY for blocks of output pixels, each scattered
+ * into dx; the block keeps the columns at most COLS floats. */
+enum { COLS = 1 << 16 };
+
+static int cols_block(const rt_conv *p)
+{
+	int kdim = p->c * p->k * p->k, opix = p->oh * p->ow;
+	int blk = COLS / (kdim ? kdim : 1);
+	return blk < 1 ? 1 : blk > opix ? opix : blk;
+}
+
+size_t rt_conv2d_grad_scratch_floats(const rt_conv *p)
+{
+	if (pointwise(p))
+		return 0;
+	if (as_convolution(p))
+		return (size_t)p->oc * p->c * p->k * p->k;
+	return (size_t)p->c * p->k * p->k * cols_block(p);
+}
+
+/* dx += the columns [kdim x np] of pixels p0.. scattered to their taps. */
+static void col2im(const rt_conv *p, const float *cols, int p0, int np, float *dx)
+{
+	int kk = p->k * p->k;
+	for (int row = 0; row < p->c * kk; row++) {
+		int ci = row / kk, kh = row % kk / p->k, kw = row % p->k;
+		float *plane = dx + (size_t)ci * p->h * p->w;
+		const float *cr = cols + (size_t)row * np;
+		for (int q = 0; q < np; q++) {
+			int pix = p0 + q, oy = pix / p->ow, ox = pix % p->ow;
+			int iy = oy * p->stride + kh - p->pad, ix = ox * p->stride + kw - p->pad;
+			if (iy >= 0 && iy < p->h && ix >= 0 && ix < p->w)
+				plane[(size_t)iy * p->w + ix] += cr[q];
+		}
+	}
+}
+
+void rt_conv2d_grad_input(rt_threads *t, const rt_conv *p, const float *dy, const float *w,
+			  float *dx, float *scratch)
+{
+	int kdim = p->c * p->k * p->k, opix = p->oh * p->ow, kk = p->k * p->k;
+	size_t in_floats = (size_t)p->c * p->h * p->w, out_floats = (size_t)p->oc * opix;
+	if (p->oc == 0 || opix == 0) {
+		memset(dx, 0, p->n * in_floats * sizeof(float));
+		return;
+	}
+	if (pointwise(p)) {
+		/* dX[c x pix] = W^T[c x oc] . dY[oc x pix] */
+		for (int n = 0; n < p->n; n++) {
+			rt_gemm_b bm = {.data = dy + n * out_floats, .ld = opix};
+			rt_gemm(t, p->c, opix, p->oc, w, p->c, 1, &bm, dx + n * in_floats, opix,
+				&(rt_epilogue){0});
+		}
+		return;
+	}
+	if (as_convolution(p)) {
+		/* wt[ci][co][kh][kw] = w[co][ci][k-1-kh][k-1-kw] */
+		for (int co = 0; co < p->oc; co++)
+			for (int ci = 0; ci < p->c; ci++)
+				for (int tap = 0; tap < kk; tap++)
+					scratch[((size_t)ci * p->oc + co) * kk + tap] =
+						w[((size_t)co * p->c + ci) * kk + kk - 1 - tap];
+		rt_conv q = rt_conv_make(p->n, p->oc, p->oh, p->ow, p->c, p->k, 1,
+					 p->k - 1 - p->pad);
+		rt_conv2d(t, &q, dy, scratch, NULL, NULL, dx, 0);
+		return;
+	}
+	int blk = cols_block(p);
+	for (int n = 0; n < p->n; n++) {
+		float *dxn = dx + n * in_floats;
+		memset(dxn, 0, in_floats * sizeof(float));
+		for (int p0 = 0; p0 < opix; p0 += blk) {
+			int np = opix - p0 < blk ? opix - p0 : blk;
+			rt_gemm_b bm = {.data = dy + n * out_floats + p0, .ld = opix};
+			rt_gemm(t, kdim, np, p->oc, w, kdim, 1, &bm, scratch, np, &(rt_epilogue){0});
+			col2im(p, scratch, p0, np, dxn);
+		}
+	}
+}
+
+/* ---- linear layers ------------------------------------------------------- */
+
+/* y[n x out] = x[n x in] . W^T; the bias is per column here, so it joins
+ * after the GEMM (a layer of a few thousand values). */
+void rt_linear(rt_threads *t, int n, int in, int out, const float *x, const float *w,
+	       const float *b, float *y, int relu)
+{
+	rt_gemm_b bm = {.data = w, .ld = in, .trans = 1};
+	rt_gemm(t, n, out, in, x, in, 0, &bm, y, out, &(rt_epilogue){0});
+	if (!b && !relu)
+		return;
+	for (int i = 0; i < n; i++)
+		for (int o = 0; o < out; o++) {
+			float v = y[(size_t)i * out + o] + (b ? b[o] : 0.0f);
+			y[(size_t)i * out + o] = relu && v < 0.0f ? 0.0f : v;
+		}
+}
+
+void rt_linear_grad_input(rt_threads *t, int n, int in, int out, const float *dy, const float *w,
+			  float *dx)
+{
+	rt_gemm_b bm = {.data = w, .ld = in};
+	rt_gemm(t, n, in, out, dy, out, 0, &bm, dx, in, &(rt_epilogue){0});
+}
+
+void rt_linear_grad_weight(rt_threads *t, int n, int in, int out, const float *x, const float *dy,
+			   float *dw)
+{
+	rt_gemm_b bm = {.data = x, .ld = in};
+	rt_gemm(t, out, in, n, dy, out, 1, &bm, dw, in, &(rt_epilogue){0});
+}
