@@ -53,44 +53,72 @@ static void gather(const windows *v, int ci, int kh, int kw, int pix0, int count
 }
 
 /* B = windows(x): rows (ci, kh, kw), columns output pixels. */
+/* B = windows(x): rows (ci, kh, kw), columns output pixels. Each row is
+ * gathered whole (runs along output rows, copies where stride 1 allows),
+ * then dealt out to the panels nr floats at a time. */
 static void pack_windows(const void *ctx, int k0, int kc, int n0, int nc, float *dst)
 {
 	const windows *v = ctx;
 	int nr = rt_gemm_nr(), kk = v->k * v->k;
-	for (int j0 = 0; j0 < nc; j0 += nr) {
-		int cols = nc - j0 < nr ? nc - j0 : nr;
-		float *panel = dst + (size_t)j0 * kc;
+	enum { CHUNK = 1024 };
+	float row[CHUNK];
+	for (int c0 = 0; c0 < nc; c0 += CHUNK) {
+		int cn = nc - c0 < CHUNK ? nc - c0 : CHUNK; /* a multiple of nr unless last */
 		for (int r = 0; r < kc; r++) {
-			int row = k0 + r, ci = row / kk, kh = row % kk / v->k, kw = row % v->k;
-			float *d = panel + (size_t)r * nr;
-			gather(v, ci, kh, kw, n0 + j0, cols, d);
-			for (int q = cols; q < nr; q++)
-				d[q] = 0.0f;
+			int k = k0 + r, ci = k / kk, kh = k % kk / v->k, kw = k % v->k;
+			gather(v, ci, kh, kw, n0 + c0, cn, row);
+			for (int j0 = 0; j0 < cn; j0 += nr) {
+				int cols = cn - j0 < nr ? cn - j0 : nr;
+				float *d = dst + (size_t)(c0 + j0) * kc + (size_t)r * nr;
+				memcpy(d, row + j0, (size_t)cols * sizeof(float));
+				for (int q = cols; q < nr; q++)
+					d[q] = 0.0f;
+			}
 		}
 	}
 }
 
 /* B = windows(x)^T: rows output pixels, columns (ci, kh, kw). */
+/* B = windows(x)^T: rows output pixels, columns (ci, kh, kw). A column's
+ * plane offset and tap are looked up, not divided out, per element; windows
+ * clear of the padding skip the bounds checks. */
 static void pack_windows_t(const void *ctx, int p0, int pc, int n0, int nc, float *dst)
 {
 	const windows *v = ctx;
 	int nr = rt_gemm_nr(), kk = v->k * v->k;
-	for (int j0 = 0; j0 < nc; j0 += nr) {
-		int cols = nc - j0 < nr ? nc - j0 : nr;
-		float *panel = dst + (size_t)j0 * pc;
+	enum { CHUNK = 512 };
+	int off[CHUNK];
+	short kh[CHUNK], kw[CHUNK];
+	for (int c0 = 0; c0 < nc; c0 += CHUNK) {
+		int cn = nc - c0 < CHUNK ? nc - c0 : CHUNK;
+		for (int q = 0; q < cn; q++) {
+			int col = n0 + c0 + q, ci = col / kk;
+			kh[q] = (short)(col % kk / v->k);
+			kw[q] = (short)(col % v->k);
+			off[q] = (ci * v->h + kh[q]) * v->w + kw[q];
+		}
 		for (int r = 0; r < pc; r++) {
 			int pix = p0 + r, oy = pix / v->ow, ox = pix % v->ow;
 			int iy0 = oy * v->stride - v->pad, ix0 = ox * v->stride - v->pad;
-			float *d = panel + (size_t)r * nr;
-			for (int q = 0; q < cols; q++) {
-				int col = n0 + j0 + q, ci = col / kk, kh = col % kk / v->k, kw = col % v->k;
-				int iy = iy0 + kh, ix = ix0 + kw;
-				d[q] = iy >= 0 && iy < v->h && ix >= 0 && ix < v->w
-					       ? v->x[((size_t)ci * v->h + iy) * v->w + ix]
-					       : 0.0f;
+			int base = iy0 * v->w + ix0;
+			bool inside = iy0 >= 0 && ix0 >= 0 && iy0 + v->k <= v->h && ix0 + v->k <= v->w;
+			for (int j0 = 0; j0 < cn; j0 += nr) {
+				int cols = cn - j0 < nr ? cn - j0 : nr;
+				float *d = dst + (size_t)(c0 + j0) * pc + (size_t)r * nr;
+				if (inside) {
+					for (int q = 0; q < cols; q++)
+						d[q] = v->x[off[j0 + q] + base];
+				} else {
+					for (int q = 0; q < cols; q++) {
+						int iy = iy0 + kh[j0 + q], ix = ix0 + kw[j0 + q];
+						d[q] = iy >= 0 && iy < v->h && ix >= 0 && ix < v->w
+							       ? v->x[off[j0 + q] + base]
+							       : 0.0f;
+					}
+				}
+				for (int q = cols; q < nr; q++)
+					d[q] = 0.0f;
 			}
-			for (int q = cols; q < nr; q++)
-				d[q] = 0.0f;
 		}
 	}
 }
