@@ -60,3 +60,34 @@ echo "\$ $EX/classify-resnet18 --repeat 5 examples/data/ankle_boot.pgm"
 step "and a colour image (a synthetic 64x64 test pattern)"
 echo "\$ $EX/classify-resnet18 examples/data/test_pattern.ppm"
 "$EX/classify-resnet18" examples/data/test_pattern.ppm
+
+# ---- the training loop closed: train, compile the trained weights, classify --------------
+DATA=/usr/share/datasets/fashion-mnist
+TRAIN="$OUT/train"
+rm -rf "$TRAIN" "$OUT/libresnet20.so" "$OUT/resnet20.h" "$OUT/classify-resnet20"
+
+step "netcc train: ResNet-20 on Fashion-MNIST for a short while (one pass over the first 12800 training images; the full recipe, 10 epochs, reaches 93%: docs/training.md)"
+echo "\$ $N train models/resnet20.nn --data fashion-mnist --epochs 1 --limit-train 12800 --limit-test 2000 --lr 0.05 --out $TRAIN"
+$N train models/resnet20.nn --data fashion-mnist --epochs 1 --limit-train 12800 \
+	--limit-test 2000 --lr 0.05 --out "$TRAIN"
+
+step "compile the trained model: its weights and BatchNorm statistics go into the library (BatchNorm folded into the convolutions)"
+echo "\$ $N compile models/resnet20.nn --weights $TRAIN/model.safetensors --batch 100 -o $OUT/libresnet20.so"
+$N compile models/resnet20.nn --weights "$TRAIN/model.safetensors" --batch 100 \
+	-o "$OUT/libresnet20.so"
+
+step "the same examples/classify.c, built against this library"
+set -- -std=c11 -O2 -Wall -Wextra -Werror -I"$OUT" -DMODEL_HEADER='"resnet20.h"' -DMODEL=resnet20 \
+	-DMODEL_UPPER=RESNET20 examples/classify.c -L"$OUT" -lresnet20 -lz -lm \
+	-Wl,-rpath,'$ORIGIN' -o "$OUT/classify-resnet20"
+echo "\$ ${CC:-cc} -std=c11 -O2 -Wall -Wextra -Werror -I$OUT -DMODEL_HEADER='\"resnet20.h\"' -DMODEL=resnet20" \
+	"-DMODEL_UPPER=RESNET20 examples/classify.c -L$OUT -lresnet20 -lz -lm -Wl,-rpath,'\$ORIGIN' -o $OUT/classify-resnet20"
+${CC:-cc} "$@"
+
+step "classify all 10000 Fashion-MNIST test images with the compiled library (none of them was trained on)"
+echo "\$ $OUT/classify-resnet20 --test $DATA/t10k-images-idx3-ubyte.gz $DATA/t10k-labels-idx1-ubyte.gz"
+"$OUT/classify-resnet20" --test "$DATA/t10k-images-idx3-ubyte.gz" "$DATA/t10k-labels-idx1-ubyte.gz"
+
+step "and the ankle boot from before, now with trained weights"
+echo "\$ $OUT/classify-resnet20 examples/data/ankle_boot.pgm"
+"$OUT/classify-resnet20" examples/data/ankle_boot.pgm
