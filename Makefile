@@ -14,7 +14,7 @@ BASE    := -std=c11 -D_GNU_SOURCE -g $(WARN) -Ifrontend -Iir -Ipasses -Ibackend 
 LLVM_CF  = $(shell $(LLVM_CONFIG) --cflags 2>/dev/null | sed 's/-std=[^ ]*//')
 LLVM_LD  = $(shell $(LLVM_CONFIG) --ldflags 2>/dev/null) -lLLVM-19 -Wl,-rpath,$(shell $(LLVM_CONFIG) --libdir 2>/dev/null)
 CHECK_LD = $(shell pkg-config --libs check 2>/dev/null)
-RT_LD   := -lopenblas -lcjson -lz -lm -lpthread
+RT_LD   := -lcjson -lz -lm -lpthread
 OPT     ?= -O2
 # The GEMM is built for this CPU (netcc builds where its code runs), and
 # after the flavour's flags so -O3 wins there even in the sanitizer build.
@@ -161,3 +161,11 @@ bench: build/netcc
 	@cd bench && { [ node_modules/.package-lock.json -nt package-lock.json ] || \
 		ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund; }
 	@/usr/bin/python3 bench/bench.py
+	@$(MAKE) --no-print-directory build/bench/gemm_bench
+	@echo "== netcc's GEMM against OpenBLAS's (bench/gemm_bench.c)"
+	@build/bench/gemm_bench $(if $(BENCH_QUICK),4,30) | tee build/bench/gemm.txt
+
+# OpenBLAS is linked only here: netcc's own kernels replaced it (docs/performance.md).
+build/bench/gemm_bench: bench/gemm_bench.c build/libnetcc_rt.a
+	@mkdir -p build/bench
+	$(CC) $(BASE) -O2 -o $@ $< build/libnetcc_rt.a -lopenblas $(RT_LD)

@@ -1,6 +1,6 @@
 /* Linking an object into a shared object with the system's C compiler
  * driver: the runtime archive that sits beside the netcc executable,
- * OpenBLAS and cJSON. The runtime's symbols stay private to the library
+ * and cJSON. The runtime's symbols stay private to the library
  * (--exclude-libs), so several netcc libraries can share one program. */
 #include <errno.h>
 #include <limits.h>
@@ -68,7 +68,6 @@ int backend_link(const char *object, const char *output)
 			"-Wl,--exclude-libs,ALL",
 			"-Wl,--as-needed",
 			"-Wl,-z,noexecstack",
-			"-lopenblas",
 			"-lcjson",
 			"-lm",
 			"-lpthread",

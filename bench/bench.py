@@ -90,11 +90,11 @@ def stale(outputs, inputs):
 
 
 def thread_env(threads):
-    """Every pool any engine might use, pinned to the configuration's count. netcc's
-    kernels run on OpenBLAS today, so OPENBLAS_NUM_THREADS is its thread setting
-    (bench/README.md); PyTorch and ORT are also told through their own APIs."""
+    """Every pool any engine might use, pinned to the configuration's count: netcc is
+    told through its library's set_threads (and NETCC_THREADS), PyTorch and ORT through
+    their own APIs; the BLAS variables keep any library underneath from picking its own."""
     env = dict(os.environ)
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    for var in ("NETCC_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
     env["NETCC"] = path(NETCC)
     return env
@@ -369,18 +369,17 @@ def main():
                             capture_output=True).stdout.strip() or "unknown"
     notes = [
         f"CPU: {cpu_model()}, {os.cpu_count()} logical CPUs; netcc {commit}; "
-        f"OpenBLAS core {info['netcc'].get('blas', '?')}"
-        + (f" (OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']})"
-           if "OPENBLAS_CORETYPE" in os.environ else "")
+        "netcc's GEMM its own (OpenBLAS not loaded: "
+        f"{info['netcc'].get('blas', '?') == 'none'})"
         + f"; ONNX Runtime {info['ort'].get('ort', '?')} (npm onnxruntime-node, CPU); "
         f"PyTorch {info['torch'].get('torch', '?')} (Debian, TorchScript frozen + "
         "optimize_for_inference; training eager).",
         f"Medians of {RUNS} timed runs per engine (min in parentheses), engines interleaved "
         f"in turns of {PER_TURN}{' — BENCH_QUICK: a smoke run, not a measurement' if QUICK else ''}. "
         "Ratios are netcc's median time over the other's: below 1, netcc is faster. "
-        "netcc's threads are OpenBLAS's (OPENBLAS_NUM_THREADS)"
-        + (" and the library's own (set_threads)" if info["netcc"].get("threads_api") == "1"
-           else "") + ".",
+        "netcc's threads: "
+        + ("the library's own (set_threads)" if info["netcc"].get("threads_api") == "1"
+           else "NETCC_THREADS") + ".",
         "netcc compile times: " + ", ".join(f"{n} {s:.1f} s" for n, s in compile_s.items())
         + ".",
     ]

@@ -14,10 +14,9 @@
  * latencies in milliseconds, until "quit" or end of input: the orchestrator keeps this
  * process alive and interleaves it with the other engines.
  *
- * Threads: today netcc's kernels run on OpenBLAS, whose thread count the orchestrator sets
- * through OPENBLAS_NUM_THREADS in this process's environment. A library that declares its
- * own thread API (NAME_HAS_THREADS defined to 1, with int NAME_set_threads(NAME *, int)) is
- * also told --threads directly. */
+ * Threads: a library that declares its thread API (NAME_HAS_THREADS defined to 1, with int
+ * NAME_set_threads(NAME *, int)) is told --threads directly; an older one reads
+ * NETCC_THREADS, which the orchestrator also sets. */
 #define _GNU_SOURCE /* RTLD_DEFAULT */
 #include <dlfcn.h>
 #include <errno.h>
@@ -139,8 +138,8 @@ static double now_ms(void)
 	return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
 }
 
-/* What OpenBLAS says about itself, if it is loaded at all (looked up, not linked, so the
- * harness still builds once netcc no longer uses it). */
+/* What OpenBLAS says about itself, if it is loaded at all: "none" shows that a library
+ * runs on netcc's own kernels alone (looked up, not linked). */
 static const char *blas_core(void)
 {
 	char *(*corename)(void) = (char *(*)(void))dlsym(RTLD_DEFAULT, "openblas_get_corename");
@@ -232,7 +231,7 @@ int main(int argc, char **argv)
 	if (threads > 0 && FN(_set_threads)(b.m, threads) != 0)
 		die("set_threads(%d): %s", threads, FN(_error)(b.m));
 #else
-	(void)threads; /* OPENBLAS_NUM_THREADS, set by the caller */
+	(void)threads; /* NETCC_THREADS, set by the caller */
 #endif
 	b.input = read_npy(input, "'<f4'", UP(_INPUT_SIZE));
 	b.output = xalloc(UP(_OUTPUT_SIZE) * sizeof(float));

@@ -5,11 +5,11 @@
 #   scripts/deps.sh bench    also the reference engines for `make bench`
 set -eu
 
-pkgs="llvm-19-dev clang-19 libclang-rt-19-dev lld-19 libopenblas-dev check
+pkgs="llvm-19-dev clang-19 libclang-rt-19-dev lld-19 check
 pkg-config libcjson-dev zlib1g-dev make gcc libc6-dev valgrind
 dataset-fashion-mnist"
 if [ "${1:-}" = bench ]; then
-	pkgs="$pkgs python3-torch python3-torchvision python3-onnx python3-numpy"
+	pkgs="$pkgs libopenblas-dev python3-torch python3-torchvision python3-onnx python3-numpy"
 	# node and npm may come from elsewhere (NodeSource's nodejs bundles npm and
 	# conflicts with Debian's npm): install Debian's only where they are absent.
 	command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"

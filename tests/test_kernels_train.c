@@ -5,7 +5,7 @@
  * Tolerance: a relative error (max |diff| / max |ref|) under 1e-4 for the
  * gradients. A weight gradient sums N = n * oh * ow products and an input
  * gradient oc * k * k of them; the reference sums planes in double, the
- * kernels in float through OpenBLAS's blocked GEMMs, where rounding errors
+ * kernels in float through blocked GEMMs, where rounding errors
  * of random sign grow like u * sqrt(N) relative to the result (u = 6e-8):
  * at most about 1e-5 for the largest case here (N = 3136; the errors seen
  * are below 1e-6). 1e-4 leaves a margin for less favourable data, is the
