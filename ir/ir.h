@@ -102,7 +102,11 @@ const char *diag_suggest(const char *name, const char *const *cands, int n);
 
 /* ---- shapes -------------------------------------------------------------- */
 
-enum { IR_MAX_RANK = 4, IR_MAX_INPUTS = 8, IR_MAX_IO = 16, IR_MAX_NODES = 1 << 20 };
+/* The fuzz build lowers the node limit as it does FE_STEP_LIMIT. */
+#ifndef IR_NODE_LIMIT
+#define IR_NODE_LIMIT (1 << 20)
+#endif
+enum { IR_MAX_RANK = 4, IR_MAX_INPUTS = 8, IR_MAX_IO = 16, IR_MAX_NODES = IR_NODE_LIMIT };
 #define IR_MAX_ELEMS ((int64_t)1 << 31) /* per tensor; see docs/language.md */
 
 typedef struct ir_shape {
