@@ -82,7 +82,9 @@ struct rt_threads;
 typedef void backend_prepare_fn(const float *raw, float *prepared);
 typedef void backend_forward_fn(float *prepared, void *workspace, const void *const *in,
 				float *const *out, struct rt_threads *threads);
-backend_jit *backend_jit_compile(const ir_graph *g, const char *prefix, char *err,
+/* profile: the forward charges each node's time to the pool it runs on
+ * (rt_threads_profile). */
+backend_jit *backend_jit_compile(const ir_graph *g, const char *prefix, bool profile, char *err,
 				 size_t errlen);
 backend_prepare_fn *backend_jit_prepare(const backend_jit *j);
 backend_forward_fn *backend_jit_forward(const backend_jit *j);
@@ -117,18 +119,21 @@ struct rt_st_file;
 int train_session_load(train_session *s, const struct rt_st_file *f, bool need_state, char *err,
 		       size_t errlen);
 
-/* Pieces, for the tests and the JIT. library: the descriptor and exported
- * API; otherwise NAME__prepare and NAME__forward are external. tg, if not
- * NULL, is g's training step (NAME_train__forward), and embedded then its
- * initial state rather than g's prepared weights. */
+/* Pieces, for the tests and the JIT. BACKEND_MODULE_LIBRARY: the
+ * descriptor and exported API; otherwise NAME__prepare and NAME__forward
+ * are external. BACKEND_MODULE_PROFILE: forwards call rt_profile_mark
+ * after every node. tg, if not NULL, is g's training step
+ * (NAME_train__forward), and embedded then its initial state rather than
+ * g's prepared weights. */
+enum { BACKEND_MODULE_LIBRARY = 1, BACKEND_MODULE_PROFILE = 2 };
 LLVMModuleRef backend_module_build(LLVMContextRef ctx, const ir_graph *g, const ir_graph *tg,
-				   const char *prefix, const float *embedded, bool library);
+				   const char *prefix, const float *embedded, unsigned flags);
 LLVMTargetMachineRef backend_host_machine(void);
 void backend_module_target(LLVMModuleRef m, LLVMTargetMachineRef tm);
 void backend_optimize(LLVMModuleRef m, LLVMTargetMachineRef tm);
 int backend_emit(LLVMModuleRef m, LLVMTargetMachineRef tm, backend_emit_kind kind,
 		 const char *path);
-/* Links an object file with the runtime and OpenBLAS into a shared object. */
+/* Links an object file with the runtime into a shared object. */
 int backend_link(const char *object, const char *output);
 /* Packs param data into the raw layout the plan chose (plan.raw_bytes);
  * params without data (momentum buffers) are zeros. */

@@ -20,6 +20,7 @@ typedef struct cg {
 	LLVMValueRef fn;
 	/* the function being built: forward (w, ws, in, out, threads) or prepare (raw, w) */
 	LLVMValueRef raw, w, ws, in, out, threads;
+	bool profile; /* rt_profile_mark after every node of a forward */
 } cg;
 
 static LLVMValueRef i64c(cg *c, int64_t v)
@@ -437,16 +438,18 @@ static void cg_bias_grad(cg *c, const ir_node *n, LLVMValueRef y)
 	kernel(c, "rt_bias_grad", "iiipp", args);
 }
 
-static LLVMValueRef count_of(cg *c, const ir_node *n)
+/* dx = y > 0 ? dy : 0, as rt_relu_grad_ref; a select in a vector loop:
+ * the C kernel's branch on the sign mispredicts half the time. */
+static LLVMValueRef relu_grad_body(cg *c, LLVMValueRef *v)
 {
-	return i64c(c, ir_shape_count(&n->shape));
+	LLVMValueRef pos = LLVMBuildFCmp(c->b, LLVMRealOGT, v[0], f32c(c, 0), "");
+	return LLVMBuildSelect(c->b, pos, v[1], f32c(c, 0), "");
 }
 
 static void cg_relu_grad(cg *c, const ir_node *n, LLVMValueRef y)
 {
-	LLVMTypeRef params[] = {c->i64, c->ptr, c->ptr, c->ptr};
-	LLVMValueRef args[] = {count_of(c, n), arg(c, n, 0), arg(c, n, 1), y};
-	call(c, declare(c, "rt_relu_grad_ref", c->void_t, params, 4), args, 4);
+	LLVMValueRef ins[2] = {arg(c, n, 0), arg(c, n, 1)};
+	ewise(c, 2, ins, y, ir_shape_count(&n->shape), relu_grad_body);
 }
 
 static LLVMValueRef pool_params(cg *c, const ir_node *n, const ir_shape *x)
@@ -620,11 +623,17 @@ static LLVMValueRef build_forward(cg *c, bool exported)
 									"noalias", 7),
 								0));
 	const ir_graph *g = c->g;
+	LLVMTypeRef mark_t[] = {c->ptr, c->i32};
+	LLVMValueRef mark = c->profile ? declare(c, "rt_profile_mark", c->void_t, mark_t, 2) : NULL;
+	if (mark)
+		call(c, mark, (LLVMValueRef[]){c->threads, i32c(c, -1)}, 2);
 	for (int id = 0; id < g->n_nodes; id++) {
 		const ir_node *n = &g->nodes[id];
 		if (n->prep || n->op == IR_OP_INPUT)
 			continue;
 		emitters[n->op](c, n, ir_ops[n->op].flags & OPF_EFFECT ? NULL : at(c, id));
+		if (mark)
+			call(c, mark, (LLVMValueRef[]){c->threads, i32c(c, id)}, 2);
 	}
 	/* Outputs that are not computed in place: an input, a weight, or a value
 	 * that is also an earlier output. */
@@ -800,9 +809,10 @@ static void build_api(cg *c, LLVMValueRef desc, bool trainable)
 }
 
 LLVMModuleRef backend_module_build(LLVMContextRef ctx, const ir_graph *g, const ir_graph *tg,
-				   const char *prefix, const float *embedded, bool library)
+				   const char *prefix, const float *embedded, unsigned flags)
 {
-	cg c = {.ctx = ctx, .g = g, .prefix = prefix};
+	bool library = flags & BACKEND_MODULE_LIBRARY;
+	cg c = {.ctx = ctx, .g = g, .prefix = prefix, .profile = flags & BACKEND_MODULE_PROFILE};
 	c.mod = LLVMModuleCreateWithNameInContext(prefix, ctx);
 	c.b = LLVMCreateBuilderInContext(ctx);
 	c.ptr = LLVMPointerTypeInContext(ctx, 0);

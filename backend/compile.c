@@ -70,7 +70,8 @@ int backend_compile(const ir_graph *g, const backend_options *o)
 		t = backend_now();
 	}
 	LLVMContextRef ctx = LLVMContextCreate();
-	LLVMModuleRef m = backend_module_build(ctx, g, o->train, o->name, prepared, true);
+	LLVMModuleRef m = backend_module_build(ctx, g, o->train, o->name, prepared,
+						 BACKEND_MODULE_LIBRARY);
 	free(prepared);
 	LLVMTargetMachineRef tm = backend_host_machine();
 	backend_module_target(m, tm);

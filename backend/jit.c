@@ -49,7 +49,8 @@ void backend_jit_free(backend_jit *j)
 	free(j);
 }
 
-backend_jit *backend_jit_compile(const ir_graph *g, const char *prefix, char *err, size_t errlen)
+backend_jit *backend_jit_compile(const ir_graph *g, const char *prefix, bool profile, char *err,
+				 size_t errlen)
 {
 	backend_jit *j = calloc(1, sizeof *j);
 	if (!j) {
@@ -58,7 +59,7 @@ backend_jit *backend_jit_compile(const ir_graph *g, const char *prefix, char *er
 	}
 	j->tsc = LLVMOrcCreateNewThreadSafeContext();
 	LLVMModuleRef m = backend_module_build(LLVMOrcThreadSafeContextGetContext(j->tsc), g, NULL,
-					       prefix, NULL, false);
+					       prefix, NULL, profile ? BACKEND_MODULE_PROFILE : 0);
 	LLVMTargetMachineRef tm = backend_host_machine();
 	backend_module_target(m, tm);
 	backend_optimize(m, tm);
@@ -127,7 +128,7 @@ void *backend_workspace_new(const ir_graph *g)
 int backend_jit_run(const ir_graph *g, const float *const *in, float *const *out, char *err,
 		    size_t errlen)
 {
-	backend_jit *j = backend_jit_compile(g, "netcc_jit", err, errlen);
+	backend_jit *j = backend_jit_compile(g, "netcc_jit", false, err, errlen);
 	if (!j)
 		return -1;
 	float *raw = calloc((size_t)g->plan.raw_bytes / 4 + 1, sizeof(float));

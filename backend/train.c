@@ -54,8 +54,8 @@ static int build_graphs(void *ctx)
 	autodiff_training_graph(s->tg);
 	passes_run(s->tg, &(passes_options){.opt_level = 2});
 	passes_run(s->eg, &(passes_options){.opt_level = 2});
-	s->tj = backend_jit_compile(s->tg, "netcc_train", b->err, b->errlen);
-	s->ej = s->tj ? backend_jit_compile(s->eg, "netcc_eval", b->err, b->errlen) : NULL;
+	s->tj = backend_jit_compile(s->tg, "netcc_train", false, b->err, b->errlen);
+	s->ej = s->tj ? backend_jit_compile(s->eg, "netcc_eval", false, b->err, b->errlen) : NULL;
 	return s->ej ? 0 : 1;
 }
 

@@ -44,6 +44,7 @@ int cmd_init(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_compile(int argc, char **argv);
 int cmd_train(int argc, char **argv);
+int cmd_profile(int argc, char **argv);
 
 /* Runs fn(ctx) with compiler errors (diag_error_at, diag_fatal) unwinding
  * back here: fn's result, or 1 after an error was reported. */

@@ -27,6 +27,9 @@ static const struct command {
      "        [--schedule steps:5,8|plateau|none] [--factor F] [--patience P] [--warmup W]\n"
      "        [--seed S] [--resume CHECKPOINT] [--weights W] [--limit-train N] [--limit-test N]\n"
      "        SGD on an IDX image dataset; see docs/training.md"},
+    {"profile", cmd_profile,
+     "profile MODEL.nn [--batch N] [--train] [--threads T] [--runs R] [--all] [-O0]\n"
+     "        time per node of the compiled code, GFLOP/s against the measured peak"},
 };
 enum { N_COMMANDS = sizeof commands / sizeof *commands };
 

@@ -11,6 +11,17 @@ int64_t ir_node_macs(const ir_graph *g, const ir_node *n)
 	}
 	case IR_OP_LINEAR:
 		return ir_shape_count(&n->shape) * g->nodes[n->in[0]].shape.d[1];
+	/* A gradient does the forward's products once more, in another order. */
+	case IR_OP_CONV_GRAD_INPUT: /* dy, w, x -> dx */
+		return ir_shape_count(&g->nodes[n->in[0]].shape) * n->shape.d[1] * n->kernel *
+		       n->kernel;
+	case IR_OP_CONV_GRAD_WEIGHT: /* x, dy -> dw */
+		return ir_shape_count(&g->nodes[n->in[1]].shape) * n->shape.d[1] * n->kernel *
+		       n->kernel;
+	case IR_OP_LINEAR_GRAD_INPUT: /* dy, w -> dx */
+		return ir_shape_count(&n->shape) * g->nodes[n->in[0]].shape.d[1];
+	case IR_OP_LINEAR_GRAD_WEIGHT: /* x, dy -> dw */
+		return ir_shape_count(&n->shape) * g->nodes[n->in[0]].shape.d[0];
 	default:
 		return 0;
 	}

@@ -66,6 +66,11 @@ struct rt_threads {
 	atomic_int asleep; /* workers asleep on gen, so the caller knows whether to wake */
 	atomic_int stop;
 	atomic_flag busy; /* a run is in progress: another concurrent one runs inline */
+
+	/* netcc profile: seconds per node, added to by rt_profile_mark */
+	double *prof;
+	int prof_n;
+	double prof_last;
 };
 
 static long futex(_Atomic uint32_t *word, int op, uint32_t val)
@@ -259,4 +264,35 @@ void rt_threads_run(rt_threads *p, rt_task_fn *fn, void *ctx, int n)
 		d = atomic_load_explicit(&tp->done, memory_order_acquire);
 	}
 	atomic_flag_clear_explicit(&tp->busy, memory_order_release);
+}
+
+/* ---- profiling -------------------------------------------------------------
+ * Code compiled for profiling calls rt_profile_mark(pool, -1) as a forward
+ * begins and rt_profile_mark(pool, id) after node id: each node is charged
+ * the time since the previous mark. The pool carries the accumulators
+ * because it is the one per-instance object every forward is given. */
+
+static double seconds_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+void rt_threads_profile(rt_threads *p, double *seconds, int n)
+{
+	if (!p)
+		return;
+	p->prof = seconds;
+	p->prof_n = seconds ? n : 0;
+}
+
+void rt_profile_mark(rt_threads *p, int id)
+{
+	if (!p || !p->prof)
+		return;
+	double t = seconds_now();
+	if (id >= 0 && id < p->prof_n)
+		p->prof[id] += t - p->prof_last;
+	p->prof_last = t;
 }

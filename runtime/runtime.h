@@ -121,6 +121,15 @@ typedef void rt_task_fn(void *ctx, int task, int tasks);
  * returns when all are done. One caller at a time per pool. */
 void rt_threads_run(rt_threads *p, rt_task_fn *fn, void *ctx, int n);
 
+/* Profiling (netcc profile): a forward compiled with profile marks adds
+ * each node's seconds to seconds[id] (n entries) of the pool it runs on;
+ * NULL stops. rt_profile_mark is what that code calls. */
+void rt_threads_profile(rt_threads *p, double *seconds, int n);
+void rt_profile_mark(rt_threads *p, int id);
+/* The measured single-precision FMA peak of this CPU, GFLOP/s on the
+ * given number of threads (a register-only loop, about 0.2 s). */
+double rt_peak_gflops(int threads);
+
 /* What a GEMM does to each result c[i][j] as it stores it: add the old
  * value (accumulate), add bias[i], then relu. */
 typedef struct rt_epilogue {

@@ -357,6 +357,62 @@ START_TEST(valgrind_clean)
 }
 END_TEST
 
+/* The GFLOP a row of `netcc profile`'s per-operator table gives for op. */
+static double profile_gflop(const char *out, const char *op)
+{
+	const char *s = strstr(out, "by operator:");
+	ck_assert_ptr_nonnull(s);
+	char key[64];
+	snprintf(key, sizeof key, " %s ", op);
+	for (s = strchr(s, '\n'); s && s[1] && s[1] != '\n'; s = strchr(s + 1, '\n')) {
+		const char *end = strchr(s + 1, '\n'), *at = strstr(s + 1, key);
+		double gflop;
+		if (at && (!end || at < end) && sscanf(at + strlen(key), "%lf", &gflop) == 1)
+			return gflop;
+	}
+	ck_abort_msg("no row for %s in:\n%s", op, out);
+	return 0;
+}
+
+START_TEST(profile_accounts_for_every_flop)
+{
+	char *out, *err;
+	ck_assert_int_eq(netcc(&out, &err, "summary models/resnet20.nn"), 0);
+	const char *m = strstr(out, "macs: ");
+	ck_assert_ptr_nonnull(m);
+	double gflop = 2e-9 * strtod(m + 6, NULL);
+	free(out);
+	free(err);
+	ck_assert_int_eq(netcc(&out, &err, "profile models/resnet20.nn --runs 2 --threads 1"), 0);
+	/* every multiply-add of the model is charged to a conv or the linear */
+	double conv = profile_gflop(out, "conv"), linear = profile_gflop(out, "linear");
+	ck_assert_double_eq_tol(conv + linear, gflop, 2e-4);
+	const char *t = strstr(out, "\ntotal: ");
+	ck_assert_ptr_nonnull(t);
+	ck_assert_double_eq_tol(strtod(t + 8, NULL), gflop, 1e-4);
+	ck_assert_ptr_nonnull(strstr(out, "peak: "));
+	ck_assert_ptr_nonnull(strstr(out, "stage2.basic2.cbr1.conv0"));
+	free(out);
+	free(err);
+
+	/* a training step: each weight gradient costs what its convolution does */
+	ck_assert_int_eq(netcc(&out, &err, "profile tests/models/tiny28.nn --train --batch 8 --runs 2"),
+	                 0);
+	ck_assert_ptr_nonnull(strstr(out, "training step"));
+	ck_assert_double_eq_tol(profile_gflop(out, "conv_grad_weight"), profile_gflop(out, "conv"),
+	                        1e-4);
+	ck_assert_double_gt(profile_gflop(out, "conv_grad_input"), 0);
+	ck_assert_double_lt(profile_gflop(out, "conv_grad_input"), profile_gflop(out, "conv"));
+	free(out);
+	free(err);
+
+	ck_assert_int_eq(netcc(&out, &err, "profile models/resnet20.nn --runs 0"), 2);
+	ck_assert_ptr_nonnull(strstr(err, "--runs"));
+	free(out);
+	free(err);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("driver");
@@ -373,6 +429,7 @@ static Suite *suite(void)
 	tcase_add_test(t, nonfinite_weights_refused);
 	tcase_add_test(t, bad_inputs_and_outputs);
 	tcase_add_test(t, valgrind_clean);
+	tcase_add_test(t, profile_accounts_for_every_flop);
 	suite_add_tcase(s, t);
 	return s;
 }
