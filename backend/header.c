@@ -122,7 +122,7 @@ static void write_header(FILE *f, const ir_graph *g, const backend_options *o)
 	fprintf(f,
 		" * Weights: %lld values (parameters and BatchNorm statistics); %lld bytes as the\n"
 		" * code reads them, %s.\n"
-		" * Workspace: %lld bytes of activation memory per instance.\n"
+		" * Workspace: %lld bytes of activation memory per instance, planned.\n"
 		" * Memory plan: nodes %lld, arena_bytes %lld, lower_bound_bytes %lld, "
 		"naive_bytes %lld.\n",
 		(long long)count_params(g), (long long)g->plan.weight_bytes,
@@ -143,8 +143,12 @@ static void write_header(FILE *f, const ir_graph *g, const backend_options *o)
 	fprintf(f, "#define %s_BATCH %lld\n", up, (long long)g->batch);
 	sizes(f, g, up, g->inputs, g->n_inputs, "INPUT");
 	sizes(f, g, up, g->outputs, g->n_outputs, "OUTPUT");
-	fprintf(f, "#define %s_WORKSPACE_SIZE %lld /* bytes, per instance */\n", up,
-		(long long)g->plan.arena_bytes);
+	fprintf(f,
+		"#define %s_WORKSPACE_SIZE %lld /* bytes: activations %lld, GEMM scratch %lld */\n",
+		up, (long long)rt_model_static_workspace_bytes(g->plan.arena_bytes),
+		(long long)g->plan.arena_bytes,
+		(long long)(rt_model_static_workspace_bytes(g->plan.arena_bytes) -
+			    (size_t)g->plan.arena_bytes));
 	fprintf(f, "#define %s_WORKSPACE_ALIGN 64\n", up);
 	fprintf(f, "#define %s_WEIGHTS_SIZE %lld /* bytes of prepared weights */\n\n", up,
 		(long long)g->plan.weight_bytes);

@@ -491,6 +491,7 @@ typedef struct gemm_job {
 	 * rt_gemm_pack_b) lays a block out. NULL: each task packs its own. */
 	float *pa, *pb;
 	size_t mpad, npad;
+	rt_threads *pool; /* whose scratch the blocks use */
 } gemm_job;
 
 /* The depth of the K blocks: about KC, evened out, a function of k alone. */
@@ -506,6 +507,15 @@ static int flags_of(const gemm_job *j, int pc, int kcb)
 	if (pc + kcb == j->k)
 		f |= EP_LAST | (j->ep.relu ? EP_RELU : 0);
 	return f;
+}
+
+size_t rt_gemm_scratch_floats(void)
+{
+	/* gemm_block's largest: an MC x KC block of A, VW of slack, and B's
+	 * panels (NC, or a group of BG, by KC); a multiple of 16 floats keeps
+	 * every slot 64-byte aligned */
+	size_t n = (size_t)MC * KC + VW + (size_t)(NC > BG ? NC : BG) * KC;
+	return (n + 15) & ~(size_t)15;
 }
 
 static float *alloc_floats(size_t count)
@@ -527,9 +537,13 @@ static void gemm_block(const gemm_job *j, int m0, int m1, int n0, int n1)
 	int ncb = n1 - n0 < NC ? (n1 - n0 + NR - 1) / NR * NR : NC;
 	size_t asize = j->pa ? 0 : (size_t)mcb * kc;
 	size_t bsize = j->pb ? 0 : (size_t)(reuse_b ? ncb : BG) * kc;
-	/* VW floats of slack after A, zero, for the edge kernel's reads */
-	float *ab = alloc_floats(asize + VW + bsize);
-	bool from_tls = false;
+	/* VW floats of slack after A, zero, for the edge kernel's reads. The
+	 * pool's scratch first; only a caller beyond its threads allocates. */
+	int slot;
+	float *ab = rt_threads_scratch_take(j->pool, asize + VW + bsize, &slot);
+	bool owned = false, from_tls = false;
+	if (!ab)
+		owned = (ab = alloc_floats(asize + VW + bsize)) != NULL;
 	if (!ab) {
 		/* No memory for the blocks: one tile at a time from the stack.
 		 * Blocking of M and N does not change any element's sum, so
@@ -598,8 +612,10 @@ static void gemm_block(const gemm_job *j, int m0, int m1, int n0, int n1)
 			}
 		}
 	}
-	if (!from_tls)
+	if (owned)
 		free(ab);
+	else if (!from_tls)
+		rt_threads_scratch_give(j->pool, slot);
 }
 
 /* Task t's share of the tiles: as even as whole tiles allow. */
@@ -703,6 +719,7 @@ void rt_gemm(rt_threads *p, int m, int n, int k, const float *a, int lda, int tr
 	    .c = c,
 	    .ldc = (size_t)ldc,
 	    .ep = *ep,
+	    .pool = p,
 	};
 
 	/* Who computes which tile. Tasks own row or column ranges of whole
@@ -732,7 +749,7 @@ void rt_gemm(rt_threads *p, int m, int n, int k, const float *a, int lda, int tr
 		/* + VW: the edge kernel reads a little past the last panel */
 		double size = (double)pad * k;
 		if (size >= PREPACK_MIN && size <= PREPACK_MAX)
-			shared = alloc_floats(pad * k + VW);
+			shared = rt_threads_shared_take(p, pad * k + VW);
 		if (shared) {
 			memset(shared + pad * k, 0, VW * sizeof(float));
 			if (j.by_rows)
@@ -744,5 +761,6 @@ void rt_gemm(rt_threads *p, int m, int n, int k, const float *a, int lda, int tr
 		}
 	}
 	rt_threads_run(p, gemm_task, &j, j.tasks);
-	free(shared);
+	if (shared)
+		rt_threads_shared_give(p);
 }

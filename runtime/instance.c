@@ -339,6 +339,11 @@ int rt_instance_infer(rt_instance *m, const float *in, float *out)
 	return rt_instance_run(m, ins, outs);
 }
 
+size_t rt_model_static_workspace_bytes(int64_t arena_bytes)
+{
+	return (((size_t)arena_bytes + 63) & ~(size_t)63) + rt_threads_inline_bytes();
+}
+
 int rt_model_run_raw(const rt_model_desc *d, const float *weights, void *workspace,
 		     const float *in, float *out)
 {
@@ -348,6 +353,9 @@ int rt_model_run_raw(const rt_model_desc *d, const float *weights, void *workspa
 		return RT_ERR_ARG;
 	const float *ins[1] = {in};
 	float *outs[1] = {out};
-	d->forward(weights, workspace, ins, outs, NULL);
+	/* one thread, its GEMM scratch after the activations: see
+	 * rt_model_static_workspace_bytes */
+	size_t arena = ((size_t)d->workspace_bytes + 63) & ~(size_t)63;
+	d->forward(weights, workspace, ins, outs, rt_threads_inline((char *)workspace + arena));
 	return 0;
 }

@@ -25,12 +25,14 @@
  * the parallelism is lost). Pools are independent: all state is in the
  * struct, none is global. Linux only (futex). */
 #include <limits.h>
+#include <stdbool.h>
 #include <linux/futex.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -66,6 +68,19 @@ struct rt_threads {
 	atomic_int asleep; /* workers asleep on gen, so the caller knows whether to wake */
 	atomic_int stop;
 	atomic_flag busy; /* a run is in progress: another concurrent one runs inline */
+
+	/* Scratch for the GEMM's packed blocks, allocated with the pool so an
+	 * inference allocates nothing: one slot per thread, a bit each in
+	 * slot_used. The shared packed operand of a GEMM is kept between calls
+	 * and only grows. */
+	float *scratch;
+	size_t slot_floats;
+	int slots;
+	atomic_uint slot_used;
+	float *shared;
+	size_t shared_floats;
+	atomic_flag shared_busy;
+	bool in_caller_memory; /* rt_threads_inline: nothing to free */
 
 	/* netcc profile: seconds per node, added to by rt_profile_mark */
 	double *prof;
@@ -174,6 +189,13 @@ rt_threads *rt_threads_create(int threads)
 		return NULL;
 	tp->threads = threads;
 	atomic_flag_clear(&tp->busy);
+	atomic_flag_clear(&tp->shared_busy);
+	/* Without its scratch the pool still works: the GEMM then allocates. */
+	tp->slot_floats = rt_gemm_scratch_floats();
+	tp->slots = threads < 32 ? threads : 32;
+	tp->scratch = aligned_alloc(64, (size_t)tp->slots * tp->slot_floats * sizeof(float));
+	if (!tp->scratch)
+		tp->slots = 0;
 	if (threads > 1) {
 		tp->tid = calloc((size_t)threads - 1, sizeof *tp->tid);
 		if (!tp->tid) {
@@ -209,8 +231,94 @@ void rt_threads_destroy(rt_threads *p)
 	futex(&tp->gen, FUTEX_WAKE, INT_MAX);
 	for (int i = 0; i < tp->workers; i++)
 		pthread_join(tp->tid[i], NULL);
+	if (tp->in_caller_memory)
+		return;
 	free(tp->tid);
+	free(tp->scratch);
+	free(tp->shared);
 	free(tp);
+}
+
+/* ---- scratch ---------------------------------------------------------------- */
+
+float *rt_threads_scratch_take(rt_threads *p, size_t floats, int *slot)
+{
+	*slot = -1;
+	if (!p || floats > p->slot_floats)
+		return NULL;
+	unsigned used = atomic_load_explicit(&p->slot_used, memory_order_relaxed);
+	for (;;) {
+		int i = 0;
+		while (i < p->slots && (used >> i & 1))
+			i++;
+		/* more concurrent users than threads (a second caller running
+		 * inline): that one allocates */
+		if (i == p->slots)
+			return NULL;
+		if (atomic_compare_exchange_weak_explicit(&p->slot_used, &used, used | 1u << i,
+		                                          memory_order_acquire, memory_order_relaxed)) {
+			*slot = i;
+			return p->scratch + (size_t)i * p->slot_floats;
+		}
+	}
+}
+
+void rt_threads_scratch_give(rt_threads *p, int slot)
+{
+	if (p && slot >= 0)
+		atomic_fetch_and_explicit(&p->slot_used, ~(1u << slot), memory_order_release);
+}
+
+float *rt_threads_shared_take(rt_threads *p, size_t floats)
+{
+	if (!p || p->in_caller_memory ||
+	    atomic_flag_test_and_set_explicit(&p->shared_busy, memory_order_acquire))
+		return NULL;
+	if (floats > p->shared_floats) {
+		/* grows to the largest operand the model has, on its first run */
+		size_t bytes = (floats * sizeof(float) + 63) & ~(size_t)63;
+		float *bigger = aligned_alloc(64, bytes);
+		if (!bigger) {
+			atomic_flag_clear_explicit(&p->shared_busy, memory_order_release);
+			return NULL;
+		}
+		free(p->shared);
+		p->shared = bigger;
+		p->shared_floats = floats;
+	}
+	return p->shared;
+}
+
+void rt_threads_shared_give(rt_threads *p)
+{
+	if (p)
+		atomic_flag_clear_explicit(&p->shared_busy, memory_order_release);
+}
+
+/* The one-thread pool of NAME_infer_static: its struct and one scratch slot
+ * in the caller's workspace, after the activations. */
+static size_t inline_header(void)
+{
+	return (sizeof(rt_threads) + 63) & ~(size_t)63;
+}
+
+size_t rt_threads_inline_bytes(void)
+{
+	return inline_header() + rt_gemm_scratch_floats() * sizeof(float);
+}
+
+rt_threads *rt_threads_inline(void *mem)
+{
+	rt_threads *tp = mem;
+	memset(tp, 0, sizeof *tp);
+	tp->threads = 1;
+	tp->in_caller_memory = true;
+	atomic_flag_clear(&tp->busy);
+	atomic_flag_clear(&tp->shared_busy);
+	tp->scratch = (float *)((char *)mem + inline_header());
+	tp->slot_floats = rt_gemm_scratch_floats();
+	tp->slots = 1;
+	return tp;
 }
 
 int rt_threads_count(const rt_threads *p)

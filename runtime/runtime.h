@@ -121,6 +121,21 @@ typedef void rt_task_fn(void *ctx, int task, int tasks);
  * returns when all are done. One caller at a time per pool. */
 void rt_threads_run(rt_threads *p, rt_task_fn *fn, void *ctx, int n);
 
+/* Scratch for the GEMM, owned by the pool so that a run allocates nothing:
+ * a slot of at most rt_gemm_scratch_floats() floats per thread (NULL when
+ * none is free or floats is larger: the caller allocates), and one shared
+ * buffer kept between runs (NULL when in use). */
+float *rt_threads_scratch_take(rt_threads *p, size_t floats, int *slot);
+void rt_threads_scratch_give(rt_threads *p, int slot);
+float *rt_threads_shared_take(rt_threads *p, size_t floats);
+void rt_threads_shared_give(rt_threads *p);
+size_t rt_gemm_scratch_floats(void);
+/* A one-thread pool in caller memory (rt_threads_inline_bytes() of it,
+ * 64-byte aligned) with its scratch: nothing is allocated, and
+ * rt_threads_destroy is not needed. */
+size_t rt_threads_inline_bytes(void);
+rt_threads *rt_threads_inline(void *mem);
+
 /* Profiling (netcc profile): a forward compiled with profile marks adds
  * each node's seconds to seconds[id] (n entries) of the pool it runs on;
  * NULL stops. rt_profile_mark is what that code calls. */
@@ -286,7 +301,10 @@ int rt_instance_train_step(rt_instance *m, const float *input, const int32_t *la
  * with the names `netcc params` prints: what load_weights and netcc
  * compile --weights read. */
 int rt_instance_save_weights(rt_instance *m, const char *path);
-/* Caller-owned memory: nothing allocated; workspace 64-byte aligned. */
+/* Caller-owned memory: nothing allocated; workspace 64-byte aligned, of
+ * rt_model_static_workspace_bytes(arena) bytes: the activations, then a
+ * one-thread pool with the GEMM's scratch (NAME_WORKSPACE_SIZE). */
+size_t rt_model_static_workspace_bytes(int64_t arena_bytes);
 int rt_model_run_raw(const rt_model_desc *d, const float *weights, void *workspace,
 		     const float *in, float *out);
 /* Reads a safetensors file and prepares it into caller memory

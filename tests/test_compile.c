@@ -578,6 +578,30 @@ START_TEST(header_compiles_as_c99_and_cpp11)
 }
 END_TEST
 
+/* NAME_infer_static runs in the caller's memory: tests/noalloc_main.c counts
+ * what it allocates, with the allocator interposed. */
+START_TEST(infer_static_allocates_nothing)
+{
+	ir_graph *g = load("models/resnet20.nn", 2);
+	randomise(g, 5);
+	TMP_PATH(w, "w.safetensors");
+	save_weights(g, w);
+	ir_graph_free(g);
+	compile("models/resnet20.nn", 2, w, "na", NULL);
+	char *log;
+	int rc = sh(&log, "cc -std=c11 -Wall -Wextra -Werror -I'%s' tests/noalloc_main.c -o '%s' '%s' "
+	                  "-Wl,-rpath,'%s'",
+	            tmpdir, tmp("noalloc"), tmp("libna.so"), tmpdir);
+	ck_assert_msg(rc == 0, "building tests/noalloc_main.c:\n%s", log);
+	free(log);
+	rc = sh(&log, "'%s'", tmp("noalloc"));
+	ck_assert_msg(rc == 0, "noalloc exited %d:\n%s", rc, log);
+	ck_assert_ptr_nonnull(strstr(log, "allocations in infer_static 0, through an instance "));
+	ck_assert_ptr_null(strstr(log, "through an instance 0\n"));
+	free(log);
+}
+END_TEST
+
 /* ---- 4. two libraries in one program ------------------------------------------ */
 
 static const char two_program[] =
@@ -1055,6 +1079,7 @@ static Suite *suite(void)
 	tcase_add_loop_test(t, golden_block_library, 0, (int)(sizeof blocks / sizeof *blocks));
 	tcase_add_test(t, header_compiles_as_c99_and_cpp11);
 	tcase_add_test(t, two_libraries_in_one_program);
+	tcase_add_test(t, infer_static_allocates_nothing);
 	tcase_add_test(t, instances_in_threads_agree);
 	tcase_add_test(t, library_errors);
 	tcase_add_test(t, emit_kinds);
