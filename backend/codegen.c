@@ -195,6 +195,8 @@ static void cg_param(cg *c, const ir_node *n, LLVMValueRef y)
 {
 }
 
+static LLVMValueRef scratch_of(cg *c, const ir_node *n);
+
 static void cg_conv(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	const ir_shape *x = arg_shape(c, n, 0);
@@ -202,6 +204,19 @@ static void cg_conv(cg *c, const ir_node *n, LLVMValueRef y)
 				 (int)n->kernel, (int)n->stride, (int)n->pad);
 	int v[sizeof p / sizeof(int)];
 	memcpy(v, &p, sizeof p);
+	if (n->winograd) {
+		LLVMValueRef args[] = {c->threads,
+				       int_struct(c, v, sizeof v / sizeof *v),
+				       arg(c, n, 0),
+				       arg(c, n, 1),
+				       n->bias ? arg(c, n, 2) : LLVMConstNull(c->ptr),
+				       n->residual ? arg(c, n, n->residual) : LLVMConstNull(c->ptr),
+				       y,
+				       i32c(c, n->relu),
+				       scratch_of(c, n)};
+		kernel(c, "rt_conv2d_winograd", "pppppppip", args);
+		return;
+	}
 	LLVMValueRef args[] = {c->threads,
 			       int_struct(c, v, sizeof v / sizeof *v),
 			       arg(c, n, 0),
@@ -332,6 +347,12 @@ static void cg_bn_fold_weight(cg *c, const ir_node *n, LLVMValueRef y)
 			       arg(c, n, 2),	  f32c(c, n->eps),
 			       y};
 	kernel(c, "rt_bn_fold_weight", "iipppfp", args);
+}
+
+static void cg_winograd_weight(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	LLVMValueRef args[] = {i32c(c, n->shape.d[1]), i32c(c, n->shape.d[2]), arg(c, n, 0), y};
+	kernel(c, "rt_winograd_weight", "iipp", args);
 }
 
 static void cg_bn_fold_bias(cg *c, const ir_node *n, LLVMValueRef y)

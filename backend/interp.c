@@ -47,6 +47,18 @@ static void interp_conv(const interp *it, const ir_node *n, float *y)
 	const ir_shape *x = shape(it, n, 0);
 	rt_conv p = rt_conv_make(dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), (int)n->out,
 				 (int)n->kernel, (int)n->stride, (int)n->pad);
+	if (n->winograd) {
+		/* only the transformed weights are left: the runtime's kernel,
+		 * checked against rt_conv2d_ref by tests/test_kernels.c */
+		float *scratch = malloc(rt_winograd_scratch_floats(&p) * sizeof(float));
+		if (scratch)
+			rt_conv2d_winograd(NULL, &p, in(it, n, 0), in(it, n, 1),
+					   n->bias ? in(it, n, 2) : NULL,
+					   n->residual ? in(it, n, n->residual) : NULL, y, n->relu,
+					   scratch);
+		free(scratch);
+		return;
+	}
 	rt_conv2d_ref(&p, in(it, n, 0), in(it, n, 1), n->bias ? in(it, n, 2) : NULL, y);
 	epilogue(it, n, y);
 }
@@ -148,6 +160,11 @@ static void interp_bn_fold_weight(const interp *it, const ir_node *n, float *y)
 	int64_t oc = n->shape.d[0];
 	rt_bn_fold_weight((int)oc, (int)(ir_shape_count(&n->shape) / oc), in(it, n, 0),
 			  in(it, n, 1), in(it, n, 2), (float)n->eps, y);
+}
+
+static void interp_winograd_weight(const interp *it, const ir_node *n, float *y)
+{
+	rt_winograd_weight((int)n->shape.d[1], (int)n->shape.d[2], in(it, n, 0), y);
 }
 
 static void interp_bn_fold_bias(const interp *it, const ir_node *n, float *y)

@@ -112,7 +112,7 @@ int cmd_compile(int argc, char **argv)
 	opts o;
 	if (opts_parse(&o, argc, argv,
 		       "o= batch= weights= seed= name= emit= weights-file O0 O2 dump-after= report "
-		       "time-phases allow-nonfinite train") != 0)
+		       "time-phases allow-nonfinite train no-winograd") != 0)
 		return 2;
 	backend_phases phases = {0};
 	double t0 = backend_now();
@@ -159,7 +159,8 @@ int cmd_compile(int argc, char **argv)
 	job j = {.g = g,
 		 .tg = tg,
 		 .po = {.opt_level = opts_flag(&o, "O0") ? 0 : 2,
-			.dump_after = opts_str(&o, "dump-after", NULL)},
+			.dump_after = opts_str(&o, "dump-after", NULL),
+			.no_winograd = opts_flag(&o, "no-winograd")},
 		 .bo = {.name = name,
 			.output = output,
 			.emit = emit,

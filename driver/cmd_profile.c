@@ -15,6 +15,7 @@ typedef struct prof_job {
 	ir_graph *g;
 	bool train;
 	int opt_level;
+	bool no_winograd;
 	backend_jit *jit;
 	char err[512];
 } prof_job;
@@ -24,7 +25,7 @@ static int prof_build(void *ctx)
 	prof_job *j = ctx;
 	if (j->train)
 		autodiff_training_graph(j->g);
-	passes_run(j->g, &(passes_options){.opt_level = j->opt_level});
+	passes_run(j->g, &(passes_options){.opt_level = j->opt_level, .no_winograd = j->no_winograd});
 	j->jit = backend_jit_compile(j->g, "netcc_profile", true, j->err, sizeof j->err);
 	return j->jit ? 0 : 1;
 }
@@ -56,7 +57,7 @@ static const char *tail_name(const char *name)
 int cmd_profile(int argc, char **argv)
 {
 	opts o;
-	if (opts_parse(&o, argc, argv, "batch= train runs= threads= seed= O0 all") != 0)
+	if (opts_parse(&o, argc, argv, "batch= train runs= threads= seed= O0 all no-winograd") != 0)
 		return 2;
 	bool ok = true;
 	int64_t runs = opts_int(&o, "runs", 20, 1, 100000, &ok);
@@ -69,7 +70,10 @@ int cmd_profile(int argc, char **argv)
 	if (!g)
 		return status;
 	ir_graph_init_he(g, (uint64_t)seed);
-	prof_job j = {.g = g, .train = opts_flag(&o, "train"), .opt_level = opts_flag(&o, "O0") ? 0 : 2};
+	prof_job j = {.g = g,
+	              .train = opts_flag(&o, "train"),
+	              .opt_level = opts_flag(&o, "O0") ? 0 : 2,
+	              .no_winograd = opts_flag(&o, "no-winograd")};
 	int rc = 1;
 	float *raw = NULL, *w = NULL, *in[IR_MAX_IO] = {0}, *out[IR_MAX_IO] = {0};
 	double *node_s = NULL;

@@ -18,7 +18,8 @@ static const struct command {
     {"compile", cmd_compile,
      "compile MODEL.nn -o libX.so [--batch N] [--weights W | --seed S] [--name X]\n"
      "        [--emit=so|obj|asm|llvm] [--weights-file] [-O0|-O2] [--dump-after=PASS]\n"
-     "        [--report] [--time-phases] [--train]  a shared object and its C header"},
+     "        [--report] [--time-phases] [--train] [--no-winograd]  a shared object and its C\n"
+     "        header"},
     {"run", cmd_run,
      "run MODEL.nn [--weights W] --input X.npy [-o Y.npy] [--batch N] [--reference]\n"
      "        runs it now (ORC JIT; --reference: the plain C reference executor)"},
@@ -29,6 +30,7 @@ static const struct command {
      "        SGD on an IDX image dataset; see docs/training.md"},
     {"profile", cmd_profile,
      "profile MODEL.nn [--batch N] [--train] [--threads T] [--runs R] [--all] [-O0]\n"
+     "        [--no-winograd]\n"
      "        time per node of the compiled code, GFLOP/s against the measured peak"},
 };
 enum { N_COMMANDS = sizeof commands / sizeof *commands };

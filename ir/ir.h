@@ -196,6 +196,7 @@ typedef struct ir_node {
 	bool relu;    /* conv, linear, add, batchnorm: relu on the result */
 	int residual; /* conv: in[residual] is added before the relu; 0 = none */
 	bool flat;    /* global_avgpool: [N, C] instead of [N, C, 1, 1] */
+	bool winograd; /* conv: by Winograd F(4x4, 3x3); in[1] is a winograd_weight */
 
 	/* training */
 	bool i32;             /* an input of int32 values (labels) */

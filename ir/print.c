@@ -66,6 +66,8 @@ void ir_node_print(const ir_graph *g, int id, FILE *out)
 	print_attrs(n, out);
 	if (n->residual)
 		fprintf(out, " +%%%d", n->in[n->residual]);
+	if (n->winograd)
+		fprintf(out, " winograd");
 	if (n->relu)
 		fputs(" relu", out);
 	if (n->flat)

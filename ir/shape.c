@@ -243,6 +243,14 @@ static void shape_bn_fold_weight(const ir_graph *g, ir_node *n)
 	need_channels(g, n, 1, 3, n->shape.d[0]);
 }
 
+static void shape_winograd_weight(const ir_graph *g, ir_node *n)
+{
+	const ir_shape *w = arg(g, n, 0);
+	if (w->rank != 4 || w->d[2] != 3 || w->d[3] != 3)
+		diag_error_at(&n->loc, "winograd_weight: needs [oc, c, 3, 3] weights");
+	n->shape = (ir_shape){.rank = 3, .d = {36, w->d[0], w->d[1]}};
+}
+
 static void shape_bn_fold_bias(const ir_graph *g, ir_node *n)
 {
 	n->shape = *arg(g, n, 0);

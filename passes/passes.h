@@ -16,6 +16,7 @@ typedef struct passes_options {
 	int opt_level;          /* 0: plan only; 2: everything */
 	const char *dump_after; /* a pass name, "all", or NULL */
 	FILE *dump;             /* where dumps go; stdout if NULL */
+	bool no_winograd;       /* keep every convolution on the plain kernel */
 } passes_options;
 
 void passes_run(ir_graph *g, const passes_options *o);
@@ -30,6 +31,8 @@ void plan_naive(ir_graph *g);
 /* The passes, in pipeline order. */
 void fold_batchnorm(ir_graph *g);
 void fuse_epilogue(ir_graph *g);
+/* 3x3 stride-1 convolutions where it pays become Winograd F(4x4, 3x3) */
+void select_winograd(ir_graph *g);
 void simplify_graph(ir_graph *g);
 /* Liveness, in-place reuse, and greedy-by-size offsets in one arena. */
 void plan_memory(ir_graph *g);

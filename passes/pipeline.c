@@ -4,8 +4,8 @@
 
 #include "passes.h"
 
-const char *const passes_names[] = {"fold_batchnorm", "fuse_epilogue", "simplify", "plan",
-				   NULL};
+const char *const passes_names[] = {"fold_batchnorm", "fuse_epilogue", "winograd", "simplify",
+				   "plan", NULL};
 
 static void after(ir_graph *g, const passes_options *o, const char *name)
 {
@@ -28,6 +28,9 @@ void passes_run(ir_graph *g, const passes_options *o)
 	after(g, o, "fold_batchnorm");
 	fuse_epilogue(g);
 	after(g, o, "fuse_epilogue");
+	if (!o->no_winograd)
+		select_winograd(g);
+	after(g, o, "winograd");
 	simplify_graph(g);
 	after(g, o, "simplify");
 	plan_memory(g);

@@ -26,8 +26,9 @@ int64_t plan_scratch_bytes(const ir_graph *g, const ir_node *n)
 	const ir_shape *x = &g->nodes[n->in[n->op == IR_OP_CONV ? 0 : 2]].shape;
 	rt_conv p = rt_conv_make((int)x->d[0], (int)x->d[1], (int)x->d[2], (int)x->d[3],
 				 (int)n->out, (int)n->kernel, (int)n->stride, (int)n->pad);
-	size_t floats = n->op == IR_OP_CONV ? rt_conv2d_scratch_floats(&p)
-					     : rt_conv2d_grad_scratch_floats(&p);
+	size_t floats = n->op != IR_OP_CONV ? rt_conv2d_grad_scratch_floats(&p)
+			: n->winograd       ? rt_winograd_scratch_floats(&p)
+					    : rt_conv2d_scratch_floats(&p);
 	return (int64_t)floats * (int64_t)sizeof(float);
 }
 
@@ -56,8 +57,11 @@ void plan_roles(ir_graph *g)
 			n->raw_offset = g->plan.raw_bytes;
 			g->plan.raw_bytes += align(bytes(n));
 		}
-		for (int k = 0; k < n->n_in && !n->prep; k++)
-			used[n->in[k]] = true;
+		/* what the forward reads, and what a prepared value reads
+		 * besides raw params (a folded weight that is then transformed) */
+		for (int k = 0; k < n->n_in; k++)
+			if (!n->prep || g->nodes[n->in[k]].op != IR_OP_PARAM)
+				used[n->in[k]] = true;
 	}
 	for (int i = 0; i < g->n_outputs; i++)
 		used[g->outputs[i].node] = true;

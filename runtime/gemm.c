@@ -695,8 +695,23 @@ static double split_cost(int m, int n, int by_rows, int tasks, int threads)
 	return busiest / ((double)dim / threads) * (1 + 2.5 * (1 / r + 2 / c));
 }
 
+static void gemm(rt_threads *p, bool serial, int m, int n, int k, const float *a, int lda,
+                 int trans_a, const rt_gemm_b *b, float *c, int ldc, const rt_epilogue *ep);
+
 void rt_gemm(rt_threads *p, int m, int n, int k, const float *a, int lda, int trans_a,
              const rt_gemm_b *b, float *c, int ldc, const rt_epilogue *ep)
+{
+	gemm(p, false, m, n, k, a, lda, trans_a, b, c, ldc, ep);
+}
+
+void rt_gemm_serial(rt_threads *p, int m, int n, int k, const float *a, int lda, int trans_a,
+                    const rt_gemm_b *b, float *c, int ldc, const rt_epilogue *ep)
+{
+	gemm(p, true, m, n, k, a, lda, trans_a, b, c, ldc, ep);
+}
+
+static void gemm(rt_threads *p, bool serial, int m, int n, int k, const float *a, int lda,
+                 int trans_a, const rt_gemm_b *b, float *c, int ldc, const rt_epilogue *ep)
 {
 	static const rt_epilogue none = {0};
 	if (!ep)
@@ -731,7 +746,7 @@ void rt_gemm(rt_threads *p, int m, int n, int k, const float *a, int lda, int tr
 	int mt = (m + MR - 1) / MR, nt = (n + NR - 1) / NR;
 	j.by_rows = m >= n;
 	j.tasks = 1;
-	if (threads > 1 && flops >= PAR_MIN_FLOPS) {
+	if (threads > 1 && flops >= PAR_MIN_FLOPS && !serial) {
 		double per = flops / (threads * TASK_FLOPS);
 		int per_thread = per < 1 ? 1 : per > TASKS_PER_THREAD ? TASKS_PER_THREAD : (int)per;
 		j.tasks = threads * per_thread;

@@ -16,6 +16,7 @@
 #ifndef NETCC_RUNTIME_H
 #define NETCC_RUNTIME_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -171,6 +172,10 @@ typedef struct rt_gemm_b {
  * (at a[k * lda + i]). Deterministic, and identical whatever the pool. */
 void rt_gemm(rt_threads *p, int m, int n, int k, const float *a, int lda, int trans_a,
 	     const rt_gemm_b *b, float *c, int ldc, const rt_epilogue *ep);
+/* The same on the calling thread only, for a caller that already runs as
+ * one of p's tasks; p lends its scratch. Same results as rt_gemm. */
+void rt_gemm_serial(rt_threads *p, int m, int n, int k, const float *a, int lda, int trans_a,
+		    const rt_gemm_b *b, float *c, int ldc, const rt_epilogue *ep);
 /* The panel layout pack callbacks must produce: nc columns of B rows
  * k0..k0+kc, in panels of rt_gemm_nr() columns, each panel kc x nr
  * row-major, the last panel zero-padded to nr. */
@@ -185,6 +190,14 @@ size_t rt_conv2d_scratch_floats(const rt_conv *p);
  * itself (the residual accumulated in place). */
 void rt_conv2d(rt_threads *t, const rt_conv *p, const float *x, const float *w, const float *b,
 	       const float *res, float *y, int relu);
+/* 3x3, stride 1, by Winograd F(4x4, 3x3) (runtime/winograd.c): u from
+ * rt_winograd_weight, scratch of rt_winograd_scratch_floats; the epilogue
+ * as rt_conv2d's. */
+bool rt_winograd_fits(const rt_conv *p);
+size_t rt_winograd_scratch_floats(const rt_conv *p);
+void rt_winograd_weight(int oc, int c, const float *w, float *u);
+void rt_conv2d_winograd(rt_threads *t, const rt_conv *p, const float *x, const float *u,
+			const float *b, const float *res, float *y, int relu, float *scratch);
 void rt_linear(rt_threads *t, int n, int in, int out, const float *x, const float *w,
 	       const float *b, float *y, int relu);
 void rt_batchnorm(int n, int c, int hw, const float *x, const float *mean, const float *var,

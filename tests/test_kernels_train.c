@@ -191,6 +191,56 @@ START_TEST(conv_vs_ref)
 }
 END_TEST
 
+/* Winograd F(4x4, 3x3) against the reference convolution: partial tiles,
+ * padding 0 to 2, several images, several tile blocks (the 40x40 case),
+ * bias, a residual accumulated in place and relu; bit for bit the same on
+ * any number of threads and with leftovers in its scratch. */
+static const struct {
+	int n, c, h, w, oc, pad;
+} wino_shapes[] = {
+    {1, 3, 4, 4, 2, 0},   {2, 5, 9, 11, 7, 1},   {1, 8, 13, 6, 16, 2},
+    {3, 16, 7, 7, 8, 1},  {2, 32, 40, 40, 32, 1}, {1, 64, 56, 56, 64, 1},
+};
+
+START_TEST(winograd_vs_ref)
+{
+	int n = wino_shapes[_i].n, oc = wino_shapes[_i].oc;
+	if (test_sanitized() && wino_shapes[_i].h > 50)
+		oc = 8;
+	rt_conv p = rt_conv_make(n, wino_shapes[_i].c, wino_shapes[_i].h, wino_shapes[_i].w, oc,
+	                         3, 1, wino_shapes[_i].pad);
+	ck_assert(rt_winograd_fits(&p));
+	size_t nx = (size_t)p.n * p.c * p.h * p.w, ny = (size_t)p.n * p.oc * p.oh * p.ow;
+	size_t nw = (size_t)p.oc * p.c * 9;
+	rt_rng rng;
+	rt_rng_seed(&rng, 2000 + _i);
+	float *x = randn(&rng, nx, 1, 0), *w = randn(&rng, nw, 0.5f, 0);
+	float *b = randn(&rng, (size_t)p.oc, 0.3f, 0), *res = randn(&rng, ny, 1, 0);
+	float *y_ref = fbuf(ny), *u = nanbuf(nw * 4);
+	rt_conv2d_ref(&p, x, w, b, y_ref);
+	for (size_t i = 0; i < ny; i++) {
+		y_ref[i] += res[i];
+		y_ref[i] = y_ref[i] < 0 ? 0 : y_ref[i];
+	}
+	rt_winograd_weight(p.oc, p.c, w, u);
+	scratch s = scratch_make(rt_winograd_scratch_floats(&p));
+	float *y = fbuf(ny), *y1 = nanbuf(ny);
+	memcpy(y, res, ny * sizeof(float));
+	rt_conv2d_winograd(threads(), &p, x, u, b, y, y, 1, s.buf);
+	scratch_check(&s, "winograd");
+	expect_close("winograd", y, y_ref, ny, 1e-4);
+	rt_conv2d_winograd(NULL, &p, x, u, b, res, y1, 1, s.buf);
+	scratch_check(&s, "winograd, second call");
+	ck_assert_msg(memcmp(y, y1, ny * sizeof(float)) == 0,
+	              "winograd depends on the threads or on its scratch's leftovers");
+	/* without the epilogue: the convolution alone */
+	rt_conv2d_ref(&p, x, w, NULL, y_ref);
+	rt_conv2d_winograd(threads(), &p, x, u, NULL, NULL, y1, 0, s.buf);
+	expect_close("winograd, no epilogue", y1, y_ref, ny, 1e-4);
+	free(x), free(w), free(b), free(res), free(y_ref), free(u), free(s.buf), free(y), free(y1);
+}
+END_TEST
+
 /* The scratch bound follows the forward's: one block of at most 64K floats,
  * or a single column; none for 1x1 stride-1 convolutions. */
 START_TEST(conv_scratch_size)
@@ -538,6 +588,7 @@ static Suite *suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_loop_test(tc, conv_vs_ref, 0, COUNT(conv_geoms));
 	tcase_add_test(tc, conv_scratch_size);
+	tcase_add_loop_test(tc, winograd_vs_ref, 0, COUNT(wino_shapes));
 	tcase_add_loop_test(tc, bn_vs_ref, 0, COUNT(bn_shapes));
 	tcase_add_test(tc, bn_stats_constant);
 	tcase_add_loop_test(tc, bias_vs_ref, 0, COUNT(bias_shapes));

@@ -272,6 +272,59 @@ START_TEST(fuse_leaves_shared_producers)
 }
 END_TEST
 
+/* Winograd where it pays: 3x3 stride 1 with 32+ channels each way and 16+
+ * output tiles; never strided, thin or small layers, nor training graphs. */
+START_TEST(winograd_selects_layers)
+{
+	ir_graph *g = load_model("resnet18", 1);
+	random_weights(g, 21);
+	float *x = random_input(g, 22), *want = interp_output(g, x);
+	passes_run(g, &(passes_options){.opt_level = 2});
+	int selected = 0;
+	for (int i = 0; i < g->n_nodes; i++) {
+		const ir_node *n = &g->nodes[i];
+		if (n->op != IR_OP_CONV)
+			continue;
+		bool eligible = n->kernel == 3 && n->stride == 1 && n->shape.d[2] >= 13;
+		ck_assert_msg(n->winograd == eligible, "%s: winograd %d", n->name, n->winograd);
+		if (n->winograd) {
+			const ir_node *u = &g->nodes[n->in[1]];
+			ck_assert_int_eq(u->op, IR_OP_WINOGRAD_WEIGHT);
+			ck_assert(u->prep && u->mem == IR_MEM_WEIGHTS);
+			ck_assert_int_eq(u->shape.d[0], 36);
+			/* the folded weights it reads are kept for the transform */
+			ck_assert_int_eq(g->nodes[u->in[0]].op, IR_OP_BN_FOLD_WEIGHT);
+			ck_assert(g->nodes[u->in[0]].mem == IR_MEM_WEIGHTS);
+			selected++;
+		}
+	}
+	ck_assert_int_eq(selected, 10); /* stages 1-3 of ResNet-18; the 7x7 stage stays */
+	float *got = interp_output(g, x);
+	ck_assert_close(got, want, 1000, 1e-4);
+	check_plan(g);
+	free(x), free(want), free(got);
+	ir_graph_free(g);
+
+	g = load_model("resnet18", 1);
+	passes_run(g, &(passes_options){.opt_level = 2, .no_winograd = true});
+	ck_assert_int_eq(count(g, IR_OP_WINOGRAD_WEIGHT), 0);
+	ir_graph_free(g);
+
+	/* ResNet-20: 16-channel convolutions stay; a training step has none */
+	g = load_model("resnet20", 1);
+	passes_run(g, &(passes_options){.opt_level = 2});
+	for (int i = 0; i < g->n_nodes; i++)
+		if (g->nodes[i].winograd)
+			ck_assert_int_ge(g->nodes[i].out, 32);
+	ir_graph_free(g);
+	g = load_model("resnet20", 128);
+	autodiff_training_graph(g);
+	passes_run(g, &(passes_options){.opt_level = 2});
+	ck_assert_int_eq(count(g, IR_OP_WINOGRAD_WEIGHT), 0);
+	ir_graph_free(g);
+}
+END_TEST
+
 START_TEST(fuse_option_a_hoists_shortcut)
 {
 	ir_graph *g = load_model("resnet20", 2);
@@ -286,7 +339,12 @@ START_TEST(fuse_option_a_hoists_shortcut)
 	for (int i = 0; i < g->n_nodes; i++)
 		if (g->nodes[i].op == IR_OP_PAD_CHANNELS) {
 			ck_assert_int_gt(g->nodes[i].stride, 1);
-			const ir_node *next = &g->nodes[i + 1];
+			/* the next node the forward runs: prepared values
+			 * (a Winograd weight transform) run at load time */
+			int j = i + 1;
+			while (g->nodes[j].prep)
+				j++;
+			const ir_node *next = &g->nodes[j];
 			ck_assert_int_eq(next->op, IR_OP_CONV);
 			ck_assert_int_eq(next->in[next->residual], i);
 			ck_assert_int_eq(next->offset, g->nodes[i].offset); /* in place */
@@ -482,6 +540,7 @@ static Suite *suite(void)
 	tcase_add_test(t, fuse_residual_and_relu);
 	tcase_add_test(t, fuse_leaves_shared_producers);
 	tcase_add_test(t, fuse_option_a_hoists_shortcut);
+	tcase_add_test(t, winograd_selects_layers);
 	tcase_add_test(t, resnet50_executed_graph);
 	tcase_add_test(t, plan_every_model);
 	tcase_add_test(t, shortcut_needed_later_is_not_overwritten);
