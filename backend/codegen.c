@@ -270,7 +270,14 @@ static void pool(cg *c, const ir_node *n, LLVMValueRef y, const char *fn)
 
 static void cg_maxpool(cg *c, const ir_node *n, LLVMValueRef y)
 {
-	pool(c, n, y, "rt_maxpool_ref");
+	const ir_shape *x = arg_shape(c, n, 0);
+	rt_pool p = rt_pool_make(dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), (int)n->kernel,
+				 (int)n->stride, (int)n->pad);
+	int v[sizeof p / sizeof(int)];
+	memcpy(v, &p, sizeof p);
+	LLVMValueRef args[] = {c->threads, int_struct(c, v, sizeof v / sizeof *v), arg(c, n, 0),
+			       y};
+	kernel(c, "rt_maxpool", "pppp", args);
 }
 
 static void cg_avgpool(cg *c, const ir_node *n, LLVMValueRef y)

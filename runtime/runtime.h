@@ -193,6 +193,8 @@ void rt_conv2d(rt_threads *t, const rt_conv *p, const float *x, const float *w, 
 /* 3x3, stride 1, by Winograd F(4x4, 3x3) (runtime/winograd.c): u from
  * rt_winograd_weight, scratch of rt_winograd_scratch_floats; the epilogue
  * as rt_conv2d's. */
+/* rt_maxpool_ref's results, vectorised and threaded */
+void rt_maxpool(rt_threads *t, const rt_pool *p, const float *x, float *y);
 bool rt_winograd_fits(const rt_conv *p);
 size_t rt_winograd_scratch_floats(const rt_conv *p);
 void rt_winograd_weight(int oc, int c, const float *w, float *u);

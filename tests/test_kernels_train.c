@@ -241,6 +241,38 @@ START_TEST(winograd_vs_ref)
 }
 END_TEST
 
+/* The compiled max pool gives the reference's bits, NaNs included (the
+ * first in scan order wins), on any thread count: odd sizes, padding up to
+ * half the window, strides 1 to 3, windows past every edge. */
+START_TEST(maxpool_vs_ref)
+{
+	static const int shapes[][6] = {
+	    /* n, c, h, w, k, stride, pad below */
+	    {1, 64, 112, 112, 3, 2}, {2, 3, 7, 9, 3, 1}, {1, 5, 5, 5, 2, 2},
+	    {3, 2, 11, 6, 3, 3},     {1, 1, 4, 4, 4, 1}, {2, 4, 13, 13, 5, 2},
+	};
+	for (int s = 0; s < 6; s++)
+		for (int pad = 0; pad <= shapes[s][4] / 2; pad++) {
+			rt_pool p = rt_pool_make(shapes[s][0], shapes[s][1], shapes[s][2],
+			                         shapes[s][3], shapes[s][4], shapes[s][5], pad);
+			size_t nx = (size_t)p.n * p.c * p.h * p.w, ny = (size_t)p.n * p.c * p.oh * p.ow;
+			rt_rng rng;
+			rt_rng_seed(&rng, 3000 + s * 10 + pad);
+			float *x = randn(&rng, nx, 1, 0), *ref = fbuf(ny), *y = nanbuf(ny),
+			      *y1 = nanbuf(ny);
+			for (size_t i = 0; i < nx; i += 97) /* NaNs of two payloads */
+				x[i] = i % 2 ? NAN : -NAN;
+			rt_maxpool_ref(&p, x, ref);
+			rt_maxpool(threads(), &p, x, y);
+			rt_maxpool(NULL, &p, x, y1);
+			ck_assert_msg(memcmp(y, ref, ny * sizeof(float)) == 0,
+			              "maxpool differs from the reference (shape %d, pad %d)", s, pad);
+			ck_assert(memcmp(y1, ref, ny * sizeof(float)) == 0);
+			free(x), free(ref), free(y), free(y1);
+		}
+}
+END_TEST
+
 /* The scratch bound follows the forward's: one block of at most 64K floats,
  * or a single column; none for 1x1 stride-1 convolutions. */
 START_TEST(conv_scratch_size)
@@ -589,6 +621,7 @@ static Suite *suite(void)
 	tcase_add_loop_test(tc, conv_vs_ref, 0, COUNT(conv_geoms));
 	tcase_add_test(tc, conv_scratch_size);
 	tcase_add_loop_test(tc, winograd_vs_ref, 0, COUNT(wino_shapes));
+	tcase_add_test(tc, maxpool_vs_ref);
 	tcase_add_loop_test(tc, bn_vs_ref, 0, COUNT(bn_shapes));
 	tcase_add_test(tc, bn_stats_constant);
 	tcase_add_loop_test(tc, bias_vs_ref, 0, COUNT(bias_shapes));
