@@ -79,9 +79,13 @@ static void write_training(FILE *f, const ir_graph *g, const backend_options *o,
 		" * labels %s_BATCH values in [0, %s_CLASSES), lr is the learning rate, and loss\n"
 		" * receives the batch's mean softmax cross-entropy. BatchNorm uses the batch's\n"
 		" * statistics and moves its running ones; %s_infer uses the running ones.\n"
-		" * The training state takes %lld bytes, its step a workspace of %lld. */\n",
+		" * The training state takes %lld bytes, its step a workspace of %lld.\n"
+		" * Memory plan of the step: nodes %lld, arena_bytes %lld, lower_bound_bytes %lld,\n"
+		" * naive_bytes %lld. */\n",
 		t->train.momentum, t->train.weight_decay, up, up, up, up, n,
-		(long long)t->plan.weight_bytes, (long long)t->plan.arena_bytes);
+		(long long)t->plan.weight_bytes, (long long)t->plan.arena_bytes,
+		(long long)count_nodes(t), (long long)t->plan.arena_bytes,
+		(long long)t->plan.lower_bound_bytes, (long long)t->plan.naive_bytes);
 	fprintf(f, "#define %s_CLASSES %lld\n", up,
 		(long long)t->nodes[t->outputs[1].node].shape.d[1]);
 	fprintf(f,

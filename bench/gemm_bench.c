@@ -96,12 +96,12 @@ int main(int argc, char **argv)
 				for (int i = -2; i < reps; i++) { /* two warm-up runs */
 					double t0 = now();
 					if (e == 0)
-						rt_gemm(pool, sh->m, sh->n, sh->k, a, sh->k, 0, &bd, c,
-						        sh->n, &ep);
+						rt_gemm(pool, sh->m, sh->n, sh->k, a, sh->k, 0, &bd,
+						        c, sh->n, &ep);
 					else
-						cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans,
-						            sh->m, sh->n, sh->k, 1, a, sh->k, b, sh->n,
-						            0, c, sh->n);
+						cblas_sgemm(CblasRowMajor, CblasNoTrans,
+						            CblasNoTrans, sh->m, sh->n, sh->k, 1, a,
+						            sh->k, b, sh->n, 0, c, sh->n);
 					if (i >= 0)
 						t[i] = now() - t0;
 				}

@@ -31,16 +31,17 @@ static int emit_kind(const char *s, backend_emit_kind *k)
 	return 2;
 }
 
-static void report(const ir_graph *g)
+/* The plan's figures; the training step's (--train) again with train_. */
+static void report(const ir_graph *g, const char *prefix)
 {
 	int64_t nodes = 0;
 	for (int i = 0; i < g->n_nodes; i++)
 		nodes += !g->nodes[i].prep && g->nodes[i].op != IR_OP_INPUT;
-	printf("nodes: %lld\n", (long long)nodes);
-	printf("arena_bytes: %lld\n", (long long)g->plan.arena_bytes);
-	printf("lower_bound_bytes: %lld\n", (long long)g->plan.lower_bound_bytes);
-	printf("naive_bytes: %lld\n", (long long)g->plan.naive_bytes);
-	printf("weight_bytes: %lld\n", (long long)g->plan.weight_bytes);
+	printf("%snodes: %lld\n", prefix, (long long)nodes);
+	printf("%sarena_bytes: %lld\n", prefix, (long long)g->plan.arena_bytes);
+	printf("%slower_bound_bytes: %lld\n", prefix, (long long)g->plan.lower_bound_bytes);
+	printf("%snaive_bytes: %lld\n", prefix, (long long)g->plan.naive_bytes);
+	printf("%sweight_bytes: %lld\n", prefix, (long long)g->plan.weight_bytes);
 }
 
 /* The weights file of --weights-file goes beside the library as NAME.safetensors. */
@@ -170,8 +171,11 @@ int cmd_compile(int argc, char **argv)
 		 .phases = &phases};
 	if (driver_guarded(compile_job, &j) != 0)
 		goto done;
-	if (opts_flag(&o, "report"))
-		report(g);
+	if (opts_flag(&o, "report")) {
+		report(g, "");
+		if (tg)
+			report(tg, "train_");
+	}
 	if (opts_flag(&o, "time-phases")) {
 		double total = 0;
 		for (int i = 0; i < phases.n; i++) {

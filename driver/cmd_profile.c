@@ -25,7 +25,8 @@ static int prof_build(void *ctx)
 	prof_job *j = ctx;
 	if (j->train)
 		autodiff_training_graph(j->g);
-	passes_run(j->g, &(passes_options){.opt_level = j->opt_level, .no_winograd = j->no_winograd});
+	passes_run(j->g,
+	           &(passes_options){.opt_level = j->opt_level, .no_winograd = j->no_winograd});
 	j->jit = backend_jit_compile(j->g, "netcc_profile", true, j->err, sizeof j->err);
 	return j->jit ? 0 : 1;
 }
@@ -36,8 +37,8 @@ typedef struct op_total {
 	double seconds, flops;
 } op_total;
 
-static void print_row(const char *what, const char *op, const char *shape, double flops,
-                      double sec, double runs, double total, double peak)
+static void print_row(const char *what, const char *op, const char *shape, double flops, double sec,
+                      double runs, double total, double peak)
 {
 	double ms = sec / runs * 1e3, gf = sec > 0 ? flops * runs / sec * 1e-9 : 0;
 	printf("%-40s %-18s %-18s %8.4f %9.3f", what, op, shape, flops * 1e-9, ms);
@@ -140,8 +141,8 @@ int cmd_profile(int argc, char **argv)
 	       nt == 1 ? "" : "s", j.opt_level, (long long)runs);
 	printf("peak: %.1f GFLOP/s (FMA loop on %d thread%s, measured now)\n\n", peak, nt,
 	       nt == 1 ? "" : "s");
-	printf("%-40s %-18s %-18s %8s %9s %8s %6s %6s\n", "node", "op", "shape", "GFLOP",
-	       "ms/run", "GFLOP/s", "%peak", "%time");
+	printf("%-40s %-18s %-18s %8s %9s %8s %6s %6s\n", "node", "op", "shape", "GFLOP", "ms/run",
+	       "GFLOP/s", "%peak", "%time");
 	/* Every node that costs a measurable share, or all with --all. */
 	bool all = opts_flag(&o, "all");
 	int hidden = 0;
@@ -154,17 +155,20 @@ int cmd_profile(int argc, char **argv)
 			continue;
 		}
 		char sb[96];
-		print_row(tail_name(n->name), ir_ops[n->op].name, ir_shape_str(&n->shape, sb, sizeof sb),
-		          2.0 * (double)ir_node_macs(g, n), node_s[i], (double)runs, total, peak);
+		print_row(tail_name(n->name), ir_ops[n->op].name,
+		          ir_shape_str(&n->shape, sb, sizeof sb), 2.0 * (double)ir_node_macs(g, n),
+		          node_s[i], (double)runs, total, peak);
 	}
 	if (hidden)
-		printf("(%d nodes under 0.5%% of the time each not shown; --all shows them)\n", hidden);
+		printf("(%d nodes under 0.5%% of the time each not shown; --all shows them)\n",
+		       hidden);
 	printf("\nby operator:\n");
 	for (int op = 0; op < IR_OP_COUNT; op++) {
 		if (!ops[op].count)
 			continue;
 		char what[48];
-		snprintf(what, sizeof what, "%d node%s", ops[op].count, ops[op].count == 1 ? "" : "s");
+		snprintf(what, sizeof what, "%d node%s", ops[op].count,
+		         ops[op].count == 1 ? "" : "s");
 		print_row(what, ir_ops[op].name, "", ops[op].flops, ops[op].seconds, (double)runs,
 		          total, peak);
 	}

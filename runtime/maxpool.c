@@ -58,7 +58,8 @@ static void planes(void *ctx, int task, int tasks)
 					if (ox >= lo && ox < hi)
 						continue;
 					int x0 = ox * p->stride - p->pad;
-					for (int kx = x0 < 0 ? -x0 : 0; kx < p->k && x0 + kx < p->w; kx++)
+					for (int kx = x0 < 0 ? -x0 : 0; kx < p->k && x0 + kx < p->w;
+					     kx++)
 						yr[ox] = take(xr[x0 + kx], yr[ox]);
 				}
 			}

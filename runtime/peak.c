@@ -45,8 +45,9 @@ static void *run(void *arg)
 			CHAIN(c0), CHAIN(c1), CHAIN(c2), CHAIN(c3), CHAIN(c4), CHAIN(c5);
 			CHAIN(c6), CHAIN(c7), CHAIN(c8), CHAIN(c9), CHAIN(c10), CHAIN(c11);
 			/* an empty asm that "changes" them: no folding across rounds */
-			__asm__("" : "+v"(c0), "+v"(c1), "+v"(c2), "+v"(c3), "+v"(c4), "+v"(c5),
-			        "+v"(c6), "+v"(c7), "+v"(c8), "+v"(c9), "+v"(c10), "+v"(c11));
+			__asm__(""
+			        : "+v"(c0), "+v"(c1), "+v"(c2), "+v"(c3), "+v"(c4), "+v"(c5),
+			          "+v"(c6), "+v"(c7), "+v"(c8), "+v"(c9), "+v"(c10), "+v"(c11));
 		}
 		t = now() - t;
 		double g = 2.0 * PEAK_VW * CHAINS * ROUNDS / t * 1e-9;

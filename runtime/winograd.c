@@ -81,9 +81,9 @@ typedef struct wino {
 	const float *x, *u, *b, *res;
 	float *y, *v, *m;
 	int relu;
-	int th, tw;     /* tiles per image, down and across */
-	long t0;        /* the block's first tile */
-	int tb, ld;     /* tiles in the block; the row stride of V and M */
+	int th, tw; /* tiles per image, down and across */
+	long t0;    /* the block's first tile */
+	int tb, ld; /* tiles in the block; the row stride of V and M */
 	rt_threads *pool;
 } wino;
 
@@ -95,14 +95,14 @@ typedef float v8 __attribute__((vector_size(32)));
 enum { LANES = 8 };
 
 /* B^T applied to six values (a column, then a row, of the tile). */
-#define BT(d, r)                                                                             \
-	do {                                                                                 \
-		r[0] = 4 * d[0] - 5 * d[2] + d[4];                                           \
-		r[1] = -4 * d[1] - 4 * d[2] + d[3] + d[4];                                   \
-		r[2] = 4 * d[1] - 4 * d[2] - d[3] + d[4];                                    \
-		r[3] = -2 * d[1] - d[2] + 2 * d[3] + d[4];                                   \
-		r[4] = 2 * d[1] - d[2] - 2 * d[3] + d[4];                                    \
-		r[5] = 4 * d[1] - 5 * d[3] + d[5];                                           \
+#define BT(d, r)                                                                                   \
+	do {                                                                                       \
+		r[0] = 4 * d[0] - 5 * d[2] + d[4];                                                 \
+		r[1] = -4 * d[1] - 4 * d[2] + d[3] + d[4];                                         \
+		r[2] = 4 * d[1] - 4 * d[2] - d[3] + d[4];                                          \
+		r[3] = -2 * d[1] - d[2] + 2 * d[3] + d[4];                                         \
+		r[4] = 2 * d[1] - d[2] - 2 * d[3] + d[4];                                          \
+		r[5] = 4 * d[1] - 5 * d[3] + d[5];                                                 \
 	} while (0)
 
 static void tile_pos(const wino *w, long t, int *img, int *ty, int *tx)
@@ -166,7 +166,8 @@ static void input_task(void *ctx, int task, int tasks)
 				v8 r[TILE];
 				BT(t[k], r);
 				for (int s = 0; s < TILE; s++)
-					memcpy(w->v + ((size_t)(k * TILE + s) * p->c + ci) * w->ld + j,
+					memcpy(w->v + ((size_t)(k * TILE + s) * p->c + ci) * w->ld +
+					           j,
 					       &r[s], sizeof(v8));
 			}
 		}
@@ -177,17 +178,17 @@ static void gemm_task(void *ctx, int pos, int tasks)
 	const wino *w = ctx;
 	const rt_conv *p = w->p;
 	rt_gemm_b b = {.data = w->v + (size_t)pos * p->c * w->ld, .ld = w->ld};
-	rt_gemm_serial(w->pool, p->oc, w->tb, p->c, w->u + (size_t)pos * p->oc * p->c, p->c, 0,
-	               &b, w->m + (size_t)pos * p->oc * w->ld, w->ld, NULL);
+	rt_gemm_serial(w->pool, p->oc, w->tb, p->c, w->u + (size_t)pos * p->oc * p->c, p->c, 0, &b,
+	               w->m + (size_t)pos * p->oc * w->ld, w->ld, NULL);
 }
 
 /* A^T applied to six values. */
-#define AT(m, r)                                                                             \
-	do {                                                                                 \
-		r[0] = m[0] + m[1] + m[2] + m[3] + m[4];                                     \
-		r[1] = m[1] - m[2] + 2 * m[3] - 2 * m[4];                                    \
-		r[2] = m[1] + m[2] + 4 * m[3] + 4 * m[4];                                    \
-		r[3] = m[1] - m[2] + 8 * m[3] - 8 * m[4] + m[5];                             \
+#define AT(m, r)                                                                                   \
+	do {                                                                                       \
+		r[0] = m[0] + m[1] + m[2] + m[3] + m[4];                                           \
+		r[1] = m[1] - m[2] + 2 * m[3] - 2 * m[4];                                          \
+		r[2] = m[1] + m[2] + 4 * m[3] + 4 * m[4];                                          \
+		r[3] = m[1] - m[2] + 8 * m[3] - 8 * m[4] + m[5];                                   \
 	} while (0)
 
 static void output_task(void *ctx, int task, int tasks)

@@ -357,6 +357,44 @@ START_TEST(valgrind_clean)
 }
 END_TEST
 
+static long long report_value(const char *out, const char *key)
+{
+	char k[64];
+	snprintf(k, sizeof k, "\n%s: ", key);
+	const char *s = out[0] == key[0] && !strncmp(out, key, strlen(key)) ? out - 1 : strstr(out, k);
+	ck_assert_msg(s != NULL, "no %s in:\n%s", key, out);
+	return strtoll(s + strlen(k), NULL, 10);
+}
+
+/* --report: the plan's four figures, for the training step too. */
+START_TEST(report_gives_plan_figures)
+{
+	char *out, *err;
+	ck_assert_int_eq(netcc(&out, &err,
+	                       "compile models/resnet50.nn --report --weights-file --emit=llvm -o %s/r50.ll", tmpdir),
+	                 0);
+	ck_assert_int_eq(report_value(out, "nodes"), 56);
+	long long arena = report_value(out, "arena_bytes"), bound = report_value(out, "lower_bound_bytes");
+	ck_assert(arena >= bound && arena <= 1.02 * bound);
+	ck_assert_int_gt(report_value(out, "naive_bytes"), 5 * arena);
+	ck_assert_ptr_null(strstr(out, "train_"));
+	free(out);
+	free(err);
+	ck_assert_int_eq(netcc(&out, &err,
+	                       "compile models/resnet20.nn --train --batch 128 --report --weights-file --emit=llvm -o "
+	                       "%s/r20.ll",
+	                       tmpdir),
+	                 0);
+	long long tn = report_value(out, "train_nodes"), ta = report_value(out, "train_arena_bytes");
+	long long tb = report_value(out, "train_lower_bound_bytes");
+	ck_assert_int_gt(tn, 3 * report_value(out, "nodes")); /* forward, backward, updates */
+	ck_assert(ta >= tb && ta <= 1.02 * tb);
+	ck_assert_int_gt(report_value(out, "train_naive_bytes"), ta);
+	free(out);
+	free(err);
+}
+END_TEST
+
 /* The GFLOP a row of `netcc profile`'s per-operator table gives for op. */
 static double profile_gflop(const char *out, const char *op)
 {
@@ -383,7 +421,7 @@ START_TEST(profile_accounts_for_every_flop)
 	double gflop = 2e-9 * strtod(m + 6, NULL);
 	free(out);
 	free(err);
-	ck_assert_int_eq(netcc(&out, &err, "profile models/resnet20.nn --runs 2 --threads 1"), 0);
+	ck_assert_int_eq(netcc(&out, &err, "profile models/resnet20.nn --runs 2 --threads 1 --all"), 0);
 	/* every multiply-add of the model is charged to a conv or the linear */
 	double conv = profile_gflop(out, "conv"), linear = profile_gflop(out, "linear");
 	ck_assert_double_eq_tol(conv + linear, gflop, 2e-4);
@@ -430,6 +468,7 @@ static Suite *suite(void)
 	tcase_add_test(t, bad_inputs_and_outputs);
 	tcase_add_test(t, valgrind_clean);
 	tcase_add_test(t, profile_accounts_for_every_flop);
+	tcase_add_test(t, report_gives_plan_figures);
 	suite_add_tcase(s, t);
 	return s;
 }
