@@ -87,6 +87,9 @@ static Suite *suite(void)
 {
 	Suite *s = suite_create("fuzz corpus");
 	TCase *t = tcase_create("corpus");
+	/* one regression builds a graph up to the million-node limit: a
+	 * second plainly, several under the sanitizers */
+	tcase_set_timeout(t, 120);
 	tcase_add_test(t, seeds_and_regressions);
 	suite_add_tcase(s, t);
 	return s;
