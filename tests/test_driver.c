@@ -456,7 +456,9 @@ static Suite *suite(void)
 	Suite *s = suite_create("driver");
 	TCase *t = tcase_create("cli");
 	tcase_add_checked_fixture(t, setup, teardown);
-	tcase_set_timeout(t, 120);
+	/* valgrind_clean JIT-compiles a model under memcheck: a minute on a
+	 * quiet 2-core machine, more when it is busy */
+	tcase_set_timeout(t, 300);
 	tcase_add_test(t, summary_ends_with_totals);
 	tcase_add_test(t, params_lists_buffers_in_order);
 	tcase_add_test(t, init_is_he_and_deterministic);
