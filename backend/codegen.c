@@ -204,19 +204,7 @@ static void cg_conv(cg *c, const ir_node *n, LLVMValueRef y)
 				 (int)n->kernel, (int)n->stride, (int)n->pad);
 	int v[sizeof p / sizeof(int)];
 	memcpy(v, &p, sizeof p);
-	if (n->winograd) {
-		LLVMValueRef args[] = {c->threads,
-				       int_struct(c, v, sizeof v / sizeof *v),
-				       arg(c, n, 0),
-				       arg(c, n, 1),
-				       n->bias ? arg(c, n, 2) : LLVMConstNull(c->ptr),
-				       n->residual ? arg(c, n, n->residual) : LLVMConstNull(c->ptr),
-				       y,
-				       i32c(c, n->relu),
-				       scratch_of(c, n)};
-		kernel(c, "rt_conv2d_winograd", "pppppppip", args);
-		return;
-	}
+	/* rt_conv2d_winograd takes rt_conv2d's arguments and its scratch */
 	LLVMValueRef args[] = {c->threads,
 			       int_struct(c, v, sizeof v / sizeof *v),
 			       arg(c, n, 0),
@@ -224,8 +212,12 @@ static void cg_conv(cg *c, const ir_node *n, LLVMValueRef y)
 			       n->bias ? arg(c, n, 2) : LLVMConstNull(c->ptr),
 			       n->residual ? arg(c, n, n->residual) : LLVMConstNull(c->ptr),
 			       y,
-			       i32c(c, n->relu)};
-	kernel(c, "rt_conv2d", "pppppppi", args);
+			       i32c(c, n->relu),
+			       n->winograd ? scratch_of(c, n) : NULL};
+	if (n->winograd)
+		kernel(c, "rt_conv2d_winograd", "pppppppip", args);
+	else
+		kernel(c, "rt_conv2d", "pppppppi", args);
 }
 
 static void cg_batchnorm(cg *c, const ir_node *n, LLVMValueRef y)
