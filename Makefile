@@ -8,6 +8,7 @@ CLANG       ?= clang-19
 # Every target that compiles runs deps.sh first; the stamp keeps it to once.
 DEPS_STAMP := build/.deps-ok
 SHELL := /bin/bash
+.DEFAULT_GOAL := all
 
 WARN    := -Wall -Wextra -Werror -Wno-unused-parameter
 BASE    := -std=c11 -D_GNU_SOURCE -g $(WARN) -Ifrontend -Iir -Ipasses -Ibackend -Iruntime -Idriver

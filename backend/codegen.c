@@ -39,7 +39,7 @@ static LLVMValueRef f32c(cg *c, double v)
 }
 
 static LLVMValueRef declare(cg *c, const char *name, LLVMTypeRef ret, LLVMTypeRef *params,
-			    unsigned n)
+                            unsigned n)
 {
 	LLVMValueRef f = LLVMGetNamedFunction(c->mod, name);
 	if (!f)
@@ -187,13 +187,9 @@ static int64_t node_bytes(const ir_node *n)
 
 /* ---- one emitter per operator (ops.def: cg_<name>) ------------------------ */
 
-static void cg_input(cg *c, const ir_node *n, LLVMValueRef y)
-{
-}
+static void cg_input(cg *c, const ir_node *n, LLVMValueRef y) {}
 
-static void cg_param(cg *c, const ir_node *n, LLVMValueRef y)
-{
-}
+static void cg_param(cg *c, const ir_node *n, LLVMValueRef y) {}
 
 static LLVMValueRef scratch_of(cg *c, const ir_node *n);
 
@@ -201,19 +197,19 @@ static void cg_conv(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	const ir_shape *x = arg_shape(c, n, 0);
 	rt_conv p = rt_conv_make(dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), (int)n->out,
-				 (int)n->kernel, (int)n->stride, (int)n->pad);
+	                         (int)n->kernel, (int)n->stride, (int)n->pad);
 	int v[sizeof p / sizeof(int)];
 	memcpy(v, &p, sizeof p);
 	/* rt_conv2d_winograd takes rt_conv2d's arguments and its scratch */
 	LLVMValueRef args[] = {c->threads,
-			       int_struct(c, v, sizeof v / sizeof *v),
-			       arg(c, n, 0),
-			       arg(c, n, 1),
-			       n->bias ? arg(c, n, 2) : LLVMConstNull(c->ptr),
-			       n->residual ? arg(c, n, n->residual) : LLVMConstNull(c->ptr),
-			       y,
-			       i32c(c, n->relu),
-			       n->winograd ? scratch_of(c, n) : NULL};
+	                       int_struct(c, v, sizeof v / sizeof *v),
+	                       arg(c, n, 0),
+	                       arg(c, n, 1),
+	                       n->bias ? arg(c, n, 2) : LLVMConstNull(c->ptr),
+	                       n->residual ? arg(c, n, n->residual) : LLVMConstNull(c->ptr),
+	                       y,
+	                       i32c(c, n->relu),
+	                       n->winograd ? scratch_of(c, n) : NULL};
 	if (n->winograd)
 		kernel(c, "rt_conv2d_winograd", "pppppppip", args);
 	else
@@ -224,16 +220,16 @@ static void cg_batchnorm(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	const ir_shape *x = arg_shape(c, n, 0);
 	LLVMValueRef args[] = {i32c(c, dim(x, 0)),
-			       i32c(c, dim(x, 1)),
-			       i32c(c, dim(x, 2) * dim(x, 3)),
-			       arg(c, n, 0),
-			       arg(c, n, 3),
-			       arg(c, n, 4),
-			       arg(c, n, 1),
-			       arg(c, n, 2),
-			       f32c(c, n->eps),
-			       y,
-			       i32c(c, n->relu)};
+	                       i32c(c, dim(x, 1)),
+	                       i32c(c, dim(x, 2) * dim(x, 3)),
+	                       arg(c, n, 0),
+	                       arg(c, n, 3),
+	                       arg(c, n, 4),
+	                       arg(c, n, 1),
+	                       arg(c, n, 2),
+	                       f32c(c, n->eps),
+	                       y,
+	                       i32c(c, n->relu)};
 	kernel(c, "rt_batchnorm", "iiipppppfpi", args);
 }
 
@@ -253,7 +249,7 @@ static void pool(cg *c, const ir_node *n, LLVMValueRef y, const char *fn)
 {
 	const ir_shape *x = arg_shape(c, n, 0);
 	rt_pool p = rt_pool_make(dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), (int)n->kernel,
-				 (int)n->stride, (int)n->pad);
+	                         (int)n->stride, (int)n->pad);
 	int v[sizeof p / sizeof(int)];
 	memcpy(v, &p, sizeof p);
 	LLVMValueRef args[] = {int_struct(c, v, sizeof v / sizeof *v), arg(c, n, 0), y};
@@ -264,11 +260,10 @@ static void cg_maxpool(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	const ir_shape *x = arg_shape(c, n, 0);
 	rt_pool p = rt_pool_make(dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), (int)n->kernel,
-				 (int)n->stride, (int)n->pad);
+	                         (int)n->stride, (int)n->pad);
 	int v[sizeof p / sizeof(int)];
 	memcpy(v, &p, sizeof p);
-	LLVMValueRef args[] = {c->threads, int_struct(c, v, sizeof v / sizeof *v), arg(c, n, 0),
-			       y};
+	LLVMValueRef args[] = {c->threads, int_struct(c, v, sizeof v / sizeof *v), arg(c, n, 0), y};
 	kernel(c, "rt_maxpool", "pppp", args);
 }
 
@@ -281,7 +276,7 @@ static void cg_global_avgpool(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	const ir_shape *x = arg_shape(c, n, 0);
 	LLVMValueRef args[] = {i32c(c, dim(x, 0)), i32c(c, dim(x, 1)),
-			       i32c(c, dim(x, 2) * dim(x, 3)), arg(c, n, 0), y};
+	                       i32c(c, dim(x, 2) * dim(x, 3)), arg(c, n, 0), y};
 	kernel(c, "rt_global_avgpool_ref", "iiipp", args);
 }
 
@@ -294,30 +289,34 @@ static void cg_linear(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	const ir_shape *x = arg_shape(c, n, 0);
 	LLVMValueRef args[] = {c->threads,
-			       i32c(c, dim(x, 0)),
-			       i32c(c, dim(x, 1)),
-			       i32c(c, n->out),
-			       arg(c, n, 0),
-			       arg(c, n, 1),
-			       n->bias ? arg(c, n, 2) : LLVMConstNull(c->ptr),
-			       y,
-			       i32c(c, n->relu)};
+	                       i32c(c, dim(x, 0)),
+	                       i32c(c, dim(x, 1)),
+	                       i32c(c, n->out),
+	                       arg(c, n, 0),
+	                       arg(c, n, 1),
+	                       n->bias ? arg(c, n, 2) : LLVMConstNull(c->ptr),
+	                       y,
+	                       i32c(c, n->relu)};
 	kernel(c, "rt_linear", "piiippppi", args);
 }
 
 static void cg_softmax(cg *c, const ir_node *n, LLVMValueRef y)
 {
-	LLVMValueRef args[] = {i32c(c, dim(&n->shape, 0)), i32c(c, dim(&n->shape, 1)),
-			       arg(c, n, 0), y};
+	LLVMValueRef args[] = {i32c(c, dim(&n->shape, 0)), i32c(c, dim(&n->shape, 1)), arg(c, n, 0),
+	                       y};
 	kernel(c, "rt_softmax_ref", "iipp", args);
 }
 
 static void cg_subsample(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	const ir_shape *x = arg_shape(c, n, 0);
-	LLVMValueRef args[] = {i32c(c, dim(x, 0)), i32c(c, dim(x, 1)), i32c(c, dim(x, 2)),
-			       i32c(c, dim(x, 3)), i32c(c, n->stride), arg(c, n, 0),
-			       y};
+	LLVMValueRef args[] = {i32c(c, dim(x, 0)),
+	                       i32c(c, dim(x, 1)),
+	                       i32c(c, dim(x, 2)),
+	                       i32c(c, dim(x, 3)),
+	                       i32c(c, n->stride),
+	                       arg(c, n, 0),
+	                       y};
 	kernel(c, "rt_subsample_ref", "iiiiipp", args);
 }
 
@@ -326,25 +325,31 @@ static void cg_pad_channels(cg *c, const ir_node *n, LLVMValueRef y)
 	const ir_shape *x = arg_shape(c, n, 0);
 	if (n->stride > 1) {
 		LLVMValueRef args[] = {i32c(c, dim(x, 0)), i32c(c, dim(x, 1)), i32c(c, dim(x, 2)),
-				       i32c(c, dim(x, 3)), i32c(c, n->stride), i32c(c, n->before),
-				       i32c(c, n->after),  arg(c, n, 0),       y};
+		                       i32c(c, dim(x, 3)), i32c(c, n->stride), i32c(c, n->before),
+		                       i32c(c, n->after),  arg(c, n, 0),       y};
 		kernel(c, "rt_shortcut_a", "iiiiiiipp", args);
 		return;
 	}
-	LLVMValueRef args[] = {i32c(c, dim(x, 0)),      i32c(c, dim(x, 1)),
-			       i32c(c, dim(x, 2) * dim(x, 3)), i32c(c, n->before),
-			       i32c(c, n->after),       arg(c, n, 0),
-			       y};
+	LLVMValueRef args[] = {i32c(c, dim(x, 0)),
+	                       i32c(c, dim(x, 1)),
+	                       i32c(c, dim(x, 2) * dim(x, 3)),
+	                       i32c(c, n->before),
+	                       i32c(c, n->after),
+	                       arg(c, n, 0),
+	                       y};
 	kernel(c, "rt_pad_channels_ref", "iiiiipp", args);
 }
 
 static void cg_bn_fold_weight(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	int64_t oc = n->shape.d[0];
-	LLVMValueRef args[] = {i32c(c, oc),	  i32c(c, ir_shape_count(&n->shape) / oc),
-			       arg(c, n, 0),	  arg(c, n, 1),
-			       arg(c, n, 2),	  f32c(c, n->eps),
-			       y};
+	LLVMValueRef args[] = {i32c(c, oc),
+	                       i32c(c, ir_shape_count(&n->shape) / oc),
+	                       arg(c, n, 0),
+	                       arg(c, n, 1),
+	                       arg(c, n, 2),
+	                       f32c(c, n->eps),
+	                       y};
 	kernel(c, "rt_bn_fold_weight", "iipppfp", args);
 }
 
@@ -354,16 +359,19 @@ static void cg_winograd_weight(cg *c, const ir_node *n, LLVMValueRef y)
 	kernel(c, "rt_winograd_weight", "iipp", args);
 }
 
+static void cg_winograd_weight_t(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	LLVMValueRef args[] = {i32c(c, n->shape.d[2]), i32c(c, n->shape.d[1]), arg(c, n, 0), y};
+	kernel(c, "rt_winograd_weight_t", "iipp", args);
+}
+
 static void cg_bn_fold_bias(cg *c, const ir_node *n, LLVMValueRef y)
 {
-	LLVMValueRef args[] = {i32c(c, n->shape.d[0]),
-			       arg(c, n, 0),
-			       arg(c, n, 1),
-			       arg(c, n, 2),
-			       arg(c, n, 3),
-			       n->n_in > 4 ? arg(c, n, 4) : LLVMConstNull(c->ptr),
-			       f32c(c, n->eps),
-			       y};
+	LLVMValueRef args[] = {
+	    i32c(c, n->shape.d[0]), arg(c, n, 0),
+	    arg(c, n, 1),           arg(c, n, 2),
+	    arg(c, n, 3),           n->n_in > 4 ? arg(c, n, 4) : LLVMConstNull(c->ptr),
+	    f32c(c, n->eps),        y};
 	kernel(c, "rt_bn_fold_bias", "ipppppfp", args);
 }
 
@@ -390,48 +398,47 @@ static void cg_bn_train(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	const ir_shape *x = arg_shape(c, n, 0);
 	LLVMValueRef stats = arg(c, n, 1);
-	LLVMValueRef args[] = {nchw(c, x, 0),
-			       nchw(c, x, 1),
-			       nchw(c, x, 2),
-			       arg(c, n, 0),
-			       stats,
-			       byte_offset(c, stats, (int64_t)dim(x, 1) * 4),
-			       arg(c, n, 2),
-			       arg(c, n, 3),
-			       f32c(c, n->eps),
-			       y,
-			       i32c(c, 0)};
+	LLVMValueRef args[] = {nchw(c, x, 0),   nchw(c, x, 1),
+	                       nchw(c, x, 2),   arg(c, n, 0),
+	                       stats,           byte_offset(c, stats, (int64_t)dim(x, 1) * 4),
+	                       arg(c, n, 2),    arg(c, n, 3),
+	                       f32c(c, n->eps), y,
+	                       i32c(c, 0)};
 	kernel(c, "rt_batchnorm", "iiipppppfpi", args);
 }
 
 static void cg_bn_update(cg *c, const ir_node *n, LLVMValueRef y)
 {
-	LLVMValueRef args[] = {i32c(c, arg_shape(c, n, 0)->d[1]), i32c(c, n->out),
-			       f32c(c, n->momentum), arg(c, n, 0), arg(c, n, 1), arg(c, n, 2)};
+	LLVMValueRef args[] = {i32c(c, arg_shape(c, n, 0)->d[1]),
+	                       i32c(c, n->out),
+	                       f32c(c, n->momentum),
+	                       arg(c, n, 0),
+	                       arg(c, n, 1),
+	                       arg(c, n, 2)};
 	kernel(c, "rt_bn_running_update_ref", "iifppp", args);
 }
 
 static void cg_bn_grad_params(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	const ir_shape *x = arg_shape(c, n, 0);
-	LLVMValueRef args[] = {nchw(c, x, 0), nchw(c, x, 1),   nchw(c, x, 2), arg(c, n, 0),
-			       arg(c, n, 1),  arg(c, n, 2),    f32c(c, n->eps), y};
+	LLVMValueRef args[] = {nchw(c, x, 0), nchw(c, x, 1), nchw(c, x, 2),   arg(c, n, 0),
+	                       arg(c, n, 1),  arg(c, n, 2),  f32c(c, n->eps), y};
 	kernel(c, "rt_bn_grad_params", "iiipppfp", args);
 }
 
 static void cg_bn_grad_input(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	const ir_shape *x = arg_shape(c, n, 0);
-	LLVMValueRef args[] = {nchw(c, x, 0), nchw(c, x, 1), nchw(c, x, 2),   arg(c, n, 0),
-			       arg(c, n, 1),  arg(c, n, 2),  arg(c, n, 3),    arg(c, n, 4),
-			       f32c(c, n->eps), y};
+	LLVMValueRef args[] = {
+	    nchw(c, x, 0), nchw(c, x, 1), nchw(c, x, 2), arg(c, n, 0),    arg(c, n, 1),
+	    arg(c, n, 2),  arg(c, n, 3),  arg(c, n, 4),  f32c(c, n->eps), y};
 	kernel(c, "rt_bn_grad_input", "iiipppppfp", args);
 }
 
 static LLVMValueRef conv_params(cg *c, const ir_node *n, const ir_shape *x)
 {
 	rt_conv p = rt_conv_make(dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), (int)n->out,
-				 (int)n->kernel, (int)n->stride, (int)n->pad);
+	                         (int)n->kernel, (int)n->stride, (int)n->pad);
 	int v[sizeof p / sizeof(int)];
 	memcpy(v, &p, sizeof p);
 	return int_struct(c, v, sizeof v / sizeof *v);
@@ -439,16 +446,22 @@ static LLVMValueRef conv_params(cg *c, const ir_node *n, const ir_shape *x)
 
 static void cg_conv_grad_input(cg *c, const ir_node *n, LLVMValueRef y)
 {
-	LLVMValueRef args[] = {c->threads, conv_params(c, n, arg_shape(c, n, 2)), arg(c, n, 0),
-			       arg(c, n, 1), y, scratch_of(c, n)};
-	kernel(c, "rt_conv2d_grad_input", "pppppp", args);
+	LLVMValueRef args[] = {
+	    c->threads,      conv_params(c, n, arg_shape(c, n, 2)), arg(c, n, 0), arg(c, n, 1), y,
+	    scratch_of(c, n)};
+	kernel(c, n->winograd ? "rt_conv2d_grad_input_winograd" : "rt_conv2d_grad_input", "pppppp",
+	       args);
 }
 
 static void cg_conv_grad_weight(cg *c, const ir_node *n, LLVMValueRef y)
 {
-	LLVMValueRef args[] = {c->threads, conv_params(c, n, arg_shape(c, n, 0)), arg(c, n, 0),
-			       arg(c, n, 1), y};
-	kernel(c, "rt_conv2d_grad_weight", "ppppp", args);
+	LLVMValueRef args[] = {
+	    c->threads, conv_params(c, n, arg_shape(c, n, 0)), arg(c, n, 0), arg(c, n, 1),
+	    y,          n->winograd ? scratch_of(c, n) : NULL};
+	if (n->winograd)
+		kernel(c, "rt_conv2d_grad_weight_winograd", "pppppp", args);
+	else
+		kernel(c, "rt_conv2d_grad_weight", "ppppp", args);
 }
 
 static void cg_bias_grad(cg *c, const ir_node *n, LLVMValueRef y)
@@ -475,7 +488,7 @@ static void cg_relu_grad(cg *c, const ir_node *n, LLVMValueRef y)
 static LLVMValueRef pool_params(cg *c, const ir_node *n, const ir_shape *x)
 {
 	rt_pool p = rt_pool_make(dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), (int)n->kernel,
-				 (int)n->stride, (int)n->pad);
+	                         (int)n->stride, (int)n->pad);
 	int v[sizeof p / sizeof(int)];
 	memcpy(v, &p, sizeof p);
 	return int_struct(c, v, sizeof v / sizeof *v);
@@ -483,7 +496,8 @@ static LLVMValueRef pool_params(cg *c, const ir_node *n, const ir_shape *x)
 
 static void cg_maxpool_grad(cg *c, const ir_node *n, LLVMValueRef y)
 {
-	LLVMValueRef args[] = {pool_params(c, n, arg_shape(c, n, 0)), arg(c, n, 0), arg(c, n, 1), y};
+	LLVMValueRef args[] = {pool_params(c, n, arg_shape(c, n, 0)), arg(c, n, 0), arg(c, n, 1),
+	                       y};
 	kernel(c, "rt_maxpool_grad_ref", "pppp", args);
 }
 
@@ -508,41 +522,59 @@ static void cg_reshape(cg *c, const ir_node *n, LLVMValueRef y)
 static void cg_linear_grad_input(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	const ir_shape *w = arg_shape(c, n, 1);
-	LLVMValueRef args[] = {c->threads,   i32c(c, dim(&n->shape, 0)), i32c(c, dim(w, 1)),
-			       i32c(c, dim(w, 0)), arg(c, n, 0), arg(c, n, 1), y};
+	LLVMValueRef args[] = {c->threads,
+	                       i32c(c, dim(&n->shape, 0)),
+	                       i32c(c, dim(w, 1)),
+	                       i32c(c, dim(w, 0)),
+	                       arg(c, n, 0),
+	                       arg(c, n, 1),
+	                       y};
 	kernel(c, "rt_linear_grad_input", "piiippp", args);
 }
 
 static void cg_linear_grad_weight(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	const ir_shape *x = arg_shape(c, n, 0);
-	LLVMValueRef args[] = {c->threads, i32c(c, dim(x, 0)), i32c(c, dim(x, 1)),
-			       i32c(c, dim(&n->shape, 0)), arg(c, n, 0), arg(c, n, 1), y};
+	LLVMValueRef args[] = {c->threads,
+	                       i32c(c, dim(x, 0)),
+	                       i32c(c, dim(x, 1)),
+	                       i32c(c, dim(&n->shape, 0)),
+	                       arg(c, n, 0),
+	                       arg(c, n, 1),
+	                       y};
 	kernel(c, "rt_linear_grad_weight", "piiippp", args);
 }
 
 static void cg_softmax_grad(cg *c, const ir_node *n, LLVMValueRef y)
 {
-	LLVMValueRef args[] = {i32c(c, dim(&n->shape, 0)), i32c(c, dim(&n->shape, 1)),
-			       arg(c, n, 0), arg(c, n, 1), y};
+	LLVMValueRef args[] = {i32c(c, dim(&n->shape, 0)), i32c(c, dim(&n->shape, 1)), arg(c, n, 0),
+	                       arg(c, n, 1), y};
 	kernel(c, "rt_softmax_grad_ref", "iippp", args);
 }
 
 static void cg_subsample_grad(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	const ir_shape *x = arg_shape(c, n, 1);
-	LLVMValueRef args[] = {i32c(c, dim(x, 0)), i32c(c, dim(x, 1)), i32c(c, dim(x, 2)),
-			       i32c(c, dim(x, 3)), i32c(c, n->stride), arg(c, n, 0),
-			       y};
+	LLVMValueRef args[] = {i32c(c, dim(x, 0)),
+	                       i32c(c, dim(x, 1)),
+	                       i32c(c, dim(x, 2)),
+	                       i32c(c, dim(x, 3)),
+	                       i32c(c, n->stride),
+	                       arg(c, n, 0),
+	                       y};
 	kernel(c, "rt_subsample_grad_ref", "iiiiipp", args);
 }
 
 static void cg_pad_channels_grad(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	const ir_shape *s = &n->shape;
-	LLVMValueRef args[] = {nchw(c, s, 0),      nchw(c, s, 1),     nchw(c, s, 2),
-			       i32c(c, n->before), i32c(c, n->after), arg(c, n, 0),
-			       y};
+	LLVMValueRef args[] = {nchw(c, s, 0),
+	                       nchw(c, s, 1),
+	                       nchw(c, s, 2),
+	                       i32c(c, n->before),
+	                       i32c(c, n->after),
+	                       arg(c, n, 0),
+	                       y};
 	kernel(c, "rt_pad_channels_grad_ref", "iiiiipp", args);
 }
 
@@ -550,7 +582,7 @@ static void cg_xent_loss(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	const ir_shape *z = arg_shape(c, n, 0);
 	LLVMValueRef args[] = {i32c(c, dim(z, 0)), i32c(c, dim(z, 1)), arg(c, n, 0), arg(c, n, 1),
-			       y};
+	                       y};
 	kernel(c, "rt_xent_loss", "iippp", args);
 }
 
@@ -558,7 +590,7 @@ static void cg_xent_grad(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	const ir_shape *z = arg_shape(c, n, 0);
 	LLVMValueRef args[] = {i32c(c, dim(z, 0)), i32c(c, dim(z, 1)), arg(c, n, 0), arg(c, n, 1),
-			       y};
+	                       y};
 	kernel(c, "rt_xent_grad", "iippp", args);
 }
 
@@ -566,12 +598,12 @@ static void cg_sgd(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	LLVMTypeRef params[] = {c->i64, c->ptr, c->ptr, c->ptr, c->ptr, c->f32, c->f32};
 	LLVMValueRef args[] = {i64c(c, ir_shape_count(arg_shape(c, n, 0))),
-			       arg(c, n, 0),
-			       byte_offset(c, arg(c, n, 1), n->goff * 4),
-			       arg(c, n, 2),
-			       arg(c, n, 3),
-			       f32c(c, n->momentum),
-			       f32c(c, n->weight_decay)};
+	                       arg(c, n, 0),
+	                       byte_offset(c, arg(c, n, 1), n->goff * 4),
+	                       arg(c, n, 2),
+	                       arg(c, n, 3),
+	                       f32c(c, n->momentum),
+	                       f32c(c, n->weight_decay)};
 	call(c, declare(c, "rt_sgd_step", c->void_t, params, 7), args, 7);
 }
 
@@ -584,8 +616,8 @@ static cg_fn *const emitters[IR_OP_COUNT] = {
 
 /* ---- functions ------------------------------------------------------------- */
 
-static LLVMValueRef begin(cg *c, const char *name, LLVMTypeRef ret, LLVMTypeRef *params,
-			  unsigned n, bool exported)
+static LLVMValueRef begin(cg *c, const char *name, LLVMTypeRef ret, LLVMTypeRef *params, unsigned n,
+                          bool exported)
 {
 	LLVMValueRef f = LLVMAddFunction(c->mod, name, LLVMFunctionType(ret, params, n, 0));
 	if (!exported)
@@ -637,11 +669,10 @@ static LLVMValueRef build_forward(cg *c, bool exported)
 	c->out = LLVMGetParam(f, 3);
 	c->threads = LLVMGetParam(f, 4);
 	for (unsigned i = 0; i < 4; i++)
-		LLVMAddAttributeAtIndex(f, i + 1,
-					LLVMCreateEnumAttribute(c->ctx,
-								LLVMGetEnumAttributeKindForName(
-									"noalias", 7),
-								0));
+		LLVMAddAttributeAtIndex(
+		    f, i + 1,
+		    LLVMCreateEnumAttribute(c->ctx, LLVMGetEnumAttributeKindForName("noalias", 7),
+		                            0));
 	const ir_graph *g = c->g;
 	LLVMTypeRef mark_t[] = {c->ptr, c->i32};
 	LLVMValueRef mark = c->profile ? declare(c, "rt_profile_mark", c->void_t, mark_t, 2) : NULL;
@@ -705,11 +736,12 @@ static LLVMValueRef param_table(cg *c, const ir_graph *g, bool state, int *count
 		for (int k = 0; k < 4; k++)
 			d[k] = i64c(c, k < n->shape.rank ? n->shape.d[k] : 0);
 		LLVMValueRef f[] = {cstring(c, n->name), i64c(c, n->shape.rank),
-				    LLVMConstArray2(c->i64, d, 4),
-				    i64c(c, (state ? n->offset : n->raw_offset) / 4)};
+		                    LLVMConstArray2(c->i64, d, 4),
+		                    i64c(c, (state ? n->offset : n->raw_offset) / 4)};
 		rows[np++] = LLVMConstStructInContext(c->ctx, f, 4, 0);
 	}
-	LLVMValueRef table = private_const(c, LLVMConstArray2(param_t, rows, (uint64_t)np), "params");
+	LLVMValueRef table =
+	    private_const(c, LLVMConstArray2(param_t, rows, (uint64_t)np), "params");
 	free(rows);
 	*count = np;
 	return table;
@@ -727,17 +759,19 @@ static LLVMValueRef eval_from_state(cg *c, const ir_graph *eg, const ir_graph *t
 			continue;
 		int t = ir_param_find(tg, eg->nodes[i].name);
 		if (t < 0 || tg->nodes[t].mem != IR_MEM_WEIGHTS)
-			diag_fatal("internal: '%s' is not in the training state", eg->nodes[i].name);
+			diag_fatal("internal: '%s' is not in the training state",
+			           eg->nodes[i].name);
 		v[n++] = i64c(c, tg->nodes[t].offset / 4);
 	}
-	LLVMValueRef g = private_const(c, LLVMConstArray2(c->i64, v, (uint64_t)n), "eval_from_state");
+	LLVMValueRef g =
+	    private_const(c, LLVMConstArray2(c->i64, v, (uint64_t)n), "eval_from_state");
 	free(v);
 	return g;
 }
 
 /* The descriptor, laid out like rt_model_desc: every field 8 bytes. */
 static LLVMValueRef build_desc(cg *c, const ir_graph *tg, LLVMValueRef prepare,
-			       LLVMValueRef forward, LLVMValueRef train, LLVMValueRef embedded)
+                               LLVMValueRef forward, LLVMValueRef train, LLVMValueRef embedded)
 {
 	const ir_graph *g = c->g;
 	int np, ns = 0;
@@ -745,35 +779,35 @@ static LLVMValueRef build_desc(cg *c, const ir_graph *tg, LLVMValueRef prepare,
 	LLVMValueRef null = LLVMConstNull(c->ptr), zero = i64c(c, 0);
 	LLVMValueRef state = tg ? param_table(c, tg, true, &ns) : null;
 	LLVMValueRef fields[] = {
-		cstring(c, g->name),
-		i64c(c, np),
-		params,
-		i64c(c, g->plan.raw_bytes / 4),
-		i64c(c, g->plan.weight_bytes / 4),
-		embedded ? embedded : null,
-		i64c(c, g->plan.arena_bytes),
-		i64c(c, g->n_inputs),
-		i64c(c, g->n_outputs),
-		prepare,
-		forward,
-		tg ? i64c(c, tg->plan.weight_bytes / 4) : zero,
-		i64c(c, ns),
-		state,
-		tg ? eval_from_state(c, g, tg) : null,
-		tg ? i64c(c, tg->plan.arena_bytes) : zero,
-		tg ? train : null,
-		i64c(c, g->batch),
-		tg ? i64c(c, tg->nodes[tg->outputs[1].node].shape.d[1]) : zero,
+	    cstring(c, g->name),
+	    i64c(c, np),
+	    params,
+	    i64c(c, g->plan.raw_bytes / 4),
+	    i64c(c, g->plan.weight_bytes / 4),
+	    embedded ? embedded : null,
+	    i64c(c, g->plan.arena_bytes),
+	    i64c(c, g->n_inputs),
+	    i64c(c, g->n_outputs),
+	    prepare,
+	    forward,
+	    tg ? i64c(c, tg->plan.weight_bytes / 4) : zero,
+	    i64c(c, ns),
+	    state,
+	    tg ? eval_from_state(c, g, tg) : null,
+	    tg ? i64c(c, tg->plan.arena_bytes) : zero,
+	    tg ? train : null,
+	    i64c(c, g->batch),
+	    tg ? i64c(c, tg->nodes[tg->outputs[1].node].shape.d[1]) : zero,
 	};
-	LLVMValueRef init = LLVMConstStructInContext(c->ctx, fields, sizeof fields / sizeof *fields,
-						     0);
+	LLVMValueRef init =
+	    LLVMConstStructInContext(c->ctx, fields, sizeof fields / sizeof *fields, 0);
 	return private_const(c, init, "desc");
 }
 
 /* An exported function that forwards its arguments to a runtime call,
  * with the descriptor first when with_desc. */
 static void wrapper(cg *c, const char *name, LLVMTypeRef ret, LLVMTypeRef *params, unsigned n,
-		    const char *target, LLVMValueRef desc)
+                    const char *target, LLVMValueRef desc)
 {
 	LLVMValueRef f = begin(c, sym(c, name), ret, params, n, true);
 	LLVMValueRef args[8];
@@ -820,7 +854,7 @@ static void build_api(cg *c, LLVMValueRef desc, bool trainable)
 	LLVMValueRef f = begin(c, sym(c, "read_weights"), i, p2, 2, true);
 	LLVMTypeRef rw[] = {p, p, p, p, c->i64};
 	LLVMValueRef args[] = {desc, LLVMGetParam(f, 0), LLVMGetParam(f, 1), LLVMConstNull(p),
-			       i64c(c, 0)};
+	                       i64c(c, 0)};
 	LLVMBuildRet(c->b, call(c, declare(c, "rt_model_read_weights", i, rw, 5), args, 5));
 	/* a trainable library embeds its training state, not prepared weights */
 	f = begin(c, sym(c, "embedded_weights"), p, none, 0, true);
@@ -829,7 +863,7 @@ static void build_api(cg *c, LLVMValueRef desc, bool trainable)
 }
 
 LLVMModuleRef backend_module_build(LLVMContextRef ctx, const ir_graph *g, const ir_graph *tg,
-				   const char *prefix, const float *embedded, unsigned flags)
+                                   const char *prefix, const float *embedded, unsigned flags)
 {
 	bool library = flags & BACKEND_MODULE_LIBRARY;
 	cg c = {.ctx = ctx, .g = g, .prefix = prefix, .profile = flags & BACKEND_MODULE_PROFILE};
@@ -859,7 +893,7 @@ LLVMModuleRef backend_module_build(LLVMContextRef ctx, const ir_graph *g, const 
 		if (embedded) {
 			int64_t bytes = tg ? tg->plan.weight_bytes : g->plan.weight_bytes;
 			LLVMValueRef data = LLVMConstStringInContext(ctx, (const char *)embedded,
-								     (unsigned)bytes, 1);
+			                                             (unsigned)bytes, 1);
 			weights = private_const(&c, data, "weights");
 			LLVMSetAlignment(weights, 64);
 		}

@@ -46,16 +46,15 @@ static void interp_conv(const interp *it, const ir_node *n, float *y)
 {
 	const ir_shape *x = shape(it, n, 0);
 	rt_conv p = rt_conv_make(dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), (int)n->out,
-				 (int)n->kernel, (int)n->stride, (int)n->pad);
+	                         (int)n->kernel, (int)n->stride, (int)n->pad);
 	if (n->winograd) {
 		/* only the transformed weights are left: the runtime's kernel,
 		 * checked against rt_conv2d_ref by tests/test_kernels.c */
 		float *scratch = malloc(rt_winograd_scratch_floats(&p) * sizeof(float));
 		if (scratch)
-			rt_conv2d_winograd(NULL, &p, in(it, n, 0), in(it, n, 1),
-					   n->bias ? in(it, n, 2) : NULL,
-					   n->residual ? in(it, n, n->residual) : NULL, y, n->relu,
-					   scratch);
+			rt_conv2d_winograd(
+			    NULL, &p, in(it, n, 0), in(it, n, 1), n->bias ? in(it, n, 2) : NULL,
+			    n->residual ? in(it, n, n->residual) : NULL, y, n->relu, scratch);
 		free(scratch);
 		return;
 	}
@@ -67,7 +66,7 @@ static void interp_batchnorm(const interp *it, const ir_node *n, float *y)
 {
 	const ir_shape *x = shape(it, n, 0);
 	rt_batchnorm_ref(dim(x, 0), dim(x, 1), dim(x, 2) * dim(x, 3), in(it, n, 0), in(it, n, 3),
-			 in(it, n, 4), in(it, n, 1), in(it, n, 2), (float)n->eps, y);
+	                 in(it, n, 4), in(it, n, 1), in(it, n, 2), (float)n->eps, y);
 	epilogue(it, n, y);
 }
 
@@ -116,7 +115,7 @@ static void interp_linear(const interp *it, const ir_node *n, float *y)
 {
 	const ir_shape *x = shape(it, n, 0);
 	rt_linear_ref(dim(x, 0), dim(x, 1), (int)n->out, in(it, n, 0), in(it, n, 1),
-		      n->bias ? in(it, n, 2) : NULL, y);
+	              n->bias ? in(it, n, 2) : NULL, y);
 	epilogue(it, n, y);
 }
 
@@ -141,7 +140,7 @@ static void interp_pad_channels(const interp *it, const ir_node *n, float *y)
 	if (n->stride > 1) { /* a fused subsample: do it first, into a temporary */
 		int s = (int)n->stride;
 		sub = malloc((size_t)dim(x, 0) * dim(x, 1) * ((h + s - 1) / s) * ((w + s - 1) / s) *
-			     sizeof(float));
+		             sizeof(float));
 		if (!sub)
 			return;
 		rt_subsample_ref(dim(x, 0), dim(x, 1), h, w, s, src, sub);
@@ -159,7 +158,7 @@ static void interp_bn_fold_weight(const interp *it, const ir_node *n, float *y)
 {
 	int64_t oc = n->shape.d[0];
 	rt_bn_fold_weight((int)oc, (int)(ir_shape_count(&n->shape) / oc), in(it, n, 0),
-			  in(it, n, 1), in(it, n, 2), (float)n->eps, y);
+	                  in(it, n, 1), in(it, n, 2), (float)n->eps, y);
 }
 
 static void interp_winograd_weight(const interp *it, const ir_node *n, float *y)
@@ -167,10 +166,15 @@ static void interp_winograd_weight(const interp *it, const ir_node *n, float *y)
 	rt_winograd_weight((int)n->shape.d[1], (int)n->shape.d[2], in(it, n, 0), y);
 }
 
+static void interp_winograd_weight_t(const interp *it, const ir_node *n, float *y)
+{
+	rt_winograd_weight_t((int)n->shape.d[2], (int)n->shape.d[1], in(it, n, 0), y);
+}
+
 static void interp_bn_fold_bias(const interp *it, const ir_node *n, float *y)
 {
 	rt_bn_fold_bias((int)n->shape.d[0], in(it, n, 0), in(it, n, 1), in(it, n, 2), in(it, n, 3),
-			n->n_in > 4 ? in(it, n, 4) : NULL, (float)n->eps, y);
+	                n->n_in > 4 ? in(it, n, 4) : NULL, (float)n->eps, y);
 }
 
 /* ---- training ------------------------------------------------------------ */
@@ -198,45 +202,62 @@ static void interp_bn_train(const interp *it, const ir_node *n, float *y)
 	int c = dim(x, 1);
 	const float *stats = in(it, n, 1);
 	rt_batchnorm_ref(dim(x, 0), c, hw_of(x), in(it, n, 0), stats, stats + c, in(it, n, 2),
-			 in(it, n, 3), (float)n->eps, y);
+	                 in(it, n, 3), (float)n->eps, y);
 }
 
 static void interp_bn_update(const interp *it, const ir_node *n, float *y)
 {
 	rt_bn_running_update_ref((int)shape(it, n, 0)->d[1], (int)n->out, (float)n->momentum,
-				 in(it, n, 0), mut(it, n, 1), mut(it, n, 2));
+	                         in(it, n, 0), mut(it, n, 1), mut(it, n, 2));
 }
 
 static void interp_bn_grad_params(const interp *it, const ir_node *n, float *y)
 {
 	const ir_shape *x = shape(it, n, 0);
 	rt_bn_grad_params_ref(dim(x, 0), dim(x, 1), hw_of(x), in(it, n, 0), in(it, n, 1),
-			      in(it, n, 2), (float)n->eps, y);
+	                      in(it, n, 2), (float)n->eps, y);
 }
 
 static void interp_bn_grad_input(const interp *it, const ir_node *n, float *y)
 {
 	const ir_shape *x = shape(it, n, 0);
 	rt_bn_grad_input_ref(dim(x, 0), dim(x, 1), hw_of(x), in(it, n, 0), in(it, n, 1),
-			     in(it, n, 2), in(it, n, 3), in(it, n, 4), (float)n->eps, y);
+	                     in(it, n, 2), in(it, n, 3), in(it, n, 4), (float)n->eps, y);
 }
 
 static rt_conv conv_of(const ir_shape *x, const ir_node *n)
 {
-	return rt_conv_make(dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), (int)n->out,
-			    (int)n->kernel, (int)n->stride, (int)n->pad);
+	return rt_conv_make(dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), (int)n->out, (int)n->kernel,
+	                    (int)n->stride, (int)n->pad);
 }
 
+/* Winograd nodes have only the transformed weights (or, for the weight
+ * gradient, a different order of sums): the runtime's kernels, checked
+ * against the reference ones by tests/test_kernels_train.c. */
 static void interp_conv_grad_input(const interp *it, const ir_node *n, float *y)
 {
 	rt_conv p = conv_of(shape(it, n, 2), n);
-	rt_conv2d_grad_input_ref(&p, in(it, n, 0), in(it, n, 1), y);
+	if (!n->winograd) {
+		rt_conv2d_grad_input_ref(&p, in(it, n, 0), in(it, n, 1), y);
+		return;
+	}
+	float *scratch = malloc(rt_winograd_grad_input_scratch_floats(&p) * sizeof(float));
+	if (scratch)
+		rt_conv2d_grad_input_winograd(NULL, &p, in(it, n, 0), in(it, n, 1), y, scratch);
+	free(scratch);
 }
 
 static void interp_conv_grad_weight(const interp *it, const ir_node *n, float *y)
 {
 	rt_conv p = conv_of(shape(it, n, 0), n);
-	rt_conv2d_grad_weight_ref(&p, in(it, n, 0), in(it, n, 1), y, NULL);
+	if (!n->winograd) {
+		rt_conv2d_grad_weight_ref(&p, in(it, n, 0), in(it, n, 1), y, NULL);
+		return;
+	}
+	float *scratch = malloc(rt_winograd_grad_weight_scratch_floats(&p) * sizeof(float));
+	if (scratch)
+		rt_conv2d_grad_weight_winograd(NULL, &p, in(it, n, 0), in(it, n, 1), y, scratch);
+	free(scratch);
 }
 
 static void interp_bias_grad(const interp *it, const ir_node *n, float *y)
@@ -268,7 +289,7 @@ static void interp_avgpool_grad(const interp *it, const ir_node *n, float *y)
 {
 	const ir_shape *x = shape(it, n, 1);
 	rt_pool p = rt_pool_make(dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), (int)n->kernel,
-				 (int)n->stride, (int)n->pad);
+	                         (int)n->stride, (int)n->pad);
 	rt_avgpool_grad_ref(&p, in(it, n, 0), y);
 }
 
@@ -287,14 +308,14 @@ static void interp_linear_grad_input(const interp *it, const ir_node *n, float *
 {
 	const ir_shape *w = shape(it, n, 1);
 	rt_linear_grad_input_ref(dim(&n->shape, 0), dim(w, 1), dim(w, 0), in(it, n, 0),
-				 in(it, n, 1), y);
+	                         in(it, n, 1), y);
 }
 
 static void interp_linear_grad_weight(const interp *it, const ir_node *n, float *y)
 {
 	const ir_shape *x = shape(it, n, 0);
 	rt_linear_grad_weight_ref(dim(x, 0), dim(x, 1), dim(&n->shape, 0), in(it, n, 0),
-				  in(it, n, 1), y, NULL);
+	                          in(it, n, 1), y, NULL);
 }
 
 static void interp_softmax_grad(const interp *it, const ir_node *n, float *y)
@@ -306,13 +327,13 @@ static void interp_subsample_grad(const interp *it, const ir_node *n, float *y)
 {
 	const ir_shape *x = shape(it, n, 1);
 	rt_subsample_grad_ref(dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), (int)n->stride,
-			      in(it, n, 0), y);
+	                      in(it, n, 0), y);
 }
 
 static void interp_pad_channels_grad(const interp *it, const ir_node *n, float *y)
 {
 	rt_pad_channels_grad_ref(dim(&n->shape, 0), dim(&n->shape, 1), hw_of(&n->shape),
-				 (int)n->before, (int)n->after, in(it, n, 0), y);
+	                         (int)n->before, (int)n->after, in(it, n, 0), y);
 }
 
 /* The reference computes loss and gradient together; each node keeps its half. */
@@ -320,7 +341,7 @@ static void xent(const interp *it, const ir_node *n, float *loss, float *dlogits
 {
 	const ir_shape *z = shape(it, n, 0);
 	rt_softmax_xent_ref(dim(z, 0), dim(z, 1), in(it, n, 0), (const int32_t *)in(it, n, 1), loss,
-			    dlogits);
+	                    dlogits);
 }
 
 static void interp_xent_loss(const interp *it, const ir_node *n, float *y)
@@ -340,8 +361,8 @@ static void interp_xent_grad(const interp *it, const ir_node *n, float *y)
 static void interp_sgd(const interp *it, const ir_node *n, float *y)
 {
 	rt_sgd_momentum_ref((size_t)ir_shape_count(shape(it, n, 0)), mut(it, n, 0),
-			    in(it, n, 1) + n->goff, mut(it, n, 2), in(it, n, 3)[0],
-			    (float)n->momentum, (float)n->weight_decay);
+	                    in(it, n, 1) + n->goff, mut(it, n, 2), in(it, n, 3)[0],
+	                    (float)n->momentum, (float)n->weight_decay);
 }
 
 typedef void interp_fn(const interp *it, const ir_node *n, float *y);
@@ -354,7 +375,7 @@ static interp_fn *const kernels[IR_OP_COUNT] = {
 /* Runs the nodes for which want() holds, each into a fresh buffer; inputs
  * and params are bound to their data. The caller frees with release(). */
 static int run_nodes(interp *it, bool *owned, const float *const *inputs,
-		     bool (*want)(const ir_node *n), char *err, size_t errlen)
+                     bool (*want)(const ir_node *n), char *err, size_t errlen)
 {
 	const ir_graph *g = it->g;
 	for (int i = 0; inputs && i < g->n_inputs; i++)
@@ -374,7 +395,8 @@ static int run_nodes(interp *it, bool *owned, const float *const *inputs,
 		size_t count = (size_t)ir_shape_count(&n->shape);
 		it->buf[id] = malloc(count ? count * sizeof(float) : 1);
 		if (!it->buf[id]) {
-			snprintf(err, errlen, "out of memory for node %%%d (%zu floats)", id, count);
+			snprintf(err, errlen, "out of memory for node %%%d (%zu floats)", id,
+			         count);
 			return -1;
 		}
 		owned[id] = true;
@@ -403,7 +425,7 @@ static bool prep_only(const ir_node *n)
 }
 
 int interp_run(const ir_graph *g, const float *const *inputs, float *const *outputs, char *err,
-	       size_t errlen)
+               size_t errlen)
 {
 	interp it = {.g = g, .buf = calloc((size_t)g->n_nodes, sizeof(float *))};
 	bool *owned = calloc((size_t)g->n_nodes, sizeof(bool));
@@ -422,7 +444,7 @@ int interp_run(const ir_graph *g, const float *const *inputs, float *const *outp
 }
 
 int interp_run_all(const ir_graph *g, const float *const *inputs, interp_values *v, char *err,
-		   size_t errlen)
+                   size_t errlen)
 {
 	interp it = {.g = g, .buf = calloc((size_t)g->n_nodes, sizeof(float *))};
 	bool *owned = calloc((size_t)g->n_nodes, sizeof(bool));

@@ -196,12 +196,14 @@ typedef struct ir_node {
 	bool relu;    /* conv, linear, add, batchnorm: relu on the result */
 	int residual; /* conv: in[residual] is added before the relu; 0 = none */
 	bool flat;    /* global_avgpool: [N, C] instead of [N, C, 1, 1] */
-	bool winograd; /* conv: by Winograd F(4x4, 3x3); in[1] is a winograd_weight */
+	/* by Winograd F(4x4, 3x3): conv (in[1] is a winograd_weight),
+	 * conv_grad_input (in[1] is a winograd_weight_t), conv_grad_weight */
+	bool winograd;
 
 	/* training */
-	bool i32;             /* an input of int32 values (labels) */
-	double weight_decay;  /* sgd */
-	int64_t goff;         /* sgd: where this param's gradient starts in g */
+	bool i32;            /* an input of int32 values (labels) */
+	double weight_decay; /* sgd */
+	int64_t goff;        /* sgd: where this param's gradient starts in g */
 
 	/* params */
 	ir_param_kind pkind;
@@ -303,10 +305,10 @@ void ir_graph_verify(const ir_graph *g); /* diag_error_at on the first broken in
 typedef struct ir_rewriter ir_rewriter;
 typedef int ir_rewrite_fn(ir_rewriter *rw, const ir_node *old, int old_id, void *ctx);
 void ir_rewrite(ir_graph *g, ir_rewrite_fn *fn, void *ctx);
-int ir_rewrite_emit(ir_rewriter *rw, const ir_node *n); /* n's inputs are new ids */
-int ir_rewrite_map(const ir_rewriter *rw, int old_id);  /* new id of an old node */
+int ir_rewrite_emit(ir_rewriter *rw, const ir_node *n);   /* n's inputs are new ids */
+int ir_rewrite_map(const ir_rewriter *rw, int old_id);    /* new id of an old node */
 int ir_rewrite_copy(ir_rewriter *rw, const ir_node *old); /* old node, inputs mapped */
-const ir_graph *ir_rewrite_graph(const ir_rewriter *rw); /* the graph being built */
+const ir_graph *ir_rewrite_graph(const ir_rewriter *rw);  /* the graph being built */
 
 /* Users of each node: counts[i] is how many inputs (and outputs) read i. */
 int *ir_use_counts(const ir_graph *g);

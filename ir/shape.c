@@ -110,7 +110,7 @@ static void check_residual(const ir_graph *g, const ir_node *n)
 	if (n->residual >= n->n_in || !ir_shape_eq(r, &n->shape)) {
 		char a[96], b[96];
 		diag_error_at(&n->loc, "internal: residual %s does not match the result %s",
-			      ir_shape_str(r, a, sizeof a), ir_shape_str(&n->shape, b, sizeof b));
+		              ir_shape_str(r, a, sizeof a), ir_shape_str(&n->shape, b, sizeof b));
 	}
 }
 
@@ -223,7 +223,7 @@ static void shape_pad_channels(const ir_graph *g, ir_node *n)
 	/* a stride comes from a fused subsample (option-A shortcut) */
 	int64_t s = n->stride > 1 ? n->stride : 1;
 	n->shape = ir_shape4(x->d[0], x->d[1] + n->before + n->after, (x->d[2] + s - 1) / s,
-			     (x->d[3] + s - 1) / s);
+	                     (x->d[3] + s - 1) / s);
 }
 
 /* Per-channel vectors of BatchNorm folding match the weight's first dim. */
@@ -233,7 +233,7 @@ static void need_channels(const ir_graph *g, const ir_node *n, int from, int to,
 		const ir_shape *v = arg(g, n, i);
 		if (v->rank != 1 || v->d[0] != c)
 			diag_error_at(&n->loc, "internal: %s input %d is not [%lld]",
-				      ir_ops[n->op].name, i, (long long)c);
+			              ir_ops[n->op].name, i, (long long)c);
 	}
 }
 
@@ -249,6 +249,14 @@ static void shape_winograd_weight(const ir_graph *g, ir_node *n)
 	if (w->rank != 4 || w->d[2] != 3 || w->d[3] != 3)
 		diag_error_at(&n->loc, "winograd_weight: needs [oc, c, 3, 3] weights");
 	n->shape = (ir_shape){.rank = 3, .d = {36, w->d[0], w->d[1]}};
+}
+
+static void shape_winograd_weight_t(const ir_graph *g, ir_node *n)
+{
+	shape_winograd_weight(g, n);
+	int64_t oc = n->shape.d[1];
+	n->shape.d[1] = n->shape.d[2];
+	n->shape.d[2] = oc;
 }
 
 static void shape_bn_fold_bias(const ir_graph *g, ir_node *n)

@@ -20,15 +20,22 @@ static int64_t bytes(const ir_node *n)
 
 int64_t plan_scratch_bytes(const ir_graph *g, const ir_node *n)
 {
-	if (n->op != IR_OP_CONV && n->op != IR_OP_CONV_GRAD_INPUT)
+	if (n->op != IR_OP_CONV && n->op != IR_OP_CONV_GRAD_INPUT &&
+	    n->op != IR_OP_CONV_GRAD_WEIGHT)
 		return 0;
 	/* the forward input: x, or the shape reference of conv_grad_input */
-	const ir_shape *x = &g->nodes[n->in[n->op == IR_OP_CONV ? 0 : 2]].shape;
+	const ir_shape *x = &g->nodes[n->in[n->op == IR_OP_CONV_GRAD_INPUT ? 2 : 0]].shape;
 	rt_conv p = rt_conv_make((int)x->d[0], (int)x->d[1], (int)x->d[2], (int)x->d[3],
-				 (int)n->out, (int)n->kernel, (int)n->stride, (int)n->pad);
-	size_t floats = n->op != IR_OP_CONV ? rt_conv2d_grad_scratch_floats(&p)
-			: n->winograd       ? rt_winograd_scratch_floats(&p)
-					    : rt_conv2d_scratch_floats(&p);
+	                         (int)n->out, (int)n->kernel, (int)n->stride, (int)n->pad);
+	size_t floats = 0;
+	if (n->op == IR_OP_CONV)
+		floats =
+		    n->winograd ? rt_winograd_scratch_floats(&p) : rt_conv2d_scratch_floats(&p);
+	else if (n->op == IR_OP_CONV_GRAD_INPUT)
+		floats = n->winograd ? rt_winograd_grad_input_scratch_floats(&p)
+		                     : rt_conv2d_grad_scratch_floats(&p);
+	else if (n->winograd)
+		floats = rt_winograd_grad_weight_scratch_floats(&p);
 	return (int64_t)floats * (int64_t)sizeof(float);
 }
 
@@ -39,11 +46,16 @@ void plan_roles(ir_graph *g)
 	bool *used = calloc((size_t)g->n_nodes, sizeof(bool));
 	if (!used)
 		diag_fatal("out of memory");
+	/* A graph that writes its params (a training step) changes them every
+	 * run: what it computes from them cannot be prepared once. */
+	bool params_change = false;
+	for (int i = 0; i < g->n_nodes; i++)
+		params_change |= (ir_ops[g->nodes[i].op].flags & OPF_EFFECT) != 0;
 	for (int i = 0; i < g->n_nodes; i++) {
 		ir_node *n = &g->nodes[i];
 		n->mem = IR_MEM_NONE;
 		n->prep = n->op == IR_OP_PARAM;
-		if (n->op != IR_OP_PARAM && n->op != IR_OP_INPUT) {
+		if (n->op != IR_OP_PARAM && n->op != IR_OP_INPUT && !params_change) {
 			n->prep = true;
 			for (int k = 0; k < n->n_in; k++)
 				n->prep &= g->nodes[n->in[k]].prep;

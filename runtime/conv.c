@@ -101,7 +101,8 @@ static void pack_windows_t(const void *ctx, int p0, int pc, int n0, int nc, floa
 			int pix = p0 + r, oy = pix / v->ow, ox = pix % v->ow;
 			int iy0 = oy * v->stride - v->pad, ix0 = ox * v->stride - v->pad;
 			int base = iy0 * v->w + ix0;
-			bool inside = iy0 >= 0 && ix0 >= 0 && iy0 + v->k <= v->h && ix0 + v->k <= v->w;
+			bool inside =
+			    iy0 >= 0 && ix0 >= 0 && iy0 + v->k <= v->h && ix0 + v->k <= v->w;
 			for (int j0 = 0; j0 < cn; j0 += nr) {
 				int cols = cn - j0 < nr ? cn - j0 : nr;
 				float *d = dst + (size_t)(c0 + j0) * pc + (size_t)r * nr;
@@ -112,8 +113,8 @@ static void pack_windows_t(const void *ctx, int p0, int pc, int n0, int nc, floa
 					for (int q = 0; q < cols; q++) {
 						int iy = iy0 + kh[j0 + q], ix = ix0 + kw[j0 + q];
 						d[q] = iy >= 0 && iy < v->h && ix >= 0 && ix < v->w
-							       ? v->x[off[j0 + q] + base]
-							       : 0.0f;
+						           ? v->x[off[j0 + q] + base]
+						           : 0.0f;
 					}
 				}
 				for (int q = cols; q < nr; q++)
@@ -135,7 +136,7 @@ size_t rt_conv2d_scratch_floats(const rt_conv *p)
 }
 
 void rt_conv2d(rt_threads *t, const rt_conv *p, const float *x, const float *w, const float *b,
-	       const float *res, float *y, int relu)
+               const float *res, float *y, int relu)
 {
 	int kdim = p->c * p->k * p->k, opix = p->oh * p->ow;
 	size_t in_floats = (size_t)p->c * p->h * p->w, out_floats = (size_t)p->oc * opix;
@@ -148,14 +149,14 @@ void rt_conv2d(rt_threads *t, const rt_conv *p, const float *x, const float *w, 
 			memcpy(yn, res + n * out_floats, out_floats * sizeof(float));
 		windows v = windows_of(p, xn);
 		rt_gemm_b bm = pointwise(p) ? (rt_gemm_b){.data = xn, .ld = opix}
-					    : (rt_gemm_b){.pack = pack_windows, .ctx = &v};
+		                            : (rt_gemm_b){.pack = pack_windows, .ctx = &v};
 		rt_epilogue ep = {.bias = b, .accumulate = res != NULL, .relu = relu};
 		rt_gemm(t, p->oc, opix, kdim, w, kdim, 0, &bm, yn, opix, &ep);
 	}
 }
 
 void rt_conv2d_grad_weight(rt_threads *t, const rt_conv *p, const float *x, const float *dy,
-			   float *dw)
+                           float *dw)
 {
 	int kdim = p->c * p->k * p->k, opix = p->oh * p->ow;
 	size_t in_floats = (size_t)p->c * p->h * p->w, out_floats = (size_t)p->oc * opix;
@@ -168,7 +169,7 @@ void rt_conv2d_grad_weight(rt_threads *t, const rt_conv *p, const float *x, cons
 		windows v = windows_of(p, xn);
 		/* dW[oc x c] = dY[oc x pix] . X[c x pix]^T for 1x1, else windows^T */
 		rt_gemm_b bm = pointwise(p) ? (rt_gemm_b){.data = xn, .ld = opix, .trans = 1}
-					    : (rt_gemm_b){.pack = pack_windows_t, .ctx = &v};
+		                            : (rt_gemm_b){.pack = pack_windows_t, .ctx = &v};
 		rt_epilogue ep = {.accumulate = n > 0};
 		rt_gemm(t, p->oc, kdim, opix, dy + n * out_floats, opix, 0, &bm, dw, kdim, &ep);
 	}
@@ -205,25 +206,53 @@ size_t rt_conv2d_grad_scratch_floats(const rt_conv *p)
 	return (size_t)p->c * p->k * p->k * cols_block(p);
 }
 
-/* dx += the columns [kdim x np] of pixels p0.. scattered to their taps. */
-static void col2im(const rt_conv *p, const float *cols, int p0, int np, float *dx)
+/* dx += the columns [kdim x np] of pixels p0.. scattered to their taps.
+ * Tasks own whole input channels (rows ci * k * k ..), so they write
+ * disjoint planes and the sums keep their order on any thread count. */
+typedef struct col2im_job {
+	const rt_conv *p;
+	const float *cols;
+	int p0, np;
+	float *dx;
+} col2im_job;
+
+static void col2im_task(void *ctx, int task, int tasks)
 {
+	const col2im_job *j = ctx;
+	const rt_conv *p = j->p;
 	int kk = p->k * p->k;
-	for (int row = 0; row < p->c * kk; row++) {
+	int c0 = (int)((long)p->c * task / tasks), c1 = (int)((long)p->c * (task + 1) / tasks);
+	for (int row = c0 * kk; row < c1 * kk; row++) {
 		int ci = row / kk, kh = row % kk / p->k, kw = row % p->k;
-		float *plane = dx + (size_t)ci * p->h * p->w;
-		const float *cr = cols + (size_t)row * np;
-		for (int q = 0; q < np; q++) {
-			int pix = p0 + q, oy = pix / p->ow, ox = pix % p->ow;
-			int iy = oy * p->stride + kh - p->pad, ix = ox * p->stride + kw - p->pad;
-			if (iy >= 0 && iy < p->h && ix >= 0 && ix < p->w)
-				plane[(size_t)iy * p->w + ix] += cr[q];
+		float *plane = j->dx + (size_t)ci * p->h * p->w;
+		const float *cr = j->cols + (size_t)row * j->np;
+		int oy = j->p0 / p->ow, ox = j->p0 % p->ow;
+		for (int q = 0; q < j->np;) {
+			int run = p->ow - ox < j->np - q ? p->ow - ox : j->np - q;
+			int iy = oy * p->stride + kh - p->pad;
+			if (iy >= 0 && iy < p->h) {
+				float *row_out = plane + (size_t)iy * p->w;
+				int ix = ox * p->stride + kw - p->pad;
+				for (int t = 0; t < run; t++, ix += p->stride)
+					if (ix >= 0 && ix < p->w)
+						row_out[ix] += cr[q + t];
+			}
+			q += run;
+			ox = 0;
+			oy++;
 		}
 	}
 }
 
+static void col2im(rt_threads *t, const rt_conv *p, const float *cols, int p0, int np, float *dx)
+{
+	col2im_job j = {p, cols, p0, np, dx};
+	int tasks = rt_threads_count(t);
+	rt_threads_run(t, col2im_task, &j, tasks < p->c ? tasks : p->c);
+}
+
 void rt_conv2d_grad_input(rt_threads *t, const rt_conv *p, const float *dy, const float *w,
-			  float *dx, float *scratch)
+                          float *dx, float *scratch)
 {
 	int kdim = p->c * p->k * p->k, opix = p->oh * p->ow, kk = p->k * p->k;
 	size_t in_floats = (size_t)p->c * p->h * p->w, out_floats = (size_t)p->oc * opix;
@@ -236,7 +265,7 @@ void rt_conv2d_grad_input(rt_threads *t, const rt_conv *p, const float *dy, cons
 		for (int n = 0; n < p->n; n++) {
 			rt_gemm_b bm = {.data = dy + n * out_floats, .ld = opix};
 			rt_gemm(t, p->c, opix, p->oc, w, p->c, 1, &bm, dx + n * in_floats, opix,
-				&(rt_epilogue){0});
+			        &(rt_epilogue){0});
 		}
 		return;
 	}
@@ -246,9 +275,9 @@ void rt_conv2d_grad_input(rt_threads *t, const rt_conv *p, const float *dy, cons
 			for (int ci = 0; ci < p->c; ci++)
 				for (int tap = 0; tap < kk; tap++)
 					scratch[((size_t)ci * p->oc + co) * kk + tap] =
-						w[((size_t)co * p->c + ci) * kk + kk - 1 - tap];
-		rt_conv q = rt_conv_make(p->n, p->oc, p->oh, p->ow, p->c, p->k, 1,
-					 p->k - 1 - p->pad);
+					    w[((size_t)co * p->c + ci) * kk + kk - 1 - tap];
+		rt_conv q =
+		    rt_conv_make(p->n, p->oc, p->oh, p->ow, p->c, p->k, 1, p->k - 1 - p->pad);
 		rt_conv2d(t, &q, dy, scratch, NULL, NULL, dx, 0);
 		return;
 	}
@@ -259,8 +288,9 @@ void rt_conv2d_grad_input(rt_threads *t, const rt_conv *p, const float *dy, cons
 		for (int p0 = 0; p0 < opix; p0 += blk) {
 			int np = opix - p0 < blk ? opix - p0 : blk;
 			rt_gemm_b bm = {.data = dy + n * out_floats + p0, .ld = opix};
-			rt_gemm(t, kdim, np, p->oc, w, kdim, 1, &bm, scratch, np, &(rt_epilogue){0});
-			col2im(p, scratch, p0, np, dxn);
+			rt_gemm(t, kdim, np, p->oc, w, kdim, 1, &bm, scratch, np,
+			        &(rt_epilogue){0});
+			col2im(t, p, scratch, p0, np, dxn);
 		}
 	}
 }
@@ -270,7 +300,7 @@ void rt_conv2d_grad_input(rt_threads *t, const rt_conv *p, const float *dy, cons
 /* y[n x out] = x[n x in] . W^T; the bias is per column here, so it joins
  * after the GEMM (a layer of a few thousand values). */
 void rt_linear(rt_threads *t, int n, int in, int out, const float *x, const float *w,
-	       const float *b, float *y, int relu)
+               const float *b, float *y, int relu)
 {
 	rt_gemm_b bm = {.data = w, .ld = in, .trans = 1};
 	rt_gemm(t, n, out, in, x, in, 0, &bm, y, out, &(rt_epilogue){0});
@@ -284,14 +314,14 @@ void rt_linear(rt_threads *t, int n, int in, int out, const float *x, const floa
 }
 
 void rt_linear_grad_input(rt_threads *t, int n, int in, int out, const float *dy, const float *w,
-			  float *dx)
+                          float *dx)
 {
 	rt_gemm_b bm = {.data = w, .ld = in};
 	rt_gemm(t, n, in, out, dy, out, 0, &bm, dx, in, &(rt_epilogue){0});
 }
 
 void rt_linear_grad_weight(rt_threads *t, int n, int in, int out, const float *x, const float *dy,
-			   float *dw)
+                           float *dw)
 {
 	rt_gemm_b bm = {.data = x, .ld = in};
 	rt_gemm(t, out, in, n, dy, out, 1, &bm, dw, in, &(rt_epilogue){0});

@@ -161,7 +161,8 @@ typedef struct rt_epilogue {
 typedef void rt_pack_b_fn(const void *ctx, int k0, int kc, int n0, int nc, float *dst);
 
 typedef struct rt_gemm_b {
-	const float *data; /* dense B: element (k, j) at data[k * ld + j], or data[j * ld + k] if trans */
+	const float
+	    *data; /* dense B: element (k, j) at data[k * ld + j], or data[j * ld + k] if trans */
 	int ld, trans;
 	rt_pack_b_fn *pack; /* if set, used instead of data */
 	const void *ctx;
@@ -171,11 +172,11 @@ typedef struct rt_gemm_b {
  * row-major (element (i, k) at a[i * lda + k]), or transposed when trans_a
  * (at a[k * lda + i]). Deterministic, and identical whatever the pool. */
 void rt_gemm(rt_threads *p, int m, int n, int k, const float *a, int lda, int trans_a,
-	     const rt_gemm_b *b, float *c, int ldc, const rt_epilogue *ep);
+             const rt_gemm_b *b, float *c, int ldc, const rt_epilogue *ep);
 /* The same on the calling thread only, for a caller that already runs as
  * one of p's tasks; p lends its scratch. Same results as rt_gemm. */
 void rt_gemm_serial(rt_threads *p, int m, int n, int k, const float *a, int lda, int trans_a,
-		    const rt_gemm_b *b, float *c, int ldc, const rt_epilogue *ep);
+                    const rt_gemm_b *b, float *c, int ldc, const rt_epilogue *ep);
 /* The panel layout pack callbacks must produce: nc columns of B rows
  * k0..k0+kc, in panels of rt_gemm_nr() columns, each panel kc x nr
  * row-major, the last panel zero-padded to nr. */
@@ -189,7 +190,7 @@ size_t rt_conv2d_scratch_floats(const rt_conv *p);
 /* y = relu?(conv(x, w) + b + res); b and res may be NULL; res may be y
  * itself (the residual accumulated in place). */
 void rt_conv2d(rt_threads *t, const rt_conv *p, const float *x, const float *w, const float *b,
-	       const float *res, float *y, int relu);
+               const float *res, float *y, int relu);
 /* 3x3, stride 1, by Winograd F(4x4, 3x3) (runtime/winograd.c): u from
  * rt_winograd_weight, scratch of rt_winograd_scratch_floats; the epilogue
  * as rt_conv2d's. */
@@ -199,20 +200,31 @@ bool rt_winograd_fits(const rt_conv *p);
 size_t rt_winograd_scratch_floats(const rt_conv *p);
 void rt_winograd_weight(int oc, int c, const float *w, float *u);
 void rt_conv2d_winograd(rt_threads *t, const rt_conv *p, const float *x, const float *u,
-			const float *b, const float *res, float *y, int relu, float *scratch);
+                        const float *b, const float *res, float *y, int relu, float *scratch);
+/* Training by Winograd, for 3x3 stride-1 pad-1 layers (rt_winograd_grad_fits):
+ * the input gradient from ut = rt_winograd_weight_t(w), the weight gradient
+ * straight from x and dy. Each takes its own amount of scratch. */
+bool rt_winograd_grad_fits(const rt_conv *p);
+void rt_winograd_weight_t(int oc, int c, const float *w, float *ut);
+size_t rt_winograd_grad_input_scratch_floats(const rt_conv *p);
+void rt_conv2d_grad_input_winograd(rt_threads *t, const rt_conv *p, const float *dy,
+                                   const float *ut, float *dx, float *scratch);
+size_t rt_winograd_grad_weight_scratch_floats(const rt_conv *p);
+void rt_conv2d_grad_weight_winograd(rt_threads *t, const rt_conv *p, const float *x,
+                                    const float *dy, float *dw, float *scratch);
 void rt_linear(rt_threads *t, int n, int in, int out, const float *x, const float *w,
-	       const float *b, float *y, int relu);
+               const float *b, float *y, int relu);
 void rt_batchnorm(int n, int c, int hw, const float *x, const float *mean, const float *var,
-		  const float *gamma, const float *beta, float eps, float *y, int relu);
+                  const float *gamma, const float *beta, float eps, float *y, int relu);
 /* pad_channels(subsample(x, stride), before, after) in one pass */
-void rt_shortcut_a(int n, int c, int h, int w, int stride, int before, int after,
-		   const float *x, float *y);
+void rt_shortcut_a(int n, int c, int h, int w, int stride, int before, int after, const float *x,
+                   float *y);
 /* BatchNorm folding: w'[o] = w[o] * gamma[o] / sqrt(var[o] + eps) over per
  * values each; b' = (b - mean) * gamma / sqrt(var + eps) + beta, b may be NULL. */
 void rt_bn_fold_weight(int oc, int per, const float *w, const float *gamma, const float *var,
-		       float eps, float *y);
+                       float eps, float *y);
 void rt_bn_fold_bias(int oc, const float *gamma, const float *beta, const float *mean,
-		     const float *var, const float *b, float eps, float *y);
+                     const float *var, const float *b, float eps, float *y);
 
 /* ---- training kernels for compiled code --------------------------------
  * Same semantics as the rt_*_ref training kernels, built on GEMMs where
@@ -220,23 +232,23 @@ void rt_bn_fold_bias(int oc, const float *gamma, const float *beta, const float 
 
 size_t rt_conv2d_grad_scratch_floats(const rt_conv *p); /* for the input gradient */
 void rt_conv2d_grad_input(rt_threads *t, const rt_conv *p, const float *dy, const float *w,
-			  float *dx, float *scratch);
+                          float *dx, float *scratch);
 void rt_conv2d_grad_weight(rt_threads *t, const rt_conv *p, const float *x, const float *dy,
-			   float *dw);
+                           float *dw);
 /* db[c] = sum of dy over n and hw (conv and linear biases; hw = 1 for linear) */
 void rt_bias_grad(int n, int c, int hw, const float *dy, float *db);
 void rt_bn_stats(int n, int c, int hw, const float *x, float *stats);
 void rt_bn_grad_params(int n, int c, int hw, const float *x, const float *dy, const float *stats,
-		       float eps, float *dparams);
+                       float eps, float *dparams);
 void rt_bn_grad_input(int n, int c, int hw, const float *x, const float *dy, const float *stats,
-		      const float *gamma, const float *dparams, float eps, float *dx);
+                      const float *gamma, const float *dparams, float eps, float *dx);
 void rt_linear_grad_input(rt_threads *t, int n, int in, int out, const float *dy, const float *w,
-			  float *dx);
+                          float *dx);
 void rt_linear_grad_weight(rt_threads *t, int n, int in, int out, const float *x, const float *dy,
-			   float *dw);
+                           float *dw);
 /* rt_sgd_momentum_ref with the learning rate read from *lr */
-void rt_sgd_step(size_t count, float *w, const float *g, float *v, const float *lr,
-		 float momentum, float weight_decay);
+void rt_sgd_step(size_t count, float *w, const float *g, float *v, const float *lr, float momentum,
+                 float weight_decay);
 /* Mean softmax cross-entropy, and its gradient, as separate kernels. */
 void rt_xent_loss(int n, int c, const float *logits, const int32_t *labels, float *loss);
 void rt_xent_grad(int n, int c, const float *logits, const int32_t *labels, float *dlogits);
@@ -268,10 +280,10 @@ typedef struct rt_param_desc {
  * embedded weights are prepared at compile time. */
 typedef void rt_prepare_fn(const float *raw, float *prepared);
 typedef void rt_forward_fn(const float *prepared, void *workspace, const float *const *in,
-			   float *const *out, rt_threads *threads);
+                           float *const *out, rt_threads *threads);
 
-typedef void rt_train_fn(float *state, void *workspace, const void *const *in,
-			 float *const *out, rt_threads *threads);
+typedef void rt_train_fn(float *state, void *workspace, const void *const *in, float *const *out,
+                         rt_threads *threads);
 
 typedef struct rt_model_desc {
 	const char *name;
@@ -311,7 +323,7 @@ int rt_instance_set_threads(rt_instance *m, int threads);
 const char *rt_instance_error(const rt_instance *m);
 /* One SGD step on a batch (trainable libraries); labels in [0, classes). */
 int rt_instance_train_step(rt_instance *m, const float *input, const int32_t *labels, float lr,
-			   float *loss);
+                           float *loss);
 /* Weights and BatchNorm statistics (no momentum) as a safetensors file
  * with the names `netcc params` prints: what load_weights and netcc
  * compile --weights read. */
@@ -320,12 +332,12 @@ int rt_instance_save_weights(rt_instance *m, const char *path);
  * rt_model_static_workspace_bytes(arena) bytes: the activations, then a
  * one-thread pool with the GEMM's scratch (NAME_WORKSPACE_SIZE). */
 size_t rt_model_static_workspace_bytes(int64_t arena_bytes);
-int rt_model_run_raw(const rt_model_desc *d, const float *weights, void *workspace,
-		     const float *in, float *out);
+int rt_model_run_raw(const rt_model_desc *d, const float *weights, void *workspace, const float *in,
+                     float *out);
 /* Reads a safetensors file and prepares it into caller memory
  * (weight_floats floats); err may be NULL. */
 int rt_model_read_weights(const rt_model_desc *d, const char *path, float *weights, char *err,
-			  size_t errlen);
+                          size_t errlen);
 
 /* ---- files -----------------------------------------------------------
  * Readers validate everything against the file's real size and write a
@@ -418,8 +430,8 @@ typedef struct rt_rng {
 
 void rt_rng_seed(rt_rng *r, uint64_t seed);
 uint64_t rt_rng_next(rt_rng *r);
-float rt_rng_uniform(rt_rng *r); /* [0, 1) */
-float rt_rng_normal(rt_rng *r);  /* mean 0, std 1 */
+float rt_rng_uniform(rt_rng *r);                                       /* [0, 1) */
+float rt_rng_normal(rt_rng *r);                                        /* mean 0, std 1 */
 void rt_rng_normal_fill(rt_rng *r, float *out, size_t n, float scale); /* n draws, times scale */
 
 #endif

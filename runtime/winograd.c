@@ -48,30 +48,62 @@ bool rt_winograd_fits(const rt_conv *p)
 
 /* ---- weights: U = G g G^T, in double, for every (oc, c) pair ------------ */
 
-void rt_winograd_weight(int oc, int c, const float *w, float *u)
+static const double G[TILE][3] = {
+    {1.0 / 4, 0, 0},
+    {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+    {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+    {1.0 / 24, 1.0 / 12, 1.0 / 6},
+    {1.0 / 24, -1.0 / 12, 1.0 / 6},
+    {0, 0, 1},
+};
+
+/* u[pos][j] = (G g_j G^T)[pos] for count 3x3 filters g_j = w + j * step
+ * (in floats), taps reversed if flip. A filter's 36 values go to 36 rows,
+ * so they are gathered in rows of CHUNK filters and written whole. */
+enum { CHUNK = 64 };
+
+static void weights_row(const float *w, size_t step, int count, int flip, float *u, size_t stride)
 {
-	static const double G[TILE][3] = {
-	    {1.0 / 4, 0, 0},
-	    {-1.0 / 6, -1.0 / 6, -1.0 / 6},
-	    {-1.0 / 6, 1.0 / 6, -1.0 / 6},
-	    {1.0 / 24, 1.0 / 12, 1.0 / 6},
-	    {1.0 / 24, -1.0 / 12, 1.0 / 6},
-	    {0, 0, 1},
-	};
-	for (int o = 0; o < oc; o++)
-		for (int i = 0; i < c; i++) {
-			const float *g = w + ((size_t)o * c + i) * 9;
+	float row[POS][CHUNK];
+	for (int j0 = 0; j0 < count; j0 += CHUNK) {
+		int cn = count - j0 < CHUNK ? count - j0 : CHUNK;
+		for (int j = 0; j < cn; j++) {
+			const float *g = w + (size_t)(j0 + j) * step;
 			double t[TILE][3];
 			for (int r = 0; r < TILE; r++)
-				for (int k = 0; k < 3; k++)
-					t[r][k] = G[r][0] * g[k] + G[r][1] * g[3 + k] +
-					          G[r][2] * g[6 + k];
+				for (int k = 0; k < 3; k++) {
+					double acc = 0;
+					for (int i = 0; i < 3; i++)
+						acc += G[r][i] *
+						       (flip ? g[8 - (i * 3 + k)] : g[i * 3 + k]);
+					t[r][k] = acc;
+				}
 			for (int r = 0; r < TILE; r++)
 				for (int s = 0; s < TILE; s++)
-					u[((size_t)(r * TILE + s) * oc + o) * c + i] =
+					row[r * TILE + s][j] =
 					    (float)(t[r][0] * G[s][0] + t[r][1] * G[s][1] +
 					            t[r][2] * G[s][2]);
 		}
+		for (int pos = 0; pos < POS; pos++)
+			memcpy(u + pos * stride + j0, row[pos], (size_t)cn * sizeof(float));
+	}
+}
+
+/* u[pos][o][i]: a row of filters is one output channel's */
+void rt_winograd_weight(int oc, int c, const float *w, float *u)
+{
+	for (int o = 0; o < oc; o++)
+		weights_row(w + (size_t)o * c * 9, 9, c, 0, u + (size_t)o * c, (size_t)oc * c);
+}
+
+/* The input gradient of a 3x3 stride-1 pad-1 convolution is the convolution
+ * of dY with the weights' channels swapped and taps flipped: u[pos][i][o],
+ * a row of filters one input channel's. */
+void rt_winograd_weight_t(int oc, int c, const float *w, float *u)
+{
+	for (int i = 0; i < c; i++)
+		weights_row(w + (size_t)i * 9, (size_t)c * 9, oc, 1, u + (size_t)i * oc,
+		            (size_t)oc * c);
 }
 
 /* ---- one block of tiles ----------------------------------------------------- */
@@ -263,4 +295,174 @@ void rt_conv2d_winograd(rt_threads *t, const rt_conv *p, const float *x, const f
 		rt_threads_run(t, gemm_task, &w, POS);
 		rt_threads_run(t, output_task, &w, p->oc < threads * 4 ? p->oc : threads * 4);
 	}
+}
+
+/* ---- training: the input and weight gradients --------------------------- */
+
+/* The transposed convolution an input gradient is: dY's oc channels in,
+ * c out, the same geometry (pad 1 keeps it stride 1, 3x3). */
+static rt_conv transposed(const rt_conv *p)
+{
+	return rt_conv_make(p->n, p->oc, p->oh, p->ow, p->c, 3, 1, 3 - 1 - p->pad);
+}
+
+bool rt_winograd_grad_fits(const rt_conv *p)
+{
+	return rt_winograd_fits(p) && p->pad == 1 && p->oh == p->h && p->ow == p->w;
+}
+
+size_t rt_winograd_grad_input_scratch_floats(const rt_conv *p)
+{
+	rt_conv q = transposed(p);
+	return rt_winograd_scratch_floats(&q);
+}
+
+void rt_conv2d_grad_input_winograd(rt_threads *t, const rt_conv *p, const float *dy,
+                                   const float *ut, float *dx, float *scratch)
+{
+	rt_conv q = transposed(p);
+	rt_conv2d_winograd(t, &q, dy, ut, NULL, NULL, dx, 0, scratch);
+}
+
+/* The weight gradient of y = A^T [(G g G^T) . (B^T d B)] A, summed over
+ * tiles, is dg = G^T [sum over tiles of (A dy A^T) . (B^T d B)] G: the same
+ * input tiles V, the output gradient's tiles through A, and per position a
+ * GEMM whose inner dimension is the tiles,
+ *   M[p] += D[p] . V[p]^T     [oc x tiles] . [tiles x c] -> [oc x c]
+ * accumulated over blocks; then each (oc, c) pair's 6x6 goes back to 3x3. */
+
+size_t rt_winograd_grad_weight_scratch_floats(const rt_conv *p)
+{
+	return rt_winograd_scratch_floats(p) + (size_t)POS * p->oc * p->c;
+}
+
+/* A applied to four values (the transpose of AT). */
+#define A4(d, r)                                                                                   \
+	do {                                                                                       \
+		r[0] = d[0];                                                                       \
+		r[1] = d[0] + d[1] + d[2] + d[3];                                                  \
+		r[2] = d[0] - d[1] + d[2] - d[3];                                                  \
+		r[3] = d[0] + 2 * d[1] + 4 * d[2] + 8 * d[3];                                      \
+		r[4] = d[0] - 2 * d[1] + 4 * d[2] - 8 * d[3];                                      \
+		r[5] = d[3];                                                                       \
+	} while (0)
+
+/* D = A dy A^T for the 4x4 output-gradient tiles of lanes j.. of the block,
+ * zero past the map and past the block's last tile. */
+static void dy_task(void *ctx, int task, int tasks)
+{
+	const wino *w = ctx;
+	const rt_conv *p = w->p;
+	int o0 = (int)((long)p->oc * task / tasks), o1 = (int)((long)p->oc * (task + 1) / tasks);
+	size_t plane = (size_t)p->oh * p->ow;
+	for (int o = o0; o < o1; o++)
+		for (int j = 0; j < w->tb; j += LANES) {
+			v8 d[OUT][OUT], t[TILE][OUT];
+			memset(d, 0, sizeof d);
+			for (int l = 0; l < LANES && j + l < w->tb; l++) {
+				int img, ty, tx;
+				tile_pos(w, w->t0 + j + l, &img, &ty, &tx);
+				const float *src = w->res + ((size_t)img * p->oc + o) * plane;
+				for (int k = 0; k < OUT && ty * OUT + k < p->oh; k++)
+					for (int s = 0; s < OUT && tx * OUT + s < p->ow; s++)
+						d[k][s][l] = src[(size_t)(ty * OUT + k) * p->ow +
+						                 tx * OUT + s];
+			}
+			for (int s = 0; s < OUT; s++) {
+				v8 col[OUT], r[TILE];
+				for (int k = 0; k < OUT; k++)
+					col[k] = d[k][s];
+				A4(col, r);
+				for (int k = 0; k < TILE; k++)
+					t[k][s] = r[k];
+			}
+			for (int k = 0; k < TILE; k++) {
+				v8 r[TILE];
+				A4(t[k], r);
+				for (int s = 0; s < TILE; s++)
+					memcpy(w->m + ((size_t)(k * TILE + s) * p->oc + o) * w->ld +
+					           j,
+					       &r[s], sizeof(v8));
+			}
+		}
+}
+
+typedef struct wgrad {
+	wino w;
+	float *acc; /* M: [pos][oc][c] */
+	int first;
+} wgrad;
+
+static void wgrad_gemm_task(void *ctx, int pos, int tasks)
+{
+	const wgrad *g = ctx;
+	const wino *w = &g->w;
+	const rt_conv *p = w->p;
+	rt_gemm_b b = {.data = w->v + (size_t)pos * p->c * w->ld, .ld = w->ld, .trans = 1};
+	rt_gemm_serial(w->pool, p->oc, p->c, w->tb, w->m + (size_t)pos * p->oc * w->ld, w->ld, 0,
+	               &b, g->acc + (size_t)pos * p->oc * p->c, p->c,
+	               &(rt_epilogue){.accumulate = !g->first});
+}
+
+/* dw[o][c] = G^T M G for each pair, in double */
+static void wgrad_out_task(void *ctx, int task, int tasks)
+{
+	const wgrad *g = ctx;
+	const rt_conv *p = g->w.p;
+	size_t pairs = (size_t)p->oc * p->c, q0 = pairs * task / tasks,
+	       q1 = pairs * (task + 1) / tasks;
+	for (size_t q = q0; q < q1; q++) {
+		double t[3][TILE];
+		for (int s = 0; s < TILE; s++)
+			for (int k = 0; k < 3; k++) {
+				double acc = 0;
+				for (int r = 0; r < TILE; r++)
+					acc += G[r][k] * g->acc[(size_t)(r * TILE + s) * pairs + q];
+				t[k][s] = acc;
+			}
+		float *dw = g->w.y + q * 9;
+		for (int k = 0; k < 3; k++)
+			for (int l = 0; l < 3; l++) {
+				double acc = 0;
+				for (int s = 0; s < TILE; s++)
+					acc += t[k][s] * G[s][l];
+				dw[k * 3 + l] = (float)acc;
+			}
+	}
+}
+
+void rt_conv2d_grad_weight_winograd(rt_threads *t, const rt_conv *p, const float *x,
+                                    const float *dy, float *dw, float *scratch)
+{
+	wgrad g = {
+	    .w =
+	        {
+	            .p = p,
+	            .x = x,
+	            .res = dy,
+	            .y = dw,
+	            .th = tiles_of(p->oh),
+	            .tw = tiles_of(p->ow),
+	            .ld = block_tiles(p),
+	            .pool = t,
+	        },
+	    .first = 1,
+	};
+	wino *w = &g.w;
+	w->v = scratch;
+	w->m = scratch + (size_t)POS * p->c * w->ld;
+	g.acc = scratch + rt_winograd_scratch_floats(p);
+	long total = (long)p->n * w->th * w->tw;
+	int threads = rt_threads_count(t);
+	if (total == 0) {
+		memset(dw, 0, (size_t)p->oc * p->c * 9 * sizeof(float));
+		return;
+	}
+	for (w->t0 = 0; w->t0 < total; w->t0 += w->ld, g.first = 0) {
+		w->tb = (int)(total - w->t0 < w->ld ? total - w->t0 : w->ld);
+		rt_threads_run(t, input_task, w, p->c < threads * 4 ? p->c : threads * 4);
+		rt_threads_run(t, dy_task, w, p->oc < threads * 4 ? p->oc : threads * 4);
+		rt_threads_run(t, wgrad_gemm_task, &g, POS);
+	}
+	rt_threads_run(t, wgrad_out_task, &g, threads * 4);
 }

@@ -131,17 +131,20 @@ static void check_plan(const ir_graph *g)
 		ck_assert_int_le(v[a].off + v[a].size, g->plan.arena_bytes);
 		for (int b = a + 1; b < k; b++) {
 			bool time = v[a].from <= v[b].to && v[b].from <= v[a].to;
-			bool space = v[a].off < v[b].off + v[b].size && v[b].off < v[a].off + v[a].size;
+			bool space =
+			    v[a].off < v[b].off + v[b].size && v[b].off < v[a].off + v[a].size;
 			if (!time || !space)
 				continue;
 			/* the one allowed overlap: b made at a's last use, in place over a */
 			bool ok = v[a].node >= 0 && v[b].node >= 0 && v[a].to == v[b].from &&
-				  declared_inplace(&g->nodes[v[b].node], v[a].node) &&
-				  v[a].off == v[b].off;
-			ck_assert_msg(ok, "%%%d [%lld,+%lld) steps %d-%d overlaps %%%d [%lld,+%lld) steps %d-%d",
-				      v[a].node, (long long)v[a].off, (long long)v[a].size, v[a].from,
-				      v[a].to, v[b].node, (long long)v[b].off, (long long)v[b].size,
-				      v[b].from, v[b].to);
+			          declared_inplace(&g->nodes[v[b].node], v[a].node) &&
+			          v[a].off == v[b].off;
+			ck_assert_msg(
+			    ok,
+			    "%%%d [%lld,+%lld) steps %d-%d overlaps %%%d [%lld,+%lld) steps %d-%d",
+			    v[a].node, (long long)v[a].off, (long long)v[a].size, v[a].from,
+			    v[a].to, v[b].node, (long long)v[b].off, (long long)v[b].size,
+			    v[b].from, v[b].to);
 		}
 	}
 	free(v);
@@ -153,7 +156,8 @@ static void check_plan(const ir_graph *g)
 
 START_TEST(fold_conv_batchnorm)
 {
-	ir_graph *g = parse(SMALL "graph { y = batchnorm(conv(x, 6, 3, pad = 1, bias = false)) }\n", 2);
+	ir_graph *g =
+	    parse(SMALL "graph { y = batchnorm(conv(x, 6, 3, pad = 1, bias = false)) }\n", 2);
 	random_weights(g, 1);
 	float *x = random_input(g, 2), *want = interp_output(g, x);
 	fold_batchnorm(g);
@@ -193,7 +197,8 @@ END_TEST
 START_TEST(fold_leaves_shared_conv)
 {
 	/* the conv's raw result is also read by the add: it must stay unfolded */
-	ir_graph *g = parse(SMALL "graph { h = conv(x, 6, 3, pad = 1)\n y = batchnorm(h) + h }\n", 1);
+	ir_graph *g =
+	    parse(SMALL "graph { h = conv(x, 6, 3, pad = 1)\n y = batchnorm(h) + h }\n", 1);
 	random_weights(g, 5);
 	float *x = random_input(g, 6), *want = interp_output(g, x);
 	fold_batchnorm(g);
@@ -210,8 +215,8 @@ END_TEST
 START_TEST(fold_linear_batchnorm)
 {
 	ir_graph *g = parse("version 1\nmodel m(x: f32[N, 12]) -> (y: f32[N, 5])\n"
-			    "graph { y = batchnorm(linear(x, 5)) }\n",
-			    3);
+	                    "graph { y = batchnorm(linear(x, 5)) }\n",
+	                    3);
 	random_weights(g, 7);
 	float *x = random_input(g, 8), *want = interp_output(g, x);
 	passes_run(g, &(passes_options){.opt_level = 2});
@@ -229,9 +234,9 @@ END_TEST
 START_TEST(fuse_residual_and_relu)
 {
 	ir_graph *g = parse("version 1\nmodel m(x: f32[N, 6, 8, 8]) -> (y: f32[N, 6, 8, 8])\n"
-			    "graph { h = relu(conv(x, 6, 3, pad = 1))\n"
-			    "        y = relu(conv(h, 6, 3, pad = 1) + x) }\n",
-			    2);
+	                    "graph { h = relu(conv(x, 6, 3, pad = 1))\n"
+	                    "        y = relu(conv(h, 6, 3, pad = 1) + x) }\n",
+	                    2);
 	random_weights(g, 9);
 	float *x = random_input(g, 10), *want = interp_output(g, x);
 	fuse_epilogue(g);
@@ -254,8 +259,8 @@ START_TEST(fuse_leaves_shared_producers)
 {
 	/* c is read twice: relu cannot join it, nor can the add */
 	ir_graph *g = parse("version 1\nmodel m(x: f32[N, 6, 8, 8]) -> (y: f32[N, 6, 8, 8])\n"
-			    "graph { c = conv(x, 6, 3, pad = 1)\n y = relu(c) + c }\n",
-			    1);
+	                    "graph { c = conv(x, 6, 3, pad = 1)\n y = relu(c) + c }\n",
+	                    1);
 	random_weights(g, 11);
 	float *x = random_input(g, 12), *want = interp_output(g, x);
 	fuse_epilogue(g);
@@ -273,7 +278,7 @@ START_TEST(fuse_leaves_shared_producers)
 END_TEST
 
 /* Winograd where it pays: 3x3 stride 1 with 32+ channels each way and 16+
- * output tiles; never strided, thin or small layers, nor training graphs. */
+ * output tiles; never strided, thin or small layers. */
 START_TEST(winograd_selects_layers)
 {
 	ir_graph *g = load_model("resnet18", 1);
@@ -310,17 +315,61 @@ START_TEST(winograd_selects_layers)
 	ck_assert_int_eq(count(g, IR_OP_WINOGRAD_WEIGHT), 0);
 	ir_graph_free(g);
 
-	/* ResNet-20: 16-channel convolutions stay; a training step has none */
+	/* ResNet-20 at inference: its 16-channel convolutions stay plain */
 	g = load_model("resnet20", 1);
 	passes_run(g, &(passes_options){.opt_level = 2});
 	for (int i = 0; i < g->n_nodes; i++)
 		if (g->nodes[i].winograd)
 			ck_assert_int_ge(g->nodes[i].out, 32);
 	ir_graph_free(g);
-	g = load_model("resnet20", 128);
+}
+
+/* In a training step: the forward, input gradient and weight gradient of
+ * every 3x3 stride-1 pad-1 layer with 16+ channels each way, the weight
+ * transforms computed every step (the params change), not prepared; the
+ * strided layers and the 1-channel stem keep the plain kernels. */
+START_TEST(winograd_in_training)
+{
+	ir_graph *g = load_model("resnet20", 128);
 	autodiff_training_graph(g);
 	passes_run(g, &(passes_options){.opt_level = 2});
-	ck_assert_int_eq(count(g, IR_OP_WINOGRAD_WEIGHT), 0);
+	int fwd = 0, gin = 0, gw = 0;
+	for (int i = 0; i < g->n_nodes; i++) {
+		const ir_node *n = &g->nodes[i];
+		ck_assert_msg(!n->prep || n->op == IR_OP_PARAM,
+		              "%s: %s prepared in a training step", n->name, ir_ops[n->op].name);
+		bool conv = n->op == IR_OP_CONV || n->op == IR_OP_CONV_GRAD_INPUT ||
+		            n->op == IR_OP_CONV_GRAD_WEIGHT;
+		if (!conv)
+			continue;
+		const ir_shape *x = &g->nodes[n->in[n->op == IR_OP_CONV_GRAD_INPUT ? 2 : 0]].shape;
+		bool eligible = n->kernel == 3 && n->stride == 1 && x->d[1] >= 16;
+		ck_assert_msg(n->winograd == eligible, "%s %s: winograd %d", n->name,
+		              ir_ops[n->op].name, n->winograd);
+		if (!n->winograd)
+			continue;
+		fwd += n->op == IR_OP_CONV;
+		gin += n->op == IR_OP_CONV_GRAD_INPUT;
+		gw += n->op == IR_OP_CONV_GRAD_WEIGHT;
+		if (n->op != IR_OP_CONV_GRAD_WEIGHT) {
+			const ir_node *u = &g->nodes[n->in[1]];
+			ck_assert_int_eq(u->op, n->op == IR_OP_CONV ? IR_OP_WINOGRAD_WEIGHT
+			                                            : IR_OP_WINOGRAD_WEIGHT_T);
+			ck_assert_int_eq(g->nodes[u->in[0]].op, IR_OP_PARAM);
+			ck_assert(u->mem == IR_MEM_ARENA);
+		}
+	}
+	/* 19 convolutions: the stem and the two strided ones stay plain */
+	ck_assert_int_eq(fwd, 16);
+	ck_assert_int_eq(gin, 16);
+	ck_assert_int_eq(gw, 16);
+	check_plan(g);
+	ir_graph_free(g);
+
+	g = load_model("resnet20", 128);
+	autodiff_training_graph(g);
+	passes_run(g, &(passes_options){.opt_level = 2, .no_winograd = true});
+	ck_assert_int_eq(count(g, IR_OP_WINOGRAD_WEIGHT) + count(g, IR_OP_WINOGRAD_WEIGHT_T), 0);
 	ir_graph_free(g);
 }
 END_TEST
@@ -372,8 +421,8 @@ START_TEST(resnet50_executed_graph)
 			convs++;
 		else
 			ck_assert_msg(n->op == IR_OP_MAXPOOL || n->op == IR_OP_GLOBAL_AVGPOOL ||
-					      n->op == IR_OP_LINEAR,
-				      "%s left standing", ir_ops[n->op].name);
+			                  n->op == IR_OP_LINEAR,
+			              "%s left standing", ir_ops[n->op].name);
 		other += n->op != IR_OP_CONV;
 	}
 	ck_assert_int_eq(convs, 53);
@@ -397,17 +446,17 @@ END_TEST
 
 START_TEST(plan_every_model)
 {
-	static const char *const models[] = {"resnet18", "resnet34", "resnet50", "resnet101",
-					     "resnet152", "plain18",  "plain34",  "resnet20",
-					     "resnet32",  "resnet44", "resnet56", "resnet110",
-					     "plain20",   "plain32",  "plain44",  "plain56"};
+	static const char *const models[] = {"resnet18",  "resnet34", "resnet50", "resnet101",
+	                                     "resnet152", "plain18",  "plain34",  "resnet20",
+	                                     "resnet32",  "resnet44", "resnet56", "resnet110",
+	                                     "plain20",   "plain32",  "plain44",  "plain56"};
 	for (size_t m = 0; m < sizeof models / sizeof *models; m++) {
 		ir_graph *g = load_model(models[m], m < 7 ? 1 : 8);
 		passes_run(g, &(passes_options){.opt_level = 2});
 		check_plan(g);
 		ck_assert_msg(g->plan.arena_bytes <= 1.02 * (double)g->plan.lower_bound_bytes,
-			      "%s: arena %lld, bound %lld", models[m],
-			      (long long)g->plan.arena_bytes, (long long)g->plan.lower_bound_bytes);
+		              "%s: arena %lld, bound %lld", models[m],
+		              (long long)g->plan.arena_bytes, (long long)g->plan.lower_bound_bytes);
 		ck_assert_int_lt(g->plan.arena_bytes, g->plan.naive_bytes);
 		ir_graph_free(g);
 	}
@@ -419,16 +468,17 @@ START_TEST(shortcut_needed_later_is_not_overwritten)
 	/* x feeds the residual add and a later conv: accumulating in place
 	 * would corrupt that conv's input. */
 	ir_graph *g = parse("version 1\nmodel m(x: f32[N, 6, 8, 8]) -> (y: f32[N, 6, 8, 8])\n"
-			    "graph { a = relu(x)\n h = conv(a, 6, 3, pad = 1) + a\n"
-			    "        y = conv(a, 6, 3, pad = 1) + h }\n",
-			    1);
+	                    "graph { a = relu(x)\n h = conv(a, 6, 3, pad = 1) + a\n"
+	                    "        y = conv(a, 6, 3, pad = 1) + h }\n",
+	                    1);
 	random_weights(g, 15);
 	float *x = random_input(g, 16), *want = interp_output(g, x);
 	passes_run(g, &(passes_options){.opt_level = 2});
 	check_plan(g);
 	for (int i = 0; i < g->n_nodes; i++) {
 		const ir_node *n = &g->nodes[i];
-		if (n->op == IR_OP_CONV && n->residual && g->nodes[n->in[n->residual]].op == IR_OP_RELU)
+		if (n->op == IR_OP_CONV && n->residual &&
+		    g->nodes[n->in[n->residual]].op == IR_OP_RELU)
 			ck_assert_int_ne(n->offset, g->nodes[n->in[n->residual]].offset);
 	}
 	float *got = interp_output(g, x);
@@ -445,12 +495,14 @@ static char *random_model(rt_rng *r)
 {
 	size_t cap = 8192, len = 0;
 	char *s = malloc(cap);
-	len += (size_t)snprintf(s + len, cap - len,
-				"version 1\nmodel m(x: f32[N, 4, 12, 12]) -> (y: f32[N, 4, 12, 12])\n"
-				"graph {\n v0 = x\n");
+	len +=
+	    (size_t)snprintf(s + len, cap - len,
+	                     "version 1\nmodel m(x: f32[N, 4, 12, 12]) -> (y: f32[N, 4, 12, 12])\n"
+	                     "graph {\n v0 = x\n");
 	int nv = 1, steps = 4 + (int)(rt_rng_next(r) % 12);
 	for (int i = 0; i < steps; i++) {
-		int a = (int)(rt_rng_next(r) % (uint64_t)nv), b = (int)(rt_rng_next(r) % (uint64_t)nv);
+		int a = (int)(rt_rng_next(r) % (uint64_t)nv),
+		    b = (int)(rt_rng_next(r) % (uint64_t)nv);
 		const char *fmt;
 		switch (rt_rng_next(r) % 7) {
 		case 0:
@@ -541,6 +593,7 @@ static Suite *suite(void)
 	tcase_add_test(t, fuse_leaves_shared_producers);
 	tcase_add_test(t, fuse_option_a_hoists_shortcut);
 	tcase_add_test(t, winograd_selects_layers);
+	tcase_add_test(t, winograd_in_training);
 	tcase_add_test(t, resnet50_executed_graph);
 	tcase_add_test(t, plan_every_model);
 	tcase_add_test(t, shortcut_needed_later_is_not_overwritten);

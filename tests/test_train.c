@@ -126,11 +126,12 @@ START_TEST(batchnorm_train_step)
 	const char *c = "batchnorm_train";
 	rt_array x = test_golden(c, "x"), dy = test_golden(c, "dy");
 	char text[256];
-	snprintf(text, sizeof text,
-		 "version 1\nmodel m(x: f32[N, %lld, %lld, %lld]) -> (y: f32[N, %lld, %lld, %lld])\n"
-		 "graph { y = batchnorm(x) }\n",
-		 (long long)x.dims[1], (long long)x.dims[2], (long long)x.dims[3],
-		 (long long)x.dims[1], (long long)x.dims[2], (long long)x.dims[3]);
+	snprintf(
+	    text, sizeof text,
+	    "version 1\nmodel m(x: f32[N, %lld, %lld, %lld]) -> (y: f32[N, %lld, %lld, %lld])\n"
+	    "graph { y = batchnorm(x) }\n",
+	    (long long)x.dims[1], (long long)x.dims[2], (long long)x.dims[3], (long long)x.dims[1],
+	    (long long)x.dims[2], (long long)x.dims[3]);
 	ir_graph *g = parse(text, x.dims[0]);
 	static const char *const files[] = {"gamma", "beta", "running_mean", "running_var"};
 	int k = 0;
@@ -149,7 +150,7 @@ START_TEST(batchnorm_train_step)
 	char err[256];
 	ck_assert_msg(interp_run_all(g, in, &v, err, sizeof err) == 0, "%s", err);
 	static const char *const want_files[] = {"dgamma", "dbeta", "running_mean_after",
-						 "running_var_after"};
+	                                         "running_var_after"};
 	k = 0;
 	for (int i = 0; i < g->n_nodes; i++) {
 		if (g->nodes[i].op != IR_OP_PARAM)
@@ -179,19 +180,18 @@ END_TEST
 /* A model using every operator, small enough for central differences on
  * every parameter in float32. Inputs avoid relu and maxpool kinks by
  * construction only statistically; the tolerance is set for that. */
-static const char *const every_op =
-	"version 1\nmodel m(x: f32[N, 3, 6, 6]) -> (y: f32[N, 5])\n"
-	"graph {\n"
-	"  a = relu(batchnorm(conv(x, 4, 3, 1, 1)))\n"
-	"  b = conv(a, 4, 3, 1, 1, bias = false) + a\n"
-	"  c = pad_channels(subsample(b, 2), 2, 2)\n"
-	"  d = conv(b, 8, 1, 2) + c\n"
-	"  e = maxpool(d, 2, 1)\n"
-	"  f = avgpool(e, 2, 1)\n"
-	"  g = flatten(global_avgpool(f)) + flatten(avgpool(f, 1, 2))\n"
-	"  h = batchnorm(linear(g, 6))\n"
-	"  y = linear(softmax(h), 5)\n"
-	"}\n";
+static const char *const every_op = "version 1\nmodel m(x: f32[N, 3, 6, 6]) -> (y: f32[N, 5])\n"
+                                    "graph {\n"
+                                    "  a = relu(batchnorm(conv(x, 4, 3, 1, 1)))\n"
+                                    "  b = conv(a, 4, 3, 1, 1, bias = false) + a\n"
+                                    "  c = pad_channels(subsample(b, 2), 2, 2)\n"
+                                    "  d = conv(b, 8, 1, 2) + c\n"
+                                    "  e = maxpool(d, 2, 1)\n"
+                                    "  f = avgpool(e, 2, 1)\n"
+                                    "  g = flatten(global_avgpool(f)) + flatten(avgpool(f, 1, 2))\n"
+                                    "  h = batchnorm(linear(g, 6))\n"
+                                    "  y = linear(softmax(h), 5)\n"
+                                    "}\n";
 
 static double objective(const ir_graph *g, const float *const *in, const float *r, size_t n)
 {
@@ -207,7 +207,7 @@ static double objective(const ir_graph *g, const float *const *in, const float *
 }
 
 static double central(const ir_graph *g, const float *const *in, const float *r, size_t ny,
-		      float *v, float h)
+                      float *v, float h)
 {
 	float keep = *v;
 	*v = keep + h;
@@ -244,9 +244,9 @@ START_TEST(finite_differences_every_operator)
 	int checked = 0;
 	for (int id = 0; id < g->n_nodes; id++) {
 		ir_node *p = &g->nodes[id];
-		float *data = p->op == IR_OP_INPUT && id == g->inputs[0].node ? x
-			      : p->op == IR_OP_PARAM && p->pkind == IR_PARAM_WEIGHT ? p->data
-										      : NULL;
+		float *data = p->op == IR_OP_INPUT && id == g->inputs[0].node       ? x
+		              : p->op == IR_OP_PARAM && p->pkind == IR_PARAM_WEIGHT ? p->data
+		                                                                    : NULL;
 		if (!data)
 			continue;
 		ck_assert_msg(gn[id] >= 0, "no gradient for %s", p->name);
@@ -258,11 +258,13 @@ START_TEST(finite_differences_every_operator)
 			 * relu and maxpool kinks. Where differences still disagree between
 			 * step sizes a kink is inside the step: nothing to compare there. */
 			double fd = central(g, in, r, ny, data + k, 1e-3f);
-			if (fabs(fd - central(g, in, r, ny, data + k, 5e-4f)) > 1e-2 * fmax(1.0, fabs(fd)))
+			if (fabs(fd - central(g, in, r, ny, data + k, 5e-4f)) >
+			    1e-2 * fmax(1.0, fabs(fd)))
 				continue;
 			double an = grad[k], tol = 2e-2 * fmax(1.0, fabs(fd));
-			ck_assert_msg(fabs(fd - an) < tol, "%s[%lld]: finite difference %g, autodiff %g",
-				      p->name, (long long)k, fd, an);
+			ck_assert_msg(fabs(fd - an) < tol,
+			              "%s[%lld]: finite difference %g, autodiff %g", p->name,
+			              (long long)k, fd, an);
 			checked++;
 		}
 	}
@@ -276,14 +278,14 @@ END_TEST
 /* ---- the compiled training step -------------------------------------------- */
 
 static const char *const tiny =
-	"version 1\nmodel tiny(x: f32[N, 1, 8, 8]) -> (y: f32[N, 3])\n"
-	"block cbr(x, c, s = 1) -> y { y = relu(batchnorm(conv(x, c, 3, s, 1, bias = false))) }\n"
-	"graph {\n"
-	"  h = cbr(x, 8)\n"
-	"  h = relu(cbr(h, 8) + h)\n"
-	"  h = cbr(h, 16, 2)\n"
-	"  y = linear(flatten(global_avgpool(h)), 3)\n"
-	"}\n";
+    "version 1\nmodel tiny(x: f32[N, 1, 8, 8]) -> (y: f32[N, 3])\n"
+    "block cbr(x, c, s = 1) -> y { y = relu(batchnorm(conv(x, c, 3, s, 1, bias = false))) }\n"
+    "graph {\n"
+    "  h = cbr(x, 16)\n"
+    "  h = relu(cbr(h, 16) + h)\n"
+    "  h = cbr(h, 16, 2)\n"
+    "  y = linear(flatten(global_avgpool(h)), 3)\n"
+    "}\n";
 
 /* A learnable toy problem: the class is which third of the image is bright. */
 static void toy_batch(rt_rng *r, int n, float *x, int32_t *labels)
@@ -325,7 +327,8 @@ START_TEST(compiled_step_matches_reference)
 	char err[256];
 	for (int step = 0; step < 3; step++) {
 		toy_batch(&r, batch, x, labels);
-		ck_assert_int_eq(train_session_step(s, x, labels, lr, &loss, logits, err, sizeof err), 0);
+		ck_assert_int_eq(
+		    train_session_step(s, x, labels, lr, &loss, logits, err, sizeof err), 0);
 		const float *in[3] = {x, (const float *)labels, &lr};
 		float *out[2] = {&ref_loss, ref_logits};
 		ck_assert_msg(interp_run(ref, in, out, err, sizeof err) == 0, "%s", err);
@@ -352,7 +355,11 @@ START_TEST(compiled_step_matches_reference)
 		compared++;
 	}
 	ck_assert_int_ge(compared, 15);
-	(void)tg;
+	/* the compiled step ran its 16-channel layer by Winograd, all three ways */
+	int wino = 0;
+	for (int i = 0; i < tg->n_nodes; i++)
+		wino += tg->nodes[i].winograd;
+	ck_assert_int_eq(wino, 3);
 	rt_st_free(&f);
 	unlink(path);
 	train_session_free(s);
@@ -374,7 +381,8 @@ START_TEST(loss_goes_down_deterministically)
 		for (int step = 0; step < 60; step++) {
 			toy_batch(&r, 8, x, labels);
 			ck_assert_int_eq(
-				train_session_step(s, x, labels, 0.05f, &loss, logits, err, sizeof err), 0);
+			    train_session_step(s, x, labels, 0.05f, &loss, logits, err, sizeof err),
+			    0);
 			if (step < 5)
 				first[run] += loss / 5;
 			if (step >= 55)
