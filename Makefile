@@ -20,6 +20,9 @@ OPT     ?= -O2
 # The GEMM is built for this CPU (netcc builds where its code runs), and
 # after the flavour's flags so -O3 wins there even in the sanitizer build.
 GEMM_FLAGS := -O3 -march=native -ffp-contract=fast
+# The element-wise kernels promise the reference's bits: vectorised for
+# this CPU, but no multiply-add contracted where the reference has two ops.
+EWISE_FLAGS := -O3 -march=native -ffp-contract=off
 
 RT_SRC   := $(wildcard runtime/*.c)
 CC_SRC   := $(wildcard ir/*.c frontend/*.c passes/*.c backend/*.c)
@@ -39,6 +42,7 @@ $(2)/obj/%.o: %.c $$(wildcard */*.h ir/*.def) | $(DEPS_STAMP)
 	@$$(CC) $$(BASE) $(3) -fPIC $$(LLVM_CF) $$(OBJ_CF) -c $$< -o $$@
 
 $(2)/obj/runtime/gemm.o $(2)/obj/runtime/peak.o $(2)/obj/runtime/winograd.o $(2)/obj/runtime/maxpool.o: OBJ_CF := $$(GEMM_FLAGS)
+$(2)/obj/runtime/kernels.o $(2)/obj/runtime/kernels_train.o: OBJ_CF := $$(EWISE_FLAGS)
 
 $(2)/libnetcc_rt.a: $$($(1)RT_OBJ)
 	@rm -f $$@; ar rcs $$@ $$^

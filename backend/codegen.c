@@ -219,7 +219,8 @@ static void cg_conv(cg *c, const ir_node *n, LLVMValueRef y)
 static void cg_batchnorm(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	const ir_shape *x = arg_shape(c, n, 0);
-	LLVMValueRef args[] = {i32c(c, dim(x, 0)),
+	LLVMValueRef args[] = {c->threads,
+	                       i32c(c, dim(x, 0)),
 	                       i32c(c, dim(x, 1)),
 	                       i32c(c, dim(x, 2) * dim(x, 3)),
 	                       arg(c, n, 0),
@@ -230,7 +231,7 @@ static void cg_batchnorm(cg *c, const ir_node *n, LLVMValueRef y)
 	                       f32c(c, n->eps),
 	                       y,
 	                       i32c(c, n->relu)};
-	kernel(c, "rt_batchnorm", "iiipppppfpi", args);
+	kernel(c, "rt_batchnorm", "piiipppppfpi", args);
 }
 
 static void cg_relu(cg *c, const ir_node *n, LLVMValueRef y)
@@ -390,21 +391,28 @@ static LLVMValueRef scratch_of(cg *c, const ir_node *n)
 static void cg_bn_stats(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	const ir_shape *x = arg_shape(c, n, 0);
-	LLVMValueRef args[] = {nchw(c, x, 0), nchw(c, x, 1), nchw(c, x, 2), arg(c, n, 0), y};
-	kernel(c, "rt_bn_stats", "iiipp", args);
+	LLVMValueRef args[] = {c->threads,    nchw(c, x, 0), nchw(c, x, 1),
+	                       nchw(c, x, 2), arg(c, n, 0),  y};
+	kernel(c, "rt_bn_stats", "piiipp", args);
 }
 
 static void cg_bn_train(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	const ir_shape *x = arg_shape(c, n, 0);
 	LLVMValueRef stats = arg(c, n, 1);
-	LLVMValueRef args[] = {nchw(c, x, 0),   nchw(c, x, 1),
-	                       nchw(c, x, 2),   arg(c, n, 0),
-	                       stats,           byte_offset(c, stats, (int64_t)dim(x, 1) * 4),
-	                       arg(c, n, 2),    arg(c, n, 3),
-	                       f32c(c, n->eps), y,
+	LLVMValueRef args[] = {c->threads,
+	                       nchw(c, x, 0),
+	                       nchw(c, x, 1),
+	                       nchw(c, x, 2),
+	                       arg(c, n, 0),
+	                       stats,
+	                       byte_offset(c, stats, (int64_t)dim(x, 1) * 4),
+	                       arg(c, n, 2),
+	                       arg(c, n, 3),
+	                       f32c(c, n->eps),
+	                       y,
 	                       i32c(c, 0)};
-	kernel(c, "rt_batchnorm", "iiipppppfpi", args);
+	kernel(c, "rt_batchnorm", "piiipppppfpi", args);
 }
 
 static void cg_bn_update(cg *c, const ir_node *n, LLVMValueRef y)
@@ -421,18 +429,27 @@ static void cg_bn_update(cg *c, const ir_node *n, LLVMValueRef y)
 static void cg_bn_grad_params(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	const ir_shape *x = arg_shape(c, n, 0);
-	LLVMValueRef args[] = {nchw(c, x, 0), nchw(c, x, 1), nchw(c, x, 2),   arg(c, n, 0),
-	                       arg(c, n, 1),  arg(c, n, 2),  f32c(c, n->eps), y};
-	kernel(c, "rt_bn_grad_params", "iiipppfp", args);
+	LLVMValueRef args[] = {c->threads,    nchw(c, x, 0),   nchw(c, x, 1),
+	                       nchw(c, x, 2), arg(c, n, 0),    arg(c, n, 1),
+	                       arg(c, n, 2),  f32c(c, n->eps), y};
+	kernel(c, "rt_bn_grad_params", "piiipppfp", args);
 }
 
 static void cg_bn_grad_input(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	const ir_shape *x = arg_shape(c, n, 0);
-	LLVMValueRef args[] = {
-	    nchw(c, x, 0), nchw(c, x, 1), nchw(c, x, 2), arg(c, n, 0),    arg(c, n, 1),
-	    arg(c, n, 2),  arg(c, n, 3),  arg(c, n, 4),  f32c(c, n->eps), y};
-	kernel(c, "rt_bn_grad_input", "iiipppppfp", args);
+	LLVMValueRef args[] = {c->threads,
+	                       nchw(c, x, 0),
+	                       nchw(c, x, 1),
+	                       nchw(c, x, 2),
+	                       arg(c, n, 0),
+	                       arg(c, n, 1),
+	                       arg(c, n, 2),
+	                       arg(c, n, 3),
+	                       arg(c, n, 4),
+	                       f32c(c, n->eps),
+	                       y};
+	kernel(c, "rt_bn_grad_input", "piiipppppfp", args);
 }
 
 static LLVMValueRef conv_params(cg *c, const ir_node *n, const ir_shape *x)

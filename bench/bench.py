@@ -3,6 +3,8 @@
 
     /usr/bin/python3 bench/bench.py        (from the repository root; make bench)
     BENCH_QUICK=1 make bench               a short smoke run: few iterations
+    BENCH_ONLY=resnet20 make bench         only the rows of models named so
+                                           (comma-separated), for working on one
 
 1. bench/export.py makes each model's weights, inputs, reference outputs, ONNX
    and TorchScript files in build/bench/ (skipped while they are up to date:
@@ -57,6 +59,11 @@ CONFIGS = [
     ("ResNet-18, batch 8", "resnet18", 8, 2, "throughput"),
     ("ResNet-20 training step, batch 128", "resnet20", 128, 2, "train"),
 ]
+ONLY = [m for m in os.environ.get("BENCH_ONLY", "").split(",") if m]
+if ONLY:
+    CONFIGS = [c for c in CONFIGS if c[1] in ONLY]
+    if not CONFIGS:
+        sys.exit(f"bench: BENCH_ONLY={','.join(ONLY)} names no model of the bench")
 ENGINES = ["netcc", "ort", "torch"]
 NAMES = {"netcc": "netcc", "ort": "ONNX Runtime", "torch": "PyTorch (TorchScript, optimised)"}
 
@@ -351,7 +358,7 @@ def main():
             <= max(1e-3, 4 * train["update err torch f64"])):
         sys.exit("bench: netcc's training step does not match PyTorch's (see above)")
 
-    rows, info = [], {}
+    rows, info = [], {e: {} for e in ENGINES}
     for label, model, batch, threads, kind in CONFIGS:
         log(f"bench: timing {label}, {threads} thread(s)")
         t0 = time.perf_counter()

@@ -8,27 +8,45 @@
 #include "runtime.h"
 
 /* Inference BatchNorm as one multiply-add per element. */
-void rt_batchnorm(int n, int c, int hw, const float *x, const float *mean, const float *var,
-		  const float *gamma, const float *beta, float eps, float *y, int relu)
+typedef struct bn_job {
+	int n, c, hw, relu;
+	const float *x, *mean, *var, *gamma, *beta;
+	float eps;
+	float *y;
+} bn_job;
+
+static void bn_task(void *ctx, int task, int tasks)
 {
-	for (int ch = 0; ch < c; ch++) {
-		float scale = gamma[ch] / sqrtf(var[ch] + eps);
-		float shift = beta[ch] - mean[ch] * scale;
-		for (int i = 0; i < n; i++) {
-			const float *xp = x + ((size_t)i * c + ch) * hw;
-			float *yp = y + ((size_t)i * c + ch) * hw;
-			for (int k = 0; k < hw; k++) {
+	const bn_job *j = ctx;
+	int c0 = (int)((long)j->c * task / tasks), c1 = (int)((long)j->c * (task + 1) / tasks);
+	for (int ch = c0; ch < c1; ch++) {
+		float scale = j->gamma[ch] / sqrtf(j->var[ch] + j->eps);
+		float shift = j->beta[ch] - j->mean[ch] * scale;
+		for (int i = 0; i < j->n; i++) {
+			const float *xp = j->x + ((size_t)i * j->c + ch) * j->hw;
+			float *yp = j->y + ((size_t)i * j->c + ch) * j->hw;
+			for (int k = 0; k < j->hw; k++) {
 				float v = xp[k] * scale + shift;
-				yp[k] = relu && v <= 0.0f ? 0.0f : v;
+				yp[k] = j->relu && v <= 0.0f ? 0.0f : v;
 			}
 		}
 	}
 }
 
+/* channels split over the pool's threads */
+void rt_batchnorm(rt_threads *t, int n, int c, int hw, const float *x, const float *mean,
+                  const float *var, const float *gamma, const float *beta, float eps, float *y,
+                  int relu)
+{
+	bn_job j = {n, c, hw, relu, x, mean, var, gamma, beta, eps, y};
+	int tasks = rt_threads_count(t) * 2;
+	rt_threads_run(t, bn_task, &j, tasks < c ? tasks : c);
+}
+
 /* The option-A shortcut in one pass: subsample by stride, zero channels
  * before and after. */
-void rt_shortcut_a(int n, int c, int h, int w, int stride, int before, int after,
-		   const float *x, float *y)
+void rt_shortcut_a(int n, int c, int h, int w, int stride, int before, int after, const float *x,
+                   float *y)
 {
 	int oh = (h + stride - 1) / stride, ow = (w + stride - 1) / stride, oc = c + before + after;
 	size_t plane = (size_t)oh * ow;
@@ -41,13 +59,14 @@ void rt_shortcut_a(int n, int c, int h, int w, int stride, int before, int after
 			float *yp = yi + (size_t)(before + ch) * plane;
 			for (int r = 0; r < oh; r++)
 				for (int q = 0; q < ow; q++)
-					yp[(size_t)r * ow + q] = xp[(size_t)r * stride * w + q * stride];
+					yp[(size_t)r * ow + q] =
+					    xp[(size_t)r * stride * w + q * stride];
 		}
 	}
 }
 
 void rt_bn_fold_weight(int oc, int per, const float *w, const float *gamma, const float *var,
-		       float eps, float *y)
+                       float eps, float *y)
 {
 	for (int o = 0; o < oc; o++) {
 		float s = gamma[o] / sqrtf(var[o] + eps);
@@ -57,7 +76,7 @@ void rt_bn_fold_weight(int oc, int per, const float *w, const float *gamma, cons
 }
 
 void rt_bn_fold_bias(int oc, const float *gamma, const float *beta, const float *mean,
-		     const float *var, const float *b, float eps, float *y)
+                     const float *var, const float *b, float eps, float *y)
 {
 	for (int o = 0; o < oc; o++)
 		y[o] = ((b ? b[o] : 0.0f) - mean[o]) * (gamma[o] / sqrtf(var[o] + eps)) + beta[o];

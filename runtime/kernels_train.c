@@ -122,17 +122,43 @@ void rt_bias_grad(int n, int c, int hw, const float *dy, float *db)
 	}
 }
 
+/* The BatchNorm kernels split channels over the pool's threads: a channel's
+ * sums are one thread's, in the same order on any thread count. */
+typedef struct bn_job bn_job;
+typedef void bn_range_fn(const bn_job *j, int c0, int c1);
+struct bn_job {
+	bn_range_fn *fn;
+	int n, c, hw;
+	const float *x, *dy, *stats, *gamma, *dparams;
+	float eps;
+	float *out;
+};
+
+static void bn_task(void *ctx, int task, int tasks)
+{
+	const bn_job *j = ctx;
+	j->fn(j, (int)((long)j->c * task / tasks), (int)((long)j->c * (task + 1) / tasks));
+}
+
+static void bn_run(rt_threads *t, bn_job *j, bn_range_fn *fn)
+{
+	int tasks = rt_threads_count(t) * 2;
+	j->fn = fn;
+	rt_threads_run(t, bn_task, j, tasks < j->c ? tasks : j->c);
+}
+
 /* Each plane is summed twice while it is in cache (its mean, then the
  * squared deviations from it), and the planes are merged with Chan et al.'s
  * pairwise update: as stable as a two-pass over the whole channel, with one
  * pass over memory. The plane's deviations are taken from its mean rounded
  * to float, the sum of d correcting for that rounding. */
-void rt_bn_stats(int n, int c, int hw, const float *x, float *stats)
+static void bn_stats_range(const bn_job *j, int c0, int c1)
 {
-	for (int ch = 0; ch < c; ch++) {
+	int n = j->n, c = j->c, hw = j->hw;
+	for (int ch = c0; ch < c1; ch++) {
 		double mean = 0, m2 = 0, cnt = 0;
 		for (int i = 0; i < n; i++) {
-			const float *xp = x + ((size_t)i * c + ch) * hw;
+			const float *xp = j->x + ((size_t)i * c + ch) * hw;
 			float pm = (float)(sum_f(xp, (size_t)hw) / hw);
 			double sd, sdd;
 			sum_dev(xp, (size_t)hw, pm, &sd, &sdd);
@@ -144,26 +170,40 @@ void rt_bn_stats(int n, int c, int hw, const float *x, float *stats)
 		}
 		/* Rounding can leave a constant channel a residue of either sign;
 		 * a negative variance would reach a square root. */
-		stats[ch] = (float)mean;
-		stats[c + ch] = (float)(m2 > 0 ? m2 / ((double)n * hw) : 0.0);
+		j->out[ch] = (float)mean;
+		j->out[c + ch] = (float)(m2 > 0 ? m2 / ((double)n * hw) : 0.0);
 	}
 }
 
-void rt_bn_grad_params(int n, int c, int hw, const float *x, const float *dy, const float *stats,
-                       float eps, float *dparams)
+void rt_bn_stats(rt_threads *t, int n, int c, int hw, const float *x, float *stats)
 {
-	for (int ch = 0; ch < c; ch++) {
+	bn_job j = {.n = n, .c = c, .hw = hw, .x = x, .out = stats};
+	bn_run(t, &j, bn_stats_range);
+}
+
+static void bn_grad_params_range(const bn_job *j, int c0, int c1)
+{
+	int n = j->n, c = j->c, hw = j->hw;
+	for (int ch = c0; ch < c1; ch++) {
 		double sdy = 0, sdyx = 0;
 		for (int i = 0; i < n; i++) {
 			size_t base = ((size_t)i * c + ch) * hw;
 			double a, b;
-			sum_dy_dyx(x + base, dy + base, (size_t)hw, stats[ch], &a, &b);
+			sum_dy_dyx(j->x + base, j->dy + base, (size_t)hw, j->stats[ch], &a, &b);
 			sdy += a;
 			sdyx += b;
 		}
-		dparams[ch] = (float)(sdyx / sqrt((double)stats[c + ch] + eps));
-		dparams[c + ch] = (float)sdy;
+		j->out[ch] = (float)(sdyx / sqrt((double)j->stats[c + ch] + j->eps));
+		j->out[c + ch] = (float)sdy;
 	}
+}
+
+void rt_bn_grad_params(rt_threads *t, int n, int c, int hw, const float *x, const float *dy,
+                       const float *stats, float eps, float *dparams)
+{
+	bn_job j = {
+	    .n = n, .c = c, .hw = hw, .x = x, .dy = dy, .stats = stats, .eps = eps, .out = dparams};
+	bn_run(t, &j, bn_grad_params_range);
 }
 
 /* The reference's float arithmetic element for element (so the two agree
@@ -184,18 +224,35 @@ static void bn_dx_plane(size_t len, const float *restrict x, const float *restri
 	}
 }
 
-void rt_bn_grad_input(int n, int c, int hw, const float *x, const float *dy, const float *stats,
-                      const float *gamma, const float *dparams, float eps, float *dx)
+static void bn_grad_input_range(const bn_job *j, int c0, int c1)
 {
+	int n = j->n, c = j->c, hw = j->hw;
 	double m = (double)n * hw;
-	for (int ch = 0; ch < c; ch++) {
-		double invstd = 1.0 / sqrt((double)stats[c + ch] + eps);
-		float k = (float)(gamma[ch] * invstd);
-		float mdb = (float)(dparams[c + ch] / m), mdg = (float)(dparams[ch] / m);
+	for (int ch = c0; ch < c1; ch++) {
+		double invstd = 1.0 / sqrt((double)j->stats[c + ch] + j->eps);
+		float k = (float)(j->gamma[ch] * invstd);
+		float mdb = (float)(j->dparams[c + ch] / m), mdg = (float)(j->dparams[ch] / m);
 		for (int i = 0; i < n; i++) {
 			size_t base = ((size_t)i * c + ch) * hw;
-			bn_dx_plane((size_t)hw, x + base, dy + base, stats[ch], (float)invstd, k,
-			            mdb, mdg, dx + base);
+			bn_dx_plane((size_t)hw, j->x + base, j->dy + base, j->stats[ch],
+			            (float)invstd, k, mdb, mdg, j->out + base);
 		}
 	}
+}
+
+void rt_bn_grad_input(rt_threads *t, int n, int c, int hw, const float *x, const float *dy,
+                      const float *stats, const float *gamma, const float *dparams, float eps,
+                      float *dx)
+{
+	bn_job j = {.n = n,
+	            .c = c,
+	            .hw = hw,
+	            .x = x,
+	            .dy = dy,
+	            .stats = stats,
+	            .gamma = gamma,
+	            .dparams = dparams,
+	            .eps = eps,
+	            .out = dx};
+	bn_run(t, &j, bn_grad_input_range);
 }

@@ -214,8 +214,9 @@ void rt_conv2d_grad_weight_winograd(rt_threads *t, const rt_conv *p, const float
                                     const float *dy, float *dw, float *scratch);
 void rt_linear(rt_threads *t, int n, int in, int out, const float *x, const float *w,
                const float *b, float *y, int relu);
-void rt_batchnorm(int n, int c, int hw, const float *x, const float *mean, const float *var,
-                  const float *gamma, const float *beta, float eps, float *y, int relu);
+void rt_batchnorm(rt_threads *t, int n, int c, int hw, const float *x, const float *mean,
+                  const float *var, const float *gamma, const float *beta, float eps, float *y,
+                  int relu);
 /* pad_channels(subsample(x, stride), before, after) in one pass */
 void rt_shortcut_a(int n, int c, int h, int w, int stride, int before, int after, const float *x,
                    float *y);
@@ -237,11 +238,12 @@ void rt_conv2d_grad_weight(rt_threads *t, const rt_conv *p, const float *x, cons
                            float *dw);
 /* db[c] = sum of dy over n and hw (conv and linear biases; hw = 1 for linear) */
 void rt_bias_grad(int n, int c, int hw, const float *dy, float *db);
-void rt_bn_stats(int n, int c, int hw, const float *x, float *stats);
-void rt_bn_grad_params(int n, int c, int hw, const float *x, const float *dy, const float *stats,
-                       float eps, float *dparams);
-void rt_bn_grad_input(int n, int c, int hw, const float *x, const float *dy, const float *stats,
-                      const float *gamma, const float *dparams, float eps, float *dx);
+void rt_bn_stats(rt_threads *t, int n, int c, int hw, const float *x, float *stats);
+void rt_bn_grad_params(rt_threads *t, int n, int c, int hw, const float *x, const float *dy,
+                       const float *stats, float eps, float *dparams);
+void rt_bn_grad_input(rt_threads *t, int n, int c, int hw, const float *x, const float *dy,
+                      const float *stats, const float *gamma, const float *dparams, float eps,
+                      float *dx);
 void rt_linear_grad_input(rt_threads *t, int n, int in, int out, const float *dy, const float *w,
                           float *dx);
 void rt_linear_grad_weight(rt_threads *t, int n, int in, int out, const float *x, const float *dy,

@@ -368,21 +368,21 @@ START_TEST(bn_vs_ref)
 	rt_bn_grad_input_ref(n, c, hw, x, dy, stats_ref, gamma, dp_ref, eps, dx_ref);
 
 	float *stats = nanbuf(2 * (size_t)c), *dp = nanbuf(2 * (size_t)c), *dx = nanbuf(nx);
-	rt_bn_stats(n, c, hw, x, stats);
+	rt_bn_stats(threads(), n, c, hw, x, stats);
 	expect_close("bn mean", stats, stats_ref, c, 1e-5);
 	expect_close("bn var", stats + c, stats_ref + c, c, 1e-5);
 	/* The gradients from the reference's statistics, so each kernel is
 	 * judged on its own. */
-	rt_bn_grad_params(n, c, hw, x, dy, stats_ref, eps, dp);
+	rt_bn_grad_params(threads(), n, c, hw, x, dy, stats_ref, eps, dp);
 	expect_close("bn dgamma", dp, dp_ref, c, 1e-4);
 	expect_close("bn dbeta", dp + c, dp_ref + c, c, 1e-4);
-	rt_bn_grad_input(n, c, hw, x, dy, stats_ref, gamma, dp_ref, eps, dx);
+	rt_bn_grad_input(threads(), n, c, hw, x, dy, stats_ref, gamma, dp_ref, eps, dx);
 	expect_close("bn dx", dx, dx_ref, nx, 1e-4);
 
 	float *stats2 = nanbuf(2 * (size_t)c), *dp2 = nanbuf(2 * (size_t)c), *dx2 = nanbuf(nx);
-	rt_bn_stats(n, c, hw, x, stats2);
-	rt_bn_grad_params(n, c, hw, x, dy, stats_ref, eps, dp2);
-	rt_bn_grad_input(n, c, hw, x, dy, stats_ref, gamma, dp_ref, eps, dx2);
+	rt_bn_stats(threads(), n, c, hw, x, stats2);
+	rt_bn_grad_params(threads(), n, c, hw, x, dy, stats_ref, eps, dp2);
+	rt_bn_grad_input(threads(), n, c, hw, x, dy, stats_ref, gamma, dp_ref, eps, dx2);
 	expect_same("bn stats", stats, stats2, 2 * (size_t)c);
 	expect_same("bn dparams", dp, dp2, 2 * (size_t)c);
 	expect_same("bn dx", dx, dx2, nx);
@@ -410,7 +410,7 @@ START_TEST(bn_stats_constant)
 	float *x = fbuf((size_t)n * c * hw), stats[6];
 	for (size_t i = 0; i < (size_t)n * c * hw; i++)
 		x[i] = (float)((i / hw) % c) * 1.1f;
-	rt_bn_stats(n, c, hw, x, stats);
+	rt_bn_stats(threads(), n, c, hw, x, stats);
 	for (int ch = 0; ch < c; ch++) {
 		ck_assert_float_eq_tol(stats[ch], ch * 1.1f, 1e-6f);
 		ck_assert_float_ge(stats[c + ch], 0.0f);
@@ -616,7 +616,7 @@ START_TEST(golden_batchnorm_train)
 
 	/* The statistics have no golden file of their own: they are judged
 	 * through the forward output and the running buffers they produce. */
-	rt_bn_stats(n, c, hw, x->data, stats);
+	rt_bn_stats(threads(), n, c, hw, x->data, stats);
 	rt_batchnorm_ref(n, c, hw, x->data, stats, stats + c, gamma, beta, eps, y);
 	expect_golden(&g, "y", y, x->count, 1e-5);
 	float *rm = fbuf(c), *rv = fbuf(c);
@@ -627,10 +627,10 @@ START_TEST(golden_batchnorm_train)
 	expect_golden(&g, "running_var_after", rv, c, 1e-5);
 
 	const float *dy = goldf(&g, "dy");
-	rt_bn_grad_params(n, c, hw, x->data, dy, stats, eps, dparams);
+	rt_bn_grad_params(threads(), n, c, hw, x->data, dy, stats, eps, dparams);
 	expect_golden(&g, "dgamma", dparams, c, 1e-4);
 	expect_golden(&g, "dbeta", dparams + c, c, 1e-4);
-	rt_bn_grad_input(n, c, hw, x->data, dy, stats, gamma, dparams, eps, dx);
+	rt_bn_grad_input(threads(), n, c, hw, x->data, dy, stats, gamma, dparams, eps, dx);
 	expect_golden(&g, "dx", dx, x->count, 1e-4);
 	free(stats);
 	free(y);
