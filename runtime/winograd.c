@@ -17,7 +17,7 @@
 
 #include "runtime.h"
 
-enum { TILE = 6, OUT = 4, POS = 36, BLOCK_FLOATS = 256 * 1024 };
+enum { TILE = 6, OUT = 4, POS = 36, BLOCK_FLOATS = 512 * 1024 };
 
 static int tiles_of(int size)
 {
@@ -36,9 +36,17 @@ static int block_tiles(const rt_conv *p)
 	return (int)(total < fit ? total : fit);
 }
 
+/* Where a block's tiles are: image, and output row and column of the
+ * tile's corner; found once per block, not per channel. */
+typedef struct tile_at {
+	int img, y, x;
+} tile_at;
+
+/* V, M, and the block's tile table after them */
 size_t rt_winograd_scratch_floats(const rt_conv *p)
 {
-	return (size_t)POS * (size_t)(p->c + p->oc) * (size_t)block_tiles(p);
+	size_t tb = (size_t)block_tiles(p);
+	return (size_t)POS * (size_t)(p->c + p->oc) * tb + tb * sizeof(tile_at) / sizeof(float);
 }
 
 bool rt_winograd_fits(const rt_conv *p)
@@ -113,17 +121,43 @@ typedef struct wino {
 	const float *x, *u, *b, *res;
 	float *y, *v, *m;
 	int relu;
-	int th, tw; /* tiles per image, down and across */
-	long t0;    /* the block's first tile */
-	int tb, ld; /* tiles in the block; the row stride of V and M */
+	int th, tw;  /* tiles per image, down and across */
+	long t0;     /* the block's first tile */
+	int tb, ld;  /* tiles in the block; the row stride of V and M */
+	tile_at *at; /* the block's tiles */
 	rt_threads *pool;
 } wino;
+
+/* Scratch: V [36][c][ld], M [36][oc][ld], the tile table [ld] */
+static void wino_scratch(wino *w, float *scratch)
+{
+	const rt_conv *p = w->p;
+	w->v = scratch;
+	w->m = w->v + (size_t)POS * p->c * w->ld;
+	w->at = (tile_at *)(w->m + (size_t)POS * p->oc * w->ld);
+}
+
+static void block_start(wino *w, long total)
+{
+	w->tb = (int)(total - w->t0 < w->ld ? total - w->t0 : w->ld);
+	int per = w->th * w->tw, img = (int)(w->t0 / per), r = (int)(w->t0 % per);
+	int ty = r / w->tw, tx = r % w->tw;
+	for (int i = 0; i < w->tb; i++) {
+		w->at[i] = (tile_at){img, ty * OUT, tx * OUT};
+		if (++tx == w->tw) {
+			tx = 0;
+			if (++ty == w->th)
+				ty = 0, img++;
+		}
+	}
+}
 
 /* Eight tiles at a time, one per vector lane: the transforms' arithmetic
  * runs on whole vectors, and V and M, tile-contiguous, load and store
  * whole vectors. Every lane does the same arithmetic as a tile alone
  * would, so the lane a tile lands in changes no bits. */
 typedef float v8 __attribute__((vector_size(32)));
+typedef int vi __attribute__((vector_size(32)));
 enum { LANES = 8 };
 
 /* B^T applied to six values (a column, then a row, of the tile). */
@@ -137,25 +171,17 @@ enum { LANES = 8 };
 		r[5] = 4 * d[1] - 5 * d[3] + d[5];                                                 \
 	} while (0)
 
-static void tile_pos(const wino *w, long t, int *img, int *ty, int *tx)
-{
-	int per = w->th * w->tw;
-	*img = (int)(t / per);
-	int r = (int)(t % per);
-	*ty = r / w->tw;
-	*tx = r % w->tw;
-}
-
-/* The 6x6 input tiles of lanes j.. of the block, channel ci, padding 0. */
+/* The 6x6 input tiles of lanes j.. of the block, channel ci, padding 0.
+ * (Measured: gathering rows whole, by masked loads and an 8x8 transpose,
+ * was slower than these scalar copies on the AVX2 EPYC.) */
 static void load_tiles(const wino *w, int ci, int j, v8 d[TILE][TILE])
 {
 	const rt_conv *p = w->p;
 	memset(d, 0, sizeof(v8) * TILE * TILE);
 	for (int k = 0; k < LANES && j + k < w->tb; k++) {
-		int img, ty, tx;
-		tile_pos(w, w->t0 + j + k, &img, &ty, &tx);
-		int y0 = ty * OUT - p->pad, x0 = tx * OUT - p->pad;
-		const float *plane = w->x + ((size_t)img * p->c + ci) * p->h * p->w;
+		const tile_at *at = &w->at[j + k];
+		int y0 = at->y - p->pad, x0 = at->x - p->pad;
+		const float *plane = w->x + ((size_t)at->img * p->c + ci) * p->h * p->w;
 		if (y0 >= 0 && x0 >= 0 && y0 + TILE <= p->h && x0 + TILE <= p->w) {
 			const float *row = plane + (size_t)y0 * p->w + x0;
 			for (int r = 0; r < TILE; r++, row += p->w)
@@ -247,22 +273,35 @@ static void output_task(void *ctx, int task, int tasks)
 			}
 			for (int k = 0; k < OUT; k++)
 				AT(t[k], y[k]);
+			/* the plain kernels' epilogue order: conv + bias, + residual,
+			 * then relu (NaN kept); without a residual on whole vectors */
+			for (int k = 0; k < OUT; k++)
+				for (int s = 0; s < OUT; s++) {
+					y[k][s] += bias;
+					if (w->relu && !w->res) {
+						vi keep = (y[k][s] > 0) | (y[k][s] != y[k][s]);
+						y[k][s] = (v8)((vi)y[k][s] & keep);
+					}
+				}
 			for (int l = 0; l < LANES && j + l < w->tb; l++) {
-				int img, ty, tx;
-				tile_pos(w, w->t0 + j + l, &img, &ty, &tx);
-				size_t base = ((size_t)img * p->oc + o) * plane;
-				for (int k = 0; k < OUT && ty * OUT + k < p->oh; k++)
-					for (int s = 0; s < OUT && tx * OUT + s < p->ow; s++) {
-						size_t at = base + (size_t)(ty * OUT + k) * p->ow +
-						            tx * OUT + s;
-						/* the plain kernels' epilogue order: conv +
-						 * bias, + residual, then relu (NaN kept) */
-						float v = y[k][s][l] + bias;
-						if (w->res)
-							v += w->res[at];
-						if (w->relu && !(v > 0) && v == v)
+				const tile_at *at = &w->at[j + l];
+				float *yo = w->y + ((size_t)at->img * p->oc + o) * plane +
+				            (size_t)at->y * p->ow + at->x;
+				if (!w->res && at->y + OUT <= p->oh && at->x + OUT <= p->ow) {
+					for (int k = 0; k < OUT; k++, yo += p->ow)
+						for (int s = 0; s < OUT; s++)
+							yo[s] = y[k][s][l];
+					continue;
+				}
+				const float *ro = w->res ? w->res + (yo - w->y) : NULL;
+				for (int k = 0; k < OUT && at->y + k < p->oh; k++)
+					for (int s = 0; s < OUT && at->x + s < p->ow; s++) {
+						float v = y[k][s][l];
+						if (ro)
+							v += ro[(size_t)k * p->ow + s];
+						if (w->relu && ro && !(v > 0) && v == v)
 							v = 0.0f;
-						w->y[at] = v;
+						yo[(size_t)k * p->ow + s] = v;
 					}
 			}
 		}
@@ -285,12 +324,11 @@ void rt_conv2d_winograd(rt_threads *t, const rt_conv *p, const float *x, const f
 	    .ld = block_tiles(p),
 	    .pool = t,
 	};
-	w.v = scratch;
-	w.m = scratch + (size_t)POS * p->c * w.ld;
+	wino_scratch(&w, scratch);
 	long total = (long)p->n * w.th * w.tw;
 	int threads = rt_threads_count(t);
 	for (w.t0 = 0; w.t0 < total; w.t0 += w.ld) {
-		w.tb = (int)(total - w.t0 < w.ld ? total - w.t0 : w.ld);
+		block_start(&w, total);
 		rt_threads_run(t, input_task, &w, p->c < threads * 4 ? p->c : threads * 4);
 		rt_threads_run(t, gemm_task, &w, POS);
 		rt_threads_run(t, output_task, &w, p->oc < threads * 4 ? p->oc : threads * 4);
@@ -360,13 +398,12 @@ static void dy_task(void *ctx, int task, int tasks)
 			v8 d[OUT][OUT], t[TILE][OUT];
 			memset(d, 0, sizeof d);
 			for (int l = 0; l < LANES && j + l < w->tb; l++) {
-				int img, ty, tx;
-				tile_pos(w, w->t0 + j + l, &img, &ty, &tx);
-				const float *src = w->res + ((size_t)img * p->oc + o) * plane;
-				for (int k = 0; k < OUT && ty * OUT + k < p->oh; k++)
-					for (int s = 0; s < OUT && tx * OUT + s < p->ow; s++)
-						d[k][s][l] = src[(size_t)(ty * OUT + k) * p->ow +
-						                 tx * OUT + s];
+				const tile_at *at = &w->at[j + l];
+				const float *src = w->res + ((size_t)at->img * p->oc + o) * plane +
+				                   (size_t)at->y * p->ow + at->x;
+				for (int k = 0; k < OUT && at->y + k < p->oh; k++)
+					for (int s = 0; s < OUT && at->x + s < p->ow; s++)
+						d[k][s][l] = src[(size_t)k * p->ow + s];
 			}
 			for (int s = 0; s < OUT; s++) {
 				v8 col[OUT], r[TILE];
@@ -449,8 +486,7 @@ void rt_conv2d_grad_weight_winograd(rt_threads *t, const rt_conv *p, const float
 	    .first = 1,
 	};
 	wino *w = &g.w;
-	w->v = scratch;
-	w->m = scratch + (size_t)POS * p->c * w->ld;
+	wino_scratch(w, scratch);
 	g.acc = scratch + rt_winograd_scratch_floats(p);
 	long total = (long)p->n * w->th * w->tw;
 	int threads = rt_threads_count(t);
@@ -459,7 +495,7 @@ void rt_conv2d_grad_weight_winograd(rt_threads *t, const rt_conv *p, const float
 		return;
 	}
 	for (w->t0 = 0; w->t0 < total; w->t0 += w->ld, g.first = 0) {
-		w->tb = (int)(total - w->t0 < w->ld ? total - w->t0 : w->ld);
+		block_start(w, total);
 		rt_threads_run(t, input_task, w, p->c < threads * 4 ? p->c : threads * 4);
 		rt_threads_run(t, dy_task, w, p->oc < threads * 4 ? p->oc : threads * 4);
 		rt_threads_run(t, wgrad_gemm_task, &g, POS);
