@@ -42,11 +42,16 @@ typedef struct tile_at {
 	int img, y, x;
 } tile_at;
 
+/* V, M and the tile table of a block of that many tiles */
+static size_t block_floats(const rt_conv *p, int tiles)
+{
+	return ((size_t)POS * (size_t)(p->c + p->oc) + sizeof(tile_at) / sizeof(float)) * tiles;
+}
+
 /* V, M, and the block's tile table after them */
 size_t rt_winograd_scratch_floats(const rt_conv *p)
 {
-	size_t tb = (size_t)block_tiles(p);
-	return (size_t)POS * (size_t)(p->c + p->oc) * tb + tb * sizeof(tile_at) / sizeof(float);
+	return block_floats(p, block_tiles(p));
 }
 
 bool rt_winograd_fits(const rt_conv *p)
@@ -308,6 +313,37 @@ static void output_task(void *ctx, int task, int tasks)
 	}
 }
 
+/* With tiles enough, each thread takes whole blocks of its own (a slice of
+ * the scratch each): the transforms and GEMMs of a block run on one core,
+ * where its V and M stay in cache, with no handover between threads. With
+ * few tiles (batch 1, small maps) the threads share each block instead,
+ * split by channels and positions, so that U is not read once per thread. */
+enum { MIN_THREAD_BLOCK = 16 };
+
+typedef struct wsplit {
+	const wino *proto;
+	float *scratch;
+	size_t slice; /* floats per thread */
+	int sb;       /* tiles per thread block */
+	long total, blocks;
+} wsplit;
+
+static void thread_blocks_task(void *ctx, int task, int tasks)
+{
+	const wsplit *s = ctx;
+	wino w = *s->proto;
+	w.ld = s->sb;
+	wino_scratch(&w, s->scratch + (size_t)task * s->slice);
+	for (long b = task; b < s->blocks; b += tasks) {
+		w.t0 = b * s->sb;
+		block_start(&w, s->total);
+		input_task(&w, 0, 1);
+		for (int pos = 0; pos < POS; pos++)
+			gemm_task(&w, pos, POS);
+		output_task(&w, 0, 1);
+	}
+}
+
 void rt_conv2d_winograd(rt_threads *t, const rt_conv *p, const float *x, const float *u,
                         const float *b, const float *res, float *y, int relu, float *scratch)
 {
@@ -324,9 +360,22 @@ void rt_conv2d_winograd(rt_threads *t, const rt_conv *p, const float *x, const f
 	    .ld = block_tiles(p),
 	    .pool = t,
 	};
-	wino_scratch(&w, scratch);
 	long total = (long)p->n * w.th * w.tw;
 	int threads = rt_threads_count(t);
+	int sb = w.ld / threads / LANES * LANES;
+	if (threads > 1 && sb >= MIN_THREAD_BLOCK && total >= (long)threads * sb) {
+		wsplit s = {
+		    .proto = &w,
+		    .scratch = scratch,
+		    .slice = rt_winograd_scratch_floats(p) / threads,
+		    .sb = sb,
+		    .total = total,
+		    .blocks = (total + sb - 1) / sb,
+		};
+		rt_threads_run(t, thread_blocks_task, &s, threads);
+		return;
+	}
+	wino_scratch(&w, scratch);
 	for (w.t0 = 0; w.t0 < total; w.t0 += w.ld) {
 		block_start(&w, total);
 		rt_threads_run(t, input_task, &w, p->c < threads * 4 ? p->c : threads * 4);
@@ -369,9 +418,30 @@ void rt_conv2d_grad_input_winograd(rt_threads *t, const rt_conv *p, const float 
  *   M[p] += D[p] . V[p]^T     [oc x tiles] . [tiles x c] -> [oc x c]
  * accumulated over blocks; then each (oc, c) pair's 6x6 goes back to 3x3. */
 
+/* With few channels (M small) the tiles go in CHUNKS fixed ranges, each
+ * summed into its own M by one thread, in blocks of half the usual size,
+ * and the partial sums are added in chunk order: the threads work in their
+ * own cores' caches, and the result does not depend on how many there are.
+ * With more channels a second and third M would not stay in cache: the
+ * threads share each block, split by channels and then by positions. */
+enum { CHUNKS = 4, CHUNKED_MAX_FLOATS = 64 * 1024 };
+
+static int chunks_of(const rt_conv *p)
+{
+	return (size_t)POS * p->oc * p->c <= CHUNKED_MAX_FLOATS ? CHUNKS : 1;
+}
+
+static int chunk_tiles(const rt_conv *p)
+{
+	if (chunks_of(p) == 1)
+		return block_tiles(p);
+	int sb = block_tiles(p) / 2 / LANES * LANES;
+	return sb < LANES ? LANES : sb;
+}
+
 size_t rt_winograd_grad_weight_scratch_floats(const rt_conv *p)
 {
-	return rt_winograd_scratch_floats(p) + (size_t)POS * p->oc * p->c;
+	return chunks_of(p) * (block_floats(p, chunk_tiles(p)) + (size_t)POS * p->oc * p->c);
 }
 
 /* A applied to four values (the transpose of AT). */
@@ -426,10 +496,13 @@ static void dy_task(void *ctx, int task, int tasks)
 
 typedef struct wgrad {
 	wino w;
-	float *acc; /* M: [pos][oc][c] */
-	int first;
+	float *acc;   /* CHUNKS partial sums M: [pos][oc][c] each */
+	size_t slice; /* scratch floats per chunk */
+	int sb;       /* tiles per block */
+	long total;
 } wgrad;
 
+/* M[pos] += D[pos] . V[pos]^T for the block */
 static void wgrad_gemm_task(void *ctx, int pos, int tasks)
 {
 	const wgrad *g = ctx;
@@ -438,23 +511,57 @@ static void wgrad_gemm_task(void *ctx, int pos, int tasks)
 	rt_gemm_b b = {.data = w->v + (size_t)pos * p->c * w->ld, .ld = w->ld, .trans = 1};
 	rt_gemm_serial(w->pool, p->oc, p->c, w->tb, w->m + (size_t)pos * p->oc * w->ld, w->ld, 0,
 	               &b, g->acc + (size_t)pos * p->oc * p->c, p->c,
-	               &(rt_epilogue){.accumulate = !g->first});
+	               &(rt_epilogue){.accumulate = w->t0 > 0});
 }
 
-/* dw[o][c] = G^T M G for each pair, in double */
+/* The chunk's tiles, block by block, into its M */
+static void wgrad_chunk_task(void *ctx, int q, int chunks)
+{
+	const wgrad *g = ctx;
+	const rt_conv *p = g->w.p;
+	wino w = g->w;
+	w.ld = g->sb;
+	wino_scratch(&w, w.v + (size_t)q * g->slice);
+	size_t per = (size_t)POS * p->oc * p->c;
+	float *acc = g->acc + (size_t)q * per;
+	long t0 = g->total * q / chunks, t1 = g->total * (q + 1) / chunks;
+	if (t0 == t1)
+		memset(acc, 0, per * sizeof(float));
+	for (w.t0 = t0; w.t0 < t1; w.t0 += w.ld) {
+		block_start(&w, t1);
+		input_task(&w, 0, 1);
+		dy_task(&w, 0, 1);
+		for (int pos = 0; pos < POS; pos++) {
+			rt_gemm_b b = {
+			    .data = w.v + (size_t)pos * p->c * w.ld, .ld = w.ld, .trans = 1};
+			rt_gemm_serial(w.pool, p->oc, p->c, w.tb, w.m + (size_t)pos * p->oc * w.ld,
+			               w.ld, 0, &b, acc + (size_t)pos * p->oc * p->c, p->c,
+			               &(rt_epilogue){.accumulate = w.t0 > t0});
+		}
+	}
+}
+
+/* dw[o][c] = G^T M G for each pair, M the chunks' sum, in double */
 static void wgrad_out_task(void *ctx, int task, int tasks)
 {
 	const wgrad *g = ctx;
 	const rt_conv *p = g->w.p;
 	size_t pairs = (size_t)p->oc * p->c, q0 = pairs * task / tasks,
-	       q1 = pairs * (task + 1) / tasks;
+	       q1 = pairs * (task + 1) / tasks, per = POS * pairs;
+	int chunks = chunks_of(p);
 	for (size_t q = q0; q < q1; q++) {
-		double t[3][TILE];
+		double m[POS], t[3][TILE];
+		for (int k = 0; k < POS; k++) {
+			const float *a = g->acc + (size_t)k * pairs + q;
+			m[k] = a[0];
+			for (int c = 1; c < chunks; c++)
+				m[k] += a[c * per];
+		}
 		for (int s = 0; s < TILE; s++)
 			for (int k = 0; k < 3; k++) {
 				double acc = 0;
 				for (int r = 0; r < TILE; r++)
-					acc += G[r][k] * g->acc[(size_t)(r * TILE + s) * pairs + q];
+					acc += G[r][k] * m[r * TILE + s];
 				t[k][s] = acc;
 			}
 		float *dw = g->w.y + q * 9;
@@ -480,25 +587,31 @@ void rt_conv2d_grad_weight_winograd(rt_threads *t, const rt_conv *p, const float
 	            .y = dw,
 	            .th = tiles_of(p->oh),
 	            .tw = tiles_of(p->ow),
-	            .ld = block_tiles(p),
+	            .v = scratch,
 	            .pool = t,
 	        },
-	    .first = 1,
+	    .acc = scratch + chunks_of(p) * block_floats(p, chunk_tiles(p)),
+	    .slice = block_floats(p, chunk_tiles(p)),
+	    .sb = chunk_tiles(p),
+	    .total = (long)p->n * tiles_of(p->oh) * tiles_of(p->ow),
 	};
-	wino *w = &g.w;
-	wino_scratch(w, scratch);
-	g.acc = scratch + rt_winograd_scratch_floats(p);
-	long total = (long)p->n * w->th * w->tw;
-	int threads = rt_threads_count(t);
-	if (total == 0) {
+	if (g.total == 0) {
 		memset(dw, 0, (size_t)p->oc * p->c * 9 * sizeof(float));
 		return;
 	}
-	for (w->t0 = 0; w->t0 < total; w->t0 += w->ld, g.first = 0) {
-		block_start(w, total);
-		rt_threads_run(t, input_task, w, p->c < threads * 4 ? p->c : threads * 4);
-		rt_threads_run(t, dy_task, w, p->oc < threads * 4 ? p->oc : threads * 4);
-		rt_threads_run(t, wgrad_gemm_task, &g, POS);
+	int threads = rt_threads_count(t);
+	if (chunks_of(p) > 1) {
+		rt_threads_run(t, wgrad_chunk_task, &g, CHUNKS);
+	} else {
+		wino *w = &g.w;
+		w->ld = g.sb;
+		wino_scratch(w, scratch);
+		for (w->t0 = 0; w->t0 < g.total; w->t0 += w->ld) {
+			block_start(w, g.total);
+			rt_threads_run(t, input_task, w, p->c < threads * 4 ? p->c : threads * 4);
+			rt_threads_run(t, dy_task, w, p->oc < threads * 4 ? p->oc : threads * 4);
+			rt_threads_run(t, wgrad_gemm_task, &g, POS);
+		}
 	}
 	rt_threads_run(t, wgrad_out_task, &g, threads * 4);
 }
