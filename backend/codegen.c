@@ -213,7 +213,7 @@ static void cg_conv(cg *c, const ir_node *n, LLVMValueRef y)
 	if (n->winograd)
 		kernel(c, "rt_conv2d_winograd", "pppppppip", args);
 	else
-		kernel(c, "rt_conv2d", "pppppppi", args);
+		kernel(c, n->packed ? "rt_conv2d_packed" : "rt_conv2d", "pppppppi", args);
 }
 
 static void cg_batchnorm(cg *c, const ir_node *n, LLVMValueRef y)
@@ -356,14 +356,24 @@ static void cg_bn_fold_weight(cg *c, const ir_node *n, LLVMValueRef y)
 
 static void cg_winograd_weight(cg *c, const ir_node *n, LLVMValueRef y)
 {
-	LLVMValueRef args[] = {i32c(c, n->shape.d[1]), i32c(c, n->shape.d[2]), arg(c, n, 0), y};
+	const ir_shape *w = arg_shape(c, n, 0);
+	LLVMValueRef args[] = {i32c(c, w->d[0]), i32c(c, w->d[1]), arg(c, n, 0), y};
 	kernel(c, "rt_winograd_weight", "iipp", args);
 }
 
 static void cg_winograd_weight_t(cg *c, const ir_node *n, LLVMValueRef y)
 {
-	LLVMValueRef args[] = {i32c(c, n->shape.d[2]), i32c(c, n->shape.d[1]), arg(c, n, 0), y};
+	const ir_shape *w = arg_shape(c, n, 0);
+	LLVMValueRef args[] = {i32c(c, w->d[0]), i32c(c, w->d[1]), arg(c, n, 0), y};
 	kernel(c, "rt_winograd_weight_t", "iipp", args);
+}
+
+static void cg_gemm_weight(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	const ir_shape *w = arg_shape(c, n, 0);
+	int64_t kdim = w->d[1] * w->d[2] * w->d[3];
+	LLVMValueRef args[] = {i32c(c, w->d[0]), i32c(c, kdim), arg(c, n, 0), i32c(c, kdim), y};
+	kernel(c, "rt_gemm_pack_a", "iipip", args);
 }
 
 static void cg_bn_fold_bias(cg *c, const ir_node *n, LLVMValueRef y)

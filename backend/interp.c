@@ -58,6 +58,12 @@ static void interp_conv(const interp *it, const ir_node *n, float *y)
 		free(scratch);
 		return;
 	}
+	if (n->packed) {
+		rt_conv2d_packed(NULL, &p, in(it, n, 0), in(it, n, 1),
+		                 n->bias ? in(it, n, 2) : NULL,
+		                 n->residual ? in(it, n, n->residual) : NULL, y, n->relu);
+		return;
+	}
 	rt_conv2d_ref(&p, in(it, n, 0), in(it, n, 1), n->bias ? in(it, n, 2) : NULL, y);
 	epilogue(it, n, y);
 }
@@ -163,12 +169,21 @@ static void interp_bn_fold_weight(const interp *it, const ir_node *n, float *y)
 
 static void interp_winograd_weight(const interp *it, const ir_node *n, float *y)
 {
-	rt_winograd_weight((int)n->shape.d[1], (int)n->shape.d[2], in(it, n, 0), y);
+	const ir_shape *w = shape(it, n, 0);
+	rt_winograd_weight(dim(w, 0), dim(w, 1), in(it, n, 0), y);
 }
 
 static void interp_winograd_weight_t(const interp *it, const ir_node *n, float *y)
 {
-	rt_winograd_weight_t((int)n->shape.d[2], (int)n->shape.d[1], in(it, n, 0), y);
+	const ir_shape *w = shape(it, n, 0);
+	rt_winograd_weight_t(dim(w, 0), dim(w, 1), in(it, n, 0), y);
+}
+
+static void interp_gemm_weight(const interp *it, const ir_node *n, float *y)
+{
+	const ir_shape *w = shape(it, n, 0);
+	int kdim = dim(w, 1) * dim(w, 2) * dim(w, 3);
+	rt_gemm_pack_a(dim(w, 0), kdim, in(it, n, 0), kdim, y);
 }
 
 static void interp_bn_fold_bias(const interp *it, const ir_node *n, float *y)

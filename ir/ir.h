@@ -199,6 +199,7 @@ typedef struct ir_node {
 	/* by Winograd F(4x4, 3x3): conv (in[1] is a winograd_weight),
 	 * conv_grad_input (in[1] is a winograd_weight_t), conv_grad_weight */
 	bool winograd;
+	bool packed; /* conv: in[1] is a gemm_weight, packed when weights are prepared */
 
 	/* training */
 	bool i32;            /* an input of int32 values (labels) */

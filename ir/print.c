@@ -47,7 +47,7 @@ static void print_mem(const ir_node *n, FILE *out)
 	}
 	if (n->scratch_bytes)
 		fprintf(out, " scratch@arena+%lld:%lld", (long long)n->scratch,
-			(long long)n->scratch_bytes);
+		        (long long)n->scratch_bytes);
 }
 
 void ir_node_print(const ir_graph *g, int id, FILE *out)
@@ -68,6 +68,8 @@ void ir_node_print(const ir_graph *g, int id, FILE *out)
 		fprintf(out, " +%%%d", n->in[n->residual]);
 	if (n->winograd)
 		fprintf(out, " winograd");
+	if (n->packed)
+		fprintf(out, " packed");
 	if (n->relu)
 		fputs(" relu", out);
 	if (n->flat)
@@ -90,9 +92,9 @@ void ir_graph_print(const ir_graph *g, FILE *out)
 		fprintf(out, "  output %s = %%%d\n", g->outputs[i].name, g->outputs[i].node);
 	if (g->plan.done)
 		fprintf(out,
-			"  plan: arena_bytes %lld, lower_bound_bytes %lld, naive_bytes %lld, "
-			"weight_bytes %lld, raw_bytes %lld\n",
-			(long long)g->plan.arena_bytes, (long long)g->plan.lower_bound_bytes,
-			(long long)g->plan.naive_bytes, (long long)g->plan.weight_bytes,
-			(long long)g->plan.raw_bytes);
+		        "  plan: arena_bytes %lld, lower_bound_bytes %lld, naive_bytes %lld, "
+		        "weight_bytes %lld, raw_bytes %lld\n",
+		        (long long)g->plan.arena_bytes, (long long)g->plan.lower_bound_bytes,
+		        (long long)g->plan.naive_bytes, (long long)g->plan.weight_bytes,
+		        (long long)g->plan.raw_bytes);
 }

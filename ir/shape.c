@@ -248,15 +248,31 @@ static void shape_winograd_weight(const ir_graph *g, ir_node *n)
 	const ir_shape *w = arg(g, n, 0);
 	if (w->rank != 4 || w->d[2] != 3 || w->d[3] != 3)
 		diag_error_at(&n->loc, "winograd_weight: needs [oc, c, 3, 3] weights");
-	n->shape = (ir_shape){.rank = 3, .d = {36, w->d[0], w->d[1]}};
+	/* 36 matrices oc x c in the GEMM's packed layout: rows padded to its
+	 * register tile (6 or 8, by CPU) and up to 16 floats of slack after,
+	 * sized here for the largest so the IR needs no runtime */
+	n->shape = (ir_shape){.rank = 3, .d = {36, w->d[0] + 24, w->d[1]}};
 }
 
+/* the same for the input gradient: c x oc each */
 static void shape_winograd_weight_t(const ir_graph *g, ir_node *n)
 {
 	shape_winograd_weight(g, n);
-	int64_t oc = n->shape.d[1];
-	n->shape.d[1] = n->shape.d[2];
-	n->shape.d[2] = oc;
+	const ir_shape *w = arg(g, n, 0);
+	n->shape.d[1] = w->d[1] + 24;
+	n->shape.d[2] = w->d[0];
+}
+
+/* The GEMM's layout pads the oc rows to its register tile (6 or 8 rows,
+ * chosen for the CPU when the runtime is built) and keeps up to 16 floats
+ * of slack: sized here for the largest, so the IR needs no runtime. */
+static void shape_gemm_weight(const ir_graph *g, ir_node *n)
+{
+	const ir_shape *w = arg(g, n, 0);
+	if (w->rank != 4)
+		diag_error_at(&n->loc, "gemm_weight: needs [oc, c, k, k] weights");
+	int64_t kdim = w->d[1] * w->d[2] * w->d[3];
+	n->shape = (ir_shape){.rank = 1, .d = {(w->d[0] + 7) * kdim + 16}};
 }
 
 static void shape_bn_fold_bias(const ir_graph *g, ir_node *n)

@@ -33,6 +33,7 @@ void fold_batchnorm(ir_graph *g);
 void fuse_epilogue(ir_graph *g);
 /* 3x3 stride-1 convolutions where it pays become Winograd F(4x4, 3x3) */
 void select_winograd(ir_graph *g);
+void prepack_weights(ir_graph *g);
 void simplify_graph(ir_graph *g);
 /* Liveness, in-place reuse, and greedy-by-size offsets in one arena. */
 void plan_memory(ir_graph *g);

@@ -4,8 +4,8 @@
 
 #include "passes.h"
 
-const char *const passes_names[] = {"fold_batchnorm", "fuse_epilogue", "winograd", "simplify",
-				   "plan", NULL};
+const char *const passes_names[] = {"fold_batchnorm", "fuse_epilogue", "winograd", "prepack",
+                                    "simplify",       "plan",          NULL};
 
 static void after(ir_graph *g, const passes_options *o, const char *name)
 {
@@ -31,6 +31,8 @@ void passes_run(ir_graph *g, const passes_options *o)
 	if (!o->no_winograd)
 		select_winograd(g);
 	after(g, o, "winograd");
+	prepack_weights(g);
+	after(g, o, "prepack");
 	simplify_graph(g);
 	after(g, o, "simplify");
 	plan_memory(g);

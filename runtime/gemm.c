@@ -433,6 +433,33 @@ int rt_gemm_nr(void)
 	return NR;
 }
 
+static int kc_of(int k);
+
+size_t rt_gemm_packed_a_floats(int m, int k)
+{
+	return (size_t)(m + MR - 1) / MR * MR * (size_t)k + VW;
+}
+
+size_t rt_gemm_packed_a_offset(int m, int k, int i, int p)
+{
+	size_t mpad = (size_t)(m + MR - 1) / MR * MR;
+	int kc = kc_of(k), pc = p / kc * kc, kcb = k - pc < kc ? k - pc : kc, ir = i / MR * MR;
+	return pc * mpad + (size_t)ir * kcb + (size_t)(p - pc) * MR + (i - ir);
+}
+
+/* K block pc at dst + pc * mpad, each as pack_a lays out all m rows, and VW
+ * zeros after (the edge kernel reads a little past the last panel). */
+void rt_gemm_pack_a(int m, int k, const float *a, int lda, float *dst)
+{
+	size_t mpad = (size_t)(m + MR - 1) / MR * MR;
+	int kc = kc_of(k);
+	for (int pc = 0; pc < k; pc += kc) {
+		int kcb = k - pc < kc ? k - pc : kc;
+		pack_a(a, (size_t)lda, 0, 0, m, pc, kcb, MR, dst + pc * mpad);
+	}
+	memset(dst + mpad * k, 0, VW * sizeof(float));
+}
+
 void rt_gemm_pack_b(const rt_gemm_b *b, int k0, int kc, int n0, int nc, float *dst)
 {
 	if (b->pack) {
@@ -552,10 +579,11 @@ static void gemm_block(const gemm_job *j, int m0, int m1, int n0, int n1)
 			for (int i = m0; i < m1; i += MR)
 				for (int jj = n0; jj < n1; jj += NR)
 					gemm_block(j, i, i + MR < m1 ? i + MR : m1, jj,
-						   jj + NR < n1 ? jj + NR : n1);
+					           jj + NR < n1 ? jj + NR : n1);
 			return;
 		}
-		static _Thread_local float tile[MR * KC + VW + NR * KC] __attribute__((aligned(64)));
+		static _Thread_local float tile[MR * KC + VW + NR * KC]
+		    __attribute__((aligned(64)));
 		ab = tile;
 		from_tls = true;
 		asize = j->pa ? 0 : (size_t)MR * kc;
@@ -728,6 +756,9 @@ static void gemm(rt_threads *p, bool serial, int m, int n, int k, const float *a
 	    .k = k,
 	    .kc = kc_of(k),
 	    .a = a,
+	    /* already laid out as the shared A is (rt_gemm_pack_a) */
+	    .pa = trans_a == RT_GEMM_A_PACKED ? (float *)a : NULL,
+	    .mpad = (size_t)(m + MR - 1) / MR * MR,
 	    .lda = (size_t)lda,
 	    .trans_a = trans_a != 0,
 	    .b = b,
@@ -757,7 +788,7 @@ static void gemm(rt_threads *p, bool serial, int m, int n, int k, const float *a
 	if (j.tasks > j.units)
 		j.tasks = j.units;
 	float *shared = NULL;
-	if (j.tasks > 1) {
+	if (j.tasks > 1 && (j.by_rows || !j.pa)) {
 		int kblocks = (k + j.kc - 1) / j.kc;
 		int tiles = j.by_rows ? (n + NR - 1) / NR : (m + MR - 1) / MR;
 		size_t pad = (size_t)tiles * (j.by_rows ? NR : MR);
@@ -772,7 +803,7 @@ static void gemm(rt_threads *p, bool serial, int m, int n, int k, const float *a
 			else
 				j.pa = shared, j.mpad = pad;
 			rt_threads_run(p, pack_task, &j,
-			            kblocks * ((tiles + PACK_TILES - 1) / PACK_TILES));
+			               kblocks * ((tiles + PACK_TILES - 1) / PACK_TILES));
 		}
 	}
 	rt_threads_run(p, gemm_task, &j, j.tasks);

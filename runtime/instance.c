@@ -18,10 +18,10 @@ struct rt_instance {
 	char load_error[512]; /* why the last load_weights failed */
 
 	/* trainable libraries */
-	float *state;        /* weights, statistics, momentum: what training changes */
-	float *eval_raw;     /* the inference graph's raw weights, gathered from state */
-	bool stale;          /* state changed since weights were prepared from it */
-	bool has_state;      /* state holds real weights (embedded or loaded) */
+	float *state;    /* weights, statistics, momentum: what training changes */
+	float *eval_raw; /* the inference graph's raw weights, gathered from state */
+	bool stale;      /* state changed since weights were prepared from it */
+	bool has_state;  /* state holds real weights (embedded or loaded) */
 	void *train_ws;
 	float *logits;       /* the step's forward outputs, not returned */
 	rt_threads *threads; /* the instance's own: no state is shared with others */
@@ -120,20 +120,22 @@ static int fmt_err(char *err, size_t errlen, int code, const char *fmt, ...)
 }
 
 static int check_tensor(const rt_st_file *f, const rt_param_desc *p, const char *path, char *err,
-			size_t errlen)
+                        size_t errlen)
 {
 	const rt_st_tensor *t = rt_st_find(f, p->name);
 	if (!t)
-		return fmt_err(err, errlen, RT_ERR_WEIGHTS, "%s: missing tensor '%s'", path, p->name);
+		return fmt_err(err, errlen, RT_ERR_WEIGHTS, "%s: missing tensor '%s'", path,
+		               p->name);
 	if (t->dtype != RT_DTYPE_F32)
-		return fmt_err(err, errlen, RT_ERR_WEIGHTS, "%s: tensor '%s' is %s, expected float32",
-			       path, p->name, rt_dtype_name(t->dtype));
+		return fmt_err(err, errlen, RT_ERR_WEIGHTS,
+		               "%s: tensor '%s' is %s, expected float32", path, p->name,
+		               rt_dtype_name(t->dtype));
 	bool same = t->rank == p->rank;
 	for (int i = 0; same && i < t->rank; i++)
 		same = t->dims[i] == p->dims[i];
 	if (!same)
 		return fmt_err(err, errlen, RT_ERR_WEIGHTS,
-			       "%s: tensor '%s' has the wrong shape for this model", path, p->name);
+		               "%s: tensor '%s' has the wrong shape for this model", path, p->name);
 	return 0;
 }
 
@@ -148,8 +150,7 @@ static int64_t param_count(const rt_param_desc *p)
 }
 
 /* Reads every param of the model into raw, laid out by the descriptor. */
-static int read_raw(const rt_model_desc *d, const char *path, float *raw, char *err,
-		    size_t errlen)
+static int read_raw(const rt_model_desc *d, const char *path, float *raw, char *err, size_t errlen)
 {
 	if (!path)
 		return fmt_err(err, errlen, RT_ERR_ARG, "load_weights: path is NULL");
@@ -162,8 +163,8 @@ static int read_raw(const rt_model_desc *d, const char *path, float *raw, char *
 		rc = check_tensor(&f, &d->params[i], path, err, errlen);
 	if (!rc && f.n_tensors != d->n_params)
 		rc = fmt_err(err, errlen, RT_ERR_WEIGHTS,
-			     "%s: %d tensors, but the model has %lld parameters", path, f.n_tensors,
-			     (long long)d->n_params);
+		             "%s: %d tensors, but the model has %lld parameters", path, f.n_tensors,
+		             (long long)d->n_params);
 	for (int64_t i = 0; i < d->n_params && !rc; i++) {
 		const rt_st_tensor *t = rt_st_find(&f, d->params[i].name);
 		memcpy(raw + d->params[i].offset, t->data, t->count * sizeof(float));
@@ -173,14 +174,14 @@ static int read_raw(const rt_model_desc *d, const char *path, float *raw, char *
 }
 
 int rt_model_read_weights(const rt_model_desc *d, const char *path, float *weights, char *err,
-			  size_t errlen)
+                          size_t errlen)
 {
 	if (!d || !path || !weights)
 		return fmt_err(err, errlen, RT_ERR_ARG, "read_weights: NULL argument");
 	float *raw = calloc((size_t)d->raw_floats + 1, sizeof(float));
 	if (!raw)
 		return fmt_err(err, errlen, RT_ERR_NOMEM, "out of memory for %lld weights",
-			       (long long)d->raw_floats);
+		               (long long)d->raw_floats);
 	int rc = read_raw(d, path, raw, err, errlen);
 	if (!rc)
 		d->prepare(raw, weights);
@@ -196,7 +197,7 @@ static int load_state(rt_instance *m, const char *path)
 	float *raw = calloc((size_t)d->raw_floats + 1, sizeof(float));
 	if (!raw)
 		return fail(m, RT_ERR_NOMEM, "out of memory for %lld weights",
-			    (long long)d->raw_floats);
+		            (long long)d->raw_floats);
 	int rc = read_raw(d, path, raw, m->error, sizeof m->error);
 	if (rc == 0) {
 		memset(m->state, 0, (size_t)d->state_floats * sizeof(float));
@@ -222,7 +223,7 @@ int rt_instance_load_weights(rt_instance *m, const char *path)
 	float *w = calloc((size_t)m->d->weight_floats + 1, sizeof(float));
 	if (!w)
 		return fail(m, RT_ERR_NOMEM, "out of memory for %lld weights",
-			    (long long)m->d->weight_floats);
+		            (long long)m->d->weight_floats);
 	int rc = rt_model_read_weights(m->d, path, w, m->error, sizeof m->error);
 	if (rc) {
 		/* No silent fallback to the previous weights: the caller meant
@@ -273,16 +274,17 @@ int rt_instance_run(rt_instance *m, const float *const *in, float *const *out)
 		m->weights = NULL;
 	if (!m->weights && m->load_error[0])
 		return fail(m, RT_ERR_NO_WEIGHTS, "no weights: the last load_weights failed: %s",
-			    m->load_error);
+		            m->load_error);
 	if (!m->weights)
-		return fail(m, RT_ERR_NO_WEIGHTS,
-			    "no weights: this library keeps them in a file; call load_weights first");
+		return fail(
+		    m, RT_ERR_NO_WEIGHTS,
+		    "no weights: this library keeps them in a file; call load_weights first");
 	m->d->forward(m->weights, m->workspace, in, out, m->threads);
 	return 0;
 }
 
 int rt_instance_train_step(rt_instance *m, const float *input, const int32_t *labels, float lr,
-			   float *loss)
+                           float *loss)
 {
 	if (!m)
 		return RT_ERR_ARG;
@@ -293,11 +295,11 @@ int rt_instance_train_step(rt_instance *m, const float *input, const int32_t *la
 		return fail(m, RT_ERR_ARG, "input, labels or loss is NULL");
 	if (!m->has_state)
 		return fail(m, RT_ERR_NO_WEIGHTS, "no weights: call load_weights first%s%s",
-			    m->load_error[0] ? "; the last load failed: " : "", m->load_error);
+		            m->load_error[0] ? "; the last load failed: " : "", m->load_error);
 	for (int64_t i = 0; i < d->batch; i++)
 		if (labels[i] < 0 || labels[i] >= d->classes)
 			return fail(m, RT_ERR_ARG, "label %d of example %lld is outside [0, %lld)",
-				    labels[i], (long long)i, (long long)d->classes);
+			            labels[i], (long long)i, (long long)d->classes);
 	if (lr != lr || lr < 0)
 		return fail(m, RT_ERR_ARG, "learning rate %g is not a non-negative number", lr);
 	const void *in[3] = {input, labels, &lr};
@@ -323,7 +325,7 @@ int rt_instance_save_weights(rt_instance *m, const char *path)
 		return fail(m, RT_ERR_NOMEM, "out of memory");
 	for (int64_t i = 0; i < d->n_params; i++)
 		e[i] = (rt_st_entry){d->params[i].name, RT_DTYPE_F32, (int)d->params[i].rank,
-				     d->params[i].dims, m->state + d->eval_from_state[i]};
+		                     d->params[i].dims, m->state + d->eval_from_state[i]};
 	const char *meta[] = {"format", "netcc", "model", d->name};
 	int rc = rt_st_write(path, e, (int)d->n_params, meta, 2, m->error, sizeof m->error);
 	free(e);
@@ -344,8 +346,8 @@ size_t rt_model_static_workspace_bytes(int64_t arena_bytes)
 	return (((size_t)arena_bytes + 63) & ~(size_t)63) + rt_threads_inline_bytes();
 }
 
-int rt_model_run_raw(const rt_model_desc *d, const float *weights, void *workspace,
-		     const float *in, float *out)
+int rt_model_run_raw(const rt_model_desc *d, const float *weights, void *workspace, const float *in,
+                     float *out)
 {
 	if (!weights || !in || !out || (!workspace && d->workspace_bytes))
 		return RT_ERR_ARG;

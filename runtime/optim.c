@@ -3,8 +3,8 @@
  * changes it without recompiling. */
 #include "runtime.h"
 
-void rt_sgd_step(size_t count, float *w, const float *g, float *v, const float *lr,
-		 float momentum, float weight_decay)
+void rt_sgd_step(size_t count, float *w, const float *g, float *v, const float *lr, float momentum,
+                 float weight_decay)
 {
 	rt_sgd_momentum_ref(count, w, g, v, *lr, momentum, weight_decay);
 }

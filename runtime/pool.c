@@ -256,7 +256,8 @@ float *rt_threads_scratch_take(rt_threads *p, size_t floats, int *slot)
 		if (i == p->slots)
 			return NULL;
 		if (atomic_compare_exchange_weak_explicit(&p->slot_used, &used, used | 1u << i,
-		                                          memory_order_acquire, memory_order_relaxed)) {
+		                                          memory_order_acquire,
+		                                          memory_order_relaxed)) {
 			*slot = i;
 			return p->scratch + (size_t)i * p->slot_floats;
 		}

@@ -170,9 +170,16 @@ typedef struct rt_gemm_b {
 
 /* C[m x n] (row stride ldc) = A[m x k] . B[k x n], then the epilogue. A is
  * row-major (element (i, k) at a[i * lda + k]), or transposed when trans_a
- * (at a[k * lda + i]). Deterministic, and identical whatever the pool. */
+ * is RT_GEMM_A_TRANS (at a[k * lda + i]), or RT_GEMM_A_PACKED: already in
+ * the GEMM's own layout, from rt_gemm_pack_a (weights, packed once when
+ * they are prepared). Deterministic, and identical whatever the pool. */
+enum { RT_GEMM_A_ROWS = 0, RT_GEMM_A_TRANS = 1, RT_GEMM_A_PACKED = 2 };
 void rt_gemm(rt_threads *p, int m, int n, int k, const float *a, int lda, int trans_a,
              const rt_gemm_b *b, float *c, int ldc, const rt_epilogue *ep);
+size_t rt_gemm_packed_a_floats(int m, int k);
+void rt_gemm_pack_a(int m, int k, const float *a, int lda, float *dst);
+/* where element (i, p) of an m x k A goes in that layout (zero the rest) */
+size_t rt_gemm_packed_a_offset(int m, int k, int i, int p);
 /* The same on the calling thread only, for a caller that already runs as
  * one of p's tasks; p lends its scratch. Same results as rt_gemm. */
 void rt_gemm_serial(rt_threads *p, int m, int n, int k, const float *a, int lda, int trans_a,
@@ -191,6 +198,12 @@ size_t rt_conv2d_scratch_floats(const rt_conv *p);
  * itself (the residual accumulated in place). */
 void rt_conv2d(rt_threads *t, const rt_conv *p, const float *x, const float *w, const float *b,
                const float *res, float *y, int relu);
+/* The same with the weights packed for the GEMM once, when they are
+ * prepared: wp of rt_conv2d_packed_weight_floats from rt_conv2d_pack_weight. */
+size_t rt_conv2d_packed_weight_floats(const rt_conv *p);
+void rt_conv2d_pack_weight(const rt_conv *p, const float *w, float *wp);
+void rt_conv2d_packed(rt_threads *t, const rt_conv *p, const float *x, const float *wp,
+                      const float *b, const float *res, float *y, int relu);
 /* 3x3, stride 1, by Winograd F(4x4, 3x3) (runtime/winograd.c): u from
  * rt_winograd_weight, scratch of rt_winograd_scratch_floats; the epilogue
  * as rt_conv2d's. */
@@ -198,6 +211,8 @@ void rt_conv2d(rt_threads *t, const rt_conv *p, const float *x, const float *w, 
 void rt_maxpool(rt_threads *t, const rt_pool *p, const float *x, float *y);
 bool rt_winograd_fits(const rt_conv *p);
 size_t rt_winograd_scratch_floats(const rt_conv *p);
+/* u: rt_winograd_weight_floats(oc, c) floats (the GEMMs' packed layout) */
+size_t rt_winograd_weight_floats(int m, int k);
 void rt_winograd_weight(int oc, int c, const float *w, float *u);
 void rt_conv2d_winograd(rt_threads *t, const rt_conv *p, const float *x, const float *u,
                         const float *b, const float *res, float *y, int relu, float *scratch);
@@ -205,7 +220,7 @@ void rt_conv2d_winograd(rt_threads *t, const rt_conv *p, const float *x, const f
  * the input gradient from ut = rt_winograd_weight_t(w), the weight gradient
  * straight from x and dy. Each takes its own amount of scratch. */
 bool rt_winograd_grad_fits(const rt_conv *p);
-void rt_winograd_weight_t(int oc, int c, const float *w, float *ut);
+void rt_winograd_weight_t(int oc, int c, const float *w, float *ut); /* of (c, oc) floats */
 size_t rt_winograd_grad_input_scratch_floats(const rt_conv *p);
 void rt_conv2d_grad_input_winograd(rt_threads *t, const rt_conv *p, const float *dy,
                                    const float *ut, float *dx, float *scratch);

@@ -70,53 +70,56 @@ static const double G[TILE][3] = {
     {0, 0, 1},
 };
 
-/* u[pos][j] = (G g_j G^T)[pos] for count 3x3 filters g_j = w + j * step
- * (in floats), taps reversed if flip. A filter's 36 values go to 36 rows,
- * so they are gathered in rows of CHUNK filters and written whole. */
-enum { CHUNK = 64 };
-
-static void weights_row(const float *w, size_t step, int count, int flip, float *u, size_t stride)
+/* U[pos] is the A operand of position pos's GEMM, [m x k] (oc x c, or c x
+ * oc for the input gradient), kept in the GEMM's packed layout
+ * (rt_gemm_pack_a) at u + pos * rt_gemm_packed_a_floats(m, k): the GEMMs
+ * of every tile block read it as it is, instead of packing it again. */
+size_t rt_winograd_weight_floats(int m, int k)
 {
-	float row[POS][CHUNK];
-	for (int j0 = 0; j0 < count; j0 += CHUNK) {
-		int cn = count - j0 < CHUNK ? count - j0 : CHUNK;
-		for (int j = 0; j < cn; j++) {
-			const float *g = w + (size_t)(j0 + j) * step;
-			double t[TILE][3];
-			for (int r = 0; r < TILE; r++)
-				for (int k = 0; k < 3; k++) {
-					double acc = 0;
-					for (int i = 0; i < 3; i++)
-						acc += G[r][i] *
-						       (flip ? g[8 - (i * 3 + k)] : g[i * 3 + k]);
-					t[r][k] = acc;
-				}
-			for (int r = 0; r < TILE; r++)
-				for (int s = 0; s < TILE; s++)
-					row[r * TILE + s][j] =
-					    (float)(t[r][0] * G[s][0] + t[r][1] * G[s][1] +
-					            t[r][2] * G[s][2]);
-		}
-		for (int pos = 0; pos < POS; pos++)
-			memcpy(u + pos * stride + j0, row[pos], (size_t)cn * sizeof(float));
+	return POS * rt_gemm_packed_a_floats(m, k);
+}
+
+/* Row `row` of every U[pos] (m x k): element (row, j) = (G g_j G^T)[pos]
+ * for the k 3x3 filters g_j = w + j * step (in floats), taps reversed if
+ * flip. */
+static void weights_row(const float *w, size_t step, int m, int k, int row, int flip, float *u)
+{
+	size_t stride = rt_gemm_packed_a_floats(m, k);
+	for (int j = 0; j < k; j++) {
+		const float *g = w + (size_t)j * step;
+		double t[TILE][3];
+		for (int r = 0; r < TILE; r++)
+			for (int q = 0; q < 3; q++) {
+				double acc = 0;
+				for (int i = 0; i < 3; i++)
+					acc += G[r][i] * (flip ? g[8 - (i * 3 + q)] : g[i * 3 + q]);
+				t[r][q] = acc;
+			}
+		float *at = u + rt_gemm_packed_a_offset(m, k, row, j);
+		for (int r = 0; r < TILE; r++)
+			for (int s = 0; s < TILE; s++)
+				at[(size_t)(r * TILE + s) * stride] =
+				    (float)(t[r][0] * G[s][0] + t[r][1] * G[s][1] +
+				            t[r][2] * G[s][2]);
 	}
 }
 
-/* u[pos][o][i]: a row of filters is one output channel's */
+/* U[pos]: oc x c, a row one output channel's filters */
 void rt_winograd_weight(int oc, int c, const float *w, float *u)
 {
+	memset(u, 0, rt_winograd_weight_floats(oc, c) * sizeof(float)); /* the padding */
 	for (int o = 0; o < oc; o++)
-		weights_row(w + (size_t)o * c * 9, 9, c, 0, u + (size_t)o * c, (size_t)oc * c);
+		weights_row(w + (size_t)o * c * 9, 9, oc, c, o, 0, u);
 }
 
 /* The input gradient of a 3x3 stride-1 pad-1 convolution is the convolution
- * of dY with the weights' channels swapped and taps flipped: u[pos][i][o],
- * a row of filters one input channel's. */
+ * of dY with the weights' channels swapped and taps flipped: U[pos] is
+ * c x oc, a row one input channel's filters. */
 void rt_winograd_weight_t(int oc, int c, const float *w, float *u)
 {
+	memset(u, 0, rt_winograd_weight_floats(c, oc) * sizeof(float));
 	for (int i = 0; i < c; i++)
-		weights_row(w + (size_t)i * 9, (size_t)c * 9, oc, 1, u + (size_t)i * oc,
-		            (size_t)oc * c);
+		weights_row(w + (size_t)i * 9, (size_t)c * 9, c, oc, i, 1, u);
 }
 
 /* ---- one block of tiles ----------------------------------------------------- */
@@ -241,8 +244,9 @@ static void gemm_task(void *ctx, int pos, int tasks)
 	const wino *w = ctx;
 	const rt_conv *p = w->p;
 	rt_gemm_b b = {.data = w->v + (size_t)pos * p->c * w->ld, .ld = w->ld};
-	rt_gemm_serial(w->pool, p->oc, w->tb, p->c, w->u + (size_t)pos * p->oc * p->c, p->c, 0, &b,
-	               w->m + (size_t)pos * p->oc * w->ld, w->ld, NULL);
+	rt_gemm_serial(w->pool, p->oc, w->tb, p->c,
+	               w->u + (size_t)pos * rt_gemm_packed_a_floats(p->oc, p->c), 0,
+	               RT_GEMM_A_PACKED, &b, w->m + (size_t)pos * p->oc * w->ld, w->ld, NULL);
 }
 
 /* A^T applied to six values. */

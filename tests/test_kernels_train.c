@@ -216,7 +216,7 @@ START_TEST(winograd_vs_ref)
 	rt_rng_seed(&rng, 2000 + _i);
 	float *x = randn(&rng, nx, 1, 0), *w = randn(&rng, nw, 0.5f, 0);
 	float *b = randn(&rng, (size_t)p.oc, 0.3f, 0), *res = randn(&rng, ny, 1, 0);
-	float *y_ref = fbuf(ny), *u = nanbuf(nw * 4);
+	float *y_ref = fbuf(ny), *u = nanbuf(rt_winograd_weight_floats(p.oc, p.c));
 	rt_conv2d_ref(&p, x, w, b, y_ref);
 	for (size_t i = 0; i < ny; i++) {
 		y_ref[i] += res[i];
@@ -268,7 +268,8 @@ START_TEST(winograd_grads_vs_ref)
 	rt_rng_seed(&rng, 2100 + _i);
 	float *x = randn(&rng, nx, 1, 0), *w = randn(&rng, nw, 0.5f, 0),
 	      *dy = randn(&rng, ny, 1, 0);
-	float *dx_ref = fbuf(nx), *dw_ref = fbuf(nw), *ut = nanbuf(nw * 4);
+	float *dx_ref = fbuf(nx), *dw_ref = fbuf(nw),
+	      *ut = nanbuf(rt_winograd_weight_floats(p.c, p.oc));
 	rt_conv2d_grad_input_ref(&p, dy, w, dx_ref);
 	rt_conv2d_grad_weight_ref(&p, x, dy, dw_ref, NULL);
 

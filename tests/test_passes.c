@@ -304,6 +304,23 @@ START_TEST(winograd_selects_layers)
 		}
 	}
 	ck_assert_int_eq(selected, 10); /* stages 1-3 of ResNet-18; the 7x7 stage stays */
+	/* every other convolution reads its weights packed for the GEMM, once,
+	 * when they are prepared (prepack) */
+	int packed = 0;
+	for (int i = 0; i < g->n_nodes; i++) {
+		const ir_node *n = &g->nodes[i];
+		if (n->op != IR_OP_CONV)
+			continue;
+		ck_assert_msg(n->packed != n->winograd, "%s: packed %d winograd %d", n->name,
+		              n->packed, n->winograd);
+		if (!n->packed)
+			continue;
+		const ir_node *u = &g->nodes[n->in[1]];
+		ck_assert_int_eq(u->op, IR_OP_GEMM_WEIGHT);
+		ck_assert(u->prep && u->mem == IR_MEM_WEIGHTS);
+		packed++;
+	}
+	ck_assert_int_eq(packed, 10);
 	float *got = interp_output(g, x);
 	ck_assert_close(got, want, 1000, 1e-4);
 	check_plan(g);
@@ -370,6 +387,8 @@ START_TEST(winograd_in_training)
 	autodiff_training_graph(g);
 	passes_run(g, &(passes_options){.opt_level = 2, .no_winograd = true});
 	ck_assert_int_eq(count(g, IR_OP_WINOGRAD_WEIGHT) + count(g, IR_OP_WINOGRAD_WEIGHT_T), 0);
+	ck_assert_int_eq(count(g, IR_OP_GEMM_WEIGHT),
+	                 0); /* weights that change are not prepacked */
 	ir_graph_free(g);
 }
 END_TEST
