@@ -357,8 +357,14 @@ static void cg_bn_fold_weight(cg *c, const ir_node *n, LLVMValueRef y)
 static void cg_winograd_weight(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	const ir_shape *w = arg_shape(c, n, 0);
-	LLVMValueRef args[] = {i32c(c, w->d[0]), i32c(c, w->d[1]), arg(c, n, 0), y};
-	kernel(c, "rt_winograd_weight", "iipp", args);
+	LLVMValueRef args[] = {i32c(c, w->d[0]),
+	                       i32c(c, w->d[1]),
+	                       arg(c, n, 0),
+	                       n->n_in == 3 ? arg(c, n, 1) : LLVMConstNull(c->ptr),
+	                       n->n_in == 3 ? arg(c, n, 2) : LLVMConstNull(c->ptr),
+	                       f32c(c, n->eps),
+	                       y};
+	kernel(c, "rt_winograd_weight", "iipppfp", args);
 }
 
 static void cg_winograd_weight_t(cg *c, const ir_node *n, LLVMValueRef y)
@@ -372,8 +378,14 @@ static void cg_gemm_weight(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	const ir_shape *w = arg_shape(c, n, 0);
 	int64_t kdim = w->d[1] * w->d[2] * w->d[3];
-	LLVMValueRef args[] = {i32c(c, w->d[0]), i32c(c, kdim), arg(c, n, 0), i32c(c, kdim), y};
-	kernel(c, "rt_gemm_pack_a", "iipip", args);
+	LLVMValueRef args[] = {i32c(c, w->d[0]),
+	                       i32c(c, kdim),
+	                       arg(c, n, 0),
+	                       n->n_in == 3 ? arg(c, n, 1) : LLVMConstNull(c->ptr),
+	                       n->n_in == 3 ? arg(c, n, 2) : LLVMConstNull(c->ptr),
+	                       f32c(c, n->eps),
+	                       y};
+	kernel(c, "rt_conv_weight_pack", "iipppfp", args);
 }
 
 static void cg_bn_fold_bias(cg *c, const ir_node *n, LLVMValueRef y)

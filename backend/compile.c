@@ -62,7 +62,7 @@ int backend_compile(const ir_graph *g, const backend_options *o)
 		char err[256];
 		if (!prepared || interp_prepare(w, prepared, err, sizeof err) != 0) {
 			fprintf(diag_output(), "netcc: error: preparing weights: %s\n",
-				prepared ? err : "out of memory");
+			        prepared ? err : "out of memory");
 			free(prepared);
 			return 1;
 		}
@@ -70,8 +70,8 @@ int backend_compile(const ir_graph *g, const backend_options *o)
 		t = backend_now();
 	}
 	LLVMContextRef ctx = LLVMContextCreate();
-	LLVMModuleRef m = backend_module_build(ctx, g, o->train, o->name, prepared,
-						 BACKEND_MODULE_LIBRARY);
+	LLVMModuleRef m =
+	    backend_module_build(ctx, g, o->train, o->name, prepared, BACKEND_MODULE_LIBRARY);
 	free(prepared);
 	LLVMTargetMachineRef tm = backend_host_machine();
 	backend_module_target(m, tm);
@@ -89,7 +89,8 @@ int backend_compile(const ir_graph *g, const backend_options *o)
 		char obj[] = "/tmp/netcc-XXXXXX.o";
 		int fd = mkstemps(obj, 2);
 		if (fd < 0) {
-			fprintf(diag_output(), "netcc: error: cannot create a temporary object file\n");
+			fprintf(diag_output(),
+			        "netcc: error: cannot create a temporary object file\n");
 			rc = 1;
 		} else {
 			close(fd);

@@ -170,7 +170,8 @@ static void interp_bn_fold_weight(const interp *it, const ir_node *n, float *y)
 static void interp_winograd_weight(const interp *it, const ir_node *n, float *y)
 {
 	const ir_shape *w = shape(it, n, 0);
-	rt_winograd_weight(dim(w, 0), dim(w, 1), in(it, n, 0), y);
+	rt_winograd_weight(dim(w, 0), dim(w, 1), in(it, n, 0), n->n_in == 3 ? in(it, n, 1) : NULL,
+	                   n->n_in == 3 ? in(it, n, 2) : NULL, (float)n->eps, y);
 }
 
 static void interp_winograd_weight_t(const interp *it, const ir_node *n, float *y)
@@ -183,7 +184,8 @@ static void interp_gemm_weight(const interp *it, const ir_node *n, float *y)
 {
 	const ir_shape *w = shape(it, n, 0);
 	int kdim = dim(w, 1) * dim(w, 2) * dim(w, 3);
-	rt_gemm_pack_a(dim(w, 0), kdim, in(it, n, 0), kdim, y);
+	rt_conv_weight_pack(dim(w, 0), kdim, in(it, n, 0), n->n_in == 3 ? in(it, n, 1) : NULL,
+	                    n->n_in == 3 ? in(it, n, 2) : NULL, (float)n->eps, y);
 }
 
 static void interp_bn_fold_bias(const interp *it, const ir_node *n, float *y)

@@ -26,7 +26,7 @@ static int llvm_failed(LLVMErrorRef e, const char *what, char *err, size_t errle
 }
 
 static int lookup(backend_jit *j, const char *prefix, const char *what, void **fn, char *err,
-		  size_t errlen)
+                  size_t errlen)
 {
 	char name[256];
 	snprintf(name, sizeof name, "%s__%s", prefix, what);
@@ -50,7 +50,7 @@ void backend_jit_free(backend_jit *j)
 }
 
 backend_jit *backend_jit_compile(const ir_graph *g, const char *prefix, bool profile, char *err,
-				 size_t errlen)
+                                 size_t errlen)
 {
 	backend_jit *j = calloc(1, sizeof *j);
 	if (!j) {
@@ -59,7 +59,7 @@ backend_jit *backend_jit_compile(const ir_graph *g, const char *prefix, bool pro
 	}
 	j->tsc = LLVMOrcCreateNewThreadSafeContext();
 	LLVMModuleRef m = backend_module_build(LLVMOrcThreadSafeContextGetContext(j->tsc), g, NULL,
-					       prefix, NULL, profile ? BACKEND_MODULE_PROFILE : 0);
+	                                       prefix, NULL, profile ? BACKEND_MODULE_PROFILE : 0);
 	LLVMTargetMachineRef tm = backend_host_machine();
 	backend_module_target(m, tm);
 	backend_optimize(m, tm);
@@ -81,7 +81,7 @@ backend_jit *backend_jit_compile(const ir_graph *g, const char *prefix, bool pro
 	}
 	LLVMOrcDefinitionGeneratorRef gen;
 	if ((e = LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(
-		     &gen, LLVMOrcLLJITGetGlobalPrefix(j->jit), NULL, NULL))) {
+	         &gen, LLVMOrcLLJITGetGlobalPrefix(j->jit), NULL, NULL))) {
 		LLVMDisposeModule(m);
 		llvm_failed(e, "resolving runtime symbols", err, errlen);
 		goto fail;
@@ -126,7 +126,7 @@ void *backend_workspace_new(const ir_graph *g)
 }
 
 int backend_jit_run(const ir_graph *g, const float *const *in, float *const *out, char *err,
-		    size_t errlen)
+                    size_t errlen)
 {
 	backend_jit *j = backend_jit_compile(g, "netcc_jit", false, err, errlen);
 	if (!j)

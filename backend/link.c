@@ -41,8 +41,8 @@ int backend_link(const char *object, const char *output)
 	char rt[PATH_MAX + 32];
 	if (runtime_archive(rt, sizeof rt) != 0) {
 		fprintf(diag_output(),
-			"netcc: error: cannot find the runtime library libnetcc_out.a beside the "
-			"netcc executable (set NETCC_RUNTIME)\n");
+		        "netcc: error: cannot find the runtime library libnetcc_out.a beside the "
+		        "netcc executable (set NETCC_RUNTIME)\n");
 		return 1;
 	}
 	size_t olen = strlen(output);
@@ -53,32 +53,32 @@ int backend_link(const char *object, const char *output)
 	int fd = mkstemp(tmp);
 	if (fd < 0) {
 		fprintf(diag_output(), "netcc: error: cannot write %s: %s\n", output,
-			strerror(errno));
+		        strerror(errno));
 		free(tmp);
 		return 1;
 	}
 	close(fd);
 	const char *cc = getenv("CC") && *getenv("CC") ? getenv("CC") : "cc";
 	char *argv[] = {(char *)cc,
-			"-shared",
-			"-o",
-			tmp,
-			(char *)object,
-			rt,
-			"-Wl,--exclude-libs,ALL",
-			"-Wl,--as-needed",
-			"-Wl,-z,noexecstack",
-			"-lcjson",
-			"-lm",
-			"-lpthread",
-			NULL};
+	                "-shared",
+	                "-o",
+	                tmp,
+	                (char *)object,
+	                rt,
+	                "-Wl,--exclude-libs,ALL",
+	                "-Wl,--as-needed",
+	                "-Wl,-z,noexecstack",
+	                "-lcjson",
+	                "-lm",
+	                "-lpthread",
+	                NULL};
 	pid_t pid;
 	int st = 0, rc = posix_spawnp(&pid, cc, NULL, NULL, argv, environ);
 	if (rc == 0 && waitpid(pid, &st, 0) < 0)
 		rc = errno;
 	if (rc != 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
 		fprintf(diag_output(), "netcc: error: linking %s with %s failed%s%s\n", output, cc,
-			rc ? ": " : "", rc ? strerror(rc) : "");
+		        rc ? ": " : "", rc ? strerror(rc) : "");
 		unlink(tmp);
 		free(tmp);
 		return 1;
@@ -88,7 +88,7 @@ int backend_link(const char *object, const char *output)
 	umask(mask);
 	if (chmod(tmp, 0755 & ~mask) != 0 || rename(tmp, output) != 0) {
 		fprintf(diag_output(), "netcc: error: cannot write %s: %s\n", output,
-			strerror(errno));
+		        strerror(errno));
 		unlink(tmp);
 		free(tmp);
 		return 1;

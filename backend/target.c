@@ -33,8 +33,8 @@ LLVMTargetMachineRef backend_host_machine(void)
 	if (LLVMGetTargetFromTriple(triple, &target, &err) != 0)
 		diag_fatal("LLVM has no target for %s: %s", triple, err);
 	LLVMTargetMachineRef tm =
-		LLVMCreateTargetMachine(target, triple, cpu, features, LLVMCodeGenLevelAggressive,
-					LLVMRelocPIC, LLVMCodeModelDefault);
+	    LLVMCreateTargetMachine(target, triple, cpu, features, LLVMCodeGenLevelAggressive,
+	                            LLVMRelocPIC, LLVMCodeModelDefault);
 	LLVMDisposeMessage(triple);
 	LLVMDisposeMessage(cpu);
 	LLVMDisposeMessage(features);
@@ -73,8 +73,7 @@ void backend_optimize(LLVMModuleRef m, LLVMTargetMachineRef tm)
 	}
 }
 
-int backend_emit(LLVMModuleRef m, LLVMTargetMachineRef tm, backend_emit_kind kind,
-		 const char *path)
+int backend_emit(LLVMModuleRef m, LLVMTargetMachineRef tm, backend_emit_kind kind, const char *path)
 {
 	char err[512];
 	if (kind == BACKEND_EMIT_LLVM) {
@@ -87,16 +86,14 @@ int backend_emit(LLVMModuleRef m, LLVMTargetMachineRef tm, backend_emit_kind kin
 	}
 	LLVMMemoryBufferRef buf;
 	char *msg = NULL;
-	if (LLVMTargetMachineEmitToMemoryBuffer(tm, m,
-						kind == BACKEND_EMIT_ASM ? LLVMAssemblyFile
-									 : LLVMObjectFile,
-						&msg, &buf)) {
+	if (LLVMTargetMachineEmitToMemoryBuffer(
+	        tm, m, kind == BACKEND_EMIT_ASM ? LLVMAssemblyFile : LLVMObjectFile, &msg, &buf)) {
 		fprintf(diag_output(), "netcc: error: LLVM could not emit code: %s\n", msg);
 		LLVMDisposeMessage(msg);
 		return 1;
 	}
 	int rc = rt_file_write_atomic(path, LLVMGetBufferStart(buf), LLVMGetBufferSize(buf), err,
-				      sizeof err);
+	                              sizeof err);
 	LLVMDisposeMemoryBuffer(buf);
 	if (rc)
 		fprintf(diag_output(), "netcc: error: %s\n", err);

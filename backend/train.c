@@ -73,7 +73,7 @@ static int guarded(int (*fn)(void *), void *ctx)
 }
 
 train_session *train_session_create(ir_graph *train_graph, ir_graph *eval_graph, char *err,
-				    size_t errlen)
+                                    size_t errlen)
 {
 	train_session *s = calloc(1, sizeof *s);
 	if (!s) {
@@ -102,8 +102,8 @@ train_session *train_session_create(ir_graph *train_graph, ir_graph *eval_graph,
 	s->tws = backend_workspace_new(tg);
 	s->ews = backend_workspace_new(eg);
 	s->threads = rt_threads_create(backend_threads());
-	if (!raw || !s->state || !s->eval_raw || !s->eval_w || !s->eval_src || !s->tws ||
-	    !s->ews || !s->threads) {
+	if (!raw || !s->state || !s->eval_raw || !s->eval_w || !s->eval_src || !s->tws || !s->ews ||
+	    !s->threads) {
 		free(raw);
 		train_session_free(s);
 		snprintf(err, errlen, "out of memory");
@@ -127,12 +127,12 @@ const ir_graph *train_session_graph(const train_session *s)
 }
 
 int train_session_step(train_session *s, const float *x, const int32_t *labels, float lr,
-		       float *loss, float *logits, char *err, size_t errlen)
+                       float *loss, float *logits, char *err, size_t errlen)
 {
 	for (int64_t i = 0; i < s->tg->batch; i++)
 		if (labels[i] < 0 || labels[i] >= s->classes) {
 			snprintf(err, errlen, "label %d of example %lld is outside [0, %lld)",
-				 labels[i], (long long)i, (long long)s->classes);
+			         labels[i], (long long)i, (long long)s->classes);
 			return -1;
 		}
 	const void *in[3] = {x, labels, &lr};
@@ -147,8 +147,10 @@ int train_session_eval(train_session *s, const float *x, float *logits)
 	if (s->eval_stale) {
 		for (int i = 0; i < s->eg->n_nodes; i++)
 			if (s->eval_src[i] >= 0) {
-				const ir_node *e = &s->eg->nodes[i], *t = &s->tg->nodes[s->eval_src[i]];
-				memcpy((char *)s->eval_raw + e->raw_offset, (char *)s->state + t->offset,
+				const ir_node *e = &s->eg->nodes[i],
+				              *t = &s->tg->nodes[s->eval_src[i]];
+				memcpy((char *)s->eval_raw + e->raw_offset,
+				       (char *)s->state + t->offset,
 				       (size_t)ir_shape_count(&e->shape) * sizeof(float));
 			}
 		backend_jit_prepare(s->ej)(s->eval_raw, s->eval_w);
@@ -164,7 +166,7 @@ int train_session_eval(train_session *s, const float *x, float *logits)
  * momentum buffers, under the names `netcc params` prints (momentum buffers
  * add ".momentum"). */
 int train_session_save(const train_session *s, const char *path, const char *const *meta_kv,
-		       int n_meta, char *err, size_t errlen)
+                       int n_meta, char *err, size_t errlen)
 {
 	const ir_graph *g = s->tg;
 	rt_st_entry *e = calloc((size_t)g->n_nodes + 1, sizeof *e);
@@ -177,7 +179,7 @@ int train_session_save(const train_session *s, const char *path, const char *con
 		const ir_node *p = &g->nodes[i];
 		if (p->op == IR_OP_PARAM && p->mem == IR_MEM_WEIGHTS)
 			e[n++] = (rt_st_entry){p->name, RT_DTYPE_F32, p->shape.rank, p->shape.d,
-					       (char *)s->state + p->offset};
+			                       (char *)s->state + p->offset};
 	}
 	int rc = rt_st_write(path, e, n, meta_kv, n_meta, err, errlen);
 	free(e);
@@ -185,7 +187,7 @@ int train_session_save(const train_session *s, const char *path, const char *con
 }
 
 int train_session_load(train_session *s, const rt_st_file *f, bool need_state, char *err,
-		       size_t errlen)
+                       size_t errlen)
 {
 	const ir_graph *g = s->tg;
 	/* check everything first: a bad file leaves the session as it was */
@@ -204,7 +206,8 @@ int train_session_load(train_session *s, const rt_st_file *f, bool need_state, c
 					ok = t->dims[k] == p->shape.d[k];
 				if (!ok) {
 					snprintf(err, errlen, "tensor '%s' is %s", p->name,
-						 t ? "not float32 of the model's shape" : "missing");
+					         t ? "not float32 of the model's shape"
+					           : "missing");
 					return -1;
 				}
 			} else {

@@ -65,7 +65,8 @@ static void acc(ad *a, int id, int g)
 		return;
 	}
 	if (a->grads[id].goff)
-		diag_error_at(&fwd(a, id)->loc, "internal: cannot sum a parameter's gradient slice");
+		diag_error_at(&fwd(a, id)->loc,
+		              "internal: cannot sum a parameter's gradient slice");
 	int ins[2] = {have, g};
 	a->grads[id] = (grad){node(a, IR_OP_ADD, id, ins, 2), 0};
 }
@@ -75,7 +76,8 @@ static void acc_param(ad *a, int id, int g, int64_t goff)
 	if (a->grads[id].node < 0)
 		a->grads[id] = (grad){g, goff};
 	else if (goff)
-		diag_error_at(&fwd(a, id)->loc, "netcc cannot train a BatchNorm parameter used twice");
+		diag_error_at(&fwd(a, id)->loc,
+		              "netcc cannot train a BatchNorm parameter used twice");
 	else
 		acc(a, id, g);
 }
@@ -256,7 +258,7 @@ static void sgd(ad *a, int lr)
 		int v = ir_param_add(a->g, name, IR_PARAM_STATE, p.shape, &p.loc);
 		/* momentum starts at zero */
 		a->g->nodes[v].data =
-			arena_array(&a->g->arena, (size_t)ir_shape_count(&p.shape), sizeof(float));
+		    arena_array(&a->g->arena, (size_t)ir_shape_count(&p.shape), sizeof(float));
 		ir_node s = ir_node_proto(IR_OP_SGD, &p.loc);
 		s.name = p.name;
 		s.momentum = a->g->train.momentum;
@@ -276,7 +278,7 @@ static void one_input_one_output(const ir_graph *g)
 {
 	if (g->n_inputs != 1 || g->n_outputs != 1)
 		diag_error_at(g->n_outputs ? &g->outputs[0].loc : NULL,
-			      "training needs a model with one input and one output");
+		              "training needs a model with one input and one output");
 }
 
 static ad start(ir_graph *g)
@@ -301,7 +303,8 @@ void autodiff_gradients(ir_graph *g, int **grad_node, int64_t **grad_off)
 	a.needs[x] = true;
 	for (int i = x + 1; i < a.n_fwd; i++)
 		for (int k = 0; k < g->nodes[i].n_in; k++)
-			a.needs[i] |= a.needs[g->nodes[i].in[k]] && !(ir_ops[g->nodes[i].op].flags & OPF_EFFECT);
+			a.needs[i] |= a.needs[g->nodes[i].in[k]] &&
+			              !(ir_ops[g->nodes[i].op].flags & OPF_EFFECT);
 	ir_io out = g->outputs[0];
 	int dy = ir_input_add(g, "dy", g->nodes[out.node].shape, &out.loc);
 	a.grads[out.node] = (grad){dy, 0};

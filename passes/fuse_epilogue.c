@@ -117,7 +117,8 @@ static void plan(fuse *f, int n)
 		}
 		case IR_OP_FLATTEN: {
 			int s = x->in[0];
-			if (f->old[s].op == IR_OP_GLOBAL_AVGPOOL && single(f, s) && !f->old[s].flat) {
+			if (f->old[s].op == IR_OP_GLOBAL_AVGPOOL && single(f, s) &&
+			    !f->old[s].flat) {
 				f->flat[s] = true;
 				f->into[id] = s;
 			}
@@ -173,14 +174,14 @@ void fuse_epilogue(ir_graph *g)
 {
 	size_t n = (size_t)g->n_nodes + 1;
 	fuse f = {.old = g->nodes,
-		  .uses = ir_use_counts(g),
-		  .into = malloc(n * sizeof(int)),
-		  .residual = malloc(n * sizeof(int)),
-		  .relu = calloc(n, sizeof(bool)),
-		  .stride = calloc(n, sizeof(int)),
-		  .flat = calloc(n, sizeof(bool)),
-		  .hoist = malloc(n * sizeof(int)),
-		  .emitted = malloc(n * sizeof(int))};
+	          .uses = ir_use_counts(g),
+	          .into = malloc(n * sizeof(int)),
+	          .residual = malloc(n * sizeof(int)),
+	          .relu = calloc(n, sizeof(bool)),
+	          .stride = calloc(n, sizeof(int)),
+	          .flat = calloc(n, sizeof(bool)),
+	          .hoist = malloc(n * sizeof(int)),
+	          .emitted = malloc(n * sizeof(int))};
 	if (!f.into || !f.residual || !f.relu || !f.stride || !f.flat || !f.hoist || !f.emitted)
 		diag_fatal("out of memory");
 	for (size_t i = 0; i < n; i++)

@@ -34,6 +34,10 @@ void fuse_epilogue(ir_graph *g);
 /* 3x3 stride-1 convolutions where it pays become Winograd F(4x4, 3x3) */
 void select_winograd(ir_graph *g);
 void prepack_weights(ir_graph *g);
+/* for the passes that transform weights: op(old->in[k]), or op(w, gamma,
+ * var) straight from BatchNorm-folded weights */
+ir_node passes_weight_node(ir_rewriter *rw, const ir_node *nodes, const ir_node *old, int k,
+                           ir_op op);
 void simplify_graph(ir_graph *g);
 /* Liveness, in-place reuse, and greedy-by-size offsets in one arena. */
 void plan_memory(ir_graph *g);

@@ -157,7 +157,8 @@ void plan_memory(ir_graph *g)
 		int64_t scratch = plan_scratch_bytes(g, v);
 		if (scratch) {
 			v->scratch_bytes = scratch;
-			bufs[nb] = (buffer){.size = align(scratch), .start = i, .end = i, .first = i};
+			bufs[nb] =
+			    (buffer){.size = align(scratch), .start = i, .end = i, .first = i};
 			naive += bufs[nb].size;
 			scratch_buf[i] = nb++;
 		}

@@ -8,17 +8,35 @@
  * for Winograd's layers, which read their transformed weights instead. */
 #include "passes.h"
 
+/* op(w) for the weights old->in[k] of old; BatchNorm-folded weights become
+ * op(w, gamma, var), folding and transforming in one step, so that no
+ * folded copy needs keeping in the prepared weights beside the result. */
+ir_node passes_weight_node(ir_rewriter *rw, const ir_node *nodes, const ir_node *old, int k,
+                           ir_op op)
+{
+	ir_node u = ir_node_proto(op, &old->loc);
+	const ir_node *w = &nodes[old->in[k]];
+	u.name = old->name;
+	if (w->op == IR_OP_BN_FOLD_WEIGHT) {
+		u.n_in = 3;
+		for (int i = 0; i < 3; i++)
+			u.in[i] = ir_rewrite_map(rw, w->in[i]);
+		u.eps = w->eps;
+	} else {
+		u.n_in = 1;
+		u.in[0] = ir_rewrite_map(rw, old->in[k]);
+	}
+	ir_shape_infer(ir_rewrite_graph(rw), &u);
+	return u;
+}
+
 static int rewrite(ir_rewriter *rw, const ir_node *old, int id, void *ctx)
 {
 	const ir_node *nodes = old - id;
 	ir_op w = old->op == IR_OP_CONV ? nodes[old->in[1]].op : IR_OP_INPUT;
 	if (old->winograd || (w != IR_OP_PARAM && w != IR_OP_BN_FOLD_WEIGHT))
 		return ir_rewrite_copy(rw, old);
-	ir_node u = ir_node_proto(IR_OP_GEMM_WEIGHT, &old->loc);
-	u.name = old->name;
-	u.n_in = 1;
-	u.in[0] = ir_rewrite_map(rw, old->in[1]);
-	ir_shape_infer(ir_rewrite_graph(rw), &u);
+	ir_node u = passes_weight_node(rw, nodes, old, 1, IR_OP_GEMM_WEIGHT);
 	ir_node q = *old;
 	for (int k = 0; k < q.n_in; k++)
 		q.in[k] = ir_rewrite_map(rw, old->in[k]);

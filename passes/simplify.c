@@ -15,8 +15,7 @@ static int rewrite(ir_rewriter *rw, const ir_node *old, int id, void *ctx)
 	simplify *s = ctx;
 	if (!s->live[id])
 		return -1;
-	if (old->op == IR_OP_FLATTEN &&
-	    ir_shape_eq(&s->old[old->in[0]].shape, &old->shape))
+	if (old->op == IR_OP_FLATTEN && ir_shape_eq(&s->old[old->in[0]].shape, &old->shape))
 		return ir_rewrite_map(rw, old->in[0]);
 	return ir_rewrite_copy(rw, old);
 }
@@ -30,7 +29,8 @@ void simplify_graph(ir_graph *g)
 		s.live[g->outputs[i].node] = true;
 	for (int i = g->n_nodes - 1; i >= 0; i--) {
 		const ir_node *n = &g->nodes[i];
-		if (n->op == IR_OP_PARAM || n->op == IR_OP_INPUT || (ir_ops[n->op].flags & OPF_EFFECT))
+		if (n->op == IR_OP_PARAM || n->op == IR_OP_INPUT ||
+		    (ir_ops[n->op].flags & OPF_EFFECT))
 			s.live[i] = true;
 		if (!s.live[i])
 			continue;

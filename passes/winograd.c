@@ -43,13 +43,9 @@ static bool pays(const ir_node *n, const ir_shape *x, bool training)
 }
 
 /* q reading weights t(w), with the winograd flag */
-static int emit_with(ir_rewriter *rw, const ir_node *old, ir_op t, int w)
+static int emit_with(ir_rewriter *rw, const ir_node *nodes, const ir_node *old, ir_op t, int w)
 {
-	ir_node u = ir_node_proto(t, &old->loc);
-	u.name = old->name;
-	u.n_in = 1;
-	u.in[0] = ir_rewrite_map(rw, old->in[w]);
-	ir_shape_infer(ir_rewrite_graph(rw), &u);
+	ir_node u = passes_weight_node(rw, nodes, old, w, t);
 	ir_node q = *old;
 	for (int k = 0; k < q.n_in; k++)
 		q.in[k] = ir_rewrite_map(rw, old->in[k]);
@@ -68,12 +64,12 @@ static int rewrite(ir_rewriter *rw, const ir_node *old, int id, void *ctx)
 		bool weights =
 		    *training ? w == IR_OP_PARAM : w == IR_OP_PARAM || w == IR_OP_BN_FOLD_WEIGHT;
 		if (weights && pays(old, &nodes[old->in[0]].shape, *training))
-			return emit_with(rw, old, IR_OP_WINOGRAD_WEIGHT, 1);
+			return emit_with(rw, nodes, old, IR_OP_WINOGRAD_WEIGHT, 1);
 		break;
 	}
 	case IR_OP_CONV_GRAD_INPUT: /* dy, w, x */
 		if (pays(old, &nodes[old->in[2]].shape, true))
-			return emit_with(rw, old, IR_OP_WINOGRAD_WEIGHT_T, 1);
+			return emit_with(rw, nodes, old, IR_OP_WINOGRAD_WEIGHT_T, 1);
 		break;
 	case IR_OP_CONV_GRAD_WEIGHT: /* x, dy */
 		if (pays(old, &nodes[old->in[0]].shape, true)) {

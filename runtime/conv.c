@@ -9,7 +9,9 @@
  *   input grad    stride 1: a forward convolution of dY with W transposed
  *                 and flipped; strided: W^T . dY into columns, scattered
  * Bias, the residual and relu happen in the GEMM's epilogue. */
+#include <math.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "runtime.h"
@@ -184,6 +186,28 @@ void rt_conv2d_pack_weight(const rt_conv *p, const float *w, float *wp)
 {
 	int kdim = p->c * p->k * p->k;
 	rt_gemm_pack_a(p->oc, kdim, w, kdim, wp);
+}
+
+void rt_conv_weight_pack(int oc, int kdim, const float *w, const float *gamma, const float *var,
+                         float eps, float *dst)
+{
+	rt_gemm_pack_a(oc, kdim, w, kdim, dst);
+	if (!gamma)
+		return;
+	float *scale = malloc((size_t)oc * sizeof(float));
+	if (!scale) {
+		/* no memory for the scales: row by row through the offsets */
+		for (int o = 0; o < oc; o++) {
+			float s = gamma[o] / sqrtf(var[o] + eps);
+			for (int i = 0; i < kdim; i++)
+				dst[rt_gemm_packed_a_offset(oc, kdim, o, i)] *= s;
+		}
+		return;
+	}
+	for (int o = 0; o < oc; o++)
+		scale[o] = gamma[o] / sqrtf(var[o] + eps);
+	rt_gemm_packed_a_scale_rows(oc, kdim, scale, dst);
+	free(scale);
 }
 
 void rt_conv2d_packed(rt_threads *t, const rt_conv *p, const float *x, const float *wp,

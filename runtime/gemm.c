@@ -447,6 +447,24 @@ size_t rt_gemm_packed_a_offset(int m, int k, int i, int p)
 	return pc * mpad + (size_t)ir * kcb + (size_t)(p - pc) * MR + (i - ir);
 }
 
+/* Row i of the packed A times scale[i]: the float product rt_bn_fold_weight
+ * computes, so folding then packing and packing then scaling agree. */
+void rt_gemm_packed_a_scale_rows(int m, int k, const float *scale, float *dst)
+{
+	size_t mpad = (size_t)(m + MR - 1) / MR * MR;
+	int kc = kc_of(k);
+	for (int pc = 0; pc < k; pc += kc) {
+		int kcb = k - pc < kc ? k - pc : kc;
+		for (int ir = 0; ir < m; ir += MR) {
+			float *panel = dst + pc * mpad + (size_t)ir * kcb;
+			int rows = m - ir < MR ? m - ir : MR;
+			for (int p = 0; p < kcb; p++)
+				for (int r = 0; r < rows; r++)
+					panel[p * MR + r] *= scale[ir + r];
+		}
+	}
+}
+
 /* K block pc at dst + pc * mpad, each as pack_a lays out all m rows, and VW
  * zeros after (the edge kernel reads a little past the last panel). */
 void rt_gemm_pack_a(int m, int k, const float *a, int lda, float *dst)

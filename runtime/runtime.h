@@ -180,6 +180,7 @@ size_t rt_gemm_packed_a_floats(int m, int k);
 void rt_gemm_pack_a(int m, int k, const float *a, int lda, float *dst);
 /* where element (i, p) of an m x k A goes in that layout (zero the rest) */
 size_t rt_gemm_packed_a_offset(int m, int k, int i, int p);
+void rt_gemm_packed_a_scale_rows(int m, int k, const float *scale, float *dst);
 /* The same on the calling thread only, for a caller that already runs as
  * one of p's tasks; p lends its scratch. Same results as rt_gemm. */
 void rt_gemm_serial(rt_threads *p, int m, int n, int k, const float *a, int lda, int trans_a,
@@ -202,6 +203,11 @@ void rt_conv2d(rt_threads *t, const rt_conv *p, const float *x, const float *w, 
  * prepared: wp of rt_conv2d_packed_weight_floats from rt_conv2d_pack_weight. */
 size_t rt_conv2d_packed_weight_floats(const rt_conv *p);
 void rt_conv2d_pack_weight(const rt_conv *p, const float *w, float *wp);
+/* The weights [oc x kdim] packed, each output channel's first multiplied
+ * by gamma / sqrt(var + eps) when gamma is given (BatchNorm folding, with
+ * no folded copy kept). */
+void rt_conv_weight_pack(int oc, int kdim, const float *w, const float *gamma, const float *var,
+                         float eps, float *dst);
 void rt_conv2d_packed(rt_threads *t, const rt_conv *p, const float *x, const float *wp,
                       const float *b, const float *res, float *y, int relu);
 /* 3x3, stride 1, by Winograd F(4x4, 3x3) (runtime/winograd.c): u from
@@ -213,7 +219,9 @@ bool rt_winograd_fits(const rt_conv *p);
 size_t rt_winograd_scratch_floats(const rt_conv *p);
 /* u: rt_winograd_weight_floats(oc, c) floats (the GEMMs' packed layout) */
 size_t rt_winograd_weight_floats(int m, int k);
-void rt_winograd_weight(int oc, int c, const float *w, float *u);
+/* gamma, var (or NULL): the weights BatchNorm-folded first, as rt_bn_fold_weight */
+void rt_winograd_weight(int oc, int c, const float *w, const float *gamma, const float *var,
+                        float eps, float *u);
 void rt_conv2d_winograd(rt_threads *t, const rt_conv *p, const float *x, const float *u,
                         const float *b, const float *res, float *y, int relu, float *scratch);
 /* Training by Winograd, for 3x3 stride-1 pad-1 layers (rt_winograd_grad_fits):

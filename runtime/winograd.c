@@ -13,6 +13,7 @@
  * within a block the transforms split over channels and the GEMMs over the
  * 36 positions, each on one thread: the sums, and so the results, do not
  * depend on the thread count. */
+#include <math.h>
 #include <string.h>
 
 #include "runtime.h"
@@ -80,9 +81,10 @@ size_t rt_winograd_weight_floats(int m, int k)
 }
 
 /* Row `row` of every U[pos] (m x k): element (row, j) = (G g_j G^T)[pos]
- * for the k 3x3 filters g_j = w + j * step (in floats), taps reversed if
- * flip. */
-static void weights_row(const float *w, size_t step, int m, int k, int row, int flip, float *u)
+ * for the k 3x3 filters g_j = w + j * step (in floats) times scale (a
+ * float product, as BatchNorm folding computes it), taps reversed if flip. */
+static void weights_row(const float *w, size_t step, float scale, int m, int k, int row, int flip,
+                        float *u)
 {
 	size_t stride = rt_gemm_packed_a_floats(m, k);
 	for (int j = 0; j < k; j++) {
@@ -92,7 +94,9 @@ static void weights_row(const float *w, size_t step, int m, int k, int row, int 
 			for (int q = 0; q < 3; q++) {
 				double acc = 0;
 				for (int i = 0; i < 3; i++)
-					acc += G[r][i] * (flip ? g[8 - (i * 3 + q)] : g[i * 3 + q]);
+					acc += G[r][i] *
+					       (double)((flip ? g[8 - (i * 3 + q)] : g[i * 3 + q]) *
+					                scale);
 				t[r][q] = acc;
 			}
 		float *at = u + rt_gemm_packed_a_offset(m, k, row, j);
@@ -105,11 +109,13 @@ static void weights_row(const float *w, size_t step, int m, int k, int row, int 
 }
 
 /* U[pos]: oc x c, a row one output channel's filters */
-void rt_winograd_weight(int oc, int c, const float *w, float *u)
+void rt_winograd_weight(int oc, int c, const float *w, const float *gamma, const float *var,
+                        float eps, float *u)
 {
 	memset(u, 0, rt_winograd_weight_floats(oc, c) * sizeof(float)); /* the padding */
 	for (int o = 0; o < oc; o++)
-		weights_row(w + (size_t)o * c * 9, 9, oc, c, o, 0, u);
+		weights_row(w + (size_t)o * c * 9, 9, gamma ? gamma[o] / sqrtf(var[o] + eps) : 1.0f,
+		            oc, c, o, 0, u);
 }
 
 /* The input gradient of a 3x3 stride-1 pad-1 convolution is the convolution
@@ -119,7 +125,7 @@ void rt_winograd_weight_t(int oc, int c, const float *w, float *u)
 {
 	memset(u, 0, rt_winograd_weight_floats(c, oc) * sizeof(float));
 	for (int i = 0; i < c; i++)
-		weights_row(w + (size_t)i * 9, (size_t)c * 9, c, oc, i, 1, u);
+		weights_row(w + (size_t)i * 9, (size_t)c * 9, 1.0f, c, oc, i, 1, u);
 }
 
 /* ---- one block of tiles ----------------------------------------------------- */

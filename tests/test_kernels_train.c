@@ -222,7 +222,7 @@ START_TEST(winograd_vs_ref)
 		y_ref[i] += res[i];
 		y_ref[i] = y_ref[i] < 0 ? 0 : y_ref[i];
 	}
-	rt_winograd_weight(p.oc, p.c, w, u);
+	rt_winograd_weight(p.oc, p.c, w, NULL, NULL, 0, u);
 	scratch s = scratch_make(rt_winograd_scratch_floats(&p));
 	float *y = fbuf(ny), *y1 = nanbuf(ny);
 	memcpy(y, res, ny * sizeof(float));
@@ -238,6 +238,32 @@ START_TEST(winograd_vs_ref)
 	rt_conv2d_winograd(threads(), &p, x, u, NULL, NULL, y1, 0, s.buf);
 	expect_close("winograd, no epilogue", y1, y_ref, ny, 1e-4);
 	free(x), free(w), free(b), free(res), free(y_ref), free(u), free(s.buf), free(y), free(y1);
+}
+END_TEST
+
+/* Transforms that fold BatchNorm themselves (gemm_weight, winograd_weight
+ * with gamma and var) give the bits of folding first (rt_bn_fold_weight)
+ * and transforming the folded copy. */
+START_TEST(weights_folded_in_one_step)
+{
+	const int oc = 19, c = 7, kdim = c * 9;
+	size_t nw = (size_t)oc * kdim;
+	rt_rng rng;
+	rt_rng_seed(&rng, 2300);
+	float *w = randn(&rng, nw, 0.5f, 0), *gamma = randn(&rng, oc, 1, 0);
+	float *var = randn(&rng, oc, 1, 0), *folded = fbuf(nw);
+	for (int o = 0; o < oc; o++)
+		var[o] = var[o] * var[o];
+	rt_bn_fold_weight(oc, kdim, w, gamma, var, 1e-5f, folded);
+	size_t np = rt_gemm_packed_a_floats(oc, kdim), nu = rt_winograd_weight_floats(oc, c);
+	float *a = nanbuf(np), *b = nanbuf(np), *u = nanbuf(nu), *v = nanbuf(nu);
+	rt_conv_weight_pack(oc, kdim, folded, NULL, NULL, 0, a);
+	rt_conv_weight_pack(oc, kdim, w, gamma, var, 1e-5f, b);
+	ck_assert_msg(memcmp(a, b, np * sizeof(float)) == 0, "folding while packing differs");
+	rt_winograd_weight(oc, c, folded, NULL, NULL, 0, u);
+	rt_winograd_weight(oc, c, w, gamma, var, 1e-5f, v);
+	ck_assert_msg(memcmp(u, v, nu * sizeof(float)) == 0, "folding while transforming differs");
+	free(w), free(gamma), free(var), free(folded), free(a), free(b), free(u), free(v);
 }
 END_TEST
 
@@ -680,6 +706,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, conv_scratch_size);
 	tcase_add_loop_test(tc, winograd_vs_ref, 0, COUNT(wino_shapes));
 	tcase_add_loop_test(tc, winograd_grads_vs_ref, 0, COUNT(wgrad_shapes));
+	tcase_add_test(tc, weights_folded_in_one_step);
 	tcase_add_test(tc, maxpool_vs_ref);
 	tcase_add_loop_test(tc, bn_vs_ref, 0, COUNT(bn_shapes));
 	tcase_add_test(tc, bn_stats_constant);

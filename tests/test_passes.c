@@ -297,9 +297,10 @@ START_TEST(winograd_selects_layers)
 			ck_assert_int_eq(u->op, IR_OP_WINOGRAD_WEIGHT);
 			ck_assert(u->prep && u->mem == IR_MEM_WEIGHTS);
 			ck_assert_int_eq(u->shape.d[0], 36);
-			/* the folded weights it reads are kept for the transform */
-			ck_assert_int_eq(g->nodes[u->in[0]].op, IR_OP_BN_FOLD_WEIGHT);
-			ck_assert(g->nodes[u->in[0]].mem == IR_MEM_WEIGHTS);
+			/* BatchNorm folded in the same step: from the raw weight,
+			 * gamma and var, with no folded copy kept */
+			ck_assert_int_eq(u->n_in, 3);
+			ck_assert_int_eq(g->nodes[u->in[0]].op, IR_OP_PARAM);
 			selected++;
 		}
 	}
@@ -318,9 +319,11 @@ START_TEST(winograd_selects_layers)
 		const ir_node *u = &g->nodes[n->in[1]];
 		ck_assert_int_eq(u->op, IR_OP_GEMM_WEIGHT);
 		ck_assert(u->prep && u->mem == IR_MEM_WEIGHTS);
+		ck_assert_int_eq(u->n_in, 3);
 		packed++;
 	}
 	ck_assert_int_eq(packed, 10);
+	ck_assert_int_eq(count(g, IR_OP_BN_FOLD_WEIGHT), 0);
 	float *got = interp_output(g, x);
 	ck_assert_close(got, want, 1000, 1e-4);
 	check_plan(g);
