@@ -8,17 +8,20 @@
  *   M[p] = U[p] . V[p]     [oc x tiles]
  *   y    = A^T M A         4x4 outputs per tile, then bias, residual, relu
  *
- * with the interpolation points 0, +-1, +-2 and infinity. Tiles go in blocks
- * whose V and M fit in about a megabyte, so the GEMMs read them from cache;
- * within a block the transforms split over channels and the GEMMs over the
- * 36 positions, each on one thread: the sums, and so the results, do not
- * depend on the thread count. */
+ * with the interpolation points 0, +-1, +-2 and infinity. U is kept in the
+ * GEMM's packed layout. Tiles go in blocks whose V and M stay in cache for
+ * the GEMMs; each thread takes whole blocks of its own where there are
+ * tiles enough, else the threads share a block (transforms split over
+ * channels, GEMMs over the 36 positions). Every output's sums are the same
+ * either way, so the results do not depend on the thread count. Training
+ * adds the input gradient (the same kernel on flipped, transposed weights)
+ * and the weight gradient (the transposed algorithm, below). */
 #include <math.h>
 #include <string.h>
 
 #include "runtime.h"
 
-enum { TILE = 6, OUT = 4, POS = 36, BLOCK_FLOATS = 512 * 1024 };
+enum { TILE = 6, OUT = 4, POS = 36, BLOCK_FLOATS = 256 * 1024 };
 
 static int tiles_of(int size)
 {
@@ -49,10 +52,12 @@ static size_t block_floats(const rt_conv *p, int tiles)
 	return ((size_t)POS * (size_t)(p->c + p->oc) + sizeof(tile_at) / sizeof(float)) * tiles;
 }
 
-/* V, M, and the block's tile table after them */
+/* Room for two blocks: one used alone when the threads share blocks, or
+ * shared out among the threads when each takes blocks of its own (best
+ * measured on the EPYC: a megabyte for one thread, two for two). */
 size_t rt_winograd_scratch_floats(const rt_conv *p)
 {
-	return block_floats(p, block_tiles(p));
+	return 2 * block_floats(p, block_tiles(p));
 }
 
 bool rt_winograd_fits(const rt_conv *p)
@@ -372,7 +377,7 @@ void rt_conv2d_winograd(rt_threads *t, const rt_conv *p, const float *x, const f
 	};
 	long total = (long)p->n * w.th * w.tw;
 	int threads = rt_threads_count(t);
-	int sb = w.ld / threads / LANES * LANES;
+	int sb = 2 * w.ld / threads / LANES * LANES;
 	if (threads > 1 && sb >= MIN_THREAD_BLOCK && total >= (long)threads * sb) {
 		wsplit s = {
 		    .proto = &w,
@@ -429,7 +434,7 @@ void rt_conv2d_grad_input_winograd(rt_threads *t, const rt_conv *p, const float 
  * accumulated over blocks; then each (oc, c) pair's 6x6 goes back to 3x3. */
 
 /* With few channels (M small) the tiles go in CHUNKS fixed ranges, each
- * summed into its own M by one thread, in blocks of half the usual size,
+ * summed into its own M by one thread, block by block,
  * and the partial sums are added in chunk order: the threads work in their
  * own cores' caches, and the result does not depend on how many there are.
  * With more channels a second and third M would not stay in cache: the
@@ -445,7 +450,7 @@ static int chunk_tiles(const rt_conv *p)
 {
 	if (chunks_of(p) == 1)
 		return block_tiles(p);
-	int sb = block_tiles(p) / 2 / LANES * LANES;
+	int sb = block_tiles(p) / LANES * LANES;
 	return sb < LANES ? LANES : sb;
 }
 
