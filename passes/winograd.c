@@ -3,8 +3,8 @@
  *
  * Inference: conv(x, w) becomes conv(x, winograd_weight(w)) with the
  * winograd flag. The weight transform depends on params alone, so it runs
- * when weights are prepared, as BatchNorm folding does (and after it: the
- * transform reads the folded weights). Where it pays, by measurement on the
+ * when weights are prepared; it folds BatchNorm itself where the weights
+ * were to be folded (winograd_weight(w, gamma, var)). Where it pays, by measurement on the
  * ResNets: enough channels for the 36 GEMMs to run well (32 each way), and
  * enough 4x4 output tiles (16: a 14x14 map at batch 1) to amortise U, which
  * is four times the size of the 3x3 weights and is read once per run. Below
@@ -68,7 +68,8 @@ static int rewrite(ir_rewriter *rw, const ir_node *old, int id, void *ctx)
 		break;
 	}
 	case IR_OP_CONV_GRAD_INPUT: /* dy, w, x */
-		if (pays(old, &nodes[old->in[2]].shape, true))
+		if (nodes[old->in[1]].op == IR_OP_PARAM &&
+		    pays(old, &nodes[old->in[2]].shape, true))
 			return emit_with(rw, nodes, old, IR_OP_WINOGRAD_WEIGHT_T, 1);
 		break;
 	case IR_OP_CONV_GRAD_WEIGHT: /* x, dy */

@@ -435,14 +435,20 @@ int rt_gemm_nr(void)
 
 static int kc_of(int k);
 
+/* m rows in whole panels: the row stride of a packed A's K blocks */
+static size_t mpad_of(int m)
+{
+	return (size_t)(m + MR - 1) / MR * MR;
+}
+
 size_t rt_gemm_packed_a_floats(int m, int k)
 {
-	return (size_t)(m + MR - 1) / MR * MR * (size_t)k + VW;
+	return mpad_of(m) * (size_t)k + VW;
 }
 
 size_t rt_gemm_packed_a_offset(int m, int k, int i, int p)
 {
-	size_t mpad = (size_t)(m + MR - 1) / MR * MR;
+	size_t mpad = mpad_of(m);
 	int kc = kc_of(k), pc = p / kc * kc, kcb = k - pc < kc ? k - pc : kc, ir = i / MR * MR;
 	return pc * mpad + (size_t)ir * kcb + (size_t)(p - pc) * MR + (i - ir);
 }
@@ -451,7 +457,7 @@ size_t rt_gemm_packed_a_offset(int m, int k, int i, int p)
  * computes, so folding then packing and packing then scaling agree. */
 void rt_gemm_packed_a_scale_rows(int m, int k, const float *scale, float *dst)
 {
-	size_t mpad = (size_t)(m + MR - 1) / MR * MR;
+	size_t mpad = mpad_of(m);
 	int kc = kc_of(k);
 	for (int pc = 0; pc < k; pc += kc) {
 		int kcb = k - pc < kc ? k - pc : kc;
@@ -469,7 +475,7 @@ void rt_gemm_packed_a_scale_rows(int m, int k, const float *scale, float *dst)
  * zeros after (the edge kernel reads a little past the last panel). */
 void rt_gemm_pack_a(int m, int k, const float *a, int lda, float *dst)
 {
-	size_t mpad = (size_t)(m + MR - 1) / MR * MR;
+	size_t mpad = mpad_of(m);
 	int kc = kc_of(k);
 	for (int pc = 0; pc < k; pc += kc) {
 		int kcb = k - pc < kc ? k - pc : kc;
@@ -776,7 +782,7 @@ static void gemm(rt_threads *p, bool serial, int m, int n, int k, const float *a
 	    .a = a,
 	    /* already laid out as the shared A is (rt_gemm_pack_a) */
 	    .pa = trans_a == RT_GEMM_A_PACKED ? (float *)a : NULL,
-	    .mpad = (size_t)(m + MR - 1) / MR * MR,
+	    .mpad = mpad_of(m),
 	    .lda = (size_t)lda,
 	    .trans_a = trans_a != 0,
 	    .b = b,
