@@ -11,7 +11,6 @@
  * Bias, the residual and relu happen in the GEMM's epilogue. */
 #include <math.h>
 #include <stdbool.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "runtime.h"
@@ -194,20 +193,15 @@ void rt_conv_weight_pack(int oc, int kdim, const float *w, const float *gamma, c
 	rt_gemm_pack_a(oc, kdim, w, kdim, dst);
 	if (!gamma)
 		return;
-	float *scale = malloc((size_t)oc * sizeof(float));
-	if (!scale) {
-		/* no memory for the scales: row by row through the offsets */
-		for (int o = 0; o < oc; o++) {
-			float s = gamma[o] / sqrtf(var[o] + eps);
-			for (int i = 0; i < kdim; i++)
-				dst[rt_gemm_packed_a_offset(oc, kdim, o, i)] *= s;
-		}
-		return;
+	/* the scales a group of rows at a time, on the stack */
+	enum { GROUP = 240 };
+	float scale[GROUP];
+	for (int r0 = 0; r0 < oc; r0 += GROUP) {
+		int r1 = oc - r0 < GROUP ? oc : r0 + GROUP;
+		for (int o = r0; o < r1; o++)
+			scale[o - r0] = gamma[o] / sqrtf(var[o] + eps);
+		rt_gemm_packed_a_scale_rows(oc, kdim, r0, r1, scale, dst);
 	}
-	for (int o = 0; o < oc; o++)
-		scale[o] = gamma[o] / sqrtf(var[o] + eps);
-	rt_gemm_packed_a_scale_rows(oc, kdim, scale, dst);
-	free(scale);
 }
 
 void rt_conv2d_packed(rt_threads *t, const rt_conv *p, const float *x, const float *wp,

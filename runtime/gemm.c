@@ -453,20 +453,21 @@ size_t rt_gemm_packed_a_offset(int m, int k, int i, int p)
 	return pc * mpad + (size_t)ir * kcb + (size_t)(p - pc) * MR + (i - ir);
 }
 
-/* Row i of the packed A times scale[i]: the float product rt_bn_fold_weight
+/* Rows r0..r1 of the packed A, row i times scale[i - r0] (r0 a multiple
+ * of 24, so of every register tile): the float product rt_bn_fold_weight
  * computes, so folding then packing and packing then scaling agree. */
-void rt_gemm_packed_a_scale_rows(int m, int k, const float *scale, float *dst)
+void rt_gemm_packed_a_scale_rows(int m, int k, int r0, int r1, const float *scale, float *dst)
 {
 	size_t mpad = mpad_of(m);
 	int kc = kc_of(k);
 	for (int pc = 0; pc < k; pc += kc) {
 		int kcb = k - pc < kc ? k - pc : kc;
-		for (int ir = 0; ir < m; ir += MR) {
+		for (int ir = r0; ir < r1; ir += MR) {
 			float *panel = dst + pc * mpad + (size_t)ir * kcb;
-			int rows = m - ir < MR ? m - ir : MR;
+			int rows = r1 - ir < MR ? r1 - ir : MR;
 			for (int p = 0; p < kcb; p++)
 				for (int r = 0; r < rows; r++)
-					panel[p * MR + r] *= scale[ir + r];
+					panel[p * MR + r] *= scale[ir - r0 + r];
 		}
 	}
 }

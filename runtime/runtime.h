@@ -180,7 +180,7 @@ size_t rt_gemm_packed_a_floats(int m, int k);
 void rt_gemm_pack_a(int m, int k, const float *a, int lda, float *dst);
 /* where element (i, p) of an m x k A goes in that layout (zero the rest) */
 size_t rt_gemm_packed_a_offset(int m, int k, int i, int p);
-void rt_gemm_packed_a_scale_rows(int m, int k, const float *scale, float *dst);
+void rt_gemm_packed_a_scale_rows(int m, int k, int r0, int r1, const float *scale, float *dst);
 /* The same on the calling thread only, for a caller that already runs as
  * one of p's tasks; p lends its scratch. Same results as rt_gemm. */
 void rt_gemm_serial(rt_threads *p, int m, int n, int k, const float *a, int lda, int trans_a,

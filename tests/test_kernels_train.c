@@ -246,7 +246,7 @@ END_TEST
  * and transforming the folded copy. */
 START_TEST(weights_folded_in_one_step)
 {
-	const int oc = 19, c = 7, kdim = c * 9;
+	const int oc = 500, c = 7, kdim = c * 9; /* rows in three groups */
 	size_t nw = (size_t)oc * kdim;
 	rt_rng rng;
 	rt_rng_seed(&rng, 2300);
