@@ -354,17 +354,24 @@ static void cg_bn_fold_weight(cg *c, const ir_node *n, LLVMValueRef y)
 	kernel(c, "rt_bn_fold_weight", "iipppfp", args);
 }
 
-static void cg_winograd_weight(cg *c, const ir_node *n, LLVMValueRef y)
+/* fn(rows, cols, w, gamma, var, eps, y): a weight transform that folds
+ * BatchNorm itself when the node has gamma and var (in[1], in[2]) */
+static void weight_transform(cg *c, const ir_node *n, int64_t cols, LLVMValueRef y, const char *fn)
 {
-	const ir_shape *w = arg_shape(c, n, 0);
-	LLVMValueRef args[] = {i32c(c, w->d[0]),
-	                       i32c(c, w->d[1]),
+	bool fold = n->n_in == 3;
+	LLVMValueRef args[] = {i32c(c, arg_shape(c, n, 0)->d[0]),
+	                       i32c(c, cols),
 	                       arg(c, n, 0),
-	                       n->n_in == 3 ? arg(c, n, 1) : LLVMConstNull(c->ptr),
-	                       n->n_in == 3 ? arg(c, n, 2) : LLVMConstNull(c->ptr),
+	                       fold ? arg(c, n, 1) : LLVMConstNull(c->ptr),
+	                       fold ? arg(c, n, 2) : LLVMConstNull(c->ptr),
 	                       f32c(c, n->eps),
 	                       y};
-	kernel(c, "rt_winograd_weight", "iipppfp", args);
+	kernel(c, fn, "iipppfp", args);
+}
+
+static void cg_winograd_weight(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	weight_transform(c, n, arg_shape(c, n, 0)->d[1], y, "rt_winograd_weight");
 }
 
 static void cg_winograd_weight_t(cg *c, const ir_node *n, LLVMValueRef y)
@@ -377,15 +384,7 @@ static void cg_winograd_weight_t(cg *c, const ir_node *n, LLVMValueRef y)
 static void cg_gemm_weight(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	const ir_shape *w = arg_shape(c, n, 0);
-	int64_t kdim = w->d[1] * w->d[2] * w->d[3];
-	LLVMValueRef args[] = {i32c(c, w->d[0]),
-	                       i32c(c, kdim),
-	                       arg(c, n, 0),
-	                       n->n_in == 3 ? arg(c, n, 1) : LLVMConstNull(c->ptr),
-	                       n->n_in == 3 ? arg(c, n, 2) : LLVMConstNull(c->ptr),
-	                       f32c(c, n->eps),
-	                       y};
-	kernel(c, "rt_conv_weight_pack", "iipppfp", args);
+	weight_transform(c, n, w->d[1] * w->d[2] * w->d[3], y, "rt_conv_weight_pack");
 }
 
 static void cg_bn_fold_bias(cg *c, const ir_node *n, LLVMValueRef y)
