@@ -166,7 +166,7 @@ size_t rt_conv2d_scratch_floats(const rt_conv *p)
 	return 0;
 }
 
-/* w as rt_gemm wants A: row-major, or packed (rt_conv2d_pack_weight) */
+/* w as rt_gemm wants A: row-major, or packed (rt_conv_weight_pack) */
 static void conv2d(rt_threads *t, const rt_conv *p, const float *x, const float *w, int a_layout,
                    const float *b, const float *res, float *y, int relu);
 
@@ -174,17 +174,6 @@ void rt_conv2d(rt_threads *t, const rt_conv *p, const float *x, const float *w, 
                const float *res, float *y, int relu)
 {
 	conv2d(t, p, x, w, RT_GEMM_A_ROWS, b, res, y, relu);
-}
-
-size_t rt_conv2d_packed_weight_floats(const rt_conv *p)
-{
-	return rt_gemm_packed_a_floats(p->oc, p->c * p->k * p->k);
-}
-
-void rt_conv2d_pack_weight(const rt_conv *p, const float *w, float *wp)
-{
-	int kdim = p->c * p->k * p->k;
-	rt_gemm_pack_a(p->oc, kdim, w, kdim, wp);
 }
 
 void rt_conv_weight_pack(int oc, int kdim, const float *w, const float *gamma, const float *var,

@@ -200,12 +200,10 @@ size_t rt_conv2d_scratch_floats(const rt_conv *p);
 void rt_conv2d(rt_threads *t, const rt_conv *p, const float *x, const float *w, const float *b,
                const float *res, float *y, int relu);
 /* The same with the weights packed for the GEMM once, when they are
- * prepared: wp of rt_conv2d_packed_weight_floats from rt_conv2d_pack_weight. */
-size_t rt_conv2d_packed_weight_floats(const rt_conv *p);
-void rt_conv2d_pack_weight(const rt_conv *p, const float *w, float *wp);
-/* The weights [oc x kdim] packed, each output channel's first multiplied
- * by gamma / sqrt(var + eps) when gamma is given (BatchNorm folding, with
- * no folded copy kept). */
+ * prepared: wp of rt_gemm_packed_a_floats(oc, c * k * k) floats from
+ * rt_conv_weight_pack, which packs [oc x kdim] weights, each output
+ * channel's first multiplied by gamma / sqrt(var + eps) when gamma is
+ * given (BatchNorm folding, with no folded copy kept). */
 void rt_conv_weight_pack(int oc, int kdim, const float *w, const float *gamma, const float *var,
                          float eps, float *dst);
 void rt_conv2d_packed(rt_threads *t, const rt_conv *p, const float *x, const float *wp,

@@ -517,16 +517,20 @@ typedef struct wgrad {
 	long total;
 } wgrad;
 
-/* M[pos] += D[pos] . V[pos]^T for the block */
-static void wgrad_gemm_task(void *ctx, int pos, int tasks)
+/* M[pos] (+)= D[pos] . V[pos]^T for the block, into acc's M */
+static void wgrad_gemm(const wino *w, int pos, float *acc, int accumulate)
 {
-	const wgrad *g = ctx;
-	const wino *w = &g->w;
 	const rt_conv *p = w->p;
 	rt_gemm_b b = {.data = w->v + (size_t)pos * p->c * w->ld, .ld = w->ld, .trans = 1};
 	rt_gemm_serial(w->pool, p->oc, p->c, w->tb, w->m + (size_t)pos * p->oc * w->ld, w->ld, 0,
-	               &b, g->acc + (size_t)pos * p->oc * p->c, p->c,
-	               &(rt_epilogue){.accumulate = w->t0 > 0});
+	               &b, acc + (size_t)pos * p->oc * p->c, p->c,
+	               &(rt_epilogue){.accumulate = accumulate});
+}
+
+static void wgrad_gemm_task(void *ctx, int pos, int tasks)
+{
+	const wgrad *g = ctx;
+	wgrad_gemm(&g->w, pos, g->acc, g->w.t0 > 0);
 }
 
 /* The chunk's tiles, block by block, into its M */
@@ -546,13 +550,8 @@ static void wgrad_chunk_task(void *ctx, int q, int chunks)
 		block_start(&w, t1);
 		input_task(&w, 0, 1);
 		dy_task(&w, 0, 1);
-		for (int pos = 0; pos < POS; pos++) {
-			rt_gemm_b b = {
-			    .data = w.v + (size_t)pos * p->c * w.ld, .ld = w.ld, .trans = 1};
-			rt_gemm_serial(w.pool, p->oc, p->c, w.tb, w.m + (size_t)pos * p->oc * w.ld,
-			               w.ld, 0, &b, acc + (size_t)pos * p->oc * p->c, p->c,
-			               &(rt_epilogue){.accumulate = w.t0 > t0});
-		}
+		for (int pos = 0; pos < POS; pos++)
+			wgrad_gemm(&w, pos, acc, w.t0 > t0);
 	}
 }
 
