@@ -200,9 +200,11 @@ static void cg_conv(cg *c, const ir_node *n, LLVMValueRef y)
 	                         (int)n->kernel, (int)n->stride, (int)n->pad);
 	int v[sizeof p / sizeof(int)];
 	memcpy(v, &p, sizeof p);
-	/* rt_conv2d_winograd takes rt_conv2d's arguments and its scratch */
+	/* rt_conv2d_winograd takes rt_conv2d's arguments, its tile size after
+	 * the geometry and its scratch after the rest */
 	LLVMValueRef args[] = {c->threads,
 	                       int_struct(c, v, sizeof v / sizeof *v),
+	                       i32c(c, n->winograd),
 	                       arg(c, n, 0),
 	                       arg(c, n, 1),
 	                       n->bias ? arg(c, n, 2) : LLVMConstNull(c->ptr),
@@ -210,10 +212,13 @@ static void cg_conv(cg *c, const ir_node *n, LLVMValueRef y)
 	                       y,
 	                       i32c(c, n->relu),
 	                       n->winograd ? scratch_of(c, n) : NULL};
-	if (n->winograd)
-		kernel(c, "rt_conv2d_winograd", "pppppppip", args);
-	else
-		kernel(c, n->packed ? "rt_conv2d_packed" : "rt_conv2d", "pppppppi", args);
+	if (n->winograd) {
+		kernel(c, "rt_conv2d_winograd", "ppipppppip", args);
+		return;
+	}
+	/* the same list without the tile size */
+	memmove(args + 2, args + 3, 6 * sizeof *args);
+	kernel(c, n->packed ? "rt_conv2d_packed" : "rt_conv2d", "pppppppi", args);
 }
 
 static void cg_batchnorm(cg *c, const ir_node *n, LLVMValueRef y)
@@ -354,19 +359,24 @@ static void cg_bn_fold_weight(cg *c, const ir_node *n, LLVMValueRef y)
 	kernel(c, "rt_bn_fold_weight", "iipppfp", args);
 }
 
-/* fn(rows, cols, w, gamma, var, eps, y): a weight transform that folds
- * BatchNorm itself when the node has gamma and var (in[1], in[2]) */
+/* fn([tile,] rows, cols, w, gamma, var, eps, y): a weight transform that
+ * folds BatchNorm itself when the node has gamma and var (in[1], in[2]);
+ * Winograd's takes its tile size first */
 static void weight_transform(cg *c, const ir_node *n, int64_t cols, LLVMValueRef y, const char *fn)
 {
-	bool fold = n->n_in == 3;
-	LLVMValueRef args[] = {i32c(c, arg_shape(c, n, 0)->d[0]),
+	bool fold = n->n_in == 3, tile = n->op == IR_OP_WINOGRAD_WEIGHT;
+	LLVMValueRef args[] = {i32c(c, n->tile),
+	                       i32c(c, arg_shape(c, n, 0)->d[0]),
 	                       i32c(c, cols),
 	                       arg(c, n, 0),
 	                       fold ? arg(c, n, 1) : LLVMConstNull(c->ptr),
 	                       fold ? arg(c, n, 2) : LLVMConstNull(c->ptr),
 	                       f32c(c, n->eps),
 	                       y};
-	kernel(c, fn, "iipppfp", args);
+	if (tile)
+		kernel(c, fn, "iiipppfp", args);
+	else
+		kernel(c, fn, "iipppfp", args + 1);
 }
 
 static void cg_winograd_weight(cg *c, const ir_node *n, LLVMValueRef y)

@@ -50,11 +50,13 @@ static void interp_conv(const interp *it, const ir_node *n, float *y)
 	if (n->winograd) {
 		/* only the transformed weights are left: the runtime's kernel,
 		 * checked against rt_conv2d_ref by tests/test_kernels.c */
-		float *scratch = malloc(rt_winograd_scratch_floats(&p) * sizeof(float));
+		float *scratch =
+		    malloc(rt_winograd_scratch_floats(&p, n->winograd) * sizeof(float));
 		if (scratch)
-			rt_conv2d_winograd(
-			    NULL, &p, in(it, n, 0), in(it, n, 1), n->bias ? in(it, n, 2) : NULL,
-			    n->residual ? in(it, n, n->residual) : NULL, y, n->relu, scratch);
+			rt_conv2d_winograd(NULL, &p, n->winograd, in(it, n, 0), in(it, n, 1),
+			                   n->bias ? in(it, n, 2) : NULL,
+			                   n->residual ? in(it, n, n->residual) : NULL, y, n->relu,
+			                   scratch);
 		free(scratch);
 		return;
 	}
@@ -170,8 +172,9 @@ static void interp_bn_fold_weight(const interp *it, const ir_node *n, float *y)
 static void interp_winograd_weight(const interp *it, const ir_node *n, float *y)
 {
 	const ir_shape *w = shape(it, n, 0);
-	rt_winograd_weight(dim(w, 0), dim(w, 1), in(it, n, 0), n->n_in == 3 ? in(it, n, 1) : NULL,
-	                   n->n_in == 3 ? in(it, n, 2) : NULL, (float)n->eps, y);
+	rt_winograd_weight((int)n->tile, dim(w, 0), dim(w, 1), in(it, n, 0),
+	                   n->n_in == 3 ? in(it, n, 1) : NULL, n->n_in == 3 ? in(it, n, 2) : NULL,
+	                   (float)n->eps, y);
 }
 
 static void interp_winograd_weight_t(const interp *it, const ir_node *n, float *y)

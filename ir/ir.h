@@ -188,7 +188,7 @@ typedef struct ir_node {
 	diag_loc loc;
 
 	/* attributes (ops.def's ATTR list) */
-	int64_t out, kernel, stride, pad, before, after;
+	int64_t out, kernel, stride, pad, before, after, tile;
 	bool bias;
 	double eps, momentum;
 
@@ -196,9 +196,10 @@ typedef struct ir_node {
 	bool relu;    /* conv, linear, add, batchnorm: relu on the result */
 	int residual; /* conv: in[residual] is added before the relu; 0 = none */
 	bool flat;    /* global_avgpool: [N, C] instead of [N, C, 1, 1] */
-	/* by Winograd F(4x4, 3x3): conv (in[1] is a winograd_weight),
-	 * conv_grad_input (in[1] is a winograd_weight_t), conv_grad_weight */
-	bool winograd;
+	/* by Winograd F(m x m, 3x3), m the value (0: not): conv (in[1] is a
+	 * winograd_weight of that tile), conv_grad_input (in[1] is a
+	 * winograd_weight_t) and conv_grad_weight (m = 4) */
+	int winograd;
 	bool packed; /* conv: in[1] is a gemm_weight, packed when weights are prepared */
 
 	/* training */

@@ -67,7 +67,7 @@ void ir_node_print(const ir_graph *g, int id, FILE *out)
 	if (n->residual)
 		fprintf(out, " +%%%d", n->in[n->residual]);
 	if (n->winograd)
-		fprintf(out, " winograd");
+		fprintf(out, " winograd=%d", n->winograd);
 	if (n->packed)
 		fprintf(out, " packed");
 	if (n->relu)

@@ -248,10 +248,11 @@ static void shape_winograd_weight(const ir_graph *g, ir_node *n)
 	const ir_shape *w = arg(g, n, 0);
 	if (w->rank != 4 || w->d[2] != 3 || w->d[3] != 3)
 		diag_error_at(&n->loc, "winograd_weight: needs [oc, c, 3, 3] weights");
-	/* 36 matrices oc x c in the GEMM's packed layout: rows padded to its
+	/* (tile + 2)^2 matrices oc x c in the GEMM's packed layout: rows padded to its
 	 * register tile (6 or 8, by CPU) and up to 16 floats of slack after,
 	 * sized here for the largest so the IR needs no runtime */
-	n->shape = (ir_shape){.rank = 3, .d = {36, w->d[0] + 24, w->d[1]}};
+	int64_t t = n->tile + 2;
+	n->shape = (ir_shape){.rank = 3, .d = {t * t, w->d[0] + 24, w->d[1]}};
 }
 
 /* the same for the input gradient: c x oc each */
@@ -259,6 +260,7 @@ static void shape_winograd_weight_t(const ir_graph *g, ir_node *n)
 {
 	shape_winograd_weight(g, n);
 	const ir_shape *w = arg(g, n, 0);
+	n->shape.d[0] = 36; /* F(4x4, 3x3) always */
 	n->shape.d[1] = w->d[1] + 24;
 	n->shape.d[2] = w->d[0];
 }

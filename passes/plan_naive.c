@@ -29,8 +29,8 @@ int64_t plan_scratch_bytes(const ir_graph *g, const ir_node *n)
 	                         (int)n->out, (int)n->kernel, (int)n->stride, (int)n->pad);
 	size_t floats = 0;
 	if (n->op == IR_OP_CONV)
-		floats =
-		    n->winograd ? rt_winograd_scratch_floats(&p) : rt_conv2d_scratch_floats(&p);
+		floats = n->winograd ? rt_winograd_scratch_floats(&p, n->winograd)
+		                     : rt_conv2d_scratch_floats(&p);
 	else if (n->op == IR_OP_CONV_GRAD_INPUT)
 		floats = n->winograd ? rt_winograd_grad_input_scratch_floats(&p)
 		                     : rt_conv2d_grad_scratch_floats(&p);

@@ -208,25 +208,27 @@ void rt_conv_weight_pack(int oc, int kdim, const float *w, const float *gamma, c
                          float eps, float *dst);
 void rt_conv2d_packed(rt_threads *t, const rt_conv *p, const float *x, const float *wp,
                       const float *b, const float *res, float *y, int relu);
-/* 3x3, stride 1, by Winograd F(4x4, 3x3) (runtime/winograd.c): u from
- * rt_winograd_weight, scratch of rt_winograd_scratch_floats; the epilogue
- * as rt_conv2d's. */
 /* rt_maxpool_ref's results, vectorised and threaded */
 void rt_maxpool(rt_threads *t, const rt_pool *p, const float *x, float *y);
+/* 3x3, stride 1, by Winograd F(m x m, 3x3), m = 4 or 2 (runtime/winograd.c):
+ * u from rt_winograd_weight with the same m, scratch of
+ * rt_winograd_scratch_floats; the epilogue as rt_conv2d's. */
 bool rt_winograd_fits(const rt_conv *p);
-size_t rt_winograd_scratch_floats(const rt_conv *p);
-/* u: rt_winograd_weight_floats(oc, c) floats (the GEMMs' packed layout) */
-size_t rt_winograd_weight_floats(int m, int k);
+size_t rt_winograd_scratch_floats(const rt_conv *p, int m);
+/* u: rt_winograd_weight_floats(m, oc, c) floats ((m + 2)^2 matrices oc x c
+ * in the GEMMs' packed layout) */
+size_t rt_winograd_weight_floats(int m, int rows, int cols);
 /* gamma, var (or NULL): the weights BatchNorm-folded first, as rt_bn_fold_weight */
-void rt_winograd_weight(int oc, int c, const float *w, const float *gamma, const float *var,
+void rt_winograd_weight(int m, int oc, int c, const float *w, const float *gamma, const float *var,
                         float eps, float *u);
-void rt_conv2d_winograd(rt_threads *t, const rt_conv *p, const float *x, const float *u,
+void rt_conv2d_winograd(rt_threads *t, const rt_conv *p, int m, const float *x, const float *u,
                         const float *b, const float *res, float *y, int relu, float *scratch);
 /* Training by Winograd, for 3x3 stride-1 pad-1 layers (rt_winograd_grad_fits):
  * the input gradient from ut = rt_winograd_weight_t(w), the weight gradient
  * straight from x and dy. Each takes its own amount of scratch. */
 bool rt_winograd_grad_fits(const rt_conv *p);
-void rt_winograd_weight_t(int oc, int c, const float *w, float *ut); /* of (c, oc) floats */
+/* F(4x4, 3x3), of rt_winograd_weight_floats(4, c, oc) floats */
+void rt_winograd_weight_t(int oc, int c, const float *w, float *ut);
 size_t rt_winograd_grad_input_scratch_floats(const rt_conv *p);
 void rt_conv2d_grad_input_winograd(rt_threads *t, const rt_conv *p, const float *dy,
                                    const float *ut, float *dx, float *scratch);

@@ -21,19 +21,29 @@
 
 #include "runtime.h"
 
+/* TILE, OUT, POS: F(4x4, 3x3)'s, the largest (array sizes); the forward
+ * kernel also runs F(2x2, 3x3), 4x4 tiles and 16 positions, where output
+ * tiles are few (a 7x7 map at batch 1: 4 tiles of 4x4, whose 36 GEMMs
+ * would each be 4 columns wide, against 16 of 2x2) and U smaller (16 / 36
+ * the size). Training runs F(4x4) only. */
 enum { TILE = 6, OUT = 4, POS = 36, BLOCK_FLOATS = 256 * 1024 };
 
-static int tiles_of(int size)
+static int pos_of(int m)
 {
-	return (size + OUT - 1) / OUT;
+	return (m + 2) * (m + 2);
 }
 
-/* Tiles per block: V and M (36 x (c + oc) floats a tile) in BLOCK_FLOATS,
- * at least 16 (a GEMM panel), never more than there are. */
-static int block_tiles(const rt_conv *p)
+static int tiles_of(int size, int m)
 {
-	long total = (long)p->n * tiles_of(p->oh) * tiles_of(p->ow);
-	long fit = BLOCK_FLOATS / (POS * (long)(p->c + p->oc));
+	return (size + m - 1) / m;
+}
+
+/* Tiles per block: V and M (pos x (c + oc) floats a tile) in BLOCK_FLOATS,
+ * at least 16 (a GEMM panel), never more than there are. */
+static int block_tiles(const rt_conv *p, int m)
+{
+	long total = (long)p->n * tiles_of(p->oh, m) * tiles_of(p->ow, m);
+	long fit = BLOCK_FLOATS / (pos_of(m) * (long)(p->c + p->oc));
 	fit = fit < 16 ? 16 : fit / 16 * 16;
 	/* a whole number of vectors: the last one's spare lanes are written too */
 	total = (total + 7) / 8 * 8;
@@ -47,17 +57,18 @@ typedef struct tile_at {
 } tile_at;
 
 /* V, M and the tile table of a block of that many tiles */
-static size_t block_floats(const rt_conv *p, int tiles)
+static size_t block_floats(const rt_conv *p, int m, int tiles)
 {
-	return ((size_t)POS * (size_t)(p->c + p->oc) + sizeof(tile_at) / sizeof(float)) * tiles;
+	return ((size_t)pos_of(m) * (size_t)(p->c + p->oc) + sizeof(tile_at) / sizeof(float)) *
+	       tiles;
 }
 
 /* Room for two blocks: one used alone when the threads share blocks, or
  * shared out among the threads when each takes blocks of its own (best
  * measured on the EPYC: a megabyte for one thread, two for two). */
-size_t rt_winograd_scratch_floats(const rt_conv *p)
+size_t rt_winograd_scratch_floats(const rt_conv *p, int m)
 {
-	return 2 * block_floats(p, block_tiles(p));
+	return 2 * block_floats(p, m, block_tiles(p, m));
 }
 
 bool rt_winograd_fits(const rt_conv *p)
@@ -66,6 +77,14 @@ bool rt_winograd_fits(const rt_conv *p)
 }
 
 /* ---- weights: U = G g G^T, in double, for every (oc, c) pair ------------ */
+
+/* F(2x2, 3x3): the interpolation points 0, +-1 and infinity */
+static const double G2[4][3] = {
+    {1, 0, 0},
+    {0.5, 0.5, 0.5},
+    {0.5, -0.5, 0.5},
+    {0, 0, 1},
+};
 
 static const double G[TILE][3] = {
     {1.0 / 4, 0, 0},
@@ -80,47 +99,49 @@ static const double G[TILE][3] = {
  * oc for the input gradient), kept in the GEMM's packed layout
  * (rt_gemm_pack_a) at u + pos * rt_gemm_packed_a_floats(m, k): the GEMMs
  * of every tile block read it as it is, instead of packing it again. */
-size_t rt_winograd_weight_floats(int m, int k)
+size_t rt_winograd_weight_floats(int tile, int m, int k)
 {
-	return POS * rt_gemm_packed_a_floats(m, k);
+	return pos_of(tile) * rt_gemm_packed_a_floats(m, k);
 }
 
 /* Row `row` of every U[pos] (m x k): element (row, j) = (G g_j G^T)[pos]
  * for the k 3x3 filters g_j = w + j * step (in floats) times scale (a
  * float product, as BatchNorm folding computes it), taps reversed if flip. */
-static void weights_row(const float *w, size_t step, float scale, int m, int k, int row, int flip,
-                        float *u)
+static void weights_row(int out, const float *w, size_t step, float scale, int m, int k, int row,
+                        int flip, float *u)
 {
 	size_t stride = rt_gemm_packed_a_floats(m, k);
+	const double(*g3)[3] = out == 2 ? G2 : G;
+	int tile = out + 2;
 	for (int j = 0; j < k; j++) {
 		const float *g = w + (size_t)j * step;
 		double t[TILE][3];
-		for (int r = 0; r < TILE; r++)
+		for (int r = 0; r < tile; r++)
 			for (int q = 0; q < 3; q++) {
 				double acc = 0;
 				for (int i = 0; i < 3; i++)
-					acc += G[r][i] *
+					acc += g3[r][i] *
 					       (double)((flip ? g[8 - (i * 3 + q)] : g[i * 3 + q]) *
 					                scale);
 				t[r][q] = acc;
 			}
 		float *at = u + rt_gemm_packed_a_offset(m, k, row, j);
-		for (int r = 0; r < TILE; r++)
-			for (int s = 0; s < TILE; s++)
-				at[(size_t)(r * TILE + s) * stride] =
-				    (float)(t[r][0] * G[s][0] + t[r][1] * G[s][1] +
-				            t[r][2] * G[s][2]);
+		for (int r = 0; r < tile; r++)
+			for (int s = 0; s < tile; s++)
+				at[(size_t)(r * tile + s) * stride] =
+				    (float)(t[r][0] * g3[s][0] + t[r][1] * g3[s][1] +
+				            t[r][2] * g3[s][2]);
 	}
 }
 
 /* U[pos]: oc x c, a row one output channel's filters */
-void rt_winograd_weight(int oc, int c, const float *w, const float *gamma, const float *var,
-                        float eps, float *u)
+void rt_winograd_weight(int tile, int oc, int c, const float *w, const float *gamma,
+                        const float *var, float eps, float *u)
 {
-	memset(u, 0, rt_winograd_weight_floats(oc, c) * sizeof(float)); /* the padding */
+	memset(u, 0, rt_winograd_weight_floats(tile, oc, c) * sizeof(float)); /* the padding */
 	for (int o = 0; o < oc; o++)
-		weights_row(w + (size_t)o * c * 9, 9, gamma ? gamma[o] / sqrtf(var[o] + eps) : 1.0f,
-		            oc, c, o, 0, u);
+		weights_row(tile, w + (size_t)o * c * 9, 9,
+		            gamma ? gamma[o] / sqrtf(var[o] + eps) : 1.0f, oc, c, o, 0, u);
 }
 
 /* The input gradient of a 3x3 stride-1 pad-1 convolution is the convolution
@@ -128,9 +149,9 @@ void rt_winograd_weight(int oc, int c, const float *w, const float *gamma, const
  * c x oc, a row one input channel's filters. */
 void rt_winograd_weight_t(int oc, int c, const float *w, float *u)
 {
-	memset(u, 0, rt_winograd_weight_floats(c, oc) * sizeof(float));
+	memset(u, 0, rt_winograd_weight_floats(OUT, c, oc) * sizeof(float));
 	for (int i = 0; i < c; i++)
-		weights_row(w + (size_t)i * 9, (size_t)c * 9, 1.0f, c, oc, i, 1, u);
+		weights_row(OUT, w + (size_t)i * 9, (size_t)c * 9, 1.0f, c, oc, i, 1, u);
 }
 
 /* ---- one block of tiles ----------------------------------------------------- */
@@ -140,6 +161,7 @@ typedef struct wino {
 	const float *x, *u, *b, *res;
 	float *y, *v, *m;
 	int relu;
+	int out;     /* F(out x out, 3x3): 4 or 2 */
 	int th, tw;  /* tiles per image, down and across */
 	long t0;     /* the block's first tile */
 	int tb, ld;  /* tiles in the block; the row stride of V and M */
@@ -152,8 +174,8 @@ static void wino_scratch(wino *w, float *scratch)
 {
 	const rt_conv *p = w->p;
 	w->v = scratch;
-	w->m = w->v + (size_t)POS * p->c * w->ld;
-	w->at = (tile_at *)(w->m + (size_t)POS * p->oc * w->ld);
+	w->m = w->v + (size_t)pos_of(w->out) * p->c * w->ld;
+	w->at = (tile_at *)(w->m + (size_t)pos_of(w->out) * p->oc * w->ld);
 }
 
 static void block_start(wino *w, long total)
@@ -162,7 +184,7 @@ static void block_start(wino *w, long total)
 	int per = w->th * w->tw, img = (int)(w->t0 / per), r = (int)(w->t0 % per);
 	int ty = r / w->tw, tx = r % w->tw;
 	for (int i = 0; i < w->tb; i++) {
-		w->at[i] = (tile_at){img, ty * OUT, tx * OUT};
+		w->at[i] = (tile_at){img, ty * w->out, tx * w->out};
 		if (++tx == w->tw) {
 			tx = 0;
 			if (++ty == w->th)
@@ -174,45 +196,71 @@ static void block_start(wino *w, long total)
 /* Eight tiles at a time, one per vector lane: the transforms' arithmetic
  * runs on whole vectors, and V and M, tile-contiguous, load and store
  * whole vectors. Every lane does the same arithmetic as a tile alone
- * would, so the lane a tile lands in changes no bits. */
+ * would, so the lane a tile lands in changes no bits. The functions below
+ * take the output tile size m as a constant once inlined (4 or 2). */
 typedef float v8 __attribute__((vector_size(32)));
 typedef int vi __attribute__((vector_size(32)));
 enum { LANES = 8 };
 
-/* B^T applied to six values (a column, then a row, of the tile). */
-#define BT(d, r)                                                                                   \
-	do {                                                                                       \
-		r[0] = 4 * d[0] - 5 * d[2] + d[4];                                                 \
-		r[1] = -4 * d[1] - 4 * d[2] + d[3] + d[4];                                         \
-		r[2] = 4 * d[1] - 4 * d[2] - d[3] + d[4];                                          \
-		r[3] = -2 * d[1] - d[2] + 2 * d[3] + d[4];                                         \
-		r[4] = 2 * d[1] - d[2] - 2 * d[3] + d[4];                                          \
-		r[5] = 4 * d[1] - 5 * d[3] + d[5];                                                 \
-	} while (0)
+/* B^T applied to m + 2 values (a column, then a row, of the tile). */
+static inline __attribute__((always_inline)) void b_t(int m, const v8 *d, v8 *r)
+{
+	if (m == 2) {
+		r[0] = d[0] - d[2];
+		r[1] = d[1] + d[2];
+		r[2] = d[2] - d[1];
+		r[3] = d[1] - d[3];
+		return;
+	}
+	r[0] = 4 * d[0] - 5 * d[2] + d[4];
+	r[1] = -4 * d[1] - 4 * d[2] + d[3] + d[4];
+	r[2] = 4 * d[1] - 4 * d[2] - d[3] + d[4];
+	r[3] = -2 * d[1] - d[2] + 2 * d[3] + d[4];
+	r[4] = 2 * d[1] - d[2] - 2 * d[3] + d[4];
+	r[5] = 4 * d[1] - 5 * d[3] + d[5];
+}
 
-/* The 6x6 input tiles of lanes j.. of the block, channel ci, padding 0.
- * (Measured: gathering rows whole, by masked loads and an 8x8 transpose,
- * was slower than these scalar copies on the AVX2 EPYC.) */
-static void load_tiles(const wino *w, int ci, int j, v8 d[TILE][TILE])
+/* A^T applied to m + 2 values, m out. */
+static inline __attribute__((always_inline)) void a_t(int m, const v8 *d, v8 *r)
+{
+	if (m == 2) {
+		r[0] = d[0] + d[1] + d[2];
+		r[1] = d[1] - d[2] - d[3];
+		return;
+	}
+	r[0] = d[0] + d[1] + d[2] + d[3] + d[4];
+	r[1] = d[1] - d[2] + 2 * d[3] - 2 * d[4];
+	r[2] = d[1] + d[2] + 4 * d[3] + 4 * d[4];
+	r[3] = d[1] - d[2] + 8 * d[3] - 8 * d[4] + d[5];
+}
+
+/* The (m+2)x(m+2) input tiles of lanes j.. of the block, channel ci,
+ * padding 0. (Measured: gathering rows whole, by masked loads and an 8x8
+ * transpose, was slower than these scalar copies on the AVX2 EPYC.) */
+static inline __attribute__((always_inline)) void load_tiles(const wino *w, int m, int ci, int j,
+                                                             v8 d[TILE][TILE])
 {
 	const rt_conv *p = w->p;
-	memset(d, 0, sizeof(v8) * TILE * TILE);
+	int tile = m + 2;
+	for (int r = 0; r < tile; r++)
+		for (int s = 0; s < tile; s++)
+			d[r][s] = (v8){0};
 	for (int k = 0; k < LANES && j + k < w->tb; k++) {
-		const tile_at *at = &w->at[j + k];
-		int y0 = at->y - p->pad, x0 = at->x - p->pad;
-		const float *plane = w->x + ((size_t)at->img * p->c + ci) * p->h * p->w;
-		if (y0 >= 0 && x0 >= 0 && y0 + TILE <= p->h && x0 + TILE <= p->w) {
+		const tile_at *a = &w->at[j + k];
+		int y0 = a->y - p->pad, x0 = a->x - p->pad;
+		const float *plane = w->x + ((size_t)a->img * p->c + ci) * p->h * p->w;
+		if (y0 >= 0 && x0 >= 0 && y0 + tile <= p->h && x0 + tile <= p->w) {
 			const float *row = plane + (size_t)y0 * p->w + x0;
-			for (int r = 0; r < TILE; r++, row += p->w)
-				for (int s = 0; s < TILE; s++)
+			for (int r = 0; r < tile; r++, row += p->w)
+				for (int s = 0; s < tile; s++)
 					d[r][s][k] = row[s];
 			continue;
 		}
-		for (int r = 0; r < TILE; r++) {
+		for (int r = 0; r < tile; r++) {
 			int yy = y0 + r;
 			if (yy < 0 || yy >= p->h)
 				continue;
-			for (int s = 0; s < TILE; s++) {
+			for (int s = 0; s < tile; s++) {
 				int xx = x0 + s;
 				if (xx >= 0 && xx < p->w)
 					d[r][s][k] = plane[(size_t)yy * p->w + xx];
@@ -221,33 +269,44 @@ static void load_tiles(const wino *w, int ci, int j, v8 d[TILE][TILE])
 	}
 }
 
+/* V = B^T d B for channels [c0, c1) */
+static inline __attribute__((always_inline)) void input_tiles(const wino *w, int m, int c0, int c1)
+{
+	const rt_conv *p = w->p;
+	int tile = m + 2;
+	for (int ci = c0; ci < c1; ci++)
+		for (int j = 0; j < w->tb; j += LANES) {
+			v8 d[TILE][TILE], t[TILE][TILE];
+			load_tiles(w, m, ci, j, d);
+			/* t = B^T d, column by column; then each row of t times B */
+			for (int s = 0; s < tile; s++) {
+				v8 col[TILE], r[TILE];
+				for (int k = 0; k < tile; k++)
+					col[k] = d[k][s];
+				b_t(m, col, r);
+				for (int k = 0; k < tile; k++)
+					t[k][s] = r[k];
+			}
+			for (int k = 0; k < tile; k++) {
+				v8 r[TILE];
+				b_t(m, t[k], r);
+				for (int s = 0; s < tile; s++)
+					memcpy(w->v + ((size_t)(k * tile + s) * p->c + ci) * w->ld +
+					           j,
+					       &r[s], sizeof(v8));
+			}
+		}
+}
+
 static void input_task(void *ctx, int task, int tasks)
 {
 	const wino *w = ctx;
 	const rt_conv *p = w->p;
 	int c0 = (int)((long)p->c * task / tasks), c1 = (int)((long)p->c * (task + 1) / tasks);
-	for (int ci = c0; ci < c1; ci++)
-		for (int j = 0; j < w->tb; j += LANES) {
-			v8 d[TILE][TILE], t[TILE][TILE];
-			load_tiles(w, ci, j, d);
-			/* t = B^T d, column by column; then each row of t times B */
-			for (int s = 0; s < TILE; s++) {
-				v8 col[TILE], r[TILE];
-				for (int k = 0; k < TILE; k++)
-					col[k] = d[k][s];
-				BT(col, r);
-				for (int k = 0; k < TILE; k++)
-					t[k][s] = r[k];
-			}
-			for (int k = 0; k < TILE; k++) {
-				v8 r[TILE];
-				BT(t[k], r);
-				for (int s = 0; s < TILE; s++)
-					memcpy(w->v + ((size_t)(k * TILE + s) * p->c + ci) * w->ld +
-					           j,
-					       &r[s], sizeof(v8));
-			}
-		}
+	if (w->out == 2)
+		input_tiles(w, 2, c0, c1);
+	else
+		input_tiles(w, OUT, c0, c1);
 }
 
 static void gemm_task(void *ctx, int pos, int tasks)
@@ -260,43 +319,34 @@ static void gemm_task(void *ctx, int pos, int tasks)
 	               RT_GEMM_A_PACKED, &b, w->m + (size_t)pos * p->oc * w->ld, w->ld, NULL);
 }
 
-/* A^T applied to six values. */
-#define AT(m, r)                                                                                   \
-	do {                                                                                       \
-		r[0] = m[0] + m[1] + m[2] + m[3] + m[4];                                           \
-		r[1] = m[1] - m[2] + 2 * m[3] - 2 * m[4];                                          \
-		r[2] = m[1] + m[2] + 4 * m[3] + 4 * m[4];                                          \
-		r[3] = m[1] - m[2] + 8 * m[3] - 8 * m[4] + m[5];                                   \
-	} while (0)
-
-static void output_task(void *ctx, int task, int tasks)
+/* y = A^T M A for output channels [o0, o1), then the epilogue */
+static inline __attribute__((always_inline)) void output_tiles(const wino *w, int m, int o0, int o1)
 {
-	const wino *w = ctx;
 	const rt_conv *p = w->p;
-	int o0 = (int)((long)p->oc * task / tasks), o1 = (int)((long)p->oc * (task + 1) / tasks);
+	int tile = m + 2;
 	size_t plane = (size_t)p->oh * p->ow;
 	for (int o = o0; o < o1; o++) {
 		float bias = w->b ? w->b[o] : 0.0f;
 		for (int j = 0; j < w->tb; j += LANES) {
-			v8 m[TILE][TILE], t[OUT][TILE], y[OUT][OUT];
-			for (int k = 0; k < POS; k++)
-				memcpy(&m[k / TILE][k % TILE],
+			v8 mm[TILE][TILE], t[OUT][TILE], y[OUT][OUT];
+			for (int k = 0; k < tile * tile; k++)
+				memcpy(&mm[k / tile][k % tile],
 				       w->m + ((size_t)k * p->oc + o) * w->ld + j, sizeof(v8));
-			/* t = A^T m, column by column; then each row of t times A */
-			for (int s = 0; s < TILE; s++) {
+			/* t = A^T mm, column by column; then each row of t times A */
+			for (int s = 0; s < tile; s++) {
 				v8 col[TILE], r[OUT];
-				for (int k = 0; k < TILE; k++)
-					col[k] = m[k][s];
-				AT(col, r);
-				for (int k = 0; k < OUT; k++)
+				for (int k = 0; k < tile; k++)
+					col[k] = mm[k][s];
+				a_t(m, col, r);
+				for (int k = 0; k < m; k++)
 					t[k][s] = r[k];
 			}
-			for (int k = 0; k < OUT; k++)
-				AT(t[k], y[k]);
+			for (int k = 0; k < m; k++)
+				a_t(m, t[k], y[k]);
 			/* the plain kernels' epilogue order: conv + bias, + residual,
 			 * then relu (NaN kept); without a residual on whole vectors */
-			for (int k = 0; k < OUT; k++)
-				for (int s = 0; s < OUT; s++) {
+			for (int k = 0; k < m; k++)
+				for (int s = 0; s < m; s++) {
 					y[k][s] += bias;
 					if (w->relu && !w->res) {
 						vi keep = (y[k][s] > 0) | (y[k][s] != y[k][s]);
@@ -304,18 +354,18 @@ static void output_task(void *ctx, int task, int tasks)
 					}
 				}
 			for (int l = 0; l < LANES && j + l < w->tb; l++) {
-				const tile_at *at = &w->at[j + l];
-				float *yo = w->y + ((size_t)at->img * p->oc + o) * plane +
-				            (size_t)at->y * p->ow + at->x;
-				if (!w->res && at->y + OUT <= p->oh && at->x + OUT <= p->ow) {
-					for (int k = 0; k < OUT; k++, yo += p->ow)
-						for (int s = 0; s < OUT; s++)
+				const tile_at *a = &w->at[j + l];
+				float *yo = w->y + ((size_t)a->img * p->oc + o) * plane +
+				            (size_t)a->y * p->ow + a->x;
+				if (!w->res && a->y + m <= p->oh && a->x + m <= p->ow) {
+					for (int k = 0; k < m; k++, yo += p->ow)
+						for (int s = 0; s < m; s++)
 							yo[s] = y[k][s][l];
 					continue;
 				}
 				const float *ro = w->res ? w->res + (yo - w->y) : NULL;
-				for (int k = 0; k < OUT && at->y + k < p->oh; k++)
-					for (int s = 0; s < OUT && at->x + s < p->ow; s++) {
+				for (int k = 0; k < m && a->y + k < p->oh; k++)
+					for (int s = 0; s < m && a->x + s < p->ow; s++) {
 						float v = y[k][s][l];
 						if (ro)
 							v += ro[(size_t)k * p->ow + s];
@@ -326,6 +376,17 @@ static void output_task(void *ctx, int task, int tasks)
 			}
 		}
 	}
+}
+
+static void output_task(void *ctx, int task, int tasks)
+{
+	const wino *w = ctx;
+	const rt_conv *p = w->p;
+	int o0 = (int)((long)p->oc * task / tasks), o1 = (int)((long)p->oc * (task + 1) / tasks);
+	if (w->out == 2)
+		output_tiles(w, 2, o0, o1);
+	else
+		output_tiles(w, OUT, o0, o1);
 }
 
 /* With tiles enough, each thread takes whole blocks of its own (a slice of
@@ -353,13 +414,13 @@ static void thread_blocks_task(void *ctx, int task, int tasks)
 		w.t0 = b * s->sb;
 		block_start(&w, s->total);
 		input_task(&w, 0, 1);
-		for (int pos = 0; pos < POS; pos++)
-			gemm_task(&w, pos, POS);
+		for (int pos = 0; pos < pos_of(w.out); pos++)
+			gemm_task(&w, pos, pos_of(w.out));
 		output_task(&w, 0, 1);
 	}
 }
 
-void rt_conv2d_winograd(rt_threads *t, const rt_conv *p, const float *x, const float *u,
+void rt_conv2d_winograd(rt_threads *t, const rt_conv *p, int m, const float *x, const float *u,
                         const float *b, const float *res, float *y, int relu, float *scratch)
 {
 	wino w = {
@@ -370,9 +431,10 @@ void rt_conv2d_winograd(rt_threads *t, const rt_conv *p, const float *x, const f
 	    .res = res,
 	    .y = y,
 	    .relu = relu,
-	    .th = tiles_of(p->oh),
-	    .tw = tiles_of(p->ow),
-	    .ld = block_tiles(p),
+	    .out = m,
+	    .th = tiles_of(p->oh, m),
+	    .tw = tiles_of(p->ow, m),
+	    .ld = block_tiles(p, m),
 	    .pool = t,
 	};
 	long total = (long)p->n * w.th * w.tw;
@@ -382,7 +444,7 @@ void rt_conv2d_winograd(rt_threads *t, const rt_conv *p, const float *x, const f
 		wsplit s = {
 		    .proto = &w,
 		    .scratch = scratch,
-		    .slice = rt_winograd_scratch_floats(p) / threads,
+		    .slice = rt_winograd_scratch_floats(p, m) / threads,
 		    .sb = sb,
 		    .total = total,
 		    .blocks = (total + sb - 1) / sb,
@@ -394,7 +456,7 @@ void rt_conv2d_winograd(rt_threads *t, const rt_conv *p, const float *x, const f
 	for (w.t0 = 0; w.t0 < total; w.t0 += w.ld) {
 		block_start(&w, total);
 		rt_threads_run(t, input_task, &w, p->c < threads * 4 ? p->c : threads * 4);
-		rt_threads_run(t, gemm_task, &w, POS);
+		rt_threads_run(t, gemm_task, &w, pos_of(m));
 		rt_threads_run(t, output_task, &w, p->oc < threads * 4 ? p->oc : threads * 4);
 	}
 }
@@ -416,14 +478,14 @@ bool rt_winograd_grad_fits(const rt_conv *p)
 size_t rt_winograd_grad_input_scratch_floats(const rt_conv *p)
 {
 	rt_conv q = transposed(p);
-	return rt_winograd_scratch_floats(&q);
+	return rt_winograd_scratch_floats(&q, OUT);
 }
 
 void rt_conv2d_grad_input_winograd(rt_threads *t, const rt_conv *p, const float *dy,
                                    const float *ut, float *dx, float *scratch)
 {
 	rt_conv q = transposed(p);
-	rt_conv2d_winograd(t, &q, dy, ut, NULL, NULL, dx, 0, scratch);
+	rt_conv2d_winograd(t, &q, OUT, dy, ut, NULL, NULL, dx, 0, scratch);
 }
 
 /* The weight gradient of y = A^T [(G g G^T) . (B^T d B)] A, summed over
@@ -449,14 +511,14 @@ static int chunks_of(const rt_conv *p)
 static int chunk_tiles(const rt_conv *p)
 {
 	if (chunks_of(p) == 1)
-		return block_tiles(p);
-	int sb = block_tiles(p) / LANES * LANES;
+		return block_tiles(p, OUT);
+	int sb = block_tiles(p, OUT) / LANES * LANES;
 	return sb < LANES ? LANES : sb;
 }
 
 size_t rt_winograd_grad_weight_scratch_floats(const rt_conv *p)
 {
-	return chunks_of(p) * (block_floats(p, chunk_tiles(p)) + (size_t)POS * p->oc * p->c);
+	return chunks_of(p) * (block_floats(p, OUT, chunk_tiles(p)) + (size_t)POS * p->oc * p->c);
 }
 
 /* A applied to four values (the transpose of AT). */
@@ -599,15 +661,16 @@ void rt_conv2d_grad_weight_winograd(rt_threads *t, const rt_conv *p, const float
 	            .x = x,
 	            .res = dy,
 	            .y = dw,
-	            .th = tiles_of(p->oh),
-	            .tw = tiles_of(p->ow),
+	            .out = OUT,
+	            .th = tiles_of(p->oh, OUT),
+	            .tw = tiles_of(p->ow, OUT),
 	            .v = scratch,
 	            .pool = t,
 	        },
-	    .acc = scratch + chunks_of(p) * block_floats(p, chunk_tiles(p)),
-	    .slice = block_floats(p, chunk_tiles(p)),
+	    .acc = scratch + chunks_of(p) * block_floats(p, OUT, chunk_tiles(p)),
+	    .slice = block_floats(p, OUT, chunk_tiles(p)),
 	    .sb = chunk_tiles(p),
-	    .total = (long)p->n * tiles_of(p->oh) * tiles_of(p->ow),
+	    .total = (long)p->n * tiles_of(p->oh, OUT) * tiles_of(p->ow, OUT),
 	};
 	if (g.total == 0) {
 		memset(dw, 0, (size_t)p->oc * p->c * 9 * sizeof(float));

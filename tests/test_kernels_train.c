@@ -198,8 +198,8 @@ END_TEST
 static const struct {
 	int n, c, h, w, oc, pad;
 } wino_shapes[] = {
-    {1, 3, 4, 4, 2, 0},  {2, 5, 9, 11, 7, 1},    {1, 8, 13, 6, 16, 2},
-    {3, 16, 7, 7, 8, 1}, {2, 32, 40, 40, 32, 1}, {1, 64, 56, 56, 64, 1},
+    {1, 3, 4, 4, 2, 0},     {2, 5, 9, 11, 7, 1},    {1, 8, 13, 6, 16, 2}, {3, 16, 7, 7, 8, 1},
+    {2, 32, 40, 40, 32, 1}, {1, 64, 56, 56, 64, 1}, {1, 96, 7, 7, 80, 1},
 };
 
 START_TEST(winograd_vs_ref)
@@ -216,28 +216,33 @@ START_TEST(winograd_vs_ref)
 	rt_rng_seed(&rng, 2000 + _i);
 	float *x = randn(&rng, nx, 1, 0), *w = randn(&rng, nw, 0.5f, 0);
 	float *b = randn(&rng, (size_t)p.oc, 0.3f, 0), *res = randn(&rng, ny, 1, 0);
-	float *y_ref = fbuf(ny), *u = nanbuf(rt_winograd_weight_floats(p.oc, p.c));
+	float *y_ref = fbuf(ny), *y_conv = fbuf(ny);
+	rt_conv2d_ref(&p, x, w, NULL, y_conv);
 	rt_conv2d_ref(&p, x, w, b, y_ref);
 	for (size_t i = 0; i < ny; i++) {
 		y_ref[i] += res[i];
 		y_ref[i] = y_ref[i] < 0 ? 0 : y_ref[i];
 	}
-	rt_winograd_weight(p.oc, p.c, w, NULL, NULL, 0, u);
-	scratch s = scratch_make(rt_winograd_scratch_floats(&p));
-	float *y = fbuf(ny), *y1 = nanbuf(ny);
-	memcpy(y, res, ny * sizeof(float));
-	rt_conv2d_winograd(threads(), &p, x, u, b, y, y, 1, s.buf);
-	scratch_check(&s, "winograd");
-	expect_close("winograd", y, y_ref, ny, 1e-4);
-	rt_conv2d_winograd(NULL, &p, x, u, b, res, y1, 1, s.buf);
-	scratch_check(&s, "winograd, second call");
-	ck_assert_msg(memcmp(y, y1, ny * sizeof(float)) == 0,
-	              "winograd depends on the threads or on its scratch's leftovers");
-	/* without the epilogue: the convolution alone */
-	rt_conv2d_ref(&p, x, w, NULL, y_ref);
-	rt_conv2d_winograd(threads(), &p, x, u, NULL, NULL, y1, 0, s.buf);
-	expect_close("winograd, no epilogue", y1, y_ref, ny, 1e-4);
-	free(x), free(w), free(b), free(res), free(y_ref), free(u), free(s.buf), free(y), free(y1);
+	for (int m = 4; m >= 2; m -= 2) { /* F(4x4, 3x3), F(2x2, 3x3) */
+		float *u = nanbuf(rt_winograd_weight_floats(m, p.oc, p.c));
+		rt_winograd_weight(m, p.oc, p.c, w, NULL, NULL, 0, u);
+		scratch s = scratch_make(rt_winograd_scratch_floats(&p, m));
+		float *y = fbuf(ny), *y1 = nanbuf(ny);
+		memcpy(y, res, ny * sizeof(float));
+		rt_conv2d_winograd(threads(), &p, m, x, u, b, y, y, 1, s.buf);
+		scratch_check(&s, "winograd");
+		expect_close(m == 4 ? "winograd 4x4" : "winograd 2x2", y, y_ref, ny, 1e-4);
+		rt_conv2d_winograd(NULL, &p, m, x, u, b, res, y1, 1, s.buf);
+		scratch_check(&s, "winograd, second call");
+		ck_assert_msg(memcmp(y, y1, ny * sizeof(float)) == 0,
+		              "winograd %dx%d depends on the threads or on its scratch's leftovers",
+		              m, m);
+		/* without the epilogue: the convolution alone */
+		rt_conv2d_winograd(threads(), &p, m, x, u, NULL, NULL, y1, 0, s.buf);
+		expect_close("winograd, no epilogue", y1, y_conv, ny, 1e-4);
+		free(u), free(s.buf), free(y), free(y1);
+	}
+	free(x), free(w), free(b), free(res), free(y_ref), free(y_conv);
 }
 END_TEST
 
@@ -255,14 +260,18 @@ START_TEST(weights_folded_in_one_step)
 	for (int o = 0; o < oc; o++)
 		var[o] = var[o] * var[o];
 	rt_bn_fold_weight(oc, kdim, w, gamma, var, 1e-5f, folded);
-	size_t np = rt_gemm_packed_a_floats(oc, kdim), nu = rt_winograd_weight_floats(oc, c);
+	size_t np = rt_gemm_packed_a_floats(oc, kdim), nu = rt_winograd_weight_floats(4, oc, c);
 	float *a = nanbuf(np), *b = nanbuf(np), *u = nanbuf(nu), *v = nanbuf(nu);
 	rt_conv_weight_pack(oc, kdim, folded, NULL, NULL, 0, a);
 	rt_conv_weight_pack(oc, kdim, w, gamma, var, 1e-5f, b);
 	ck_assert_msg(memcmp(a, b, np * sizeof(float)) == 0, "folding while packing differs");
-	rt_winograd_weight(oc, c, folded, NULL, NULL, 0, u);
-	rt_winograd_weight(oc, c, w, gamma, var, 1e-5f, v);
-	ck_assert_msg(memcmp(u, v, nu * sizeof(float)) == 0, "folding while transforming differs");
+	for (int m = 4; m >= 2; m -= 2) {
+		rt_winograd_weight(m, oc, c, folded, NULL, NULL, 0, u);
+		rt_winograd_weight(m, oc, c, w, gamma, var, 1e-5f, v);
+		ck_assert_msg(memcmp(u, v, rt_winograd_weight_floats(m, oc, c) * sizeof(float)) ==
+		                  0,
+		              "folding while transforming differs (F(%dx%d, 3x3))", m, m);
+	}
 	free(w), free(gamma), free(var), free(folded), free(a), free(b), free(u), free(v);
 }
 END_TEST
@@ -295,7 +304,7 @@ START_TEST(winograd_grads_vs_ref)
 	float *x = randn(&rng, nx, 1, 0), *w = randn(&rng, nw, 0.5f, 0),
 	      *dy = randn(&rng, ny, 1, 0);
 	float *dx_ref = fbuf(nx), *dw_ref = fbuf(nw),
-	      *ut = nanbuf(rt_winograd_weight_floats(p.c, p.oc));
+	      *ut = nanbuf(rt_winograd_weight_floats(4, p.c, p.oc));
 	rt_conv2d_grad_input_ref(&p, dy, w, dx_ref);
 	rt_conv2d_grad_weight_ref(&p, x, dy, dw_ref, NULL);
 

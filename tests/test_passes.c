@@ -277,8 +277,9 @@ START_TEST(fuse_leaves_shared_producers)
 }
 END_TEST
 
-/* Winograd where it pays: 3x3 stride 1 with 32+ channels each way and 16+
- * output tiles; never strided, thin or small layers. */
+/* Winograd where it pays: 3x3 stride 1 with 32+ channels each way, by
+ * F(4x4, 3x3) with 16+ output tiles of 4x4, else F(2x2, 3x3) with 16+ of
+ * 2x2 (the 7x7 stage at batch 1); never strided or thin layers. */
 START_TEST(winograd_selects_layers)
 {
 	ir_graph *g = load_model("resnet18", 1);
@@ -290,13 +291,14 @@ START_TEST(winograd_selects_layers)
 		const ir_node *n = &g->nodes[i];
 		if (n->op != IR_OP_CONV)
 			continue;
-		bool eligible = n->kernel == 3 && n->stride == 1 && n->shape.d[2] >= 13;
-		ck_assert_msg(n->winograd == eligible, "%s: winograd %d", n->name, n->winograd);
+		int want = n->kernel != 3 || n->stride != 1 ? 0 : n->shape.d[2] >= 13 ? 4 : 2;
+		ck_assert_msg(n->winograd == want, "%s: winograd %d", n->name, n->winograd);
 		if (n->winograd) {
 			const ir_node *u = &g->nodes[n->in[1]];
 			ck_assert_int_eq(u->op, IR_OP_WINOGRAD_WEIGHT);
 			ck_assert(u->prep && u->mem == IR_MEM_WEIGHTS);
-			ck_assert_int_eq(u->shape.d[0], 36);
+			ck_assert_int_eq(u->tile, want);
+			ck_assert_int_eq(u->shape.d[0], want == 4 ? 36 : 16);
 			/* BatchNorm folded in the same step: from the raw weight,
 			 * gamma and var, with no folded copy kept */
 			ck_assert_int_eq(u->n_in, 3);
@@ -304,7 +306,7 @@ START_TEST(winograd_selects_layers)
 			selected++;
 		}
 	}
-	ck_assert_int_eq(selected, 10); /* stages 1-3 of ResNet-18; the 7x7 stage stays */
+	ck_assert_int_eq(selected, 13); /* stages 1-3 of ResNet-18 by 4x4, stage 4 by 2x2 */
 	/* every other convolution reads its weights packed for the GEMM, once,
 	 * when they are prepared (prepack) */
 	int packed = 0;
@@ -322,7 +324,7 @@ START_TEST(winograd_selects_layers)
 		ck_assert_int_eq(u->n_in, 3);
 		packed++;
 	}
-	ck_assert_int_eq(packed, 10);
+	ck_assert_int_eq(packed, 7);
 	ck_assert_int_eq(count(g, IR_OP_BN_FOLD_WEIGHT), 0);
 	float *got = interp_output(g, x);
 	ck_assert_close(got, want, 1000, 1e-4);
@@ -364,7 +366,7 @@ START_TEST(winograd_in_training)
 			continue;
 		const ir_shape *x = &g->nodes[n->in[n->op == IR_OP_CONV_GRAD_INPUT ? 2 : 0]].shape;
 		bool eligible = n->kernel == 3 && n->stride == 1 && x->d[1] >= 16;
-		ck_assert_msg(n->winograd == eligible, "%s %s: winograd %d", n->name,
+		ck_assert_msg(n->winograd == (eligible ? 4 : 0), "%s %s: winograd %d", n->name,
 		              ir_ops[n->op].name, n->winograd);
 		if (!n->winograd)
 			continue;

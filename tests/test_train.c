@@ -358,7 +358,7 @@ START_TEST(compiled_step_matches_reference)
 	/* the compiled step ran its 16-channel layer by Winograd, all three ways */
 	int wino = 0;
 	for (int i = 0; i < tg->n_nodes; i++)
-		wino += tg->nodes[i].winograd;
+		wino += tg->nodes[i].winograd != 0;
 	ck_assert_int_eq(wino, 3);
 	rt_st_free(&f);
 	unlink(path);
