@@ -574,6 +574,13 @@ static void dy_task(void *ctx, int task, int tasks)
 				const tile_at *at = &w->at[j + l];
 				const float *src = w->res + ((size_t)at->img * p->oc + o) * plane +
 				                   (size_t)at->y * p->ow + at->x;
+				if (at->y + OUT <= p->oh && at->x + OUT <= p->ow) {
+					/* inside the map: no checks, unrolled */
+					for (int k = 0; k < OUT; k++, src += p->ow)
+						for (int s = 0; s < OUT; s++)
+							d[k][s][l] = src[s];
+					continue;
+				}
 				for (int k = 0; k < OUT && at->y + k < p->oh; k++)
 					for (int s = 0; s < OUT && at->x + s < p->ow; s++)
 						d[k][s][l] = src[(size_t)k * p->ow + s];
