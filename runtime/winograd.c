@@ -26,7 +26,7 @@
  * tiles are few (a 7x7 map at batch 1: 4 tiles of 4x4, whose 36 GEMMs
  * would each be 4 columns wide, against 16 of 2x2) and U smaller (16 / 36
  * the size). Training runs F(4x4) only. */
-enum { TILE = 6, OUT = 4, POS = 36, BLOCK_FLOATS = 256 * 1024 };
+enum { TILE = 6, OUT = 4, POS = 36, BLOCK_FLOATS = 256 * 1024, BLOCK_MAX = 1024 * 1024 };
 
 static int pos_of(int m)
 {
@@ -39,14 +39,23 @@ static int tiles_of(int size, int m)
 }
 
 /* Tiles per block: V and M (pos x (c + oc) floats a tile) in BLOCK_FLOATS,
- * at least 16 (a GEMM panel), never more than there are. */
+ * at least 16 (a GEMM panel), never more than there are. Every block reads
+ * all of U, so where U is larger than the blocks and all the tiles would
+ * fit in as much as U (up to BLOCK_MAX), they go in one block, U read once
+ * (128 channels on a 28x28 map at batch 1: one block of 49 tiles instead
+ * of four of 16, 1.8 -> 1.5 ms on 2 threads). Not more generally: at
+ * batch 8, blocks per thread that large fell out of L2 (ResNet-50 7% slower). */
 static int block_tiles(const rt_conv *p, int m)
 {
 	long total = (long)p->n * tiles_of(p->oh, m) * tiles_of(p->ow, m);
-	long fit = BLOCK_FLOATS / (pos_of(m) * (long)(p->c + p->oc));
+	long per_tile = pos_of(m) * (long)(p->c + p->oc);
+	long fit = BLOCK_FLOATS / per_tile;
+	long u_tiles = (long)pos_of(m) * p->c * p->oc / per_tile;
 	fit = fit < 16 ? 16 : fit / 16 * 16;
 	/* a whole number of vectors: the last one's spare lanes are written too */
 	total = (total + 7) / 8 * 8;
+	if (u_tiles > fit && total <= u_tiles && total <= BLOCK_MAX / per_tile)
+		fit = total;
 	return (int)(total < fit ? total : fit);
 }
 
@@ -65,10 +74,13 @@ static size_t block_floats(const rt_conv *p, int m, int tiles)
 
 /* Room for two blocks: one used alone when the threads share blocks, or
  * shared out among the threads when each takes blocks of its own (best
- * measured on the EPYC: a megabyte for one thread, two for two). */
+ * measured on the EPYC: a megabyte for one thread, two for two). Where one
+ * block holds every tile the threads always share it: room for one. */
 size_t rt_winograd_scratch_floats(const rt_conv *p, int m)
 {
-	return 2 * block_floats(p, m, block_tiles(p, m));
+	long total = (long)p->n * tiles_of(p->oh, m) * tiles_of(p->ow, m);
+	int ld = block_tiles(p, m);
+	return (total <= ld ? 1 : 2) * block_floats(p, m, ld);
 }
 
 bool rt_winograd_fits(const rt_conv *p)
@@ -466,7 +478,7 @@ void rt_conv2d_winograd(rt_threads *t, const rt_conv *p, int m, const float *x, 
 	long total = (long)p->n * w.th * w.tw;
 	int threads = rt_threads_count(t);
 	int sb = 2 * w.ld / threads / LANES * LANES;
-	if (threads > 1 && sb >= MIN_THREAD_BLOCK && total >= (long)threads * sb) {
+	if (threads > 1 && sb >= MIN_THREAD_BLOCK && total > w.ld && total >= (long)threads * sb) {
 		wsplit s = {
 		    .proto = &w,
 		    .scratch = scratch,
