@@ -164,11 +164,12 @@ static void store_tile(const float *t, int trs, int tcs, float *c, size_t ldc, i
 }
 
 /* One rows x nv vectors tile of C from a packed A panel (kc x MR) and B
- * panel (kc x NR); only mr x nr of it is stored. Instantiated for every
- * tile size (see micro) so the edges of C cost what they hold. */
+ * panel (kc rows of NR, ldb apart: NR packed, or B's own row stride where
+ * it is read in place); only mr x nr of it is stored. Instantiated for
+ * every tile size (see micro) so the edges of C cost what they hold. */
 static inline __attribute__((always_inline)) void
-micro_t(int rows, int nv, int kc, const float *restrict ap, const float *restrict bp, float *c,
-        size_t ldc, int mr, int nr, const float *bias, int f)
+micro_t(int rows, int nv, int kc, const float *restrict ap, const float *restrict bp, size_t ldb,
+        float *c, size_t ldc, int mr, int nr, const float *bias, int f)
 {
 	vf acc[MR][NV];
 	for (int r = 0; r < rows; r++)
@@ -177,7 +178,7 @@ micro_t(int rows, int nv, int kc, const float *restrict ap, const float *restric
 	for (int p = 0; p < kc; p++) {
 		vf b[NV];
 		for (int v = 0; v < nv; v++)
-			b[v] = vload(bp + p * NR + v * VW);
+			b[v] = vload(bp + p * ldb + v * VW);
 		for (int r = 0; r < rows; r++) {
 			vf a = vsplat(ap[p * MR + r]);
 			for (int v = 0; v < nv; v++)
@@ -209,7 +210,7 @@ micro_t(int rows, int nv, int kc, const float *restrict ap, const float *restric
 	}
 }
 
-#define MICRO(rows, nv) micro_t(rows, nv, kc, ap, bp, c, ldc, mr, nr, bias, f)
+#define MICRO(rows, nv) micro_t(rows, nv, kc, ap, bp, ldb, c, ldc, mr, nr, bias, f)
 #define ROWS(nv)                                                                                   \
 	switch (mr) {                                                                              \
 	case 1:                                                                                    \
@@ -231,8 +232,8 @@ micro_t(int rows, int nv, int kc, const float *restrict ap, const float *restric
 
 /* A tile of C: the full-size kernel, or for an edge one just big enough
  * (up to 4 rows, or fewer vectors). The same arithmetic per element. */
-static void micro(int kc, const float *ap, const float *bp, float *c, size_t ldc, int mr, int nr,
-                  const float *bias, int f)
+static void micro(int kc, const float *ap, const float *bp, size_t ldb, float *c, size_t ldc,
+                  int mr, int nr, const float *bias, int f)
 {
 	int nv = (nr + VW - 1) / VW;
 #if NV > 2
@@ -586,6 +587,11 @@ static void gemm_block(const gemm_job *j, int m0, int m1, int n0, int n1)
 	/* When the rows fit one MC block, B is used once, right after it is
 	 * packed (still in cache): a group of panels of buffer is enough. */
 	int reuse_b = rows > MC;
+	/* Used once, a dense B is read where it lies, whole panels of it
+	 * (each row of a panel one contiguous run): packing would copy it
+	 * only to read it once. Partial panels are packed (the kernel reads
+	 * whole vectors). */
+	bool direct = !reuse_b && !j->pb && !j->b->pack && !j->b->trans;
 	int ncb = n1 - n0 < NC ? (n1 - n0 + NR - 1) / NR * NR : NC;
 	size_t asize = j->pa ? 0 : (size_t)mcb * kc;
 	size_t bsize = j->pb ? 0 : (size_t)(reuse_b ? ncb : BG) * kc;
@@ -633,8 +639,15 @@ static void gemm_block(const gemm_job *j, int m0, int m1, int n0, int n1)
 				for (int jr = 0; jr < nc; jr += NR) {
 					int nr = nc - jr < NR ? nc - jr : NR;
 					const float *bp;
+					size_t ldb = NR;
 					if (j->pb) {
 						bp = j->pb + pc * j->npad + (size_t)(jc + jr) * kcb;
+					} else if (direct && nr == NR) {
+						ldb = (size_t)j->b->ld;
+						bp = j->b->data + (size_t)pc * ldb + jc + jr;
+					} else if (direct) {
+						rt_gemm_pack_b(j->b, pc, kcb, jc + jr, nr, bb);
+						bp = bb;
 					} else {
 						float *bq =
 						    bb + (size_t)(reuse_b ? jr : jr % BG) * kcb;
@@ -658,8 +671,9 @@ static void gemm_block(const gemm_job *j, int m0, int m1, int n0, int n1)
 						int mr = mc - ir < MR ? mc - ir : MR;
 						float *cp =
 						    j->c + (size_t)(ic + ir) * j->ldc + jc + jr;
-						micro(kcb, ap + (size_t)ir * kcb, bp, cp, j->ldc,
-						      mr, nr, bias ? bias + ic + ir : NULL, f);
+						micro(kcb, ap + (size_t)ir * kcb, bp, ldb, cp,
+						      j->ldc, mr, nr, bias ? bias + ic + ir : NULL,
+						      f);
 					}
 				}
 			}
