@@ -504,12 +504,10 @@ static void cg_conv_grad_input(cg *c, const ir_node *n, LLVMValueRef y)
 static void cg_conv_grad_weight(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	LLVMValueRef args[] = {
-	    c->threads, conv_params(c, n, arg_shape(c, n, 0)), arg(c, n, 0), arg(c, n, 1),
-	    y,          n->winograd ? scratch_of(c, n) : NULL};
-	if (n->winograd)
-		kernel(c, "rt_conv2d_grad_weight_winograd", "pppppp", args);
-	else
-		kernel(c, "rt_conv2d_grad_weight", "ppppp", args);
+	    c->threads,      conv_params(c, n, arg_shape(c, n, 0)), arg(c, n, 0), arg(c, n, 1), y,
+	    scratch_of(c, n)};
+	kernel(c, n->winograd ? "rt_conv2d_grad_weight_winograd" : "rt_conv2d_grad_weight",
+	       "pppppp", args);
 }
 
 static void cg_bias_grad(cg *c, const ir_node *n, LLVMValueRef y)

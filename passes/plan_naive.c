@@ -34,8 +34,9 @@ int64_t plan_scratch_bytes(const ir_graph *g, const ir_node *n)
 	else if (n->op == IR_OP_CONV_GRAD_INPUT)
 		floats = n->winograd ? rt_winograd_grad_input_scratch_floats(&p)
 		                     : rt_conv2d_grad_scratch_floats(&p);
-	else if (n->winograd)
-		floats = rt_winograd_grad_weight_scratch_floats(&p);
+	else
+		floats = n->winograd ? rt_winograd_grad_weight_scratch_floats(&p)
+		                     : rt_conv2d_grad_weight_scratch_floats(&p);
 	return (int64_t)floats * (int64_t)sizeof(float);
 }
 

@@ -63,18 +63,26 @@ static void gather(const windows *v, int ci, int kh, int kw, int pix0, int count
 			if (v->stride == 1 && ix >= 0 && ix + run <= v->w) {
 				memcpy(out + q, row + ix, (size_t)run * sizeof(float));
 			} else {
-				int t = 0;
-				/* the padding's zeros on the left, then whole vectors */
-				for (; t < run && ix < 0; t++, ix += v->stride)
+				int t = 0, s = v->stride;
+				/* the padding's zeros on the left, then whole vectors,
+				 * the rest of the row, and the padding on the right;
+				 * no test per value (short rows are most of a small
+				 * map's windows: a third of a strided layer's time) */
+				for (; t < run && ix < 0; t++, ix += s)
 					out[q + t] = 0.0f;
-				if (v->stride == 2) {
+				if (s == 2) {
 					int done =
 					    gather_stride2(row, ix, v->w, out + q + t, run - t);
 					t += done;
 					ix += 2 * done;
 				}
-				for (; t < run; t++, ix += v->stride)
-					out[q + t] = ix >= 0 && ix < v->w ? row[ix] : 0.0f;
+				int inside = ix < v->w ? (v->w - 1 - ix) / s + 1 : 0;
+				if (inside > run - t)
+					inside = run - t;
+				for (int e = 0; e < inside; e++)
+					out[q + t + e] = row[ix + s * e];
+				for (t += inside; t < run; t++)
+					out[q + t] = 0.0f;
 			}
 		}
 		q += run;
@@ -84,6 +92,49 @@ static void gather(const windows *v, int ci, int kh, int kw, int pix0, int count
 }
 
 /* B = windows(x): rows (ci, kh, kw), columns output pixels. */
+/* Small strided maps: where each column's pixel reads its tap from (an
+ * offset in the plane, or -1 in the padding), a table per tap made once
+ * per call and used for every input channel: rows of a few values each
+ * made the row-wise gather all loop overhead (a 14x14 -> 7x7 layer spent
+ * 37% of its time packing). */
+enum { TABLE_COLS = 256, TABLE_MAX_OW = 16 };
+
+static void pack_windows_table(const windows *v, int k0, int kc, int n0, int nc, float *dst)
+{
+	int nr = rt_gemm_nr(), kk = v->k * v->k;
+	int off[7 * 7 * TABLE_COLS]; /* kk <= 49: callers check */
+	for (int c0 = 0; c0 < nc; c0 += TABLE_COLS) {
+		int cn = nc - c0 < TABLE_COLS ? nc - c0 : TABLE_COLS;
+		for (int q = 0; q < cn; q++) {
+			int pix = n0 + c0 + q, oy = pix / v->ow, ox = pix % v->ow;
+			for (int t = 0; t < kk; t++) {
+				int iy = oy * v->stride + t / v->k - v->pad;
+				int ix = ox * v->stride + t % v->k - v->pad;
+				bool in = iy >= 0 && iy < v->h && ix >= 0 && ix < v->w;
+				off[t * TABLE_COLS + q] = in ? iy * v->w + ix : -1;
+			}
+		}
+		for (int r = 0; r < kc; r++) {
+			int k = k0 + r, ci = k / kk, t = k % kk;
+			const float *plane = v->x + (size_t)ci * v->h * v->w;
+			const int *o = off + t * TABLE_COLS;
+			for (int j0 = 0; j0 < cn; j0 += nr) {
+				int cols = cn - j0 < nr ? cn - j0 : nr;
+				float *d = dst + (size_t)(c0 + j0) * kc + (size_t)r * nr;
+				/* a load from the plane's start for the padding, then
+				 * zero: no branch on a pattern the predictor misses */
+				for (int q = 0; q < cols; q++) {
+					int at = o[j0 + q];
+					float x = plane[at < 0 ? 0 : at];
+					d[q] = at < 0 ? 0.0f : x;
+				}
+				for (int q = cols; q < nr; q++)
+					d[q] = 0.0f;
+			}
+		}
+	}
+}
+
 /* B = windows(x): rows (ci, kh, kw), columns output pixels. Each row is
  * gathered whole (runs along output rows, copies where stride 1 allows),
  * then dealt out to the panels nr floats at a time. */
@@ -91,6 +142,10 @@ static void pack_windows(const void *ctx, int k0, int kc, int n0, int nc, float 
 {
 	const windows *v = ctx;
 	int nr = rt_gemm_nr(), kk = v->k * v->k;
+	if (v->stride > 1 && v->ow <= TABLE_MAX_OW && v->k <= 7 && TABLE_COLS % nr == 0) {
+		pack_windows_table(v, k0, kc, n0, nc, dst);
+		return;
+	}
 	enum { CHUNK = 1024 };
 	float row[CHUNK];
 	for (int c0 = 0; c0 < nc; c0 += CHUNK) {
@@ -199,43 +254,142 @@ void rt_conv2d_packed(rt_threads *t, const rt_conv *p, const float *x, const flo
 	conv2d(t, p, x, wp, RT_GEMM_A_PACKED, b, res, y, relu);
 }
 
+typedef struct conv_job {
+	const rt_conv *p;
+	const float *x, *w, *b, *res;
+	int a_layout, relu;
+	float *y;
+	rt_threads *pool;
+	bool serial; /* each image's GEMM on one thread (images are the tasks) */
+} conv_job;
+
+static void conv_image(const conv_job *j, int n)
+{
+	const rt_conv *p = j->p;
+	int kdim = p->c * p->k * p->k, opix = p->oh * p->ow;
+	size_t in_floats = (size_t)p->c * p->h * p->w, out_floats = (size_t)p->oc * opix;
+	const float *xn = j->x + n * in_floats;
+	float *yn = j->y + n * out_floats;
+	/* With a residual the GEMM accumulates onto it: in place when the
+	 * planner gave the output the residual's own buffer. */
+	if (j->res && j->res + n * out_floats != yn)
+		memcpy(yn, j->res + n * out_floats, out_floats * sizeof(float));
+	windows v = windows_of(p, xn);
+	rt_gemm_b bm = pointwise(p) ? (rt_gemm_b){.data = xn, .ld = opix}
+	                            : (rt_gemm_b){.pack = pack_windows, .ctx = &v};
+	rt_epilogue ep = {.bias = j->b, .accumulate = j->res != NULL, .relu = j->relu};
+	(j->serial ? rt_gemm_serial : rt_gemm)(j->pool, p->oc, opix, kdim, j->w, kdim, j->a_layout,
+	                                       &bm, yn, opix, &ep);
+}
+
+static void conv_images_task(void *ctx, int task, int tasks)
+{
+	const conv_job *j = ctx;
+	int n0 = (int)((long)j->p->n * task / tasks),
+	    n1 = (int)((long)j->p->n * (task + 1) / tasks);
+	for (int n = n0; n < n1; n++)
+		conv_image(j, n);
+}
+
+/* Below this many flops an image's GEMM is split over the threads at a
+ * cost (a pool run per image, small tasks, a strided layer's 49 columns in
+ * four panels): with images enough, whole images are the tasks instead
+ * (ResNet-20's strided layers at a training batch). */
+#define IMAGE_TASK_FLOPS (16.0 * 1024 * 1024)
+
 static void conv2d(rt_threads *t, const rt_conv *p, const float *x, const float *w, int a_layout,
                    const float *b, const float *res, float *y, int relu)
 {
-	int kdim = p->c * p->k * p->k, opix = p->oh * p->ow;
-	size_t in_floats = (size_t)p->c * p->h * p->w, out_floats = (size_t)p->oc * opix;
-	for (int n = 0; n < p->n; n++) {
-		const float *xn = x + n * in_floats;
-		float *yn = y + n * out_floats;
-		/* With a residual the GEMM accumulates onto it: in place when the
-		 * planner gave the output the residual's own buffer. */
-		if (res && res + n * out_floats != yn)
-			memcpy(yn, res + n * out_floats, out_floats * sizeof(float));
-		windows v = windows_of(p, xn);
-		rt_gemm_b bm = pointwise(p) ? (rt_gemm_b){.data = xn, .ld = opix}
-		                            : (rt_gemm_b){.pack = pack_windows, .ctx = &v};
-		rt_epilogue ep = {.bias = b, .accumulate = res != NULL, .relu = relu};
-		rt_gemm(t, p->oc, opix, kdim, w, kdim, a_layout, &bm, yn, opix, &ep);
-	}
-}
-
-void rt_conv2d_grad_weight(rt_threads *t, const rt_conv *p, const float *x, const float *dy,
-                           float *dw)
-{
-	int kdim = p->c * p->k * p->k, opix = p->oh * p->ow;
-	size_t in_floats = (size_t)p->c * p->h * p->w, out_floats = (size_t)p->oc * opix;
-	if (p->n == 0 || opix == 0) {
-		memset(dw, 0, (size_t)p->oc * kdim * sizeof(float));
+	conv_job j = {p, x, w, b, res, a_layout, relu, y, t, false};
+	int threads = rt_threads_count(t);
+	double flops = 2.0 * p->oc * p->oh * p->ow * p->c * p->k * p->k;
+	if (threads > 1 && p->n >= 2 * threads && flops < IMAGE_TASK_FLOPS) {
+		j.serial = true;
+		rt_threads_run(t, conv_images_task, &j, p->n < 4 * threads ? p->n : 4 * threads);
 		return;
 	}
-	for (int n = 0; n < p->n; n++) {
-		const float *xn = x + n * in_floats;
+	for (int n = 0; n < p->n; n++)
+		conv_image(&j, n);
+}
+
+/* The weight gradient sums over the images. With WG_CHUNKS or more, in
+ * that many fixed ranges of images, each summed into its own dW (the first
+ * into dw, the others into the scratch) and added in order at the end: the
+ * chunks can run on different threads, and the sums, so the bits, are the
+ * same on any number of threads. A run per image of a small GEMM split
+ * over the threads cost more than its work (ResNet-20's strided layers at
+ * a training batch). */
+enum { WG_CHUNKS = 4 };
+
+size_t rt_conv2d_grad_weight_scratch_floats(const rt_conv *p)
+{
+	return p->n >= WG_CHUNKS ? (size_t)(WG_CHUNKS - 1) * p->oc * p->c * p->k * p->k : 0;
+}
+
+typedef struct wgrad_job {
+	const rt_conv *p;
+	const float *x, *dy;
+	float *dw, *scratch;
+	rt_threads *pool;
+	bool serial;
+} wgrad_job;
+
+/* dw (+)= the images [n0, n1)'s dY . windows^T */
+static void wgrad_images(const wgrad_job *j, int n0, int n1, float *dw)
+{
+	const rt_conv *p = j->p;
+	int kdim = p->c * p->k * p->k, opix = p->oh * p->ow;
+	size_t in_floats = (size_t)p->c * p->h * p->w, out_floats = (size_t)p->oc * opix;
+	if (n0 == n1)
+		memset(dw, 0, (size_t)p->oc * kdim * sizeof(float));
+	for (int n = n0; n < n1; n++) {
+		const float *xn = j->x + n * in_floats;
 		windows v = windows_of(p, xn);
 		/* dW[oc x c] = dY[oc x pix] . X[c x pix]^T for 1x1, else windows^T */
 		rt_gemm_b bm = pointwise(p) ? (rt_gemm_b){.data = xn, .ld = opix, .trans = 1}
 		                            : (rt_gemm_b){.pack = pack_windows_t, .ctx = &v};
-		rt_epilogue ep = {.accumulate = n > 0};
-		rt_gemm(t, p->oc, kdim, opix, dy + n * out_floats, opix, 0, &bm, dw, kdim, &ep);
+		rt_epilogue ep = {.accumulate = n > n0};
+		(j->serial ? rt_gemm_serial : rt_gemm)(j->pool, p->oc, kdim, opix,
+		                                       j->dy + n * out_floats, opix, 0, &bm, dw,
+		                                       kdim, &ep);
+	}
+}
+
+static void wgrad_chunk_task(void *ctx, int q, int chunks)
+{
+	const wgrad_job *j = ctx;
+	size_t per = (size_t)j->p->oc * j->p->c * j->p->k * j->p->k;
+	int n0 = (int)((long)j->p->n * q / chunks), n1 = (int)((long)j->p->n * (q + 1) / chunks);
+	wgrad_images(j, n0, n1, q == 0 ? j->dw : j->scratch + (q - 1) * per);
+}
+
+void rt_conv2d_grad_weight(rt_threads *t, const rt_conv *p, const float *x, const float *dy,
+                           float *dw, float *scratch)
+{
+	int kdim = p->c * p->k * p->k, opix = p->oh * p->ow;
+	size_t per = (size_t)p->oc * kdim;
+	if (p->n == 0 || opix == 0) {
+		memset(dw, 0, per * sizeof(float));
+		return;
+	}
+	wgrad_job j = {p, x, dy, dw, scratch, t, false};
+	if (p->n < WG_CHUNKS) {
+		wgrad_images(&j, 0, p->n, dw);
+		return;
+	}
+	double flops = 2.0 * per * opix;
+	if (rt_threads_count(t) > 1 && flops < IMAGE_TASK_FLOPS) {
+		j.serial = true;
+		rt_threads_run(t, wgrad_chunk_task, &j, WG_CHUNKS);
+	} else {
+		for (int q = 0; q < WG_CHUNKS; q++)
+			wgrad_chunk_task(&j, q, WG_CHUNKS);
+	}
+	for (size_t i = 0; i < per; i++) {
+		float s = dw[i];
+		for (int q = 1; q < WG_CHUNKS; q++)
+			s += scratch[(q - 1) * per + i];
+		dw[i] = s;
 	}
 }
 

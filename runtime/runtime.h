@@ -257,8 +257,9 @@ void rt_bn_fold_bias(int oc, const float *gamma, const float *beta, const float 
 size_t rt_conv2d_grad_scratch_floats(const rt_conv *p); /* for the input gradient */
 void rt_conv2d_grad_input(rt_threads *t, const rt_conv *p, const float *dy, const float *w,
                           float *dx, float *scratch);
+size_t rt_conv2d_grad_weight_scratch_floats(const rt_conv *p);
 void rt_conv2d_grad_weight(rt_threads *t, const rt_conv *p, const float *x, const float *dy,
-                           float *dw);
+                           float *dw, float *scratch);
 /* db[c] = sum of dy over n and hw (conv and linear biases; hw = 1 for linear) */
 void rt_bias_grad(int n, int c, int hw, const float *dy, float *db);
 void rt_bn_stats(rt_threads *t, int n, int c, int hw, const float *x, float *stats);

@@ -123,6 +123,12 @@ static const geom conv_geoms[] = {
     {1, 1, 700, 3, 2, 3, 1, 1, 0},
     /* A ResNet-50 stage-1 layer: 28 blocks of 113, last 85. */
     {1, 64, 56, 56, 64, 3, 1, 1, 1},
+    /* Batches of small GEMMs: whole images are the tasks (a strided small
+     * map read through the tap table; 1x1 with an odd image count). */
+    {8, 16, 14, 14, 32, 3, 2, 1, 0},
+    {7, 6, 9, 9, 5, 1, 1, 0, 0},
+    /* A strided map too wide for the table: rows gathered by vectors. */
+    {2, 4, 40, 40, 6, 3, 2, 1, 0},
 };
 
 START_TEST(conv_vs_ref)
@@ -144,12 +150,13 @@ START_TEST(conv_vs_ref)
 	rt_conv2d_grad_weight_ref(&p, x, dy, dw_ref, NULL);
 
 	scratch s = scratch_make(rt_conv2d_grad_scratch_floats(&p));
+	scratch sw = scratch_make(rt_conv2d_grad_weight_scratch_floats(&p));
 	float *dx = nanbuf(nx), *dw = nanbuf(nw);
 	rt_conv2d_grad_input(threads(), &p, dy, w, dx, s.buf);
 	scratch_check(&s, "grad_input");
 	expect_close("grad_input", dx, dx_ref, nx, 1e-4);
-	rt_conv2d_grad_weight(threads(), &p, x, dy, dw);
-	scratch_check(&s, "grad_weight");
+	rt_conv2d_grad_weight(threads(), &p, x, dy, dw, sw.buf);
+	scratch_check(&sw, "grad_weight");
 	expect_close("grad_weight", dw, dw_ref, nw, 1e-4);
 
 	/* The forward convolution on the same GEMM: bias, a residual added in
@@ -172,9 +179,10 @@ START_TEST(conv_vs_ref)
 	/* Again, with the scratch holding the last call's leftovers and the
 	 * outputs garbage: the results must not change by a bit. */
 	float *dx2 = randn(&rng, nx, 1, 0), *dw2 = randn(&rng, nw, 1, 0);
-	rt_conv2d_grad_weight(NULL, &p, x, dy, dw2);
+	rt_conv2d_grad_weight(NULL, &p, x, dy, dw2, sw.buf);
 	rt_conv2d_grad_input(NULL, &p, dy, w, dx2, s.buf);
 	scratch_check(&s, "second call");
+	scratch_check(&sw, "second call");
 	expect_same("grad_input", dx, dx2, nx);
 	expect_same("grad_weight", dw, dw2, nw);
 
@@ -184,6 +192,7 @@ START_TEST(conv_vs_ref)
 	free(dx_ref);
 	free(dw_ref);
 	free(s.buf);
+	free(sw.buf);
 	free(dx);
 	free(dw);
 	free(dx2);
@@ -625,7 +634,9 @@ START_TEST(golden_conv)
 
 	rt_conv2d_grad_input(threads(), &p, dy->data, w->data, dx, s.buf);
 	expect_golden(&g, "dx", dx, x->count, 1e-4);
-	rt_conv2d_grad_weight(threads(), &p, x->data, dy->data, dw);
+	scratch sw = scratch_make(rt_conv2d_grad_weight_scratch_floats(&p));
+	rt_conv2d_grad_weight(threads(), &p, x->data, dy->data, dw, sw.buf);
+	scratch_check(&sw, g.name);
 	expect_golden(&g, "dw", dw, w->count, 1e-4);
 	scratch_check(&s, g.name);
 	if (meta_int(g.name, "bias")) {
@@ -633,6 +644,7 @@ START_TEST(golden_conv)
 		expect_golden(&g, "db", db, (size_t)p.oc, 1e-4);
 	}
 	free(s.buf);
+	free(sw.buf);
 	free(dx);
 	free(dw);
 	free(db);
