@@ -415,13 +415,19 @@ static int cols_block(const rt_conv *p)
 	return blk < 1 ? 1 : blk > opix ? opix : blk;
 }
 
+/* With this many images or more, a strided input gradient's images go in
+ * as many fixed chunks, each with its own columns, so that chunks can run
+ * on different threads (the bits do not change: each image's sums are
+ * made the same way). */
+enum { GI_CHUNKS = 4 };
+
 size_t rt_conv2d_grad_scratch_floats(const rt_conv *p)
 {
 	if (pointwise(p))
 		return 0;
 	if (as_convolution(p))
 		return (size_t)p->oc * p->c * p->k * p->k;
-	return (size_t)p->c * p->k * p->k * cols_block(p);
+	return (size_t)(p->n >= GI_CHUNKS ? GI_CHUNKS : 1) * p->c * p->k * p->k * cols_block(p);
 }
 
 /* dx += the columns [kdim x np] of pixels p0.. scattered to their taps.
@@ -469,6 +475,45 @@ static void col2im(rt_threads *t, const rt_conv *p, const float *cols, int p0, i
 	rt_threads_run(t, col2im_task, &j, tasks < p->c ? tasks : p->c);
 }
 
+/* A strided input gradient, image by image: for each block of pixels the
+ * columns W^T . dY, then scattered into dx. serial: on this thread alone. */
+typedef struct gin_job {
+	const rt_conv *p;
+	const float *dy, *w;
+	float *dx, *scratch;
+	rt_threads *pool;
+} gin_job;
+
+static void grad_input_images(const gin_job *j, int n0, int n1, float *cols, bool serial)
+{
+	const rt_conv *p = j->p;
+	int kdim = p->c * p->k * p->k, opix = p->oh * p->ow, blk = cols_block(p);
+	size_t in_floats = (size_t)p->c * p->h * p->w, out_floats = (size_t)p->oc * opix;
+	for (int n = n0; n < n1; n++) {
+		float *dxn = j->dx + n * in_floats;
+		memset(dxn, 0, in_floats * sizeof(float));
+		for (int p0 = 0; p0 < opix; p0 += blk) {
+			int np = opix - p0 < blk ? opix - p0 : blk;
+			rt_gemm_b bm = {.data = j->dy + n * out_floats + p0, .ld = opix};
+			(serial ? rt_gemm_serial : rt_gemm)(j->pool, kdim, np, p->oc, j->w, kdim, 1,
+			                                    &bm, cols, np, &(rt_epilogue){0});
+			if (serial)
+				col2im_task(&(col2im_job){p, cols, p0, np, dxn}, 0, 1);
+			else
+				col2im(j->pool, p, cols, p0, np, dxn);
+		}
+	}
+}
+
+static void grad_input_chunk_task(void *ctx, int q, int chunks)
+{
+	const gin_job *j = ctx;
+	const rt_conv *p = j->p;
+	int n0 = (int)((long)p->n * q / chunks), n1 = (int)((long)p->n * (q + 1) / chunks);
+	size_t cols = (size_t)p->c * p->k * p->k * cols_block(p);
+	grad_input_images(j, n0, n1, j->scratch + q * cols, true);
+}
+
 void rt_conv2d_grad_input(rt_threads *t, const rt_conv *p, const float *dy, const float *w,
                           float *dx, float *scratch)
 {
@@ -499,18 +544,12 @@ void rt_conv2d_grad_input(rt_threads *t, const rt_conv *p, const float *dy, cons
 		rt_conv2d(t, &q, dy, scratch, NULL, NULL, dx, 0);
 		return;
 	}
-	int blk = cols_block(p);
-	for (int n = 0; n < p->n; n++) {
-		float *dxn = dx + n * in_floats;
-		memset(dxn, 0, in_floats * sizeof(float));
-		for (int p0 = 0; p0 < opix; p0 += blk) {
-			int np = opix - p0 < blk ? opix - p0 : blk;
-			rt_gemm_b bm = {.data = dy + n * out_floats + p0, .ld = opix};
-			rt_gemm(t, kdim, np, p->oc, w, kdim, 1, &bm, scratch, np,
-			        &(rt_epilogue){0});
-			col2im(t, p, scratch, p0, np, dxn);
-		}
-	}
+	gin_job j = {p, dy, w, dx, scratch, t};
+	double flops = 2.0 * kdim * opix * p->oc;
+	if (p->n >= GI_CHUNKS && rt_threads_count(t) > 1 && flops < IMAGE_TASK_FLOPS)
+		rt_threads_run(t, grad_input_chunk_task, &j, GI_CHUNKS);
+	else
+		grad_input_images(&j, 0, p->n, scratch, false);
 }
 
 /* ---- linear layers ------------------------------------------------------- */
