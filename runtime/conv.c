@@ -91,7 +91,6 @@ static void gather(const windows *v, int ci, int kh, int kw, int pix0, int count
 	}
 }
 
-/* B = windows(x): rows (ci, kh, kw), columns output pixels. */
 /* Small strided maps: where each column's pixel reads its tap from (an
  * offset in the plane, or -1 in the padding), a table per tap made once
  * per call and used for every input channel: rows of a few values each
@@ -254,6 +253,13 @@ void rt_conv2d_packed(rt_threads *t, const rt_conv *p, const float *x, const flo
 	conv2d(t, p, x, wp, RT_GEMM_A_PACKED, b, res, y, relu);
 }
 
+/* Task q of tasks's share of n images: [*n0, *n1) */
+static void image_range(int n, int q, int tasks, int *n0, int *n1)
+{
+	*n0 = (int)((long)n * q / tasks);
+	*n1 = (int)((long)n * (q + 1) / tasks);
+}
+
 typedef struct conv_job {
 	const rt_conv *p;
 	const float *x, *w, *b, *res;
@@ -285,8 +291,8 @@ static void conv_image(const conv_job *j, int n)
 static void conv_images_task(void *ctx, int task, int tasks)
 {
 	const conv_job *j = ctx;
-	int n0 = (int)((long)j->p->n * task / tasks),
-	    n1 = (int)((long)j->p->n * (task + 1) / tasks);
+	int n0, n1;
+	image_range(j->p->n, task, tasks, &n0, &n1);
 	for (int n = n0; n < n1; n++)
 		conv_image(j, n);
 }
@@ -312,18 +318,18 @@ static void conv2d(rt_threads *t, const rt_conv *p, const float *x, const float 
 		conv_image(&j, n);
 }
 
-/* The weight gradient sums over the images. With WG_CHUNKS or more, in
+/* The weight gradient sums over the images. With IMAGE_CHUNKS or more, in
  * that many fixed ranges of images, each summed into its own dW (the first
  * into dw, the others into the scratch) and added in order at the end: the
  * chunks can run on different threads, and the sums, so the bits, are the
  * same on any number of threads. A run per image of a small GEMM split
  * over the threads cost more than its work (ResNet-20's strided layers at
  * a training batch). */
-enum { WG_CHUNKS = 4 };
+enum { IMAGE_CHUNKS = 4 };
 
 size_t rt_conv2d_grad_weight_scratch_floats(const rt_conv *p)
 {
-	return p->n >= WG_CHUNKS ? (size_t)(WG_CHUNKS - 1) * p->oc * p->c * p->k * p->k : 0;
+	return p->n >= IMAGE_CHUNKS ? (size_t)(IMAGE_CHUNKS - 1) * p->oc * p->c * p->k * p->k : 0;
 }
 
 typedef struct wgrad_job {
@@ -359,7 +365,8 @@ static void wgrad_chunk_task(void *ctx, int q, int chunks)
 {
 	const wgrad_job *j = ctx;
 	size_t per = (size_t)j->p->oc * j->p->c * j->p->k * j->p->k;
-	int n0 = (int)((long)j->p->n * q / chunks), n1 = (int)((long)j->p->n * (q + 1) / chunks);
+	int n0, n1;
+	image_range(j->p->n, q, chunks, &n0, &n1);
 	wgrad_images(j, n0, n1, q == 0 ? j->dw : j->scratch + (q - 1) * per);
 }
 
@@ -373,21 +380,21 @@ void rt_conv2d_grad_weight(rt_threads *t, const rt_conv *p, const float *x, cons
 		return;
 	}
 	wgrad_job j = {p, x, dy, dw, scratch, t, false};
-	if (p->n < WG_CHUNKS) {
+	if (p->n < IMAGE_CHUNKS) {
 		wgrad_images(&j, 0, p->n, dw);
 		return;
 	}
 	double flops = 2.0 * per * opix;
 	if (rt_threads_count(t) > 1 && flops < IMAGE_TASK_FLOPS) {
 		j.serial = true;
-		rt_threads_run(t, wgrad_chunk_task, &j, WG_CHUNKS);
+		rt_threads_run(t, wgrad_chunk_task, &j, IMAGE_CHUNKS);
 	} else {
-		for (int q = 0; q < WG_CHUNKS; q++)
-			wgrad_chunk_task(&j, q, WG_CHUNKS);
+		for (int q = 0; q < IMAGE_CHUNKS; q++)
+			wgrad_chunk_task(&j, q, IMAGE_CHUNKS);
 	}
 	for (size_t i = 0; i < per; i++) {
 		float s = dw[i];
-		for (int q = 1; q < WG_CHUNKS; q++)
+		for (int q = 1; q < IMAGE_CHUNKS; q++)
 			s += scratch[(q - 1) * per + i];
 		dw[i] = s;
 	}
@@ -415,19 +422,18 @@ static int cols_block(const rt_conv *p)
 	return blk < 1 ? 1 : blk > opix ? opix : blk;
 }
 
-/* With this many images or more, a strided input gradient's images go in
- * as many fixed chunks, each with its own columns, so that chunks can run
- * on different threads (the bits do not change: each image's sums are
+/* With IMAGE_CHUNKS images or more, a strided input gradient's images go
+ * in as many fixed chunks, each with its own columns, so that chunks can
+ * run on different threads (the bits do not change: each image's sums are
  * made the same way). */
-enum { GI_CHUNKS = 4 };
-
 size_t rt_conv2d_grad_scratch_floats(const rt_conv *p)
 {
 	if (pointwise(p))
 		return 0;
 	if (as_convolution(p))
 		return (size_t)p->oc * p->c * p->k * p->k;
-	return (size_t)(p->n >= GI_CHUNKS ? GI_CHUNKS : 1) * p->c * p->k * p->k * cols_block(p);
+	return (size_t)(p->n >= IMAGE_CHUNKS ? IMAGE_CHUNKS : 1) * p->c * p->k * p->k *
+	       cols_block(p);
 }
 
 /* dx += the columns [kdim x np] of pixels p0.. scattered to their taps.
@@ -509,7 +515,8 @@ static void grad_input_chunk_task(void *ctx, int q, int chunks)
 {
 	const gin_job *j = ctx;
 	const rt_conv *p = j->p;
-	int n0 = (int)((long)p->n * q / chunks), n1 = (int)((long)p->n * (q + 1) / chunks);
+	int n0, n1;
+	image_range(p->n, q, chunks, &n0, &n1);
 	size_t cols = (size_t)p->c * p->k * p->k * cols_block(p);
 	grad_input_images(j, n0, n1, j->scratch + q * cols, true);
 }
@@ -546,8 +553,8 @@ void rt_conv2d_grad_input(rt_threads *t, const rt_conv *p, const float *dy, cons
 	}
 	gin_job j = {p, dy, w, dx, scratch, t};
 	double flops = 2.0 * kdim * opix * p->oc;
-	if (p->n >= GI_CHUNKS && rt_threads_count(t) > 1 && flops < IMAGE_TASK_FLOPS)
-		rt_threads_run(t, grad_input_chunk_task, &j, GI_CHUNKS);
+	if (p->n >= IMAGE_CHUNKS && rt_threads_count(t) > 1 && flops < IMAGE_TASK_FLOPS)
+		rt_threads_run(t, grad_input_chunk_task, &j, IMAGE_CHUNKS);
 	else
 		grad_input_images(&j, 0, p->n, scratch, false);
 }
