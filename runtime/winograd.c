@@ -38,6 +38,12 @@ static int tiles_of(int size, int m)
 	return (size + m - 1) / m;
 }
 
+/* m x m output tiles in all the images */
+static long total_tiles(const rt_conv *p, int m)
+{
+	return (long)p->n * tiles_of(p->oh, m) * tiles_of(p->ow, m);
+}
+
 /* Tiles per block: V and M (pos x (c + oc) floats a tile) in BLOCK_FLOATS,
  * at least 16 (a GEMM panel), never more than there are. Every block reads
  * all of U, so where U is larger than the blocks and all the tiles would
@@ -47,7 +53,7 @@ static int tiles_of(int size, int m)
  * batch 8, blocks per thread that large fell out of L2 (ResNet-50 7% slower). */
 static int block_tiles(const rt_conv *p, int m)
 {
-	long total = (long)p->n * tiles_of(p->oh, m) * tiles_of(p->ow, m);
+	long total = total_tiles(p, m);
 	long per_tile = pos_of(m) * (long)(p->c + p->oc);
 	long fit = BLOCK_FLOATS / per_tile;
 	long u_tiles = (long)pos_of(m) * p->c * p->oc / per_tile;
@@ -78,7 +84,7 @@ static size_t block_floats(const rt_conv *p, int m, int tiles)
  * block holds every tile the threads always share it: room for one. */
 size_t rt_winograd_scratch_floats(const rt_conv *p, int m)
 {
-	long total = (long)p->n * tiles_of(p->oh, m) * tiles_of(p->ow, m);
+	long total = total_tiles(p, m);
 	int ld = block_tiles(p, m);
 	return (total <= ld ? 1 : 2) * block_floats(p, m, ld);
 }
@@ -475,7 +481,7 @@ void rt_conv2d_winograd(rt_threads *t, const rt_conv *p, int m, const float *x, 
 	    .ld = block_tiles(p, m),
 	    .pool = t,
 	};
-	long total = (long)p->n * w.th * w.tw;
+	long total = total_tiles(p, m);
 	int threads = rt_threads_count(t);
 	int sb = 2 * w.ld / threads / LANES * LANES;
 	if (threads > 1 && sb >= MIN_THREAD_BLOCK && total > w.ld && total >= (long)threads * sb) {
@@ -715,7 +721,7 @@ void rt_conv2d_grad_weight_winograd(rt_threads *t, const rt_conv *p, const float
 	    .acc = scratch + chunks_of(p) * block_floats(p, OUT, chunk_tiles(p)),
 	    .slice = block_floats(p, OUT, chunk_tiles(p)),
 	    .sb = chunk_tiles(p),
-	    .total = (long)p->n * tiles_of(p->oh, OUT) * tiles_of(p->ow, OUT),
+	    .total = total_tiles(p, OUT),
 	};
 	if (g.total == 0) {
 		memset(dw, 0, (size_t)p->oc * p->c * 9 * sizeof(float));
