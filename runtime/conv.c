@@ -276,14 +276,12 @@ static void conv_image(const conv_job *j, int n)
 	size_t in_floats = (size_t)p->c * p->h * p->w, out_floats = (size_t)p->oc * opix;
 	const float *xn = j->x + n * in_floats;
 	float *yn = j->y + n * out_floats;
-	/* With a residual the GEMM accumulates onto it: in place when the
-	 * planner gave the output the residual's own buffer. */
-	if (j->res && j->res + n * out_floats != yn)
-		memcpy(yn, j->res + n * out_floats, out_floats * sizeof(float));
 	windows v = windows_of(p, xn);
 	rt_gemm_b bm = pointwise(p) ? (rt_gemm_b){.data = xn, .ld = opix}
 	                            : (rt_gemm_b){.pack = pack_windows, .ctx = &v};
-	rt_epilogue ep = {.bias = j->b, .accumulate = j->res != NULL, .relu = j->relu};
+	/* the residual is added as the GEMM stores (it may be y itself) */
+	rt_epilogue ep = {.bias = j->b, .add = j->res ? j->res + n * out_floats : NULL,
+	                  .relu = j->relu};
 	(j->serial ? rt_gemm_serial : rt_gemm)(j->pool, p->oc, opix, kdim, j->w, kdim, j->a_layout,
 	                                       &bm, yn, opix, &ep);
 }

@@ -147,10 +147,13 @@ void rt_profile_mark(rt_threads *p, int id);
 double rt_peak_gflops(int threads);
 
 /* What a GEMM does to each result c[i][j] as it stores it: add the old
- * value (accumulate), add bias[i], then relu. */
+ * value (accumulate) or add[i * ldc + j] (a residual laid out as C, which
+ * saves copying it into C first; it may be C itself), add bias[i], then
+ * relu. */
 typedef struct rt_epilogue {
 	const float *bias; /* per row of C, or NULL */
 	int accumulate;
+	const float *add; /* or NULL */
 	int relu;
 } rt_epilogue;
 

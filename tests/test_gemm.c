@@ -241,6 +241,47 @@ START_TEST(gemm_shapes)
 }
 END_TEST
 
+/* A residual added from its own buffer (ep.add) gives the bits of
+ * accumulating onto a copy of it, whatever else C held: on edge tiles,
+ * the narrow-column kernel, several K blocks, k == 0, and in place. */
+START_TEST(gemm_add_epilogue)
+{
+	rt_threads *pool = rt_threads_create(2);
+	static const int shapes[][3] = {{13, 37, 300}, {64, 49, 64},  {7, 3, 5},
+	                                {65, 2, 257},  {256, 200, 64}, {5, 9, 0}};
+	for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+		for (int f = 0; f < 4; f++) {
+			problem q;
+			problem_make(&q, shapes[s][0], shapes[s][1], shapes[s][2], 0, B_DENSE, 1,
+			             f & 1, f >> 1 & 1);
+			size_t size = (size_t)q.m * q.ldc;
+			float *want = run(&q, pool); /* accumulate onto c0 */
+			float *res = q.c0, *c = rnd_floats(size);
+			rt_epilogue ep = {.bias = q.bias, .add = res, .relu = f >> 1 & 1};
+			rt_gemm(pool, q.m, q.n, q.k, q.a, q.lda, 0, &q.gb, c, q.ldc, &ep);
+			float *inplace = malloc(size * sizeof *inplace);
+			ck_assert_ptr_nonnull(inplace);
+			memcpy(inplace, res, size * sizeof *inplace);
+			ep.add = inplace;
+			rt_gemm(pool, q.m, q.n, q.k, q.a, q.lda, 0, &q.gb, inplace, q.ldc, &ep);
+			for (int i = 0; i < q.m; i++)
+				for (int j = 0; j < q.n; j++) {
+					size_t at = (size_t)i * q.ldc + j;
+					ck_assert_msg(memcmp(&c[at], &want[at], sizeof *c) == 0 &&
+					                  memcmp(&inplace[at], &want[at], sizeof *c) == 0,
+					              "m=%d n=%d k=%d f=%d: element (%d, %d) %g / %g, "
+					              "want %g",
+					              q.m, q.n, q.k, f, i, j, c[at], inplace[at], want[at]);
+				}
+			free(want);
+			free(c);
+			free(inplace);
+			problem_free(&q);
+		}
+	rt_threads_destroy(pool);
+}
+END_TEST
+
 /* k == 0: the product is empty and only the epilogue applies. */
 START_TEST(gemm_empty)
 {
@@ -644,6 +685,7 @@ static Suite *suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, gemm_epilogues);
 	tcase_add_test(tc, gemm_shapes);
+	tcase_add_test(tc, gemm_add_epilogue);
 	tcase_add_test(tc, gemm_empty);
 	tcase_add_test(tc, gemm_relu_nan);
 	tcase_add_test(tc, gemm_thread_invariant);
