@@ -280,8 +280,8 @@ static void conv_image(const conv_job *j, int n)
 	rt_gemm_b bm = pointwise(p) ? (rt_gemm_b){.data = xn, .ld = opix}
 	                            : (rt_gemm_b){.pack = pack_windows, .ctx = &v};
 	/* the residual is added as the GEMM stores (it may be y itself) */
-	rt_epilogue ep = {.bias = j->b, .add = j->res ? j->res + n * out_floats : NULL,
-	                  .relu = j->relu};
+	rt_epilogue ep = {
+	    .bias = j->b, .add = j->res ? j->res + n * out_floats : NULL, .relu = j->relu};
 	(j->serial ? rt_gemm_serial : rt_gemm)(j->pool, p->oc, opix, kdim, j->w, kdim, j->a_layout,
 	                                       &bm, yn, opix, &ep);
 }

@@ -283,8 +283,8 @@ edge_t(int g, int nn, int kc, const float *restrict ap, const float *restrict bp
 		for (int j = 0; j < nn; j++)
 			vstore(t + j * VW, acc[q][j]);
 		int mr = rows - q * MR < MR ? rows - q * MR : MR;
-		store_tile(t, 1, VW, c + (size_t)q * MR * ldc, lc + (size_t)q * MR * ldc, ldc, mr, nn,
-		           bias ? bias + q * MR : NULL, f);
+		store_tile(t, 1, VW, c + (size_t)q * MR * ldc, lc + (size_t)q * MR * ldc, ldc, mr,
+		           nn, bias ? bias + q * MR : NULL, f);
 	}
 }
 
@@ -679,8 +679,8 @@ static void gemm_block(const gemm_job *j, int m0, int m1, int n0, int n1)
 					for (int ir = 0; ir < mc; ir += MR) {
 						int mr = mc - ir < MR ? mc - ir : MR;
 						size_t off = (size_t)(ic + ir) * j->ldc + jc + jr;
-						micro(kcb, ap + (size_t)ir * kcb, bp, ldb, j->c + off,
-						      lbase + off, j->ldc, mr, nr,
+						micro(kcb, ap + (size_t)ir * kcb, bp, ldb,
+						      j->c + off, lbase + off, j->ldc, mr, nr,
 						      bias ? bias + ic + ir : NULL, f);
 					}
 				}

@@ -247,7 +247,7 @@ END_TEST
 START_TEST(gemm_add_epilogue)
 {
 	rt_threads *pool = rt_threads_create(2);
-	static const int shapes[][3] = {{13, 37, 300}, {64, 49, 64},  {7, 3, 5},
+	static const int shapes[][3] = {{13, 37, 300}, {64, 49, 64},   {7, 3, 5},
 	                                {65, 2, 257},  {256, 200, 64}, {5, 9, 0}};
 	for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
 		for (int f = 0; f < 4; f++) {
@@ -267,11 +267,12 @@ START_TEST(gemm_add_epilogue)
 			for (int i = 0; i < q.m; i++)
 				for (int j = 0; j < q.n; j++) {
 					size_t at = (size_t)i * q.ldc + j;
-					ck_assert_msg(memcmp(&c[at], &want[at], sizeof *c) == 0 &&
-					                  memcmp(&inplace[at], &want[at], sizeof *c) == 0,
-					              "m=%d n=%d k=%d f=%d: element (%d, %d) %g / %g, "
-					              "want %g",
-					              q.m, q.n, q.k, f, i, j, c[at], inplace[at], want[at]);
+					ck_assert_msg(
+					    memcmp(&c[at], &want[at], sizeof *c) == 0 &&
+					        memcmp(&inplace[at], &want[at], sizeof *c) == 0,
+					    "m=%d n=%d k=%d f=%d: element (%d, %d) %g / %g, "
+					    "want %g",
+					    q.m, q.n, q.k, f, i, j, c[at], inplace[at], want[at]);
 				}
 			free(want);
 			free(c);
