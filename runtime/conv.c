@@ -10,6 +10,9 @@
  *                 and flipped; strided: W^T . dY into columns, scattered
  * Bias, the residual and relu happen in the GEMM's epilogue. */
 #include <math.h>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 #include <stdbool.h>
 #include <string.h>
 
@@ -41,7 +44,15 @@ static int gather_stride2(const float *row, int ix, int w, float *out, int run)
 		v8 a, b;
 		memcpy(&a, row + ix + 2 * t, sizeof a);
 		memcpy(&b, row + ix + 2 * t + 8, sizeof b);
+#if defined(__AVX2__)
+		/* in-lane pairs, then the 64-bit halves in order: two cheap
+		 * shuffles where the generic one compiles to two vpermd and a
+		 * blend (slow on Zen) */
+		__m256 q = _mm256_shuffle_ps((__m256)a, (__m256)b, 0x88);
+		v8 even = (v8)_mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(q), 0xd8));
+#else
 		v8 even = __builtin_shuffle(a, b, (v8i){0, 2, 4, 6, 8, 10, 12, 14});
+#endif
 		memcpy(out + t, &even, sizeof even);
 	}
 	return t;
@@ -155,7 +166,13 @@ static void pack_windows(const void *ctx, int k0, int kc, int n0, int nc, float 
 			for (int j0 = 0; j0 < cn; j0 += nr) {
 				int cols = cn - j0 < nr ? cn - j0 : nr;
 				float *d = dst + (size_t)(c0 + j0) * kc + (size_t)r * nr;
-				memcpy(d, row + j0, (size_t)cols * sizeof(float));
+				/* a constant size is copied inline, not by a call */
+				if (cols == 16)
+					memcpy(d, row + j0, 16 * sizeof(float));
+				else if (cols == 32)
+					memcpy(d, row + j0, 32 * sizeof(float));
+				else
+					memcpy(d, row + j0, (size_t)cols * sizeof(float));
 				for (int q = cols; q < nr; q++)
 					d[q] = 0.0f;
 			}
