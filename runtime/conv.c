@@ -369,7 +369,7 @@ static void wgrad_images(const wgrad_job *j, int n0, int n1, float *dw)
 		/* dW[oc x c] = dY[oc x pix] . X[c x pix]^T for 1x1, else windows^T */
 		rt_gemm_b bm = pointwise(p) ? (rt_gemm_b){.data = xn, .ld = opix, .trans = 1}
 		                            : (rt_gemm_b){.pack = pack_windows_t, .ctx = &v};
-		rt_epilogue ep = {.accumulate = n > n0};
+		rt_epilogue ep = {.add = n > n0 ? dw : NULL};
 		(j->serial ? rt_gemm_serial : rt_gemm)(j->pool, p->oc, kdim, opix,
 		                                       j->dy + n * out_floats, opix, 0, &bm, dw,
 		                                       kdim, &ep);

@@ -133,8 +133,8 @@ static inline vf vfma(vf a, vf b, vf acc)
 #endif
 }
 
-/* Epilogue flags for a tile: add the old C (accumulate, or a later K
- * block), and on the last K block bias and relu. */
+/* Epilogue flags for a tile: add the epilogue's add (after the first K
+ * block, C's partial sums instead), and on the last K block bias and relu. */
 enum { EP_LOAD = 1, EP_LAST = 2, EP_RELU = 4 };
 
 /* The epilogue on one value. The vector version in micro() performs the
@@ -563,7 +563,7 @@ static int kc_of(int k)
 
 static int flags_of(const gemm_job *j, int pc, int kcb)
 {
-	int f = pc > 0 || j->ep.accumulate || j->ep.add ? EP_LOAD : 0;
+	int f = pc > 0 || j->ep.add ? EP_LOAD : 0;
 	if (pc + kcb == j->k)
 		f |= EP_LAST | (j->ep.relu ? EP_RELU : 0);
 	return f;
@@ -740,7 +740,7 @@ static void gemm_empty(int m, int n, float *c, size_t ldc, const rt_epilogue *ep
 	for (int i = 0; i < m; i++)
 		for (int jj = 0; jj < n; jj++) {
 			float *cp = c + i * ldc + jj;
-			float v = ep->add ? ep->add[i * ldc + jj] : ep->accumulate ? *cp : 0.0f;
+			float v = ep->add ? ep->add[i * ldc + jj] : 0.0f;
 			if (ep->bias)
 				v = v + ep->bias[i];
 			*cp = ep->relu && v < 0 ? 0.0f : v;

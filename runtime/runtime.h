@@ -146,14 +146,12 @@ void rt_profile_mark(rt_threads *p, int id);
  * given number of threads (a register-only loop, about 0.2 s). */
 double rt_peak_gflops(int threads);
 
-/* What a GEMM does to each result c[i][j] as it stores it: add the old
- * value (accumulate) or add[i * ldc + j] (a residual laid out as C, which
- * saves copying it into C first; it may be C itself), add bias[i], then
- * relu. */
+/* What a GEMM does to each result c[i][j] as it stores it: add
+ * add[i * ldc + j] (laid out as C: a residual, or C itself to accumulate
+ * onto its old values), add bias[i], then relu. */
 typedef struct rt_epilogue {
+	const float *add;  /* or NULL */
 	const float *bias; /* per row of C, or NULL */
-	int accumulate;
-	const float *add; /* or NULL */
 	int relu;
 } rt_epilogue;
 

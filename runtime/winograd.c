@@ -637,7 +637,7 @@ static void wgrad_gemm(const wino *w, int pos, float *acc, int accumulate)
 	rt_gemm_b b = {.data = w->v + (size_t)pos * p->c * w->ld, .ld = w->ld, .trans = 1};
 	rt_gemm_serial(w->pool, p->oc, p->c, w->tb, w->m + (size_t)pos * p->oc * w->ld, w->ld, 0,
 	               &b, acc + (size_t)pos * p->oc * p->c, p->c,
-	               &(rt_epilogue){.accumulate = accumulate});
+	               &(rt_epilogue){.add = accumulate ? acc + (size_t)pos * p->oc * p->c : NULL});
 }
 
 static void wgrad_gemm_task(void *ctx, int pos, int tasks)

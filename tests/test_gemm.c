@@ -70,6 +70,7 @@ enum { B_DENSE, B_TRANS, B_CALLBACK, B_MODES };
 /* One GEMM problem with its operands, in every layout the API takes. */
 typedef struct problem {
 	int m, n, k, lda, ldb, ldc, trans_a, bmode;
+	int acc;                  /* accumulate onto C's old values */
 	float *a, *b, *bias, *c0; /* c0: C before the call (accumulate, padding) */
 	strided_b sb;
 	rt_gemm_b gb;
@@ -116,7 +117,8 @@ static void problem_make(problem *q, int m, int n, int k, int trans_a, int bmode
 		q->gb = (rt_gemm_b){.pack = pack_strided, .ctx = &q->sb};
 	q->bias = bias ? rnd_floats((size_t)m) : NULL;
 	q->c0 = rnd_floats((size_t)m * q->ldc);
-	q->ep = (rt_epilogue){.bias = q->bias, .accumulate = acc, .relu = relu};
+	q->ep = (rt_epilogue){.bias = q->bias, .relu = relu};
+	q->acc = acc;
 }
 
 static void problem_free(problem *q)
@@ -127,12 +129,21 @@ static void problem_free(problem *q)
 	free(q->c0);
 }
 
+/* q's epilogue for a call writing c: accumulating adds c's old values */
+static rt_epilogue epilogue_for(const problem *q, float *c)
+{
+	rt_epilogue ep = q->ep;
+	ep.add = q->acc ? c : NULL;
+	return ep;
+}
+
 static float *run(const problem *q, rt_threads *pool)
 {
 	float *c = malloc((size_t)q->m * q->ldc * sizeof *c);
 	ck_assert_ptr_nonnull(c);
 	memcpy(c, q->c0, (size_t)q->m * q->ldc * sizeof *c);
-	rt_gemm(pool, q->m, q->n, q->k, q->a, q->lda, q->trans_a, &q->gb, c, q->ldc, &q->ep);
+	rt_epilogue ep = epilogue_for(q, c);
+	rt_gemm(pool, q->m, q->n, q->k, q->a, q->lda, q->trans_a, &q->gb, c, q->ldc, &ep);
 	return c;
 }
 
@@ -146,7 +157,7 @@ static double check(const problem *q, const float *c)
 	ck_assert(got && ref);
 	for (int i = 0; i < q->m; i++) {
 		for (int j = 0; j < q->n; j++) {
-			double s = q->ep.accumulate ? q->c0[(size_t)i * q->ldc + j] : 0.0;
+			double s = q->acc ? q->c0[(size_t)i * q->ldc + j] : 0.0;
 			for (int p = 0; p < q->k; p++)
 				s += (double)a_at(q, i, p) * b_at(q, p, j);
 			if (q->bias)
@@ -387,8 +398,9 @@ START_TEST(gemm_prepacked_a)
 			float *c = malloc((size_t)m * q.ldc * sizeof *c);
 			ck_assert_ptr_nonnull(c);
 			memcpy(c, q.c0, (size_t)m * q.ldc * sizeof *c);
+			rt_epilogue ep = epilogue_for(&q, c);
 			rt_gemm(pi ? pool : NULL, m, n, k, packed, 0, RT_GEMM_A_PACKED, &q.gb, c,
-			        q.ldc, &q.ep);
+			        q.ldc, &ep);
 			expect_same(&q, base, c, "prepacked A");
 			free(c);
 		}
@@ -422,7 +434,7 @@ START_TEST(gemm_subproblem_invariant)
 				memcpy(c + (size_t)i * w, q.c0 + (size_t)(i0 + i) * q.ldc + j0,
 				       (size_t)w * sizeof *c);
 			rt_gemm_b b = {.data = q.b + (size_t)j0 * q.ldb, .ld = q.ldb, .trans = 1};
-			rt_epilogue ep = q.ep;
+			rt_epilogue ep = epilogue_for(&q, c);
 			ep.bias = q.bias + i0;
 			rt_gemm(pool, h, w, k, q.a + (size_t)i0 * q.lda, q.lda, 0, &b, c, w, &ep);
 			for (int i = 0; i < h; i++)
