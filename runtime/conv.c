@@ -270,13 +270,6 @@ void rt_conv2d_packed(rt_threads *t, const rt_conv *p, const float *x, const flo
 	conv2d(t, p, x, wp, RT_GEMM_A_PACKED, b, res, y, relu);
 }
 
-/* Task q of tasks's share of n images: [*n0, *n1) */
-static void image_range(int n, int q, int tasks, int *n0, int *n1)
-{
-	*n0 = (int)((long)n * q / tasks);
-	*n1 = (int)((long)n * (q + 1) / tasks);
-}
-
 typedef struct conv_job {
 	const rt_conv *p;
 	const float *x, *w, *b, *res;
@@ -307,7 +300,7 @@ static void conv_images_task(void *ctx, int task, int tasks)
 {
 	const conv_job *j = ctx;
 	int n0, n1;
-	image_range(j->p->n, task, tasks, &n0, &n1);
+	rt_task_range(j->p->n, task, tasks, &n0, &n1);
 	for (int n = n0; n < n1; n++)
 		conv_image(j, n);
 }
@@ -381,7 +374,7 @@ static void wgrad_chunk_task(void *ctx, int q, int chunks)
 	const wgrad_job *j = ctx;
 	size_t per = (size_t)j->p->oc * j->p->c * j->p->k * j->p->k;
 	int n0, n1;
-	image_range(j->p->n, q, chunks, &n0, &n1);
+	rt_task_range(j->p->n, q, chunks, &n0, &n1);
 	wgrad_images(j, n0, n1, q == 0 ? j->dw : j->scratch + (q - 1) * per);
 }
 
@@ -466,7 +459,8 @@ static void col2im_task(void *ctx, int task, int tasks)
 	const col2im_job *j = ctx;
 	const rt_conv *p = j->p;
 	int kk = p->k * p->k;
-	int c0 = (int)((long)p->c * task / tasks), c1 = (int)((long)p->c * (task + 1) / tasks);
+	int c0, c1;
+	rt_task_range(p->c, task, tasks, &c0, &c1);
 	for (int row = c0 * kk; row < c1 * kk; row++) {
 		int ci = row / kk, kh = row % kk / p->k, kw = row % p->k;
 		float *plane = j->dx + (size_t)ci * p->h * p->w;
@@ -531,7 +525,7 @@ static void grad_input_chunk_task(void *ctx, int q, int chunks)
 	const gin_job *j = ctx;
 	const rt_conv *p = j->p;
 	int n0, n1;
-	image_range(p->n, q, chunks, &n0, &n1);
+	rt_task_range(p->n, q, chunks, &n0, &n1);
 	size_t cols = (size_t)p->c * p->k * p->k * cols_block(p);
 	grad_input_images(j, n0, n1, j->scratch + q * cols, true);
 }

@@ -18,7 +18,8 @@ typedef struct bn_job {
 static void bn_task(void *ctx, int task, int tasks)
 {
 	const bn_job *j = ctx;
-	int c0 = (int)((long)j->c * task / tasks), c1 = (int)((long)j->c * (task + 1) / tasks);
+	int c0, c1;
+	rt_task_range(j->c, task, tasks, &c0, &c1);
 	for (int ch = c0; ch < c1; ch++) {
 		float scale = j->gamma[ch] / sqrtf(j->var[ch] + j->eps);
 		float shift = j->beta[ch] - j->mean[ch] * scale;

@@ -137,7 +137,9 @@ struct bn_job {
 static void bn_task(void *ctx, int task, int tasks)
 {
 	const bn_job *j = ctx;
-	j->fn(j, (int)((long)j->c * task / tasks), (int)((long)j->c * (task + 1) / tasks));
+	int c0, c1;
+	rt_task_range(j->c, task, tasks, &c0, &c1);
+	j->fn(j, c0, c1);
 }
 
 static void bn_run(rt_threads *t, bn_job *j, bn_range_fn *fn)

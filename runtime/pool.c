@@ -375,6 +375,12 @@ void rt_threads_run(rt_threads *p, rt_task_fn *fn, void *ctx, int n)
 	atomic_flag_clear_explicit(&tp->busy, memory_order_release);
 }
 
+void rt_task_range(int n, int task, int tasks, int *lo, int *hi)
+{
+	*lo = (int)((long)n * task / tasks);
+	*hi = (int)((long)n * (task + 1) / tasks);
+}
+
 /* ---- profiling -------------------------------------------------------------
  * Code compiled for profiling calls rt_profile_mark(pool, -1) as a forward
  * begins and rt_profile_mark(pool, id) after node id: each node is charged

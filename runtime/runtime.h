@@ -121,6 +121,8 @@ typedef void rt_task_fn(void *ctx, int task, int tasks);
 /* fn(ctx, i, n) for every i in [0, n), on the pool's threads and the caller;
  * returns when all are done. One caller at a time per pool. */
 void rt_threads_run(rt_threads *p, rt_task_fn *fn, void *ctx, int n);
+/* Task task of tasks's even share of n items: [*lo, *hi) */
+void rt_task_range(int n, int task, int tasks, int *lo, int *hi);
 
 /* Scratch for the GEMM, owned by the pool so that a run allocates nothing:
  * a slot of at most rt_gemm_scratch_floats() floats per thread (NULL when

@@ -320,7 +320,8 @@ static void input_task(void *ctx, int task, int tasks)
 {
 	const wino *w = ctx;
 	const rt_conv *p = w->p;
-	int c0 = (int)((long)p->c * task / tasks), c1 = (int)((long)p->c * (task + 1) / tasks);
+	int c0, c1;
+	rt_task_range(p->c, task, tasks, &c0, &c1);
 	if (w->out == 2)
 		input_tiles(w, 2, c0, c1);
 	else
@@ -426,7 +427,8 @@ static void output_task(void *ctx, int task, int tasks)
 {
 	const wino *w = ctx;
 	const rt_conv *p = w->p;
-	int o0 = (int)((long)p->oc * task / tasks), o1 = (int)((long)p->oc * (task + 1) / tasks);
+	int o0, o1;
+	rt_task_range(p->oc, task, tasks, &o0, &o1);
 	if (w->out == 2)
 		output_tiles(w, 2, o0, o1);
 	else
@@ -582,7 +584,8 @@ static void dy_task(void *ctx, int task, int tasks)
 {
 	const wino *w = ctx;
 	const rt_conv *p = w->p;
-	int o0 = (int)((long)p->oc * task / tasks), o1 = (int)((long)p->oc * (task + 1) / tasks);
+	int o0, o1;
+	rt_task_range(p->oc, task, tasks, &o0, &o1);
 	size_t plane = (size_t)p->oh * p->ow;
 	for (int o = o0; o < o1; o++)
 		for (int j = 0; j < w->tb; j += LANES) {
