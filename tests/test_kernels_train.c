@@ -342,7 +342,8 @@ START_TEST(winograd_grads_vs_ref)
 END_TEST
 
 /* The compiled max pool gives the reference's bits, NaNs included (the
- * first in scan order wins), on any thread count: odd sizes, padding up to
+ * last in scan order wins) and zeros of both signs (the first wins), on
+ * any thread count: odd sizes, padding up to
  * half the window, strides 1 to 3, windows past every edge. */
 START_TEST(maxpool_vs_ref)
 {
@@ -361,15 +362,26 @@ START_TEST(maxpool_vs_ref)
 			rt_rng_seed(&rng, 3000 + s * 10 + pad);
 			float *x = randn(&rng, nx, 1, 0), *ref = fbuf(ny), *y = nanbuf(ny),
 			      *y1 = nanbuf(ny);
-			for (size_t i = 0; i < nx; i += 97) /* NaNs of two payloads */
-				x[i] = i % 2 ? NAN : -NAN;
-			rt_maxpool_ref(&p, x, ref);
-			rt_maxpool(threads(), &p, x, y);
-			rt_maxpool(NULL, &p, x, y1);
-			ck_assert_msg(memcmp(y, ref, ny * sizeof(float)) == 0,
-			              "maxpool differs from the reference (shape %d, pad %d)", s,
-			              pad);
-			ck_assert(memcmp(y1, ref, ny * sizeof(float)) == 0);
+			for (int ties = 0; ties < 2; ties++) {
+				if (ties) /* windows whose maximum is a zero of either
+				           * sign, and some with two NaNs */
+					for (size_t i = 0; i < nx; i++)
+						x[i] = i % 7 == 0    ? 0.0f
+						       : i % 7 == 3  ? -0.0f
+						       : i % 11 == 0 ? (i % 22 ? NAN : -NAN)
+						                     : -1 - fabsf(x[i]);
+				else /* NaNs of two payloads, far apart */
+					for (size_t i = 0; i < nx; i += 97)
+						x[i] = i % 2 ? NAN : -NAN;
+				rt_maxpool_ref(&p, x, ref);
+				rt_maxpool(threads(), &p, x, y);
+				rt_maxpool(NULL, &p, x, y1);
+				ck_assert_msg(memcmp(y, ref, ny * sizeof(float)) == 0,
+				              "maxpool differs from the reference (shape %d, pad "
+				              "%d, ties %d)",
+				              s, pad, ties);
+				ck_assert(memcmp(y1, ref, ny * sizeof(float)) == 0);
+			}
 			free(x), free(ref), free(y), free(y1);
 		}
 }
