@@ -303,7 +303,7 @@ static void cg_linear(cg *c, const ir_node *n, LLVMValueRef y)
 	                       n->bias ? arg(c, n, 2) : LLVMConstNull(c->ptr),
 	                       y,
 	                       i32c(c, n->relu)};
-	kernel(c, "rt_linear", "piiippppi", args);
+	kernel(c, n->packed ? "rt_linear_packed" : "rt_linear", "piiippppi", args);
 }
 
 static void cg_softmax(cg *c, const ir_node *n, LLVMValueRef y)
@@ -394,7 +394,8 @@ static void cg_winograd_weight_t(cg *c, const ir_node *n, LLVMValueRef y)
 static void cg_gemm_weight(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	const ir_shape *w = arg_shape(c, n, 0);
-	weight_transform(c, n, w->d[1] * w->d[2] * w->d[3], y, "rt_conv_weight_pack");
+	int64_t kdim = w->rank == 4 ? w->d[1] * w->d[2] * w->d[3] : w->d[1];
+	weight_transform(c, n, kdim, y, "rt_conv_weight_pack");
 }
 
 static void cg_bn_fold_bias(cg *c, const ir_node *n, LLVMValueRef y)

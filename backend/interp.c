@@ -122,6 +122,11 @@ static void interp_flatten(const interp *it, const ir_node *n, float *y)
 static void interp_linear(const interp *it, const ir_node *n, float *y)
 {
 	const ir_shape *x = shape(it, n, 0);
+	if (n->packed) {
+		rt_linear_packed(NULL, dim(x, 0), dim(x, 1), (int)n->out, in(it, n, 0),
+		                 in(it, n, 1), n->bias ? in(it, n, 2) : NULL, y, n->relu);
+		return;
+	}
 	rt_linear_ref(dim(x, 0), dim(x, 1), (int)n->out, in(it, n, 0), in(it, n, 1),
 	              n->bias ? in(it, n, 2) : NULL, y);
 	epilogue(it, n, y);
@@ -186,7 +191,7 @@ static void interp_winograd_weight_t(const interp *it, const ir_node *n, float *
 static void interp_gemm_weight(const interp *it, const ir_node *n, float *y)
 {
 	const ir_shape *w = shape(it, n, 0);
-	int kdim = dim(w, 1) * dim(w, 2) * dim(w, 3);
+	int kdim = w->rank == 4 ? dim(w, 1) * dim(w, 2) * dim(w, 3) : dim(w, 1);
 	rt_conv_weight_pack(dim(w, 0), kdim, in(it, n, 0), n->n_in == 3 ? in(it, n, 1) : NULL,
 	                    n->n_in == 3 ? in(it, n, 2) : NULL, (float)n->eps, y);
 }

@@ -200,7 +200,7 @@ typedef struct ir_node {
 	 * winograd_weight of that tile), conv_grad_input (in[1] is a
 	 * winograd_weight_t) and conv_grad_weight (m = 4) */
 	int winograd;
-	bool packed; /* conv: in[1] is a gemm_weight, packed when weights are prepared */
+	bool packed; /* conv, linear: in[1] is a gemm_weight, packed when weights are prepared */
 
 	/* training */
 	bool i32;            /* an input of int32 values (labels) */

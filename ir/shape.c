@@ -271,9 +271,9 @@ static void shape_winograd_weight_t(const ir_graph *g, ir_node *n)
 static void shape_gemm_weight(const ir_graph *g, ir_node *n)
 {
 	const ir_shape *w = arg(g, n, 0);
-	if (w->rank != 4)
-		diag_error_at(&n->loc, "gemm_weight: needs [oc, c, k, k] weights");
-	int64_t kdim = w->d[1] * w->d[2] * w->d[3];
+	if (w->rank != 4 && w->rank != 2)
+		diag_error_at(&n->loc, "gemm_weight: needs [oc, c, k, k] or [out, in] weights");
+	int64_t kdim = w->rank == 4 ? w->d[1] * w->d[2] * w->d[3] : w->d[1];
 	n->shape = (ir_shape){.rank = 1, .d = {(w->d[0] + 7) * kdim + 16}};
 }
 

@@ -586,6 +586,18 @@ void rt_linear(rt_threads *t, int n, int in, int out, const float *x, const floa
 		}
 }
 
+/* y[i] = Wp . x[i], a column at a time: the packed weights as A, one
+ * column of B, so bias and relu are per row and join the GEMM's epilogue */
+void rt_linear_packed(rt_threads *t, int n, int in, int out, const float *x, const float *wp,
+                      const float *b, float *y, int relu)
+{
+	rt_epilogue ep = {.bias = b, .relu = relu};
+	for (int i = 0; i < n; i++) {
+		rt_gemm_b bm = {.data = x + (size_t)i * in, .ld = 1};
+		rt_gemm(t, out, 1, in, wp, in, RT_GEMM_A_PACKED, &bm, y + (size_t)i * out, 1, &ep);
+	}
+}
+
 void rt_linear_grad_input(rt_threads *t, int n, int in, int out, const float *dy, const float *w,
                           float *dx)
 {

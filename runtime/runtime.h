@@ -240,6 +240,10 @@ void rt_conv2d_grad_weight_winograd(rt_threads *t, const rt_conv *p, const float
                                     const float *dy, float *dw, float *scratch);
 void rt_linear(rt_threads *t, int n, int in, int out, const float *x, const float *w,
                const float *b, float *y, int relu);
+/* rt_linear with the weights prepared by rt_conv_weight_pack(out, in, w, ...):
+ * read once per sample, so for small batches (netcc packs them at batch 1) */
+void rt_linear_packed(rt_threads *t, int n, int in, int out, const float *x, const float *wp,
+                      const float *b, float *y, int relu);
 void rt_batchnorm(rt_threads *t, int n, int c, int hw, const float *x, const float *mean,
                   const float *var, const float *gamma, const float *beta, float eps, float *y,
                   int relu);

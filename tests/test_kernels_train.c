@@ -520,7 +520,34 @@ END_TEST
 
 static const struct {
 	int n, in, out;
-} linear_shapes[] = {{1, 7, 3}, {128, 64, 10}, {5, 300, 129}, {33, 1, 17}};
+} linear_shapes[] = {{1, 7, 3},   {128, 64, 10},   {5, 300, 129},
+                     {33, 1, 17}, {1, 2048, 1000}, {1, 513, 20}};
+
+/* The forward, with bias and relu: rt_linear and, from weights packed as
+ * a convolution's are, rt_linear_packed, the same bits on any pool. */
+START_TEST(linear_forward_vs_ref)
+{
+	int n = linear_shapes[_i].n, in = linear_shapes[_i].in, out = linear_shapes[_i].out;
+	size_t nx = (size_t)n * in, nw = (size_t)out * in, ny = (size_t)n * out;
+	rt_rng rng;
+	rt_rng_seed(&rng, 4100 + _i);
+	float *x = randn(&rng, nx, 1, 0), *w = randn(&rng, nw, 0.5f, 0),
+	      *b = randn(&rng, out, 1, 0);
+	float *ref = fbuf(ny), *y = nanbuf(ny), *yp = nanbuf(ny), *yp1 = nanbuf(ny);
+	float *wp = nanbuf(rt_gemm_packed_a_floats(out, in));
+	rt_linear_ref(n, in, out, x, w, b, ref);
+	for (size_t i = 0; i < ny; i++)
+		ref[i] = ref[i] < 0 ? 0.0f : ref[i];
+	rt_conv_weight_pack(out, in, w, NULL, NULL, 0, wp);
+	rt_linear(threads(), n, in, out, x, w, b, y, 1);
+	rt_linear_packed(threads(), n, in, out, x, wp, b, yp, 1);
+	rt_linear_packed(NULL, n, in, out, x, wp, b, yp1, 1);
+	expect_close("linear", y, ref, ny, 1e-4);
+	expect_close("linear, packed weights", yp, ref, ny, 1e-4);
+	expect_same("linear, packed weights, on the pool and alone", yp, yp1, ny);
+	free(x), free(w), free(b), free(ref), free(y), free(yp), free(yp1), free(wp);
+}
+END_TEST
 
 START_TEST(linear_vs_ref)
 {
@@ -745,6 +772,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, bn_stats_constant);
 	tcase_add_loop_test(tc, bias_vs_ref, 0, COUNT(bias_shapes));
 	tcase_add_loop_test(tc, linear_vs_ref, 0, COUNT(linear_shapes));
+	tcase_add_loop_test(tc, linear_forward_vs_ref, 0, COUNT(linear_shapes));
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("golden");
