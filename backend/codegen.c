@@ -393,9 +393,7 @@ static void cg_winograd_weight_t(cg *c, const ir_node *n, LLVMValueRef y)
 
 static void cg_gemm_weight(cg *c, const ir_node *n, LLVMValueRef y)
 {
-	const ir_shape *w = arg_shape(c, n, 0);
-	int64_t kdim = w->rank == 4 ? w->d[1] * w->d[2] * w->d[3] : w->d[1];
-	weight_transform(c, n, kdim, y, "rt_conv_weight_pack");
+	weight_transform(c, n, ir_shape_row(arg_shape(c, n, 0)), y, "rt_conv_weight_pack");
 }
 
 static void cg_bn_fold_bias(cg *c, const ir_node *n, LLVMValueRef y)

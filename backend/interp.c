@@ -191,7 +191,7 @@ static void interp_winograd_weight_t(const interp *it, const ir_node *n, float *
 static void interp_gemm_weight(const interp *it, const ir_node *n, float *y)
 {
 	const ir_shape *w = shape(it, n, 0);
-	int kdim = w->rank == 4 ? dim(w, 1) * dim(w, 2) * dim(w, 3) : dim(w, 1);
+	int kdim = (int)ir_shape_row(w);
 	rt_conv_weight_pack(dim(w, 0), kdim, in(it, n, 0), n->n_in == 3 ? in(it, n, 1) : NULL,
 	                    n->n_in == 3 ? in(it, n, 2) : NULL, (float)n->eps, y);
 }

@@ -118,6 +118,9 @@ ir_shape ir_shape4(int64_t n, int64_t c, int64_t h, int64_t w);
 ir_shape ir_shape2(int64_t n, int64_t c);
 ir_shape ir_shape1(int64_t n);
 int64_t ir_shape_count(const ir_shape *s);
+/* Elements per index of the first dimension (a weight's fan-in: c * k * k
+ * of [oc, c, k, k], in of [out, in]); as ir_shape_count on the rest */
+int64_t ir_shape_row(const ir_shape *s);
 bool ir_shape_eq(const ir_shape *a, const ir_shape *b);
 /* "[1,64,56,56]" into buf, returns buf */
 char *ir_shape_str(const ir_shape *s, char *buf, size_t len);

@@ -33,6 +33,14 @@ int64_t ir_shape_count(const ir_shape *s)
 	return c;
 }
 
+int64_t ir_shape_row(const ir_shape *s)
+{
+	ir_shape rest = {.rank = s->rank > 0 ? s->rank - 1 : 0};
+	for (int i = 0; i < rest.rank; i++)
+		rest.d[i] = s->d[i + 1];
+	return ir_shape_count(&rest);
+}
+
 bool ir_shape_eq(const ir_shape *a, const ir_shape *b)
 {
 	if (a->rank != b->rank)
@@ -273,7 +281,7 @@ static void shape_gemm_weight(const ir_graph *g, ir_node *n)
 	const ir_shape *w = arg(g, n, 0);
 	if (w->rank != 4 && w->rank != 2)
 		diag_error_at(&n->loc, "gemm_weight: needs [oc, c, k, k] or [out, in] weights");
-	int64_t kdim = w->rank == 4 ? w->d[1] * w->d[2] * w->d[3] : w->d[1];
+	int64_t kdim = ir_shape_row(w);
 	n->shape = (ir_shape){.rank = 1, .d = {(w->d[0] + 7) * kdim + 16}};
 }
 
