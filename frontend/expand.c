@@ -649,7 +649,11 @@ static void exec(expander *ex, scope *sc, const ast_stmt *s)
 				diag_error_at(&el, "repeat count %lld is outside [0, %d]",
 				              (long long)n, FE_MAX_REPEAT);
 			}
+			/* each pass is a step, body or not: an empty body
+			 * nested in another would spin uncounted (the fuzzer's
+			 * repeat 100000 { repeat 100000 { } }) */
 			for (int64_t i = 0; i < n; i++) {
+				step(ex, &l);
 				if (s->index)
 					bind(ex, sc, s->index, int_value(i));
 				exec(ex, sc, s->body);
