@@ -18,6 +18,9 @@
  * and the weight gradient (the transposed algorithm, below). */
 #include <math.h>
 #include <string.h>
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 
 #include "runtime.h"
 
@@ -71,11 +74,23 @@ typedef struct tile_at {
 	int img, y, x;
 } tile_at;
 
+/* The distance between two positions' matrices in V or M: rows x ld
+ * floats rounded up to an odd number of cache lines. At an even number
+ * the 36 matrices a tile's transform writes fall in few of L1's 64 sets
+ * (16 channels of 224 tiles: 224 lines apart, two sets; 64 of 48: one);
+ * odd, most layers' transforms ran 2-6% faster. */
+static size_t pos_stride(int rows, int ld)
+{
+	size_t lines = ((size_t)rows * ld + 15) / 16;
+	return (lines | 1) * 16;
+}
+
 /* V, M and the tile table of a block of that many tiles */
 static size_t block_floats(const rt_conv *p, int m, int tiles)
 {
-	return ((size_t)pos_of(m) * (size_t)(p->c + p->oc) + sizeof(tile_at) / sizeof(float)) *
-	       tiles;
+	size_t n = (size_t)pos_of(m) * (pos_stride(p->c, tiles) + pos_stride(p->oc, tiles)) +
+	           sizeof(tile_at) / sizeof(float) * tiles;
+	return (n + 15) / 16 * 16; /* the next block's V starts on a cache line */
 }
 
 /* Room for two blocks: one used alone when the threads share blocks, or
@@ -179,21 +194,25 @@ typedef struct wino {
 	const float *x, *u, *b, *res;
 	float *y, *v, *m;
 	int relu;
-	int out;     /* F(out x out, 3x3): 4 or 2 */
-	int th, tw;  /* tiles per image, down and across */
-	long t0;     /* the block's first tile */
-	int tb, ld;  /* tiles in the block; the row stride of V and M */
-	tile_at *at; /* the block's tiles */
+	int out;       /* F(out x out, 3x3): 4 or 2 */
+	int th, tw;    /* tiles per image, down and across */
+	long t0;       /* the block's first tile */
+	int tb, ld;    /* tiles in the block; the row stride of V and M */
+	size_t vs, ms; /* V's and M's position strides (pos_stride) */
+	tile_at *at;   /* the block's tiles */
 	rt_threads *pool;
 } wino;
 
-/* Scratch: V [36][c][ld], M [36][oc][ld], the tile table [ld] */
+/* Scratch: V [36][c][ld], M [36][oc][ld] (positions vs and ms apart),
+ * the tile table [ld] */
 static void wino_scratch(wino *w, float *scratch)
 {
 	const rt_conv *p = w->p;
+	w->vs = pos_stride(p->c, w->ld);
+	w->ms = pos_stride(p->oc, w->ld);
 	w->v = scratch;
-	w->m = w->v + (size_t)pos_of(w->out) * p->c * w->ld;
-	w->at = (tile_at *)(w->m + (size_t)pos_of(w->out) * p->oc * w->ld);
+	w->m = w->v + pos_of(w->out) * w->vs;
+	w->at = (tile_at *)(w->m + pos_of(w->out) * w->ms);
 }
 
 static void block_start(wino *w, long total)
@@ -252,68 +271,189 @@ static inline __attribute__((always_inline)) void a_t(int m, const v8 *d, v8 *r)
 	r[3] = d[1] - d[2] + 8 * d[3] - 8 * d[4] + d[5];
 }
 
-/* The (m+2)x(m+2) input tiles of lanes j.. of the block, channel ci,
- * padding 0. (Measured: gathering rows whole, by masked loads and an 8x8
- * transpose, was slower than these scalar copies on the AVX2 EPYC.) */
-static inline __attribute__((always_inline)) void load_tiles(const wino *w, int m, int ci, int j,
-                                                             v8 d[TILE][TILE])
+/* ---- moving tiles in and out of vector lanes ------------------------------ */
+
+/* Four floats of a tile row, and a mask of them */
+typedef float q4 __attribute__((vector_size(16)));
+typedef int qi4 __attribute__((vector_size(16)));
+
+static inline q4 load4(const float *p)
 {
-	const rt_conv *p = w->p;
-	int tile = m + 2;
-	for (int r = 0; r < tile; r++)
-		for (int s = 0; s < tile; s++)
-			d[r][s] = (v8){0};
-	for (int k = 0; k < LANES && j + k < w->tb; k++) {
-		const tile_at *a = &w->at[j + k];
-		int y0 = a->y - p->pad, x0 = a->x - p->pad;
-		const float *plane = w->x + ((size_t)a->img * p->c + ci) * p->h * p->w;
-		if (y0 >= 0 && x0 >= 0 && y0 + tile <= p->h && x0 + tile <= p->w) {
-			const float *row = plane + (size_t)y0 * p->w + x0;
-			for (int r = 0; r < tile; r++, row += p->w)
-				for (int s = 0; s < tile; s++)
-					d[r][s][k] = row[s];
+	q4 v;
+	memcpy(&v, p, sizeof v);
+	return v;
+}
+
+/* How one lane's tile reads its rows: worked out once per group of eight
+ * tiles and used for every channel and row. */
+typedef struct lane_plan {
+	long off;      /* channel 0's element at the tile's top row and first
+	                  column; may lie off the map */
+	int x0;        /* the tile's first column */
+	int rows;      /* bit r: the tile's row r lies in the map (0: past the block) */
+	bool edge;     /* some columns lie off the map: gathered by col, masked */
+	int col[TILE]; /* edge: the columns, clamped into the row */
+	qi4 mlo, mhi;  /* edge: all ones where columns 0-3, 2-5 lie in the map */
+} lane_plan;
+
+/* Plans for lanes j.. of the block, for tiles width wide whose corners
+ * lie dy, dx from the tiles' own (minus the padding for input tiles), on
+ * h x wd maps of `channels` channels. */
+static void plan_lanes(const wino *w, int j, int dy, int dx, int h, int wd, int channels, int width,
+                       lane_plan lp[LANES])
+{
+	for (int l = 0; l < LANES; l++) {
+		lane_plan *q = &lp[l];
+		q->rows = 0;
+		q->edge = false;
+		if (j + l >= w->tb)
 			continue;
+		const tile_at *a = &w->at[j + l];
+		int y0 = a->y + dy, x0 = a->x + dx;
+		for (int r = 0; r < width; r++)
+			if (y0 + r >= 0 && y0 + r < h)
+				q->rows |= 1 << r;
+		q->off = (long)a->img * channels * h * wd + (long)y0 * wd + x0;
+		q->x0 = x0;
+		/* rows are read four floats at a time */
+		if (x0 >= 0 && x0 + (width > 4 ? width : 4) <= wd)
+			continue;
+		q->edge = true;
+		int in[TILE];
+		for (int s = 0; s < TILE; s++) {
+			int x = x0 + s;
+			in[s] = s < width && x >= 0 && x < wd ? -1 : 0;
+			q->col[s] = x < 0 ? 0 : x >= wd ? wd - 1 : x;
 		}
-		for (int r = 0; r < tile; r++) {
-			int yy = y0 + r;
-			if (yy < 0 || yy >= p->h)
-				continue;
-			for (int s = 0; s < tile; s++) {
-				int xx = x0 + s;
-				if (xx >= 0 && xx < p->w)
-					d[r][s][k] = plane[(size_t)yy * p->w + xx];
-			}
-		}
+		q->mlo = (qi4){in[0], in[1], in[2], in[3]};
+		q->mhi = (qi4){in[2], in[3], in[4], in[5]};
 	}
 }
 
-/* V = B^T d B for channels [c0, c1) */
+/* Row r of lane q's tile in a channel whose plane 0 starts at base:
+ * columns 0-3 in lo, 2-5 in hi (hi only where width is 6); zeros off the
+ * map. */
+static inline __attribute__((always_inline)) void
+fetch_row(const lane_plan *q, const float *base, int wd, int r, int width, q4 *lo, q4 *hi)
+{
+	if (!(q->rows >> r & 1)) {
+		*lo = *hi = (q4){0};
+		return;
+	}
+	if (!q->edge) {
+		const float *row = base + q->off + (long)r * wd;
+		*lo = load4(row);
+		*hi = width > 4 ? load4(row + 2) : (q4){0};
+		return;
+	}
+	const float *row = base + (q->off - q->x0) + (long)r * wd;
+	const int *c = q->col;
+	*lo = (q4)((qi4)(q4){row[c[0]], row[c[1]], row[c[2]], row[c[3]]} & q->mlo);
+	*hi = width > 4 ? (q4)((qi4)(q4){row[c[2]], row[c[3]], row[c[4]], row[c[5]]} & q->mhi)
+	                : (q4){0};
+}
+
+/* Rows into lanes: out[s] (s < 4, or 6 where width is 6) gets lane l's lo[l][s] and hi[l][s - 2]
+ * for s = 4, 5. With AVX, in-lane 4x4 transposes of pairs of rows, lanes
+ * 0-3 in the low half and 4-7 in the high (on the EPYC a fifth of a
+ * ResNet-20 training step went to copying tiles into lanes one float at a
+ * time, each vector reloaded behind eight stores). */
+static inline __attribute__((always_inline)) void lanes_in(const q4 lo[LANES], const q4 hi[LANES],
+                                                           int width, v8 *out)
+{
+#if defined(__AVX__)
+	__m256 a[4];
+	for (int l = 0; l < 4; l++)
+		a[l] = _mm256_insertf128_ps(_mm256_castps128_ps256((__m128)lo[l]),
+		                            (__m128)lo[l + 4], 1);
+	__m256 t0 = _mm256_unpacklo_ps(a[0], a[1]), t1 = _mm256_unpackhi_ps(a[0], a[1]);
+	__m256 t2 = _mm256_unpacklo_ps(a[2], a[3]), t3 = _mm256_unpackhi_ps(a[2], a[3]);
+	out[0] = (v8)_mm256_shuffle_ps(t0, t2, 0x44);
+	out[1] = (v8)_mm256_shuffle_ps(t0, t2, 0xee);
+	out[2] = (v8)_mm256_shuffle_ps(t1, t3, 0x44);
+	out[3] = (v8)_mm256_shuffle_ps(t1, t3, 0xee);
+	if (width > 4) {
+		for (int l = 0; l < 4; l++)
+			a[l] = _mm256_insertf128_ps(_mm256_castps128_ps256((__m128)hi[l]),
+			                            (__m128)hi[l + 4], 1);
+		t1 = _mm256_unpackhi_ps(a[0], a[1]);
+		t3 = _mm256_unpackhi_ps(a[2], a[3]);
+		out[4] = (v8)_mm256_shuffle_ps(t1, t3, 0x44);
+		out[5] = (v8)_mm256_shuffle_ps(t1, t3, 0xee);
+	}
+#else
+	for (int l = 0; l < LANES; l++) {
+		for (int s = 0; s < 4; s++)
+			out[s][l] = lo[l][s];
+		for (int s = 4; s < width; s++)
+			out[s][l] = hi[l][s - 2];
+	}
+#endif
+}
+
+/* Row r (width wide) of the tiles of the plans, into lanes: out[0..3],
+ * and out[4..5] where width is 6 */
+static inline __attribute__((always_inline)) void
+gather_row(const lane_plan lp[LANES], const float *base, int wd, int r, int width, v8 *out)
+{
+	q4 lo[LANES], hi[LANES];
+	for (int l = 0; l < LANES; l++)
+		fetch_row(&lp[l], base, wd, r, width, &lo[l], &hi[l]);
+	lanes_in(lo, hi, width, out);
+}
+
+/* Lanes into rows, the inverse for four columns: row l gets in[s][l]. */
+static inline __attribute__((always_inline)) void lanes_out(const v8 *in, q4 row[LANES])
+{
+#if defined(__AVX__)
+	__m256 t0 = _mm256_unpacklo_ps((__m256)in[0], (__m256)in[1]);
+	__m256 t1 = _mm256_unpackhi_ps((__m256)in[0], (__m256)in[1]);
+	__m256 t2 = _mm256_unpacklo_ps((__m256)in[2], (__m256)in[3]);
+	__m256 t3 = _mm256_unpackhi_ps((__m256)in[2], (__m256)in[3]);
+	__m256 r[4] = {_mm256_shuffle_ps(t0, t2, 0x44), _mm256_shuffle_ps(t0, t2, 0xee),
+	               _mm256_shuffle_ps(t1, t3, 0x44), _mm256_shuffle_ps(t1, t3, 0xee)};
+	for (int l = 0; l < 4; l++) {
+		row[l] = (q4)_mm256_castps256_ps128(r[l]);
+		row[l + 4] = (q4)_mm256_extractf128_ps(r[l], 1);
+	}
+#else
+	for (int l = 0; l < LANES; l++)
+		row[l] = (q4){in[0][l], in[1][l], in[2][l], in[3][l]};
+#endif
+}
+
+/* V = B^T d B for channels [c0, c1), a group of eight tiles at a time:
+ * each row of d times B as it is gathered, then B^T times each column,
+ * stored straight into V (the other order kept all 36 values of d and of
+ * B^T d on the stack: three times the stores, and this CPU stores a
+ * vector in two cycles). */
 static inline __attribute__((always_inline)) void input_tiles(const wino *w, int m, int c0, int c1)
 {
 	const rt_conv *p = w->p;
 	int tile = m + 2;
-	for (int ci = c0; ci < c1; ci++)
-		for (int j = 0; j < w->tb; j += LANES) {
-			v8 d[TILE][TILE], t[TILE][TILE];
-			load_tiles(w, m, ci, j, d);
-			/* t = B^T d, column by column; then each row of t times B */
+	size_t plane = (size_t)p->h * p->w;
+	for (int j = 0; j < w->tb; j += LANES) {
+		lane_plan lp[LANES];
+		plan_lanes(w, j, -p->pad, -p->pad, p->h, p->w, p->c, tile, lp);
+		for (int ci = c0; ci < c1; ci++) {
+			const float *base = w->x + ci * plane;
+			v8 t[TILE][TILE];
+			for (int r = 0; r < tile; r++) {
+				v8 d[TILE];
+				gather_row(lp, base, p->w, r, tile, d);
+				b_t(m, d, t[r]);
+			}
+			float *v = w->v + (size_t)ci * w->ld + j;
 			for (int s = 0; s < tile; s++) {
 				v8 col[TILE], r[TILE];
 				for (int k = 0; k < tile; k++)
-					col[k] = d[k][s];
+					col[k] = t[k][s];
 				b_t(m, col, r);
 				for (int k = 0; k < tile; k++)
-					t[k][s] = r[k];
-			}
-			for (int k = 0; k < tile; k++) {
-				v8 r[TILE];
-				b_t(m, t[k], r);
-				for (int s = 0; s < tile; s++)
-					memcpy(w->v + ((size_t)(k * tile + s) * p->c + ci) * w->ld +
-					           j,
-					       &r[s], sizeof(v8));
+					memcpy(v + (k * tile + s) * w->vs, &r[k], sizeof(v8));
 			}
 		}
+	}
 }
 
 static void input_task(void *ctx, int task, int tasks)
@@ -332,93 +472,88 @@ static void gemm_task(void *ctx, int pos, int tasks)
 {
 	const wino *w = ctx;
 	const rt_conv *p = w->p;
-	rt_gemm_b b = {.data = w->v + (size_t)pos * p->c * w->ld, .ld = w->ld};
+	rt_gemm_b b = {.data = w->v + pos * w->vs, .ld = w->ld};
 	rt_gemm_serial(w->pool, p->oc, w->tb, p->c,
 	               w->u + (size_t)pos * rt_gemm_packed_a_floats(p->oc, p->c), 0,
-	               RT_GEMM_A_PACKED, &b, w->m + (size_t)pos * p->oc * w->ld, w->ld, NULL);
+	               RT_GEMM_A_PACKED, &b, w->m + pos * w->ms, w->ld, NULL);
 }
 
-/* y = A^T M A for output channels [o0, o1), then the epilogue */
+/* The m x m output tiles of lanes j.. (y[k][s] in lanes) into a channel's
+ * plane: whole rows of four where a tile lies inside the map, else the
+ * outputs that do */
+static inline __attribute__((always_inline)) void
+store_tiles(const wino *w, const lane_plan lp[LANES], int j, int m, v8 y[OUT][OUT], float *plane)
+{
+	const rt_conv *p = w->p;
+	for (int k = 0; k < m; k++) {
+		q4 rows[LANES];
+		if (m == OUT)
+			lanes_out(y[k], rows);
+		for (int l = 0; l < LANES && j + l < w->tb; l++) {
+			const lane_plan *q = &lp[l];
+			if (!(q->rows >> k & 1))
+				continue;
+			float *yo = plane + q->off + (long)k * p->ow;
+			if (m == OUT && !q->edge) {
+				memcpy(yo, &rows[l], sizeof rows[l]);
+				continue;
+			}
+			for (int s = 0; s < m && q->x0 + s < p->ow; s++)
+				yo[s] = y[k][s][l];
+		}
+	}
+}
+
+/* y = A^T M A for output channels [o0, o1), then the epilogue: each row
+ * of M's tile times A, then A^T times each column */
 static inline __attribute__((always_inline)) void output_tiles(const wino *w, int m, int o0, int o1)
 {
 	const rt_conv *p = w->p;
 	int tile = m + 2;
 	size_t plane = (size_t)p->oh * p->ow;
-	for (int o = o0; o < o1; o++) {
-		float bias = w->b ? w->b[o] : 0.0f;
-		for (int j = 0; j < w->tb; j += LANES) {
-			v8 mm[TILE][TILE], t[OUT][TILE], y[OUT][OUT];
-			for (int k = 0; k < tile * tile; k++)
-				memcpy(&mm[k / tile][k % tile],
-				       w->m + ((size_t)k * p->oc + o) * w->ld + j, sizeof(v8));
-			/* t = A^T mm, column by column; then each row of t times A */
-			for (int s = 0; s < tile; s++) {
+	for (int j = 0; j < w->tb; j += LANES) {
+		lane_plan lp[LANES];
+		plan_lanes(w, j, 0, 0, p->oh, p->ow, p->oc, m, lp);
+		for (int o = o0; o < o1; o++) {
+			float bias = w->b ? w->b[o] : 0.0f;
+			const float *mo = w->m + (size_t)o * w->ld + j;
+			v8 t[TILE][OUT], y[OUT][OUT];
+			for (int k = 0; k < tile; k++) {
+				v8 row[TILE];
+				for (int s = 0; s < tile; s++)
+					memcpy(&row[s], mo + (k * tile + s) * w->ms, sizeof(v8));
+				a_t(m, row, t[k]);
+			}
+			for (int s = 0; s < m; s++) {
 				v8 col[TILE], r[OUT];
 				for (int k = 0; k < tile; k++)
-					col[k] = mm[k][s];
+					col[k] = t[k][s];
 				a_t(m, col, r);
 				for (int k = 0; k < m; k++)
-					t[k][s] = r[k];
+					y[k][s] = r[k];
 			}
-			for (int k = 0; k < m; k++)
-				a_t(m, t[k], y[k]);
-			/* the plain kernels' epilogue order: conv + bias, + residual,
-			 * then relu (NaN kept), on whole vectors: a residual is
-			 * gathered into lanes first where the block's tiles are
-			 * inside the map (a relu decided per value was a branch
-			 * mispredicted half the time: 1.5x the layer's time) */
-			int inside = 1;
-			for (int l = 0; l < LANES && j + l < w->tb; l++)
-				inside &=
-				    w->at[j + l].y + m <= p->oh && w->at[j + l].x + m <= p->ow;
+			/* the plain kernels' epilogue order: conv + bias, +
+			 * residual, then relu (NaN kept), on whole vectors (a
+			 * relu decided per value was a branch mispredicted half
+			 * the time: 1.5x the layer's time); lanes off the map
+			 * compute on zeros and are not stored */
 			for (int k = 0; k < m; k++)
 				for (int s = 0; s < m; s++)
 					y[k][s] += bias;
-			if (w->res && inside) {
-				float r[OUT][OUT][LANES] = {0};
-				for (int l = 0; l < LANES && j + l < w->tb; l++) {
-					const tile_at *a = &w->at[j + l];
-					const float *ro = w->res +
-					                  ((size_t)a->img * p->oc + o) * plane +
-					                  (size_t)a->y * p->ow + a->x;
-					for (int k = 0; k < m; k++, ro += p->ow)
-						for (int s = 0; s < m; s++)
-							r[k][s][l] = ro[s];
+			if (w->res)
+				for (int k = 0; k < m; k++) {
+					v8 rv[OUT];
+					gather_row(lp, w->res + o * plane, p->ow, k, m, rv);
+					for (int s = 0; s < m; s++)
+						y[k][s] += rv[s];
 				}
-				for (int k = 0; k < m; k++)
-					for (int s = 0; s < m; s++) {
-						v8 rv;
-						memcpy(&rv, r[k][s], sizeof rv);
-						y[k][s] += rv;
-					}
-			}
-			if (w->relu && (!w->res || inside))
+			if (w->relu)
 				for (int k = 0; k < m; k++)
 					for (int s = 0; s < m; s++) {
 						vi keep = (y[k][s] > 0) | (y[k][s] != y[k][s]);
 						y[k][s] = (v8)((vi)y[k][s] & keep);
 					}
-			for (int l = 0; l < LANES && j + l < w->tb; l++) {
-				const tile_at *a = &w->at[j + l];
-				float *yo = w->y + ((size_t)a->img * p->oc + o) * plane +
-				            (size_t)a->y * p->ow + a->x;
-				if (inside) {
-					for (int k = 0; k < m; k++, yo += p->ow)
-						for (int s = 0; s < m; s++)
-							yo[s] = y[k][s][l];
-					continue;
-				}
-				const float *ro = w->res ? w->res + (yo - w->y) : NULL;
-				for (int k = 0; k < m && a->y + k < p->oh; k++)
-					for (int s = 0; s < m && a->x + s < p->ow; s++) {
-						float v = y[k][s][l];
-						if (ro)
-							v += ro[(size_t)k * p->ow + s];
-						if (w->relu && ro && !(v > 0) && v == v)
-							v = 0.0f;
-						yo[(size_t)k * p->ow + s] = v;
-					}
-			}
+			store_tiles(w, lp, j, m, y, w->y + o * plane);
 		}
 	}
 }
@@ -486,11 +621,13 @@ void rt_conv2d_winograd(rt_threads *t, const rt_conv *p, int m, const float *x, 
 	long total = total_tiles(p, m);
 	int threads = rt_threads_count(t);
 	int sb = 2 * w.ld / threads / LANES * LANES;
-	if (threads > 1 && sb >= MIN_THREAD_BLOCK && total > w.ld && total >= (long)threads * sb) {
+	size_t slice = block_floats(p, m, sb);
+	if (threads > 1 && sb >= MIN_THREAD_BLOCK && total > w.ld && total >= (long)threads * sb &&
+	    threads * slice <= rt_winograd_scratch_floats(p, m)) {
 		wsplit s = {
 		    .proto = &w,
 		    .scratch = scratch,
-		    .slice = rt_winograd_scratch_floats(p, m) / threads,
+		    .slice = slice,
 		    .sb = sb,
 		    .total = total,
 		    .blocks = (total + sb - 1) / sb,
@@ -578,8 +715,9 @@ size_t rt_winograd_grad_weight_scratch_floats(const rt_conv *p)
 		r[5] = d[3];                                                                       \
 	} while (0)
 
-/* D = A dy A^T for the 4x4 output-gradient tiles of lanes j.. of the block,
- * zero past the map and past the block's last tile. */
+/* D = A dy A^T for the 4x4 output-gradient tiles of the block, zero past
+ * the map and past the block's last tile: each row of dy times A^T as it
+ * is gathered, then A times each column */
 static void dy_task(void *ctx, int task, int tasks)
 {
 	const wino *w = ctx;
@@ -587,42 +725,27 @@ static void dy_task(void *ctx, int task, int tasks)
 	int o0, o1;
 	rt_task_range(p->oc, task, tasks, &o0, &o1);
 	size_t plane = (size_t)p->oh * p->ow;
-	for (int o = o0; o < o1; o++)
-		for (int j = 0; j < w->tb; j += LANES) {
-			v8 d[OUT][OUT], t[TILE][OUT];
-			memset(d, 0, sizeof d);
-			for (int l = 0; l < LANES && j + l < w->tb; l++) {
-				const tile_at *at = &w->at[j + l];
-				const float *src = w->res + ((size_t)at->img * p->oc + o) * plane +
-				                   (size_t)at->y * p->ow + at->x;
-				if (at->y + OUT <= p->oh && at->x + OUT <= p->ow) {
-					/* inside the map: no checks, unrolled */
-					for (int k = 0; k < OUT; k++, src += p->ow)
-						for (int s = 0; s < OUT; s++)
-							d[k][s][l] = src[s];
-					continue;
-				}
-				for (int k = 0; k < OUT && at->y + k < p->oh; k++)
-					for (int s = 0; s < OUT && at->x + s < p->ow; s++)
-						d[k][s][l] = src[(size_t)k * p->ow + s];
+	for (int j = 0; j < w->tb; j += LANES) {
+		lane_plan lp[LANES];
+		plan_lanes(w, j, 0, 0, p->oh, p->ow, p->oc, OUT, lp);
+		for (int o = o0; o < o1; o++) {
+			v8 t[OUT][TILE];
+			for (int k = 0; k < OUT; k++) {
+				v8 d[OUT];
+				gather_row(lp, w->res + o * plane, p->ow, k, OUT, d);
+				A4(d, t[k]);
 			}
-			for (int s = 0; s < OUT; s++) {
+			float *mo = w->m + (size_t)o * w->ld + j;
+			for (int s = 0; s < TILE; s++) {
 				v8 col[OUT], r[TILE];
 				for (int k = 0; k < OUT; k++)
-					col[k] = d[k][s];
+					col[k] = t[k][s];
 				A4(col, r);
 				for (int k = 0; k < TILE; k++)
-					t[k][s] = r[k];
-			}
-			for (int k = 0; k < TILE; k++) {
-				v8 r[TILE];
-				A4(t[k], r);
-				for (int s = 0; s < TILE; s++)
-					memcpy(w->m + ((size_t)(k * TILE + s) * p->oc + o) * w->ld +
-					           j,
-					       &r[s], sizeof(v8));
+					memcpy(mo + (k * TILE + s) * w->ms, &r[k], sizeof(v8));
 			}
 		}
+	}
 }
 
 typedef struct wgrad {
@@ -637,9 +760,9 @@ typedef struct wgrad {
 static void wgrad_gemm(const wino *w, int pos, float *acc, int accumulate)
 {
 	const rt_conv *p = w->p;
-	rt_gemm_b b = {.data = w->v + (size_t)pos * p->c * w->ld, .ld = w->ld, .trans = 1};
-	rt_gemm_serial(w->pool, p->oc, p->c, w->tb, w->m + (size_t)pos * p->oc * w->ld, w->ld, 0,
-	               &b, acc + (size_t)pos * p->oc * p->c, p->c,
+	rt_gemm_b b = {.data = w->v + pos * w->vs, .ld = w->ld, .trans = 1};
+	rt_gemm_serial(w->pool, p->oc, p->c, w->tb, w->m + pos * w->ms, w->ld, 0, &b,
+	               acc + (size_t)pos * p->oc * p->c, p->c,
 	               &(rt_epilogue){.add = accumulate ? acc + (size_t)pos * p->oc * p->c : NULL});
 }
 
