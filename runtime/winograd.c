@@ -18,7 +18,7 @@
  * and the weight gradient (the transposed algorithm, below). */
 #include <math.h>
 #include <string.h>
-#if defined(__AVX__)
+#if defined(__AVX__) || defined(__SSSE3__)
 #include <immintrin.h>
 #endif
 
@@ -276,6 +276,7 @@ static inline __attribute__((always_inline)) void a_t(int m, const v8 *d, v8 *r)
 /* Four floats of a tile row, and a mask of them */
 typedef float q4 __attribute__((vector_size(16)));
 typedef int qi4 __attribute__((vector_size(16)));
+typedef char qb16 __attribute__((vector_size(16)));
 
 static inline q4 load4(const float *p)
 {
@@ -287,13 +288,18 @@ static inline q4 load4(const float *p)
 /* How one lane's tile reads its rows: worked out once per group of eight
  * tiles and used for every channel and row. */
 typedef struct lane_plan {
-	long off;      /* channel 0's element at the tile's top row and first
-	                  column; may lie off the map */
-	int x0;        /* the tile's first column */
-	int rows;      /* bit r: the tile's row r lies in the map (0: past the block) */
-	bool edge;     /* some columns lie off the map: gathered by col, masked */
-	int col[TILE]; /* edge: the columns, clamped into the row */
-	qi4 mlo, mhi;  /* edge: all ones where columns 0-3, 2-5 lie in the map */
+	long off;     /* channel 0's element at the tile's top row and first
+	                 column; may lie off the map */
+	int x0;       /* the tile's first column */
+	int rows;     /* bit r: the tile's row r lies in the map (0: past the block) */
+	bool edge;    /* some columns lie off the map */
+	bool shifted; /* edge, read as four floats inside the row at lo_at and
+	                 hi_at, whose bytes lo_ctl and hi_ctl move into place
+	                 (or zero); else gathered by col and masked */
+	long lo_at, hi_at;
+	qb16 lo_ctl, hi_ctl;
+	int col[TILE]; /* the columns, clamped into the row */
+	qi4 mlo, mhi;  /* all ones where columns 0-3, 2-5 lie in the map */
 } lane_plan;
 
 /* Plans for lanes j.. of the block, for tiles width wide whose corners
@@ -305,7 +311,7 @@ static void plan_lanes(const wino *w, int j, int dy, int dx, int h, int wd, int 
 	for (int l = 0; l < LANES; l++) {
 		lane_plan *q = &lp[l];
 		q->rows = 0;
-		q->edge = false;
+		q->edge = q->shifted = false;
 		if (j + l >= w->tb)
 			continue;
 		const tile_at *a = &w->at[j + l];
@@ -327,6 +333,28 @@ static void plan_lanes(const wino *w, int j, int dy, int dx, int h, int wd, int 
 		}
 		q->mlo = (qi4){in[0], in[1], in[2], in[3]};
 		q->mhi = (qi4){in[2], in[3], in[4], in[5]};
+#if defined(__SSSE3__)
+		/* a window of four floats inside the row for columns 0-3 and
+		 * one for 2-5, each float moved to its lane or zeroed: two
+		 * loads and two byte shuffles instead of six loads and
+		 * inserts (a row needs four floats) */
+		q->shifted = wd >= 4;
+		for (int half = 0; half < 2 && q->shifted; half++) {
+			int first = x0 + 2 * half, at = first < 0        ? 0
+			                                : first > wd - 4 ? wd - 4
+			                                                 : first;
+			qb16 ctl;
+			for (int e = 0; e < 4; e++)
+				for (int b = 0; b < 4; b++)
+					ctl[4 * e + b] = in[2 * half + e]
+					                     ? (char)(4 * (first + e - at) + b)
+					                     : (char)0x80;
+			if (half)
+				q->hi_at = q->off - x0 + at, q->hi_ctl = ctl;
+			else
+				q->lo_at = q->off - x0 + at, q->lo_ctl = ctl;
+		}
+#endif
 	}
 }
 
@@ -346,6 +374,17 @@ fetch_row(const lane_plan *q, const float *base, int wd, int r, int width, q4 *l
 		*hi = width > 4 ? load4(row + 2) : (q4){0};
 		return;
 	}
+#if defined(__SSSE3__)
+	if (q->shifted) {
+		*lo = (q4)_mm_shuffle_epi8((__m128i)load4(base + q->lo_at + (long)r * wd),
+		                           (__m128i)q->lo_ctl);
+		*hi = width > 4
+		          ? (q4)_mm_shuffle_epi8((__m128i)load4(base + q->hi_at + (long)r * wd),
+		                                 (__m128i)q->hi_ctl)
+		          : (q4){0};
+		return;
+	}
+#endif
 	const float *row = base + (q->off - q->x0) + (long)r * wd;
 	const int *c = q->col;
 	*lo = (q4)((qi4)(q4){row[c[0]], row[c[1]], row[c[2]], row[c[3]]} & q->mlo);
