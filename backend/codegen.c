@@ -441,7 +441,7 @@ static void cg_bn_train(cg *c, const ir_node *n, LLVMValueRef y)
 	                       arg(c, n, 3),
 	                       f32c(c, n->eps),
 	                       y,
-	                       i32c(c, 0)};
+	                       i32c(c, n->relu)};
 	kernel(c, "rt_batchnorm", "piiipppppfpi", args);
 }
 
@@ -456,30 +456,28 @@ static void cg_bn_update(cg *c, const ir_node *n, LLVMValueRef y)
 	kernel(c, "rt_bn_running_update_ref", "iifppp", args);
 }
 
+/* in[k], a fused relu's result, or NULL */
+static LLVMValueRef relu_mask(cg *c, const ir_node *n, int k)
+{
+	return n->n_in > k ? arg(c, n, k) : LLVMConstNull(c->ptr);
+}
+
 static void cg_bn_grad_params(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	const ir_shape *x = arg_shape(c, n, 0);
-	LLVMValueRef args[] = {c->threads,    nchw(c, x, 0),   nchw(c, x, 1),
-	                       nchw(c, x, 2), arg(c, n, 0),    arg(c, n, 1),
-	                       arg(c, n, 2),  f32c(c, n->eps), y};
-	kernel(c, "rt_bn_grad_params", "piiipppfp", args);
+	LLVMValueRef args[] = {
+	    c->threads,   nchw(c, x, 0),      nchw(c, x, 1), nchw(c, x, 2),   arg(c, n, 0),
+	    arg(c, n, 1), relu_mask(c, n, 3), arg(c, n, 2),  f32c(c, n->eps), y};
+	kernel(c, "rt_bn_grad_params", "piiippppfp", args);
 }
 
 static void cg_bn_grad_input(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	const ir_shape *x = arg_shape(c, n, 0);
-	LLVMValueRef args[] = {c->threads,
-	                       nchw(c, x, 0),
-	                       nchw(c, x, 1),
-	                       nchw(c, x, 2),
-	                       arg(c, n, 0),
-	                       arg(c, n, 1),
-	                       arg(c, n, 2),
-	                       arg(c, n, 3),
-	                       arg(c, n, 4),
-	                       f32c(c, n->eps),
-	                       y};
-	kernel(c, "rt_bn_grad_input", "piiipppppfp", args);
+	LLVMValueRef args[] = {c->threads,   nchw(c, x, 0), nchw(c, x, 1),      nchw(c, x, 2),
+	                       arg(c, n, 0), arg(c, n, 1),  relu_mask(c, n, 5), arg(c, n, 2),
+	                       arg(c, n, 3), arg(c, n, 4),  f32c(c, n->eps),    y};
+	kernel(c, "rt_bn_grad_input", "piiippppppfp", args);
 }
 
 static LLVMValueRef conv_params(cg *c, const ir_node *n, const ir_shape *x)

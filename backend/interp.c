@@ -228,6 +228,7 @@ static void interp_bn_train(const interp *it, const ir_node *n, float *y)
 	const float *stats = in(it, n, 1);
 	rt_batchnorm_ref(dim(x, 0), c, hw_of(x), in(it, n, 0), stats, stats + c, in(it, n, 2),
 	                 in(it, n, 3), (float)n->eps, y);
+	epilogue(it, n, y);
 }
 
 static void interp_bn_update(const interp *it, const ir_node *n, float *y)
@@ -236,18 +237,38 @@ static void interp_bn_update(const interp *it, const ir_node *n, float *y)
 	                         in(it, n, 0), mut(it, n, 1), mut(it, n, 2));
 }
 
+/* dy, in[1], through the relu gradient fused in as in[k] if there is one:
+ * the unfused graph's values, in a buffer the caller frees (NULL if out
+ * of memory) */
+static float *grad_in(const interp *it, const ir_node *n, int k, float **owned)
+{
+	*owned = NULL;
+	if (n->n_in <= k)
+		return (float *)in(it, n, 1);
+	size_t count = (size_t)ir_shape_count(shape(it, n, 1));
+	if ((*owned = malloc(count * sizeof(float))))
+		rt_relu_grad_ref(count, in(it, n, k), in(it, n, 1), *owned);
+	return *owned;
+}
+
 static void interp_bn_grad_params(const interp *it, const ir_node *n, float *y)
 {
 	const ir_shape *x = shape(it, n, 0);
-	rt_bn_grad_params_ref(dim(x, 0), dim(x, 1), hw_of(x), in(it, n, 0), in(it, n, 1),
-	                      in(it, n, 2), (float)n->eps, y);
+	float *owned, *dy = grad_in(it, n, 3, &owned);
+	if (dy)
+		rt_bn_grad_params_ref(dim(x, 0), dim(x, 1), hw_of(x), in(it, n, 0), dy,
+		                      in(it, n, 2), (float)n->eps, y);
+	free(owned);
 }
 
 static void interp_bn_grad_input(const interp *it, const ir_node *n, float *y)
 {
 	const ir_shape *x = shape(it, n, 0);
-	rt_bn_grad_input_ref(dim(x, 0), dim(x, 1), hw_of(x), in(it, n, 0), in(it, n, 1),
-	                     in(it, n, 2), in(it, n, 3), in(it, n, 4), (float)n->eps, y);
+	float *owned, *dy = grad_in(it, n, 5, &owned);
+	if (dy)
+		rt_bn_grad_input_ref(dim(x, 0), dim(x, 1), hw_of(x), in(it, n, 0), dy, in(it, n, 2),
+		                     in(it, n, 3), in(it, n, 4), (float)n->eps, y);
+	free(owned);
 }
 
 static rt_conv conv_of(const ir_shape *x, const ir_node *n)

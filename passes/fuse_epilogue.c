@@ -1,9 +1,11 @@
 /* Epilogue fusion: work that would read and write a whole activation
  * again joins the node that produces it.
  *   relu(conv(x) + r)          one conv that adds r and applies relu
- *   relu(conv(x)), relu(linear / add / batchnorm)   the relu joins
+ *   relu(conv(x)), relu(linear / add / batchnorm / bn_train)   the relu joins
  *   pad_channels(subsample(x)) one option-A shortcut pass
  *   flatten(global_avgpool(x)) the pooling writes [N, C] directly
+ *   relu_grad(y, dy) read only as the dy of BatchNorm's gradients: they
+ *                              take y and dy and mask dy themselves
  * A producer absorbs a consumer only when the consumer is its one user.
  * The conv that takes a residual is the later of the add's operands, so the
  * other is already computed where the conv runs; when only the earlier one
@@ -23,6 +25,7 @@ typedef struct fuse {
 	bool *flat;    /* global_avgpool old id -> absorbs a flatten */
 	int *hoist;    /* conv old id -> old id of a node emitted just before it */
 	int *emitted;  /* hoisted old id -> its new id */
+	int *mask;     /* BatchNorm gradient old id -> old id of the relu_grad it takes in */
 } fuse;
 
 static bool single(const fuse *f, int id)
@@ -33,7 +36,7 @@ static bool single(const fuse *f, int id)
 static bool takes_relu(const ir_node *n)
 {
 	return n->op == IR_OP_CONV || n->op == IR_OP_LINEAR || n->op == IR_OP_ADD ||
-	       n->op == IR_OP_BATCHNORM;
+	       n->op == IR_OP_BATCHNORM || n->op == IR_OP_BN_TRAIN;
 }
 
 /* The node an old id now stands for, after absorptions. */
@@ -96,6 +99,33 @@ static void plan_relu(fuse *f, int id)
 	f->into[id] = src;
 }
 
+/* A relu's gradient whose every reader is a BatchNorm gradient taking it
+ * as dy (in[1]) joins them: each reads the relu's result and dy instead,
+ * and no pass writes the masked gradient and reads it back (the cbr0
+ * blocks of a training step). */
+static void plan_relu_grad(fuse *f, int id, int n)
+{
+	int users = 0, first = -1;
+	for (int u = id + 1; u < n; u++) {
+		const ir_node *x = &f->old[u];
+		for (int k = 0; k < x->n_in; k++) {
+			if (x->in[k] != id)
+				continue;
+			if (k != 1 || x->n_in != ir_ops[x->op].args || f->mask[u] >= 0 ||
+			    (x->op != IR_OP_BN_GRAD_PARAMS && x->op != IR_OP_BN_GRAD_INPUT))
+				return;
+			users++;
+			first = first < 0 ? u : first;
+		}
+	}
+	if (users == 0 || users != f->uses[id])
+		return;
+	for (int u = id + 1; u < n; u++)
+		if (f->old[u].n_in > 1 && f->old[u].in[1] == id)
+			f->mask[u] = id;
+	f->into[id] = first;
+}
+
 static void plan(fuse *f, int n)
 {
 	for (int id = 0; id < n; id++) {
@@ -106,6 +136,9 @@ static void plan(fuse *f, int n)
 			break;
 		case IR_OP_RELU:
 			plan_relu(f, id);
+			break;
+		case IR_OP_RELU_GRAD:
+			plan_relu_grad(f, id, n);
 			break;
 		case IR_OP_PAD_CHANNELS: {
 			int s = x->in[0];
@@ -141,8 +174,13 @@ static int emit(ir_rewriter *rw, fuse *f, int id)
 		/* a fused subsample: read what it read */
 		if (f->into[src] == id && f->old[src].op == IR_OP_SUBSAMPLE)
 			src = f->old[src].in[0];
+		/* a fused relu gradient: its dy, and its y as one more input */
+		if (f->mask[id] == src)
+			src = f->old[src].in[1];
 		n.in[k] = ir_rewrite_map(rw, src);
 	}
+	if (f->mask[id] >= 0)
+		n.in[n.n_in++] = ir_rewrite_map(rw, f->old[f->mask[id]].in[0]);
 	if (f->residual[id] >= 0) {
 		int r = f->residual[id];
 		n.residual = n.n_in;
@@ -181,11 +219,13 @@ void fuse_epilogue(ir_graph *g)
 	          .stride = calloc(n, sizeof(int)),
 	          .flat = calloc(n, sizeof(bool)),
 	          .hoist = malloc(n * sizeof(int)),
-	          .emitted = malloc(n * sizeof(int))};
-	if (!f.into || !f.residual || !f.relu || !f.stride || !f.flat || !f.hoist || !f.emitted)
+	          .emitted = malloc(n * sizeof(int)),
+	          .mask = malloc(n * sizeof(int))};
+	if (!f.into || !f.residual || !f.relu || !f.stride || !f.flat || !f.hoist || !f.emitted ||
+	    !f.mask)
 		diag_fatal("out of memory");
 	for (size_t i = 0; i < n; i++)
-		f.into[i] = f.residual[i] = f.hoist[i] = f.emitted[i] = -1;
+		f.into[i] = f.residual[i] = f.hoist[i] = f.emitted[i] = f.mask[i] = -1;
 	plan(&f, g->n_nodes);
 	ir_rewrite(g, rewrite, &f);
 	free(f.uses);
@@ -196,4 +236,5 @@ void fuse_epilogue(ir_graph *g)
 	free(f.flat);
 	free(f.hoist);
 	free(f.emitted);
+	free(f.mask);
 }

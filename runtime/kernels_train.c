@@ -17,6 +17,8 @@
  * the lanes are flushed into a double, so the float error stays that of a
  * CHUNK / LANES term sum however long the plane is. */
 enum { LANES = 8, CHUNK = 512 };
+typedef float lanes __attribute__((vector_size(LANES * sizeof(float))));
+typedef int lanes_i __attribute__((vector_size(LANES * sizeof(float))));
 
 static double lanes_total(const float *acc, float tail)
 {
@@ -67,22 +69,53 @@ static void sum_dev(const float *restrict x, size_t n, float m, double *sd, doub
 	*sdd = t2;
 }
 
-/* Sums of dy and of dy * (x - m). */
-static void sum_dy_dyx(const float *restrict x, const float *restrict dy, size_t n, float m,
-                       double *sdy, double *sdyx)
+/* dy[i], or where a relu's gradient was fused in (y, its result, given)
+ * rt_relu_grad_ref's dy[i] where y[i] > 0, else 0: the same values, so the
+ * same sums, as from the relu's gradient stored first. Inlined with y
+ * NULL or not, so each version vectorises on its own. dy is loaded
+ * whatever y holds, then selected: written as a load under the condition,
+ * GCC 12 at -O3 -march=znver1 made of bn_dx_plane's loop masked loads
+ * that gave wrong values (test_kernels_train's golden_batchnorm_train
+ * caught it). */
+static inline __attribute__((always_inline)) float grad_at(const float *restrict y,
+                                                           const float *restrict dy, size_t i)
+{
+	float d = dy[i];
+	return !y || y[i] > 0 ? d : 0.0f;
+}
+
+/* Sums of dy and of dy * (x - m) (dy through grad_at). */
+static inline __attribute__((always_inline)) void sum_dy_dyx(const float *restrict x,
+                                                             const float *restrict dy,
+                                                             const float *restrict y, size_t n,
+                                                             float m, double *sdy, double *sdyx)
 {
 	double t1 = 0, t2 = 0;
 	for (size_t i = 0; i < n;) {
 		size_t end = n - i < CHUNK ? n : i + CHUNK;
-		float a1[LANES] = {0}, a2[LANES] = {0}, r1 = 0, r2 = 0;
-		for (; i + LANES <= end; i += LANES)
-			for (int j = 0; j < LANES; j++) {
-				a1[j] += dy[i + j];
-				a2[j] += dy[i + j] * (x[i + j] - m);
+		float a1[LANES], a2[LANES], r1 = 0, r2 = 0;
+		/* the lanes as explicit vectors: GCC left the masked form of
+		 * the loop scalar (4x the pass's time), and the plain one ran
+		 * 1.25x slower than this */
+		lanes va1 = {0}, va2 = {0};
+		for (; i + LANES <= end; i += LANES) {
+			lanes vx, d;
+			memcpy(&vx, x + i, sizeof vx);
+			memcpy(&d, dy + i, sizeof d);
+			if (y) {
+				lanes vy;
+				memcpy(&vy, y + i, sizeof vy);
+				d = (lanes)((lanes_i)d & (vy > 0));
 			}
+			va1 += d;
+			va2 += d * (vx - m);
+		}
+		memcpy(a1, &va1, sizeof a1);
+		memcpy(a2, &va2, sizeof a2);
 		for (; i < end; i++) {
-			r1 += dy[i];
-			r2 += dy[i] * (x[i] - m);
+			float d = grad_at(y, dy, i);
+			r1 += d;
+			r2 += d * (x[i] - m);
 		}
 		t1 += lanes_total(a1, r1);
 		t2 += lanes_total(a2, r2);
@@ -129,7 +162,7 @@ typedef void bn_range_fn(const bn_job *j, int c0, int c1);
 struct bn_job {
 	bn_range_fn *fn;
 	int n, c, hw;
-	const float *x, *dy, *stats, *gamma, *dparams;
+	const float *x, *dy, *relu_y, *stats, *gamma, *dparams;
 	float eps;
 	float *out;
 };
@@ -191,7 +224,12 @@ static void bn_grad_params_range(const bn_job *j, int c0, int c1)
 		for (int i = 0; i < n; i++) {
 			size_t base = ((size_t)i * c + ch) * hw;
 			double a, b;
-			sum_dy_dyx(j->x + base, j->dy + base, (size_t)hw, j->stats[ch], &a, &b);
+			if (j->relu_y)
+				sum_dy_dyx(j->x + base, j->dy + base, j->relu_y + base, (size_t)hw,
+				           j->stats[ch], &a, &b);
+			else
+				sum_dy_dyx(j->x + base, j->dy + base, NULL, (size_t)hw,
+				           j->stats[ch], &a, &b);
 			sdy += a;
 			sdyx += b;
 		}
@@ -201,28 +239,36 @@ static void bn_grad_params_range(const bn_job *j, int c0, int c1)
 }
 
 void rt_bn_grad_params(rt_threads *t, int n, int c, int hw, const float *x, const float *dy,
-                       const float *stats, float eps, float *dparams)
+                       const float *relu_y, const float *stats, float eps, float *dparams)
 {
-	bn_job j = {
-	    .n = n, .c = c, .hw = hw, .x = x, .dy = dy, .stats = stats, .eps = eps, .out = dparams};
+	bn_job j = {.n = n,
+	            .c = c,
+	            .hw = hw,
+	            .x = x,
+	            .dy = dy,
+	            .relu_y = relu_y,
+	            .stats = stats,
+	            .eps = eps,
+	            .out = dparams};
 	bn_run(t, &j, bn_grad_params_range);
 }
 
 /* The reference's float arithmetic element for element (so the two agree
  * to the bit), in blocks of LANES: GCC's -O2 cost model vectorises only
  * loops that need no scalar epilogue or overlap checks. */
-static void bn_dx_plane(size_t len, const float *restrict x, const float *restrict dy, float mean,
-                        float is, float k, float mdb, float mdg, float *restrict dx)
+static inline __attribute__((always_inline)) void
+bn_dx_plane(size_t len, const float *restrict x, const float *restrict dy, const float *restrict y,
+            float mean, float is, float k, float mdb, float mdg, float *restrict dx)
 {
 	size_t j = 0;
 	for (; j + LANES <= len; j += LANES)
 		for (int l = 0; l < LANES; l++) {
 			float xhat = (x[j + l] - mean) * is;
-			dx[j + l] = k * (dy[j + l] - mdb - xhat * mdg);
+			dx[j + l] = k * (grad_at(y, dy, j + l) - mdb - xhat * mdg);
 		}
 	for (; j < len; j++) {
 		float xhat = (x[j] - mean) * is;
-		dx[j] = k * (dy[j] - mdb - xhat * mdg);
+		dx[j] = k * (grad_at(y, dy, j) - mdb - xhat * mdg);
 	}
 }
 
@@ -236,21 +282,28 @@ static void bn_grad_input_range(const bn_job *j, int c0, int c1)
 		float mdb = (float)(j->dparams[c + ch] / m), mdg = (float)(j->dparams[ch] / m);
 		for (int i = 0; i < n; i++) {
 			size_t base = ((size_t)i * c + ch) * hw;
-			bn_dx_plane((size_t)hw, j->x + base, j->dy + base, j->stats[ch],
-			            (float)invstd, k, mdb, mdg, j->out + base);
+			if (j->relu_y)
+				bn_dx_plane((size_t)hw, j->x + base, j->dy + base, j->relu_y + base,
+				            j->stats[ch], (float)invstd, k, mdb, mdg,
+				            j->out + base);
+			else
+				bn_dx_plane((size_t)hw, j->x + base, j->dy + base, NULL,
+				            j->stats[ch], (float)invstd, k, mdb, mdg,
+				            j->out + base);
 		}
 	}
 }
 
 void rt_bn_grad_input(rt_threads *t, int n, int c, int hw, const float *x, const float *dy,
-                      const float *stats, const float *gamma, const float *dparams, float eps,
-                      float *dx)
+                      const float *relu_y, const float *stats, const float *gamma,
+                      const float *dparams, float eps, float *dx)
 {
 	bn_job j = {.n = n,
 	            .c = c,
 	            .hw = hw,
 	            .x = x,
 	            .dy = dy,
+	            .relu_y = relu_y,
 	            .stats = stats,
 	            .gamma = gamma,
 	            .dparams = dparams,

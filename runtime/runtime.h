@@ -270,11 +270,14 @@ void rt_conv2d_grad_weight(rt_threads *t, const rt_conv *p, const float *x, cons
 /* db[c] = sum of dy over n and hw (conv and linear biases; hw = 1 for linear) */
 void rt_bias_grad(int n, int c, int hw, const float *dy, float *db);
 void rt_bn_stats(rt_threads *t, int n, int c, int hw, const float *x, float *stats);
+/* relu_y (or NULL): the result of a relu whose gradient is fused in, dy
+ * taken only where relu_y > 0 (rt_relu_grad_ref's values: the same bits as
+ * that gradient stored first and passed as dy) */
 void rt_bn_grad_params(rt_threads *t, int n, int c, int hw, const float *x, const float *dy,
-                       const float *stats, float eps, float *dparams);
+                       const float *relu_y, const float *stats, float eps, float *dparams);
 void rt_bn_grad_input(rt_threads *t, int n, int c, int hw, const float *x, const float *dy,
-                      const float *stats, const float *gamma, const float *dparams, float eps,
-                      float *dx);
+                      const float *relu_y, const float *stats, const float *gamma,
+                      const float *dparams, float eps, float *dx);
 void rt_linear_grad_input(rt_threads *t, int n, int in, int out, const float *dy, const float *w,
                           float *dx);
 void rt_linear_grad_weight(rt_threads *t, int n, int in, int out, const float *x, const float *dy,

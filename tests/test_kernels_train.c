@@ -433,16 +433,16 @@ START_TEST(bn_vs_ref)
 	expect_close("bn var", stats + c, stats_ref + c, c, 1e-5);
 	/* The gradients from the reference's statistics, so each kernel is
 	 * judged on its own. */
-	rt_bn_grad_params(threads(), n, c, hw, x, dy, stats_ref, eps, dp);
+	rt_bn_grad_params(threads(), n, c, hw, x, dy, NULL, stats_ref, eps, dp);
 	expect_close("bn dgamma", dp, dp_ref, c, 1e-4);
 	expect_close("bn dbeta", dp + c, dp_ref + c, c, 1e-4);
-	rt_bn_grad_input(threads(), n, c, hw, x, dy, stats_ref, gamma, dp_ref, eps, dx);
+	rt_bn_grad_input(threads(), n, c, hw, x, dy, NULL, stats_ref, gamma, dp_ref, eps, dx);
 	expect_close("bn dx", dx, dx_ref, nx, 1e-4);
 
 	float *stats2 = nanbuf(2 * (size_t)c), *dp2 = nanbuf(2 * (size_t)c), *dx2 = nanbuf(nx);
 	rt_bn_stats(threads(), n, c, hw, x, stats2);
-	rt_bn_grad_params(threads(), n, c, hw, x, dy, stats_ref, eps, dp2);
-	rt_bn_grad_input(threads(), n, c, hw, x, dy, stats_ref, gamma, dp_ref, eps, dx2);
+	rt_bn_grad_params(threads(), n, c, hw, x, dy, NULL, stats_ref, eps, dp2);
+	rt_bn_grad_input(threads(), n, c, hw, x, dy, NULL, stats_ref, gamma, dp_ref, eps, dx2);
 	expect_same("bn stats", stats, stats2, 2 * (size_t)c);
 	expect_same("bn dparams", dp, dp2, 2 * (size_t)c);
 	expect_same("bn dx", dx, dx2, nx);
@@ -717,11 +717,32 @@ START_TEST(golden_batchnorm_train)
 	expect_golden(&g, "running_var_after", rv, c, 1e-5);
 
 	const float *dy = goldf(&g, "dy");
-	rt_bn_grad_params(threads(), n, c, hw, x->data, dy, stats, eps, dparams);
+	rt_bn_grad_params(threads(), n, c, hw, x->data, dy, NULL, stats, eps, dparams);
 	expect_golden(&g, "dgamma", dparams, c, 1e-4);
 	expect_golden(&g, "dbeta", dparams + c, c, 1e-4);
-	rt_bn_grad_input(threads(), n, c, hw, x->data, dy, stats, gamma, dparams, eps, dx);
+	rt_bn_grad_input(threads(), n, c, hw, x->data, dy, NULL, stats, gamma, dparams, eps, dx);
 	expect_golden(&g, "dx", dx, x->count, 1e-4);
+
+	/* A relu's gradient fused in (relu_y): the bits of the gradient
+	 * stored first (rt_relu_grad_ref) and passed as dy, on a relu_y that
+	 * holds both signs of zero and NaNs. */
+	float *ry = nanbuf(x->count), *dz = nanbuf(x->count), *dx1 = nanbuf(x->count);
+	float *dp1 = nanbuf(2 * (size_t)c);
+	for (size_t i = 0; i < x->count; i++)
+		ry[i] = i % 11 == 3 ? -0.0f : i % 11 == 5 ? 0.0f : i % 13 == 7 ? NAN : y[i];
+	rt_relu_grad_ref(x->count, ry, dy, dz);
+	rt_bn_grad_params(threads(), n, c, hw, x->data, dz, NULL, stats, eps, dparams);
+	rt_bn_grad_params(threads(), n, c, hw, x->data, dy, ry, stats, eps, dp1);
+	ck_assert_msg(memcmp(dparams, dp1, 2 * (size_t)c * sizeof(float)) == 0,
+	              "bn_grad_params with a relu fused in differs from the relu's gradient first");
+	rt_bn_grad_input(threads(), n, c, hw, x->data, dz, NULL, stats, gamma, dparams, eps, dx);
+	rt_bn_grad_input(threads(), n, c, hw, x->data, dy, ry, stats, gamma, dparams, eps, dx1);
+	ck_assert_msg(memcmp(dx, dx1, x->count * sizeof(float)) == 0,
+	              "bn_grad_input with a relu fused in differs from the relu's gradient first");
+	free(ry);
+	free(dz);
+	free(dx1);
+	free(dp1);
 	free(stats);
 	free(y);
 	free(dx);

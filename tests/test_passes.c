@@ -398,6 +398,50 @@ START_TEST(winograd_in_training)
 }
 END_TEST
 
+/* In a training step, conv -> batchnorm -> relu: the relu joins bn_train,
+ * and its gradient joins BatchNorm's two gradients, which read the relu's
+ * result and mask dy themselves, except where the gradient is also read
+ * elsewhere (the block's last relu: its gradient also reaches the
+ * shortcut). The numbers: test_train's compiled_step_matches_reference
+ * runs this fusion against the unfused step, and test_kernels_train's
+ * golden_batchnorm_train the masked kernels against the relu's gradient
+ * stored first, to the bit. */
+START_TEST(fuse_relu_gradient_into_batchnorm)
+{
+	ir_graph *g =
+	    parse("version 1\nmodel m(x: f32[N, 1, 8, 8]) -> (y: f32[N, 3])\n"
+	          "block cbr(x, c, s = 1) -> y { y = relu(batchnorm(conv(x, c, 3, s, 1, bias = "
+	          "false))) }\n"
+	          "graph {\n  h = cbr(x, 16)\n  h = relu(cbr(h, 16) + h)\n  h = cbr(h, 16, 2)\n"
+	          "  y = linear(flatten(global_avgpool(h)), 3)\n}\n",
+	          4);
+	ir_graph_init_he(g, 3);
+	autodiff_training_graph(g);
+	ck_assert_int_eq(count(g, IR_OP_RELU_GRAD), 4);
+	passes_run(g, &(passes_options){.opt_level = 2});
+	ck_assert_int_eq(count(g, IR_OP_RELU), 0);
+	ck_assert_int_eq(count(g, IR_OP_RELU_GRAD), 1);
+	int params = 0, inputs = 0;
+	for (int i = 0; i < g->n_nodes; i++) {
+		const ir_node *n = &g->nodes[i];
+		int mask = n->op == IR_OP_BN_GRAD_PARAMS  ? 3
+		           : n->op == IR_OP_BN_GRAD_INPUT ? 5
+		                                          : -1;
+		if (mask < 0 || n->n_in <= mask)
+			continue;
+		const ir_node *y = &g->nodes[n->in[mask]];
+		ck_assert_int_eq(y->op, IR_OP_BN_TRAIN);
+		ck_assert(y->relu);
+		params += n->op == IR_OP_BN_GRAD_PARAMS;
+		inputs += n->op == IR_OP_BN_GRAD_INPUT;
+	}
+	ck_assert_int_eq(params, 3);
+	ck_assert_int_eq(inputs, 3);
+	check_plan(g);
+	ir_graph_free(g);
+}
+END_TEST
+
 START_TEST(fuse_option_a_hoists_shortcut)
 {
 	ir_graph *g = load_model("resnet20", 2);
@@ -616,6 +660,7 @@ static Suite *suite(void)
 	tcase_add_test(t, fuse_residual_and_relu);
 	tcase_add_test(t, fuse_leaves_shared_producers);
 	tcase_add_test(t, fuse_option_a_hoists_shortcut);
+	tcase_add_test(t, fuse_relu_gradient_into_batchnorm);
 	tcase_add_test(t, winograd_selects_layers);
 	tcase_add_test(t, winograd_in_training);
 	tcase_add_test(t, resnet50_executed_graph);
