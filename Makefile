@@ -169,9 +169,14 @@ bench: build/netcc
 	@cd bench && { [ node_modules/.package-lock.json -nt package-lock.json ] || \
 		ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund; }
 	@/usr/bin/python3 bench/bench.py
-	@$(MAKE) --no-print-directory build/bench/gemm_bench
+	@$(MAKE) --no-print-directory build/bench/gemm_bench build/bench/ab
 	@echo "== netcc's GEMM against OpenBLAS's (bench/gemm_bench.c)"
 	@build/bench/gemm_bench $(if $(BENCH_QUICK),4,30) | tee build/bench/gemm.txt
+
+# Two builds of a model timed in alternation in one process (bench/ab.c).
+build/bench/ab: bench/ab.c
+	@mkdir -p build/bench
+	$(CC) $(BASE) -O2 -o $@ $< -ldl
 
 # OpenBLAS is linked only here: netcc's own kernels replaced it (docs/performance.md).
 build/bench/gemm_bench: bench/gemm_bench.c build/libnetcc_rt.a
