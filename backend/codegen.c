@@ -221,22 +221,21 @@ static void cg_conv(cg *c, const ir_node *n, LLVMValueRef y)
 	kernel(c, n->packed ? "rt_conv2d_packed" : "rt_conv2d", "pppppppi", args);
 }
 
+/* the fused residual, or NULL */
+static LLVMValueRef residual(cg *c, const ir_node *n)
+{
+	return n->residual ? arg(c, n, n->residual) : LLVMConstNull(c->ptr);
+}
+
 static void cg_batchnorm(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	const ir_shape *x = arg_shape(c, n, 0);
-	LLVMValueRef args[] = {c->threads,
-	                       i32c(c, dim(x, 0)),
-	                       i32c(c, dim(x, 1)),
-	                       i32c(c, dim(x, 2) * dim(x, 3)),
-	                       arg(c, n, 0),
-	                       arg(c, n, 3),
-	                       arg(c, n, 4),
-	                       arg(c, n, 1),
-	                       arg(c, n, 2),
-	                       f32c(c, n->eps),
-	                       y,
-	                       i32c(c, n->relu)};
-	kernel(c, "rt_batchnorm", "piiipppppfpi", args);
+	LLVMValueRef args[] = {
+	    c->threads,      i32c(c, dim(x, 0)), i32c(c, dim(x, 1)), i32c(c, dim(x, 2) * dim(x, 3)),
+	    arg(c, n, 0),    arg(c, n, 3),       arg(c, n, 4),       arg(c, n, 1),
+	    arg(c, n, 2),    f32c(c, n->eps),    residual(c, n),     y,
+	    i32c(c, n->relu)};
+	kernel(c, "rt_batchnorm", "piiipppppfppi", args);
 }
 
 static void cg_relu(cg *c, const ir_node *n, LLVMValueRef y)
@@ -440,9 +439,10 @@ static void cg_bn_train(cg *c, const ir_node *n, LLVMValueRef y)
 	                       arg(c, n, 2),
 	                       arg(c, n, 3),
 	                       f32c(c, n->eps),
+	                       residual(c, n),
 	                       y,
 	                       i32c(c, n->relu)};
-	kernel(c, "rt_batchnorm", "piiipppppfpi", args);
+	kernel(c, "rt_batchnorm", "piiipppppfppi", args);
 }
 
 static void cg_bn_update(cg *c, const ir_node *n, LLVMValueRef y)

@@ -1,6 +1,7 @@
 /* Epilogue fusion: work that would read and write a whole activation
  * again joins the node that produces it.
- *   relu(conv(x) + r)          one conv that adds r and applies relu
+ *   relu(conv(x) + r)          one conv that adds r and applies relu (or a
+ *                              BatchNorm: a training step's basic block)
  *   relu(conv(x)), relu(linear / add / batchnorm / bn_train)   the relu joins
  *   pad_channels(subsample(x)) one option-A shortcut pass
  *   flatten(global_avgpool(x)) the pooling writes [N, C] directly
@@ -47,11 +48,15 @@ static int root(const fuse *f, int id)
 	return id;
 }
 
-static bool residual_ok(const fuse *f, int conv)
+/* Whether node id can add a residual as it stores: a conv (in the GEMM's
+ * or Winograd's epilogue) or a BatchNorm (a training step's bn_train: the
+ * add of a basic block) */
+static bool residual_ok(const fuse *f, int id)
 {
-	const ir_node *p = &f->old[conv];
-	return p->op == IR_OP_CONV && single(f, conv) && !p->residual && f->residual[conv] < 0 &&
-	       !f->relu[conv] && f->into[conv] < 0 && f->hoist[conv] < 0;
+	const ir_node *p = &f->old[id];
+	bool takes = p->op == IR_OP_CONV || p->op == IR_OP_BN_TRAIN || p->op == IR_OP_BATCHNORM;
+	return takes && single(f, id) && !p->residual && f->residual[id] < 0 && !f->relu[id] &&
+	       f->into[id] < 0 && f->hoist[id] < 0;
 }
 
 /* Whether node id can run before node at: every input it reads (through a

@@ -12,6 +12,7 @@ typedef struct bn_job {
 	int n, c, hw, relu;
 	const float *x, *mean, *var, *gamma, *beta;
 	float eps;
+	const float *res;
 	float *y;
 } bn_job;
 
@@ -23,12 +24,16 @@ static void bn_task(void *ctx, int task, int tasks)
 	for (int ch = c0; ch < c1; ch++) {
 		float scale = j->gamma[ch] / sqrtf(j->var[ch] + j->eps);
 		float shift = j->beta[ch] - j->mean[ch] * scale;
+		int relu = j->relu;
 		for (int i = 0; i < j->n; i++) {
-			const float *xp = j->x + ((size_t)i * j->c + ch) * j->hw;
-			float *yp = j->y + ((size_t)i * j->c + ch) * j->hw;
+			size_t base = ((size_t)i * j->c + ch) * j->hw;
+			const float *xp = j->x + base, *rp = j->res ? j->res + base : NULL;
+			float *yp = j->y + base;
 			for (int k = 0; k < j->hw; k++) {
 				float v = xp[k] * scale + shift;
-				yp[k] = j->relu && v <= 0.0f ? 0.0f : v;
+				if (rp)
+					v = v + rp[k];
+				yp[k] = relu && v <= 0.0f ? 0.0f : v;
 			}
 		}
 	}
@@ -36,10 +41,10 @@ static void bn_task(void *ctx, int task, int tasks)
 
 /* channels split over the pool's threads */
 void rt_batchnorm(rt_threads *t, int n, int c, int hw, const float *x, const float *mean,
-                  const float *var, const float *gamma, const float *beta, float eps, float *y,
-                  int relu)
+                  const float *var, const float *gamma, const float *beta, float eps,
+                  const float *res, float *y, int relu)
 {
-	bn_job j = {n, c, hw, relu, x, mean, var, gamma, beta, eps, y};
+	bn_job j = {n, c, hw, relu, x, mean, var, gamma, beta, eps, res, y};
 	int tasks = rt_threads_count(t) * 2;
 	rt_threads_run(t, bn_task, &j, tasks < c ? tasks : c);
 }

@@ -244,9 +244,10 @@ void rt_linear(rt_threads *t, int n, int in, int out, const float *x, const floa
  * read once per sample, so for small batches (netcc packs them at batch 1) */
 void rt_linear_packed(rt_threads *t, int n, int in, int out, const float *x, const float *wp,
                       const float *b, float *y, int relu);
+/* y = relu?(batchnorm(x) + res); res may be NULL */
 void rt_batchnorm(rt_threads *t, int n, int c, int hw, const float *x, const float *mean,
-                  const float *var, const float *gamma, const float *beta, float eps, float *y,
-                  int relu);
+                  const float *var, const float *gamma, const float *beta, float eps,
+                  const float *res, float *y, int relu);
 /* pad_channels(subsample(x, stride), before, after) in one pass */
 void rt_shortcut_a(int n, int c, int h, int w, int stride, int before, int after, const float *x,
                    float *y);

@@ -287,6 +287,20 @@ static const char *const tiny =
     "  y = linear(flatten(global_avgpool(h)), 3)\n"
     "}\n";
 
+/* tiny with a basic block whose residual is added after the BatchNorm
+ * (conv, bn, relu, conv, bn, + h, relu), as ResNet's: the compiled step
+ * adds it in bn_train, and takes the inner relu's gradient into
+ * BatchNorm's (fuse_epilogue). */
+static const char *const tiny_block =
+    "version 1\nmodel tiny(x: f32[N, 1, 8, 8]) -> (y: f32[N, 3])\n"
+    "block cbr(x, c, s = 1) -> y { y = relu(batchnorm(conv(x, c, 3, s, 1, bias = false))) }\n"
+    "graph {\n"
+    "  h = cbr(x, 16)\n"
+    "  h = relu(batchnorm(conv(cbr(h, 16), 16, 3, 1, 1, bias = false)) + h)\n"
+    "  h = cbr(h, 16, 2)\n"
+    "  y = linear(flatten(global_avgpool(h)), 3)\n"
+    "}\n";
+
 /* A learnable toy problem: the class is which third of the image is bright. */
 static void toy_batch(rt_rng *r, int n, float *x, int32_t *labels)
 {
@@ -301,9 +315,9 @@ static void toy_batch(rt_rng *r, int n, float *x, int32_t *labels)
 	}
 }
 
-static train_session *session(uint64_t seed, int batch)
+static train_session *model_session(const char *text, uint64_t seed, int batch)
 {
-	ir_graph *t = parse(tiny, batch), *e = parse(tiny, batch);
+	ir_graph *t = parse(text, batch), *e = parse(text, batch);
 	ir_graph_init_he(t, seed);
 	ir_graph_init_he(e, seed);
 	char err[256];
@@ -312,14 +326,20 @@ static train_session *session(uint64_t seed, int batch)
 	return s;
 }
 
+static train_session *session(uint64_t seed, int batch)
+{
+	return model_session(tiny, seed, batch);
+}
+
 START_TEST(compiled_step_matches_reference)
 {
 	int batch = 4;
+	const char *text = _i ? tiny_block : tiny;
 	/* the reference: the same training graph through the reference executor */
-	ir_graph *ref = parse(tiny, batch);
+	ir_graph *ref = parse(text, batch);
 	ir_graph_init_he(ref, 5);
 	autodiff_training_graph(ref);
-	train_session *s = session(5, batch);
+	train_session *s = model_session(text, 5, batch);
 	rt_rng r;
 	rt_rng_seed(&r, 9);
 	float x[4 * 64], logits[4 * 3], ref_logits[4 * 3], loss, ref_loss, lr = 0.05f;
@@ -355,11 +375,15 @@ START_TEST(compiled_step_matches_reference)
 		compared++;
 	}
 	ck_assert_int_ge(compared, 15);
-	/* the compiled step ran its 16-channel layer by Winograd, all three ways */
-	int wino = 0;
-	for (int i = 0; i < tg->n_nodes; i++)
+	/* the compiled step ran its 16-channel layers by Winograd, all three
+	 * ways, and tiny_block's residual joined its BatchNorm */
+	int wino = 0, bn_residual = 0;
+	for (int i = 0; i < tg->n_nodes; i++) {
 		wino += tg->nodes[i].winograd != 0;
-	ck_assert_int_eq(wino, 3);
+		bn_residual += tg->nodes[i].op == IR_OP_BN_TRAIN && tg->nodes[i].residual;
+	}
+	ck_assert_int_eq(wino, _i ? 6 : 3);
+	ck_assert_int_eq(bn_residual, _i);
 	rt_st_free(&f);
 	unlink(path);
 	train_session_free(s);
@@ -490,7 +514,7 @@ static Suite *suite(void)
 	tcase_add_test(t, bottleneck_projection_train);
 	tcase_add_test(t, batchnorm_train_step);
 	tcase_add_test(t, finite_differences_every_operator);
-	tcase_add_test(t, compiled_step_matches_reference);
+	tcase_add_loop_test(t, compiled_step_matches_reference, 0, 2);
 	tcase_add_test(t, loss_goes_down_deterministically);
 	tcase_add_test(t, resume_is_exact);
 	tcase_add_test(t, bad_labels_and_checkpoints_refused);
