@@ -522,10 +522,18 @@ static LLVMValueRef relu_grad_body(cg *c, LLVMValueRef *v)
 	return LLVMBuildSelect(c->b, pos, v[1], f32c(c, 0), "");
 }
 
+/* dy the sum of two gradients (a fused add): added, then as above */
+static LLVMValueRef relu_grad_sum_body(cg *c, LLVMValueRef *v)
+{
+	LLVMValueRef sum[2] = {v[0], LLVMBuildFAdd(c->b, v[1], v[2], "")};
+	return relu_grad_body(c, sum);
+}
+
 static void cg_relu_grad(cg *c, const ir_node *n, LLVMValueRef y)
 {
-	LLVMValueRef ins[2] = {arg(c, n, 0), arg(c, n, 1)};
-	ewise(c, 2, ins, y, ir_shape_count(&n->shape), relu_grad_body);
+	LLVMValueRef ins[3] = {arg(c, n, 0), arg(c, n, 1), n->residual ? residual(c, n) : NULL};
+	ewise(c, n->residual ? 3 : 2, ins, y, ir_shape_count(&n->shape),
+	      n->residual ? relu_grad_sum_body : relu_grad_body);
 }
 
 static LLVMValueRef pool_params(cg *c, const ir_node *n, const ir_shape *x)

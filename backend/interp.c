@@ -322,7 +322,14 @@ static void interp_bias_grad(const interp *it, const ir_node *n, float *y)
 
 static void interp_relu_grad(const interp *it, const ir_node *n, float *y)
 {
-	rt_relu_grad_ref((size_t)ir_shape_count(&n->shape), in(it, n, 0), in(it, n, 1), y);
+	size_t count = (size_t)ir_shape_count(&n->shape);
+	if (!n->residual) {
+		rt_relu_grad_ref(count, in(it, n, 0), in(it, n, 1), y);
+		return;
+	}
+	/* dy the sum of in[1] and the residual (a fused add): summed first */
+	rt_add_ref(count, in(it, n, 1), in(it, n, n->residual), y);
+	rt_relu_grad_ref(count, in(it, n, 0), y, y);
 }
 
 static void interp_maxpool_grad(const interp *it, const ir_node *n, float *y)

@@ -7,6 +7,7 @@
  *   flatten(global_avgpool(x)) the pooling writes [N, C] directly
  *   relu_grad(y, dy) read only as the dy of BatchNorm's gradients: they
  *                              take y and dy and mask dy themselves
+ *   relu_grad(y, a + b)        the relu's gradient adds a and b as it reads
  * A producer absorbs a consumer only when the consumer is its one user.
  * The conv that takes a residual is the later of the add's operands, so the
  * other is already computed where the conv runs; when only the earlier one
@@ -131,6 +132,20 @@ static void plan_relu_grad(fuse *f, int id, int n)
 	f->into[id] = first;
 }
 
+/* A relu's gradient whose dy is a sum read by nothing else (two paths'
+ * gradients meeting at a block's output) adds the two as it reads them:
+ * the sum is not written and read back. */
+static void plan_grad_sum(fuse *f, int id)
+{
+	int sum = f->old[id].in[1];
+	const ir_node *a = &f->old[sum];
+	if (f->into[id] >= 0 || a->op != IR_OP_ADD || !single(f, sum) || f->into[sum] >= 0 ||
+	    a->relu || a->residual || f->relu[sum] || f->residual[sum] >= 0)
+		return;
+	f->into[sum] = id;
+	f->residual[id] = sum; /* in emit: dy and the residual are the sum's operands */
+}
+
 static void plan(fuse *f, int n)
 {
 	for (int id = 0; id < n; id++) {
@@ -144,6 +159,7 @@ static void plan(fuse *f, int n)
 			break;
 		case IR_OP_RELU_GRAD:
 			plan_relu_grad(f, id, n);
+			plan_grad_sum(f, id);
 			break;
 		case IR_OP_PAD_CHANNELS: {
 			int s = x->in[0];
@@ -182,11 +198,17 @@ static int emit(ir_rewriter *rw, fuse *f, int id)
 		/* a fused relu gradient: its dy, and its y as one more input */
 		if (f->mask[id] == src)
 			src = f->old[src].in[1];
+		/* relu_grad(y, a + b): a as dy, b as the residual (below) */
+		if (old->op == IR_OP_RELU_GRAD && f->residual[id] == src)
+			src = f->old[src].in[0];
 		n.in[k] = ir_rewrite_map(rw, src);
 	}
 	if (f->mask[id] >= 0)
 		n.in[n.n_in++] = ir_rewrite_map(rw, f->old[f->mask[id]].in[0]);
-	if (f->residual[id] >= 0) {
+	if (old->op == IR_OP_RELU_GRAD && f->residual[id] >= 0) {
+		n.residual = n.n_in;
+		n.in[n.n_in++] = ir_rewrite_map(rw, f->old[f->residual[id]].in[1]);
+	} else if (f->residual[id] >= 0) {
 		int r = f->residual[id];
 		n.residual = n.n_in;
 		n.in[n.n_in++] = f->emitted[r] >= 0 ? f->emitted[r] : ir_rewrite_map(rw, r);

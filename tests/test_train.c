@@ -287,16 +287,19 @@ static const char *const tiny =
     "  y = linear(flatten(global_avgpool(h)), 3)\n"
     "}\n";
 
-/* tiny with a basic block whose residual is added after the BatchNorm
- * (conv, bn, relu, conv, bn, + h, relu), as ResNet's: the compiled step
- * adds it in bn_train, and takes the inner relu's gradient into
- * BatchNorm's (fuse_epilogue). */
+/* tiny with two basic blocks whose residual is added after the BatchNorm
+ * (conv, bn, relu, conv, bn, + x, relu), as ResNet's: the compiled step
+ * adds it in bn_train, takes the inner relu's gradient into BatchNorm's,
+ * and the first block's output relu adds its two gradients as it reads
+ * them (fuse_epilogue). */
 static const char *const tiny_block =
     "version 1\nmodel tiny(x: f32[N, 1, 8, 8]) -> (y: f32[N, 3])\n"
     "block cbr(x, c, s = 1) -> y { y = relu(batchnorm(conv(x, c, 3, s, 1, bias = false))) }\n"
+    "block basic(x, c) -> y {\n"
+    "  y = relu(batchnorm(conv(cbr(x, c), c, 3, 1, 1, bias = false)) + x)\n"
+    "}\n"
     "graph {\n"
-    "  h = cbr(x, 16)\n"
-    "  h = relu(batchnorm(conv(cbr(h, 16), 16, 3, 1, 1, bias = false)) + h)\n"
+    "  h = basic(basic(cbr(x, 16), 16), 16)\n"
     "  h = cbr(h, 16, 2)\n"
     "  y = linear(flatten(global_avgpool(h)), 3)\n"
     "}\n";
@@ -376,14 +379,17 @@ START_TEST(compiled_step_matches_reference)
 	}
 	ck_assert_int_ge(compared, 15);
 	/* the compiled step ran its 16-channel layers by Winograd, all three
-	 * ways, and tiny_block's residual joined its BatchNorm */
-	int wino = 0, bn_residual = 0;
+	 * ways; tiny_block's residuals joined their BatchNorms, and one relu's
+	 * gradient its sum */
+	int wino = 0, bn_residual = 0, grad_sums = 0;
 	for (int i = 0; i < tg->n_nodes; i++) {
 		wino += tg->nodes[i].winograd != 0;
 		bn_residual += tg->nodes[i].op == IR_OP_BN_TRAIN && tg->nodes[i].residual;
+		grad_sums += tg->nodes[i].op == IR_OP_RELU_GRAD && tg->nodes[i].residual;
 	}
-	ck_assert_int_eq(wino, _i ? 6 : 3);
-	ck_assert_int_eq(bn_residual, _i);
+	ck_assert_int_eq(wino, _i ? 12 : 3);
+	ck_assert_int_eq(bn_residual, _i ? 2 : 0);
+	ck_assert_int_eq(grad_sums, _i ? 1 : 0);
 	rt_st_free(&f);
 	unlink(path);
 	train_session_free(s);
