@@ -156,7 +156,13 @@ void rt_bias_grad(int n, int c, int hw, const float *dy, float *db)
 }
 
 /* The BatchNorm kernels split channels over the pool's threads: a channel's
- * sums are one thread's, in the same order on any thread count. */
+ * sums are one thread's, in the same order on any thread count. A thread
+ * walks its channels image by image, BN_GROUP at a time, each image's
+ * planes one contiguous run (a channel's planes, one per image, are
+ * c * hw floats apart: read channel by channel, each 3 KB plane of a
+ * training batch came from memory with no prefetch ahead of it); a
+ * channel's images are merged in the same order either way. */
+enum { BN_GROUP = 64 };
 typedef struct bn_job bn_job;
 typedef void bn_range_fn(const bn_job *j, int c0, int c1);
 struct bn_job {
@@ -190,23 +196,29 @@ static void bn_run(rt_threads *t, bn_job *j, bn_range_fn *fn)
 static void bn_stats_range(const bn_job *j, int c0, int c1)
 {
 	int n = j->n, c = j->c, hw = j->hw;
-	for (int ch = c0; ch < c1; ch++) {
-		double mean = 0, m2 = 0, cnt = 0;
-		for (int i = 0; i < n; i++) {
-			const float *xp = j->x + ((size_t)i * c + ch) * hw;
-			float pm = (float)(sum_f(xp, (size_t)hw) / hw);
-			double sd, sdd;
-			sum_dev(xp, (size_t)hw, pm, &sd, &sdd);
-			double pmean = pm + sd / hw, pm2 = sdd - sd * sd / hw;
-			double tot = cnt + hw, delta = pmean - mean;
-			mean += delta * hw / tot;
-			m2 += pm2 + delta * delta * cnt * hw / tot;
-			cnt = tot;
-		}
+	for (int g0 = c0; g0 < c1; g0 += BN_GROUP) {
+		int g1 = c1 - g0 < BN_GROUP ? c1 : g0 + BN_GROUP;
+		double mean[BN_GROUP] = {0}, m2[BN_GROUP] = {0}, cnt[BN_GROUP] = {0};
+		for (int i = 0; i < n; i++)
+			for (int ch = g0; ch < g1; ch++) {
+				const float *xp = j->x + ((size_t)i * c + ch) * hw;
+				float pm = (float)(sum_f(xp, (size_t)hw) / hw);
+				double sd, sdd;
+				sum_dev(xp, (size_t)hw, pm, &sd, &sdd);
+				double pmean = pm + sd / hw, pm2 = sdd - sd * sd / hw;
+				int q = ch - g0;
+				double tot = cnt[q] + hw, delta = pmean - mean[q];
+				mean[q] += delta * hw / tot;
+				m2[q] += pm2 + delta * delta * cnt[q] * hw / tot;
+				cnt[q] = tot;
+			}
 		/* Rounding can leave a constant channel a residue of either sign;
 		 * a negative variance would reach a square root. */
-		j->out[ch] = (float)mean;
-		j->out[c + ch] = (float)(m2 > 0 ? m2 / ((double)n * hw) : 0.0);
+		for (int ch = g0; ch < g1; ch++) {
+			int q = ch - g0;
+			j->out[ch] = (float)mean[q];
+			j->out[c + ch] = (float)(m2[q] > 0 ? m2[q] / ((double)n * hw) : 0.0);
+		}
 	}
 }
 
@@ -219,22 +231,27 @@ void rt_bn_stats(rt_threads *t, int n, int c, int hw, const float *x, float *sta
 static void bn_grad_params_range(const bn_job *j, int c0, int c1)
 {
 	int n = j->n, c = j->c, hw = j->hw;
-	for (int ch = c0; ch < c1; ch++) {
-		double sdy = 0, sdyx = 0;
-		for (int i = 0; i < n; i++) {
-			size_t base = ((size_t)i * c + ch) * hw;
-			double a, b;
-			if (j->relu_y)
-				sum_dy_dyx(j->x + base, j->dy + base, j->relu_y + base, (size_t)hw,
-				           j->stats[ch], &a, &b);
-			else
-				sum_dy_dyx(j->x + base, j->dy + base, NULL, (size_t)hw,
-				           j->stats[ch], &a, &b);
-			sdy += a;
-			sdyx += b;
+	for (int g0 = c0; g0 < c1; g0 += BN_GROUP) {
+		int g1 = c1 - g0 < BN_GROUP ? c1 : g0 + BN_GROUP;
+		double sdy[BN_GROUP] = {0}, sdyx[BN_GROUP] = {0};
+		for (int i = 0; i < n; i++)
+			for (int ch = g0; ch < g1; ch++) {
+				size_t base = ((size_t)i * c + ch) * hw;
+				double a, b;
+				if (j->relu_y)
+					sum_dy_dyx(j->x + base, j->dy + base, j->relu_y + base,
+					           (size_t)hw, j->stats[ch], &a, &b);
+				else
+					sum_dy_dyx(j->x + base, j->dy + base, NULL, (size_t)hw,
+					           j->stats[ch], &a, &b);
+				sdy[ch - g0] += a;
+				sdyx[ch - g0] += b;
+			}
+		for (int ch = g0; ch < g1; ch++) {
+			j->out[ch] =
+			    (float)(sdyx[ch - g0] / sqrt((double)j->stats[c + ch] + j->eps));
+			j->out[c + ch] = (float)sdy[ch - g0];
 		}
-		j->out[ch] = (float)(sdyx / sqrt((double)j->stats[c + ch] + j->eps));
-		j->out[c + ch] = (float)sdy;
 	}
 }
 
@@ -276,21 +293,30 @@ static void bn_grad_input_range(const bn_job *j, int c0, int c1)
 {
 	int n = j->n, c = j->c, hw = j->hw;
 	double m = (double)n * hw;
-	for (int ch = c0; ch < c1; ch++) {
-		double invstd = 1.0 / sqrt((double)j->stats[c + ch] + j->eps);
-		float k = (float)(j->gamma[ch] * invstd);
-		float mdb = (float)(j->dparams[c + ch] / m), mdg = (float)(j->dparams[ch] / m);
-		for (int i = 0; i < n; i++) {
-			size_t base = ((size_t)i * c + ch) * hw;
-			if (j->relu_y)
-				bn_dx_plane((size_t)hw, j->x + base, j->dy + base, j->relu_y + base,
-				            j->stats[ch], (float)invstd, k, mdb, mdg,
-				            j->out + base);
-			else
-				bn_dx_plane((size_t)hw, j->x + base, j->dy + base, NULL,
-				            j->stats[ch], (float)invstd, k, mdb, mdg,
-				            j->out + base);
+	for (int g0 = c0; g0 < c1; g0 += BN_GROUP) {
+		int g1 = c1 - g0 < BN_GROUP ? c1 : g0 + BN_GROUP;
+		float is[BN_GROUP], k[BN_GROUP], mdb[BN_GROUP], mdg[BN_GROUP];
+		for (int ch = g0; ch < g1; ch++) {
+			int q = ch - g0;
+			double invstd = 1.0 / sqrt((double)j->stats[c + ch] + j->eps);
+			is[q] = (float)invstd;
+			k[q] = (float)(j->gamma[ch] * invstd);
+			mdb[q] = (float)(j->dparams[c + ch] / m);
+			mdg[q] = (float)(j->dparams[ch] / m);
 		}
+		for (int i = 0; i < n; i++)
+			for (int ch = g0; ch < g1; ch++) {
+				size_t base = ((size_t)i * c + ch) * hw;
+				int q = ch - g0;
+				if (j->relu_y)
+					bn_dx_plane((size_t)hw, j->x + base, j->dy + base,
+					            j->relu_y + base, j->stats[ch], is[q], k[q],
+					            mdb[q], mdg[q], j->out + base);
+				else
+					bn_dx_plane((size_t)hw, j->x + base, j->dy + base, NULL,
+					            j->stats[ch], is[q], k[q], mdb[q], mdg[q],
+					            j->out + base);
+			}
 	}
 }
 

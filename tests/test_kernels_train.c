@@ -409,8 +409,9 @@ static const struct {
 	int n, c, hw;
 	float offset; /* the mean; a large one tests the variance's cancellation */
 } bn_shapes[] = {
-    {1, 3, 49, 0},     {4, 5, 37, 0},  {2, 16, 3136, 0},
-    {3, 7, 1300, 100}, {16, 10, 1, 0}, {8, 9, 5, -20},
+    {1, 3, 49, 0},  {4, 5, 37, 0},  {2, 16, 3136, 0}, {3, 7, 1300, 100},
+    {16, 10, 1, 0}, {8, 9, 5, -20}, {2, 400, 6, 0}, /* more channels per task than one group
+                                                       (BN_GROUP) */
 };
 
 START_TEST(bn_vs_ref)
@@ -439,13 +440,17 @@ START_TEST(bn_vs_ref)
 	rt_bn_grad_input(threads(), n, c, hw, x, dy, NULL, stats_ref, gamma, dp_ref, eps, dx);
 	expect_close("bn dx", dx, dx_ref, nx, 1e-4);
 
+	/* the same bits again, and on the caller's thread alone */
 	float *stats2 = nanbuf(2 * (size_t)c), *dp2 = nanbuf(2 * (size_t)c), *dx2 = nanbuf(nx);
-	rt_bn_stats(threads(), n, c, hw, x, stats2);
-	rt_bn_grad_params(threads(), n, c, hw, x, dy, NULL, stats_ref, eps, dp2);
-	rt_bn_grad_input(threads(), n, c, hw, x, dy, NULL, stats_ref, gamma, dp_ref, eps, dx2);
-	expect_same("bn stats", stats, stats2, 2 * (size_t)c);
-	expect_same("bn dparams", dp, dp2, 2 * (size_t)c);
-	expect_same("bn dx", dx, dx2, nx);
+	for (int t = 0; t < 2; t++) {
+		rt_threads *pool = t ? NULL : threads();
+		rt_bn_stats(pool, n, c, hw, x, stats2);
+		rt_bn_grad_params(pool, n, c, hw, x, dy, NULL, stats_ref, eps, dp2);
+		rt_bn_grad_input(pool, n, c, hw, x, dy, NULL, stats_ref, gamma, dp_ref, eps, dx2);
+		expect_same("bn stats", stats, stats2, 2 * (size_t)c);
+		expect_same("bn dparams", dp, dp2, 2 * (size_t)c);
+		expect_same("bn dx", dx, dx2, nx);
+	}
 
 	free(x);
 	free(dy);
