@@ -28,6 +28,7 @@ typedef struct fuse {
 	int *hoist;    /* conv old id -> old id of a node emitted just before it */
 	int *emitted;  /* hoisted old id -> its new id */
 	int *mask;     /* BatchNorm gradient old id -> old id of the relu_grad it takes in */
+	int *sum;      /* relu_grad old id -> old id of the add it reads as dy + residual */
 } fuse;
 
 static bool single(const fuse *f, int id)
@@ -143,7 +144,7 @@ static void plan_grad_sum(fuse *f, int id)
 	    a->relu || a->residual || f->relu[sum] || f->residual[sum] >= 0)
 		return;
 	f->into[sum] = id;
-	f->residual[id] = sum; /* in emit: dy and the residual are the sum's operands */
+	f->sum[id] = sum;
 }
 
 static void plan(fuse *f, int n)
@@ -199,16 +200,17 @@ static int emit(ir_rewriter *rw, fuse *f, int id)
 		if (f->mask[id] == src)
 			src = f->old[src].in[1];
 		/* relu_grad(y, a + b): a as dy, b as the residual (below) */
-		if (old->op == IR_OP_RELU_GRAD && f->residual[id] == src)
+		if (f->sum[id] == src)
 			src = f->old[src].in[0];
 		n.in[k] = ir_rewrite_map(rw, src);
 	}
 	if (f->mask[id] >= 0)
 		n.in[n.n_in++] = ir_rewrite_map(rw, f->old[f->mask[id]].in[0]);
-	if (old->op == IR_OP_RELU_GRAD && f->residual[id] >= 0) {
+	if (f->sum[id] >= 0) {
 		n.residual = n.n_in;
-		n.in[n.n_in++] = ir_rewrite_map(rw, f->old[f->residual[id]].in[1]);
-	} else if (f->residual[id] >= 0) {
+		n.in[n.n_in++] = ir_rewrite_map(rw, f->old[f->sum[id]].in[1]);
+	}
+	if (f->residual[id] >= 0) {
 		int r = f->residual[id];
 		n.residual = n.n_in;
 		n.in[n.n_in++] = f->emitted[r] >= 0 ? f->emitted[r] : ir_rewrite_map(rw, r);
@@ -247,12 +249,13 @@ void fuse_epilogue(ir_graph *g)
 	          .flat = calloc(n, sizeof(bool)),
 	          .hoist = malloc(n * sizeof(int)),
 	          .emitted = malloc(n * sizeof(int)),
-	          .mask = malloc(n * sizeof(int))};
+	          .mask = malloc(n * sizeof(int)),
+	          .sum = malloc(n * sizeof(int))};
 	if (!f.into || !f.residual || !f.relu || !f.stride || !f.flat || !f.hoist || !f.emitted ||
-	    !f.mask)
+	    !f.mask || !f.sum)
 		diag_fatal("out of memory");
 	for (size_t i = 0; i < n; i++)
-		f.into[i] = f.residual[i] = f.hoist[i] = f.emitted[i] = f.mask[i] = -1;
+		f.into[i] = f.residual[i] = f.hoist[i] = f.emitted[i] = f.mask[i] = f.sum[i] = -1;
 	plan(&f, g->n_nodes);
 	ir_rewrite(g, rewrite, &f);
 	free(f.uses);
@@ -264,4 +267,5 @@ void fuse_epilogue(ir_graph *g)
 	free(f.hoist);
 	free(f.emitted);
 	free(f.mask);
+	free(f.sum);
 }

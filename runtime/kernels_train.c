@@ -164,6 +164,7 @@ void rt_bias_grad(int n, int c, int hw, const float *dy, float *db)
  * channel's images are merged in the same order either way. */
 enum { BN_GROUP = 64 };
 typedef struct bn_job bn_job;
+/* channels [c0, c1), at most BN_GROUP of them */
 typedef void bn_range_fn(const bn_job *j, int c0, int c1);
 struct bn_job {
 	bn_range_fn *fn;
@@ -178,7 +179,8 @@ static void bn_task(void *ctx, int task, int tasks)
 	const bn_job *j = ctx;
 	int c0, c1;
 	rt_task_range(j->c, task, tasks, &c0, &c1);
-	j->fn(j, c0, c1);
+	for (int g0 = c0; g0 < c1; g0 += BN_GROUP)
+		j->fn(j, g0, c1 - g0 < BN_GROUP ? c1 : g0 + BN_GROUP);
 }
 
 static void bn_run(rt_threads *t, bn_job *j, bn_range_fn *fn)
@@ -196,29 +198,26 @@ static void bn_run(rt_threads *t, bn_job *j, bn_range_fn *fn)
 static void bn_stats_range(const bn_job *j, int c0, int c1)
 {
 	int n = j->n, c = j->c, hw = j->hw;
-	for (int g0 = c0; g0 < c1; g0 += BN_GROUP) {
-		int g1 = c1 - g0 < BN_GROUP ? c1 : g0 + BN_GROUP;
-		double mean[BN_GROUP] = {0}, m2[BN_GROUP] = {0}, cnt[BN_GROUP] = {0};
-		for (int i = 0; i < n; i++)
-			for (int ch = g0; ch < g1; ch++) {
-				const float *xp = j->x + ((size_t)i * c + ch) * hw;
-				float pm = (float)(sum_f(xp, (size_t)hw) / hw);
-				double sd, sdd;
-				sum_dev(xp, (size_t)hw, pm, &sd, &sdd);
-				double pmean = pm + sd / hw, pm2 = sdd - sd * sd / hw;
-				int q = ch - g0;
-				double tot = cnt[q] + hw, delta = pmean - mean[q];
-				mean[q] += delta * hw / tot;
-				m2[q] += pm2 + delta * delta * cnt[q] * hw / tot;
-				cnt[q] = tot;
-			}
-		/* Rounding can leave a constant channel a residue of either sign;
-		 * a negative variance would reach a square root. */
-		for (int ch = g0; ch < g1; ch++) {
-			int q = ch - g0;
-			j->out[ch] = (float)mean[q];
-			j->out[c + ch] = (float)(m2[q] > 0 ? m2[q] / ((double)n * hw) : 0.0);
+	double mean[BN_GROUP] = {0}, m2[BN_GROUP] = {0}, cnt[BN_GROUP] = {0};
+	for (int i = 0; i < n; i++)
+		for (int ch = c0; ch < c1; ch++) {
+			const float *xp = j->x + ((size_t)i * c + ch) * hw;
+			float pm = (float)(sum_f(xp, (size_t)hw) / hw);
+			double sd, sdd;
+			sum_dev(xp, (size_t)hw, pm, &sd, &sdd);
+			double pmean = pm + sd / hw, pm2 = sdd - sd * sd / hw;
+			int q = ch - c0;
+			double tot = cnt[q] + hw, delta = pmean - mean[q];
+			mean[q] += delta * hw / tot;
+			m2[q] += pm2 + delta * delta * cnt[q] * hw / tot;
+			cnt[q] = tot;
 		}
+	/* Rounding can leave a constant channel a residue of either sign;
+	 * a negative variance would reach a square root. */
+	for (int ch = c0; ch < c1; ch++) {
+		int q = ch - c0;
+		j->out[ch] = (float)mean[q];
+		j->out[c + ch] = (float)(m2[q] > 0 ? m2[q] / ((double)n * hw) : 0.0);
 	}
 }
 
@@ -231,27 +230,23 @@ void rt_bn_stats(rt_threads *t, int n, int c, int hw, const float *x, float *sta
 static void bn_grad_params_range(const bn_job *j, int c0, int c1)
 {
 	int n = j->n, c = j->c, hw = j->hw;
-	for (int g0 = c0; g0 < c1; g0 += BN_GROUP) {
-		int g1 = c1 - g0 < BN_GROUP ? c1 : g0 + BN_GROUP;
-		double sdy[BN_GROUP] = {0}, sdyx[BN_GROUP] = {0};
-		for (int i = 0; i < n; i++)
-			for (int ch = g0; ch < g1; ch++) {
-				size_t base = ((size_t)i * c + ch) * hw;
-				double a, b;
-				if (j->relu_y)
-					sum_dy_dyx(j->x + base, j->dy + base, j->relu_y + base,
-					           (size_t)hw, j->stats[ch], &a, &b);
-				else
-					sum_dy_dyx(j->x + base, j->dy + base, NULL, (size_t)hw,
-					           j->stats[ch], &a, &b);
-				sdy[ch - g0] += a;
-				sdyx[ch - g0] += b;
-			}
-		for (int ch = g0; ch < g1; ch++) {
-			j->out[ch] =
-			    (float)(sdyx[ch - g0] / sqrt((double)j->stats[c + ch] + j->eps));
-			j->out[c + ch] = (float)sdy[ch - g0];
+	double sdy[BN_GROUP] = {0}, sdyx[BN_GROUP] = {0};
+	for (int i = 0; i < n; i++)
+		for (int ch = c0; ch < c1; ch++) {
+			size_t base = ((size_t)i * c + ch) * hw;
+			double a, b;
+			if (j->relu_y)
+				sum_dy_dyx(j->x + base, j->dy + base, j->relu_y + base, (size_t)hw,
+				           j->stats[ch], &a, &b);
+			else
+				sum_dy_dyx(j->x + base, j->dy + base, NULL, (size_t)hw,
+				           j->stats[ch], &a, &b);
+			sdy[ch - c0] += a;
+			sdyx[ch - c0] += b;
 		}
+	for (int ch = c0; ch < c1; ch++) {
+		j->out[ch] = (float)(sdyx[ch - c0] / sqrt((double)j->stats[c + ch] + j->eps));
+		j->out[c + ch] = (float)sdy[ch - c0];
 	}
 }
 
@@ -293,31 +288,28 @@ static void bn_grad_input_range(const bn_job *j, int c0, int c1)
 {
 	int n = j->n, c = j->c, hw = j->hw;
 	double m = (double)n * hw;
-	for (int g0 = c0; g0 < c1; g0 += BN_GROUP) {
-		int g1 = c1 - g0 < BN_GROUP ? c1 : g0 + BN_GROUP;
-		float is[BN_GROUP], k[BN_GROUP], mdb[BN_GROUP], mdg[BN_GROUP];
-		for (int ch = g0; ch < g1; ch++) {
-			int q = ch - g0;
-			double invstd = 1.0 / sqrt((double)j->stats[c + ch] + j->eps);
-			is[q] = (float)invstd;
-			k[q] = (float)(j->gamma[ch] * invstd);
-			mdb[q] = (float)(j->dparams[c + ch] / m);
-			mdg[q] = (float)(j->dparams[ch] / m);
-		}
-		for (int i = 0; i < n; i++)
-			for (int ch = g0; ch < g1; ch++) {
-				size_t base = ((size_t)i * c + ch) * hw;
-				int q = ch - g0;
-				if (j->relu_y)
-					bn_dx_plane((size_t)hw, j->x + base, j->dy + base,
-					            j->relu_y + base, j->stats[ch], is[q], k[q],
-					            mdb[q], mdg[q], j->out + base);
-				else
-					bn_dx_plane((size_t)hw, j->x + base, j->dy + base, NULL,
-					            j->stats[ch], is[q], k[q], mdb[q], mdg[q],
-					            j->out + base);
-			}
+	float is[BN_GROUP], k[BN_GROUP], mdb[BN_GROUP], mdg[BN_GROUP];
+	for (int ch = c0; ch < c1; ch++) {
+		int q = ch - c0;
+		double invstd = 1.0 / sqrt((double)j->stats[c + ch] + j->eps);
+		is[q] = (float)invstd;
+		k[q] = (float)(j->gamma[ch] * invstd);
+		mdb[q] = (float)(j->dparams[c + ch] / m);
+		mdg[q] = (float)(j->dparams[ch] / m);
 	}
+	for (int i = 0; i < n; i++)
+		for (int ch = c0; ch < c1; ch++) {
+			size_t base = ((size_t)i * c + ch) * hw;
+			int q = ch - c0;
+			if (j->relu_y)
+				bn_dx_plane((size_t)hw, j->x + base, j->dy + base, j->relu_y + base,
+				            j->stats[ch], is[q], k[q], mdb[q], mdg[q],
+				            j->out + base);
+			else
+				bn_dx_plane((size_t)hw, j->x + base, j->dy + base, NULL,
+				            j->stats[ch], is[q], k[q], mdb[q], mdg[q],
+				            j->out + base);
+		}
 }
 
 void rt_bn_grad_input(rt_threads *t, int n, int c, int hw, const float *x, const float *dy,
