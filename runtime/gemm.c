@@ -221,7 +221,8 @@ micro_t(int rows, int nv, bool whole, int kc, const float *restrict ap, const fl
 }
 
 #define MICRO(rows, nv)                                                                            \
-	micro_t(rows, nv, mr == (rows) && nr == (nv) * VW, kc, ap, bp, ldb, c, lc, ldc, mr, nr, bias, f)
+	micro_t(rows, nv, mr == (rows) && nr == (nv)*VW, kc, ap, bp, ldb, c, lc, ldc, mr, nr,      \
+	        bias, f)
 #define ROWS(nv)                                                                                   \
 	switch (mr) {                                                                              \
 	case 1:                                                                                    \
