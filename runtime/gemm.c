@@ -166,7 +166,8 @@ static void store_tile(const float *t, int trs, int tcs, float *c, const float *
 /* One rows x nv vectors tile of C from a packed A panel (kc x MR) and B
  * panel (kc rows of NR, ldb apart: NR packed, or B's own row stride where
  * it is read in place); only mr x nr of it is stored. Instantiated for
- * every tile size (see micro) so the edges of C cost what they hold. */
+ * every tile size (see micro) so the edges of C cost what they hold; whole
+ * (mr == rows and nr == nv * VW) stores the sums straight from registers. */
 static inline __attribute__((always_inline)) void
 micro_t(int rows, int nv, bool whole, int kc, const float *restrict ap, const float *restrict bp,
         size_t ldb, float *c, const float *lc, size_t ldc, int mr, int nr, const float *bias, int f)
