@@ -838,12 +838,16 @@ static void wgrad_out_task(void *ctx, int task, int tasks)
 {
 	const wgrad *g = ctx;
 	const rt_conv *p = g->w.p;
-	size_t pairs = (size_t)p->oc * p->c, q0 = pairs * task / tasks,
-	       q1 = pairs * (task + 1) / tasks, per = POS * pairs;
+	/* tasks own whole groups of four pairs, so which pairs take the
+	 * vector path depends on the pairs alone, not on the thread count */
+	size_t pairs = (size_t)p->oc * p->c, groups = (pairs + 3) / 4, per = POS * pairs;
+	size_t q0 = groups * task / tasks * 4, q1 = groups * (task + 1) / tasks * 4;
+	if (q1 > pairs)
+		q1 = pairs;
 	int chunks = chunks_of(p);
 	/* four pairs at a time, one per lane of a double vector: the same
 	 * operations on each as below (one pair at a time, this was 1% of a
-	 * training step) */
+	 * training step); below, the last pairs past a multiple of four */
 	typedef double v4d __attribute__((vector_size(4 * sizeof(double))));
 	for (; q0 + 4 <= q1; q0 += 4) {
 		v4d m[POS], t[3][TILE];
