@@ -285,6 +285,30 @@ static inline q4 load4(const float *p)
 	return v;
 }
 
+/* A vector of eight floats to and from memory. Not memcpy: GCC 12 spilled
+ * the vector and copied it through the stack in halves, and a half
+ * reloaded from a wider store stalls until that store retires (the input
+ * transform ran 10-15% faster without it). */
+static inline v8 load8(const float *p)
+{
+#if defined(__AVX__)
+	return (v8)_mm256_loadu_ps(p);
+#else
+	v8 v;
+	memcpy(&v, p, sizeof v);
+	return v;
+#endif
+}
+
+static inline void store8(float *p, v8 v)
+{
+#if defined(__AVX__)
+	_mm256_storeu_ps(p, (__m256)v);
+#else
+	memcpy(p, &v, sizeof v);
+#endif
+}
+
 /* How one lane's tile reads its rows: worked out once per group of eight
  * tiles and used for every channel and row. */
 typedef struct lane_plan {
@@ -489,7 +513,7 @@ static inline __attribute__((always_inline)) void input_tiles(const wino *w, int
 					col[k] = t[k][s];
 				b_t(m, col, r);
 				for (int k = 0; k < tile; k++)
-					memcpy(v + (k * tile + s) * w->vs, &r[k], sizeof(v8));
+					store8(v + (k * tile + s) * w->vs, r[k]);
 			}
 		}
 	}
@@ -560,7 +584,7 @@ static inline __attribute__((always_inline)) void output_tiles(const wino *w, in
 			for (int k = 0; k < tile; k++) {
 				v8 row[TILE];
 				for (int s = 0; s < tile; s++)
-					memcpy(&row[s], mo + (k * tile + s) * w->ms, sizeof(v8));
+					row[s] = load8(mo + (k * tile + s) * w->ms);
 				a_t(m, row, t[k]);
 			}
 			for (int s = 0; s < m; s++) {
@@ -781,7 +805,7 @@ static void dy_task(void *ctx, int task, int tasks)
 					col[k] = t[k][s];
 				A4(col, r);
 				for (int k = 0; k < TILE; k++)
-					memcpy(mo + (k * TILE + s) * w->ms, &r[k], sizeof(v8));
+					store8(mo + (k * TILE + s) * w->ms, r[k]);
 			}
 		}
 	}
