@@ -215,17 +215,39 @@ static void wino_scratch(wino *w, float *scratch)
 	w->at = (tile_at *)(w->m + pos_of(w->out) * w->ms);
 }
 
+/* How much of a tile's reads and writes lie inside the maps: 0, its input
+ * tile (m + 2 square, corner pad up and left) and its output tile; 1, its
+ * output tile; 2, neither whole */
+static int tile_class(const wino *w, int y, int x)
+{
+	const rt_conv *p = w->p;
+	int m = w->out, iy = y - p->pad, ix = x - p->pad;
+	if (y + m > p->oh || x + m > p->ow)
+		return 2;
+	return iy >= 0 && ix >= 0 && iy + m + 2 <= p->h && ix + m + 2 <= p->w ? 0 : 1;
+}
+
+/* The block's tiles, class by class (tile_class), each class in the
+ * images' order: a group of eight tiles of class 0 reads and writes every
+ * lane's rows whole, with no test per lane (a 28x28 map has an edge tile
+ * in almost every group of eight consecutive ones). The order is the
+ * block's alone, so the results do not depend on the thread count. */
 static void block_start(wino *w, long total)
 {
 	w->tb = (int)(total - w->t0 < w->ld ? total - w->t0 : w->ld);
-	int per = w->th * w->tw, img = (int)(w->t0 / per), r = (int)(w->t0 % per);
-	int ty = r / w->tw, tx = r % w->tw;
-	for (int i = 0; i < w->tb; i++) {
-		w->at[i] = (tile_at){img, ty * w->out, tx * w->out};
-		if (++tx == w->tw) {
-			tx = 0;
-			if (++ty == w->th)
-				ty = 0, img++;
+	int per = w->th * w->tw, img0 = (int)(w->t0 / per), r0 = (int)(w->t0 % per);
+	int n = 0;
+	for (int c = 0; c < 3; c++) {
+		int img = img0, ty = r0 / w->tw, tx = r0 % w->tw;
+		for (int i = 0; i < w->tb; i++) {
+			int y = ty * w->out, x = tx * w->out;
+			if (tile_class(w, y, x) == c)
+				w->at[n++] = (tile_at){img, y, x};
+			if (++tx == w->tw) {
+				tx = 0;
+				if (++ty == w->th)
+					ty = 0, img++;
+			}
 		}
 	}
 }
@@ -456,13 +478,33 @@ static inline __attribute__((always_inline)) void lanes_in(const q4 lo[LANES], c
 
 /* Row r (width wide) of the tiles of the plans, into lanes: out[0..3],
  * and out[4..5] where width is 6 */
-static inline __attribute__((always_inline)) void
-gather_row(const lane_plan lp[LANES], const float *base, int wd, int r, int width, v8 *out)
+static inline __attribute__((always_inline)) void gather_row(const lane_plan lp[LANES],
+                                                             const float *base, int wd, int r,
+                                                             int width, bool whole, v8 *out)
 {
 	q4 lo[LANES], hi[LANES];
-	for (int l = 0; l < LANES; l++)
-		fetch_row(&lp[l], base, wd, r, width, &lo[l], &hi[l]);
+	for (int l = 0; l < LANES; l++) {
+		if (whole) {
+			const float *row = base + lp[l].off + (long)r * wd;
+			lo[l] = load4(row);
+			hi[l] = width > 4 ? load4(row + 2) : (q4){0};
+		} else {
+			fetch_row(&lp[l], base, wd, r, width, &lo[l], &hi[l]);
+		}
+	}
 	lanes_in(lo, hi, width, out);
+}
+
+/* Whether every lane of the group from j has a tile whose rows (width
+ * wide) all lie inside the map: rows read and written whole, no tests */
+static bool lanes_whole(const wino *w, const lane_plan lp[LANES], int j, int width)
+{
+	if (j + LANES > w->tb)
+		return false;
+	for (int l = 0; l < LANES; l++)
+		if (lp[l].edge || lp[l].rows != (1 << width) - 1)
+			return false;
+	return true;
 }
 
 /* Lanes into rows, the inverse for four columns: row l gets in[s][l]. */
@@ -490,32 +532,41 @@ static inline __attribute__((always_inline)) void lanes_out(const v8 *in, q4 row
  * stored straight into V (the other order kept all 36 values of d and of
  * B^T d on the stack: three times the stores, and this CPU stores a
  * vector in two cycles). */
-static inline __attribute__((always_inline)) void input_tiles(const wino *w, int m, int c0, int c1)
+static inline __attribute__((always_inline)) void
+input_group(const wino *w, int m, const lane_plan lp[LANES], bool whole, int j, int ci)
 {
 	const rt_conv *p = w->p;
 	int tile = m + 2;
-	size_t plane = (size_t)p->h * p->w;
+	const float *base = w->x + ci * (size_t)p->h * p->w;
+	v8 t[TILE][TILE];
+	for (int r = 0; r < tile; r++) {
+		v8 d[TILE];
+		gather_row(lp, base, p->w, r, tile, whole, d);
+		b_t(m, d, t[r]);
+	}
+	float *v = w->v + (size_t)ci * w->ld + j;
+	for (int s = 0; s < tile; s++) {
+		v8 col[TILE], r[TILE];
+		for (int k = 0; k < tile; k++)
+			col[k] = t[k][s];
+		b_t(m, col, r);
+		for (int k = 0; k < tile; k++)
+			store8(v + (k * tile + s) * w->vs, r[k]);
+	}
+}
+
+static inline __attribute__((always_inline)) void input_tiles(const wino *w, int m, int c0, int c1)
+{
+	const rt_conv *p = w->p;
 	for (int j = 0; j < w->tb; j += LANES) {
 		lane_plan lp[LANES];
-		plan_lanes(w, j, -p->pad, -p->pad, p->h, p->w, p->c, tile, lp);
-		for (int ci = c0; ci < c1; ci++) {
-			const float *base = w->x + ci * plane;
-			v8 t[TILE][TILE];
-			for (int r = 0; r < tile; r++) {
-				v8 d[TILE];
-				gather_row(lp, base, p->w, r, tile, d);
-				b_t(m, d, t[r]);
-			}
-			float *v = w->v + (size_t)ci * w->ld + j;
-			for (int s = 0; s < tile; s++) {
-				v8 col[TILE], r[TILE];
-				for (int k = 0; k < tile; k++)
-					col[k] = t[k][s];
-				b_t(m, col, r);
-				for (int k = 0; k < tile; k++)
-					store8(v + (k * tile + s) * w->vs, r[k]);
-			}
-		}
+		plan_lanes(w, j, -p->pad, -p->pad, p->h, p->w, p->c, m + 2, lp);
+		bool whole = lanes_whole(w, lp, j, m + 2);
+		for (int ci = c0; ci < c1; ci++)
+			if (whole)
+				input_group(w, m, lp, true, j, ci);
+			else
+				input_group(w, m, lp, false, j, ci);
 	}
 }
 
@@ -545,9 +596,21 @@ static void gemm_task(void *ctx, int pos, int tasks)
  * plane: whole rows of four where a tile lies inside the map, else the
  * outputs that do */
 static inline __attribute__((always_inline)) void
-store_tiles(const wino *w, const lane_plan lp[LANES], int j, int m, v8 y[OUT][OUT], float *plane)
+store_tiles(const wino *w, const lane_plan lp[LANES], int j, int m, bool whole, v8 y[OUT][OUT],
+            float *plane)
 {
 	const rt_conv *p = w->p;
+	if (m == OUT && whole) {
+		/* every lane's tile inside the map: straight-line stores (the
+		 * tests per lane and row below were half the output transform) */
+		for (int k = 0; k < m; k++) {
+			q4 rows[LANES];
+			lanes_out(y[k], rows);
+			for (int l = 0; l < LANES; l++)
+				memcpy(plane + lp[l].off + (long)k * p->ow, &rows[l], sizeof rows[l]);
+		}
+		return;
+	}
 	for (int k = 0; k < m; k++) {
 		q4 rows[LANES];
 		if (m == OUT)
@@ -577,6 +640,7 @@ static inline __attribute__((always_inline)) void output_tiles(const wino *w, in
 	for (int j = 0; j < w->tb; j += LANES) {
 		lane_plan lp[LANES];
 		plan_lanes(w, j, 0, 0, p->oh, p->ow, p->oc, m, lp);
+		bool whole = lanes_whole(w, lp, j, m);
 		for (int o = o0; o < o1; o++) {
 			float bias = w->b ? w->b[o] : 0.0f;
 			const float *mo = w->m + (size_t)o * w->ld + j;
@@ -606,7 +670,7 @@ static inline __attribute__((always_inline)) void output_tiles(const wino *w, in
 			if (w->res)
 				for (int k = 0; k < m; k++) {
 					v8 rv[OUT];
-					gather_row(lp, w->res + o * plane, p->ow, k, m, rv);
+					gather_row(lp, w->res + o * plane, p->ow, k, m, whole, rv);
 					for (int s = 0; s < m; s++)
 						y[k][s] += rv[s];
 				}
@@ -616,7 +680,7 @@ static inline __attribute__((always_inline)) void output_tiles(const wino *w, in
 						vi keep = (y[k][s] > 0) | (y[k][s] != y[k][s]);
 						y[k][s] = (v8)((vi)y[k][s] & keep);
 					}
-			store_tiles(w, lp, j, m, y, w->y + o * plane);
+			store_tiles(w, lp, j, m, whole, y, w->y + o * plane);
 		}
 	}
 }
@@ -791,11 +855,12 @@ static void dy_task(void *ctx, int task, int tasks)
 	for (int j = 0; j < w->tb; j += LANES) {
 		lane_plan lp[LANES];
 		plan_lanes(w, j, 0, 0, p->oh, p->ow, p->oc, OUT, lp);
+		bool whole = lanes_whole(w, lp, j, OUT);
 		for (int o = o0; o < o1; o++) {
 			v8 t[OUT][TILE];
 			for (int k = 0; k < OUT; k++) {
 				v8 d[OUT];
-				gather_row(lp, w->res + o * plane, p->ow, k, OUT, d);
+				gather_row(lp, w->res + o * plane, p->ow, k, OUT, whole, d);
 				A4(d, t[k]);
 			}
 			float *mo = w->m + (size_t)o * w->ld + j;
