@@ -595,9 +595,10 @@ static void gemm_task(void *ctx, int pos, int tasks)
 /* The m x m output tiles of lanes j.. (y[k][s] in lanes) into a channel's
  * plane: whole rows of four where a tile lies inside the map, else the
  * outputs that do */
-static inline __attribute__((always_inline)) void
-store_tiles(const wino *w, const lane_plan lp[LANES], int j, int m, bool whole, v8 y[OUT][OUT],
-            float *plane)
+static inline __attribute__((always_inline)) void store_tiles(const wino *w,
+                                                              const lane_plan lp[LANES], int j,
+                                                              int m, bool whole, v8 y[OUT][OUT],
+                                                              float *plane)
 {
 	const rt_conv *p = w->p;
 	if (m == OUT && whole) {
@@ -607,7 +608,8 @@ store_tiles(const wino *w, const lane_plan lp[LANES], int j, int m, bool whole, 
 			q4 rows[LANES];
 			lanes_out(y[k], rows);
 			for (int l = 0; l < LANES; l++)
-				memcpy(plane + lp[l].off + (long)k * p->ow, &rows[l], sizeof rows[l]);
+				memcpy(plane + lp[l].off + (long)k * p->ow, &rows[l],
+				       sizeof rows[l]);
 		}
 		return;
 	}
