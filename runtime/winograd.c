@@ -215,40 +215,74 @@ static void wino_scratch(wino *w, float *scratch)
 	w->at = (tile_at *)(w->m + pos_of(w->out) * w->ms);
 }
 
-/* How much of a tile's reads and writes lie inside the maps: 0, its input
- * tile (m + 2 square, corner pad up and left) and its output tile; 1, its
- * output tile; 2, neither whole */
-static int tile_class(const wino *w, int y, int x)
+/* Which of a tile's rows and columns lie inside the maps, as bits: its
+ * input tile's (m + 2 square, corner pad up and left) rows and columns,
+ * then its output tile's */
+static unsigned tile_key(const wino *w, int y, int x)
 {
 	const rt_conv *p = w->p;
 	int m = w->out, iy = y - p->pad, ix = x - p->pad;
-	if (y + m > p->oh || x + m > p->ow)
-		return 2;
-	return iy >= 0 && ix >= 0 && iy + m + 2 <= p->h && ix + m + 2 <= p->w ? 0 : 1;
+	unsigned k = 0;
+	for (int i = 0; i < m + 2; i++) {
+		k |= (unsigned)(iy + i >= 0 && iy + i < p->h) << i;
+		k |= (unsigned)(ix + i >= 0 && ix + i < p->w) << (TILE + i);
+	}
+	for (int i = 0; i < m; i++) {
+		k |= (unsigned)(y + i < p->oh) << (2 * TILE + i);
+		k |= (unsigned)(x + i < p->ow) << (2 * TILE + OUT + i);
+	}
+	return k;
 }
 
-/* The block's tiles, class by class (tile_class), each class in the
- * images' order: a group of eight tiles of class 0 reads and writes every
- * lane's rows whole, with no test per lane (a 28x28 map has an edge tile
- * in almost every group of eight consecutive ones). The order is the
- * block's alone, so the results do not depend on the thread count. */
+enum { KEYS = 32 };
+
+/* keys[0..*nk) ends with key, added if it was not there; past KEYS keys,
+ * the last holds the rest */
+static int key_slot(unsigned *keys, int *nk, unsigned key)
+{
+	for (int i = 0; i < *nk; i++)
+		if (keys[i] == key)
+			return i;
+	if (*nk < KEYS)
+		keys[(*nk)++] = key;
+	return *nk - 1;
+}
+
+/* The block's tiles grouped by key (tile_key), tiles wholly inside the
+ * maps first, each key's tiles in the images' order (a counting sort): a
+ * group of eight tiles of one key reads and writes every lane's rows the
+ * same way, with no test per lane (in the images' order a 28x28 map has
+ * an edge tile in almost every group of eight, a 7x7 map in every one).
+ * The order is the block's alone, so the results do not depend on the
+ * thread count. */
 static void block_start(wino *w, long total)
 {
 	w->tb = (int)(total - w->t0 < w->ld ? total - w->t0 : w->ld);
 	int per = w->th * w->tw, img0 = (int)(w->t0 / per), r0 = (int)(w->t0 % per);
-	int n = 0;
-	for (int c = 0; c < 3; c++) {
-		int img = img0, ty = r0 / w->tw, tx = r0 % w->tw;
+	unsigned keys[KEYS];
+	int nk = 1, start[KEYS + 1] = {0};
+	keys[0] = w->out == OUT ? (1u << (2 * TILE + 2 * OUT)) - 1
+	                        : 0xfu | 0xfu << TILE | 0x3u << 2 * TILE | 0x3u << (2 * TILE + OUT);
+	for (int pass = 0; pass < 2; pass++) {
+		int img = img0, ty = r0 / w->tw, tx = r0 % w->tw, slot = 0;
+		unsigned last = ~0u;
 		for (int i = 0; i < w->tb; i++) {
 			int y = ty * w->out, x = tx * w->out;
-			if (tile_class(w, y, x) == c)
-				w->at[n++] = (tile_at){img, y, x};
+			unsigned key = tile_key(w, y, x);
+			if (key != last)
+				slot = key_slot(keys, &nk, key), last = key;
+			if (pass == 0)
+				start[slot + 1]++;
+			else
+				w->at[start[slot]++] = (tile_at){img, y, x};
 			if (++tx == w->tw) {
 				tx = 0;
 				if (++ty == w->th)
 					ty = 0, img++;
 			}
 		}
+		for (int k = 0; pass == 0 && k < nk; k++)
+			start[k + 1] += start[k];
 	}
 }
 
@@ -478,33 +512,64 @@ static inline __attribute__((always_inline)) void lanes_in(const q4 lo[LANES], c
 
 /* Row r (width wide) of the tiles of the plans, into lanes: out[0..3],
  * and out[4..5] where width is 6 */
+/* How a group of eight tiles reads and writes its rows: every lane's
+ * rows whole; every lane the same rows, and where columns lie off the
+ * map the same byte shuffles (tiles of one key: block_start puts them
+ * together); or each lane its own way, tested per lane and row. */
+enum { LANES_WHOLE, LANES_SAME, LANES_MIXED };
+
+static int lanes_kind(const wino *w, const lane_plan lp[LANES], int j, int width)
+{
+	if (j + LANES > w->tb)
+		return LANES_MIXED;
+	const lane_plan *a = &lp[0];
+	bool whole = true, same = !a->edge || a->shifted;
+	for (int l = 0; l < LANES; l++) {
+		const lane_plan *q = &lp[l];
+		whole = whole && !q->edge && q->rows == (1 << width) - 1;
+		same = same && q->rows == a->rows && q->edge == a->edge && q->shifted == a->shifted;
+		if (same && q->edge)
+			same = q->lo_at - q->off == a->lo_at - a->off &&
+			       q->hi_at - q->off == a->hi_at - a->off &&
+			       !memcmp(&q->lo_ctl, &a->lo_ctl, sizeof q->lo_ctl) &&
+			       !memcmp(&q->hi_ctl, &a->hi_ctl, sizeof q->hi_ctl);
+	}
+	return whole ? LANES_WHOLE : same ? LANES_SAME : LANES_MIXED;
+}
+
+/* Row r (width wide) of the tiles of the plans, into lanes: out[0..3],
+ * and out[4..5] where width is 6; kind is lanes_kind's */
 static inline __attribute__((always_inline)) void gather_row(const lane_plan lp[LANES],
                                                              const float *base, int wd, int r,
-                                                             int width, bool whole, v8 *out)
+                                                             int width, int kind, v8 *out)
 {
+	if (kind == LANES_SAME && !(lp[0].rows >> r & 1)) {
+		for (int s = 0; s < width; s++)
+			out[s] = (v8){0};
+		return;
+	}
 	q4 lo[LANES], hi[LANES];
 	for (int l = 0; l < LANES; l++) {
-		if (whole) {
+		if (kind == LANES_WHOLE || (kind == LANES_SAME && !lp[0].edge)) {
 			const float *row = base + lp[l].off + (long)r * wd;
 			lo[l] = load4(row);
 			hi[l] = width > 4 ? load4(row + 2) : (q4){0};
+		} else if (kind == LANES_SAME) {
+#if defined(__SSSE3__)
+			/* the same shuffles for every lane: lp[0]'s */
+			lo[l] =
+			    (q4)_mm_shuffle_epi8((__m128i)load4(base + lp[l].lo_at + (long)r * wd),
+			                         (__m128i)lp[0].lo_ctl);
+			hi[l] = width > 4 ? (q4)_mm_shuffle_epi8(
+			                        (__m128i)load4(base + lp[l].hi_at + (long)r * wd),
+			                        (__m128i)lp[0].hi_ctl)
+			                  : (q4){0};
+#endif
 		} else {
 			fetch_row(&lp[l], base, wd, r, width, &lo[l], &hi[l]);
 		}
 	}
 	lanes_in(lo, hi, width, out);
-}
-
-/* Whether every lane of the group from j has a tile whose rows (width
- * wide) all lie inside the map: rows read and written whole, no tests */
-static bool lanes_whole(const wino *w, const lane_plan lp[LANES], int j, int width)
-{
-	if (j + LANES > w->tb)
-		return false;
-	for (int l = 0; l < LANES; l++)
-		if (lp[l].edge || lp[l].rows != (1 << width) - 1)
-			return false;
-	return true;
 }
 
 /* Lanes into rows, the inverse for four columns: row l gets in[s][l]. */
@@ -533,7 +598,7 @@ static inline __attribute__((always_inline)) void lanes_out(const v8 *in, q4 row
  * B^T d on the stack: three times the stores, and this CPU stores a
  * vector in two cycles). */
 static inline __attribute__((always_inline)) void
-input_group(const wino *w, int m, const lane_plan lp[LANES], bool whole, int j, int ci)
+input_group(const wino *w, int m, const lane_plan lp[LANES], int kind, int j, int ci)
 {
 	const rt_conv *p = w->p;
 	int tile = m + 2;
@@ -541,7 +606,7 @@ input_group(const wino *w, int m, const lane_plan lp[LANES], bool whole, int j, 
 	v8 t[TILE][TILE];
 	for (int r = 0; r < tile; r++) {
 		v8 d[TILE];
-		gather_row(lp, base, p->w, r, tile, whole, d);
+		gather_row(lp, base, p->w, r, tile, kind, d);
 		b_t(m, d, t[r]);
 	}
 	float *v = w->v + (size_t)ci * w->ld + j;
@@ -561,12 +626,14 @@ static inline __attribute__((always_inline)) void input_tiles(const wino *w, int
 	for (int j = 0; j < w->tb; j += LANES) {
 		lane_plan lp[LANES];
 		plan_lanes(w, j, -p->pad, -p->pad, p->h, p->w, p->c, m + 2, lp);
-		bool whole = lanes_whole(w, lp, j, m + 2);
+		int kind = lanes_kind(w, lp, j, m + 2);
 		for (int ci = c0; ci < c1; ci++)
-			if (whole)
-				input_group(w, m, lp, true, j, ci);
+			if (kind == LANES_WHOLE)
+				input_group(w, m, lp, LANES_WHOLE, j, ci);
+			else if (kind == LANES_SAME)
+				input_group(w, m, lp, LANES_SAME, j, ci);
 			else
-				input_group(w, m, lp, false, j, ci);
+				input_group(w, m, lp, LANES_MIXED, j, ci);
 	}
 }
 
@@ -597,19 +664,28 @@ static void gemm_task(void *ctx, int pos, int tasks)
  * outputs that do */
 static inline __attribute__((always_inline)) void store_tiles(const wino *w,
                                                               const lane_plan lp[LANES], int j,
-                                                              int m, bool whole, v8 y[OUT][OUT],
+                                                              int m, int kind, v8 y[OUT][OUT],
                                                               float *plane)
 {
-	const rt_conv *p = w->p;
-	if (m == OUT && whole) {
-		/* every lane's tile inside the map: straight-line stores (the
-		 * tests per lane and row below were half the output transform) */
+	/* ow in a register: the stores could alias it */
+	const long ow = w->p->ow;
+	if (m == OUT && kind != LANES_MIXED) {
+		/* straight-line stores, every lane's rows the same (the tests per
+		 * lane and row below were half the output transform) */
+		int cols = kind == LANES_WHOLE || !lp[0].edge ? m : (int)ow - lp[0].x0;
 		for (int k = 0; k < m; k++) {
+			if (kind == LANES_SAME && !(lp[0].rows >> k & 1))
+				continue;
 			q4 rows[LANES];
 			lanes_out(y[k], rows);
-			for (int l = 0; l < LANES; l++)
-				memcpy(plane + lp[l].off + (long)k * p->ow, &rows[l],
-				       sizeof rows[l]);
+			for (int l = 0; l < LANES; l++) {
+				float *yo = plane + lp[l].off + k * ow;
+				if (cols == m)
+					memcpy(yo, &rows[l], sizeof rows[l]);
+				else
+					for (int s = 0; s < cols; s++)
+						yo[s] = rows[l][s];
+			}
 		}
 		return;
 	}
@@ -621,69 +697,80 @@ static inline __attribute__((always_inline)) void store_tiles(const wino *w,
 			const lane_plan *q = &lp[l];
 			if (!(q->rows >> k & 1))
 				continue;
-			float *yo = plane + q->off + (long)k * p->ow;
+			float *yo = plane + q->off + k * ow;
 			if (m == OUT && !q->edge) {
 				memcpy(yo, &rows[l], sizeof rows[l]);
 				continue;
 			}
-			for (int s = 0; s < m && q->x0 + s < p->ow; s++)
+			for (int s = 0; s < m && q->x0 + s < ow; s++)
 				yo[s] = y[k][s][l];
 		}
 	}
 }
 
-/* y = A^T M A for output channels [o0, o1), then the epilogue: each row
- * of M's tile times A, then A^T times each column */
-static inline __attribute__((always_inline)) void output_tiles(const wino *w, int m, int o0, int o1)
+static inline __attribute__((always_inline)) void
+output_group(const wino *w, int m, const lane_plan lp[LANES], int kind, int j, int o)
 {
 	const rt_conv *p = w->p;
 	int tile = m + 2;
 	size_t plane = (size_t)p->oh * p->ow;
+	float bias = w->b ? w->b[o] : 0.0f;
+	const float *mo = w->m + (size_t)o * w->ld + j;
+	v8 t[TILE][OUT], y[OUT][OUT];
+	for (int k = 0; k < tile; k++) {
+		v8 row[TILE];
+		for (int s = 0; s < tile; s++)
+			row[s] = load8(mo + (k * tile + s) * w->ms);
+		a_t(m, row, t[k]);
+	}
+	for (int s = 0; s < m; s++) {
+		v8 col[TILE], r[OUT];
+		for (int k = 0; k < tile; k++)
+			col[k] = t[k][s];
+		a_t(m, col, r);
+		for (int k = 0; k < m; k++)
+			y[k][s] = r[k];
+	}
+	/* the plain kernels' epilogue order: conv + bias, + residual, then
+	 * relu (NaN kept), on whole vectors (a relu decided per value was a
+	 * branch mispredicted half the time: 1.5x the layer's time); lanes
+	 * off the map compute on zeros and are not stored */
+	for (int k = 0; k < m; k++)
+		for (int s = 0; s < m; s++)
+			y[k][s] += bias;
+	if (w->res)
+		for (int k = 0; k < m; k++) {
+			v8 rv[OUT];
+			gather_row(lp, w->res + o * plane, p->ow, k, m, kind, rv);
+			for (int s = 0; s < m; s++)
+				y[k][s] += rv[s];
+		}
+	if (w->relu)
+		for (int k = 0; k < m; k++)
+			for (int s = 0; s < m; s++) {
+				vi keep = (y[k][s] > 0) | (y[k][s] != y[k][s]);
+				y[k][s] = (v8)((vi)y[k][s] & keep);
+			}
+	store_tiles(w, lp, j, m, kind, y, w->y + o * plane);
+}
+
+/* y = A^T M A for output channels [o0, o1), then the epilogue: each row
+ * of M's tile times A, then A^T times each column; each kind of group
+ * (lanes_kind) compiled apart */
+static inline __attribute__((always_inline)) void output_tiles(const wino *w, int m, int o0, int o1)
+{
+	const rt_conv *p = w->p;
 	for (int j = 0; j < w->tb; j += LANES) {
 		lane_plan lp[LANES];
 		plan_lanes(w, j, 0, 0, p->oh, p->ow, p->oc, m, lp);
-		bool whole = lanes_whole(w, lp, j, m);
-		for (int o = o0; o < o1; o++) {
-			float bias = w->b ? w->b[o] : 0.0f;
-			const float *mo = w->m + (size_t)o * w->ld + j;
-			v8 t[TILE][OUT], y[OUT][OUT];
-			for (int k = 0; k < tile; k++) {
-				v8 row[TILE];
-				for (int s = 0; s < tile; s++)
-					row[s] = load8(mo + (k * tile + s) * w->ms);
-				a_t(m, row, t[k]);
-			}
-			for (int s = 0; s < m; s++) {
-				v8 col[TILE], r[OUT];
-				for (int k = 0; k < tile; k++)
-					col[k] = t[k][s];
-				a_t(m, col, r);
-				for (int k = 0; k < m; k++)
-					y[k][s] = r[k];
-			}
-			/* the plain kernels' epilogue order: conv + bias, +
-			 * residual, then relu (NaN kept), on whole vectors (a
-			 * relu decided per value was a branch mispredicted half
-			 * the time: 1.5x the layer's time); lanes off the map
-			 * compute on zeros and are not stored */
-			for (int k = 0; k < m; k++)
-				for (int s = 0; s < m; s++)
-					y[k][s] += bias;
-			if (w->res)
-				for (int k = 0; k < m; k++) {
-					v8 rv[OUT];
-					gather_row(lp, w->res + o * plane, p->ow, k, m, whole, rv);
-					for (int s = 0; s < m; s++)
-						y[k][s] += rv[s];
-				}
-			if (w->relu)
-				for (int k = 0; k < m; k++)
-					for (int s = 0; s < m; s++) {
-						vi keep = (y[k][s] > 0) | (y[k][s] != y[k][s]);
-						y[k][s] = (v8)((vi)y[k][s] & keep);
-					}
-			store_tiles(w, lp, j, m, whole, y, w->y + o * plane);
-		}
+		int kind = lanes_kind(w, lp, j, m);
+		for (int o = o0; o < o1; o++)
+			if (kind == LANES_WHOLE)
+				output_group(w, m, lp, LANES_WHOLE, j, o);
+			else if (kind == LANES_SAME)
+				output_group(w, m, lp, LANES_SAME, j, o);
+			else
+				output_group(w, m, lp, LANES_MIXED, j, o);
 	}
 }
 
@@ -847,34 +934,44 @@ size_t rt_winograd_grad_weight_scratch_floats(const rt_conv *p)
 /* D = A dy A^T for the 4x4 output-gradient tiles of the block, zero past
  * the map and past the block's last tile: each row of dy times A^T as it
  * is gathered, then A times each column */
+static inline __attribute__((always_inline)) void dy_group(const wino *w, const lane_plan lp[LANES],
+                                                           int kind, int j, int o)
+{
+	const rt_conv *p = w->p;
+	v8 t[OUT][TILE];
+	for (int k = 0; k < OUT; k++) {
+		v8 d[OUT];
+		gather_row(lp, w->res + o * (size_t)p->oh * p->ow, p->ow, k, OUT, kind, d);
+		A4(d, t[k]);
+	}
+	float *mo = w->m + (size_t)o * w->ld + j;
+	for (int s = 0; s < TILE; s++) {
+		v8 col[OUT], r[TILE];
+		for (int k = 0; k < OUT; k++)
+			col[k] = t[k][s];
+		A4(col, r);
+		for (int k = 0; k < TILE; k++)
+			store8(mo + (k * TILE + s) * w->ms, r[k]);
+	}
+}
+
 static void dy_task(void *ctx, int task, int tasks)
 {
 	const wino *w = ctx;
 	const rt_conv *p = w->p;
 	int o0, o1;
 	rt_task_range(p->oc, task, tasks, &o0, &o1);
-	size_t plane = (size_t)p->oh * p->ow;
 	for (int j = 0; j < w->tb; j += LANES) {
 		lane_plan lp[LANES];
 		plan_lanes(w, j, 0, 0, p->oh, p->ow, p->oc, OUT, lp);
-		bool whole = lanes_whole(w, lp, j, OUT);
-		for (int o = o0; o < o1; o++) {
-			v8 t[OUT][TILE];
-			for (int k = 0; k < OUT; k++) {
-				v8 d[OUT];
-				gather_row(lp, w->res + o * plane, p->ow, k, OUT, whole, d);
-				A4(d, t[k]);
-			}
-			float *mo = w->m + (size_t)o * w->ld + j;
-			for (int s = 0; s < TILE; s++) {
-				v8 col[OUT], r[TILE];
-				for (int k = 0; k < OUT; k++)
-					col[k] = t[k][s];
-				A4(col, r);
-				for (int k = 0; k < TILE; k++)
-					store8(mo + (k * TILE + s) * w->ms, r[k]);
-			}
-		}
+		int kind = lanes_kind(w, lp, j, OUT);
+		for (int o = o0; o < o1; o++)
+			if (kind == LANES_WHOLE)
+				dy_group(w, lp, LANES_WHOLE, j, o);
+			else if (kind == LANES_SAME)
+				dy_group(w, lp, LANES_SAME, j, o);
+			else
+				dy_group(w, lp, LANES_MIXED, j, o);
 	}
 }
 
