@@ -215,23 +215,26 @@ static void wino_scratch(wino *w, float *scratch)
 	w->at = (tile_at *)(w->m + pos_of(w->out) * w->ms);
 }
 
+/* Bits [lo, hi) of n, clamped: the offsets of a tile's rows or columns
+ * that lie inside the map */
+static unsigned span_bits(int lo, int hi, int n)
+{
+	lo = lo < 0 ? 0 : lo;
+	hi = hi > n ? n : hi;
+	return hi > lo ? ((1u << hi) - 1) & ~((1u << lo) - 1) : 0;
+}
+
 /* Which of a tile's rows and columns lie inside the maps, as bits: its
  * input tile's (m + 2 square, corner pad up and left) rows and columns,
  * then its output tile's */
 static unsigned tile_key(const wino *w, int y, int x)
 {
 	const rt_conv *p = w->p;
-	int m = w->out, iy = y - p->pad, ix = x - p->pad;
-	unsigned k = 0;
-	for (int i = 0; i < m + 2; i++) {
-		k |= (unsigned)(iy + i >= 0 && iy + i < p->h) << i;
-		k |= (unsigned)(ix + i >= 0 && ix + i < p->w) << (TILE + i);
-	}
-	for (int i = 0; i < m; i++) {
-		k |= (unsigned)(y + i < p->oh) << (2 * TILE + i);
-		k |= (unsigned)(x + i < p->ow) << (2 * TILE + OUT + i);
-	}
-	return k;
+	int m = w->out;
+	return span_bits(p->pad - y, p->h + p->pad - y, m + 2) |
+	       span_bits(p->pad - x, p->w + p->pad - x, m + 2) << TILE |
+	       span_bits(-y, p->oh - y, m) << 2 * TILE |
+	       span_bits(-x, p->ow - x, m) << (2 * TILE + OUT);
 }
 
 enum { KEYS = 32 };
