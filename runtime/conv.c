@@ -314,6 +314,11 @@ static void conv_images_task(void *ctx, int task, int tasks)
 static void conv2d(rt_threads *t, const rt_conv *p, const float *x, const float *w, int a_layout,
                    const float *b, const float *res, float *y, int relu)
 {
+	/* stride 2 directly where it fits (no residual: with no memory for
+	 * it, the GEMM below does the whole convolution over again) */
+	if (a_layout == RT_GEMM_A_ROWS && !res && rt_conv2d_direct_fits(p) &&
+	    rt_conv2d_direct(t, p, x, w, b, NULL, y, relu))
+		return;
 	conv_job j = {p, x, w, b, res, a_layout, relu, y, t, false};
 	int threads = rt_threads_count(t);
 	double flops = 2.0 * p->oc * p->oh * p->ow * p->c * p->k * p->k;

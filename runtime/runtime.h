@@ -211,6 +211,13 @@ void rt_conv_weight_pack(int oc, int kdim, const float *w, const float *gamma, c
                          float eps, float *dst);
 void rt_conv2d_packed(rt_threads *t, const rt_conv *p, const float *x, const float *wp,
                       const float *b, const float *res, float *y, int relu);
+/* A 3x3 stride-2 convolution computed directly (runtime/conv_s2.c), for
+ * weights as rt_conv2d takes them: where it fits (output channels a
+ * multiple of 16, its scratch within a GEMM's), rt_conv2d uses it;
+ * false when no memory was to be had, y then partly written. */
+bool rt_conv2d_direct_fits(const rt_conv *p);
+bool rt_conv2d_direct(rt_threads *t, const rt_conv *p, const float *x, const float *w,
+                      const float *b, const float *res, float *y, int relu);
 /* rt_maxpool_ref's results, vectorised and threaded */
 void rt_maxpool(rt_threads *t, const rt_pool *p, const float *x, float *y);
 /* 3x3, stride 1, by Winograd F(m x m, 3x3), m = 4 or 2 (runtime/winograd.c):

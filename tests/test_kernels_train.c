@@ -200,6 +200,46 @@ START_TEST(conv_vs_ref)
 }
 END_TEST
 
+/* 3x3 stride-2 convolutions computed directly (rt_conv2d takes that path
+ * where there is no residual and the output channels are a multiple of
+ * 16) against the reference: odd sizes, padding 0 to 2, fewer images
+ * than threads (each image's pixels split among them) and more, bias and
+ * relu or neither; bit for bit the same on any number of threads. A
+ * shape it does not fit goes to the GEMM and still matches. */
+static const struct {
+	int n, c, h, w, oc, pad;
+} direct_shapes[] = {
+    {3, 5, 9, 11, 16, 1},  {2, 16, 28, 28, 32, 1}, {1, 3, 8, 7, 32, 0},
+    {1, 4, 13, 13, 16, 2}, {5, 2, 6, 6, 48, 1},    {1, 7, 5, 9, 24, 1},
+};
+
+START_TEST(conv_direct_vs_ref)
+{
+	rt_conv p =
+	    rt_conv_make(direct_shapes[_i].n, direct_shapes[_i].c, direct_shapes[_i].h,
+	                 direct_shapes[_i].w, direct_shapes[_i].oc, 3, 2, direct_shapes[_i].pad);
+	ck_assert(rt_conv2d_direct_fits(&p) == (p.oc % 16 == 0));
+	size_t nx = (size_t)p.n * p.c * p.h * p.w, ny = (size_t)p.n * p.oc * p.oh * p.ow;
+	rt_rng rng;
+	rt_rng_seed(&rng, 2200 + _i);
+	float *x = randn(&rng, nx, 1, 0), *w = randn(&rng, (size_t)p.oc * p.c * 9, 0.5f, 0);
+	float *b = randn(&rng, (size_t)p.oc, 0.3f, 0);
+	for (int with = 0; with < 2; with++) {
+		float *y_ref = fbuf(ny), *y = nanbuf(ny), *y1 = nanbuf(ny);
+		rt_conv2d_ref(&p, x, w, with ? b : NULL, y_ref);
+		for (size_t i = 0; with && i < ny; i++)
+			y_ref[i] = y_ref[i] < 0 ? 0 : y_ref[i];
+		rt_conv2d(threads(), &p, x, w, with ? b : NULL, NULL, y, with);
+		expect_close("direct forward", y, y_ref, ny, 1e-5);
+		rt_conv2d(NULL, &p, x, w, with ? b : NULL, NULL, y1, with);
+		ck_assert_msg(memcmp(y, y1, ny * sizeof(float)) == 0,
+		              "direct forward depends on the threads");
+		free(y_ref), free(y), free(y1);
+	}
+	free(x), free(w), free(b);
+}
+END_TEST
+
 /* Winograd F(4x4, 3x3) against the reference convolution: partial tiles,
  * padding 0 to 2, several images, several tile blocks (the 40x40 case),
  * bias, a residual accumulated in place and relu; bit for bit the same on
@@ -790,6 +830,7 @@ static Suite *suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_loop_test(tc, conv_vs_ref, 0, COUNT(conv_geoms));
 	tcase_add_test(tc, conv_scratch_size);
+	tcase_add_loop_test(tc, conv_direct_vs_ref, 0, COUNT(direct_shapes));
 	tcase_add_loop_test(tc, winograd_vs_ref, 0, COUNT(wino_shapes));
 	tcase_add_loop_test(tc, winograd_grads_vs_ref, 0, COUNT(wgrad_shapes));
 	tcase_add_test(tc, weights_folded_in_one_step);

@@ -1,0 +1,201 @@
+/* 3x3 convolutions with stride 2, computed directly: each output pixel's
+ * input values broadcast from a zero-padded copy of its image, times the
+ * weights transposed so that 16 output channels are two vectors, into
+ * six pixels by 16 channels of sums held in registers. As a GEMM the
+ * windows were packed first, by a table lookup per value (a stride-2 row
+ * is every other float): in ResNet-20's strided layers at a training
+ * batch that packing was 30-50% of the time, and the GEMM's 32 or 64 rows
+ * reused each packed panel only five or ten times. The sums run over
+ * (channel, kh, kw) in order, one FMA each, as the GEMM's do within a
+ * block of K. */
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
+
+#include "runtime.h"
+
+typedef float v8 __attribute__((vector_size(32)));
+
+enum { PIX = 6, OCB = 16 };
+
+/* The padded image: rows and columns from -pad, enough for every window */
+static int padded_h(const rt_conv *p)
+{
+	int h = p->h + 2 * p->pad, need = 2 * (p->oh - 1) + 3;
+	return h > need ? h : need;
+}
+
+static int padded_w(const rt_conv *p)
+{
+	int w = p->w + 2 * p->pad, need = 2 * (p->ow - 1) + 3;
+	return w > need ? w : need;
+}
+
+/* Floats of scratch a task takes: the weights transposed, [c * 9][oc],
+ * and one padded image */
+static size_t direct_floats(const rt_conv *p)
+{
+	return (size_t)p->c * 9 * p->oc + (size_t)p->c * padded_h(p) * padded_w(p);
+}
+
+bool rt_conv2d_direct_fits(const rt_conv *p)
+{
+	return p->k == 3 && p->stride == 2 && p->oc % OCB == 0 && p->oh > 0 && p->ow > 0 &&
+	       direct_floats(p) <= rt_gemm_scratch_floats();
+}
+
+static inline v8 load8(const float *p)
+{
+#if defined(__AVX__)
+	return (v8)_mm256_loadu_ps(p);
+#else
+	v8 v;
+	memcpy(&v, p, sizeof v);
+	return v;
+#endif
+}
+
+/* Not memcpy: GCC 12 kept the sums on the stack when they were copied out
+ * that way, storing all twelve after every FMA */
+static inline void store8(float *p, v8 v)
+{
+#if defined(__AVX__)
+	_mm256_storeu_ps(p, (__m256)v);
+#else
+	memcpy(p, &v, sizeof v);
+#endif
+}
+
+static inline v8 splat(const float *p)
+{
+#if defined(__AVX__)
+	return (v8)_mm256_broadcast_ss(p);
+#else
+	return (v8){*p, *p, *p, *p, *p, *p, *p, *p};
+#endif
+}
+
+typedef struct direct_job {
+	const rt_conv *p;
+	const float *x, *w, *b, *res;
+	float *y;
+	int relu;
+	int split; /* tasks per image (1: tasks take ranges of images) */
+	rt_threads *pool;
+	int failed; /* a task found no memory (atomic) */
+} direct_job;
+
+/* Output pixels [q0, q1) of image n, xp its padded copy, wt the weights */
+static void direct_pixels(const direct_job *j, int n, int q0, int q1, const float *xp,
+                          const float *wt)
+{
+	const rt_conv *p = j->p;
+	int hp = padded_h(p), wp = padded_w(p), opix = p->oh * p->ow, oc = p->oc;
+	size_t plane = (size_t)hp * wp;
+	float *yn = j->y + (size_t)n * oc * opix;
+	const float *rn = j->res ? j->res + (size_t)n * oc * opix : NULL;
+	for (int p0 = q0; p0 < q1; p0 += PIX) {
+		int np = q1 - p0 < PIX ? q1 - p0 : PIX;
+		const float *at[PIX];
+		for (int i = 0; i < PIX; i++) {
+			int q = p0 + (i < np ? i : 0);
+			at[i] = xp + (size_t)(2 * (q / p->ow)) * wp + 2 * (q % p->ow);
+		}
+		for (int o0 = 0; o0 < oc; o0 += OCB) {
+			v8 a[PIX][2] = {{{0}}};
+			const float *wk = wt + o0;
+			for (int ci = 0; ci < p->c; ci++)
+				for (int kh = 0; kh < 3; kh++)
+					for (int kw = 0; kw < 3; kw++, wk += oc) {
+						size_t off = ci * plane + (size_t)kh * wp + kw;
+						v8 w0 = load8(wk), w1 = load8(wk + 8);
+						for (int i = 0; i < PIX; i++) {
+							v8 v = splat(at[i] + off);
+							a[i][0] += v * w0;
+							a[i][1] += v * w1;
+						}
+					}
+			/* the GEMM's epilogue: + bias, + residual, then relu
+			 * (NaN kept) */
+			float s[PIX][OCB];
+			for (int i = 0; i < PIX; i++) {
+				store8(s[i], a[i][0]);
+				store8(s[i] + 8, a[i][1]);
+			}
+			for (int e = 0; e < OCB; e++) {
+				size_t row = (size_t)(o0 + e) * opix + p0;
+				for (int i = 0; i < np; i++) {
+					float v = s[i][e];
+					if (j->b)
+						v += j->b[o0 + e];
+					if (rn)
+						v += rn[row + i];
+					if (j->relu && !(v > 0) && v == v)
+						v = 0.0f;
+					yn[row + i] = v;
+				}
+			}
+		}
+	}
+}
+
+static void direct_task(void *ctx, int task, int tasks)
+{
+	const direct_job *j = ctx;
+	const rt_conv *p = j->p;
+	int kdim = p->c * 9, hp = padded_h(p), wp = padded_w(p), opix = p->oh * p->ow;
+	int slot;
+	float *mem = rt_threads_scratch_take(j->pool, direct_floats(p), &slot), *own = NULL;
+	if (!mem)
+		mem = own = malloc(direct_floats(p) * sizeof(float));
+	if (!mem) {
+		__atomic_store_n(&((direct_job *)ctx)->failed, 1, __ATOMIC_RELAXED);
+		return;
+	}
+	float *wt = mem, *xp = mem + (size_t)kdim * p->oc;
+	for (int o = 0; o < p->oc; o++)
+		for (int k = 0; k < kdim; k++)
+			wt[(size_t)k * p->oc + o] = j->w[(size_t)o * kdim + k];
+	int n0, n1;
+	if (j->split == 1)
+		rt_task_range(p->n, task, tasks, &n0, &n1);
+	else
+		n0 = task / j->split, n1 = n0 + 1;
+	memset(xp, 0, (size_t)p->c * hp * wp * sizeof(float));
+	for (int n = n0; n < n1; n++) {
+		for (int ci = 0; ci < p->c; ci++)
+			for (int r = 0; r < p->h; r++)
+				memcpy(xp + ((size_t)ci * hp + r + p->pad) * wp + p->pad,
+				       j->x + (((size_t)n * p->c + ci) * p->h + r) * p->w,
+				       (size_t)p->w * sizeof(float));
+		int q0 = 0, q1 = opix;
+		if (j->split > 1) {
+			int tiles = (opix + PIX - 1) / PIX, t0, t1;
+			rt_task_range(tiles, task % j->split, j->split, &t0, &t1);
+			q0 = t0 * PIX;
+			q1 = t1 * PIX < opix ? t1 * PIX : opix;
+		}
+		direct_pixels(j, n, q0, q1, xp, wt);
+	}
+	free(own);
+	rt_threads_scratch_give(j->pool, slot);
+}
+
+bool rt_conv2d_direct(rt_threads *t, const rt_conv *p, const float *x, const float *w,
+                      const float *b, const float *res, float *y, int relu)
+{
+	int threads = rt_threads_count(t);
+	direct_job j = {p, x, w, b, res, y, relu, 1, t, 0};
+	int tasks = p->n < threads ? p->n : threads;
+	/* fewer images than threads: each image's pixels split among them
+	 * (the same sums for each pixel either way) */
+	if (p->n < threads) {
+		j.split = (threads + p->n - 1) / p->n;
+		tasks = p->n * j.split;
+	}
+	rt_threads_run(t, direct_task, &j, tasks);
+	return !__atomic_load_n(&j.failed, __ATOMIC_RELAXED);
+}
