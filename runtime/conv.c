@@ -351,6 +351,7 @@ typedef struct wgrad_job {
 	float *dw, *scratch;
 	rt_threads *pool;
 	bool serial;
+	bool direct; /* chunks by rt_conv2d_grad_weight_direct */
 } wgrad_job;
 
 /* dw (+)= the images [n0, n1)'s dY . windows^T */
@@ -380,7 +381,10 @@ static void wgrad_chunk_task(void *ctx, int q, int chunks)
 	size_t per = (size_t)j->p->oc * j->p->c * j->p->k * j->p->k;
 	int n0, n1;
 	rt_task_range(j->p->n, q, chunks, &n0, &n1);
-	wgrad_images(j, n0, n1, q == 0 ? j->dw : j->scratch + (q - 1) * per);
+	float *dw = q == 0 ? j->dw : j->scratch + (q - 1) * per;
+	if (j->direct && rt_conv2d_grad_weight_direct(j->pool, j->p, j->x, j->dy, n0, n1, dw))
+		return;
+	wgrad_images(j, n0, n1, dw);
 }
 
 void rt_conv2d_grad_weight(rt_threads *t, const rt_conv *p, const float *x, const float *dy,
@@ -392,13 +396,14 @@ void rt_conv2d_grad_weight(rt_threads *t, const rt_conv *p, const float *x, cons
 		memset(dw, 0, per * sizeof(float));
 		return;
 	}
-	wgrad_job j = {p, x, dy, dw, scratch, t, false};
+	wgrad_job j = {p, x, dy, dw, scratch, t, false, rt_conv2d_direct_fits(p)};
 	if (p->n < IMAGE_CHUNKS) {
-		wgrad_images(&j, 0, p->n, dw);
+		if (!j.direct || !rt_conv2d_grad_weight_direct(t, p, x, dy, 0, p->n, dw))
+			wgrad_images(&j, 0, p->n, dw);
 		return;
 	}
 	double flops = 2.0 * per * opix;
-	if (rt_threads_count(t) > 1 && flops < IMAGE_TASK_FLOPS) {
+	if (rt_threads_count(t) > 1 && (flops < IMAGE_TASK_FLOPS || j.direct)) {
 		j.serial = true;
 		rt_threads_run(t, wgrad_chunk_task, &j, IMAGE_CHUNKS);
 	} else {

@@ -199,3 +199,83 @@ bool rt_conv2d_direct(rt_threads *t, const rt_conv *p, const float *x, const flo
 	rt_threads_run(t, direct_task, &j, tasks);
 	return !__atomic_load_n(&j.failed, __ATOMIC_RELAXED);
 }
+
+/* ---- the weight gradient ---------------------------------------------------- */
+
+/* dw[oc][c * 9] (+)= the images [n0, n1)'s sums of dy times the input
+ * under each tap: six taps by 16 output channels of sums in registers
+ * over an image's pixels, each pixel's input values broadcast from the
+ * padded copy and its dy a row of dy transposed ([pixel][oc]), then added
+ * to dw image by image. The scratch: one padded image and its dy
+ * transposed. */
+static size_t wgrad_floats(const rt_conv *p)
+{
+	return (size_t)p->c * padded_h(p) * padded_w(p) + (size_t)p->oh * p->ow * p->oc;
+}
+
+bool rt_conv2d_grad_weight_direct(rt_threads *t, const rt_conv *p, const float *x, const float *dy,
+                                  int n0, int n1, float *dw)
+{
+	int kdim = p->c * 9, hp = padded_h(p), wp = padded_w(p), opix = p->oh * p->ow, oc = p->oc;
+	size_t plane = (size_t)hp * wp;
+	int slot;
+	float *mem = wgrad_floats(p) <= rt_gemm_scratch_floats()
+	                 ? rt_threads_scratch_take(t, wgrad_floats(p), &slot)
+	                 : NULL,
+	      *own = NULL;
+	if (!mem) {
+		slot = -1;
+		mem = own = malloc(wgrad_floats(p) * sizeof(float));
+		if (!mem)
+			return false;
+	}
+	float *xp = mem, *dyt = mem + (size_t)p->c * plane;
+	memset(dw, 0, (size_t)oc * kdim * sizeof(float));
+	memset(xp, 0, (size_t)p->c * plane * sizeof(float));
+	for (int n = n0; n < n1; n++) {
+		for (int ci = 0; ci < p->c; ci++)
+			for (int r = 0; r < p->h; r++)
+				memcpy(xp + ((size_t)ci * hp + r + p->pad) * wp + p->pad,
+				       x + (((size_t)n * p->c + ci) * p->h + r) * p->w,
+				       (size_t)p->w * sizeof(float));
+		const float *dyn = dy + (size_t)n * oc * opix;
+		for (int o = 0; o < oc; o++)
+			for (int q = 0; q < opix; q++)
+				dyt[(size_t)q * oc + o] = dyn[(size_t)o * opix + q];
+		for (int k0 = 0; k0 < kdim; k0 += PIX) {
+			/* the taps' offsets in the padded image; past kdim, the
+			 * last tap again, its sums not kept */
+			size_t off[PIX];
+			for (int i = 0; i < PIX; i++) {
+				int k = k0 + i < kdim ? k0 + i : kdim - 1;
+				off[i] = k / 9 * plane + (size_t)(k % 9 / 3) * wp + k % 3;
+			}
+			for (int o0 = 0; o0 < oc; o0 += OCB) {
+				v8 a[PIX][2] = {{{0}}};
+				const float *d = dyt + o0;
+				for (int oy = 0; oy < p->oh; oy++) {
+					const float *row = xp + (size_t)(2 * oy) * wp;
+					for (int ox = 0; ox < p->ow; ox++, d += oc) {
+						v8 d0 = load8(d), d1 = load8(d + 8);
+						for (int i = 0; i < PIX; i++) {
+							v8 v = splat(row + off[i] + 2 * ox);
+							a[i][0] += v * d0;
+							a[i][1] += v * d1;
+						}
+					}
+				}
+				float s[PIX][OCB];
+				for (int i = 0; i < PIX; i++) {
+					store8(s[i], a[i][0]);
+					store8(s[i] + 8, a[i][1]);
+				}
+				for (int i = 0; i < PIX && k0 + i < kdim; i++)
+					for (int e = 0; e < OCB; e++)
+						dw[(size_t)(o0 + e) * kdim + k0 + i] += s[i][e];
+			}
+		}
+	}
+	free(own);
+	rt_threads_scratch_give(t, slot);
+	return true;
+}

@@ -218,6 +218,10 @@ void rt_conv2d_packed(rt_threads *t, const rt_conv *p, const float *x, const flo
 bool rt_conv2d_direct_fits(const rt_conv *p);
 bool rt_conv2d_direct(rt_threads *t, const rt_conv *p, const float *x, const float *w,
                       const float *b, const float *res, float *y, int relu);
+/* Its weight gradient over the images [n0, n1), into dw (overwritten) on
+ * the calling thread; false, dw unwritten, when no memory was to be had */
+bool rt_conv2d_grad_weight_direct(rt_threads *t, const rt_conv *p, const float *x, const float *dy,
+                                  int n0, int n1, float *dw);
 /* rt_maxpool_ref's results, vectorised and threaded */
 void rt_maxpool(rt_threads *t, const rt_pool *p, const float *x, float *y);
 /* 3x3, stride 1, by Winograd F(m x m, 3x3), m = 4 or 2 (runtime/winograd.c):

@@ -202,10 +202,12 @@ END_TEST
 
 /* 3x3 stride-2 convolutions computed directly (rt_conv2d takes that path
  * where there is no residual and the output channels are a multiple of
- * 16) against the reference: odd sizes, padding 0 to 2, fewer images
- * than threads (each image's pixels split among them) and more, bias and
- * relu or neither; bit for bit the same on any number of threads. A
- * shape it does not fit goes to the GEMM and still matches. */
+ * 16, rt_conv2d_grad_weight where they are) against the reference: odd
+ * sizes, padding 0 to 2, fewer images than threads (each image's pixels
+ * split among them) and more, fewer images than the weight gradient's
+ * chunks and more, bias and relu or neither; bit for bit the same on any
+ * number of threads and with leftovers in the scratch. A shape it does
+ * not fit goes to the GEMM and still matches. */
 static const struct {
 	int n, c, h, w, oc, pad;
 } direct_shapes[] = {
@@ -236,7 +238,17 @@ START_TEST(conv_direct_vs_ref)
 		              "direct forward depends on the threads");
 		free(y_ref), free(y), free(y1);
 	}
-	free(x), free(w), free(b);
+	size_t nw = (size_t)p.oc * p.c * 9;
+	float *dy = randn(&rng, ny, 1, 0), *dw_ref = fbuf(nw), *dw = nanbuf(nw), *dw1 = nanbuf(nw);
+	rt_conv2d_grad_weight_ref(&p, x, dy, dw_ref, NULL);
+	scratch sw = scratch_make(rt_conv2d_grad_weight_scratch_floats(&p));
+	rt_conv2d_grad_weight(threads(), &p, x, dy, dw, sw.buf);
+	scratch_check(&sw, "direct grad_weight");
+	expect_close("direct grad_weight", dw, dw_ref, nw, 1e-4);
+	rt_conv2d_grad_weight(NULL, &p, x, dy, dw1, sw.buf);
+	ck_assert_msg(memcmp(dw, dw1, nw * sizeof(float)) == 0,
+	              "direct grad_weight depends on the threads or on its scratch's leftovers");
+	free(x), free(w), free(b), free(dy), free(dw_ref), free(dw), free(dw1), free(sw.buf);
 }
 END_TEST
 
