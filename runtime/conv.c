@@ -570,6 +570,9 @@ void rt_conv2d_grad_input(rt_threads *t, const rt_conv *p, const float *dy, cons
 		rt_conv2d(t, &q, dy, scratch, NULL, NULL, dx, 0);
 		return;
 	}
+	/* with no memory for it, the columns below overwrite what it wrote */
+	if (rt_conv2d_grad_input_direct_fits(p) && rt_conv2d_grad_input_direct(t, p, dy, w, dx))
+		return;
 	gin_job j = {p, dy, w, dx, scratch, t};
 	double flops = 2.0 * kdim * opix * p->oc;
 	if (p->n >= IMAGE_CHUNKS && rt_threads_count(t) > 1 && flops < IMAGE_TASK_FLOPS)

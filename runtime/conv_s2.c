@@ -279,3 +279,115 @@ bool rt_conv2d_grad_weight_direct(rt_threads *t, const rt_conv *p, const float *
 	rt_threads_scratch_give(t, slot);
 	return true;
 }
+
+/* ---- the input gradient ----------------------------------------------------- */
+
+/* dx = the transposed convolution of dy, six output pixels at a time under
+ * one tap: their dy values broadcast, times the tap's weights as rows of
+ * input channels (16 a vector), summed over the output channels in
+ * registers, then added where those pixels' tap falls in a padded
+ * gradient laid out [row][column][channel] (an input channel's vector is
+ * contiguous there); at the end that goes back to dx's layout. Each
+ * image on one thread: each value's sums are in the same order (tap,
+ * pixel, output channel) on any number of threads. The scratch: the
+ * weights as [tap][oc][c] and the padded gradient. */
+static size_t gin_floats(const rt_conv *p)
+{
+	return (size_t)9 * p->oc * p->c + (size_t)padded_h(p) * padded_w(p) * p->c;
+}
+
+bool rt_conv2d_grad_input_direct_fits(const rt_conv *p)
+{
+	return p->k == 3 && p->stride == 2 && p->c % OCB == 0 && p->oh > 0 && p->ow > 0 &&
+	       gin_floats(p) <= rt_gemm_scratch_floats();
+}
+
+typedef struct gin_direct_job {
+	const rt_conv *p;
+	const float *dy, *w;
+	float *dx;
+	rt_threads *pool;
+	int failed; /* a task found no memory (atomic) */
+} gin_direct_job;
+
+static void gin_direct_task(void *ctx, int task, int tasks)
+{
+	gin_direct_job *j = ctx;
+	const rt_conv *p = j->p;
+	int hp = padded_h(p), wp = padded_w(p), opix = p->oh * p->ow, oc = p->oc, c = p->c;
+	int slot;
+	float *mem = rt_threads_scratch_take(j->pool, gin_floats(p), &slot), *own = NULL;
+	if (!mem)
+		mem = own = malloc(gin_floats(p) * sizeof(float));
+	if (!mem) {
+		__atomic_store_n(&j->failed, 1, __ATOMIC_RELAXED);
+		return;
+	}
+	float *wt = mem, *g = mem + (size_t)9 * oc * c;
+	for (int o = 0; o < oc; o++)
+		for (int ci = 0; ci < c; ci++)
+			for (int tap = 0; tap < 9; tap++)
+				wt[((size_t)tap * oc + o) * c + ci] =
+				    j->w[((size_t)o * c + ci) * 9 + tap];
+	int n0, n1;
+	rt_task_range(p->n, task, tasks, &n0, &n1);
+	for (int n = n0; n < n1; n++) {
+		const float *dyn = j->dy + (size_t)n * oc * opix;
+		memset(g, 0, (size_t)hp * wp * c * sizeof(float));
+		for (int tap = 0; tap < 9; tap++)
+			for (int p0 = 0; p0 < opix; p0 += PIX) {
+				int np = opix - p0 < PIX ? opix - p0 : PIX;
+				float *at[PIX];
+				int di[PIX]; /* the pixels' dy, past np the first's again */
+				for (int i = 0; i < PIX; i++) {
+					int q = p0 + (i < np ? i : 0);
+					di[i] = q - p0;
+					at[i] = g + ((size_t)(2 * (q / p->ow) + tap / 3) * wp +
+					             2 * (q % p->ow) + tap % 3) *
+					                c;
+				}
+				for (int c0 = 0; c0 < c; c0 += OCB) {
+					v8 a[PIX][2] = {{{0}}};
+					const float *wk = wt + (size_t)tap * oc * c + c0;
+					for (int o = 0; o < oc; o++, wk += c) {
+						v8 w0 = load8(wk), w1 = load8(wk + 8);
+						const float *d = dyn + (size_t)o * opix + p0;
+						for (int i = 0; i < PIX; i++) {
+							v8 v = splat(d + di[i]);
+							a[i][0] += v * w0;
+							a[i][1] += v * w1;
+						}
+					}
+					/* out of registers by whole rows first: indexed up
+					 * to np, GCC kept the sums in memory throughout */
+					float s[PIX][OCB];
+					for (int i = 0; i < PIX; i++) {
+						store8(s[i], a[i][0]);
+						store8(s[i] + 8, a[i][1]);
+					}
+					for (int i = 0; i < np; i++) {
+						store8(at[i] + c0, load8(at[i] + c0) + load8(s[i]));
+						store8(at[i] + c0 + 8,
+						       load8(at[i] + c0 + 8) + load8(s[i] + 8));
+					}
+				}
+			}
+		float *dxn = j->dx + (size_t)n * c * p->h * p->w;
+		for (int ci = 0; ci < c; ci++)
+			for (int r = 0; r < p->h; r++)
+				for (int x = 0; x < p->w; x++)
+					dxn[((size_t)ci * p->h + r) * p->w + x] =
+					    g[((size_t)(r + p->pad) * wp + x + p->pad) * c + ci];
+	}
+	free(own);
+	rt_threads_scratch_give(j->pool, slot);
+}
+
+bool rt_conv2d_grad_input_direct(rt_threads *t, const rt_conv *p, const float *dy, const float *w,
+                                 float *dx)
+{
+	int threads = rt_threads_count(t);
+	gin_direct_job j = {p, dy, w, dx, t, 0};
+	rt_threads_run(t, gin_direct_task, &j, p->n < threads ? p->n : threads);
+	return !__atomic_load_n(&j.failed, __ATOMIC_RELAXED);
+}

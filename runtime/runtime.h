@@ -222,6 +222,11 @@ bool rt_conv2d_direct(rt_threads *t, const rt_conv *p, const float *x, const flo
  * the calling thread; false, dw unwritten, when no memory was to be had */
 bool rt_conv2d_grad_weight_direct(rt_threads *t, const rt_conv *p, const float *x, const float *dy,
                                   int n0, int n1, float *dw);
+/* Its input gradient where the input channels are a multiple of 16;
+ * false, dx partly written, when no memory was to be had */
+bool rt_conv2d_grad_input_direct_fits(const rt_conv *p);
+bool rt_conv2d_grad_input_direct(rt_threads *t, const rt_conv *p, const float *dy, const float *w,
+                                 float *dx);
 /* rt_maxpool_ref's results, vectorised and threaded */
 void rt_maxpool(rt_threads *t, const rt_pool *p, const float *x, float *y);
 /* 3x3, stride 1, by Winograd F(m x m, 3x3), m = 4 or 2 (runtime/winograd.c):

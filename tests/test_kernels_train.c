@@ -202,7 +202,8 @@ END_TEST
 
 /* 3x3 stride-2 convolutions computed directly (rt_conv2d takes that path
  * where there is no residual and the output channels are a multiple of
- * 16, rt_conv2d_grad_weight where they are) against the reference: odd
+ * 16, rt_conv2d_grad_weight where they are, rt_conv2d_grad_input where
+ * the input channels are) against the reference: odd
  * sizes, padding 0 to 2, fewer images than threads (each image's pixels
  * split among them) and more, fewer images than the weight gradient's
  * chunks and more, bias and relu or neither; bit for bit the same on any
@@ -211,8 +212,8 @@ END_TEST
 static const struct {
 	int n, c, h, w, oc, pad;
 } direct_shapes[] = {
-    {3, 5, 9, 11, 16, 1},  {2, 16, 28, 28, 32, 1}, {1, 3, 8, 7, 32, 0},
-    {1, 4, 13, 13, 16, 2}, {5, 2, 6, 6, 48, 1},    {1, 7, 5, 9, 24, 1},
+    {3, 5, 9, 11, 16, 1}, {2, 16, 28, 28, 32, 1}, {1, 3, 8, 7, 32, 0},  {1, 4, 13, 13, 16, 2},
+    {5, 2, 6, 6, 48, 1},  {1, 7, 5, 9, 24, 1},    {5, 32, 7, 9, 16, 1}, {1, 16, 9, 7, 32, 2},
 };
 
 START_TEST(conv_direct_vs_ref)
@@ -248,7 +249,18 @@ START_TEST(conv_direct_vs_ref)
 	rt_conv2d_grad_weight(NULL, &p, x, dy, dw1, sw.buf);
 	ck_assert_msg(memcmp(dw, dw1, nw * sizeof(float)) == 0,
 	              "direct grad_weight depends on the threads or on its scratch's leftovers");
+	ck_assert(rt_conv2d_grad_input_direct_fits(&p) == (p.c % 16 == 0));
+	float *dx_ref = fbuf(nx), *dx = nanbuf(nx), *dx1 = nanbuf(nx);
+	rt_conv2d_grad_input_ref(&p, dy, w, dx_ref);
+	scratch si = scratch_make(rt_conv2d_grad_scratch_floats(&p));
+	rt_conv2d_grad_input(threads(), &p, dy, w, dx, si.buf);
+	scratch_check(&si, "direct grad_input");
+	expect_close("direct grad_input", dx, dx_ref, nx, 1e-4);
+	rt_conv2d_grad_input(NULL, &p, dy, w, dx1, si.buf);
+	ck_assert_msg(memcmp(dx, dx1, nx * sizeof(float)) == 0,
+	              "direct grad_input depends on the threads");
 	free(x), free(w), free(b), free(dy), free(dw_ref), free(dw), free(dw1), free(sw.buf);
+	free(dx_ref), free(dx), free(dx1), free(si.buf);
 }
 END_TEST
 
