@@ -11,13 +11,9 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#if defined(__AVX__)
-#include <immintrin.h>
-#endif
 
 #include "runtime.h"
-
-typedef float v8 __attribute__((vector_size(32)));
+#include "vec8.h"
 
 enum { PIX = 6, OCB = 16 };
 
@@ -47,35 +43,41 @@ bool rt_conv2d_direct_fits(const rt_conv *p)
 	       direct_floats(p) <= rt_gemm_scratch_floats();
 }
 
-static inline v8 load8(const float *p)
+/* Scratch from the pool's slot, else allocated (*own, to free); NULL with
+ * neither */
+static float *scratch_take(rt_threads *t, size_t floats, int *slot, float **own)
 {
-#if defined(__AVX__)
-	return (v8)_mm256_loadu_ps(p);
-#else
-	v8 v;
-	memcpy(&v, p, sizeof v);
-	return v;
-#endif
+	float *mem = floats <= rt_gemm_scratch_floats() ? rt_threads_scratch_take(t, floats, slot)
+	                                                : (*slot = -1, NULL);
+	*own = mem ? NULL : malloc(floats * sizeof(float));
+	return mem ? mem : *own;
 }
 
-/* Not memcpy: GCC 12 kept the sums on the stack when they were copied out
- * that way, storing all twelve after every FMA */
-static inline void store8(float *p, v8 v)
+static void scratch_give(rt_threads *t, int slot, float *own)
 {
-#if defined(__AVX__)
-	_mm256_storeu_ps(p, (__m256)v);
-#else
-	memcpy(p, &v, sizeof v);
-#endif
+	free(own);
+	rt_threads_scratch_give(t, slot);
 }
 
-static inline v8 splat(const float *p)
+/* Image n of x into its padded copy xp, whose padding is already zero */
+static void pad_image(const rt_conv *p, const float *x, int n, float *xp)
 {
-#if defined(__AVX__)
-	return (v8)_mm256_broadcast_ss(p);
-#else
-	return (v8){*p, *p, *p, *p, *p, *p, *p, *p};
-#endif
+	int hp = padded_h(p), wp = padded_w(p);
+	for (int ci = 0; ci < p->c; ci++)
+		for (int r = 0; r < p->h; r++)
+			memcpy(xp + ((size_t)ci * hp + r + p->pad) * wp + p->pad,
+			       x + (((size_t)n * p->c + ci) * p->h + r) * p->w,
+			       (size_t)p->w * sizeof(float));
+}
+
+/* Six rows of 16 sums out of registers, by whole rows: read up to a
+ * run-time count of rows instead, GCC kept all twelve in memory */
+static inline void sums_out(v8 a[PIX][2], float s[PIX][OCB])
+{
+	for (int i = 0; i < PIX; i++) {
+		store8(s[i], a[i][0]);
+		store8(s[i] + 8, a[i][1]);
+	}
 }
 
 typedef struct direct_job {
@@ -121,10 +123,7 @@ static void direct_pixels(const direct_job *j, int n, int q0, int q1, const floa
 			/* the GEMM's epilogue: + bias, + residual, then relu
 			 * (NaN kept) */
 			float s[PIX][OCB];
-			for (int i = 0; i < PIX; i++) {
-				store8(s[i], a[i][0]);
-				store8(s[i] + 8, a[i][1]);
-			}
+			sums_out(a, s);
 			for (int e = 0; e < OCB; e++) {
 				size_t row = (size_t)(o0 + e) * opix + p0;
 				for (int i = 0; i < np; i++) {
@@ -148,9 +147,7 @@ static void direct_task(void *ctx, int task, int tasks)
 	const rt_conv *p = j->p;
 	int kdim = p->c * 9, hp = padded_h(p), wp = padded_w(p), opix = p->oh * p->ow;
 	int slot;
-	float *mem = rt_threads_scratch_take(j->pool, direct_floats(p), &slot), *own = NULL;
-	if (!mem)
-		mem = own = malloc(direct_floats(p) * sizeof(float));
+	float *own, *mem = scratch_take(j->pool, direct_floats(p), &slot, &own);
 	if (!mem) {
 		__atomic_store_n(&((direct_job *)ctx)->failed, 1, __ATOMIC_RELAXED);
 		return;
@@ -166,11 +163,7 @@ static void direct_task(void *ctx, int task, int tasks)
 		n0 = task / j->split, n1 = n0 + 1;
 	memset(xp, 0, (size_t)p->c * hp * wp * sizeof(float));
 	for (int n = n0; n < n1; n++) {
-		for (int ci = 0; ci < p->c; ci++)
-			for (int r = 0; r < p->h; r++)
-				memcpy(xp + ((size_t)ci * hp + r + p->pad) * wp + p->pad,
-				       j->x + (((size_t)n * p->c + ci) * p->h + r) * p->w,
-				       (size_t)p->w * sizeof(float));
+		pad_image(p, j->x, n, xp);
 		int q0 = 0, q1 = opix;
 		if (j->split > 1) {
 			int tiles = (opix + PIX - 1) / PIX, t0, t1;
@@ -180,8 +173,7 @@ static void direct_task(void *ctx, int task, int tasks)
 		}
 		direct_pixels(j, n, q0, q1, xp, wt);
 	}
-	free(own);
-	rt_threads_scratch_give(j->pool, slot);
+	scratch_give(j->pool, slot, own);
 }
 
 bool rt_conv2d_direct(rt_threads *t, const rt_conv *p, const float *x, const float *w,
@@ -219,25 +211,14 @@ bool rt_conv2d_grad_weight_direct(rt_threads *t, const rt_conv *p, const float *
 	int kdim = p->c * 9, hp = padded_h(p), wp = padded_w(p), opix = p->oh * p->ow, oc = p->oc;
 	size_t plane = (size_t)hp * wp;
 	int slot;
-	float *mem = wgrad_floats(p) <= rt_gemm_scratch_floats()
-	                 ? rt_threads_scratch_take(t, wgrad_floats(p), &slot)
-	                 : NULL,
-	      *own = NULL;
-	if (!mem) {
-		slot = -1;
-		mem = own = malloc(wgrad_floats(p) * sizeof(float));
-		if (!mem)
-			return false;
-	}
+	float *own, *mem = scratch_take(t, wgrad_floats(p), &slot, &own);
+	if (!mem)
+		return false;
 	float *xp = mem, *dyt = mem + (size_t)p->c * plane;
 	memset(dw, 0, (size_t)oc * kdim * sizeof(float));
 	memset(xp, 0, (size_t)p->c * plane * sizeof(float));
 	for (int n = n0; n < n1; n++) {
-		for (int ci = 0; ci < p->c; ci++)
-			for (int r = 0; r < p->h; r++)
-				memcpy(xp + ((size_t)ci * hp + r + p->pad) * wp + p->pad,
-				       x + (((size_t)n * p->c + ci) * p->h + r) * p->w,
-				       (size_t)p->w * sizeof(float));
+		pad_image(p, x, n, xp);
 		const float *dyn = dy + (size_t)n * oc * opix;
 		for (int o = 0; o < oc; o++)
 			for (int q = 0; q < opix; q++)
@@ -265,18 +246,14 @@ bool rt_conv2d_grad_weight_direct(rt_threads *t, const rt_conv *p, const float *
 					}
 				}
 				float s[PIX][OCB];
-				for (int i = 0; i < PIX; i++) {
-					store8(s[i], a[i][0]);
-					store8(s[i] + 8, a[i][1]);
-				}
+				sums_out(a, s);
 				for (int i = 0; i < PIX && k0 + i < kdim; i++)
 					for (int e = 0; e < OCB; e++)
 						dw[(size_t)(o0 + e) * kdim + k0 + i] += s[i][e];
 			}
 		}
 	}
-	free(own);
-	rt_threads_scratch_give(t, slot);
+	scratch_give(t, slot, own);
 	return true;
 }
 
@@ -316,9 +293,7 @@ static void gin_direct_task(void *ctx, int task, int tasks)
 	const rt_conv *p = j->p;
 	int hp = padded_h(p), wp = padded_w(p), opix = p->oh * p->ow, oc = p->oc, c = p->c;
 	int slot;
-	float *mem = rt_threads_scratch_take(j->pool, gin_floats(p), &slot), *own = NULL;
-	if (!mem)
-		mem = own = malloc(gin_floats(p) * sizeof(float));
+	float *own, *mem = scratch_take(j->pool, gin_floats(p), &slot, &own);
 	if (!mem) {
 		__atomic_store_n(&j->failed, 1, __ATOMIC_RELAXED);
 		return;
@@ -358,13 +333,8 @@ static void gin_direct_task(void *ctx, int task, int tasks)
 							a[i][1] += v * w1;
 						}
 					}
-					/* out of registers by whole rows first: indexed up
-					 * to np, GCC kept the sums in memory throughout */
 					float s[PIX][OCB];
-					for (int i = 0; i < PIX; i++) {
-						store8(s[i], a[i][0]);
-						store8(s[i] + 8, a[i][1]);
-					}
+					sums_out(a, s);
 					for (int i = 0; i < np; i++) {
 						store8(at[i] + c0, load8(at[i] + c0) + load8(s[i]));
 						store8(at[i] + c0 + 8,
@@ -379,8 +349,7 @@ static void gin_direct_task(void *ctx, int task, int tasks)
 					dxn[((size_t)ci * p->h + r) * p->w + x] =
 					    g[((size_t)(r + p->pad) * wp + x + p->pad) * c + ci];
 	}
-	free(own);
-	rt_threads_scratch_give(j->pool, slot);
+	scratch_give(j->pool, slot, own);
 }
 
 bool rt_conv2d_grad_input_direct(rt_threads *t, const rt_conv *p, const float *dy, const float *w,

@@ -23,6 +23,7 @@
 #endif
 
 #include "runtime.h"
+#include "vec8.h"
 
 /* TILE, OUT, POS: F(4x4, 3x3)'s, the largest (array sizes); the forward
  * kernel also runs F(2x2, 3x3), 4x4 tiles and 16 positions, where output
@@ -294,7 +295,6 @@ static void block_start(wino *w, long total)
  * whole vectors. Every lane does the same arithmetic as a tile alone
  * would, so the lane a tile lands in changes no bits. The functions below
  * take the output tile size m as a constant once inlined (4 or 2). */
-typedef float v8 __attribute__((vector_size(32)));
 typedef int vi __attribute__((vector_size(32)));
 enum { LANES = 8 };
 
@@ -342,30 +342,6 @@ static inline q4 load4(const float *p)
 	q4 v;
 	memcpy(&v, p, sizeof v);
 	return v;
-}
-
-/* A vector of eight floats to and from memory. Not memcpy: GCC 12 spilled
- * the vector and copied it through the stack in halves, and a half
- * reloaded from a wider store stalls until that store retires (the input
- * transform ran 10-15% faster without it). */
-static inline v8 load8(const float *p)
-{
-#if defined(__AVX__)
-	return (v8)_mm256_loadu_ps(p);
-#else
-	v8 v;
-	memcpy(&v, p, sizeof v);
-	return v;
-#endif
-}
-
-static inline void store8(float *p, v8 v)
-{
-#if defined(__AVX__)
-	_mm256_storeu_ps(p, (__m256)v);
-#else
-	memcpy(p, &v, sizeof v);
-#endif
 }
 
 /* How one lane's tile reads its rows: worked out once per group of eight
