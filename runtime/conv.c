@@ -317,7 +317,7 @@ static void conv2d(rt_threads *t, const rt_conv *p, const float *x, const float 
 	/* stride 2 directly where it fits (no residual: with no memory for
 	 * it, the GEMM below does the whole convolution over again) */
 	if (a_layout == RT_GEMM_A_ROWS && !res && rt_conv2d_direct_fits(p) &&
-	    rt_conv2d_direct(t, p, x, w, b, NULL, y, relu))
+	    rt_conv2d_direct(t, p, x, w, b, y, relu))
 		return;
 	conv_job j = {p, x, w, b, res, a_layout, relu, y, t, false};
 	int threads = rt_threads_count(t);

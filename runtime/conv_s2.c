@@ -82,7 +82,7 @@ static inline void sums_out(v8 a[PIX][2], float s[PIX][OCB])
 
 typedef struct direct_job {
 	const rt_conv *p;
-	const float *x, *w, *b, *res;
+	const float *x, *w, *b;
 	float *y;
 	int relu;
 	int split; /* tasks per image (1: tasks take ranges of images) */
@@ -98,7 +98,6 @@ static void direct_pixels(const direct_job *j, int n, int q0, int q1, const floa
 	int hp = padded_h(p), wp = padded_w(p), opix = p->oh * p->ow, oc = p->oc;
 	size_t plane = (size_t)hp * wp;
 	float *yn = j->y + (size_t)n * oc * opix;
-	const float *rn = j->res ? j->res + (size_t)n * oc * opix : NULL;
 	for (int p0 = q0; p0 < q1; p0 += PIX) {
 		int np = q1 - p0 < PIX ? q1 - p0 : PIX;
 		const float *at[PIX];
@@ -120,8 +119,7 @@ static void direct_pixels(const direct_job *j, int n, int q0, int q1, const floa
 							a[i][1] += v * w1;
 						}
 					}
-			/* the GEMM's epilogue: + bias, + residual, then relu
-			 * (NaN kept) */
+			/* the GEMM's epilogue: + bias, then relu (NaN kept) */
 			float s[PIX][OCB];
 			sums_out(a, s);
 			for (int e = 0; e < OCB; e++) {
@@ -130,8 +128,6 @@ static void direct_pixels(const direct_job *j, int n, int q0, int q1, const floa
 					float v = s[i][e];
 					if (j->b)
 						v += j->b[o0 + e];
-					if (rn)
-						v += rn[row + i];
 					if (j->relu && !(v > 0) && v == v)
 						v = 0.0f;
 					yn[row + i] = v;
@@ -177,10 +173,10 @@ static void direct_task(void *ctx, int task, int tasks)
 }
 
 bool rt_conv2d_direct(rt_threads *t, const rt_conv *p, const float *x, const float *w,
-                      const float *b, const float *res, float *y, int relu)
+                      const float *b, float *y, int relu)
 {
 	int threads = rt_threads_count(t);
-	direct_job j = {p, x, w, b, res, y, relu, 1, t, 0};
+	direct_job j = {p, x, w, b, y, relu, 1, t, 0};
 	int tasks = p->n < threads ? p->n : threads;
 	/* fewer images than threads: each image's pixels split among them
 	 * (the same sums for each pixel either way) */

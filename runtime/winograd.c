@@ -265,8 +265,10 @@ static void block_start(wino *w, long total)
 	int per = w->th * w->tw, img0 = (int)(w->t0 / per), r0 = (int)(w->t0 % per);
 	unsigned keys[KEYS];
 	int nk = 1, start[KEYS + 1] = {0};
-	keys[0] = w->out == OUT ? (1u << (2 * TILE + 2 * OUT)) - 1
-	                        : 0xfu | 0xfu << TILE | 0x3u << 2 * TILE | 0x3u << (2 * TILE + OUT);
+	/* a tile wholly inside the maps: every row and column's bit */
+	int m = w->out;
+	keys[0] = span_bits(0, m + 2, m + 2) * (1u | 1u << TILE) |
+	          span_bits(0, m, m) * (1u << 2 * TILE | 1u << (2 * TILE + OUT));
 	for (int pass = 0; pass < 2; pass++) {
 		int img = img0, ty = r0 / w->tw, tx = r0 % w->tw, slot = 0;
 		unsigned last = ~0u;
@@ -489,8 +491,6 @@ static inline __attribute__((always_inline)) void lanes_in(const q4 lo[LANES], c
 #endif
 }
 
-/* Row r (width wide) of the tiles of the plans, into lanes: out[0..3],
- * and out[4..5] where width is 6 */
 /* How a group of eight tiles reads and writes its rows: every lane's
  * rows whole; every lane the same rows, and where columns lie off the
  * map the same byte shuffles (tiles of one key: block_start puts them
