@@ -372,9 +372,11 @@ static void weight_transform(cg *c, const ir_node *n, int64_t cols, LLVMValueRef
 	                       fold ? arg(c, n, 2) : LLVMConstNull(c->ptr),
 	                       f32c(c, n->eps),
 	                       y};
-	if (tile)
-		kernel(c, fn, "iiipppfp", args);
-	else
+	if (tile) {
+		LLVMValueRef targs[9] = {c->threads};
+		memcpy(targs + 1, args, sizeof args);
+		kernel(c, fn, "piiipppfp", targs);
+	} else
 		kernel(c, fn, "iipppfp", args + 1);
 }
 
@@ -386,8 +388,8 @@ static void cg_winograd_weight(cg *c, const ir_node *n, LLVMValueRef y)
 static void cg_winograd_weight_t(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	const ir_shape *w = arg_shape(c, n, 0);
-	LLVMValueRef args[] = {i32c(c, w->d[0]), i32c(c, w->d[1]), arg(c, n, 0), y};
-	kernel(c, "rt_winograd_weight_t", "iipp", args);
+	LLVMValueRef args[] = {c->threads, i32c(c, w->d[0]), i32c(c, w->d[1]), arg(c, n, 0), y};
+	kernel(c, "rt_winograd_weight_t", "piipp", args);
 }
 
 static void cg_gemm_weight(cg *c, const ir_node *n, LLVMValueRef y)

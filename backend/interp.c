@@ -177,7 +177,7 @@ static void interp_bn_fold_weight(const interp *it, const ir_node *n, float *y)
 static void interp_winograd_weight(const interp *it, const ir_node *n, float *y)
 {
 	const ir_shape *w = shape(it, n, 0);
-	rt_winograd_weight((int)n->tile, dim(w, 0), dim(w, 1), in(it, n, 0),
+	rt_winograd_weight(NULL, (int)n->tile, dim(w, 0), dim(w, 1), in(it, n, 0),
 	                   n->n_in == 3 ? in(it, n, 1) : NULL, n->n_in == 3 ? in(it, n, 2) : NULL,
 	                   (float)n->eps, y);
 }
@@ -185,7 +185,7 @@ static void interp_winograd_weight(const interp *it, const ir_node *n, float *y)
 static void interp_winograd_weight_t(const interp *it, const ir_node *n, float *y)
 {
 	const ir_shape *w = shape(it, n, 0);
-	rt_winograd_weight_t(dim(w, 0), dim(w, 1), in(it, n, 0), y);
+	rt_winograd_weight_t(NULL, dim(w, 0), dim(w, 1), in(it, n, 0), y);
 }
 
 static void interp_gemm_weight(const interp *it, const ir_node *n, float *y)

@@ -238,8 +238,8 @@ size_t rt_winograd_scratch_floats(const rt_conv *p, int m);
  * in the GEMMs' packed layout) */
 size_t rt_winograd_weight_floats(int m, int rows, int cols);
 /* gamma, var (or NULL): the weights BatchNorm-folded first, as rt_bn_fold_weight */
-void rt_winograd_weight(int m, int oc, int c, const float *w, const float *gamma, const float *var,
-                        float eps, float *u);
+void rt_winograd_weight(rt_threads *t, int m, int oc, int c, const float *w, const float *gamma,
+                        const float *var, float eps, float *u);
 void rt_conv2d_winograd(rt_threads *t, const rt_conv *p, int m, const float *x, const float *u,
                         const float *b, const float *res, float *y, int relu, float *scratch);
 /* Training by Winograd, for 3x3 stride-1 pad-1 layers (rt_winograd_grad_fits):
@@ -247,7 +247,7 @@ void rt_conv2d_winograd(rt_threads *t, const rt_conv *p, int m, const float *x, 
  * straight from x and dy. Each takes its own amount of scratch. */
 bool rt_winograd_grad_fits(const rt_conv *p);
 /* F(4x4, 3x3), of rt_winograd_weight_floats(4, c, oc) floats */
-void rt_winograd_weight_t(int oc, int c, const float *w, float *ut);
+void rt_winograd_weight_t(rt_threads *t, int oc, int c, const float *w, float *ut);
 size_t rt_winograd_grad_input_scratch_floats(const rt_conv *p);
 void rt_conv2d_grad_input_winograd(rt_threads *t, const rt_conv *p, const float *dy,
                                    const float *ut, float *dx, float *scratch);

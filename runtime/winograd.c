@@ -142,50 +142,108 @@ size_t rt_winograd_weight_floats(int tile, int m, int k)
  * for the k 3x3 filters g_j = w + j * step (in floats) times scale (a
  * float product, as BatchNorm folding computes it), taps reversed if flip. */
 static void weights_row(int out, const float *w, size_t step, float scale, int m, int k, int row,
-                        int flip, float *u)
+                        int j0, int j1, int flip, float *u)
 {
 	size_t stride = rt_gemm_packed_a_floats(m, k);
 	const double(*g3)[3] = out == 2 ? G2 : G;
 	int tile = out + 2;
-	for (int j = 0; j < k; j++) {
-		const float *g = w + (size_t)j * step;
-		double t[TILE][3];
+	/* four filters at a time, one per lane (scalar, a filter took 180
+	 * core cycles); lanes past j1 compute zeros and are not stored */
+	typedef double v4d __attribute__((vector_size(4 * sizeof(double))));
+	typedef float v4f __attribute__((vector_size(4 * sizeof(float))));
+	for (int j = j0; j < j1; j += 4) {
+		int lanes = j1 - j < 4 ? j1 - j : 4;
+		v4d gv[9] = {{0}}, t[TILE][3];
+		for (int e = 0; e < 9; e++)
+			for (int l = 0; l < lanes; l++)
+				gv[e][l] = (double)(w[(size_t)(j + l) * step + (flip ? 8 - e : e)] *
+				                    scale);
 		for (int r = 0; r < tile; r++)
 			for (int q = 0; q < 3; q++) {
-				double acc = 0;
+				v4d acc = {0};
 				for (int i = 0; i < 3; i++)
-					acc += g3[r][i] *
-					       (double)((flip ? g[8 - (i * 3 + q)] : g[i * 3 + q]) *
-					                scale);
+					acc += g3[r][i] * gv[i * 3 + q];
 				t[r][q] = acc;
 			}
-		float *at = u + rt_gemm_packed_a_offset(m, k, row, j);
+		float *at[4];
+		for (int l = 0; l < lanes; l++)
+			at[l] = u + rt_gemm_packed_a_offset(m, k, row, j + l);
 		for (int r = 0; r < tile; r++)
-			for (int s = 0; s < tile; s++)
-				at[(size_t)(r * tile + s) * stride] =
-				    (float)(t[r][0] * g3[s][0] + t[r][1] * g3[s][1] +
-				            t[r][2] * g3[s][2]);
+			for (int s = 0; s < tile; s++) {
+				v4d v =
+				    t[r][0] * g3[s][0] + t[r][1] * g3[s][1] + t[r][2] * g3[s][2];
+				v4f f = __builtin_convertvector(v, v4f);
+				for (int l = 0; l < lanes; l++)
+					at[l][(size_t)(r * tile + s) * stride] = f[l];
+			}
 	}
 }
 
+/* U's columns, split over the threads in runs of 16 (a packed panel holds
+ * several rows' values for a column in one cache line: split by rows, the
+ * threads wrote the same lines, 1.3x faster than one thread). Each value
+ * is its own, so the split changes no bits. Single-threaded, a training
+ * step's 32 transforms took 1.4% of it. */
+enum { WEIGHTS_RUN = 16 };
+typedef struct weights_job {
+	int out, m, k, flip;
+	size_t step, row_step;
+	const float *w, *gamma, *var;
+	float eps;
+	float *u;
+} weights_job;
+
+static void weights_task(void *ctx, int task, int tasks)
+{
+	const weights_job *j = ctx;
+	int b0, b1;
+	rt_task_range((j->k + WEIGHTS_RUN - 1) / WEIGHTS_RUN, task, tasks, &b0, &b1);
+	int j0 = b0 * WEIGHTS_RUN, j1 = b1 * WEIGHTS_RUN < j->k ? b1 * WEIGHTS_RUN : j->k;
+	for (int r = 0; r < j->m; r++)
+		weights_row(j->out, j->w + (size_t)r * j->row_step, j->step,
+		            j->gamma ? j->gamma[r] / sqrtf(j->var[r] + j->eps) : 1.0f, j->m, j->k,
+		            r, j0, j1, j->flip, j->u);
+}
+
+static void weights_run(rt_threads *t, weights_job *j)
+{
+	memset(j->u, 0,
+	       rt_winograd_weight_floats(j->out, j->m, j->k) * sizeof(float)); /* the padding */
+	int tasks = rt_threads_count(t) * 2, runs = (j->k + WEIGHTS_RUN - 1) / WEIGHTS_RUN;
+	rt_threads_run(t, weights_task, j, tasks < runs ? tasks : runs);
+}
+
 /* U[pos]: oc x c, a row one output channel's filters */
-void rt_winograd_weight(int tile, int oc, int c, const float *w, const float *gamma,
+void rt_winograd_weight(rt_threads *t, int tile, int oc, int c, const float *w, const float *gamma,
                         const float *var, float eps, float *u)
 {
-	memset(u, 0, rt_winograd_weight_floats(tile, oc, c) * sizeof(float)); /* the padding */
-	for (int o = 0; o < oc; o++)
-		weights_row(tile, w + (size_t)o * c * 9, 9,
-		            gamma ? gamma[o] / sqrtf(var[o] + eps) : 1.0f, oc, c, o, 0, u);
+	weights_job j = {.out = tile,
+	                 .m = oc,
+	                 .k = c,
+	                 .step = 9,
+	                 .row_step = (size_t)c * 9,
+	                 .w = w,
+	                 .gamma = gamma,
+	                 .var = var,
+	                 .eps = eps,
+	                 .u = u};
+	weights_run(t, &j);
 }
 
 /* The input gradient of a 3x3 stride-1 pad-1 convolution is the convolution
  * of dY with the weights' channels swapped and taps flipped: U[pos] is
  * c x oc, a row one input channel's filters. */
-void rt_winograd_weight_t(int oc, int c, const float *w, float *u)
+void rt_winograd_weight_t(rt_threads *t, int oc, int c, const float *w, float *u)
 {
-	memset(u, 0, rt_winograd_weight_floats(OUT, c, oc) * sizeof(float));
-	for (int i = 0; i < c; i++)
-		weights_row(OUT, w + (size_t)i * 9, (size_t)c * 9, 1.0f, c, oc, i, 1, u);
+	weights_job j = {.out = OUT,
+	                 .m = c,
+	                 .k = oc,
+	                 .flip = 1,
+	                 .step = (size_t)c * 9,
+	                 .row_step = 9,
+	                 .w = w,
+	                 .u = u};
+	weights_run(t, &j);
 }
 
 /* ---- one block of tiles ----------------------------------------------------- */

@@ -298,7 +298,7 @@ START_TEST(winograd_vs_ref)
 	}
 	for (int m = 4; m >= 2; m -= 2) { /* F(4x4, 3x3), F(2x2, 3x3) */
 		float *u = nanbuf(rt_winograd_weight_floats(m, p.oc, p.c));
-		rt_winograd_weight(m, p.oc, p.c, w, NULL, NULL, 0, u);
+		rt_winograd_weight(threads(), m, p.oc, p.c, w, NULL, NULL, 0, u);
 		scratch s = scratch_make(rt_winograd_scratch_floats(&p, m));
 		float *y = fbuf(ny), *y1 = nanbuf(ny);
 		memcpy(y, res, ny * sizeof(float));
@@ -339,8 +339,8 @@ START_TEST(weights_folded_in_one_step)
 	rt_conv_weight_pack(oc, kdim, w, gamma, var, 1e-5f, b);
 	ck_assert_msg(memcmp(a, b, np * sizeof(float)) == 0, "folding while packing differs");
 	for (int m = 4; m >= 2; m -= 2) {
-		rt_winograd_weight(m, oc, c, folded, NULL, NULL, 0, u);
-		rt_winograd_weight(m, oc, c, w, gamma, var, 1e-5f, v);
+		rt_winograd_weight(NULL, m, oc, c, folded, NULL, NULL, 0, u);
+		rt_winograd_weight(threads(), m, oc, c, w, gamma, var, 1e-5f, v);
 		ck_assert_msg(memcmp(u, v, rt_winograd_weight_floats(m, oc, c) * sizeof(float)) ==
 		                  0,
 		              "folding while transforming differs (F(%dx%d, 3x3))", m, m);
@@ -381,7 +381,7 @@ START_TEST(winograd_grads_vs_ref)
 	rt_conv2d_grad_input_ref(&p, dy, w, dx_ref);
 	rt_conv2d_grad_weight_ref(&p, x, dy, dw_ref, NULL);
 
-	rt_winograd_weight_t(p.oc, p.c, w, ut);
+	rt_winograd_weight_t(threads(), p.oc, p.c, w, ut);
 	scratch si = scratch_make(rt_winograd_grad_input_scratch_floats(&p));
 	float *dx = nanbuf(nx), *dx1 = nanbuf(nx);
 	rt_conv2d_grad_input_winograd(threads(), &p, dy, ut, dx, si.buf);
