@@ -608,14 +608,10 @@ static void cg_softmax_grad(cg *c, const ir_node *n, LLVMValueRef y)
 static void cg_subsample_grad(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	const ir_shape *x = arg_shape(c, n, 1);
-	LLVMValueRef args[] = {i32c(c, dim(x, 0)),
-	                       i32c(c, dim(x, 1)),
-	                       i32c(c, dim(x, 2)),
-	                       i32c(c, dim(x, 3)),
-	                       i32c(c, n->stride),
-	                       arg(c, n, 0),
-	                       y};
-	kernel(c, "rt_subsample_grad_ref", "iiiiipp", args);
+	LLVMValueRef args[] = {
+	    c->threads,         i32c(c, dim(x, 0)), i32c(c, dim(x, 1)), i32c(c, dim(x, 2)),
+	    i32c(c, dim(x, 3)), i32c(c, n->stride), arg(c, n, 0),       y};
+	kernel(c, "rt_subsample_grad", "piiiiipp", args);
 }
 
 static void cg_pad_channels_grad(cg *c, const ir_node *n, LLVMValueRef y)

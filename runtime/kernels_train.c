@@ -340,3 +340,38 @@ void rt_bn_grad_input(rt_threads *t, int n, int c, int hw, const float *x, const
 	            .out = dx};
 	bn_run(t, &j, bn_grad_input_range);
 }
+
+/* rt_subsample_grad_ref's result in one pass, each row zeroed and then
+ * given dy's values while it is in cache, instead of a memset of the
+ * whole tensor and then a pass that rewrites every s-th row: at 6.4 MB
+ * (ResNet-20's first option-A shortcut) both passes came from memory.
+ * Planes are split over the threads. */
+typedef struct subsample_job {
+	int c, h, w, s;
+	const float *dy;
+	float *dx;
+} subsample_job;
+
+static void subsample_grad_task(void *ctx, int task, int tasks)
+{
+	const subsample_job *j = ctx;
+	int h = j->h, w = j->w, s = j->s, oh = (h + s - 1) / s, ow = (w + s - 1) / s, p0, p1;
+	rt_task_range(j->c, task, tasks, &p0, &p1);
+	for (size_t pl = (size_t)p0; pl < (size_t)p1; pl++)
+		for (int y = 0; y < h; y++) {
+			float *xr = j->dx + (pl * h + y) * w;
+			memset(xr, 0, (size_t)w * sizeof *xr);
+			if (y % s)
+				continue;
+			const float *yr = j->dy + (pl * oh + y / s) * ow;
+			for (int x = 0; x < ow; x++)
+				xr[(size_t)x * s] = yr[x];
+		}
+}
+
+void rt_subsample_grad(rt_threads *t, int n, int c, int h, int w, int s, const float *dy, float *dx)
+{
+	subsample_job j = {.c = n * c, .h = h, .w = w, .s = s, .dy = dy, .dx = dx};
+	int tasks = rt_threads_count(t) * 2;
+	rt_threads_run(t, subsample_grad_task, &j, tasks < j.c ? tasks : j.c);
+}

@@ -295,6 +295,9 @@ void rt_bn_grad_params(rt_threads *t, int n, int c, int hw, const float *x, cons
 void rt_bn_grad_input(rt_threads *t, int n, int c, int hw, const float *x, const float *dy,
                       const float *relu_y, const float *stats, const float *gamma,
                       const float *dparams, float eps, float *dx);
+/* rt_subsample_grad_ref's values, threaded, in one pass */
+void rt_subsample_grad(rt_threads *t, int n, int c, int h, int w, int s, const float *dy,
+                       float *dx);
 void rt_linear_grad_input(rt_threads *t, int n, int in, int out, const float *dy, const float *w,
                           float *dx);
 void rt_linear_grad_weight(rt_threads *t, int n, int in, int out, const float *x, const float *dy,

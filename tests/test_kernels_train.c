@@ -587,6 +587,33 @@ START_TEST(bias_vs_ref)
 }
 END_TEST
 
+/* The threaded option-A shortcut gradient writes the reference's bits,
+ * every element of dx (it starts as NaN): odd sizes, strides 1 to 3,
+ * fewer planes than threads and more. */
+START_TEST(subsample_grad_vs_ref)
+{
+	static const int shapes[][5] = {
+	    /* n, c, h, w, s */
+	    {128, 16, 28, 28, 2}, {1, 1, 7, 5, 2}, {3, 5, 9, 11, 3},
+	    {2, 3, 4, 6, 1},      {1, 7, 1, 9, 2},
+	};
+	for (int i = 0; i < 5; i++) {
+		int n = shapes[i][0], c = shapes[i][1], h = shapes[i][2], w = shapes[i][3],
+		    s = shapes[i][4];
+		size_t nx = (size_t)n * c * h * w,
+		       ny = (size_t)n * c * ((h + s - 1) / s) * ((w + s - 1) / s);
+		rt_rng rng;
+		rt_rng_seed(&rng, 3100 + i);
+		float *dy = randn(&rng, ny, 1, 0), *ref = nanbuf(nx), *dx = nanbuf(nx);
+		rt_subsample_grad_ref(n, c, h, w, s, dy, ref);
+		rt_subsample_grad(threads(), n, c, h, w, s, dy, dx);
+		ck_assert_msg(memcmp(dx, ref, nx * sizeof *dx) == 0,
+		              "subsample gradient: not the reference's bits (shape %d)", i);
+		free(dy), free(ref), free(dx);
+	}
+}
+END_TEST
+
 static const struct {
 	int n, in, out;
 } linear_shapes[] = {{1, 7, 3},   {128, 64, 10},   {5, 300, 129},
@@ -862,6 +889,7 @@ static Suite *suite(void)
 	tcase_add_loop_test(tc, bn_vs_ref, 0, COUNT(bn_shapes));
 	tcase_add_test(tc, bn_stats_constant);
 	tcase_add_loop_test(tc, bias_vs_ref, 0, COUNT(bias_shapes));
+	tcase_add_test(tc, subsample_grad_vs_ref);
 	tcase_add_loop_test(tc, linear_vs_ref, 0, COUNT(linear_shapes));
 	tcase_add_loop_test(tc, linear_forward_vs_ref, 0, COUNT(linear_shapes));
 	suite_add_tcase(s, tc);
