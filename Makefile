@@ -41,7 +41,7 @@ $(2)/obj/%.o: %.c $$(wildcard */*.h ir/*.def) | $(DEPS_STAMP)
 	@echo "  CC    $$@"
 	@$$(CC) $$(BASE) $(3) -fPIC $$(LLVM_CF) $$(OBJ_CF) -c $$< -o $$@
 
-$(2)/obj/runtime/gemm.o $(2)/obj/runtime/peak.o $(2)/obj/runtime/winograd.o $(2)/obj/runtime/maxpool.o $(2)/obj/runtime/conv_s2.o: OBJ_CF := $$(GEMM_FLAGS)
+$(2)/obj/runtime/gemm.o $(2)/obj/runtime/peak.o $(2)/obj/runtime/winograd.o $(2)/obj/runtime/maxpool.o $(2)/obj/runtime/conv_direct.o: OBJ_CF := $$(GEMM_FLAGS)
 $(2)/obj/runtime/kernels.o $(2)/obj/runtime/kernels_train.o $(2)/obj/runtime/conv.o: OBJ_CF := $$(EWISE_FLAGS)
 
 $(2)/libnetcc_rt.a: $$($(1)RT_OBJ)

@@ -314,8 +314,8 @@ static void conv_images_task(void *ctx, int task, int tasks)
 static void conv2d(rt_threads *t, const rt_conv *p, const float *x, const float *w, int a_layout,
                    const float *b, const float *res, float *y, int relu)
 {
-	/* stride 2 directly where it fits (no residual: with no memory for
-	 * it, the GEMM below does the whole convolution over again) */
+	/* directly where it fits (no residual: with no memory for it, the
+	 * GEMM below does the whole convolution over again) */
 	if (a_layout == RT_GEMM_A_ROWS && !res && rt_conv2d_direct_fits(p) &&
 	    rt_conv2d_direct(t, p, x, w, b, y, relu))
 		return;
@@ -396,7 +396,7 @@ void rt_conv2d_grad_weight(rt_threads *t, const rt_conv *p, const float *x, cons
 		memset(dw, 0, per * sizeof(float));
 		return;
 	}
-	wgrad_job j = {p, x, dy, dw, scratch, t, false, rt_conv2d_direct_fits(p)};
+	wgrad_job j = {p, x, dy, dw, scratch, t, false, rt_conv2d_grad_weight_direct_fits(p)};
 	if (p->n < IMAGE_CHUNKS) {
 		if (!j.direct || !rt_conv2d_grad_weight_direct(t, p, x, dy, 0, p->n, dw))
 			wgrad_images(&j, 0, p->n, dw);

@@ -211,15 +211,19 @@ void rt_conv_weight_pack(int oc, int kdim, const float *w, const float *gamma, c
                          float eps, float *dst);
 void rt_conv2d_packed(rt_threads *t, const rt_conv *p, const float *x, const float *wp,
                       const float *b, const float *res, float *y, int relu);
-/* A 3x3 stride-2 convolution computed directly (runtime/conv_s2.c), for
- * weights as rt_conv2d takes them and no residual: where it fits (output
- * channels a multiple of 16, its scratch within a GEMM's), rt_conv2d
- * uses it; false when no memory was to be had, y then partly written. */
+/* A 3x3 convolution with stride 1 or 2 computed directly
+ * (runtime/conv_direct.c), for weights as rt_conv2d takes them and no
+ * residual: where it fits (output channels a multiple of 16, stride 1
+ * with more than one input channel, its scratch within a GEMM's),
+ * rt_conv2d uses it; false when no memory was to be had, y then partly
+ * written. */
 bool rt_conv2d_direct_fits(const rt_conv *p);
 bool rt_conv2d_direct(rt_threads *t, const rt_conv *p, const float *x, const float *w,
                       const float *b, float *y, int relu);
 /* Its weight gradient over the images [n0, n1), into dw (overwritten) on
- * the calling thread; false, dw unwritten, when no memory was to be had */
+ * the calling thread, where it fits (stride 1 or 2, output channels a
+ * multiple of 16); false, dw unwritten, when no memory was to be had */
+bool rt_conv2d_grad_weight_direct_fits(const rt_conv *p);
 bool rt_conv2d_grad_weight_direct(rt_threads *t, const rt_conv *p, const float *x, const float *dy,
                                   int n0, int n1, float *dw);
 /* Its input gradient where the input channels are a multiple of 16;

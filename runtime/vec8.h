@@ -1,5 +1,5 @@
 /* Vectors of eight floats for the runtime's hand-vectorised kernels
- * (winograd.c, conv_s2.c), moved to and from memory by intrinsics where
+ * (winograd.c, conv_direct.c), moved to and from memory by intrinsics where
  * the target has AVX. Not memcpy: GCC 12 spilled a vector copied that
  * way and moved it through the stack in 16-byte halves (a half reloaded
  * from a wider store waits for it to retire), or kept a kernel's sums on

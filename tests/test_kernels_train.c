@@ -200,28 +200,32 @@ START_TEST(conv_vs_ref)
 }
 END_TEST
 
-/* 3x3 stride-2 convolutions computed directly (rt_conv2d takes that path
- * where there is no residual and the output channels are a multiple of
- * 16, rt_conv2d_grad_weight where they are, rt_conv2d_grad_input where
- * the input channels are) against the reference: odd
- * sizes, padding 0 to 2, fewer images than threads (each image's pixels
- * split among them) and more, fewer images than the weight gradient's
- * chunks and more, bias and relu or neither; bit for bit the same on any
- * number of threads and with leftovers in the scratch. A shape it does
- * not fit goes to the GEMM and still matches. */
+/* 3x3 convolutions with stride 2 or 1 computed directly (rt_conv2d takes
+ * that path where there is no residual and the output channels are a
+ * multiple of 16, at stride 1 with more than one input channel;
+ * rt_conv2d_grad_weight where the output channels are, rt_conv2d_grad_input
+ * where the input channels are) against the reference: odd sizes,
+ * padding 0 to 2, fewer images than threads (each image's pixels split
+ * among them) and more, fewer images than the weight gradient's chunks
+ * and more, bias and relu or neither; bit for bit the same on any number
+ * of threads and with leftovers in the scratch. A shape it does not fit
+ * goes to the GEMM and still matches. */
 static const struct {
-	int n, c, h, w, oc, pad;
+	int n, c, h, w, oc, pad, stride;
 } direct_shapes[] = {
-    {3, 5, 9, 11, 16, 1}, {2, 16, 28, 28, 32, 1}, {1, 3, 8, 7, 32, 0},  {1, 4, 13, 13, 16, 2},
-    {5, 2, 6, 6, 48, 1},  {1, 7, 5, 9, 24, 1},    {5, 32, 7, 9, 16, 1}, {1, 16, 9, 7, 32, 2},
+    {3, 5, 9, 11, 16, 1, 2},  {2, 16, 28, 28, 32, 1, 2}, {1, 3, 8, 7, 32, 0, 2},
+    {1, 4, 13, 13, 16, 2, 2}, {5, 2, 6, 6, 48, 1, 2},    {1, 7, 5, 9, 24, 1, 2},
+    {5, 32, 7, 9, 16, 1, 2},  {1, 16, 9, 7, 32, 2, 2},   {5, 1, 28, 28, 16, 1, 1},
+    {2, 16, 9, 11, 32, 1, 1}, {1, 3, 7, 6, 16, 0, 1},    {6, 32, 5, 5, 16, 2, 1},
 };
 
 START_TEST(conv_direct_vs_ref)
 {
-	rt_conv p =
-	    rt_conv_make(direct_shapes[_i].n, direct_shapes[_i].c, direct_shapes[_i].h,
-	                 direct_shapes[_i].w, direct_shapes[_i].oc, 3, 2, direct_shapes[_i].pad);
-	ck_assert(rt_conv2d_direct_fits(&p) == (p.oc % 16 == 0));
+	rt_conv p = rt_conv_make(direct_shapes[_i].n, direct_shapes[_i].c, direct_shapes[_i].h,
+	                         direct_shapes[_i].w, direct_shapes[_i].oc, 3,
+	                         direct_shapes[_i].stride, direct_shapes[_i].pad);
+	ck_assert(rt_conv2d_direct_fits(&p) == (p.oc % 16 == 0 && (p.stride == 2 || p.c > 1)));
+	ck_assert(rt_conv2d_grad_weight_direct_fits(&p) == (p.oc % 16 == 0));
 	size_t nx = (size_t)p.n * p.c * p.h * p.w, ny = (size_t)p.n * p.oc * p.oh * p.ow;
 	rt_rng rng;
 	rt_rng_seed(&rng, 2200 + _i);

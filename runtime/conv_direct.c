@@ -1,13 +1,16 @@
-/* 3x3 convolutions with stride 2, computed directly: each output pixel's
- * input values broadcast from a zero-padded copy of its image, times the
- * weights transposed so that 16 output channels are two vectors, into
- * six pixels by 16 channels of sums held in registers. As a GEMM the
- * windows were packed first, by a table lookup per value (a stride-2 row
- * is every other float): in ResNet-20's strided layers at a training
- * batch that packing was 30-50% of the time, and the GEMM's 32 or 64 rows
- * reused each packed panel only five or ten times. The sums run over
- * (channel, kh, kw) in order, one FMA each, as the GEMM's do within a
- * block of K. */
+/* 3x3 convolutions with stride 1 or 2, computed directly: each output
+ * pixel's input values broadcast from a zero-padded copy of its image,
+ * times the weights transposed so that 16 output channels are two
+ * vectors, into six pixels by 16 channels of sums held in registers. As a
+ * GEMM the windows were packed first, by a table lookup per value (a
+ * stride-2 row is every other float): in ResNet-20's strided layers at a
+ * training batch that packing was 30-50% of the time, and the GEMM's 32
+ * or 64 rows reused each packed panel only five or ten times. With stride
+ * 1 (layers Winograd does not take, weights not prepacked) the forward
+ * and both gradients took half the GEMM's time at 16 and 32 channels; the
+ * forward of a single input channel, whose 16 sums per pixel are stored
+ * one by one, is the GEMM's. The sums run over (channel, kh, kw) in
+ * order, one FMA each, as the GEMM's do within a block of K. */
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,13 +23,13 @@ enum { PIX = 6, OCB = 16 };
 /* The padded image: rows and columns from -pad, enough for every window */
 static int padded_h(const rt_conv *p)
 {
-	int h = p->h + 2 * p->pad, need = 2 * (p->oh - 1) + 3;
+	int h = p->h + 2 * p->pad, need = p->stride * (p->oh - 1) + 3;
 	return h > need ? h : need;
 }
 
 static int padded_w(const rt_conv *p)
 {
-	int w = p->w + 2 * p->pad, need = 2 * (p->ow - 1) + 3;
+	int w = p->w + 2 * p->pad, need = p->stride * (p->ow - 1) + 3;
 	return w > need ? w : need;
 }
 
@@ -37,10 +40,11 @@ static size_t direct_floats(const rt_conv *p)
 	return (size_t)p->c * 9 * p->oc + (size_t)p->c * padded_h(p) * padded_w(p);
 }
 
+/* one input channel: the GEMM was 1.1x faster (the stores dominate) */
 bool rt_conv2d_direct_fits(const rt_conv *p)
 {
-	return p->k == 3 && p->stride == 2 && p->oc % OCB == 0 && p->oh > 0 && p->ow > 0 &&
-	       direct_floats(p) <= rt_gemm_scratch_floats();
+	return p->k == 3 && (p->stride == 2 || (p->stride == 1 && p->c > 1)) && p->oc % OCB == 0 &&
+	       p->oh > 0 && p->ow > 0 && direct_floats(p) <= rt_gemm_scratch_floats();
 }
 
 /* Scratch from the pool's slot, else allocated (*own, to free); NULL with
@@ -103,7 +107,8 @@ static void direct_pixels(const direct_job *j, int n, int q0, int q1, const floa
 		const float *at[PIX];
 		for (int i = 0; i < PIX; i++) {
 			int q = p0 + (i < np ? i : 0);
-			at[i] = xp + (size_t)(2 * (q / p->ow)) * wp + 2 * (q % p->ow);
+			at[i] =
+			    xp + (size_t)(p->stride * (q / p->ow)) * wp + p->stride * (q % p->ow);
 		}
 		for (int o0 = 0; o0 < oc; o0 += OCB) {
 			v8 a[PIX][2] = {{{0}}};
@@ -201,6 +206,12 @@ static size_t wgrad_floats(const rt_conv *p)
 	return (size_t)p->c * padded_h(p) * padded_w(p) + (size_t)p->oh * p->ow * p->oc;
 }
 
+bool rt_conv2d_grad_weight_direct_fits(const rt_conv *p)
+{
+	return p->k == 3 && (p->stride == 1 || p->stride == 2) && p->oc % OCB == 0 && p->oh > 0 &&
+	       p->ow > 0 && wgrad_floats(p) <= rt_gemm_scratch_floats();
+}
+
 bool rt_conv2d_grad_weight_direct(rt_threads *t, const rt_conv *p, const float *x, const float *dy,
                                   int n0, int n1, float *dw)
 {
@@ -231,11 +242,11 @@ bool rt_conv2d_grad_weight_direct(rt_threads *t, const rt_conv *p, const float *
 				v8 a[PIX][2] = {{{0}}};
 				const float *d = dyt + o0;
 				for (int oy = 0; oy < p->oh; oy++) {
-					const float *row = xp + (size_t)(2 * oy) * wp;
+					const float *row = xp + (size_t)(p->stride * oy) * wp;
 					for (int ox = 0; ox < p->ow; ox++, d += oc) {
 						v8 d0 = load8(d), d1 = load8(d + 8);
 						for (int i = 0; i < PIX; i++) {
-							v8 v = splat(row + off[i] + 2 * ox);
+							v8 v = splat(row + off[i] + p->stride * ox);
 							a[i][0] += v * d0;
 							a[i][1] += v * d1;
 						}
@@ -271,8 +282,8 @@ static size_t gin_floats(const rt_conv *p)
 
 bool rt_conv2d_grad_input_direct_fits(const rt_conv *p)
 {
-	return p->k == 3 && p->stride == 2 && p->c % OCB == 0 && p->oh > 0 && p->ow > 0 &&
-	       gin_floats(p) <= rt_gemm_scratch_floats();
+	return p->k == 3 && (p->stride == 1 || p->stride == 2) && p->c % OCB == 0 && p->oh > 0 &&
+	       p->ow > 0 && gin_floats(p) <= rt_gemm_scratch_floats();
 }
 
 typedef struct gin_direct_job {
@@ -313,9 +324,10 @@ static void gin_direct_task(void *ctx, int task, int tasks)
 				for (int i = 0; i < PIX; i++) {
 					int q = p0 + (i < np ? i : 0);
 					di[i] = q - p0;
-					at[i] = g + ((size_t)(2 * (q / p->ow) + tap / 3) * wp +
-					             2 * (q % p->ow) + tap % 3) *
-					                c;
+					at[i] =
+					    g + ((size_t)(p->stride * (q / p->ow) + tap / 3) * wp +
+					         p->stride * (q % p->ow) + tap % 3) *
+					            c;
 				}
 				for (int c0 = 0; c0 < c; c0 += OCB) {
 					v8 a[PIX][2] = {{{0}}};
