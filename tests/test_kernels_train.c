@@ -357,13 +357,13 @@ END_TEST
  * transposed, flipped transform and the weight gradient by the transposed
  * algorithm, against the reference gradients; several images and tile
  * blocks (the 128-image case: a block per thread), the weight gradient
- * both in chunks (few channels) and shared (48 -> 40), bit for bit the
- * same on any thread count. */
+ * both in chunks (few channels) and shared (48 -> 40; 64 -> 48 in two
+ * blocks), bit for bit the same on any thread count. */
 static const struct {
 	int n, c, h, w, oc;
 } wgrad_shapes[] = {
-    {1, 3, 4, 4, 2},   {2, 5, 9, 11, 7},      {3, 16, 7, 7, 8},
-    {2, 16, 6, 5, 19}, {128, 16, 14, 14, 16}, {3, 48, 9, 9, 40},
+    {1, 3, 4, 4, 2},       {2, 5, 9, 11, 7},  {3, 16, 7, 7, 8},    {2, 16, 6, 5, 19},
+    {128, 16, 14, 14, 16}, {3, 48, 9, 9, 40}, {6, 64, 24, 24, 48}, /* shared blocks, two of them */
 };
 
 START_TEST(winograd_grads_vs_ref)
