@@ -74,9 +74,20 @@ static bool overlap(const buffer *a, const buffer *b)
 	return a->start <= b->end && b->start <= a->end;
 }
 
-/* Greedy by size, best fit: the smallest gap that holds the buffer among
- * those that live at the same time, else the first offset above them all. */
-static int64_t place(buffer *bufs, int n)
+/* Larger (bytes times steps alive) first */
+static int by_area(const void *a, const void *b)
+{
+	const buffer *x = *(buffer *const *)a, *y = *(buffer *const *)b;
+	int64_t ax = x->size * (x->end - x->start + 1), ay = y->size * (y->end - y->start + 1);
+	if (ax != ay)
+		return ax < ay ? 1 : -1;
+	return by_size(a, b);
+}
+
+/* Greedy in the given order, best fit: the smallest gap that holds the
+ * buffer among those that live at the same time, else the first offset
+ * above them all. */
+static int64_t place_in_order(buffer *bufs, int n, int (*cmp)(const void *, const void *))
 {
 	buffer **order = malloc((size_t)(n + 1) * sizeof *order);
 	buffer **near = malloc((size_t)(n + 1) * sizeof *near);
@@ -84,7 +95,7 @@ static int64_t place(buffer *bufs, int n)
 		diag_fatal("out of memory");
 	for (int i = 0; i < n; i++)
 		order[i] = &bufs[i];
-	qsort(order, (size_t)n, sizeof *order, by_size);
+	qsort(order, (size_t)n, sizeof *order, cmp);
 	int64_t arena = 0;
 	for (int i = 0; i < n; i++) {
 		buffer *b = order[i];
@@ -110,6 +121,17 @@ static int64_t place(buffer *bufs, int n)
 	free(order);
 	free(near);
 	return arena;
+}
+
+/* Greedy by size (TFLite's order) and greedy by size times lifetime, the
+ * smaller of the two plans: neither is best on every graph (a training
+ * step whose weight gradients took larger scratch came out 2.1% over the
+ * lower bound by size alone) */
+static int64_t place(buffer *bufs, int n)
+{
+	int64_t by_bytes = place_in_order(bufs, n, by_size);
+	int64_t by_bytes_steps = place_in_order(bufs, n, by_area); /* its offsets stay */
+	return by_bytes_steps < by_bytes ? by_bytes_steps : place_in_order(bufs, n, by_size);
 }
 
 static int64_t lower_bound(const buffer *bufs, int n, int steps)
