@@ -14,17 +14,22 @@ typedef struct bn_job {
 	float eps;
 	const float *res;
 	float *y;
+	int by_images; /* tasks take images, not channels */
 } bn_job;
 
 /* A task's channels image by image, BN_GROUP at a time: each image's
- * planes of them one contiguous run (see kernels_train.c's BN_GROUP). */
+ * planes of them one contiguous run; with few channels and images enough,
+ * a task's images, all their channels (see kernels_train.c's BN_GROUP). */
 enum { BN_GROUP = 64 };
 
 static void bn_task(void *ctx, int task, int tasks)
 {
 	const bn_job *j = ctx;
-	int c0, c1, relu = j->relu;
-	rt_task_range(j->c, task, tasks, &c0, &c1);
+	int c0 = 0, c1 = j->c, relu = j->relu, n0 = 0, n1 = j->n;
+	if (j->by_images)
+		rt_task_range(j->n, task, tasks, &n0, &n1);
+	else
+		rt_task_range(j->c, task, tasks, &c0, &c1);
 	for (int g0 = c0; g0 < c1; g0 += BN_GROUP) {
 		int g1 = c1 - g0 < BN_GROUP ? c1 : g0 + BN_GROUP;
 		float scale[BN_GROUP], shift[BN_GROUP];
@@ -32,7 +37,7 @@ static void bn_task(void *ctx, int task, int tasks)
 			scale[ch - g0] = j->gamma[ch] / sqrtf(j->var[ch] + j->eps);
 			shift[ch - g0] = j->beta[ch] - j->mean[ch] * scale[ch - g0];
 		}
-		for (int i = 0; i < j->n; i++)
+		for (int i = n0; i < n1; i++)
 			for (int ch = g0; ch < g1; ch++) {
 				size_t base = ((size_t)i * j->c + ch) * j->hw;
 				const float *xp = j->x + base, *rp = j->res ? j->res + base : NULL;
@@ -52,9 +57,10 @@ void rt_batchnorm(rt_threads *t, int n, int c, int hw, const float *x, const flo
                   const float *var, const float *gamma, const float *beta, float eps,
                   const float *res, float *y, int relu)
 {
-	bn_job j = {n, c, hw, relu, x, mean, var, gamma, beta, eps, res, y};
 	int tasks = rt_threads_count(t) * 2;
-	rt_threads_run(t, bn_task, &j, tasks < c ? tasks : c);
+	bn_job j = {
+	    n, c, hw, relu, x, mean, var, gamma, beta, eps, res, y, c <= BN_GROUP && n >= tasks};
+	rt_threads_run(t, bn_task, &j, j.by_images ? tasks : tasks < c ? tasks : c);
 }
 
 /* The option-A shortcut in one pass: subsample by stride, zero channels

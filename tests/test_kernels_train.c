@@ -477,9 +477,10 @@ static const struct {
 	int n, c, hw;
 	float offset; /* the mean; a large one tests the variance's cancellation */
 } bn_shapes[] = {
-    {1, 3, 49, 0},  {4, 5, 37, 0},  {2, 16, 3136, 0}, {3, 7, 1300, 100},
-    {16, 10, 1, 0}, {8, 9, 5, -20}, {2, 400, 6, 0}, /* more channels per task than one group
-                                                       (BN_GROUP) */
+    {1, 3, 49, 0},     {4, 5, 37, 0},  {2, 16, 3136, 0}, {3, 7, 1300, 100},
+    {16, 10, 1, 0},    {8, 9, 5, -20}, {2, 400, 6, 0}, /* more channels per task than one group
+                                                          (BN_GROUP) */
+    {37, 16, 196, 50}, /* images split among the tasks, sums in chunks of them */
 };
 
 START_TEST(bn_vs_ref)
