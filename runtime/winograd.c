@@ -1055,8 +1055,9 @@ static inline __attribute__((always_inline)) q4 totals4(const v8 a[4])
 }
 
 /* out[i][e] (+)= D row i . V row e over kv tiles, for rows x cols of
- * them (at most 3 x 4: twelve sums and a vector of each of the seven
- * rows fill the sixteen registers), eight tiles to a lane each */
+ * them (at most 3 x 4: the twelve sums and a vector of most of the seven
+ * rows fill the sixteen registers; GCC reads the rest into the FMAs),
+ * eight tiles to a lane each */
 static inline __attribute__((always_inline)) void dot_tile(const float *d, const float *v,
                                                            size_t ld, int kv, int rows, int cols,
                                                            float *out, size_t ldo, int accumulate)
