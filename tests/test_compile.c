@@ -589,8 +589,9 @@ START_TEST(infer_static_allocates_nothing)
 	ir_graph_free(g);
 	compile("models/resnet20.nn", 2, w, "na", NULL);
 	char *log;
-	int rc = sh(&log, "cc -std=c11 -Wall -Wextra -Werror -I'%s' tests/noalloc_main.c -o '%s' '%s' "
-	                  "-Wl,-rpath,'%s'",
+	int rc = sh(&log,
+	            "cc -std=c11 -Wall -Wextra -Werror -I'%s' tests/noalloc_main.c -o '%s' '%s' "
+	            "-Wl,-rpath,'%s'",
 	            tmpdir, tmp("noalloc"), tmp("libna.so"), tmpdir);
 	ck_assert_msg(rc == 0, "building tests/noalloc_main.c:\n%s", log);
 	free(log);
