@@ -329,10 +329,12 @@ static void cg_pad_channels(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	const ir_shape *x = arg_shape(c, n, 0);
 	if (n->stride > 1) {
-		LLVMValueRef args[] = {i32c(c, dim(x, 0)), i32c(c, dim(x, 1)), i32c(c, dim(x, 2)),
-		                       i32c(c, dim(x, 3)), i32c(c, n->stride), i32c(c, n->before),
-		                       i32c(c, n->after),  arg(c, n, 0),       y};
-		kernel(c, "rt_shortcut_a", "iiiiiiipp", args);
+		LLVMValueRef args[] = {c->threads,         i32c(c, dim(x, 0)),
+		                       i32c(c, dim(x, 1)), i32c(c, dim(x, 2)),
+		                       i32c(c, dim(x, 3)), i32c(c, n->stride),
+		                       i32c(c, n->before), i32c(c, n->after),
+		                       arg(c, n, 0),       y};
+		kernel(c, "rt_shortcut_a", "piiiiiiipp", args);
 		return;
 	}
 	LLVMValueRef args[] = {i32c(c, dim(x, 0)),

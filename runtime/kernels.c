@@ -64,25 +64,42 @@ void rt_batchnorm(rt_threads *t, int n, int c, int hw, const float *x, const flo
 }
 
 /* The option-A shortcut in one pass: subsample by stride, zero channels
- * before and after. */
-void rt_shortcut_a(int n, int c, int h, int w, int stride, int before, int after, const float *x,
-                   float *y)
+ * before and after; the images split over the threads. */
+typedef struct shortcut_job {
+	int n, c, h, w, stride, before, after;
+	const float *x;
+	float *y;
+} shortcut_job;
+
+static void shortcut_task(void *ctx, int task, int tasks)
 {
-	int oh = (h + stride - 1) / stride, ow = (w + stride - 1) / stride, oc = c + before + after;
-	size_t plane = (size_t)oh * ow;
-	for (int i = 0; i < n; i++) {
-		float *yi = y + (size_t)i * oc * plane;
-		memset(yi, 0, (size_t)before * plane * sizeof(float));
-		memset(yi + (size_t)(before + c) * plane, 0, (size_t)after * plane * sizeof(float));
+	const shortcut_job *j = ctx;
+	int c = j->c, h = j->h, w = j->w, stride = j->stride, i0, i1;
+	int oh = (h + stride - 1) / stride, ow = (w + stride - 1) / stride;
+	size_t plane = (size_t)oh * ow, oc = (size_t)c + j->before + j->after;
+	rt_task_range(j->n, task, tasks, &i0, &i1);
+	for (int i = i0; i < i1; i++) {
+		float *yi = j->y + (size_t)i * oc * plane;
+		memset(yi, 0, (size_t)j->before * plane * sizeof(float));
+		memset(yi + (size_t)(j->before + c) * plane, 0,
+		       (size_t)j->after * plane * sizeof(float));
 		for (int ch = 0; ch < c; ch++) {
-			const float *xp = x + ((size_t)i * c + ch) * h * w;
-			float *yp = yi + (size_t)(before + ch) * plane;
+			const float *xp = j->x + ((size_t)i * c + ch) * h * w;
+			float *yp = yi + (size_t)(j->before + ch) * plane;
 			for (int r = 0; r < oh; r++)
 				for (int q = 0; q < ow; q++)
 					yp[(size_t)r * ow + q] =
 					    xp[(size_t)r * stride * w + q * stride];
 		}
 	}
+}
+
+void rt_shortcut_a(rt_threads *t, int n, int c, int h, int w, int stride, int before, int after,
+                   const float *x, float *y)
+{
+	shortcut_job j = {n, c, h, w, stride, before, after, x, y};
+	int tasks = rt_threads_count(t) * 2;
+	rt_threads_run(t, shortcut_task, &j, tasks < n ? tasks : n);
 }
 
 void rt_bn_fold_weight(int oc, int per, const float *w, const float *gamma, const float *var,

@@ -268,9 +268,10 @@ void rt_linear_packed(rt_threads *t, int n, int in, int out, const float *x, con
 void rt_batchnorm(rt_threads *t, int n, int c, int hw, const float *x, const float *mean,
                   const float *var, const float *gamma, const float *beta, float eps,
                   const float *res, float *y, int relu);
-/* pad_channels(subsample(x, stride), before, after) in one pass */
-void rt_shortcut_a(int n, int c, int h, int w, int stride, int before, int after, const float *x,
-                   float *y);
+/* pad_channels(subsample(x, stride), before, after) in one pass, the images
+ * split over the threads */
+void rt_shortcut_a(rt_threads *t, int n, int c, int h, int w, int stride, int before, int after,
+                   const float *x, float *y);
 /* BatchNorm folding: w'[o] = w[o] * gamma[o] / sqrt(var[o] + eps) over per
  * values each; b' = (b - mean) * gamma / sqrt(var + eps) + beta, b may be NULL. */
 void rt_bn_fold_weight(int oc, int per, const float *w, const float *gamma, const float *var,

@@ -592,6 +592,37 @@ START_TEST(bias_vs_ref)
 }
 END_TEST
 
+/* The threaded option-A shortcut (subsample, then zero channels around)
+ * writes the reference's bits, every element of y (it starts as NaN). */
+START_TEST(shortcut_a_vs_ref)
+{
+	static const int shapes[][7] = {
+	    /* n, c, h, w, s, before, after */
+	    {128, 16, 28, 28, 2, 8, 8},
+	    {1, 3, 7, 5, 2, 1, 2},
+	    {5, 4, 9, 11, 3, 0, 4},
+	    {3, 2, 6, 6, 2, 2, 0},
+	};
+	for (int i = 0; i < 4; i++) {
+		int n = shapes[i][0], c = shapes[i][1], h = shapes[i][2], w = shapes[i][3],
+		    s = shapes[i][4], before = shapes[i][5], after = shapes[i][6];
+		int oh = (h + s - 1) / s, ow = (w + s - 1) / s;
+		size_t nx = (size_t)n * c * h * w, nsub = (size_t)n * c * oh * ow,
+		       ny = (size_t)n * (c + before + after) * oh * ow;
+		rt_rng rng;
+		rt_rng_seed(&rng, 3200 + i);
+		float *x = randn(&rng, nx, 1, 0), *sub = fbuf(nsub), *ref = nanbuf(ny),
+		      *y = nanbuf(ny);
+		rt_subsample_ref(n, c, h, w, s, x, sub);
+		rt_pad_channels_ref(n, c, oh * ow, before, after, sub, ref);
+		rt_shortcut_a(threads(), n, c, h, w, s, before, after, x, y);
+		ck_assert_msg(memcmp(y, ref, ny * sizeof *y) == 0,
+		              "option-A shortcut: not the reference's bits (shape %d)", i);
+		free(x), free(sub), free(ref), free(y);
+	}
+}
+END_TEST
+
 /* The threaded option-A shortcut gradient writes the reference's bits,
  * every element of dx (it starts as NaN): odd sizes, strides 1 to 3,
  * fewer planes than threads and more. */
@@ -895,6 +926,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, bn_stats_constant);
 	tcase_add_loop_test(tc, bias_vs_ref, 0, COUNT(bias_shapes));
 	tcase_add_test(tc, subsample_grad_vs_ref);
+	tcase_add_test(tc, shortcut_a_vs_ref);
 	tcase_add_loop_test(tc, linear_vs_ref, 0, COUNT(linear_shapes));
 	tcase_add_loop_test(tc, linear_forward_vs_ref, 0, COUNT(linear_shapes));
 	suite_add_tcase(s, tc);
