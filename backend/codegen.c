@@ -360,13 +360,14 @@ static void cg_bn_fold_weight(cg *c, const ir_node *n, LLVMValueRef y)
 	kernel(c, "rt_bn_fold_weight", "iipppfp", args);
 }
 
-/* fn([tile,] rows, cols, w, gamma, var, eps, y): a weight transform that
- * folds BatchNorm itself when the node has gamma and var (in[1], in[2]);
- * Winograd's takes its tile size first */
+/* fn([threads, tile,] rows, cols, w, gamma, var, eps, y): a weight
+ * transform that folds BatchNorm itself when the node has gamma and var
+ * (in[1], in[2]); Winograd's takes the pool and its tile size first */
 static void weight_transform(cg *c, const ir_node *n, int64_t cols, LLVMValueRef y, const char *fn)
 {
 	bool fold = n->n_in == 3, tile = n->op == IR_OP_WINOGRAD_WEIGHT;
-	LLVMValueRef args[] = {i32c(c, n->tile),
+	LLVMValueRef args[] = {c->threads,
+	                       i32c(c, n->tile),
 	                       i32c(c, arg_shape(c, n, 0)->d[0]),
 	                       i32c(c, cols),
 	                       arg(c, n, 0),
@@ -374,12 +375,10 @@ static void weight_transform(cg *c, const ir_node *n, int64_t cols, LLVMValueRef
 	                       fold ? arg(c, n, 2) : LLVMConstNull(c->ptr),
 	                       f32c(c, n->eps),
 	                       y};
-	if (tile) {
-		LLVMValueRef targs[9] = {c->threads};
-		memcpy(targs + 1, args, sizeof args);
-		kernel(c, fn, "piiipppfp", targs);
-	} else
-		kernel(c, fn, "iipppfp", args + 1);
+	if (tile)
+		kernel(c, fn, "piiipppfp", args);
+	else
+		kernel(c, fn, "iipppfp", args + 2);
 }
 
 static void cg_winograd_weight(cg *c, const ir_node *n, LLVMValueRef y)

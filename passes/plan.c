@@ -130,8 +130,17 @@ static int64_t place_in_order(buffer *bufs, int n, int (*cmp)(const void *, cons
 static int64_t place(buffer *bufs, int n)
 {
 	int64_t by_bytes = place_in_order(bufs, n, by_size);
-	int64_t by_bytes_steps = place_in_order(bufs, n, by_area); /* its offsets stay */
-	return by_bytes_steps < by_bytes ? by_bytes_steps : place_in_order(bufs, n, by_size);
+	int64_t *offset = malloc((size_t)(n + 1) * sizeof *offset);
+	if (!offset)
+		diag_fatal("out of memory");
+	for (int i = 0; i < n; i++)
+		offset[i] = bufs[i].offset;
+	int64_t by_bytes_steps = place_in_order(bufs, n, by_area);
+	if (by_bytes_steps >= by_bytes)
+		for (int i = 0; i < n; i++)
+			bufs[i].offset = offset[i];
+	free(offset);
+	return by_bytes_steps < by_bytes ? by_bytes_steps : by_bytes;
 }
 
 static int64_t lower_bound(const buffer *bufs, int n, int steps)

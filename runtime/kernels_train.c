@@ -420,7 +420,7 @@ void rt_bn_grad_input(rt_threads *t, int n, int c, int hw, const float *x, const
  * (ResNet-20's first option-A shortcut) both passes came from memory.
  * Planes are split over the threads. */
 typedef struct subsample_job {
-	int c, h, w, s;
+	int planes, h, w, s;
 	const float *dy;
 	float *dx;
 } subsample_job;
@@ -429,7 +429,7 @@ static void subsample_grad_task(void *ctx, int task, int tasks)
 {
 	const subsample_job *j = ctx;
 	int h = j->h, w = j->w, s = j->s, oh = (h + s - 1) / s, ow = (w + s - 1) / s, p0, p1;
-	rt_task_range(j->c, task, tasks, &p0, &p1);
+	rt_task_range(j->planes, task, tasks, &p0, &p1);
 	for (size_t pl = (size_t)p0; pl < (size_t)p1; pl++)
 		for (int y = 0; y < h; y++) {
 			float *xr = j->dx + (pl * h + y) * w;
@@ -444,7 +444,7 @@ static void subsample_grad_task(void *ctx, int task, int tasks)
 
 void rt_subsample_grad(rt_threads *t, int n, int c, int h, int w, int s, const float *dy, float *dx)
 {
-	subsample_job j = {.c = n * c, .h = h, .w = w, .s = s, .dy = dy, .dx = dx};
+	subsample_job j = {.planes = n * c, .h = h, .w = w, .s = s, .dy = dy, .dx = dx};
 	int tasks = rt_threads_count(t) * 2;
-	rt_threads_run(t, subsample_grad_task, &j, tasks < j.c ? tasks : j.c);
+	rt_threads_run(t, subsample_grad_task, &j, tasks < j.planes ? tasks : j.planes);
 }
