@@ -17,20 +17,89 @@ LLVM_LD  = $(shell $(LLVM_CONFIG) --ldflags 2>/dev/null) -lLLVM-19 -Wl,-rpath,$(
 CHECK_LD = $(shell pkg-config --libs check 2>/dev/null)
 RT_LD   := -lcjson -lz -lm -lpthread
 OPT     ?= -O2
-# The GEMM is built for this CPU (netcc builds where its code runs), and
-# after the flavour's flags so -O3 wins there even in the sanitizer build.
-GEMM_FLAGS := -O3 -march=native -ffp-contract=fast
-# The element-wise kernels promise the reference's bits: vectorised for
-# this CPU, but no multiply-add contracted where the reference has two ops.
-EWISE_FLAGS := -O3 -march=native -ffp-contract=off
 
+# ---- the runtime: kernel sets (runtime/kset.h) -------------------------------
+# The compute kernels are compiled once per kernel set, for its ISA, and
+# linked into the libraries of every target that names the set (netcc
+# targets); the JIT loads a set's kernels as one object. The rest of the
+# runtime is compiled once per architecture, for its baseline, so a library
+# checks the CPU (runtime/kset.c) before any of its set's code runs. netcc
+# itself and the tests run the host architecture's first set (x86-64-v3 on
+# x86-64). Nothing is built for the machine that builds it.
+KSET_SRC := $(addprefix runtime/,gemm.c winograd.c winograd_weight.c conv_direct.c maxpool.c \
+	kernels.c kernels_train.c conv.c peak.c)
 RT_SRC   := $(wildcard runtime/*.c)
+PORT_SRC := $(filter-out $(KSET_SRC),$(RT_SRC))
+KSETS    := avx2 avx512 neon
+KSET_CC_avx2   := $(CC)
+KSET_CC_avx512 := $(CC)
+KSET_CC_neon   := aarch64-linux-gnu-gcc
+KSET_ISA_avx2   := -march=x86-64-v3
+KSET_ISA_avx512 := -march=x86-64-v4 -mprefer-vector-width=512
+KSET_ISA_neon   := -march=armv8-a
+KSET_ARCH_avx2   := x86_64
+KSET_ARCH_avx512 := x86_64
+KSET_ARCH_neon   := aarch64
+ARCH_CC_x86_64  := $(CC)
+ARCH_CC_aarch64 := aarch64-linux-gnu-gcc
+HOST_KSET := $(if $(filter aarch64,$(shell uname -m)),neon,avx2)
+# The GEMM, Winograd, pooling and the direct convolutions contract
+# multiply-adds (their results are fixed by the order of their sums, with
+# FMA spelt out where it matters); the element-wise kernels and the weight
+# transforms promise the reference's bits, so nothing is contracted there.
+# Per file, after the flavour's flags so -O3 wins even in the sanitizer build.
+KFLAGS_gemm            := -O3 -ffp-contract=fast
+KFLAGS_peak            := -O3 -ffp-contract=fast
+KFLAGS_winograd        := -O3 -ffp-contract=fast
+KFLAGS_maxpool         := -O3 -ffp-contract=fast
+KFLAGS_conv_direct     := -O3 -ffp-contract=fast
+KFLAGS_kernels         := -O3 -ffp-contract=off
+KFLAGS_kernels_train   := -O3 -ffp-contract=off
+KFLAGS_conv            := -O3 -ffp-contract=off
+KFLAGS_winograd_weight := -O3 -ffp-contract=off
+RT_CF := -std=c11 -D_GNU_SOURCE -g $(WARN) -Iruntime -fPIC -O2
+
+# build/kset/SET/*.o: a set's kernels; build/kset/ARCH/*.o: the rest of the
+# runtime; build/lib/netcc/SET/: what generated code links (libnetcc_rt.a)
+# and what the JIT loads (kernels.o, x86-64 sets).
+define kset
+build/kset/$(1)/%.o: runtime/%.c $$(wildcard runtime/*.h) | $(DEPS_STAMP)
+	@mkdir -p $$(dir $$@)
+	@echo "  CC    $$@"
+	@$$(KSET_CC_$(1)) $$(RT_CF) $$(KSET_ISA_$(1)) $$(KFLAGS_$$*) -c $$< -o $$@
+
+build/lib/netcc/$(1)/libnetcc_rt.a: $$(KSET_SRC:runtime/%.c=build/kset/$(1)/%.o) \
+		$$(PORT_SRC:runtime/%.c=build/kset/$$(KSET_ARCH_$(1))/%.o)
+	@mkdir -p $$(dir $$@)
+	@rm -f $$@; ar rcs $$@ $$^
+
+build/lib/netcc/$(1)/kernels.o: $$(KSET_SRC:runtime/%.c=build/kset/$(1)/%.o)
+	@mkdir -p $$(dir $$@)
+	@ld -r -o $$@ $$^
+endef
+define arch
+build/kset/$(1)/%.o: runtime/%.c $$(wildcard runtime/*.h) | $(DEPS_STAMP)
+	@mkdir -p $$(dir $$@)
+	@echo "  CC    $$@"
+	@$$(ARCH_CC_$(1)) $$(RT_CF) -c $$< -o $$@
+endef
+$(foreach k,$(KSETS),$(eval $(call kset,$(k))))
+$(foreach a,x86_64 aarch64,$(eval $(call arch,$(a))))
+KSET_LIBS := $(KSETS:%=build/lib/netcc/%/libnetcc_rt.a) \
+	$(patsubst %,build/lib/netcc/%/kernels.o,$(filter-out neon,$(KSETS)))
+
 CC_SRC   := $(wildcard ir/*.c frontend/*.c passes/*.c backend/*.c)
 DRV_SRC  := $(filter-out driver/main.c,$(wildcard driver/*.c))
 TEST_SRC := $(wildcard tests/test_*.c)
 TESTS    := $(TEST_SRC:tests/%.c=%)
+# Tests of the kernels alone run again on each x86-64 set the host has
+# (skipping, and saying so, where it lacks one): test_gemm@avx512.
+KSET_TESTS := test_gemm test_kernels test_kernels_train
+SET_TESTS  := $(foreach k,$(filter-out $(HOST_KSET) neon,$(KSETS)),$(KSET_TESTS:%=%@$(k)))
 
 # Two flavours share the rules: build/ (plain) and build/san/ (sanitizers).
+# Each runs its own runtime in process: the host's kernel set, with the
+# flavour's flags.
 define flavour
 $(1)RT_OBJ  := $$(RT_SRC:%.c=$(2)/obj/%.o)
 $(1)CC_OBJ  := $$(CC_SRC:%.c=$(2)/obj/%.o)
@@ -41,8 +110,7 @@ $(2)/obj/%.o: %.c $$(wildcard */*.h ir/*.def) | $(DEPS_STAMP)
 	@echo "  CC    $$@"
 	@$$(CC) $$(BASE) $(3) -fPIC $$(LLVM_CF) $$(OBJ_CF) -c $$< -o $$@
 
-$(2)/obj/runtime/gemm.o $(2)/obj/runtime/peak.o $(2)/obj/runtime/winograd.o $(2)/obj/runtime/maxpool.o $(2)/obj/runtime/conv_direct.o: OBJ_CF := $$(GEMM_FLAGS)
-$(2)/obj/runtime/kernels.o $(2)/obj/runtime/kernels_train.o $(2)/obj/runtime/conv.o: OBJ_CF := $$(EWISE_FLAGS)
+$$(KSET_SRC:%.c=$(2)/obj/%.o): OBJ_CF = $$(KSET_ISA_$(HOST_KSET)) $$(KFLAGS_$$(basename $$(notdir $$@)))
 
 $(2)/libnetcc_rt.a: $$($(1)RT_OBJ)
 	@rm -f $$@; ar rcs $$@ $$^
@@ -50,16 +118,12 @@ $(2)/libnetcc_rt.a: $$($(1)RT_OBJ)
 $(2)/libnetcc.a: $$($(1)CC_OBJ) $$($(1)DRV_OBJ)
 	@rm -f $$@; ar rcs $$@ $$^
 
-# netcc carries the whole runtime: the JIT resolves kernels in the process.
-$(2)/netcc: $(2)/obj/driver/main.o $(2)/libnetcc.a $(2)/libnetcc_rt.a $(2)/libnetcc_out.a
+# netcc carries the host's runtime whole: the reference executor runs
+# it; the JIT loads the target's set from lib/netcc/SET/kernels.o.
+$(2)/netcc: $(2)/obj/driver/main.o $(2)/libnetcc.a $(2)/libnetcc_rt.a $(KSET_LIBS)
 	@echo "  LD    $$@"
 	@$$(CC) $(3) -rdynamic -o $$@ $(2)/obj/driver/main.o $(2)/libnetcc.a \
 		-Wl,--whole-archive $(2)/libnetcc_rt.a -Wl,--no-whole-archive $$(LLVM_LD) $$(RT_LD)
-
-# What generated libraries link: the plain runtime, even beside the
-# sanitizer build's netcc (an application need not be sanitized).
-$(2)/libnetcc_out.a: build/libnetcc_rt.a
-	@cp $$< $$@
 
 $(2)/tests/%: tests/%.c tests/testutil.h $(2)/libnetcc.a $(2)/libnetcc_rt.a
 	@mkdir -p $$(dir $$@)
@@ -68,10 +132,27 @@ $(2)/tests/%: tests/%.c tests/testutil.h $(2)/libnetcc.a $(2)/libnetcc_rt.a
 		-Wl,--whole-archive $(2)/libnetcc_rt.a -Wl,--no-whole-archive \
 		$$(CHECK_LD) $$(LLVM_LD) $$(RT_LD)
 endef
-
 SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -O1
 $(eval $(call flavour,P_,build,$(OPT)))
 $(eval $(call flavour,S_,build/san,$(SAN)))
+
+# The sanitizer build's netcc finds the kernel sets where the plain one
+# does: generated code links the plain runtime (an application need not
+# be sanitized).
+build/san/netcc: build/san/lib
+build/san/lib: | $(DEPS_STAMP)
+	@mkdir -p build/san && ln -sfn ../lib $@
+
+# A kernel test on another set: the same source against that set's runtime.
+define set_test
+build/tests/%@$(1): tests/%.c tests/testutil.h build/libnetcc.a build/lib/netcc/$(1)/libnetcc_rt.a
+	@mkdir -p $$(dir $$@)
+	@echo "  TEST  $$@"
+	@$$(CC) $$(BASE) $$(OPT) -Itests $$(LLVM_CF) -DNETCC_TEST_KSET='"$(1)"' -rdynamic -o $$@ $$< \
+		build/libnetcc.a -Wl,--whole-archive build/lib/netcc/$(1)/libnetcc_rt.a \
+		-Wl,--no-whole-archive $$(CHECK_LD) $$(LLVM_LD) $$(RT_LD)
+endef
+$(foreach k,$(filter-out $(HOST_KSET) neon,$(KSETS)),$(eval $(call set_test,$(k))))
 
 .PHONY: all test test-plain test-san demo bench fuzz clean format deps
 all: build/netcc
@@ -89,8 +170,8 @@ export NETCC_ROOT := $(CURDIR)
 
 test: test-plain test-san
 
-test-plain: build/netcc $(TESTS:%=build/tests/%)
-	@set -e; for t in $(TESTS); do echo "== $$t"; NETCC_BIN=$(CURDIR)/build/netcc \
+test-plain: build/netcc $(TESTS:%=build/tests/%) $(SET_TESTS:%=build/tests/%)
+	@set -e; for t in $(TESTS) $(SET_TESTS); do echo "== $$t"; NETCC_BIN=$(CURDIR)/build/netcc \
 		NETCC_BUILD=$(CURDIR)/build build/tests/$$t; done
 
 # LLVM's own allocations at exit are not ours to chase: leaks are checked

@@ -23,7 +23,7 @@
 
 /* inputs and outputs in the graph's declared order; params must have data. */
 int interp_run(const ir_graph *g, const float *const *inputs, float *const *outputs, char *err,
-	       size_t errlen);
+               size_t errlen);
 /* Every node's value after a run (tests look inside): value[id]. */
 typedef struct interp_values {
 	int n;
@@ -31,10 +31,43 @@ typedef struct interp_values {
 	bool *owned;
 } interp_values;
 int interp_run_all(const ir_graph *g, const float *const *inputs, interp_values *v, char *err,
-		   size_t errlen);
+                   size_t errlen);
 void interp_values_free(interp_values *v);
-/* Fills the prepared weights of a planned graph (plan.weight_bytes). */
-int interp_prepare(const ir_graph *g, float *prepared, char *err, size_t errlen);
+/* Fills the prepared weights of a planned graph (plan.weight_bytes), packed
+ * for a register tile of mr rows: the target's kernel set's (kset.h). */
+int interp_prepare(const ir_graph *g, int mr, float *prepared, char *err, size_t errlen);
+
+/* ---- targets (backend/target.c; `netcc targets` lists them) --------------
+ * What code is generated for: an LLVM triple, CPU and features, the
+ * runtime's kernel set that its libraries link, and the CPU features a
+ * library checks when it is created. */
+
+typedef struct backend_target {
+	const char *name;     /* as --target names it; "native" is resolved to one of these */
+	const char *triple;   /* LLVM's */
+	const char *cpu;      /* LLVM's CPU: the instructions allowed */
+	const char *features; /* LLVM's, beyond the CPU's ("" for none) */
+	const char *kset;     /* the kernel set (runtime/kset.h) */
+	uint64_t needs;       /* RT_CPU_* a library checks at create */
+	const char *cc;       /* the C compiler driver that links its libraries */
+	const char *about;
+	/* filled in by backend_target_get */
+	const char *tune; /* LLVM's CPU to tune for (native: this host's), or NULL */
+	bool native;      /* chosen by --target native */
+	int mr;           /* the kernel set's GEMM tile rows: packed weights' layout */
+} backend_target;
+
+/* The targets netcc knows, native excluded: *n of them. */
+const backend_target *backend_targets(int *n);
+/* name, or "native" (the best of them that this CPU runs, tuned for it),
+ * into *t; nonzero with err set (did-you-mean) for an unknown name. */
+int backend_target_get(const char *name, backend_target *t, char *err, size_t errlen);
+/* Whether this process can run t's code; if not, why, into why. */
+bool backend_target_runs_here(const backend_target *t, char *why, size_t len);
+/* Where the kernel sets are: NETCC_RUNTIME, else lib/netcc beside the
+ * netcc executable (the build tree), else ../lib/netcc (installed). The
+ * set's directory into buf; nonzero with an error in buf if not found. */
+int backend_kset_dir(const backend_target *t, char *buf, size_t len);
 
 /* ---- compiling ------------------------------------------------------------- */
 
@@ -58,6 +91,7 @@ double backend_now(void);
 void backend_phase(backend_phases *p, const char *name, double since);
 
 typedef struct backend_options {
+	const backend_target *target;
 	const char *name;   /* prefix of every exported symbol; a C identifier */
 	const char *output; /* the library, or the .o/.s/.ll for other emits */
 	backend_emit_kind emit;
@@ -72,22 +106,24 @@ typedef struct backend_options {
 int backend_compile(const ir_graph *g, const backend_options *o);
 int backend_header_write(const ir_graph *g, const backend_options *o, const char *path);
 
-/* Compiles in memory and runs once. */
-int backend_jit_run(const ir_graph *g, const float *const *inputs, float *const *outputs,
-		    char *err, size_t errlen);
+/* Compiles in memory for t (which must run here) and runs once. */
+int backend_jit_run(const ir_graph *g, const backend_target *t, const float *const *inputs,
+                    float *const *outputs, char *err, size_t errlen);
 
 /* A planned graph compiled in memory, for repeated calls. */
 typedef struct backend_jit backend_jit;
 struct rt_threads;
 typedef void backend_prepare_fn(const float *raw, float *prepared);
 typedef void backend_forward_fn(float *prepared, void *workspace, const void *const *in,
-				float *const *out, struct rt_threads *threads);
+                                float *const *out, struct rt_threads *threads);
 /* profile: the forward charges each node's time to the pool it runs on
  * (rt_threads_profile). */
-backend_jit *backend_jit_compile(const ir_graph *g, const char *prefix, bool profile, char *err,
-				 size_t errlen);
+backend_jit *backend_jit_compile(const ir_graph *g, const backend_target *t, const char *prefix,
+                                 bool profile, char *err, size_t errlen);
 backend_prepare_fn *backend_jit_prepare(const backend_jit *j);
 backend_forward_fn *backend_jit_forward(const backend_jit *j);
+/* A function of the JIT's kernel set by name (rt_peak_gflops), or NULL. */
+void *backend_jit_kernel(const backend_jit *j, const char *name);
 void backend_jit_free(backend_jit *j);
 /* The planned arena, 64-byte aligned; free() it. */
 void *backend_workspace_new(const ir_graph *g);
@@ -100,24 +136,24 @@ int backend_threads(void);
  * (the session takes them): one becomes the training step, the other the
  * inference graph used to evaluate. NULL with err set on failure. */
 typedef struct train_session train_session;
-train_session *train_session_create(ir_graph *train_graph, ir_graph *eval_graph, char *err,
-				    size_t errlen);
+train_session *train_session_create(ir_graph *train_graph, ir_graph *eval_graph,
+                                    const backend_target *t, char *err, size_t errlen);
 void train_session_free(train_session *s);
 const ir_graph *train_session_graph(const train_session *s);
 /* One SGD step on a batch: loss gets its mean loss, logits ([batch,
  * classes]) what the forward computed. Labels are checked first. */
 int train_session_step(train_session *s, const float *x, const int32_t *labels, float lr,
-		       float *loss, float *logits, char *err, size_t errlen);
+                       float *loss, float *logits, char *err, size_t errlen);
 /* Inference with the running statistics, on a batch of the same size. */
 int train_session_eval(train_session *s, const float *x, float *logits);
 /* Weights, BatchNorm statistics and momentum buffers, with metadata. */
 int train_session_save(const train_session *s, const char *path, const char *const *meta_kv,
-		       int n_meta, char *err, size_t errlen);
+                       int n_meta, char *err, size_t errlen);
 /* From a safetensors file already read; momentum buffers may be absent
  * (zeros) unless need_state. */
 struct rt_st_file;
 int train_session_load(train_session *s, const struct rt_st_file *f, bool need_state, char *err,
-		       size_t errlen);
+                       size_t errlen);
 
 /* Pieces, for the tests and the JIT. BACKEND_MODULE_LIBRARY: the
  * descriptor and exported API; otherwise NAME__prepare and NAME__forward
@@ -127,14 +163,15 @@ int train_session_load(train_session *s, const struct rt_st_file *f, bool need_s
  * g's prepared weights. */
 enum { BACKEND_MODULE_LIBRARY = 1, BACKEND_MODULE_PROFILE = 2 };
 LLVMModuleRef backend_module_build(LLVMContextRef ctx, const ir_graph *g, const ir_graph *tg,
-				   const char *prefix, const float *embedded, unsigned flags);
-LLVMTargetMachineRef backend_host_machine(void);
-void backend_module_target(LLVMModuleRef m, LLVMTargetMachineRef tm);
+                                   const backend_target *t, const char *prefix,
+                                   const float *embedded, unsigned flags);
+LLVMTargetMachineRef backend_target_machine(const backend_target *t);
+void backend_module_target(LLVMModuleRef m, LLVMTargetMachineRef tm, const backend_target *t);
 void backend_optimize(LLVMModuleRef m, LLVMTargetMachineRef tm);
 int backend_emit(LLVMModuleRef m, LLVMTargetMachineRef tm, backend_emit_kind kind,
-		 const char *path);
-/* Links an object file with the runtime into a shared object. */
-int backend_link(const char *object, const char *output);
+                 const char *path);
+/* Links an object file with t's runtime into a shared object. */
+int backend_link(const char *object, const char *output, const backend_target *t);
 /* Packs param data into the raw layout the plan chose (plan.raw_bytes);
  * params without data (momentum buffers) are zeros. */
 void backend_raw_weights(const ir_graph *g, float *raw);

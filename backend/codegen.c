@@ -21,6 +21,7 @@ typedef struct cg {
 	/* the function being built: forward (w, ws, in, out, threads) or prepare (raw, w) */
 	LLVMValueRef raw, w, ws, in, out, threads;
 	bool profile; /* rt_profile_mark after every node of a forward */
+	const backend_target *t;
 } cg;
 
 static LLVMValueRef i64c(cg *c, int64_t v)
@@ -360,25 +361,28 @@ static void cg_bn_fold_weight(cg *c, const ir_node *n, LLVMValueRef y)
 	kernel(c, "rt_bn_fold_weight", "iipppfp", args);
 }
 
-/* fn([threads, tile,] rows, cols, w, gamma, var, eps, y): a weight
- * transform that folds BatchNorm itself when the node has gamma and var
- * (in[1], in[2]); Winograd's takes the pool and its tile size first */
+/* fn([threads,] mr, [tile,] rows, cols, w, gamma, var, eps, y): a weight
+ * transform into the packed layout of the target's register tile (mr)
+ * that folds BatchNorm itself when the node has gamma and var (in[1],
+ * in[2]); Winograd's takes the pool first and its tile size after mr */
 static void weight_transform(cg *c, const ir_node *n, int64_t cols, LLVMValueRef y, const char *fn)
 {
 	bool fold = n->n_in == 3, tile = n->op == IR_OP_WINOGRAD_WEIGHT;
-	LLVMValueRef args[] = {c->threads,
-	                       i32c(c, n->tile),
-	                       i32c(c, arg_shape(c, n, 0)->d[0]),
+	LLVMValueRef rest[] = {i32c(c, arg_shape(c, n, 0)->d[0]),
 	                       i32c(c, cols),
 	                       arg(c, n, 0),
 	                       fold ? arg(c, n, 1) : LLVMConstNull(c->ptr),
 	                       fold ? arg(c, n, 2) : LLVMConstNull(c->ptr),
 	                       f32c(c, n->eps),
 	                       y};
-	if (tile)
-		kernel(c, fn, "piiipppfp", args);
-	else
-		kernel(c, fn, "iipppfp", args + 2);
+	LLVMValueRef args[10] = {c->threads, i32c(c, c->t->mr), i32c(c, n->tile)};
+	if (tile) {
+		memcpy(args + 3, rest, sizeof rest);
+		kernel(c, fn, "piiiipppfp", args);
+	} else {
+		memcpy(args + 2, rest, sizeof rest);
+		kernel(c, fn, "iiipppfp", args + 1);
+	}
 }
 
 static void cg_winograd_weight(cg *c, const ir_node *n, LLVMValueRef y)
@@ -389,8 +393,9 @@ static void cg_winograd_weight(cg *c, const ir_node *n, LLVMValueRef y)
 static void cg_winograd_weight_t(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	const ir_shape *w = arg_shape(c, n, 0);
-	LLVMValueRef args[] = {c->threads, i32c(c, w->d[0]), i32c(c, w->d[1]), arg(c, n, 0), y};
-	kernel(c, "rt_winograd_weight_t", "piipp", args);
+	LLVMValueRef args[] = {c->threads,       i32c(c, c->t->mr), i32c(c, w->d[0]),
+	                       i32c(c, w->d[1]), arg(c, n, 0),      y};
+	kernel(c, "rt_winograd_weight_t", "piiipp", args);
 }
 
 static void cg_gemm_weight(cg *c, const ir_node *n, LLVMValueRef y)
@@ -848,6 +853,9 @@ static LLVMValueRef build_desc(cg *c, const ir_graph *tg, LLVMValueRef prepare,
 	    tg ? train : null,
 	    i64c(c, g->batch),
 	    tg ? i64c(c, tg->nodes[tg->outputs[1].node].shape.d[1]) : zero,
+	    cstring(c, c->t->name),
+	    i64c(c, (int64_t)c->t->needs),
+	    i64c(c, c->t->mr),
 	};
 	LLVMValueRef init =
 	    LLVMConstStructInContext(c->ctx, fields, sizeof fields / sizeof *fields, 0);
@@ -913,10 +921,15 @@ static void build_api(cg *c, LLVMValueRef desc, bool trainable)
 }
 
 LLVMModuleRef backend_module_build(LLVMContextRef ctx, const ir_graph *g, const ir_graph *tg,
-                                   const char *prefix, const float *embedded, unsigned flags)
+                                   const backend_target *t, const char *prefix,
+                                   const float *embedded, unsigned flags)
 {
 	bool library = flags & BACKEND_MODULE_LIBRARY;
-	cg c = {.ctx = ctx, .g = g, .prefix = prefix, .profile = flags & BACKEND_MODULE_PROFILE};
+	cg c = {.ctx = ctx,
+	        .g = g,
+	        .prefix = prefix,
+	        .profile = flags & BACKEND_MODULE_PROFILE,
+	        .t = t};
 	c.mod = LLVMModuleCreateWithNameInContext(prefix, ctx);
 	c.b = LLVMCreateBuilderInContext(ctx);
 	c.ptr = LLVMPointerTypeInContext(ctx, 0);

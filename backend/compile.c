@@ -60,7 +60,7 @@ int backend_compile(const ir_graph *g, const backend_options *o)
 		const ir_graph *w = o->train ? o->train : g;
 		prepared = calloc((size_t)w->plan.weight_bytes / sizeof(float) + 1, sizeof(float));
 		char err[256];
-		if (!prepared || interp_prepare(w, prepared, err, sizeof err) != 0) {
+		if (!prepared || interp_prepare(w, o->target->mr, prepared, err, sizeof err) != 0) {
 			fprintf(diag_output(), "netcc: error: preparing weights: %s\n",
 			        prepared ? err : "out of memory");
 			free(prepared);
@@ -70,11 +70,11 @@ int backend_compile(const ir_graph *g, const backend_options *o)
 		t = backend_now();
 	}
 	LLVMContextRef ctx = LLVMContextCreate();
-	LLVMModuleRef m =
-	    backend_module_build(ctx, g, o->train, o->name, prepared, BACKEND_MODULE_LIBRARY);
+	LLVMModuleRef m = backend_module_build(ctx, g, o->train, o->target, o->name, prepared,
+	                                       BACKEND_MODULE_LIBRARY);
 	free(prepared);
-	LLVMTargetMachineRef tm = backend_host_machine();
-	backend_module_target(m, tm);
+	LLVMTargetMachineRef tm = backend_target_machine(o->target);
+	backend_module_target(m, tm, o->target);
 	backend_phase(o->phases, "codegen", t);
 	t = backend_now();
 	backend_optimize(m, tm);
@@ -98,7 +98,7 @@ int backend_compile(const ir_graph *g, const backend_options *o)
 			backend_phase(o->phases, "emit object", t);
 			t = backend_now();
 			if (rc == 0)
-				rc = backend_link(obj, o->output);
+				rc = backend_link(obj, o->output, o->target);
 			unlink(obj);
 			backend_phase(o->phases, "link", t);
 		}

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "kset.h"
 #include "runtime.h"
 
 typedef struct text {
@@ -126,6 +127,14 @@ static void write_header(FILE *f, const ir_graph *g, const backend_options *o)
 	fprintf(f, " *           fprintf(stderr, \"%%s\\n\", %s_error(m));\n", n);
 	fprintf(f, " *   %s_destroy(m);\n *\n", n);
 	fprintf(f, " * Model %s, batch %lld.\n", g->name, (long long)g->batch);
+	char needs[512];
+	fprintf(f,
+	        " * Target %s%s%s (netcc targets): the code needs a CPU with\n"
+	        " * %s; on one without, %s_create() returns NULL and\n"
+	        " * %s_error(NULL) says what is missing.\n",
+	        o->target->name, o->target->native ? ", chosen by native and tuned for " : "",
+	        o->target->native ? o->target->tune : "",
+	        rt_cpu_feature_names(o->target->needs, needs, sizeof needs), n, n);
 	io_lines(f, g, g->inputs, g->n_inputs, "Input");
 	io_lines(f, g, g->outputs, g->n_outputs, "Output");
 	fprintf(f,
@@ -151,6 +160,7 @@ static void write_header(FILE *f, const ir_graph *g, const backend_options *o)
 	        "#ifndef %s_H\n#define %s_H\n\n#include <stdint.h>\n\n"
 	        "#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n",
 	        up, up);
+	fprintf(f, "#define %s_TARGET \"%s\"\n", up, o->target->name);
 	fprintf(f, "#define %s_BATCH %lld\n", up, (long long)g->batch);
 	sizes(f, g, up, g->inputs, g->n_inputs, "INPUT");
 	sizes(f, g, up, g->outputs, g->n_outputs, "OUTPUT");
@@ -170,13 +180,15 @@ static void write_header(FILE *f, const ir_graph *g, const backend_options *o)
 	        "\t%s_ERR_IO = %d,         /* the weights file cannot be read or parsed */\n"
 	        "\t%s_ERR_WEIGHTS = %d,    /* the weights file does not match the model */\n"
 	        "\t%s_ERR_NO_WEIGHTS = %d, /* no weights loaded (or the last load failed) */\n"
-	        "\t%s_ERR_NOMEM = %d       /* out of memory */\n"
+	        "\t%s_ERR_NOMEM = %d,      /* out of memory */\n"
+	        "\t%s_ERR_CPU = %d         /* this CPU lacks what %s_TARGET needs */\n"
 	        "};\n\n",
 	        up, up, RT_ERR_ARG, up, RT_ERR_IO, up, RT_ERR_WEIGHTS, up, RT_ERR_NO_WEIGHTS, up,
-	        RT_ERR_NOMEM);
+	        RT_ERR_NOMEM, up, RT_ERR_CPU, up);
 	fprintf(f, "typedef struct %s %s;\n\n", n, n);
 	fprintf(f,
-	        "/* A new instance with its own workspace%s; NULL if out of memory. */\n"
+	        "/* A new instance with its own workspace%s; NULL if out of memory or\n"
+	        " * this CPU cannot run the code (%s_error(NULL) then says why). */\n"
 	        "%s *%s_create(void);\n"
 	        "/* Frees the instance; NULL is allowed. */\n"
 	        "void %s_destroy(%s *m);\n"
@@ -184,7 +196,7 @@ static void write_header(FILE *f, const ir_graph *g, const backend_options *o)
 	        " * On failure the instance has no weights until a load succeeds. */\n"
 	        "int %s_load_weights(%s *m, const char *safetensors_path);\n",
 	        o->embed_weights ? ", using the embedded weights" : " and no weights yet", n, n, n,
-	        n, n, n);
+	        n, n, n, n);
 	if (simple)
 		fprintf(f,
 		        "/* Runs the model: input holds %s_INPUT_SIZE floats, output "
@@ -194,7 +206,8 @@ static void write_header(FILE *f, const ir_graph *g, const backend_options *o)
 	fprintf(f,
 	        "/* Runs the model on arrays of input and output pointers, in declared order. */\n"
 	        "int %s_run(%s *m, const float *const *inputs, float *const *outputs);\n"
-	        "/* The last error of this instance, readable; \"\" if none. */\n"
+	        "/* The last error of this instance, readable; \"\" if none. With NULL: why\n"
+	        " * the last create in this thread failed. */\n"
 	        "const char *%s_error(const %s *m);\n"
 	        "/* Threads this instance runs on (at first NETCC_THREADS, else one per CPU);\n"
 	        " * results are the same bits whatever the count. */\n"

@@ -11,6 +11,7 @@
 typedef struct interp {
 	const ir_graph *g;
 	float **buf; /* per node */
+	int mr;      /* the register tile whose layout packed weights take */
 } interp;
 
 static const ir_shape *shape(const interp *it, const ir_node *n, int i)
@@ -177,7 +178,7 @@ static void interp_bn_fold_weight(const interp *it, const ir_node *n, float *y)
 static void interp_winograd_weight(const interp *it, const ir_node *n, float *y)
 {
 	const ir_shape *w = shape(it, n, 0);
-	rt_winograd_weight(NULL, (int)n->tile, dim(w, 0), dim(w, 1), in(it, n, 0),
+	rt_winograd_weight(NULL, it->mr, (int)n->tile, dim(w, 0), dim(w, 1), in(it, n, 0),
 	                   n->n_in == 3 ? in(it, n, 1) : NULL, n->n_in == 3 ? in(it, n, 2) : NULL,
 	                   (float)n->eps, y);
 }
@@ -185,15 +186,16 @@ static void interp_winograd_weight(const interp *it, const ir_node *n, float *y)
 static void interp_winograd_weight_t(const interp *it, const ir_node *n, float *y)
 {
 	const ir_shape *w = shape(it, n, 0);
-	rt_winograd_weight_t(NULL, dim(w, 0), dim(w, 1), in(it, n, 0), y);
+	rt_winograd_weight_t(NULL, it->mr, dim(w, 0), dim(w, 1), in(it, n, 0), y);
 }
 
 static void interp_gemm_weight(const interp *it, const ir_node *n, float *y)
 {
 	const ir_shape *w = shape(it, n, 0);
 	int kdim = (int)ir_shape_row(w);
-	rt_conv_weight_pack(dim(w, 0), kdim, in(it, n, 0), n->n_in == 3 ? in(it, n, 1) : NULL,
-	                    n->n_in == 3 ? in(it, n, 2) : NULL, (float)n->eps, y);
+	rt_conv_weight_pack(it->mr, dim(w, 0), kdim, in(it, n, 0),
+	                    n->n_in == 3 ? in(it, n, 1) : NULL, n->n_in == 3 ? in(it, n, 2) : NULL,
+	                    (float)n->eps, y);
 }
 
 static void interp_bn_fold_bias(const interp *it, const ir_node *n, float *y)
@@ -446,7 +448,9 @@ static int run_nodes(interp *it, bool *owned, const float *const *inputs,
 		if (n->op == IR_OP_INPUT || !want(n))
 			continue;
 		size_t count = (size_t)ir_shape_count(&n->shape);
-		it->buf[id] = malloc(count ? count * sizeof(float) : 1);
+		/* zeroed: a packed layout leaves padding that prepared weights
+		 * carry into a library, which must not depend on the heap */
+		it->buf[id] = calloc(count ? count : 1, sizeof(float));
 		if (!it->buf[id]) {
 			snprintf(err, errlen, "out of memory for node %%%d (%zu floats)", id,
 			         count);
@@ -477,10 +481,13 @@ static bool prep_only(const ir_node *n)
 	return n->prep;
 }
 
+/* Graphs run here lay packed weights out for netcc's own kernel set, which
+ * runs them; interp_prepare lays them out for the target's. */
 int interp_run(const ir_graph *g, const float *const *inputs, float *const *outputs, char *err,
                size_t errlen)
 {
-	interp it = {.g = g, .buf = calloc((size_t)g->n_nodes, sizeof(float *))};
+	interp it = {
+	    .g = g, .buf = calloc((size_t)g->n_nodes, sizeof(float *)), .mr = rt_gemm_mr()};
 	bool *owned = calloc((size_t)g->n_nodes, sizeof(bool));
 	int rc = -1;
 	if (!it.buf || !owned)
@@ -499,7 +506,8 @@ int interp_run(const ir_graph *g, const float *const *inputs, float *const *outp
 int interp_run_all(const ir_graph *g, const float *const *inputs, interp_values *v, char *err,
                    size_t errlen)
 {
-	interp it = {.g = g, .buf = calloc((size_t)g->n_nodes, sizeof(float *))};
+	interp it = {
+	    .g = g, .buf = calloc((size_t)g->n_nodes, sizeof(float *)), .mr = rt_gemm_mr()};
 	bool *owned = calloc((size_t)g->n_nodes, sizeof(bool));
 	int rc = -1;
 	if (!it.buf || !owned)
@@ -521,9 +529,9 @@ void interp_values_free(interp_values *v)
 	*v = (interp_values){0};
 }
 
-int interp_prepare(const ir_graph *g, float *prepared, char *err, size_t errlen)
+int interp_prepare(const ir_graph *g, int mr, float *prepared, char *err, size_t errlen)
 {
-	interp it = {.g = g, .buf = calloc((size_t)g->n_nodes, sizeof(float *))};
+	interp it = {.g = g, .buf = calloc((size_t)g->n_nodes, sizeof(float *)), .mr = mr};
 	bool *owned = calloc((size_t)g->n_nodes, sizeof(bool));
 	int rc = -1;
 	if (!it.buf || !owned)

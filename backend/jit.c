@@ -1,6 +1,9 @@
 /* netcc run and netcc train without writing files: the module a library
- * would hold, compiled in memory by ORC's LLJIT. Runtime symbols resolve
- * against the netcc process itself, which carries the whole runtime. */
+ * would hold, compiled in memory by ORC's LLJIT for a target this machine
+ * runs. The kernels are the target's kernel set, loaded as the object the
+ * build made of it (lib/netcc/SET/kernels.o); the rest of the runtime
+ * (threads, files) resolves against the netcc process itself. */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,34 +52,62 @@ void backend_jit_free(backend_jit *j)
 	free(j);
 }
 
-backend_jit *backend_jit_compile(const ir_graph *g, const char *prefix, bool profile, char *err,
-                                 size_t errlen)
+/* The target's kernel set, as one object in the JIT's main library: its
+ * definitions come before the process's own (netcc's set, maybe another). */
+static LLVMErrorRef add_kernels(backend_jit *j, LLVMOrcJITDylibRef jd, const backend_target *t,
+                                char *err, size_t errlen)
 {
+	char dir[PATH_MAX + 64], path[PATH_MAX + 96];
+	if (backend_kset_dir(t, dir, sizeof dir) != 0)
+		return LLVMCreateStringError(dir);
+	snprintf(path, sizeof path, "%s/kernels.o", dir);
+	LLVMMemoryBufferRef buf;
+	char *msg = NULL;
+	if (LLVMCreateMemoryBufferWithContentsOfFile(path, &buf, &msg)) {
+		char text[PATH_MAX + 400];
+		snprintf(text, sizeof text, "cannot read %s: %s", path, msg ? msg : "?");
+		LLVMDisposeMessage(msg);
+		return LLVMCreateStringError(text);
+	}
+	return LLVMOrcLLJITAddObjectFile(j->jit, jd, buf);
+}
+
+backend_jit *backend_jit_compile(const ir_graph *g, const backend_target *t, const char *prefix,
+                                 bool profile, char *err, size_t errlen)
+{
+	char why[256];
+	if (!backend_target_runs_here(t, why, sizeof why)) {
+		snprintf(err, errlen, "--target %s cannot run here: %s", t->name, why);
+		return NULL;
+	}
 	backend_jit *j = calloc(1, sizeof *j);
 	if (!j) {
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
 	j->tsc = LLVMOrcCreateNewThreadSafeContext();
-	LLVMModuleRef m = backend_module_build(LLVMOrcThreadSafeContextGetContext(j->tsc), g, NULL,
-	                                       prefix, NULL, profile ? BACKEND_MODULE_PROFILE : 0);
-	LLVMTargetMachineRef tm = backend_host_machine();
-	backend_module_target(m, tm);
+	LLVMModuleRef m =
+	    backend_module_build(LLVMOrcThreadSafeContextGetContext(j->tsc), g, NULL, t, prefix,
+	                         NULL, profile ? BACKEND_MODULE_PROFILE : 0);
+	LLVMTargetMachineRef tm = backend_target_machine(t);
+	backend_module_target(m, tm, t);
 	backend_optimize(m, tm);
-	LLVMDisposeTargetMachine(tm);
 
-	LLVMOrcJITTargetMachineBuilderRef jtmb;
-	LLVMErrorRef e = LLVMOrcJITTargetMachineBuilderDetectHost(&jtmb);
-	if (e) {
-		LLVMDisposeModule(m);
-		llvm_failed(e, "detecting the host", err, errlen);
-		goto fail;
-	}
+	/* the builder takes the target machine */
+	LLVMOrcJITTargetMachineBuilderRef jtmb =
+	    LLVMOrcJITTargetMachineBuilderCreateFromTargetMachine(tm);
 	LLVMOrcLLJITBuilderRef jb = LLVMOrcCreateLLJITBuilder();
 	LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(jb, jtmb);
+	LLVMErrorRef e;
 	if ((e = LLVMOrcCreateLLJIT(&j->jit, jb))) {
 		LLVMDisposeModule(m);
 		llvm_failed(e, "creating the JIT", err, errlen);
+		goto fail;
+	}
+	LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(j->jit);
+	if ((e = add_kernels(j, jd, t, err, errlen))) {
+		LLVMDisposeModule(m);
+		llvm_failed(e, "loading the kernels", err, errlen);
 		goto fail;
 	}
 	LLVMOrcDefinitionGeneratorRef gen;
@@ -86,7 +117,6 @@ backend_jit *backend_jit_compile(const ir_graph *g, const char *prefix, bool pro
 		llvm_failed(e, "resolving runtime symbols", err, errlen);
 		goto fail;
 	}
-	LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(j->jit);
 	LLVMOrcJITDylibAddGenerator(jd, gen);
 	LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(m, j->tsc);
 	if ((e = LLVMOrcLLJITAddLLVMIRModule(j->jit, jd, tsm))) {
@@ -101,6 +131,17 @@ backend_jit *backend_jit_compile(const ir_graph *g, const char *prefix, bool pro
 fail:
 	backend_jit_free(j);
 	return NULL;
+}
+
+void *backend_jit_kernel(const backend_jit *j, const char *name)
+{
+	LLVMOrcExecutorAddress a;
+	LLVMErrorRef e = LLVMOrcLLJITLookup(j->jit, &a, name);
+	if (e) {
+		LLVMConsumeError(e);
+		return NULL;
+	}
+	return (void *)(uintptr_t)a;
 }
 
 backend_prepare_fn *backend_jit_prepare(const backend_jit *j)
@@ -125,10 +166,10 @@ void *backend_workspace_new(const ir_graph *g)
 	return aligned_alloc(64, bytes ? bytes : 64);
 }
 
-int backend_jit_run(const ir_graph *g, const float *const *in, float *const *out, char *err,
-                    size_t errlen)
+int backend_jit_run(const ir_graph *g, const backend_target *t, const float *const *in,
+                    float *const *out, char *err, size_t errlen)
 {
-	backend_jit *j = backend_jit_compile(g, "netcc_jit", false, err, errlen);
+	backend_jit *j = backend_jit_compile(g, t, "netcc_jit", false, err, errlen);
 	if (!j)
 		return -1;
 	float *raw = calloc((size_t)g->plan.raw_bytes / 4 + 1, sizeof(float));

@@ -1,7 +1,7 @@
-/* Linking an object into a shared object with the system's C compiler
- * driver: the runtime archive that sits beside the netcc executable,
- * and cJSON. The runtime's symbols stay private to the library
- * (--exclude-libs), so several netcc libraries can share one program. */
+/* Linking an object into a shared object with the target's C compiler
+ * driver: the runtime archive of the target's kernel set, and cJSON. The
+ * runtime's symbols stay private to the library (--exclude-libs), so
+ * several netcc libraries can share one program. */
 #include <errno.h>
 #include <limits.h>
 #include <spawn.h>
@@ -16,35 +16,14 @@
 
 extern char **environ;
 
-static int runtime_archive(char *buf, size_t len)
+int backend_link(const char *object, const char *output, const backend_target *t)
 {
-	const char *env = getenv("NETCC_RUNTIME");
-	if (env && *env) {
-		snprintf(buf, len, "%s", env);
-		return 0;
-	}
-	char exe[PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-	if (n <= 0)
-		return -1;
-	exe[n] = 0;
-	char *slash = strrchr(exe, '/');
-	if (!slash)
-		return -1;
-	*slash = 0;
-	snprintf(buf, len, "%s/libnetcc_out.a", exe);
-	return access(buf, R_OK);
-}
-
-int backend_link(const char *object, const char *output)
-{
-	char rt[PATH_MAX + 32];
-	if (runtime_archive(rt, sizeof rt) != 0) {
-		fprintf(diag_output(),
-		        "netcc: error: cannot find the runtime library libnetcc_out.a beside the "
-		        "netcc executable (set NETCC_RUNTIME)\n");
+	char dir[PATH_MAX + 64], rt[PATH_MAX + 96];
+	if (backend_kset_dir(t, dir, sizeof dir) != 0) {
+		fprintf(diag_output(), "netcc: error: %s\n", dir);
 		return 1;
 	}
+	snprintf(rt, sizeof rt, "%s/libnetcc_rt.a", dir);
 	size_t olen = strlen(output);
 	char *tmp = malloc(olen + 16);
 	if (!tmp)
@@ -58,7 +37,7 @@ int backend_link(const char *object, const char *output)
 		return 1;
 	}
 	close(fd);
-	const char *cc = getenv("CC") && *getenv("CC") ? getenv("CC") : "cc";
+	const char *cc = t->cc;
 	char *argv[] = {(char *)cc,
 	                "-shared",
 	                "-o",
@@ -79,6 +58,11 @@ int backend_link(const char *object, const char *output)
 	if (rc != 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
 		fprintf(diag_output(), "netcc: error: linking %s with %s failed%s%s\n", output, cc,
 		        rc ? ": " : "", rc ? strerror(rc) : "");
+		if (rc == ENOENT)
+			fprintf(diag_output(),
+			        "netcc: note: --target %s links with %s (scripts/deps.sh installs "
+			        "it)\n",
+			        t->name, cc);
 		unlink(tmp);
 		free(tmp);
 		return 1;

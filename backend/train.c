@@ -11,6 +11,7 @@
 #include "runtime.h"
 
 struct train_session {
+	backend_target target;
 	ir_graph *tg, *eg;
 	backend_jit *tj, *ej;
 	float *state;    /* tg's prepared weights: what training changes */
@@ -54,8 +55,10 @@ static int build_graphs(void *ctx)
 	autodiff_training_graph(s->tg);
 	passes_run(s->tg, &(passes_options){.opt_level = 2});
 	passes_run(s->eg, &(passes_options){.opt_level = 2});
-	s->tj = backend_jit_compile(s->tg, "netcc_train", false, b->err, b->errlen);
-	s->ej = s->tj ? backend_jit_compile(s->eg, "netcc_eval", false, b->err, b->errlen) : NULL;
+	s->tj = backend_jit_compile(s->tg, &s->target, "netcc_train", false, b->err, b->errlen);
+	s->ej = s->tj
+	            ? backend_jit_compile(s->eg, &s->target, "netcc_eval", false, b->err, b->errlen)
+	            : NULL;
 	return s->ej ? 0 : 1;
 }
 
@@ -72,8 +75,8 @@ static int guarded(int (*fn)(void *), void *ctx)
 	return 1;
 }
 
-train_session *train_session_create(ir_graph *train_graph, ir_graph *eval_graph, char *err,
-                                    size_t errlen)
+train_session *train_session_create(ir_graph *train_graph, ir_graph *eval_graph,
+                                    const backend_target *t, char *err, size_t errlen)
 {
 	train_session *s = calloc(1, sizeof *s);
 	if (!s) {
@@ -82,6 +85,7 @@ train_session *train_session_create(ir_graph *train_graph, ir_graph *eval_graph,
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
+	s->target = *t;
 	s->tg = train_graph;
 	s->eg = eval_graph;
 	err[0] = 0;

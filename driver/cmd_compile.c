@@ -112,8 +112,11 @@ int cmd_compile(int argc, char **argv)
 {
 	opts o;
 	if (opts_parse(&o, argc, argv,
-		       "o= batch= weights= seed= name= emit= weights-file O0 O2 dump-after= report "
-		       "time-phases allow-nonfinite train no-winograd") != 0)
+	               "o= batch= weights= seed= name= emit= weights-file O0 O2 dump-after= report "
+	               "time-phases allow-nonfinite train no-winograd target=") != 0)
+		return 2;
+	backend_target target;
+	if (driver_target(&o, &target, false) != 0)
 		return 2;
 	backend_phases phases = {0};
 	double t0 = backend_now();
@@ -135,15 +138,16 @@ int cmd_compile(int argc, char **argv)
 	ir_graph *tg = NULL;
 	const char *name = opts_str(&o, "name", g->name);
 	if (!c_identifier(name)) {
-		fprintf(stderr, "netcc: error: --name %s: the name prefixes C symbols, so it must "
-				"be a C identifier of at most 64 characters\n",
-			name);
+		fprintf(stderr,
+		        "netcc: error: --name %s: the name prefixes C symbols, so it must "
+		        "be a C identifier of at most 64 characters\n",
+		        name);
 		goto done;
 	}
 	char out_default[256];
 	static const char *const ext[] = {"so", "o", "s", "ll"};
 	snprintf(out_default, sizeof out_default, "%s%s.%s", emit == BACKEND_EMIT_SO ? "lib" : "",
-		 name, ext[emit]);
+	         name, ext[emit]);
 	const char *output = opts_str(&o, "o", out_default);
 	rc = 1;
 	if (opts_flag(&o, "train") && !(tg = driver_model_load(&o, 1, &status)))
@@ -158,17 +162,18 @@ int cmd_compile(int argc, char **argv)
 	backend_phase(&phases, "parse and load", t0);
 
 	job j = {.g = g,
-		 .tg = tg,
-		 .po = {.opt_level = opts_flag(&o, "O0") ? 0 : 2,
-			.dump_after = opts_str(&o, "dump-after", NULL),
-			.no_winograd = opts_flag(&o, "no-winograd")},
-		 .bo = {.name = name,
-			.output = output,
-			.emit = emit,
-			.embed_weights = !opts_flag(&o, "weights-file"),
-			.source = o.pos[0],
-			.phases = &phases},
-		 .phases = &phases};
+	         .tg = tg,
+	         .po = {.opt_level = opts_flag(&o, "O0") ? 0 : 2,
+	                .dump_after = opts_str(&o, "dump-after", NULL),
+	                .no_winograd = opts_flag(&o, "no-winograd")},
+	         .bo = {.target = &target,
+	                .name = name,
+	                .output = output,
+	                .emit = emit,
+	                .embed_weights = !opts_flag(&o, "weights-file"),
+	                .source = o.pos[0],
+	                .phases = &phases},
+	         .phases = &phases};
 	if (driver_guarded(compile_job, &j) != 0)
 		goto done;
 	if (opts_flag(&o, "report")) {

@@ -13,6 +13,7 @@
 
 typedef struct prof_job {
 	ir_graph *g;
+	const backend_target *t;
 	bool train;
 	int opt_level;
 	bool no_winograd;
@@ -27,7 +28,7 @@ static int prof_build(void *ctx)
 		autodiff_training_graph(j->g);
 	passes_run(j->g,
 	           &(passes_options){.opt_level = j->opt_level, .no_winograd = j->no_winograd});
-	j->jit = backend_jit_compile(j->g, "netcc_profile", true, j->err, sizeof j->err);
+	j->jit = backend_jit_compile(j->g, j->t, "netcc_profile", true, j->err, sizeof j->err);
 	return j->jit ? 0 : 1;
 }
 
@@ -58,7 +59,11 @@ static const char *tail_name(const char *name)
 int cmd_profile(int argc, char **argv)
 {
 	opts o;
-	if (opts_parse(&o, argc, argv, "batch= train runs= threads= seed= O0 all no-winograd") != 0)
+	if (opts_parse(&o, argc, argv,
+	               "batch= train runs= threads= seed= O0 all no-winograd target=") != 0)
+		return 2;
+	backend_target target;
+	if (driver_target(&o, &target, true) != 0)
 		return 2;
 	bool ok = true;
 	int64_t runs = opts_int(&o, "runs", 20, 1, 100000, &ok);
@@ -72,6 +77,7 @@ int cmd_profile(int argc, char **argv)
 		return status;
 	ir_graph_init_he(g, (uint64_t)seed);
 	prof_job j = {.g = g,
+	              .t = &target,
 	              .train = opts_flag(&o, "train"),
 	              .opt_level = opts_flag(&o, "O0") ? 0 : 2,
 	              .no_winograd = opts_flag(&o, "no-winograd")};
@@ -120,7 +126,9 @@ int cmd_profile(int argc, char **argv)
 	double wall = backend_now() - t0;
 	rt_threads_profile(pool, NULL, 0);
 	int nt = rt_threads_count(pool);
-	double peak = rt_peak_gflops(nt);
+	/* the peak of the target's kernel set: the widest vectors its code uses */
+	double (*peak_of)(int) = (double (*)(int))backend_jit_kernel(j.jit, "rt_peak_gflops");
+	double peak = peak_of ? peak_of(nt) : rt_peak_gflops(nt);
 
 	double total = 0, flops = 0;
 	op_total ops[IR_OP_COUNT] = {{0}};
@@ -135,10 +143,10 @@ int cmd_profile(int argc, char **argv)
 	}
 	if (total <= 0)
 		total = 1e-12;
-	printf("netcc profile: %s, batch %lld, %s, %d thread%s, -O%d; %lld runs after 3 "
-	       "warm-up\n",
+	printf("netcc profile: %s, batch %lld, %s, %d thread%s, -O%d, target %s; %lld runs after "
+	       "3 warm-up\n",
 	       g->name, (long long)g->batch, j.train ? "training step" : "inference", nt,
-	       nt == 1 ? "" : "s", j.opt_level, (long long)runs);
+	       nt == 1 ? "" : "s", j.opt_level, target.name, (long long)runs);
 	printf("peak: %.1f GFLOP/s (FMA loop on %d thread%s, measured now)\n\n", peak, nt,
 	       nt == 1 ? "" : "s");
 	printf("%-40s %-18s %-18s %8s %9s %8s %6s %6s\n", "node", "op", "shape", "GFLOP", "ms/run",

@@ -62,6 +62,7 @@ static void print_output(const ir_graph *g, int i, const float *y)
 
 typedef struct jit_job {
 	ir_graph *g;
+	const backend_target *t;
 	const float *const *in;
 	float *const *out;
 	char *err;
@@ -72,14 +73,17 @@ static int jit_run(void *ctx)
 {
 	jit_job *j = ctx;
 	passes_run(j->g, &(passes_options){.opt_level = 2});
-	return backend_jit_run(j->g, j->in, j->out, j->err, j->errlen) != 0;
+	return backend_jit_run(j->g, j->t, j->in, j->out, j->err, j->errlen) != 0;
 }
 
 int cmd_run(int argc, char **argv)
 {
 	opts o;
 	if (opts_parse(&o, argc, argv,
-	               "batch= weights= input* o* reference seed= allow-nonfinite") != 0)
+	               "batch= weights= input* o* reference seed= allow-nonfinite target=") != 0)
+		return 2;
+	backend_target target;
+	if (driver_target(&o, &target, true) != 0)
 		return 2;
 	const char *inputs[IR_MAX_IO], *outputs[IR_MAX_IO];
 	int ni = opts_all(&o, "input", inputs, IR_MAX_IO);
@@ -128,9 +132,9 @@ int cmd_run(int argc, char **argv)
 	for (int i = 0; i < ni; i++)
 		inp[i] = in[i].data;
 	char err[512] = "";
-	jit_job j = {g, inp, out, err, sizeof err};
+	jit_job j = {g, &target, inp, out, err, sizeof err};
 	if (opts_flag(&o, "reference") ? interp_run(g, inp, out, err, sizeof err) != 0
-				       : driver_guarded(jit_run, &j) != 0) {
+	                               : driver_guarded(jit_run, &j) != 0) {
 		if (err[0])
 			fprintf(stderr, "netcc: error: %s\n", err);
 		goto done;

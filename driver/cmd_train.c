@@ -46,6 +46,7 @@ typedef struct run_state {
 
 typedef struct trainer {
 	train_cfg cfg;
+	backend_target target;
 	run_state st;
 	char *name; /* the model's */
 	int64_t batch, classes, nb, n_train;
@@ -727,7 +728,7 @@ static int session_make(trainer *t, ir_graph *g)
 	}
 	fprintf(stderr, "netcc: compiling %s's training step at batch %lld\n", t->name,
 	        (long long)t->batch);
-	t->s = train_session_create(g, e, err, sizeof err);
+	t->s = train_session_create(g, e, &t->target, err, sizeof err);
 	if (!t->s) {
 		fprintf(stderr, "netcc: error: %s\n", err);
 		return 1;
@@ -954,9 +955,11 @@ int cmd_train(int argc, char **argv)
 	opts o;
 	if (opts_parse(&o, argc, argv,
 	               "data= epochs= batch= lr= schedule= factor= patience= warmup= seed= out= "
-	               "resume= weights= limit-train= limit-test=") != 0)
+	               "resume= weights= limit-train= limit-test= target=") != 0)
 		return 2;
 	trainer t = {0};
+	if (driver_target(&o, &t.target, true) != 0)
+		return 2;
 	int rc = cfg_parse(&o, &t.cfg);
 	if (rc == 0)
 		rc = train_main(&t, &o);

@@ -45,6 +45,13 @@ int cmd_run(int argc, char **argv);
 int cmd_compile(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_profile(int argc, char **argv);
+int cmd_targets(int argc, char **argv);
+
+/* --target (default native) into *t; run_here: the command runs the code
+ * in this process, so the target must suit this CPU. 0, or 2 after
+ * reporting. */
+struct backend_target;
+int driver_target(const opts *o, struct backend_target *t, bool run_here);
 
 /* Runs fn(ctx) with compiler errors (diag_error_at, diag_fatal) unwinding
  * back here: fn's result, or 1 after an error was reported. */

@@ -16,22 +16,25 @@ static const struct command {
     {"params", cmd_params, "params MODEL.nn                     every parameter and buffer"},
     {"init", cmd_init, "init MODEL.nn -o W.safetensors [--seed S]   He-initialised weights"},
     {"compile", cmd_compile,
-     "compile MODEL.nn -o libX.so [--batch N] [--weights W | --seed S] [--name X]\n"
-     "        [--emit=so|obj|asm|llvm] [--weights-file] [-O0|-O2] [--dump-after=PASS]\n"
-     "        [--report] [--time-phases] [--train] [--no-winograd]  a shared object and its C\n"
-     "        header"},
+     "compile MODEL.nn -o libX.so [--target T] [--batch N] [--weights W | --seed S]\n"
+     "        [--name X] [--emit=so|obj|asm|llvm] [--weights-file] [-O0|-O2]\n"
+     "        [--dump-after=PASS] [--report] [--time-phases] [--train] [--no-winograd]\n"
+     "        a shared object and its C header, for target T (default native)"},
     {"run", cmd_run,
-     "run MODEL.nn [--weights W] --input X.npy [-o Y.npy] [--batch N] [--reference]\n"
-     "        runs it now (ORC JIT; --reference: the plain C reference executor)"},
+     "run MODEL.nn [--weights W] --input X.npy [-o Y.npy] [--batch N] [--target T]\n"
+     "        [--reference]  runs it now (ORC JIT; --reference: the plain C reference\n"
+     "        executor)"},
     {"train", cmd_train,
      "train MODEL.nn --data fashion-mnist|DIR [--epochs E] [--batch B] [--lr LR] [--out DIR]\n"
      "        [--schedule steps:5,8|plateau|none] [--factor F] [--patience P] [--warmup W]\n"
      "        [--seed S] [--resume CHECKPOINT] [--weights W] [--limit-train N] [--limit-test N]\n"
-     "        SGD on an IDX image dataset; see docs/training.md"},
+     "        [--target T]  SGD on an IDX image dataset; see docs/training.md"},
     {"profile", cmd_profile,
      "profile MODEL.nn [--batch N] [--train] [--threads T] [--runs R] [--all] [-O0]\n"
-     "        [--no-winograd]\n"
+     "        [--no-winograd] [--target T]\n"
      "        time per node of the compiled code, GFLOP/s against the measured peak"},
+    {"targets", cmd_targets,
+     "targets                             what --target can name, and what each needs"},
 };
 enum { N_COMMANDS = sizeof commands / sizeof *commands };
 

@@ -293,7 +293,8 @@ static int evaluate(MODEL *m, const char *images, const char *labels, long limit
 			for (long q = 1; q < CLASSES; q++)
 				best = out[k * CLASSES + q] > out[k * CLASSES + best] ? q : best;
 			if (lab[b + k] >= classes) {
-				fail("%s: label %d of example %ld is not a class", labels, lab[b + k], b + k);
+				fail("%s: label %d of example %ld is not a class", labels,
+				     lab[b + k], b + k);
 				goto done;
 			}
 			right += best == lab[b + k];
@@ -320,7 +321,7 @@ static int by_value(const void *a, const void *b)
 int main(int argc, char **argv)
 {
 	const char *weights = NULL, *labels = NULL, *input = NULL, *test_images = NULL,
-		   *test_labels = NULL;
+	           *test_labels = NULL;
 	long repeat = 1, limit = 0;
 	for (int i = 1; i < argc; i++) {
 		char *end;
@@ -342,12 +343,13 @@ int main(int argc, char **argv)
 			input = NULL, i = argc;
 	}
 	if (!input == !test_images) {
-		fprintf(stderr,
-		        "usage: %s [--weights W.safetensors] [--labels FILE] [--repeat N] "
-		        "INPUT.npy|.pgm|.ppm\n"
-		        "       %s [--weights W.safetensors] --test IMAGES.idx[.gz] LABELS.idx[.gz] "
-		        "[--limit N]\n",
-		        argv[0], argv[0]);
+		fprintf(
+		    stderr,
+		    "usage: %s [--weights W.safetensors] [--labels FILE] [--repeat N] "
+		    "INPUT.npy|.pgm|.ppm\n"
+		    "       %s [--weights W.safetensors] --test IMAGES.idx[.gz] LABELS.idx[.gz] "
+		    "[--limit N]\n",
+		    argv[0], argv[0]);
 		return 2;
 	}
 
@@ -362,7 +364,7 @@ int main(int argc, char **argv)
 	MODEL *m = NULL;
 	if (test_images) {
 		if (!(m = FN(_create)()))
-			fail("%s_create: out of memory", STR(MODEL));
+			fail("%s_create: %s", STR(MODEL), FN(_error)(NULL));
 		else if (weights && FN(_load_weights)(m, weights) != 0)
 			fail("%s", FN(_error)(m));
 		else
@@ -406,7 +408,7 @@ int main(int argc, char **argv)
 		in[k] = in[k % n];
 
 	if (!(m = FN(_create)())) {
-		fail("%s_create: out of memory", STR(MODEL));
+		fail("%s_create: %s", STR(MODEL), FN(_error)(NULL));
 		goto done;
 	}
 	if (weights) {

@@ -247,20 +247,21 @@ void rt_conv2d(rt_threads *t, const rt_conv *p, const float *x, const float *w, 
 	conv2d(t, p, x, w, RT_GEMM_A_ROWS, b, res, y, relu);
 }
 
-void rt_conv_weight_pack(int oc, int kdim, const float *w, const float *gamma, const float *var,
-                         float eps, float *dst)
+void rt_conv_weight_pack(int mr, int oc, int kdim, const float *w, const float *gamma,
+                         const float *var, float eps, float *dst)
 {
-	rt_gemm_pack_a(oc, kdim, w, kdim, dst);
+	rt_gemm_pack_a(mr, oc, kdim, w, kdim, dst);
 	if (!gamma)
 		return;
-	/* the scales a group of rows at a time, on the stack */
-	enum { GROUP = 240 };
-	float scale[GROUP];
-	for (int r0 = 0; r0 < oc; r0 += GROUP) {
-		int r1 = oc - r0 < GROUP ? oc : r0 + GROUP;
+	/* the scales a group of whole register tiles at a time, on the stack */
+	enum { GROUP_MAX = 240 };
+	float scale[GROUP_MAX];
+	int group = GROUP_MAX / mr * mr;
+	for (int r0 = 0; r0 < oc; r0 += group) {
+		int r1 = oc - r0 < group ? oc : r0 + group;
 		for (int o = r0; o < r1; o++)
 			scale[o - r0] = gamma[o] / sqrtf(var[o] + eps);
-		rt_gemm_packed_a_scale_rows(oc, kdim, r0, r1, scale, dst);
+		rt_gemm_packed_a_scale_rows(mr, oc, kdim, r0, r1, scale, dst);
 	}
 }
 

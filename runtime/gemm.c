@@ -6,8 +6,8 @@
  * the micro-kernel, the whole block in L2/L3); for each MC-tall row block
  * A is packed into MR-tall panels (the block stays in L2); an MR x NR
  * micro-kernel then keeps its tile of C in registers for the whole KC
- * block. Built with -march=native (see the Makefile), the vector width,
- * MR and NR are chosen here at compile time from the ISA.
+ * block. Compiled once per kernel set (kset.h, the Makefile), the vector
+ * width, MR and NR are the set's.
  *
  * Determinism: every element of C is computed the same way wherever it
  * lies: the sum over k is cut into blocks whose size depends on k alone,
@@ -22,31 +22,31 @@
 #include <string.h>
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#elif defined(__ARM_NEON)
+#include <arm_neon.h>
 #endif
 
+#include "kset.h"
 #include "runtime.h"
 
-/* VW floats per vector; tiles MR x NV vectors. (4 x 3 vectors, which
- * divides the usual channel counts, measured slower on AVX2: its 24 KiB B
- * panel crowds L1.) GEMM_VW, GEMM_MR and GEMM_NV override, to test another
- * ISA's shapes on this one. */
+/* VW floats per vector; tiles MR x NV vectors: the kernel set's (kset.h),
+ * chosen by the flags this file is compiled with. GEMM_VW, GEMM_MR and
+ * GEMM_NV override, to test another ISA's shapes on this one. */
 #if defined(GEMM_VW)
 #define VW GEMM_VW
-#elif defined(__AVX512F__)
-#define VW 16
-#elif defined(__AVX__)
-#define VW 8
+#elif defined(RT_KSET_THIS)
+#define VW RT_KSET_THIS_VW
 #else
 #define VW 4 /* SSE2 on x86-64; GCC lowers the vectors on any other target */
 #endif
 #if defined(GEMM_MR)
 #define MR GEMM_MR
 #define NV GEMM_NV
-#elif VW == 16
-#define MR 8 /* 8 x 2 accumulators of the 32 zmm registers */
-#define NV 2
+#elif defined(RT_KSET_THIS)
+#define MR RT_KSET_THIS_MR
+#define NV RT_KSET_THIS_NV
 #else
-#define MR 6 /* 6 x 2 accumulators, 2 for B and 1 for A: 15 of 16 ymm */
+#define MR 6
 #define NV 2
 #endif
 #define NR (VW * NV) /* columns of a tile */
@@ -128,6 +128,8 @@ static inline vf vfma(vf a, vf b, vf acc)
 	return (vf)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)acc);
 #elif VW == 4 && defined(__FMA__)
 	return (vf)_mm_fmadd_ps((__m128)a, (__m128)b, (__m128)acc);
+#elif VW == 4 && defined(__ARM_NEON)
+	return (vf)vfmaq_f32((float32x4_t)acc, (float32x4_t)a, (float32x4_t)b);
 #else
 	return acc + a * b; /* no FMA (SSE2, or a GEMM_VW override for tests) */
 #endif
@@ -484,56 +486,77 @@ int rt_gemm_nr(void)
 	return NR;
 }
 
+int rt_gemm_mr(void)
+{
+	return MR;
+}
+
 static int kc_of(int k);
 
-/* m rows in whole panels: the row stride of a packed A's K blocks */
-static size_t mpad_of(int m)
+/* m rows in whole panels of mr: the row stride of a packed A's K blocks */
+static size_t mpad_of(int mr, int m)
 {
-	return (size_t)(m + MR - 1) / MR * MR;
+	return (size_t)(m + mr - 1) / mr * mr;
 }
 
-size_t rt_gemm_packed_a_floats(int m, int k)
+/* The packed layout belongs to the set that reads it, which need not be
+ * this one (netcc prepares weights for any target): mr is a parameter,
+ * and the slack after the panels is the widest set's vector, so every
+ * set sizes and places a packed operand alike. */
+size_t rt_gemm_packed_a_floats(int mr, int m, int k)
 {
-	return mpad_of(m) * (size_t)k + VW;
+	return mpad_of(mr, m) * (size_t)k + RT_KSET_VW_MAX;
 }
 
-size_t rt_gemm_packed_a_offset(int m, int k, int i, int p)
+size_t rt_gemm_packed_a_offset(int mr, int m, int k, int i, int p)
 {
-	size_t mpad = mpad_of(m);
-	int kc = kc_of(k), pc = p / kc * kc, kcb = k - pc < kc ? k - pc : kc, ir = i / MR * MR;
-	return pc * mpad + (size_t)ir * kcb + (size_t)(p - pc) * MR + (i - ir);
+	size_t mpad = mpad_of(mr, m);
+	int kc = kc_of(k), pc = p / kc * kc, kcb = k - pc < kc ? k - pc : kc, ir = i / mr * mr;
+	return pc * mpad + (size_t)ir * kcb + (size_t)(p - pc) * mr + (i - ir);
 }
 
 /* Rows r0..r1 of the packed A, row i times scale[i - r0] (r0 a multiple
- * of 24, so of every register tile): the float product rt_bn_fold_weight
- * computes, so folding then packing and packing then scaling agree. */
-void rt_gemm_packed_a_scale_rows(int m, int k, int r0, int r1, const float *scale, float *dst)
+ * of mr): the float product rt_bn_fold_weight computes, so folding then
+ * packing and packing then scaling agree. */
+void rt_gemm_packed_a_scale_rows(int mr, int m, int k, int r0, int r1, const float *scale,
+                                 float *dst)
 {
-	size_t mpad = mpad_of(m);
+	size_t mpad = mpad_of(mr, m);
 	int kc = kc_of(k);
 	for (int pc = 0; pc < k; pc += kc) {
 		int kcb = k - pc < kc ? k - pc : kc;
-		for (int ir = r0; ir < r1; ir += MR) {
+		for (int ir = r0; ir < r1; ir += mr) {
 			float *panel = dst + pc * mpad + (size_t)ir * kcb;
-			int rows = r1 - ir < MR ? r1 - ir : MR;
+			int rows = r1 - ir < mr ? r1 - ir : mr;
 			for (int p = 0; p < kcb; p++)
 				for (int r = 0; r < rows; r++)
-					panel[p * MR + r] *= scale[ir - r0 + r];
+					panel[p * mr + r] *= scale[ir - r0 + r];
 		}
 	}
 }
 
-/* K block pc at dst + pc * mpad, each as pack_a lays out all m rows, and VW
- * zeros after (the edge kernel reads a little past the last panel). */
-void rt_gemm_pack_a(int m, int k, const float *a, int lda, float *dst)
+/* K block pc at dst + pc * mpad, each as pack_a lays out all m rows, and
+ * zeros after (the edge kernel reads a little past the last panel). A
+ * layout for another set's tile is packed element by element: that is
+ * netcc preparing a library's weights, once. */
+void rt_gemm_pack_a(int mr, int m, int k, const float *a, int lda, float *dst)
 {
-	size_t mpad = mpad_of(m);
+	size_t mpad = mpad_of(mr, m);
 	int kc = kc_of(k);
 	for (int pc = 0; pc < k; pc += kc) {
 		int kcb = k - pc < kc ? k - pc : kc;
-		pack_a(a, (size_t)lda, 0, 0, m, pc, kcb, MR, dst + pc * mpad);
+		float *d = dst + pc * mpad;
+		if (mr == MR) {
+			pack_a(a, (size_t)lda, 0, 0, m, pc, kcb, MR, d);
+			continue;
+		}
+		for (int ir = 0; ir < m; ir += mr)
+			for (int p = 0; p < kcb; p++)
+				for (int r = 0; r < mr; r++)
+					d[(size_t)ir * kcb + p * mr + r] =
+					    ir + r < m ? a[(size_t)(ir + r) * lda + pc + p] : 0.0f;
 	}
-	memset(dst + mpad * k, 0, VW * sizeof(float));
+	memset(dst + mpad * k, 0, RT_KSET_VW_MAX * sizeof(float));
 }
 
 void rt_gemm_pack_b(const rt_gemm_b *b, int k0, int kc, int n0, int nc, float *dst)
@@ -615,9 +638,12 @@ static int flags_of(const gemm_job *j, int pc, int kcb)
 size_t rt_gemm_scratch_floats(void)
 {
 	/* gemm_block's largest: an MC x KC block of A, VW of slack, and B's
-	 * panels (NC, or a group of BG, by KC); a multiple of 16 floats keeps
-	 * every slot 64-byte aligned */
-	size_t n = (size_t)MC * KC + VW + (size_t)(NC > BG ? NC : BG) * KC;
+	 * panels (NC, or a group of BG, by KC), bounded over every kernel set
+	 * (MC <= GEMM_MC and so on): the pool that lends it may belong to
+	 * netcc's process and this GEMM to a JIT-loaded set. A multiple of 16
+	 * floats keeps every slot 64-byte aligned. */
+	size_t n = (size_t)GEMM_MC * KC + RT_KSET_VW_MAX +
+	           (size_t)(GEMM_NC > GEMM_BG ? GEMM_NC : GEMM_BG) * KC;
 	return (n + 15) & ~(size_t)15;
 }
 
@@ -627,6 +653,20 @@ static float *alloc_floats(size_t count)
 	 * wants the size to be a multiple of the alignment. */
 	size_t bytes = (count * sizeof(float) + 63) & ~(size_t)63;
 	return aligned_alloc(64, bytes ? bytes : 64);
+}
+
+static void gemm_block_run(const gemm_job *j, int m0, int m1, int n0, int n1, float *ab,
+                           size_t asize, int reuse_b, bool direct);
+
+/* One tile of C from blocks on the stack, where there was no memory for
+ * them (no thread-local storage: a JIT-loaded set could not have it). Its
+ * own function, so that only this last resort takes the stack. */
+static __attribute__((noinline)) void gemm_tile_on_stack(const gemm_job *j, int m0, int m1, int n0,
+                                                         int n1)
+{
+	float tile[MR * KC + VW + NR * KC] __attribute__((aligned(64)));
+	gemm_block_run(j, m0, m1, n0, n1, tile, j->pa ? 0 : (size_t)MR * j->kc, 0,
+	               !j->pb && !j->b->pack && !j->b->trans);
 }
 
 /* The rows [m0, m1) x columns [n0, n1) of C, single-threaded. */
@@ -649,27 +689,32 @@ static void gemm_block(const gemm_job *j, int m0, int m1, int n0, int n1)
 	 * pool's scratch first; only a caller beyond its threads allocates. */
 	int slot;
 	float *ab = rt_threads_scratch_take(j->pool, asize + VW + bsize, &slot);
-	bool owned = false, from_tls = false;
+	bool owned = false;
 	if (!ab)
 		owned = (ab = alloc_floats(asize + VW + bsize)) != NULL;
 	if (!ab) {
 		/* No memory for the blocks: one tile at a time from the stack.
 		 * Blocking of M and N does not change any element's sum, so
 		 * the result is the same, only slower; nothing aborts. */
-		if (rows > MR || n1 - n0 > NR) {
-			for (int i = m0; i < m1; i += MR)
-				for (int jj = n0; jj < n1; jj += NR)
-					gemm_block(j, i, i + MR < m1 ? i + MR : m1, jj,
-					           jj + NR < n1 ? jj + NR : n1);
-			return;
-		}
-		static _Thread_local float tile[MR * KC + VW + NR * KC]
-		    __attribute__((aligned(64)));
-		ab = tile;
-		from_tls = true;
-		asize = j->pa ? 0 : (size_t)MR * kc;
-		mcb = MR;
+		for (int i = m0; i < m1; i += MR)
+			for (int jj = n0; jj < n1; jj += NR)
+				gemm_tile_on_stack(j, i, i + MR < m1 ? i + MR : m1, jj,
+				                   jj + NR < n1 ? jj + NR : n1);
+		return;
 	}
+	gemm_block_run(j, m0, m1, n0, n1, ab, asize, reuse_b, direct);
+	if (owned)
+		free(ab);
+	else
+		rt_threads_scratch_give(j->pool, slot);
+}
+
+/* gemm_block's work on its buffers: A's block at ab (asize floats, none
+ * where A is packed once for all), VW floats of slack, then B's panels. */
+static void gemm_block_run(const gemm_job *j, int m0, int m1, int n0, int n1, float *ab,
+                           size_t asize, int reuse_b, bool direct)
+{
+	int kc = j->kc;
 	memset(ab + asize, 0, VW * sizeof(float));
 	float *bb = ab + asize + VW;
 	const float *bias = j->ep.bias;
@@ -730,10 +775,6 @@ static void gemm_block(const gemm_job *j, int m0, int m1, int n0, int n1)
 			}
 		}
 	}
-	if (owned)
-		free(ab);
-	else if (!from_tls)
-		rt_threads_scratch_give(j->pool, slot);
 }
 
 /* Task t's share of the tiles: as even as whole tiles allow. */
@@ -848,7 +889,7 @@ static void gemm(rt_threads *p, bool serial, int m, int n, int k, const float *a
 	    .a = a,
 	    /* already laid out as the shared A is (rt_gemm_pack_a) */
 	    .pa = trans_a == RT_GEMM_A_PACKED ? (float *)a : NULL,
-	    .mpad = mpad_of(m),
+	    .mpad = mpad_of(MR, m),
 	    .lda = (size_t)lda,
 	    .trans_a = trans_a != 0,
 	    .b = b,

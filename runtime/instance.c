@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kset.h"
 #include "runtime.h"
 
 struct rt_instance {
@@ -36,11 +37,49 @@ static int fail(rt_instance *m, int code, const char *fmt, ...)
 	return code;
 }
 
+static int fmt_err(char *err, size_t errlen, int code, const char *fmt, ...)
+{
+	if (err && errlen) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(err, errlen, fmt, ap);
+		va_end(ap);
+	}
+	return code;
+}
+
+/* Why the calling thread's last create failed: there is no instance to
+ * hold it (what errno is to a failed call). */
+static _Thread_local char create_error[256];
+
+int rt_model_check_cpu(const rt_model_desc *d, char *err, size_t errlen)
+{
+	uint64_t missing = (uint64_t)d->cpu_needs & ~rt_cpu_features();
+	if (missing) {
+		char names[256];
+		return fmt_err(err, errlen, RT_ERR_CPU,
+		               "this library was compiled for %s, and this CPU lacks %s (netcc "
+		               "compile --target picks another)",
+		               d->target, rt_cpu_feature_names(missing, names, sizeof names));
+	}
+	/* the set's code may run now */
+	if (d->gemm_mr != rt_gemm_mr())
+		return fmt_err(err, errlen, RT_ERR_CPU,
+		               "internal: weights packed for %lld-row tiles, kernels of %d",
+		               (long long)d->gemm_mr, rt_gemm_mr());
+	return 0;
+}
+
 rt_instance *rt_instance_create(const rt_model_desc *d)
 {
-	rt_instance *m = calloc(1, sizeof *m);
-	if (!m)
+	create_error[0] = 0;
+	if (rt_model_check_cpu(d, create_error, sizeof create_error) != 0)
 		return NULL;
+	rt_instance *m = calloc(1, sizeof *m);
+	if (!m) {
+		snprintf(create_error, sizeof create_error, "out of memory");
+		return NULL;
+	}
 	m->d = d;
 	m->weights = d->embedded;
 	/* NETCC_THREADS caps the threads of every instance; default one per CPU */
@@ -48,6 +87,7 @@ rt_instance *rt_instance_create(const rt_model_desc *d)
 	m->threads = rt_threads_create(env && *env ? atoi(env) : 0);
 	if (!m->threads) {
 		free(m);
+		snprintf(create_error, sizeof create_error, "cannot start threads");
 		return NULL;
 	}
 	size_t ws = (size_t)d->workspace_bytes;
@@ -68,6 +108,7 @@ rt_instance *rt_instance_create(const rt_model_desc *d)
 	}
 	if (!ok) {
 		rt_instance_destroy(m);
+		snprintf(create_error, sizeof create_error, "out of memory");
 		return NULL;
 	}
 	return m;
@@ -104,19 +145,8 @@ int rt_instance_set_threads(rt_instance *m, int threads)
 const char *rt_instance_error(const rt_instance *m)
 {
 	if (!m)
-		return "no instance (NULL)";
+		return create_error[0] ? create_error : "no instance (NULL)";
 	return m->error;
-}
-
-static int fmt_err(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-	if (err && errlen) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return code;
 }
 
 static int check_tensor(const rt_st_file *f, const rt_param_desc *p, const char *path, char *err,
@@ -178,6 +208,8 @@ int rt_model_read_weights(const rt_model_desc *d, const char *path, float *weigh
 {
 	if (!d || !path || !weights)
 		return fmt_err(err, errlen, RT_ERR_ARG, "read_weights: NULL argument");
+	if (rt_model_check_cpu(d, err, errlen) != 0)
+		return RT_ERR_CPU;
 	float *raw = calloc((size_t)d->raw_floats + 1, sizeof(float));
 	if (!raw)
 		return fmt_err(err, errlen, RT_ERR_NOMEM, "out of memory for %lld weights",
@@ -353,6 +385,8 @@ int rt_model_run_raw(const rt_model_desc *d, const float *weights, void *workspa
 		return RT_ERR_ARG;
 	if ((uintptr_t)workspace % 64)
 		return RT_ERR_ARG;
+	if (rt_model_check_cpu(d, NULL, 0) != 0)
+		return RT_ERR_CPU;
 	const float *ins[1] = {in};
 	float *outs[1] = {out};
 	/* one thread, its GEMM scratch after the activations: see

@@ -1,17 +1,23 @@
 /* The FMA peak that profiles compare against: independent multiply-adds on
  * registers only, as many chains as hide the FMA latency, built with the
- * GEMM's flags (-march=native) so it uses the widest vectors the GEMM does. */
+ * GEMM's flags in each kernel set, so it uses the widest vectors the
+ * set's GEMM does. */
 #include <pthread.h>
 #include <time.h>
 
+#include "kset.h"
 #include "runtime.h"
 
-#if defined(__AVX512F__)
-#define PEAK_VW 16
-#elif defined(__AVX__)
-#define PEAK_VW 8
+#if defined(RT_KSET_THIS)
+#define PEAK_VW RT_KSET_THIS_VW
 #else
 #define PEAK_VW 4
+#endif
+/* a vector register operand, read and written */
+#if defined(__aarch64__)
+#define R(v) "+w"(v)
+#else
+#define R(v) "+v"(v)
 #endif
 typedef float pv __attribute__((vector_size(PEAK_VW * sizeof(float))));
 enum { CHAINS = 12, ROUNDS = 1 << 22 }; /* about 20 ms a round at 2 FMAs a cycle */
@@ -46,8 +52,8 @@ static void *run(void *arg)
 			CHAIN(c6), CHAIN(c7), CHAIN(c8), CHAIN(c9), CHAIN(c10), CHAIN(c11);
 			/* an empty asm that "changes" them: no folding across rounds */
 			__asm__(""
-			        : "+v"(c0), "+v"(c1), "+v"(c2), "+v"(c3), "+v"(c4), "+v"(c5),
-			          "+v"(c6), "+v"(c7), "+v"(c8), "+v"(c9), "+v"(c10), "+v"(c11));
+			        : R(c0), R(c1), R(c2), R(c3), R(c4), R(c5), R(c6), R(c7), R(c8),
+			          R(c9), R(c10), R(c11));
 		}
 		t = now() - t;
 		double g = 2.0 * PEAK_VW * CHAINS * ROUNDS / t * 1e-9;

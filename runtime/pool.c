@@ -298,9 +298,14 @@ void rt_threads_shared_give(rt_threads *p)
 
 /* The one-thread pool of NAME_infer_static: its struct and one scratch slot
  * in the caller's workspace, after the activations. */
+enum { INLINE_HEADER = 512 };
+_Static_assert(sizeof(rt_threads) <= INLINE_HEADER, "the pool outgrew its inline header");
+
+/* A fixed size: netcc writes NAME_WORKSPACE_SIZE into headers for targets
+ * whose struct layout it cannot ask (another architecture). */
 static size_t inline_header(void)
 {
-	return (sizeof(rt_threads) + 63) & ~(size_t)63;
+	return INLINE_HEADER;
 }
 
 size_t rt_threads_inline_bytes(void)

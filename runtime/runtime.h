@@ -179,11 +179,16 @@ typedef struct rt_gemm_b {
 enum { RT_GEMM_A_ROWS = 0, RT_GEMM_A_TRANS = 1, RT_GEMM_A_PACKED = 2 };
 void rt_gemm(rt_threads *p, int m, int n, int k, const float *a, int lda, int trans_a,
              const rt_gemm_b *b, float *c, int ldc, const rt_epilogue *ep);
-size_t rt_gemm_packed_a_floats(int m, int k);
-void rt_gemm_pack_a(int m, int k, const float *a, int lda, float *dst);
+/* The packed layout is that of a register tile of mr rows: the kernel
+ * set's that reads it (rt_gemm_mr() here; kset.h for any other), so netcc
+ * lays out prepared weights for a target it does not run on. */
+int rt_gemm_mr(void);
+size_t rt_gemm_packed_a_floats(int mr, int m, int k);
+void rt_gemm_pack_a(int mr, int m, int k, const float *a, int lda, float *dst);
 /* where element (i, p) of an m x k A goes in that layout (zero the rest) */
-size_t rt_gemm_packed_a_offset(int m, int k, int i, int p);
-void rt_gemm_packed_a_scale_rows(int m, int k, int r0, int r1, const float *scale, float *dst);
+size_t rt_gemm_packed_a_offset(int mr, int m, int k, int i, int p);
+void rt_gemm_packed_a_scale_rows(int mr, int m, int k, int r0, int r1, const float *scale,
+                                 float *dst);
 /* The same on the calling thread only, for a caller that already runs as
  * one of p's tasks; p lends its scratch. Same results as rt_gemm. */
 void rt_gemm_serial(rt_threads *p, int m, int n, int k, const float *a, int lda, int trans_a,
@@ -203,12 +208,13 @@ size_t rt_conv2d_scratch_floats(const rt_conv *p);
 void rt_conv2d(rt_threads *t, const rt_conv *p, const float *x, const float *w, const float *b,
                const float *res, float *y, int relu);
 /* The same with the weights packed for the GEMM once, when they are
- * prepared: wp of rt_gemm_packed_a_floats(oc, c * k * k) floats from
- * rt_conv_weight_pack, which packs [oc x kdim] weights, each output
- * channel's first multiplied by gamma / sqrt(var + eps) when gamma is
- * given (BatchNorm folding, with no folded copy kept). */
-void rt_conv_weight_pack(int oc, int kdim, const float *w, const float *gamma, const float *var,
-                         float eps, float *dst);
+ * prepared: wp of rt_gemm_packed_a_floats(mr, oc, c * k * k) floats from
+ * rt_conv_weight_pack, which packs [oc x kdim] weights for a tile of mr
+ * rows (the set's that runs them), each output channel's first
+ * multiplied by gamma / sqrt(var + eps) when gamma is given (BatchNorm
+ * folding, with no folded copy kept). */
+void rt_conv_weight_pack(int mr, int oc, int kdim, const float *w, const float *gamma,
+                         const float *var, float eps, float *dst);
 void rt_conv2d_packed(rt_threads *t, const rt_conv *p, const float *x, const float *wp,
                       const float *b, const float *res, float *y, int relu);
 /* A 3x3 convolution with stride 1 or 2 computed directly
@@ -238,20 +244,21 @@ void rt_maxpool(rt_threads *t, const rt_pool *p, const float *x, float *y);
  * rt_winograd_scratch_floats; the epilogue as rt_conv2d's. */
 bool rt_winograd_fits(const rt_conv *p);
 size_t rt_winograd_scratch_floats(const rt_conv *p, int m);
-/* u: rt_winograd_weight_floats(m, oc, c) floats ((m + 2)^2 matrices oc x c
- * in the GEMMs' packed layout) */
-size_t rt_winograd_weight_floats(int m, int rows, int cols);
+/* u: rt_winograd_weight_floats(mr, m, oc, c) floats ((m + 2)^2 matrices
+ * oc x c in the GEMMs' packed layout for a tile of mr rows, as
+ * rt_conv_weight_pack) */
+size_t rt_winograd_weight_floats(int mr, int m, int rows, int cols);
 /* gamma, var (or NULL): the weights BatchNorm-folded first, as rt_bn_fold_weight */
-void rt_winograd_weight(rt_threads *t, int m, int oc, int c, const float *w, const float *gamma,
-                        const float *var, float eps, float *u);
+void rt_winograd_weight(rt_threads *t, int mr, int m, int oc, int c, const float *w,
+                        const float *gamma, const float *var, float eps, float *u);
 void rt_conv2d_winograd(rt_threads *t, const rt_conv *p, int m, const float *x, const float *u,
                         const float *b, const float *res, float *y, int relu, float *scratch);
 /* Training by Winograd, for 3x3 stride-1 pad-1 layers (rt_winograd_grad_fits):
  * the input gradient from ut = rt_winograd_weight_t(w), the weight gradient
  * straight from x and dy. Each takes its own amount of scratch. */
 bool rt_winograd_grad_fits(const rt_conv *p);
-/* F(4x4, 3x3), of rt_winograd_weight_floats(4, c, oc) floats */
-void rt_winograd_weight_t(rt_threads *t, int oc, int c, const float *w, float *ut);
+/* F(4x4, 3x3), of rt_winograd_weight_floats(mr, 4, c, oc) floats */
+void rt_winograd_weight_t(rt_threads *t, int mr, int oc, int c, const float *w, float *ut);
 size_t rt_winograd_grad_input_scratch_floats(const rt_conv *p);
 void rt_conv2d_grad_input_winograd(rt_threads *t, const rt_conv *p, const float *dy,
                                    const float *ut, float *dx, float *scratch);
@@ -260,7 +267,7 @@ void rt_conv2d_grad_weight_winograd(rt_threads *t, const rt_conv *p, const float
                                     const float *dy, float *dw, float *scratch);
 void rt_linear(rt_threads *t, int n, int in, int out, const float *x, const float *w,
                const float *b, float *y, int relu);
-/* rt_linear with the weights prepared by rt_conv_weight_pack(out, in, w, ...):
+/* rt_linear with the weights prepared by rt_conv_weight_pack(mr, out, in, w, ...):
  * read once per sample, so for small batches (netcc packs them at batch 1) */
 void rt_linear_packed(rt_threads *t, int n, int in, int out, const float *x, const float *wp,
                       const float *b, float *y, int relu);
@@ -326,6 +333,7 @@ enum {
 	RT_ERR_WEIGHTS = 3,    /* it does not match the model */
 	RT_ERR_NO_WEIGHTS = 4, /* inference before weights were loaded */
 	RT_ERR_NOMEM = 5,
+	RT_ERR_CPU = 6, /* this CPU lacks what the library's target needs */
 };
 
 typedef struct rt_param_desc {
@@ -370,10 +378,20 @@ typedef struct rt_model_desc {
 	int64_t train_workspace_bytes;
 	rt_train_fn *train_step;
 	int64_t batch, classes;
+
+	/* The target the code was generated for (netcc targets), the CPU
+	 * features (RT_CPU_* of kset.h) its code needs, checked before any of
+	 * it runs, and the register tile its prepared weights are packed for,
+	 * checked against the kernel set linked in. */
+	const char *target;
+	int64_t cpu_needs;
+	int64_t gemm_mr;
 } rt_model_desc;
 
 typedef struct rt_instance rt_instance;
 
+/* NULL on failure: rt_instance_error(NULL) then says why, in the thread
+ * that called (a CPU without the target's features, no memory). */
 rt_instance *rt_instance_create(const rt_model_desc *d);
 void rt_instance_destroy(rt_instance *m);
 int rt_instance_load_weights(rt_instance *m, const char *path);
@@ -395,6 +413,8 @@ int rt_instance_save_weights(rt_instance *m, const char *path);
 size_t rt_model_static_workspace_bytes(int64_t arena_bytes);
 int rt_model_run_raw(const rt_model_desc *d, const float *weights, void *workspace, const float *in,
                      float *out);
+/* 0 if this CPU runs d's code; else RT_ERR_CPU, and why into err (may be NULL). */
+int rt_model_check_cpu(const rt_model_desc *d, char *err, size_t errlen);
 /* Reads a safetensors file and prepares it into caller memory
  * (weight_floats floats); err may be NULL. */
 int rt_model_read_weights(const rt_model_desc *d, const char *path, float *weights, char *err,

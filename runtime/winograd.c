@@ -24,17 +24,13 @@
 
 #include "runtime.h"
 #include "vec8.h"
+#include "winograd.h"
 
-/* TILE, OUT, POS: F(4x4, 3x3)'s, the largest (array sizes); the forward
- * kernel also runs F(2x2, 3x3), 4x4 tiles and 16 positions, where output
- * tiles are few (a 7x7 map at batch 1: 4 tiles of 4x4, whose 36 GEMMs
- * would each be 4 columns wide, against 16 of 2x2) and U smaller (16 / 36
- * the size). Training runs F(4x4) only. */
-enum { TILE = 6, OUT = 4, POS = 36, BLOCK_FLOATS = 256 * 1024, BLOCK_MAX = 1024 * 1024 };
+enum { BLOCK_FLOATS = 256 * 1024, BLOCK_MAX = 1024 * 1024 };
 
 static int pos_of(int m)
 {
-	return (m + 2) * (m + 2);
+	return winograd_pos_of(m);
 }
 
 static int tiles_of(int size, int m)
@@ -108,142 +104,6 @@ size_t rt_winograd_scratch_floats(const rt_conv *p, int m)
 bool rt_winograd_fits(const rt_conv *p)
 {
 	return p->k == 3 && p->stride == 1 && p->oh >= 1 && p->ow >= 1;
-}
-
-/* ---- weights: U = G g G^T, in double, for every (oc, c) pair ------------ */
-
-/* F(2x2, 3x3): the interpolation points 0, +-1 and infinity */
-static const double G2[4][3] = {
-    {1, 0, 0},
-    {0.5, 0.5, 0.5},
-    {0.5, -0.5, 0.5},
-    {0, 0, 1},
-};
-
-static const double G[TILE][3] = {
-    {1.0 / 4, 0, 0},
-    {-1.0 / 6, -1.0 / 6, -1.0 / 6},
-    {-1.0 / 6, 1.0 / 6, -1.0 / 6},
-    {1.0 / 24, 1.0 / 12, 1.0 / 6},
-    {1.0 / 24, -1.0 / 12, 1.0 / 6},
-    {0, 0, 1},
-};
-
-/* U[pos] is the A operand of position pos's GEMM, [m x k] (oc x c, or c x
- * oc for the input gradient), kept in the GEMM's packed layout
- * (rt_gemm_pack_a) at u + pos * rt_gemm_packed_a_floats(m, k): the GEMMs
- * of every tile block read it as it is, instead of packing it again. */
-size_t rt_winograd_weight_floats(int tile, int m, int k)
-{
-	return pos_of(tile) * rt_gemm_packed_a_floats(m, k);
-}
-
-/* Row `row` of every U[pos] (m x k): element (row, j) = (G g_j G^T)[pos]
- * for the k 3x3 filters g_j = w + j * step (in floats) times scale (a
- * float product, as BatchNorm folding computes it), taps reversed if flip. */
-static void weights_row(int out, const float *w, size_t step, float scale, int m, int k, int row,
-                        int j0, int j1, int flip, float *u)
-{
-	size_t stride = rt_gemm_packed_a_floats(m, k);
-	const double(*g3)[3] = out == 2 ? G2 : G;
-	int tile = out + 2;
-	/* four filters at a time, one per lane (scalar, a filter took 180
-	 * core cycles); lanes past j1 compute zeros and are not stored */
-	typedef double v4d __attribute__((vector_size(4 * sizeof(double))));
-	typedef float v4f __attribute__((vector_size(4 * sizeof(float))));
-	for (int j = j0; j < j1; j += 4) {
-		int lanes = j1 - j < 4 ? j1 - j : 4;
-		v4d gv[9] = {{0}}, t[TILE][3];
-		for (int e = 0; e < 9; e++)
-			for (int l = 0; l < lanes; l++)
-				gv[e][l] = (double)(w[(size_t)(j + l) * step + (flip ? 8 - e : e)] *
-				                    scale);
-		for (int r = 0; r < tile; r++)
-			for (int q = 0; q < 3; q++) {
-				v4d acc = {0};
-				for (int i = 0; i < 3; i++)
-					acc += g3[r][i] * gv[i * 3 + q];
-				t[r][q] = acc;
-			}
-		float *at[4];
-		for (int l = 0; l < lanes; l++)
-			at[l] = u + rt_gemm_packed_a_offset(m, k, row, j + l);
-		for (int r = 0; r < tile; r++)
-			for (int s = 0; s < tile; s++) {
-				v4d v =
-				    t[r][0] * g3[s][0] + t[r][1] * g3[s][1] + t[r][2] * g3[s][2];
-				v4f f = __builtin_convertvector(v, v4f);
-				for (int l = 0; l < lanes; l++)
-					at[l][(size_t)(r * tile + s) * stride] = f[l];
-			}
-	}
-}
-
-/* U's columns, split over the threads in runs of 16 (a packed panel holds
- * several rows' values for a column in one cache line: split by rows, the
- * threads wrote the same lines, 1.3x faster than one thread). Each value
- * is its own, so the split changes no bits. Single-threaded, a training
- * step's 32 transforms took 1.4% of it. */
-enum { WEIGHTS_RUN = 16 };
-typedef struct weights_job {
-	int out, m, k, flip;
-	size_t step, row_step;
-	const float *w, *gamma, *var;
-	float eps;
-	float *u;
-} weights_job;
-
-static void weights_task(void *ctx, int task, int tasks)
-{
-	const weights_job *j = ctx;
-	int b0, b1;
-	rt_task_range((j->k + WEIGHTS_RUN - 1) / WEIGHTS_RUN, task, tasks, &b0, &b1);
-	int j0 = b0 * WEIGHTS_RUN, j1 = b1 * WEIGHTS_RUN < j->k ? b1 * WEIGHTS_RUN : j->k;
-	for (int r = 0; r < j->m; r++)
-		weights_row(j->out, j->w + (size_t)r * j->row_step, j->step,
-		            j->gamma ? j->gamma[r] / sqrtf(j->var[r] + j->eps) : 1.0f, j->m, j->k,
-		            r, j0, j1, j->flip, j->u);
-}
-
-static void weights_run(rt_threads *t, weights_job *j)
-{
-	memset(j->u, 0,
-	       rt_winograd_weight_floats(j->out, j->m, j->k) * sizeof(float)); /* the padding */
-	int tasks = rt_threads_count(t) * 2, runs = (j->k + WEIGHTS_RUN - 1) / WEIGHTS_RUN;
-	rt_threads_run(t, weights_task, j, tasks < runs ? tasks : runs);
-}
-
-/* U[pos]: oc x c, a row one output channel's filters */
-void rt_winograd_weight(rt_threads *t, int tile, int oc, int c, const float *w, const float *gamma,
-                        const float *var, float eps, float *u)
-{
-	weights_job j = {.out = tile,
-	                 .m = oc,
-	                 .k = c,
-	                 .step = 9,
-	                 .row_step = (size_t)c * 9,
-	                 .w = w,
-	                 .gamma = gamma,
-	                 .var = var,
-	                 .eps = eps,
-	                 .u = u};
-	weights_run(t, &j);
-}
-
-/* The input gradient of a 3x3 stride-1 pad-1 convolution is the convolution
- * of dY with the weights' channels swapped and taps flipped: U[pos] is
- * c x oc, a row one input channel's filters. */
-void rt_winograd_weight_t(rt_threads *t, int oc, int c, const float *w, float *u)
-{
-	weights_job j = {.out = OUT,
-	                 .m = c,
-	                 .k = oc,
-	                 .flip = 1,
-	                 .step = (size_t)c * 9,
-	                 .row_step = 9,
-	                 .w = w,
-	                 .u = u};
-	weights_run(t, &j);
 }
 
 /* ---- one block of tiles ----------------------------------------------------- */
@@ -601,6 +461,8 @@ static inline __attribute__((always_inline)) void gather_row(const lane_plan lp[
 			                        (__m128i)load4(base + lp[l].hi_at + (long)r * wd),
 			                        (__m128i)lp[0].hi_ctl)
 			                  : (q4){0};
+#else
+			fetch_row(&lp[l], base, wd, r, width, &lo[l], &hi[l]);
 #endif
 		} else {
 			fetch_row(&lp[l], base, wd, r, width, &lo[l], &hi[l]);
@@ -692,7 +554,7 @@ static void gemm_task(void *ctx, int pos, int tasks)
 	const rt_conv *p = w->p;
 	rt_gemm_b b = {.data = w->v + pos * w->vs, .ld = w->ld};
 	rt_gemm_serial(w->pool, p->oc, w->tb, p->c,
-	               w->u + (size_t)pos * rt_gemm_packed_a_floats(p->oc, p->c), 0,
+	               w->u + (size_t)pos * rt_gemm_packed_a_floats(rt_gemm_mr(), p->oc, p->c), 0,
 	               RT_GEMM_A_PACKED, &b, w->m + pos * w->ms, w->ld, NULL);
 }
 

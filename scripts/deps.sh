@@ -5,9 +5,13 @@
 #   scripts/deps.sh bench    also the reference engines for `make bench`
 set -eu
 
+# gcc-aarch64-linux-gnu and the arm64 libraries build and link --target
+# aarch64 (Debian multiarch: arm64 beside amd64); qemu-user runs that code,
+# and x86-64-v3 code on an emulated Haswell, in the tests.
 pkgs="llvm-19-dev clang-19 libclang-rt-19-dev lld-19 check
 pkg-config libcjson-dev zlib1g-dev make gcc libc6-dev valgrind
-dataset-fashion-mnist"
+dataset-fashion-mnist gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
+libcjson-dev:arm64 zlib1g-dev:arm64"
 if [ "${1:-}" = bench ]; then
 	pkgs="$pkgs libopenblas-dev python3-torch python3-torchvision python3-onnx python3-numpy"
 	# node and npm may come from elsewhere (NodeSource's nodejs bundles npm and
@@ -28,6 +32,9 @@ echo "deps.sh: installing$missing" >&2
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
+case "$missing" in *:arm64*)
+	dpkg --print-foreign-architectures | grep -qx arm64 || $SUDO dpkg --add-architecture arm64
+esac
 $SUDO apt-get update -q
 # shellcheck disable=SC2086
 $SUDO apt-get install -y -q --no-install-recommends $missing

@@ -361,50 +361,64 @@ END_TEST
 /* A packed once (rt_gemm_pack_a, as prepared weights are) gives the bits
  * of A packed by the GEMM itself, whatever the split across threads; the
  * offsets rt_gemm_packed_a_offset names are where the packing puts each
- * element, and the padding it leaves is zero. */
+ * element, and the padding it leaves is zero, for this set's tile and for
+ * every other set's (netcc packs weights for targets it does not run). */
 START_TEST(gemm_prepacked_a)
 {
 	rt_threads *pool = rt_threads_create(3);
 	const int shapes[][3] = {{64, 3136, 576}, {512, 49, 1000}, {13, 37, 300}, {7, 1, 5},
 	                         {1, 200, 517},   {65, 17, 257},   {300, 3, 700}};
+	int nsets;
+	const rt_kset *sets = rt_kset_all(&nsets);
 	for (size_t sh = 0; sh < sizeof shapes / sizeof shapes[0]; sh++) {
 		int m = shapes[sh][0], n = shapes[sh][1], k = shapes[sh][2];
 		if (test_sanitized() && (long)m * n * k > 20000000L)
 			continue;
 		problem q;
 		problem_make(&q, m, n, k, 0, (int)sh % B_MODES, sh & 1, 1, 1);
-		size_t floats = rt_gemm_packed_a_floats(m, k);
-		float *packed = malloc(floats * sizeof(float));
-		ck_assert_ptr_nonnull(packed);
-		for (size_t i = 0; i < floats; i++)
-			packed[i] = NAN;
-		rt_gemm_pack_a(m, k, q.a, q.lda, packed);
-		unsigned char *named = calloc(floats, 1);
-		ck_assert_ptr_nonnull(named);
-		for (int i = 0; i < m; i++)
-			for (int p = 0; p < k; p++) {
-				size_t at = rt_gemm_packed_a_offset(m, k, i, p);
-				ck_assert_uint_lt(at, floats);
-				ck_assert_msg(memcmp(&packed[at], &q.a[(size_t)i * q.lda + p],
-				                     sizeof(float)) == 0,
-				              "m=%d k=%d: (%d, %d) not at its offset", m, k, i, p);
-				named[at] = 1;
+		for (int si = -1; si < nsets; si++) {
+			int mr = si < 0 ? rt_gemm_mr() : sets[si].mr;
+			size_t floats = rt_gemm_packed_a_floats(mr, m, k);
+			float *packed = malloc(floats * sizeof(float));
+			ck_assert_ptr_nonnull(packed);
+			for (size_t i = 0; i < floats; i++)
+				packed[i] = NAN;
+			rt_gemm_pack_a(mr, m, k, q.a, q.lda, packed);
+			unsigned char *named = calloc(floats, 1);
+			ck_assert_ptr_nonnull(named);
+			for (int i = 0; i < m; i++)
+				for (int p = 0; p < k; p++) {
+					size_t at = rt_gemm_packed_a_offset(mr, m, k, i, p);
+					ck_assert_uint_lt(at, floats);
+					ck_assert_msg(memcmp(&packed[at],
+					                     &q.a[(size_t)i * q.lda + p],
+					                     sizeof(float)) == 0,
+					              "mr=%d m=%d k=%d: (%d, %d) not at its offset",
+					              mr, m, k, i, p);
+					named[at] = 1;
+				}
+			for (size_t i = 0; i < floats; i++)
+				ck_assert_msg(named[i] || packed[i] == 0.0f,
+				              "mr=%d m=%d k=%d: padding float %zu not zero", mr, m,
+				              k, i);
+			free(named);
+			if (si >= 0) { /* another set's layout: this GEMM cannot read it */
+				free(packed);
+				continue;
 			}
-		for (size_t i = 0; i < floats; i++)
-			ck_assert_msg(named[i] || packed[i] == 0.0f,
-			              "m=%d k=%d: padding float %zu not zero", m, k, i);
-		float *base = run(&q, pool);
-		for (int pi = 0; pi < 2; pi++) {
-			float *c = malloc((size_t)m * q.ldc * sizeof *c);
-			ck_assert_ptr_nonnull(c);
-			memcpy(c, q.c0, (size_t)m * q.ldc * sizeof *c);
-			rt_epilogue ep = epilogue_for(&q, c);
-			rt_gemm(pi ? pool : NULL, m, n, k, packed, 0, RT_GEMM_A_PACKED, &q.gb, c,
-			        q.ldc, &ep);
-			expect_same(&q, base, c, "prepacked A");
-			free(c);
+			float *base = run(&q, pool);
+			for (int pi = 0; pi < 2; pi++) {
+				float *c = malloc((size_t)m * q.ldc * sizeof *c);
+				ck_assert_ptr_nonnull(c);
+				memcpy(c, q.c0, (size_t)m * q.ldc * sizeof *c);
+				rt_epilogue ep = epilogue_for(&q, c);
+				rt_gemm(pi ? pool : NULL, m, n, k, packed, 0, RT_GEMM_A_PACKED,
+				        &q.gb, c, q.ldc, &ep);
+				expect_same(&q, base, c, "prepacked A");
+				free(c);
+			}
+			free(base), free(packed);
 		}
-		free(base), free(packed), free(named);
 		problem_free(&q);
 	}
 	rt_threads_destroy(pool);

@@ -301,8 +301,8 @@ START_TEST(winograd_vs_ref)
 		y_ref[i] = y_ref[i] < 0 ? 0 : y_ref[i];
 	}
 	for (int m = 4; m >= 2; m -= 2) { /* F(4x4, 3x3), F(2x2, 3x3) */
-		float *u = nanbuf(rt_winograd_weight_floats(m, p.oc, p.c));
-		rt_winograd_weight(threads(), m, p.oc, p.c, w, NULL, NULL, 0, u);
+		float *u = nanbuf(rt_winograd_weight_floats(rt_gemm_mr(), m, p.oc, p.c));
+		rt_winograd_weight(threads(), rt_gemm_mr(), m, p.oc, p.c, w, NULL, NULL, 0, u);
 		scratch s = scratch_make(rt_winograd_scratch_floats(&p, m));
 		float *y = fbuf(ny), *y1 = nanbuf(ny);
 		memcpy(y, res, ny * sizeof(float));
@@ -325,7 +325,7 @@ END_TEST
 
 /* Transforms that fold BatchNorm themselves (gemm_weight, winograd_weight
  * with gamma and var) give the bits of folding first (rt_bn_fold_weight)
- * and transforming the folded copy. */
+ * and transforming the folded copy, in the layout of every kernel set. */
 START_TEST(weights_folded_in_one_step)
 {
 	const int oc = 500, c = 7, kdim = c * 9; /* rows in three groups */
@@ -337,19 +337,28 @@ START_TEST(weights_folded_in_one_step)
 	for (int o = 0; o < oc; o++)
 		var[o] = var[o] * var[o];
 	rt_bn_fold_weight(oc, kdim, w, gamma, var, 1e-5f, folded);
-	size_t np = rt_gemm_packed_a_floats(oc, kdim), nu = rt_winograd_weight_floats(4, oc, c);
-	float *a = nanbuf(np), *b = nanbuf(np), *u = nanbuf(nu), *v = nanbuf(nu);
-	rt_conv_weight_pack(oc, kdim, folded, NULL, NULL, 0, a);
-	rt_conv_weight_pack(oc, kdim, w, gamma, var, 1e-5f, b);
-	ck_assert_msg(memcmp(a, b, np * sizeof(float)) == 0, "folding while packing differs");
-	for (int m = 4; m >= 2; m -= 2) {
-		rt_winograd_weight(NULL, m, oc, c, folded, NULL, NULL, 0, u);
-		rt_winograd_weight(threads(), m, oc, c, w, gamma, var, 1e-5f, v);
-		ck_assert_msg(memcmp(u, v, rt_winograd_weight_floats(m, oc, c) * sizeof(float)) ==
-		                  0,
-		              "folding while transforming differs (F(%dx%d, 3x3))", m, m);
+	int nsets;
+	const rt_kset *sets = rt_kset_all(&nsets);
+	for (int si = 0; si < nsets; si++) {
+		int mr = sets[si].mr;
+		size_t np = rt_gemm_packed_a_floats(mr, oc, kdim),
+		       nu = rt_winograd_weight_floats(mr, 4, oc, c);
+		float *a = nanbuf(np), *b = nanbuf(np), *u = nanbuf(nu), *v = nanbuf(nu);
+		rt_conv_weight_pack(mr, oc, kdim, folded, NULL, NULL, 0, a);
+		rt_conv_weight_pack(mr, oc, kdim, w, gamma, var, 1e-5f, b);
+		ck_assert_msg(memcmp(a, b, np * sizeof(float)) == 0,
+		              "folding while packing differs (mr %d)", mr);
+		for (int m = 4; m >= 2; m -= 2) {
+			rt_winograd_weight(NULL, mr, m, oc, c, folded, NULL, NULL, 0, u);
+			rt_winograd_weight(threads(), mr, m, oc, c, w, gamma, var, 1e-5f, v);
+			ck_assert_msg(
+			    memcmp(u, v, rt_winograd_weight_floats(mr, m, oc, c) * sizeof(float)) ==
+			        0,
+			    "folding while transforming differs (F(%dx%d, 3x3), mr %d)", m, m, mr);
+		}
+		free(a), free(b), free(u), free(v);
 	}
-	free(w), free(gamma), free(var), free(folded), free(a), free(b), free(u), free(v);
+	free(w), free(gamma), free(var), free(folded);
 }
 END_TEST
 
@@ -381,11 +390,11 @@ START_TEST(winograd_grads_vs_ref)
 	float *x = randn(&rng, nx, 1, 0), *w = randn(&rng, nw, 0.5f, 0),
 	      *dy = randn(&rng, ny, 1, 0);
 	float *dx_ref = fbuf(nx), *dw_ref = fbuf(nw),
-	      *ut = nanbuf(rt_winograd_weight_floats(4, p.c, p.oc));
+	      *ut = nanbuf(rt_winograd_weight_floats(rt_gemm_mr(), 4, p.c, p.oc));
 	rt_conv2d_grad_input_ref(&p, dy, w, dx_ref);
 	rt_conv2d_grad_weight_ref(&p, x, dy, dw_ref, NULL);
 
-	rt_winograd_weight_t(threads(), p.oc, p.c, w, ut);
+	rt_winograd_weight_t(threads(), rt_gemm_mr(), p.oc, p.c, w, ut);
 	scratch si = scratch_make(rt_winograd_grad_input_scratch_floats(&p));
 	float *dx = nanbuf(nx), *dx1 = nanbuf(nx);
 	rt_conv2d_grad_input_winograd(threads(), &p, dy, ut, dx, si.buf);
@@ -666,11 +675,11 @@ START_TEST(linear_forward_vs_ref)
 	float *x = randn(&rng, nx, 1, 0), *w = randn(&rng, nw, 0.5f, 0),
 	      *b = randn(&rng, out, 1, 0);
 	float *ref = fbuf(ny), *y = nanbuf(ny), *yp = nanbuf(ny), *yp1 = nanbuf(ny);
-	float *wp = nanbuf(rt_gemm_packed_a_floats(out, in));
+	float *wp = nanbuf(rt_gemm_packed_a_floats(rt_gemm_mr(), out, in));
 	rt_linear_ref(n, in, out, x, w, b, ref);
 	for (size_t i = 0; i < ny; i++)
 		ref[i] = ref[i] < 0 ? 0.0f : ref[i];
-	rt_conv_weight_pack(out, in, w, NULL, NULL, 0, wp);
+	rt_conv_weight_pack(rt_gemm_mr(), out, in, w, NULL, NULL, 0, wp);
 	rt_linear(threads(), n, in, out, x, w, b, y, 1);
 	rt_linear_packed(threads(), n, in, out, x, wp, b, yp, 1);
 	rt_linear_packed(NULL, n, in, out, x, wp, b, yp1, 1);

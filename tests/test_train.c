@@ -324,7 +324,9 @@ static train_session *model_session(const char *text, uint64_t seed, int batch)
 	ir_graph_init_he(t, seed);
 	ir_graph_init_he(e, seed);
 	char err[256];
-	train_session *s = train_session_create(t, e, err, sizeof err);
+	backend_target native;
+	ck_assert_msg(backend_target_get("native", &native, err, sizeof err) == 0, "%s", err);
+	train_session *s = train_session_create(t, e, &native, err, sizeof err);
 	ck_assert_msg(s != NULL, "%s", err);
 	return s;
 }
