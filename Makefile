@@ -245,14 +245,19 @@ fuzz: $(FUZZERS:%=build/fuzz/fuzz_%) $(FUZZERS:%=build/fuzz/corpus-%)
 # Not part of `make test`. BENCH_QUICK=1 for a short smoke run. npm ci only when
 # node_modules is older than the lockfile; ONNXRUNTIME_NODE_INSTALL=skip keeps
 # onnxruntime-node's install script from fetching GPU files (the CPU ones ship).
+# BENCH_TARGET picks the code measured (default native; x86-64-v3 measures
+# the AVX2 code on an AVX-512 host).
+BENCH_TARGET ?= native
+export BENCH_TARGET
 bench: build/netcc
 	@scripts/deps.sh bench
 	@cd bench && { [ node_modules/.package-lock.json -nt package-lock.json ] || \
 		ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund; }
 	@/usr/bin/python3 bench/bench.py
-	@$(MAKE) --no-print-directory build/bench/gemm_bench build/bench/ab
-	@echo "== netcc's GEMM against OpenBLAS's (bench/gemm_bench.c)"
-	@build/bench/gemm_bench $(if $(BENCH_QUICK),4,30) | tee build/bench/gemm.txt
+	@set -e; k=$$(build/netcc targets --which $(BENCH_TARGET) | cut -d' ' -f2); \
+		$(MAKE) --no-print-directory build/bench/gemm_bench-$$k build/bench/ab; \
+		echo "== netcc's GEMM against OpenBLAS's (bench/gemm_bench.c), kernel set $$k"; \
+		build/bench/gemm_bench-$$k $(if $(BENCH_QUICK),4,30) | tee build/bench/gemm.txt
 
 # Two builds of a model timed in alternation in one process (bench/ab.c).
 build/bench/ab: bench/ab.c
@@ -260,6 +265,7 @@ build/bench/ab: bench/ab.c
 	$(CC) $(BASE) -O2 -o $@ $< -ldl
 
 # OpenBLAS is linked only here: netcc's own kernels replaced it (docs/performance.md).
-build/bench/gemm_bench: bench/gemm_bench.c build/libnetcc_rt.a
+build/bench/gemm_bench-%: bench/gemm_bench.c build/lib/netcc/%/libnetcc_rt.a
 	@mkdir -p build/bench
-	$(CC) $(BASE) -O2 -o $@ $< build/libnetcc_rt.a -lopenblas $(RT_LD)
+	$(CC) $(BASE) -O2 -DGEMM_BENCH_KSET='"$*"' -o $@ $< build/lib/netcc/$*/libnetcc_rt.a \
+		-lopenblas $(RT_LD)

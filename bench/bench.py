@@ -60,6 +60,8 @@ CONFIGS = [
     ("ResNet-20 training step, batch 128", "resnet20", 128, 2, "train"),
 ]
 ONLY = [m for m in os.environ.get("BENCH_ONLY", "").split(",") if m]
+# The code measured: a netcc target (netcc targets); native is the best this CPU runs.
+TARGET = os.environ.get("BENCH_TARGET", "") or "native"
 if ONLY:
     CONFIGS = [c for c in CONFIGS if c[1] in ONLY]
     if not CONFIGS:
@@ -142,7 +144,8 @@ def compile_all():
     for model, batch in sorted({(c[1], c[2]) for c in CONFIGS}):
         name = lib_name(model, batch)
         cmd = [NETCC, "compile", f"models/{model}.nn", "--weights", f"{OUT}/{model}.safetensors",
-               "-o", f"{OUT}/lib{name}.so", "--name", name, "--batch", str(batch)]
+               "-o", f"{OUT}/lib{name}.so", "--name", name, "--batch", str(batch),
+               "--target", TARGET]
         if model == "resnet20":
             cmd.append("--train")
         log(f"bench: {shlex.join(cmd)}")
@@ -324,6 +327,31 @@ def cpu_model():
     return platform.processor() or "unknown"
 
 
+def host_isa():
+    """The widest vector ISA this CPU offers, as the tables are kept by."""
+    flags = set()
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith(("flags", "Features")):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    if "amx_tile" in flags:
+        return "AVX-512 + AMX"
+    if "avx512f" in flags:
+        return "AVX-512"
+    if "avx2" in flags:
+        return "AVX2"
+    return "NEON" if "asimd" in flags else "unknown"
+
+
+def target_info():
+    """What BENCH_TARGET is here: target, kernel set, the CPU it is tuned for."""
+    out = run([NETCC, "targets", "--which", TARGET], capture=True, quiet=True)
+    name, kset, tune = out.split()
+    return f"target {name}{' (native)' if TARGET == 'native' else ''}, kernel set {kset}, " \
+           f"tuned for {tune}"
+
+
 def markdown(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -375,7 +403,8 @@ def main():
     commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, text=True,
                             capture_output=True).stdout.strip() or "unknown"
     notes = [
-        f"CPU: {cpu_model()}, {os.cpu_count()} logical CPUs; netcc {commit}; "
+        f"CPU: {cpu_model()} ({host_isa()}), {os.cpu_count()} logical CPUs; netcc {commit}, "
+        f"{target_info()}; "
         "netcc's GEMM its own (OpenBLAS not loaded: "
         f"{info['netcc'].get('blas', '?') == 'none'})"
         + f"; ONNX Runtime {info['ort'].get('ort', '?')} (npm onnxruntime-node, CPU); "

@@ -1,7 +1,8 @@
 /* gemm_bench: netcc's SGEMM (runtime/gemm.c) against OpenBLAS's cblas_sgemm on the
  * shapes convolutions make in the models netcc compiles, at 1 and 2 threads.
  *
- *   build/bench/gemm_bench [REPS]        (make bench runs it; REPS default 30)
+ *   build/bench/gemm_bench-SET [REPS]    (make bench runs the bench target's kernel
+ *                                         set's; REPS default 30)
  *
  * Each line: the shape (M x N x K: output channels, output pixels, input channels times
  * the kernel area), each engine's median GFLOP/s, and netcc's time over OpenBLAS's (below
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "runtime.h"
 
@@ -69,8 +71,9 @@ int main(int argc, char **argv)
 	double *t = malloc(sizeof(double) * reps);
 	if (!t)
 		return 1;
-	printf("OpenBLAS core: %s; medians of %d runs; GFLOP/s, and netcc's time over OpenBLAS's\n",
-	       openblas_get_corename(), reps);
+	printf("netcc's kernel set: %s (MR %d, NR %d); OpenBLAS core: %s; medians of %d runs; "
+	       "GFLOP/s, and netcc's time over OpenBLAS's\n",
+	       GEMM_BENCH_KSET, rt_gemm_mr(), rt_gemm_nr(), openblas_get_corename(), reps);
 	printf("%-32s %5s %6s %6s %3s %9s %9s %6s\n", "shape", "M", "N", "K", "thr", "netcc",
 	       "OpenBLAS", "ratio");
 	for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
@@ -93,6 +96,9 @@ int main(int argc, char **argv)
 			rt_epilogue ep = {0};
 			double med[2];
 			for (int e = 0; e < 2; e++) {
+				/* the other engine's idle threads spin a while after
+				 * its last call: let them go to sleep first */
+				usleep(250 * 1000);
 				for (int i = -2; i < reps; i++) { /* two warm-up runs */
 					double t0 = now();
 					if (e == 0)

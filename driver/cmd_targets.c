@@ -29,8 +29,20 @@ int driver_target(const opts *o, backend_target *t, bool run_here)
 int cmd_targets(int argc, char **argv)
 {
 	opts o;
-	if (opts_parse(&o, argc, argv, "") != 0)
+	if (opts_parse(&o, argc, argv, "which=") != 0)
 		return 2;
+	/* for scripts (make bench): what a --target value resolves to here */
+	const char *which = opts_str(&o, "which", NULL);
+	if (which) {
+		backend_target t;
+		char err[512];
+		if (backend_target_get(which, &t, err, sizeof err) != 0) {
+			fprintf(stderr, "netcc: error: %s\n", err);
+			return 2;
+		}
+		printf("%s %s %s\n", t.name, t.kset, t.tune ? t.tune : t.cpu);
+		return 0;
+	}
 	int n;
 	const backend_target *ts = backend_targets(&n);
 	backend_target native;

@@ -34,7 +34,8 @@ static const struct command {
      "        [--no-winograd] [--target T]\n"
      "        time per node of the compiled code, GFLOP/s against the measured peak"},
     {"targets", cmd_targets,
-     "targets                             what --target can name, and what each needs"},
+     "targets [--which T]                 what --target can name, and what each needs;\n"
+     "        --which: the target T is here, its kernel set and the CPU it is tuned for"},
 };
 enum { N_COMMANDS = sizeof commands / sizeof *commands };
 
