@@ -367,6 +367,32 @@ static void edge(int kc, const float *ap, const float *bp, float *c, const float
 #define EDGE_N 0 /* panels taller than a vector: no edge kernel */
 #endif
 
+/* The mc rows of a packed A block times one B panel of nr columns (rows
+ * ldb apart) into C at c (lc: where EP_LOAD reads). A partial panel runs
+ * as its whole vectors, then the rest, by the edge kernel where that is a
+ * few columns: at the panel's full width, up to NR - 1 columns' work would
+ * be thrown away (N = 48 or 49, a Winograd block or a 7x7 map at batch 1,
+ * cost what 64 does). Every element's arithmetic is the same either way. */
+static void panel(int kc, const float *ap, const float *bp, size_t ldb, float *c, const float *lc,
+                  size_t ldc, int mc, int nr, const float *bias, int f)
+{
+#if EDGE_N
+	if (nr <= EDGE_N) {
+		edge(kc, ap, bp, c, lc, ldc, mc, nr, bias, f);
+		return;
+	}
+#endif
+	int whole = nr < NR && nr > VW ? nr / VW * VW : nr;
+	for (int ir = 0; ir < mc; ir += MR) {
+		int mr = mc - ir < MR ? mc - ir : MR;
+		size_t off = (size_t)ir * ldc;
+		micro(kc, ap + (size_t)ir * kc, bp, ldb, c + off, lc + off, ldc, mr, whole,
+		      bias ? bias + ir : NULL, f);
+	}
+	if (whole < nr)
+		panel(kc, ap, bp + whole, ldb, c + whole, lc + whole, ldc, mc, nr - whole, bias, f);
+}
+
 /* Shuffle masks of the in-register transpose: stage b swaps the b x b
  * off-diagonal blocks of each 2b x 2b block (rows i and i + b). */
 #define LO(j, b) ((j) & (b) ? VW + (j) - (b) : (j))
@@ -756,21 +782,9 @@ static void gemm_block_run(const gemm_job *j, int m0, int m1, int n0, int n1, fl
 							               bq);
 						bp = bq;
 					}
-#if EDGE_N
-					if (nr <= EDGE_N) {
-						size_t off = (size_t)ic * j->ldc + jc + jr;
-						edge(kcb, ap, bp, j->c + off, lbase + off, j->ldc,
-						     mc, nr, bias ? bias + ic : NULL, f);
-						continue;
-					}
-#endif
-					for (int ir = 0; ir < mc; ir += MR) {
-						int mr = mc - ir < MR ? mc - ir : MR;
-						size_t off = (size_t)(ic + ir) * j->ldc + jc + jr;
-						micro(kcb, ap + (size_t)ir * kcb, bp, ldb,
-						      j->c + off, lbase + off, j->ldc, mr, nr,
-						      bias ? bias + ic + ir : NULL, f);
-					}
+					size_t off = (size_t)ic * j->ldc + jc + jr;
+					panel(kcb, ap, bp, ldb, j->c + off, lbase + off, j->ldc, mc,
+					      nr, bias ? bias + ic : NULL, f);
 				}
 			}
 		}

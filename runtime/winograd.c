@@ -26,7 +26,7 @@
 #include "vec8.h"
 #include "winograd.h"
 
-enum { BLOCK_FLOATS = 256 * 1024, BLOCK_MAX = 1024 * 1024 };
+enum { BLOCK_FLOATS = 256 * 1024, BLOCK_MAX = 1024 * 1024, PANEL = 32 };
 
 static int pos_of(int m)
 {
@@ -57,7 +57,9 @@ static int block_tiles(const rt_conv *p, int m)
 	long per_tile = pos_of(m) * (long)(p->c + p->oc);
 	long fit = BLOCK_FLOATS / per_tile;
 	long u_tiles = (long)pos_of(m) * p->c * p->oc / per_tile;
-	fit = fit < 16 ? 16 : fit / 16 * 16;
+	/* the nearest whole number of GEMM panels (32 columns with AVX-512,
+	 * two panels of AVX2's 16): 48 tiles cost what 64 do */
+	fit = fit < PANEL ? PANEL : (fit + PANEL / 2) / PANEL * PANEL;
 	/* a whole number of vectors: the last one's spare lanes are written too */
 	total = (total + 7) / 8 * 8;
 	if (u_tiles > fit && total <= u_tiles && total <= BLOCK_MAX / per_tile)
@@ -697,18 +699,23 @@ typedef struct wsplit {
 	float *scratch;
 	size_t slice; /* floats per thread */
 	int sb;       /* tiles per thread block */
-	long total, blocks;
+	long total;
 } wsplit;
 
+/* Each thread its share of the tiles, cut at whole GEMM panels, in
+ * blocks of up to sb (whole blocks round-robin left one thread a block
+ * more: 196 tiles in four of 48 and one of 4) */
 static void thread_blocks_task(void *ctx, int task, int tasks)
 {
 	const wsplit *s = ctx;
 	wino w = *s->proto;
 	w.ld = s->sb;
 	wino_scratch(&w, s->scratch + (size_t)task * s->slice);
-	for (long b = task; b < s->blocks; b += tasks) {
-		w.t0 = b * s->sb;
-		block_start(&w, s->total);
+	long panels = (s->total + PANEL - 1) / PANEL;
+	long lo = panels * task / tasks * PANEL, hi = panels * (task + 1) / tasks * PANEL;
+	hi = hi < s->total ? hi : s->total;
+	for (w.t0 = lo; w.t0 < hi; w.t0 += w.ld) {
+		block_start(&w, hi);
 		input_task(&w, 0, 1);
 		for (int pos = 0; pos < pos_of(w.out); pos++)
 			gemm_task(&w, pos, pos_of(w.out));
@@ -745,7 +752,6 @@ void rt_conv2d_winograd(rt_threads *t, const rt_conv *p, int m, const float *x, 
 		    .slice = slice,
 		    .sb = sb,
 		    .total = total,
-		    .blocks = (total + sb - 1) / sb,
 		};
 		rt_threads_run(t, thread_blocks_task, &s, threads);
 		return;
