@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "ir.h"
+#include "kset.h"
 
 ir_shape ir_shape4(int64_t n, int64_t c, int64_t h, int64_t w)
 {
@@ -256,11 +257,12 @@ static void shape_winograd_weight(const ir_graph *g, ir_node *n)
 	const ir_shape *w = arg(g, n, 0);
 	if (w->rank != 4 || w->d[2] != 3 || w->d[3] != 3)
 		diag_error_at(&n->loc, "winograd_weight: needs [oc, c, 3, 3] weights");
-	/* (tile + 2)^2 matrices oc x c in the GEMM's packed layout: rows padded to its
-	 * register tile (6 or 8, by CPU) and up to 16 floats of slack after,
-	 * sized here for the largest so the IR needs no runtime */
+	/* (tile + 2)^2 matrices oc x c in the GEMM's packed layout: rows padded to
+	 * the target's register tile and a vector of slack after, sized for the
+	 * largest of any kernel set (kset.h) so the IR needs no target */
 	int64_t t = n->tile + 2;
-	n->shape = (ir_shape){.rank = 3, .d = {t * t, w->d[0] + 24, w->d[1]}};
+	n->shape =
+	    (ir_shape){.rank = 3, .d = {t * t, w->d[0] + RT_KSET_MR_MAX + RT_KSET_VW_MAX, w->d[1]}};
 }
 
 /* the same for the input gradient: c x oc each */
@@ -269,20 +271,21 @@ static void shape_winograd_weight_t(const ir_graph *g, ir_node *n)
 	shape_winograd_weight(g, n);
 	const ir_shape *w = arg(g, n, 0);
 	n->shape.d[0] = 36; /* F(4x4, 3x3) always */
-	n->shape.d[1] = w->d[1] + 24;
+	n->shape.d[1] = w->d[1] + RT_KSET_MR_MAX + RT_KSET_VW_MAX;
 	n->shape.d[2] = w->d[0];
 }
 
-/* The GEMM's layout pads the oc rows to its register tile (6 or 8 rows,
- * chosen for the CPU when the runtime is built) and keeps up to 16 floats
- * of slack: sized here for the largest, so the IR needs no runtime. */
+/* The GEMM's layout pads the oc rows to the target's register tile and
+ * keeps a vector of slack: sized for the largest of any kernel set
+ * (kset.h), so the IR needs no target. */
 static void shape_gemm_weight(const ir_graph *g, ir_node *n)
 {
 	const ir_shape *w = arg(g, n, 0);
 	if (w->rank != 4 && w->rank != 2)
 		diag_error_at(&n->loc, "gemm_weight: needs [oc, c, k, k] or [out, in] weights");
 	int64_t kdim = ir_shape_row(w);
-	n->shape = (ir_shape){.rank = 1, .d = {(w->d[0] + 7) * kdim + 16}};
+	n->shape =
+	    (ir_shape){.rank = 1, .d = {(w->d[0] + RT_KSET_MR_MAX - 1) * kdim + RT_KSET_VW_MAX}};
 }
 
 static void shape_bn_fold_bias(const ir_graph *g, ir_node *n)

@@ -240,6 +240,9 @@ micro_t(int rows, int nv, bool whole, int kc, const float *restrict ap, const fl
 	case 4:                                                                                    \
 		MICRO(4 < MR ? 4 : MR, nv);                                                        \
 		return;                                                                            \
+	case 8:                                                                                    \
+		MICRO(8 < MR ? 8 : MR, nv);                                                        \
+		return;                                                                            \
 	default:                                                                                   \
 		MICRO(MR, nv);                                                                     \
 		return;                                                                            \
@@ -278,10 +281,12 @@ static void micro(int kc, const float *ap, const float *bp, size_t ldb, float *c
                   size_t ldc, int mr, int nr, const float *bias, int f)
 {
 	/* the whole tiles of a GEMM: MR rows, and the last row tile of the
-	 * usual channel counts (64 = 10 x 6 + 4, 128 = 21 x 6 + 2) */
+	 * usual channel counts (64 = 10 x 6 + 4, 128 = 21 x 6 + 2, 10 x 12 + 8) */
 	if (nr == NR) {
 		if (mr == MR)
 			WHOLE(MR);
+		if (mr == 8)
+			WHOLE(8 < MR ? 8 : MR);
 		if (mr == 4)
 			WHOLE(4 < MR ? 4 : MR);
 		if (mr == 2)

@@ -13,6 +13,13 @@
 
 #include "kset.h"
 
+/* IR shapes of packed weights are sized by these bounds (ir/shape.c) */
+#define X(e, name, needs)                                                                          \
+	_Static_assert(RT_KSET_##e##_MR <= RT_KSET_MR_MAX && RT_KSET_##e##_VW <= RT_KSET_VW_MAX,   \
+	               "a kernel set outgrows the bounds packed weights are sized by");
+RT_KSETS(X)
+#undef X
+
 static const rt_kset ksets[] = {
 #define X(e, name, needs) {name, RT_KSET_##e##_VW, RT_KSET_##e##_MR, RT_KSET_##e##_NV, needs},
     RT_KSETS(X)

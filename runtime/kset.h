@@ -67,7 +67,7 @@ RT_CPU_FEATURES(X)
 #define RT_KSET_AVX2_MR   6
 #define RT_KSET_AVX2_NV   2
 #define RT_KSET_AVX512_VW 16
-#define RT_KSET_AVX512_MR 8
+#define RT_KSET_AVX512_MR 12
 #define RT_KSET_AVX512_NV 2
 #define RT_KSET_NEON_VW   4
 #define RT_KSET_NEON_MR   8
