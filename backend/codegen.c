@@ -219,6 +219,11 @@ static void cg_conv(cg *c, const ir_node *n, LLVMValueRef y)
 	}
 	/* the same list without the tile size */
 	memmove(args + 2, args + 3, 6 * sizeof *args);
+	if (n->direct) { /* and without the residual, which it never has */
+		memmove(args + 5, args + 6, 2 * sizeof *args);
+		kernel(c, "rt_conv2d_direct_prepared", "ppppppi", args);
+		return;
+	}
 	kernel(c, n->packed ? "rt_conv2d_packed" : "rt_conv2d", "pppppppi", args);
 }
 
@@ -361,10 +366,11 @@ static void cg_bn_fold_weight(cg *c, const ir_node *n, LLVMValueRef y)
 	kernel(c, "rt_bn_fold_weight", "iipppfp", args);
 }
 
-/* fn([threads,] mr, [tile,] rows, cols, w, gamma, var, eps, y): a weight
- * transform into the packed layout of the target's register tile (mr)
- * that folds BatchNorm itself when the node has gamma and var (in[1],
- * in[2]); Winograd's takes the pool first and its tile size after mr */
+/* fn([threads,] [mr,] [tile,] rows, cols, w, gamma, var, eps, y): a
+ * weight transform, into the packed layout of the target's register tile
+ * (mr) but for direct_weight's, that folds BatchNorm itself when the node
+ * has gamma and var (in[1], in[2]); Winograd's takes the pool first and
+ * its tile size after mr */
 static void weight_transform(cg *c, const ir_node *n, int64_t cols, LLVMValueRef y, const char *fn)
 {
 	bool fold = n->n_in == 3, tile = n->op == IR_OP_WINOGRAD_WEIGHT;
@@ -379,6 +385,9 @@ static void weight_transform(cg *c, const ir_node *n, int64_t cols, LLVMValueRef
 	if (tile) {
 		memcpy(args + 3, rest, sizeof rest);
 		kernel(c, fn, "piiiipppfp", args);
+	} else if (n->op == IR_OP_DIRECT_WEIGHT) { /* a layout of its own: no tile */
+		memcpy(args + 2, rest, sizeof rest);
+		kernel(c, fn, "iipppfp", args + 2);
 	} else {
 		memcpy(args + 2, rest, sizeof rest);
 		kernel(c, fn, "iiipppfp", args + 1);
@@ -401,6 +410,11 @@ static void cg_winograd_weight_t(cg *c, const ir_node *n, LLVMValueRef y)
 static void cg_gemm_weight(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	weight_transform(c, n, ir_shape_row(arg_shape(c, n, 0)), y, "rt_conv_weight_pack");
+}
+
+static void cg_direct_weight(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	weight_transform(c, n, ir_shape_row(arg_shape(c, n, 0)), y, "rt_direct_weight");
 }
 
 static void cg_bn_fold_bias(cg *c, const ir_node *n, LLVMValueRef y)

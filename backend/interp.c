@@ -61,6 +61,11 @@ static void interp_conv(const interp *it, const ir_node *n, float *y)
 		free(scratch);
 		return;
 	}
+	if (n->direct) {
+		rt_conv2d_direct_prepared(NULL, &p, in(it, n, 0), in(it, n, 1),
+		                          n->bias ? in(it, n, 2) : NULL, y, n->relu);
+		return;
+	}
 	if (n->packed) {
 		rt_conv2d_packed(NULL, &p, in(it, n, 0), in(it, n, 1),
 		                 n->bias ? in(it, n, 2) : NULL,
@@ -196,6 +201,14 @@ static void interp_gemm_weight(const interp *it, const ir_node *n, float *y)
 	rt_conv_weight_pack(it->mr, dim(w, 0), kdim, in(it, n, 0),
 	                    n->n_in == 3 ? in(it, n, 1) : NULL, n->n_in == 3 ? in(it, n, 2) : NULL,
 	                    (float)n->eps, y);
+}
+
+static void interp_direct_weight(const interp *it, const ir_node *n, float *y)
+{
+	const ir_shape *w = shape(it, n, 0);
+	rt_direct_weight(dim(w, 0), (int)ir_shape_row(w), in(it, n, 0),
+	                 n->n_in == 3 ? in(it, n, 1) : NULL, n->n_in == 3 ? in(it, n, 2) : NULL,
+	                 (float)n->eps, y);
 }
 
 static void interp_bn_fold_bias(const interp *it, const ir_node *n, float *y)

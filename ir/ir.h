@@ -204,6 +204,7 @@ typedef struct ir_node {
 	 * winograd_weight_t) and conv_grad_weight (m = 4) */
 	int winograd;
 	bool packed; /* conv, linear: in[1] is a gemm_weight, packed when weights are prepared */
+	bool direct; /* conv: computed directly (runtime/conv_direct.c), in[1] a direct_weight */
 
 	/* training */
 	bool i32;            /* an input of int32 values (labels) */

@@ -70,6 +70,8 @@ void ir_node_print(const ir_graph *g, int id, FILE *out)
 		fprintf(out, " winograd=%d", n->winograd);
 	if (n->packed)
 		fprintf(out, " packed");
+	if (n->direct)
+		fprintf(out, " direct");
 	if (n->relu)
 		fputs(" relu", out);
 	if (n->flat)

@@ -288,6 +288,14 @@ static void shape_gemm_weight(const ir_graph *g, ir_node *n)
 	    (ir_shape){.rank = 1, .d = {(w->d[0] + RT_KSET_MR_MAX - 1) * kdim + RT_KSET_VW_MAX}};
 }
 
+static void shape_direct_weight(const ir_graph *g, ir_node *n)
+{
+	const ir_shape *w = arg(g, n, 0);
+	if (w->rank != 4)
+		diag_error_at(&n->loc, "direct_weight: needs [oc, c, k, k] weights");
+	n->shape = ir_shape2(ir_shape_row(w), w->d[0]);
+}
+
 static void shape_bn_fold_bias(const ir_graph *g, ir_node *n)
 {
 	n->shape = *arg(g, n, 0);

@@ -265,6 +265,13 @@ void rt_conv_weight_pack(int mr, int oc, int kdim, const float *w, const float *
 	}
 }
 
+void rt_conv2d_direct_prepared(rt_threads *t, const rt_conv *p, const float *x, const float *wt,
+                               const float *b, float *y, int relu)
+{
+	if (!rt_conv2d_direct_try(t, p, x, wt, b, y, relu))
+		conv2d(t, p, x, wt, RT_GEMM_A_TRANS, b, NULL, y, relu);
+}
+
 void rt_conv2d_packed(rt_threads *t, const rt_conv *p, const float *x, const float *wp,
                       const float *b, const float *res, float *y, int relu)
 {
@@ -293,7 +300,9 @@ static void conv_image(const conv_job *j, int n)
 	/* the residual is added as the GEMM stores (it may be y itself) */
 	rt_epilogue ep = {
 	    .bias = j->b, .add = j->res ? j->res + n * out_floats : NULL, .relu = j->relu};
-	(j->serial ? rt_gemm_serial : rt_gemm)(j->pool, p->oc, opix, kdim, j->w, kdim, j->a_layout,
+	/* A transposed: [kdim][oc], the direct convolution's weights */
+	int lda = j->a_layout == RT_GEMM_A_TRANS ? p->oc : kdim;
+	(j->serial ? rt_gemm_serial : rt_gemm)(j->pool, p->oc, opix, kdim, j->w, lda, j->a_layout,
 	                                       &bm, yn, opix, &ep);
 }
 

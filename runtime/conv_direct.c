@@ -11,40 +11,74 @@
  * forward of a single input channel, whose 16 sums per pixel are stored
  * one by one, is the GEMM's. The sums run over (channel, kh, kw) in
  * order, one FMA each, as the GEMM's do within a block of K. */
+#include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "runtime.h"
 #include "vec8.h"
+#if defined(__AVX512F__)
+#include "vec16.h"
+#define HAVE_V16 1
+#endif
 
 enum { PIX = 6, OCB = 16 };
 
 /* The padded image: rows and columns from -pad, enough for every window */
 static int padded_h(const rt_conv *p)
 {
-	int h = p->h + 2 * p->pad, need = p->stride * (p->oh - 1) + 3;
+	int h = p->h + 2 * p->pad, need = p->stride * (p->oh - 1) + p->k;
 	return h > need ? h : need;
 }
 
 static int padded_w(const rt_conv *p)
 {
-	int w = p->w + 2 * p->pad, need = p->stride * (p->ow - 1) + 3;
+	int w = p->w + 2 * p->pad, need = p->stride * (p->ow - 1) + p->k;
 	return w > need ? w : need;
 }
 
-/* Floats of scratch a task takes: the weights transposed, [c * 9][oc],
- * and one padded image */
-static size_t direct_floats(const rt_conv *p)
+static size_t padded_floats(const rt_conv *p)
 {
-	return (size_t)p->c * 9 * p->oc + (size_t)p->c * padded_h(p) * padded_w(p);
+	return (size_t)p->c * padded_h(p) * padded_w(p);
+}
+
+/* Floats of scratch a task of the forward takes: one padded image, and
+ * the weights transposed, [c * k * k][oc], unless they were prepared so */
+static size_t direct_floats(const rt_conv *p, bool prepared)
+{
+	return (prepared ? 0 : (size_t)p->c * p->k * p->k * p->oc) + padded_floats(p);
 }
 
 /* one input channel: the GEMM was 1.1x faster (the stores dominate) */
 bool rt_conv2d_direct_fits(const rt_conv *p)
 {
 	return p->k == 3 && (p->stride == 2 || (p->stride == 1 && p->c > 1)) && p->oc % OCB == 0 &&
-	       p->oh > 0 && p->ow > 0 && direct_floats(p) <= rt_gemm_scratch_floats();
+	       p->oh > 0 && p->ow > 0 && direct_floats(p, false) <= rt_gemm_scratch_floats();
+}
+
+/* Where the maps are small (7x7 out) the GEMM reuses its weights better
+ * (ResNet-18's last strided layer: 1.0 ms direct, 0.75 as a GEMM on one
+ * thread); at 14x14 and up the direct kernel was 10-25% faster on two. */
+enum { PREPARED_MIN_PIXELS = 100 };
+
+bool rt_conv2d_direct_prepared_fits(const rt_conv *p)
+{
+	return p->k >= 2 && (p->stride >= 2 || p->c > 1) && p->oc % OCB == 0 && p->oh > 0 &&
+	       p->ow > 0 && p->oh * p->ow >= PREPARED_MIN_PIXELS &&
+	       direct_floats(p, true) <= rt_gemm_scratch_floats();
+}
+
+void rt_direct_weight(int oc, int kdim, const float *w, const float *gamma, const float *var,
+                      float eps, float *dst)
+{
+	for (int o = 0; o < oc; o++) {
+		/* the float product rt_bn_fold_weight computes */
+		float scale = gamma ? gamma[o] / sqrtf(var[o] + eps) : 1.0f;
+		for (int k = 0; k < kdim; k++)
+			dst[(size_t)k * oc + o] =
+			    gamma ? w[(size_t)o * kdim + k] * scale : w[(size_t)o * kdim + k];
+	}
 }
 
 /* Scratch from the pool's slot, else allocated (*own, to free); NULL with
@@ -84,17 +118,82 @@ static inline void sums_out(v8 a[PIX][2], float s[PIX][OCB])
 	}
 }
 
+/* The forward's sums for NP output pixels (their windows at at[i]) by two
+ * vectors of W output channels from o0, over (channel, kh, kw) in order,
+ * one FMA each, into s: instantiated for six pixels by eight floats and,
+ * where the kernel set has AVX-512's 32 registers, twelve by sixteen. */
+#define DIRECT_SUMS(NAME, VT, W, NP, LOAD, SPLAT, STORE)                                           \
+	static inline __attribute__((always_inline)) void NAME(                                    \
+	    const rt_conv *p, const float *const at[NP], size_t plane, int wp, const float *wt,    \
+	    int o0, float s[NP][2 * W])                                                            \
+	{                                                                                          \
+		VT a[NP][2] = {{{0}}};                                                             \
+		const float *wk = wt + o0;                                                         \
+		for (int ci = 0; ci < p->c; ci++)                                                  \
+			for (int kh = 0; kh < p->k; kh++)                                          \
+				for (int kw = 0; kw < p->k; kw++, wk += p->oc) {                   \
+					size_t off = ci * plane + (size_t)kh * wp + kw;            \
+					VT w0 = LOAD(wk), w1 = LOAD(wk + W);                       \
+					for (int i = 0; i < NP; i++) {                             \
+						VT v = SPLAT(at[i] + off);                         \
+						a[i][0] += v * w0;                                 \
+						a[i][1] += v * w1;                                 \
+					}                                                          \
+				}                                                                  \
+		for (int i = 0; i < NP; i++) {                                                     \
+			STORE(s[i], a[i][0]);                                                      \
+			STORE(s[i] + W, a[i][1]);                                                  \
+		}                                                                                  \
+	}
+DIRECT_SUMS(sums8, v8, 8, PIX, load8, splat, store8)
+#if defined(HAVE_V16)
+enum { PIX16 = 12 };
+DIRECT_SUMS(sums16, v16, 16, PIX16, load16, splat16, store16)
+#endif
+
 typedef struct direct_job {
 	const rt_conv *p;
 	const float *x, *w, *b;
 	float *y;
 	int relu;
-	int split; /* tasks per image (1: tasks take ranges of images) */
+	bool prepared; /* w is [kdim][oc] already (rt_direct_weight) */
+	int split;     /* tasks per image (1: tasks take ranges of images) */
 	rt_threads *pool;
 	int failed; /* a task found no memory (atomic) */
 } direct_job;
 
-/* Output pixels [q0, q1) of image n, xp its padded copy, wt the weights */
+/* The sums s of o-block o0 (ob channels) for np pixels from p0, with the
+ * GEMM's epilogue: + bias, then relu (NaN kept), without a branch on the
+ * values: the sign of a sum is a coin toss to the branch predictor (a 7x7
+ * layer on real inputs ran 2.5 times slower than on a ramp) */
+static void direct_store(const direct_job *j, float *yn, int o0, int ob, int p0, int np,
+                         const float *s, int ld)
+{
+	int opix = j->p->oh * j->p->ow;
+	for (int e = 0; e < ob; e++) {
+		size_t row = (size_t)(o0 + e) * opix + p0;
+		float bias = j->b ? j->b[o0 + e] : 0.0f;
+		for (int i = 0; i < np; i++) {
+			float v = j->b ? s[i * ld + e] + bias : s[i * ld + e];
+			yn[row + i] = j->relu && v < 0 ? 0.0f : v;
+		}
+	}
+}
+
+/* The windows of pixels [p0, p0 + np) in the padded image xp, past np the
+ * first's again (its sums not kept) */
+static void windows_at(const rt_conv *p, const float *xp, int wp, int p0, int np, int n,
+                       const float **at)
+{
+	for (int i = 0; i < n; i++) {
+		int q = p0 + (i < np ? i : 0);
+		at[i] = xp + (size_t)(p->stride * (q / p->ow)) * wp + p->stride * (q % p->ow);
+	}
+}
+
+/* Output pixels [q0, q1) of image n, xp its padded copy, wt the weights:
+ * a block of output channels over all the pixels before the next, so that
+ * its weights (kdim x 32 floats) stay in cache for every pixel */
 static void direct_pixels(const direct_job *j, int n, int q0, int q1, const float *xp,
                           const float *wt)
 {
@@ -102,67 +201,56 @@ static void direct_pixels(const direct_job *j, int n, int q0, int q1, const floa
 	int hp = padded_h(p), wp = padded_w(p), opix = p->oh * p->ow, oc = p->oc;
 	size_t plane = (size_t)hp * wp;
 	float *yn = j->y + (size_t)n * oc * opix;
-	for (int p0 = q0; p0 < q1; p0 += PIX) {
-		int np = q1 - p0 < PIX ? q1 - p0 : PIX;
-		const float *at[PIX];
-		for (int i = 0; i < PIX; i++) {
-			int q = p0 + (i < np ? i : 0);
-			at[i] =
-			    xp + (size_t)(p->stride * (q / p->ow)) * wp + p->stride * (q % p->ow);
+	int o0 = 0;
+#if defined(HAVE_V16)
+	for (; oc % 32 == 0 && o0 < oc; o0 += 32)
+		for (int p0 = q0; p0 < q1; p0 += PIX16) {
+			int np = q1 - p0 < PIX16 ? q1 - p0 : PIX16;
+			const float *at[PIX16];
+			windows_at(p, xp, wp, p0, np, PIX16, at);
+			float s[PIX16][32];
+			sums16(p, at, plane, wp, wt, o0, s);
+			direct_store(j, yn, o0, 32, p0, np, &s[0][0], 32);
 		}
-		for (int o0 = 0; o0 < oc; o0 += OCB) {
-			v8 a[PIX][2] = {{{0}}};
-			const float *wk = wt + o0;
-			for (int ci = 0; ci < p->c; ci++)
-				for (int kh = 0; kh < 3; kh++)
-					for (int kw = 0; kw < 3; kw++, wk += oc) {
-						size_t off = ci * plane + (size_t)kh * wp + kw;
-						v8 w0 = load8(wk), w1 = load8(wk + 8);
-						for (int i = 0; i < PIX; i++) {
-							v8 v = splat(at[i] + off);
-							a[i][0] += v * w0;
-							a[i][1] += v * w1;
-						}
-					}
-			/* the GEMM's epilogue: + bias, then relu (NaN kept) */
+#endif
+	for (; o0 < oc; o0 += OCB)
+		for (int p0 = q0; p0 < q1; p0 += PIX) {
+			int np = q1 - p0 < PIX ? q1 - p0 : PIX;
+			const float *at[PIX];
+			windows_at(p, xp, wp, p0, np, PIX, at);
 			float s[PIX][OCB];
-			sums_out(a, s);
-			for (int e = 0; e < OCB; e++) {
-				size_t row = (size_t)(o0 + e) * opix + p0;
-				for (int i = 0; i < np; i++) {
-					float v = s[i][e];
-					if (j->b)
-						v += j->b[o0 + e];
-					if (j->relu && !(v > 0) && v == v)
-						v = 0.0f;
-					yn[row + i] = v;
-				}
-			}
+			sums8(p, at, plane, wp, wt, o0, s);
+			direct_store(j, yn, o0, OCB, p0, np, &s[0][0], OCB);
 		}
-	}
 }
 
 static void direct_task(void *ctx, int task, int tasks)
 {
 	const direct_job *j = ctx;
 	const rt_conv *p = j->p;
-	int kdim = p->c * 9, hp = padded_h(p), wp = padded_w(p), opix = p->oh * p->ow;
+	int kdim = p->c * p->k * p->k, opix = p->oh * p->ow;
 	int slot;
-	float *own, *mem = scratch_take(j->pool, direct_floats(p), &slot, &own);
+	float *own, *mem = scratch_take(j->pool, direct_floats(p, j->prepared), &slot, &own);
 	if (!mem) {
 		__atomic_store_n(&((direct_job *)ctx)->failed, 1, __ATOMIC_RELAXED);
 		return;
 	}
-	float *wt = mem, *xp = mem + (size_t)kdim * p->oc;
-	for (int o = 0; o < p->oc; o++)
-		for (int k = 0; k < kdim; k++)
-			wt[(size_t)k * p->oc + o] = j->w[(size_t)o * kdim + k];
+	const float *wt = j->w;
+	float *xp = mem;
+	if (!j->prepared) {
+		float *t = mem;
+		for (int o = 0; o < p->oc; o++)
+			for (int k = 0; k < kdim; k++)
+				t[(size_t)k * p->oc + o] = j->w[(size_t)o * kdim + k];
+		wt = t;
+		xp = mem + (size_t)kdim * p->oc;
+	}
 	int n0, n1;
 	if (j->split == 1)
 		rt_task_range(p->n, task, tasks, &n0, &n1);
 	else
 		n0 = task / j->split, n1 = n0 + 1;
-	memset(xp, 0, (size_t)p->c * hp * wp * sizeof(float));
+	memset(xp, 0, padded_floats(p) * sizeof(float));
 	for (int n = n0; n < n1; n++) {
 		pad_image(p, j->x, n, xp);
 		int q0 = 0, q1 = opix;
@@ -177,11 +265,11 @@ static void direct_task(void *ctx, int task, int tasks)
 	scratch_give(j->pool, slot, own);
 }
 
-bool rt_conv2d_direct(rt_threads *t, const rt_conv *p, const float *x, const float *w,
-                      const float *b, float *y, int relu)
+static bool direct_run(rt_threads *t, const rt_conv *p, const float *x, const float *w,
+                       bool prepared, const float *b, float *y, int relu)
 {
 	int threads = rt_threads_count(t);
-	direct_job j = {p, x, w, b, y, relu, 1, t, 0};
+	direct_job j = {p, x, w, b, y, relu, prepared, 1, t, 0};
 	int tasks = p->n < threads ? p->n : threads;
 	/* fewer images than threads: each image's pixels split among them
 	 * (the same sums for each pixel either way) */
@@ -191,6 +279,18 @@ bool rt_conv2d_direct(rt_threads *t, const rt_conv *p, const float *x, const flo
 	}
 	rt_threads_run(t, direct_task, &j, tasks);
 	return !__atomic_load_n(&j.failed, __ATOMIC_RELAXED);
+}
+
+bool rt_conv2d_direct(rt_threads *t, const rt_conv *p, const float *x, const float *w,
+                      const float *b, float *y, int relu)
+{
+	return direct_run(t, p, x, w, false, b, y, relu);
+}
+
+bool rt_conv2d_direct_try(rt_threads *t, const rt_conv *p, const float *x, const float *wt,
+                          const float *b, float *y, int relu)
+{
+	return direct_run(t, p, x, wt, true, b, y, relu);
 }
 
 /* ---- the weight gradient ---------------------------------------------------- */

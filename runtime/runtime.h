@@ -226,6 +226,21 @@ void rt_conv2d_packed(rt_threads *t, const rt_conv *p, const float *x, const flo
 bool rt_conv2d_direct_fits(const rt_conv *p);
 bool rt_conv2d_direct(rt_threads *t, const rt_conv *p, const float *x, const float *w,
                       const float *b, float *y, int relu);
+/* Inference's direct convolution, with the weights prepared once as
+ * [c * k * k][oc] (rt_direct_weight: each output channel's BatchNorm-folded
+ * first when gamma and var are given, as rt_bn_fold_weight): any square
+ * kernel, no residual, output channels a multiple of 16, stride 2 or more
+ * than one input channel, the padded image within a scratch slot
+ * (rt_conv2d_direct_prepared_fits). rt_conv2d_direct_prepared runs it, or
+ * the GEMM on the same weights where no scratch was to be had;
+ * rt_conv2d_direct_try is false then. */
+bool rt_conv2d_direct_prepared_fits(const rt_conv *p);
+void rt_direct_weight(int oc, int kdim, const float *w, const float *gamma, const float *var,
+                      float eps, float *dst);
+void rt_conv2d_direct_prepared(rt_threads *t, const rt_conv *p, const float *x, const float *wt,
+                               const float *b, float *y, int relu);
+bool rt_conv2d_direct_try(rt_threads *t, const rt_conv *p, const float *x, const float *wt,
+                          const float *b, float *y, int relu);
 /* Its weight gradient over the images [n0, n1), into dw (overwritten) on
  * the calling thread, where it fits (stride 1 or 2, output channels a
  * multiple of 16); false, dw unwritten, when no memory was to be had */

@@ -200,6 +200,65 @@ START_TEST(conv_vs_ref)
 }
 END_TEST
 
+/* Inference's direct convolution on weights prepared once (the direct
+ * flag of a conv node): square kernels of 3, 5 and 7, strides 1 and 2,
+ * output channels in whole blocks of 32 (AVX-512's sixteen-float kernel)
+ * and of 16 (the eight-float one) and both mixed, a ragged last block of
+ * pixels, one image split over the threads and several; against the
+ * reference, BatchNorm folded while preparing as folding first gives, and
+ * bit for bit the same on any number of threads. Which shapes take it:
+ * output channels a multiple of 16, and 100 output pixels or more. */
+static const struct {
+	int n, c, h, w, oc, k, stride;
+} prepared_shapes[] = {
+    {1, 3, 40, 36, 64, 7, 2},   {2, 16, 28, 28, 32, 3, 2}, {1, 5, 25, 21, 48, 5, 2},
+    {3, 8, 23, 27, 16, 3, 1},   {1, 32, 30, 30, 96, 3, 2}, {2, 3, 21, 22, 16, 7, 2},
+    {1, 64, 22, 22, 128, 3, 2},
+};
+
+START_TEST(conv_direct_prepared_vs_ref)
+{
+	int k = prepared_shapes[_i].k;
+	rt_conv p = rt_conv_make(prepared_shapes[_i].n, prepared_shapes[_i].c,
+	                         prepared_shapes[_i].h, prepared_shapes[_i].w,
+	                         prepared_shapes[_i].oc, k, prepared_shapes[_i].stride, k / 2);
+	ck_assert(rt_conv2d_direct_prepared_fits(&p));
+	int kdim = p.c * k * k;
+	size_t nx = (size_t)p.n * p.c * p.h * p.w, ny = (size_t)p.n * p.oc * p.oh * p.ow;
+	size_t nw = (size_t)p.oc * kdim;
+	rt_rng rng;
+	rt_rng_seed(&rng, 2700 + _i);
+	float *x = randn(&rng, nx, 1, 0), *w = randn(&rng, nw, 0.3f, 0);
+	float *b = randn(&rng, (size_t)p.oc, 0.3f, 0), *gamma = randn(&rng, (size_t)p.oc, 1, 0);
+	float *var = randn(&rng, (size_t)p.oc, 1, 0), *folded = fbuf(nw);
+	for (int o = 0; o < p.oc; o++)
+		var[o] = var[o] * var[o];
+	rt_bn_fold_weight(p.oc, kdim, w, gamma, var, 1e-5f, folded);
+	float *wt = nanbuf(nw), *wt2 = nanbuf(nw);
+	rt_direct_weight(p.oc, kdim, folded, NULL, NULL, 0, wt);
+	rt_direct_weight(p.oc, kdim, w, gamma, var, 1e-5f, wt2);
+	ck_assert_msg(memcmp(wt, wt2, nw * sizeof(float)) == 0, "folding while preparing differs");
+	for (int with = 0; with < 2; with++) {
+		float *y_ref = fbuf(ny), *y = nanbuf(ny), *y1 = nanbuf(ny);
+		rt_conv2d_ref(&p, x, folded, with ? b : NULL, y_ref);
+		for (size_t i = 0; with && i < ny; i++)
+			y_ref[i] = y_ref[i] < 0 ? 0 : y_ref[i];
+		rt_conv2d_direct_prepared(threads(), &p, x, wt, with ? b : NULL, y, with);
+		expect_close("direct forward, prepared", y, y_ref, ny, 1e-5);
+		ck_assert(rt_conv2d_direct_try(NULL, &p, x, wt, with ? b : NULL, y1, with));
+		ck_assert_msg(memcmp(y, y1, ny * sizeof(float)) == 0,
+		              "direct forward depends on the threads");
+		free(y_ref), free(y), free(y1);
+	}
+	/* not taken: channels not in blocks of 16, or a 7x7 map out */
+	rt_conv q = rt_conv_make(1, 8, 20, 20, 24, 3, 2, 1);
+	ck_assert(!rt_conv2d_direct_prepared_fits(&q));
+	q = rt_conv_make(1, 64, 14, 14, 128, 3, 2, 1);
+	ck_assert(!rt_conv2d_direct_prepared_fits(&q));
+	free(x), free(w), free(b), free(gamma), free(var), free(folded), free(wt), free(wt2);
+}
+END_TEST
+
 /* 3x3 convolutions with stride 2 or 1 computed directly (rt_conv2d takes
  * that path where there is no residual and the output channels are a
  * multiple of 16, at stride 1 with more than one input channel;
@@ -927,6 +986,7 @@ static Suite *suite(void)
 	tcase_add_loop_test(tc, conv_vs_ref, 0, COUNT(conv_geoms));
 	tcase_add_test(tc, conv_scratch_size);
 	tcase_add_loop_test(tc, conv_direct_vs_ref, 0, COUNT(direct_shapes));
+	tcase_add_loop_test(tc, conv_direct_prepared_vs_ref, 0, COUNT(prepared_shapes));
 	tcase_add_loop_test(tc, winograd_vs_ref, 0, COUNT(wino_shapes));
 	tcase_add_loop_test(tc, winograd_grads_vs_ref, 0, COUNT(wgrad_shapes));
 	tcase_add_test(tc, weights_folded_in_one_step);

@@ -307,24 +307,32 @@ START_TEST(winograd_selects_layers)
 		}
 	}
 	ck_assert_int_eq(selected, 13); /* stages 1-3 of ResNet-18 by 4x4, stage 4 by 2x2 */
-	/* every other convolution reads its weights packed for the GEMM, once,
-	 * when they are prepared (prepack) */
-	int packed = 0;
+	/* every other convolution reads its weights prepared once, when they
+	 * are prepared (prepack): transposed for the direct kernel where it
+	 * has a window and 100 or more output pixels (the 7x7 first layer, the
+	 * strided 3x3s into 28x28 and 14x14), else packed for the GEMM */
+	int packed = 0, direct = 0;
 	for (int i = 0; i < g->n_nodes; i++) {
 		const ir_node *n = &g->nodes[i];
 		if (n->op != IR_OP_CONV)
 			continue;
-		ck_assert_msg(n->packed != n->winograd, "%s: packed %d winograd %d", n->name,
-		              n->packed, n->winograd);
-		if (!n->packed)
+		ck_assert_msg(n->packed + n->direct + !!n->winograd == 1,
+		              "%s: packed %d direct %d winograd %d", n->name, n->packed, n->direct,
+		              n->winograd);
+		bool want_direct =
+		    !n->winograd && n->kernel > 1 && n->shape.d[2] * n->shape.d[3] >= 100;
+		ck_assert_msg(n->direct == want_direct, "%s: direct %d", n->name, n->direct);
+		if (n->winograd)
 			continue;
 		const ir_node *u = &g->nodes[n->in[1]];
-		ck_assert_int_eq(u->op, IR_OP_GEMM_WEIGHT);
+		ck_assert_int_eq(u->op, n->direct ? IR_OP_DIRECT_WEIGHT : IR_OP_GEMM_WEIGHT);
 		ck_assert(u->prep && u->mem == IR_MEM_WEIGHTS);
 		ck_assert_int_eq(u->n_in, 3);
-		packed++;
+		packed += n->packed;
+		direct += n->direct;
 	}
-	ck_assert_int_eq(packed, 7);
+	ck_assert_int_eq(packed, 4); /* the three projections and the last strided 3x3 */
+	ck_assert_int_eq(direct, 3);
 	ck_assert_int_eq(count(g, IR_OP_BN_FOLD_WEIGHT), 0);
 	float *got = interp_output(g, x);
 	ck_assert_close(got, want, 1000, 1e-4);
