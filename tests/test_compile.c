@@ -1158,6 +1158,75 @@ START_TEST(target_matches_reference)
 }
 END_TEST
 
+/* A training step's library (--train) for each target, run where its code
+ * runs (natively, on an emulated Haswell, on an emulated AArch64): two SGD
+ * steps and then inference, the same bits on 1, 2 and 3 threads (the
+ * program checks), and every run within 1e-5 of the first, losses and
+ * outputs alike. */
+START_TEST(target_training_steps_agree)
+{
+	static const char *const names[] = {"x86-64-v3", "x86-64-v4", "aarch64"};
+	ir_graph *g = load("models/resnet20.nn", 4);
+	randomise(g, 4200);
+	TMP_PATH(w, "w.safetensors");
+	save_weights(g, w);
+	size_t nx = input_count(g), ny = output_count(g) + 2; /* the two losses first */
+	float *x = random_input(nx, 4201);
+	write_floats(tmp("x.bin"), x, nx);
+	ir_graph_free(g);
+	float *first = NULL;
+	int runs = 0;
+	for (int i = 0; i < 3; i++) {
+		char err[256], why[256], extra[64];
+		backend_target t;
+		ck_assert_msg(backend_target_get(names[i], &t, err, sizeof err) == 0, "%s", err);
+		snprintf(extra, sizeof extra, "--train --target %s", names[i]);
+		compile("models/resnet20.nn", 4, w, "tgt", extra);
+		char *log;
+		int rc = sh(&log,
+		            "%s -std=c11 -O2 -Wall -Wextra -Werror -DTRAIN -I'%s' "
+		            "tests/target_main.c -o '%s' '%s' -Wl,-rpath,'%s'",
+		            t.cc, tmpdir, tmp("tm"), tmp("libtgt.so"), tmpdir);
+		ck_assert_msg(rc == 0, "%s cannot build a program for %s:\n%s", t.cc, t.name, log);
+		free(log);
+		const char *runners[2] = {NULL, NULL};
+		if (backend_target_runs_here(&t, why, sizeof why))
+			runners[0] = "";
+		if (!test_sanitized())
+			runners[1] = !strcmp(t.kset, "neon") ? "qemu-aarch64"
+			             : (t.needs & ~RT_CPU_X86_64_V3) == 0
+			                 ? "qemu-x86_64 -cpu Haswell"
+			                 : NULL;
+		for (int k = 0; k < 2; k++) {
+			if (!runners[k])
+				continue;
+			TMP_PATH(yp, "y.bin");
+			unlink(yp);
+			rc = sh(&log, "%s '%s' '%s' '%s'", runners[k], tmp("tm"), tmp("x.bin"), yp);
+			ck_assert_msg(rc == 0, "%s training step %s exited %d:\n%s", t.name,
+			              runners[k][0] ? runners[k] : "natively", rc, log);
+			free(log);
+			float *y = read_floats(yp, ny);
+			ck_assert_msg(y[0] == y[0] && y[0] > 0 && y[1] == y[1], "%s: losses %g %g",
+			              t.name, y[0], y[1]);
+			if (!first) {
+				first = y;
+			} else {
+				double e = test_rel_err(y, first, ny);
+				ck_assert_msg(e < 1e-5,
+				              "%s (%s): relative error %.3g against the first run",
+				              t.name, runners[k][0] ? runners[k] : "natively", e);
+				free(y);
+			}
+			runs++;
+		}
+	}
+	ck_assert_int_ge(runs, test_sanitized() ? 1 : 3);
+	free(first);
+	free(x);
+}
+END_TEST
+
 /* An unknown target is named, with the closest one; `netcc targets` lists
  * them all, and which run here. */
 START_TEST(targets_listed_and_checked)
@@ -1224,6 +1293,7 @@ static Suite *suite(void)
 	tcase_set_timeout(t, 180 * scale);
 	tcase_add_loop_test(t, target_matches_reference, 0,
 	                    (int)(sizeof target_cases / sizeof *target_cases));
+	tcase_add_test(t, target_training_steps_agree);
 	tcase_add_test(t, targets_listed_and_checked);
 	suite_add_tcase(s, t);
 	return s;
