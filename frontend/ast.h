@@ -14,12 +14,19 @@
 #define FE_STEP_LIMIT 10000000
 #endif
 enum {
-	FE_MAX_SOURCE = 16 << 20, /* bytes in a model file */
-	FE_MAX_NESTING = 200,     /* nested expressions and statements */
-	FE_MAX_CALL_DEPTH = 64,   /* nested block calls */
-	FE_MAX_REPEAT = 100000,   /* one repeat's count */
+	FE_MAX_SOURCE = 16 << 20,     /* bytes in a model file */
+	FE_MAX_NESTING = 200,         /* nested expressions and statements */
+	FE_MAX_CALL_DEPTH = 64,       /* nested block calls */
+	FE_MAX_REPEAT = 100000,       /* one repeat's count */
 	FE_MAX_STEPS = FE_STEP_LIMIT, /* statements and calls evaluated in all */
-	FE_MAX_ARGS = 64,         /* arguments of one call, parameters of one block */
+	FE_MAX_ARGS = 64,             /* arguments of one call, parameters of one block */
+	/* expressions, statements and block calls being evaluated at once:
+	 * evaluation recurses (a chain a + b + ... parsed in a loop is a deep
+	 * tree), a few KB of stack a level */
+	FE_MAX_EVAL_DEPTH = 256,
+	/* bytes the front end may allocate for one file (tokens, syntax,
+	 * scopes, the graph): peak memory stays well under 512 MB */
+	FE_MAX_BYTES = 256 << 20,
 };
 
 typedef enum tok_kind {

@@ -2,7 +2,9 @@
  * integer expressions and `if`s are decided at compile time (they may read
  * the shapes inferred so far), and each operator call becomes a node whose
  * parameters are named after the call path. */
+#include <stdint.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "ast.h"
 
@@ -43,7 +45,11 @@ typedef struct expander {
 	const ast_file *f;
 	arena *tmp;
 	int64_t steps;
-	strmap blocks; /* name to index in block_list */
+	int depth;          /* evaluation's, FE_MAX_EVAL_DEPTH at most */
+	uintptr_t stack;    /* the stack where expansion began, and how much of */
+	size_t stack_left;  /* it evaluation may use below that */
+	size_t graph_bytes; /* the graph's arena when expansion began */
+	strmap blocks;      /* name to index in block_list */
 	const ast_block **block_list;
 } expander;
 
@@ -90,6 +96,48 @@ static void step(expander *ex, const diag_loc *loc)
 		diag_error_at(loc,
 		              "evaluation takes more than %d steps (is a repeat count too large?)",
 		              FE_MAX_STEPS);
+	/* the steps bound time; memory per step can be large (a call path of
+	 * long block names in every node's name) */
+	if (ex->tmp->bytes + (ex->g->arena.bytes - ex->graph_bytes) > FE_MAX_BYTES)
+		diag_error_at(loc,
+		              "evaluation takes more than %d MiB of memory (are blocks "
+		              "called too many times?)",
+		              FE_MAX_BYTES >> 20);
+}
+
+/* One more level of evaluation at loc; leave() undoes it. */
+static void enter(expander *ex, const diag_loc *loc)
+{
+	if (++ex->depth > FE_MAX_EVAL_DEPTH)
+		diag_error_at(loc,
+		              "evaluation nests more than %d levels deep (expressions, statements "
+		              "and block calls together)",
+		              FE_MAX_EVAL_DEPTH);
+	/* and a stack smaller than those levels take (ulimit -s) is an error
+	 * too, not a crash */
+	uintptr_t here = (uintptr_t)__builtin_frame_address(0);
+	if (here < ex->stack && ex->stack - here > ex->stack_left)
+		diag_error_at(
+		    loc,
+		    "evaluation nests too deeply for the stack (%zu KiB; ulimit -s raises "
+		    "it)",
+		    ex->stack_left * 2 >> 10);
+}
+
+/* Half the stack's limit for evaluation, of at most 8 MiB: the rest is
+ * for what runs above and beside it. */
+static size_t stack_budget(void)
+{
+	struct rlimit r;
+	size_t lim = 8 << 20;
+	if (getrlimit(RLIMIT_STACK, &r) == 0 && r.rlim_cur != RLIM_INFINITY && r.rlim_cur < lim)
+		lim = (size_t)r.rlim_cur;
+	return lim / 2;
+}
+
+static void leave(expander *ex)
+{
+	ex->depth--;
 }
 
 static diag_loc at(const scope *sc, diag_loc loc)
@@ -345,7 +393,18 @@ static value eval_binary(expander *ex, scope *sc, const ast_expr *e)
 	              kind_name(b.kind));
 }
 
+static value eval_expr(expander *ex, scope *sc, const ast_expr *e);
+
 static value eval(expander *ex, scope *sc, const ast_expr *e)
+{
+	diag_loc l = at(sc, e->loc);
+	enter(ex, &l);
+	value v = eval_expr(ex, sc, e);
+	leave(ex);
+	return v;
+}
+
+static value eval_expr(expander *ex, scope *sc, const ast_expr *e)
 {
 	switch (e->kind) {
 	case EX_INT:
@@ -625,7 +684,21 @@ static void exec_assign(expander *ex, scope *sc, const ast_stmt *s)
 		bind(ex, sc, s->targets[i], vals[i]);
 }
 
+static void exec_list(expander *ex, scope *sc, const ast_stmt *s);
+
+/* A statement list is a level of evaluation (a body inside an if, a
+ * repeat or a block), so nested bodies count towards FE_MAX_EVAL_DEPTH. */
 static void exec(expander *ex, scope *sc, const ast_stmt *s)
+{
+	if (!s)
+		return;
+	diag_loc l = at(sc, s->loc);
+	enter(ex, &l);
+	exec_list(ex, sc, s);
+	leave(ex);
+}
+
+static void exec_list(expander *ex, scope *sc, const ast_stmt *s)
 {
 	for (; s; s = s->next) {
 		diag_loc l = at(sc, s->loc);
@@ -731,7 +804,12 @@ void expand_file(ir_graph *g, const ast_file *f, arena *tmp)
 {
 	g->name = arena_strdup(&g->arena, f->model);
 	check_blocks(f);
-	expander ex = {.g = g, .f = f, .tmp = tmp};
+	expander ex = {.g = g,
+	               .f = f,
+	               .tmp = tmp,
+	               .graph_bytes = g->arena.bytes,
+	               .stack = (uintptr_t)__builtin_frame_address(0),
+	               .stack_left = stack_budget()};
 	index_blocks(&ex);
 	scope top = {.path = ""};
 	for (int i = 0; i < f->n_inputs; i++) {

@@ -153,6 +153,11 @@ token *lex_source(arena *a, const diag_src *src)
 		token *t = arena_alloc(a, sizeof *t);
 		t->text = lx.p;
 		t->loc = here(&lx, lx.p);
+		/* 16 MiB of ';' are 16 million tokens, 1.5 GB of them */
+		if (a->bytes > FE_MAX_BYTES / 2)
+			diag_error_at(&t->loc,
+			              "model file has too many tokens (over %d MiB of them)",
+			              FE_MAX_BYTES / 2 >> 20);
 		cur = cur->next = t;
 		if (lx.p >= lx.end) {
 			t->kind = TK_EOF;

@@ -248,6 +248,9 @@ static ast_stmt *stmt(parser *ps)
 {
 	ast_stmt *s = arena_alloc(ps->a, sizeof *s);
 	s->loc = ps->tok->loc;
+	if (ps->a->bytes > FE_MAX_BYTES)
+		diag_error_at(&s->loc, "model file has too many statements (over %d MiB of them)",
+		              FE_MAX_BYTES >> 20);
 	enter(ps);
 	if (accept(ps, "if")) {
 		s->kind = ST_IF;

@@ -1,6 +1,7 @@
 /* The netcc command line, run as a user would: outputs, exit statuses and
  * the messages for bad input. */
 #include <stdarg.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -324,6 +325,111 @@ START_TEST(bad_inputs_and_outputs)
 }
 END_TEST
 
+/* Evaluation that nests deep ends in an error with a location, also on a
+ * stack far smaller than the default (ulimit -s 512 KiB), never in a
+ * crash: the fixtures that pass every other limit, and a model just
+ * inside the depth limit, which the default stack evaluates. */
+START_TEST(deep_evaluation_never_crashes)
+{
+	if (test_sanitized()) /* ASan's frames are larger: its own run covers the default stack */
+		return;
+	char path[512];
+	snprintf(path, sizeof path, "%s/deep.nn", tmpdir);
+	FILE *f = fopen(path, "w");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "version 1\nmodel m(x: f32[N, 3, 8, 8]) -> (y: f32[N, 10])\n"
+	           "block b(x, n) -> y {\n    k = ");
+	for (int i = 0; i < 64; i++)
+		fputc('-', f);
+	fprintf(f,
+	        "1\n    y = x\n    if n > 0 { y = b(x, n - 1) }\n}\n"
+	        "graph {\n    h = b(x, 62)\n    y = linear(flatten(global_avgpool(h)), 10)\n}\n");
+	ck_assert_int_eq(fclose(f), 0);
+	char *out, *err;
+	ck_assert_int_eq(netcc(&out, &err, "ir %s", path), 0);
+	free(out), free(err);
+	const char *const files[] = {"tests/errors/eval_chain_too_deep.nn",
+	                             "tests/errors/eval_member_chain_too_deep.nn",
+	                             "tests/errors/eval_recursion_too_deep.nn", path};
+	for (int i = 0; i < 4; i++) {
+		char cmd[2048];
+		snprintf(cmd, sizeof cmd,
+		         "cd '%s' && ulimit -s 512 && '%s' ir '%s' >/dev/null 2>'%s/deep.txt'",
+		         test_env("NETCC_ROOT", "."), test_env("NETCC_BIN", "build/netcc"),
+		         files[i], tmpdir);
+		int st = system(cmd);
+		snprintf(cmd, sizeof cmd, "%s/deep.txt", tmpdir);
+		char *msg = slurp(cmd);
+		ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 1 && strstr(msg, ": error: ") &&
+		                  strstr(msg, "evaluation nests"),
+		              "%s on a 512 KiB stack: status %d:\n%s", files[i], st, msg);
+		free(msg);
+	}
+}
+END_TEST
+
+/* netcc ir on path: its exit status and peak resident memory in KiB */
+static int ir_rss(const char *path, long *kib)
+{
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		if (!freopen("/dev/null", "w", stdout) || !freopen("/dev/null", "w", stderr))
+			_exit(99);
+		execl(test_env("NETCC_BIN", "build/netcc"), "netcc", "ir", path, (char *)NULL);
+		_exit(98);
+	}
+	int st;
+	struct rusage ru;
+	ck_assert_int_eq(wait4(pid, &st, 0, &ru), pid);
+	*kib = ru.ru_maxrss;
+	ck_assert_msg(WIFEXITED(st), "netcc ir %s: killed by signal %d", path, WTERMSIG(st));
+	return WEXITSTATUS(st);
+}
+
+/* Files inside every limit that used to exhaust memory end in an error
+ * with peak memory under 512 MB: blocks calling each other twice per level
+ * (2^29 calls), with 250-character names, and 16 MiB of ';'. */
+START_TEST(hostile_files_stay_under_512_mb)
+{
+	if (test_sanitized()) /* ASan's shadow memory is not the compiler's */
+		return;
+	char path[512];
+	long kib;
+	snprintf(path, sizeof path, "%s/tests/errors/evaluation_too_much_memory.nn",
+	         test_env("NETCC_ROOT", "."));
+	ck_assert_int_eq(ir_rss(path, &kib), 1);
+	ck_assert_msg(kib < 512 * 1024, "%ld KiB", kib);
+	snprintf(path, sizeof path, "%s/long.nn", tmpdir);
+	FILE *f = fopen(path, "w");
+	ck_assert_ptr_nonnull(f);
+	char name[251];
+	memset(name, 'B', 250);
+	name[250] = 0;
+	fprintf(f, "version 1\nmodel m(x: f32[N, 3, 8, 8]) -> (y: f32[N, 10])\n");
+	for (int i = 0; i < 24; i++)
+		fprintf(f, "block %s%d(x) -> y { y = %s%d(%s%d(x)) }\n", name, i, name, i + 1, name,
+		        i + 1);
+	fprintf(f,
+	        "block %s24(x) -> y { y = x }\ngraph {\n    h = %s0(x)\n"
+	        "    y = linear(flatten(global_avgpool(h)), 10)\n}\n",
+	        name, name);
+	ck_assert_int_eq(fclose(f), 0);
+	ck_assert_int_eq(ir_rss(path, &kib), 1);
+	ck_assert_msg(kib < 512 * 1024, "long names: %ld KiB", kib);
+	snprintf(path, sizeof path, "%s/semis.nn", tmpdir);
+	f = fopen(path, "w");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "version 1\nmodel m(x: f32[N, 3, 8, 8]) -> (y: f32[N, 10])\ngraph {\n");
+	for (int i = 0; i < (16 << 20) - 200; i++)
+		fputc(';', f);
+	fprintf(f, "\n    y = linear(flatten(global_avgpool(x)), 10)\n}\n");
+	ck_assert_int_eq(fclose(f), 0);
+	ck_assert_int_eq(ir_rss(path, &kib), 1);
+	ck_assert_msg(kib < 512 * 1024, "16 MiB of ';': %ld KiB", kib);
+}
+END_TEST
+
 /* One model through the driver under memcheck: no invalid access, no leak.
  * (The sanitizer build runs ASan instead, which cannot share the process.)
  * Valgrind 3.19 has no AVX-512: the code it runs is built for x86-64-v3. */
@@ -478,6 +584,8 @@ static Suite *suite(void)
 	tcase_add_test(t, nonfinite_weights_refused);
 	tcase_add_test(t, bad_inputs_and_outputs);
 	tcase_add_test(t, valgrind_clean);
+	tcase_add_test(t, deep_evaluation_never_crashes);
+	tcase_add_test(t, hostile_files_stay_under_512_mb);
 	tcase_add_test(t, profile_accounts_for_every_flop);
 	tcase_add_test(t, report_gives_plan_figures);
 	suite_add_tcase(s, t);
