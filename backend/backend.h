@@ -92,6 +92,7 @@ void backend_phase(backend_phases *p, const char *name, double since);
 
 typedef struct backend_options {
 	const backend_target *target;
+	int opt_level;      /* 0 or 2, as passes_options's */
 	const char *name;   /* prefix of every exported symbol; a C identifier */
 	const char *output; /* the library, or the .o/.s/.ll for other emits */
 	backend_emit_kind emit;
@@ -118,8 +119,8 @@ typedef void backend_forward_fn(float *prepared, void *workspace, const void *co
                                 float *const *out, struct rt_threads *threads);
 /* profile: the forward charges each node's time to the pool it runs on
  * (rt_threads_profile). */
-backend_jit *backend_jit_compile(const ir_graph *g, const backend_target *t, const char *prefix,
-                                 bool profile, char *err, size_t errlen);
+backend_jit *backend_jit_compile(const ir_graph *g, const backend_target *t, int opt_level,
+                                 const char *prefix, bool profile, char *err, size_t errlen);
 backend_prepare_fn *backend_jit_prepare(const backend_jit *j);
 backend_forward_fn *backend_jit_forward(const backend_jit *j);
 /* A function of the JIT's kernel set by name (rt_peak_gflops), or NULL. */
@@ -165,9 +166,12 @@ enum { BACKEND_MODULE_LIBRARY = 1, BACKEND_MODULE_PROFILE = 2 };
 LLVMModuleRef backend_module_build(LLVMContextRef ctx, const ir_graph *g, const ir_graph *tg,
                                    const backend_target *t, const char *prefix,
                                    const float *embedded, unsigned flags);
-LLVMTargetMachineRef backend_target_machine(const backend_target *t);
+/* opt_level 0 (-O0): LLVM's O0 pipeline and no code-generation
+ * optimisation; else O3 (the generated code is thin: calls, copies and
+ * element-wise loops, so compile time is what the level changes) */
+LLVMTargetMachineRef backend_target_machine(const backend_target *t, int opt_level);
 void backend_module_target(LLVMModuleRef m, LLVMTargetMachineRef tm, const backend_target *t);
-void backend_optimize(LLVMModuleRef m, LLVMTargetMachineRef tm);
+void backend_optimize(LLVMModuleRef m, LLVMTargetMachineRef tm, int opt_level);
 int backend_emit(LLVMModuleRef m, LLVMTargetMachineRef tm, backend_emit_kind kind,
                  const char *path);
 /* Links an object file with t's runtime into a shared object. */

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include <llvm-c/Core.h>
+#include <llvm-c/DebugInfo.h>
 
 #include "backend.h"
 #include "runtime.h"
@@ -127,6 +128,20 @@ static LLVMValueRef int_struct(cg *c, const int *v, unsigned n)
 	return g;
 }
 
+/* Loop metadata that keeps a loop a loop: vectorised, not unrolled. An
+ * element-wise node on a small map unrolled whole, and a chain of them
+ * became one basic block whose scheduling took time quadratic in its
+ * length (1000 chained ReLUs: 2 s of instruction scheduling). */
+static LLVMValueRef no_unroll(cg *c)
+{
+	LLVMMetadataRef self = LLVMTemporaryMDNode(c->ctx, NULL, 0);
+	LLVMMetadataRef what = LLVMMDStringInContext2(c->ctx, "llvm.loop.unroll.disable", 24);
+	LLVMMetadataRef ops[2] = {self, LLVMMDNodeInContext2(c->ctx, &what, 1)};
+	LLVMMetadataRef loop = LLVMMDNodeInContext2(c->ctx, ops, 2);
+	LLVMMetadataReplaceAllUsesWith(self, loop);
+	return LLVMMetadataAsValue(c->ctx, loop);
+}
+
 typedef LLVMValueRef ewise_fn(cg *c, LLVMValueRef *v);
 
 /* y[i] = f(x0[i], x1[i], ...) for i < count, as a counted loop the loop
@@ -150,7 +165,8 @@ static void ewise(cg *c, int n_in, LLVMValueRef *ins, LLVMValueRef y, int64_t co
 	LLVMBuildStore(c->b, r, LLVMBuildInBoundsGEP2(c->b, c->f32, y, &i, 1, ""));
 	LLVMValueRef next = LLVMBuildNUWAdd(c->b, i, i64c(c, 1), "");
 	LLVMValueRef more = LLVMBuildICmp(c->b, LLVMIntULT, next, i64c(c, count), "");
-	LLVMBuildCondBr(c->b, more, loop, done);
+	LLVMValueRef br = LLVMBuildCondBr(c->b, more, loop, done);
+	LLVMSetMetadata(br, LLVMGetMDKindID("llvm.loop", 9), no_unroll(c));
 	LLVMValueRef in_vals[2] = {i64c(c, 0), next};
 	LLVMBasicBlockRef in_blocks[2] = {pre, loop};
 	LLVMAddIncoming(i, in_vals, in_blocks, 2);
@@ -728,10 +744,12 @@ static LLVMValueRef build_prepare(cg *c, bool exported)
 	return f;
 }
 
-static LLVMValueRef build_forward(cg *c, bool exported)
+/* A forward's signature (w, ws, in, out, threads), its four tables
+ * noalias; c's values become f's parameters. */
+static LLVMValueRef forward_fn(cg *c, const char *name, bool exported)
 {
 	LLVMTypeRef params[5] = {c->ptr, c->ptr, c->ptr, c->ptr, c->ptr};
-	LLVMValueRef f = begin(c, sym(c, "_forward"), c->void_t, params, 5, exported);
+	LLVMValueRef f = begin(c, name, c->void_t, params, 5, exported);
 	c->w = LLVMGetParam(f, 0);
 	c->ws = LLVMGetParam(f, 1);
 	c->in = LLVMGetParam(f, 2);
@@ -742,19 +760,105 @@ static LLVMValueRef build_forward(cg *c, bool exported)
 		    f, i + 1,
 		    LLVMCreateEnumAttribute(c->ctx, LLVMGetEnumAttributeKindForName("noalias", 7),
 		                            0));
+	return f;
+}
+
+/* Nodes a chunk of the forward holds: LLVM's optimiser and code generator
+ * take time that grows faster than linearly with a function's length (a
+ * chain of 4000 ReLUs in one function: 130 s), so the forward calls
+ * chunks of this many nodes, each its own function, kept out of line. */
+enum { CHUNK_NODES = 32 };
+
+/* How many executed nodes from id on are one unary element-wise op
+ * applied again and again in place (h = relu(h), repeated): 1 if none.
+ * Such a run becomes one loop around the op's loop, not straight-line
+ * code per node (repeat 20000 { h = relu(h) }). */
+static int run_length(const ir_graph *g, int id)
+{
+	const ir_node *n = &g->nodes[id];
+	if (!(ir_ops[n->op].flags & OPF_EWISE) || n->n_in != 1 || n->mem != IR_MEM_ARENA)
+		return 1;
+	int len = 1, last = id;
+	for (int j = id + 1; j < g->n_nodes; j++) {
+		const ir_node *m = &g->nodes[j];
+		if (m->prep)
+			continue;
+		if (m->op != n->op || m->n_in != 1 || m->in[0] != last || m->relu != n->relu ||
+		    m->mem != IR_MEM_ARENA || m->offset != n->offset)
+			break;
+		len++, last = j;
+	}
+	return len;
+}
+
+/* The node's code `times` times over: its input is its own result after
+ * the first (run_length). */
+static void emit_repeated(cg *c, const ir_node *n, LLVMValueRef y, int64_t times)
+{
+	LLVMBasicBlockRef pre = LLVMGetInsertBlock(c->b);
+	LLVMBasicBlockRef head = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "again");
+	LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "again.done");
+	LLVMBuildBr(c->b, head);
+	LLVMPositionBuilderAtEnd(c->b, head);
+	LLVMValueRef r = LLVMBuildPhi(c->b, c->i64, "r");
+	emitters[n->op](c, n, y);
+	LLVMValueRef next = LLVMBuildNUWAdd(c->b, r, i64c(c, 1), "");
+	LLVMValueRef more = LLVMBuildICmp(c->b, LLVMIntULT, next, i64c(c, times), "");
+	LLVMBasicBlockRef latch = LLVMGetInsertBlock(c->b);
+	LLVMBuildCondBr(c->b, more, head, done);
+	LLVMValueRef vals[2] = {i64c(c, 0), next};
+	LLVMBasicBlockRef from[2] = {pre, latch};
+	LLVMAddIncoming(r, vals, from, 2);
+	LLVMPositionBuilderAtEnd(c->b, done);
+}
+
+static LLVMValueRef build_forward(cg *c, bool exported)
+{
+	LLVMValueRef f = forward_fn(c, sym(c, "_forward"), exported);
+	LLVMBasicBlockRef body = LLVMGetInsertBlock(c->b);
+	LLVMValueRef args[5];
+	for (unsigned i = 0; i < 5; i++)
+		args[i] = LLVMGetParam(f, i);
 	const ir_graph *g = c->g;
 	LLVMTypeRef mark_t[] = {c->ptr, c->i32};
 	LLVMValueRef mark = c->profile ? declare(c, "rt_profile_mark", c->void_t, mark_t, 2) : NULL;
 	if (mark)
 		call(c, mark, (LLVMValueRef[]){c->threads, i32c(c, -1)}, 2);
-	for (int id = 0; id < g->n_nodes; id++) {
-		const ir_node *n = &g->nodes[id];
-		if (n->prep || n->op == IR_OP_INPUT)
-			continue;
-		emitters[n->op](c, n, ir_ops[n->op].flags & OPF_EFFECT ? NULL : at(c, id));
-		if (mark)
-			call(c, mark, (LLVMValueRef[]){c->threads, i32c(c, id)}, 2);
+	LLVMAttributeRef noinline =
+	    LLVMCreateEnumAttribute(c->ctx, LLVMGetEnumAttributeKindForName("noinline", 8), 0);
+	for (int id = 0, chunk = 0; id < g->n_nodes; chunk++) {
+		char name[600];
+		snprintf(name, sizeof name, "%s__forward.%d", c->prefix, chunk);
+		LLVMValueRef part = forward_fn(c, name, false);
+		LLVMAddAttributeAtIndex(part, LLVMAttributeFunctionIndex, noinline);
+		for (int k = 0; id < g->n_nodes && k < CHUNK_NODES; id++) {
+			const ir_node *n = &g->nodes[id];
+			if (n->prep || n->op == IR_OP_INPUT)
+				continue;
+			LLVMValueRef y = ir_ops[n->op].flags & OPF_EFFECT ? NULL : at(c, id);
+			emitters[n->op](c, n, y);
+			if (mark)
+				call(c, mark, (LLVMValueRef[]){c->threads, i32c(c, id)}, 2);
+			k++;
+			/* the rest of a run of the same op in place, in a loop (a
+			 * profile times every node, so it keeps them apart) */
+			int len = mark ? 1 : run_length(g, id);
+			if (len > 2) {
+				const ir_node *second = n;
+				for (int j = id + 1; second == n; j++)
+					if (!g->nodes[j].prep)
+						second = &g->nodes[j];
+				emit_repeated(c, second, y, len - 1);
+				for (int seen = 1; seen < len;)
+					seen += !g->nodes[++id].prep;
+			}
+		}
+		LLVMBuildRetVoid(c->b);
+		c->fn = f;
+		LLVMPositionBuilderAtEnd(c->b, body);
+		call(c, part, args, 5);
 	}
+	c->w = args[0], c->ws = args[1], c->in = args[2], c->out = args[3], c->threads = args[4];
 	/* Outputs that are not computed in place: an input, a weight, or a value
 	 * that is also an earlier output. */
 	for (int i = 0; i < g->n_outputs; i++) {

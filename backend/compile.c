@@ -73,12 +73,12 @@ int backend_compile(const ir_graph *g, const backend_options *o)
 	LLVMModuleRef m = backend_module_build(ctx, g, o->train, o->target, o->name, prepared,
 	                                       BACKEND_MODULE_LIBRARY);
 	free(prepared);
-	LLVMTargetMachineRef tm = backend_target_machine(o->target);
+	LLVMTargetMachineRef tm = backend_target_machine(o->target, o->opt_level);
 	backend_module_target(m, tm, o->target);
 	backend_phase(o->phases, "codegen", t);
 	t = backend_now();
-	backend_optimize(m, tm);
-	backend_phase(o->phases, "optimize (O3)", t);
+	backend_optimize(m, tm, o->opt_level);
+	backend_phase(o->phases, o->opt_level ? "optimize (O3)" : "optimize (O0)", t);
 	t = backend_now();
 
 	int rc;

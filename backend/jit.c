@@ -72,8 +72,8 @@ static LLVMErrorRef add_kernels(backend_jit *j, LLVMOrcJITDylibRef jd, const bac
 	return LLVMOrcLLJITAddObjectFile(j->jit, jd, buf);
 }
 
-backend_jit *backend_jit_compile(const ir_graph *g, const backend_target *t, const char *prefix,
-                                 bool profile, char *err, size_t errlen)
+backend_jit *backend_jit_compile(const ir_graph *g, const backend_target *t, int opt_level,
+                                 const char *prefix, bool profile, char *err, size_t errlen)
 {
 	char why[256];
 	if (!backend_target_runs_here(t, why, sizeof why)) {
@@ -89,9 +89,9 @@ backend_jit *backend_jit_compile(const ir_graph *g, const backend_target *t, con
 	LLVMModuleRef m =
 	    backend_module_build(LLVMOrcThreadSafeContextGetContext(j->tsc), g, NULL, t, prefix,
 	                         NULL, profile ? BACKEND_MODULE_PROFILE : 0);
-	LLVMTargetMachineRef tm = backend_target_machine(t);
+	LLVMTargetMachineRef tm = backend_target_machine(t, opt_level);
 	backend_module_target(m, tm, t);
-	backend_optimize(m, tm);
+	backend_optimize(m, tm, opt_level);
 
 	/* the builder takes the target machine */
 	LLVMOrcJITTargetMachineBuilderRef jtmb =
@@ -169,7 +169,7 @@ void *backend_workspace_new(const ir_graph *g)
 int backend_jit_run(const ir_graph *g, const backend_target *t, const float *const *in,
                     float *const *out, char *err, size_t errlen)
 {
-	backend_jit *j = backend_jit_compile(g, t, "netcc_jit", false, err, errlen);
+	backend_jit *j = backend_jit_compile(g, t, 2, "netcc_jit", false, err, errlen);
 	if (!j)
 		return -1;
 	float *raw = calloc((size_t)g->plan.raw_bytes / 4 + 1, sizeof(float));

@@ -203,7 +203,7 @@ static void init_llvm(void)
 	done = true;
 }
 
-LLVMTargetMachineRef backend_target_machine(const backend_target *t)
+LLVMTargetMachineRef backend_target_machine(const backend_target *t, int opt_level)
 {
 	init_llvm();
 	LLVMTargetRef target;
@@ -212,7 +212,8 @@ LLVMTargetMachineRef backend_target_machine(const backend_target *t)
 		diag_fatal("LLVM has no target for %s: %s", t->triple, err);
 	LLVMTargetMachineRef tm =
 	    LLVMCreateTargetMachine(target, t->triple, t->cpu, t->features,
-	                            LLVMCodeGenLevelAggressive, LLVMRelocPIC, LLVMCodeModelDefault);
+	                            opt_level ? LLVMCodeGenLevelAggressive : LLVMCodeGenLevelNone,
+	                            LLVMRelocPIC, LLVMCodeModelDefault);
 	if (!tm)
 		diag_fatal("cannot create an LLVM target machine for %s", t->name);
 	return tm;
@@ -237,7 +238,7 @@ void backend_module_target(LLVMModuleRef m, LLVMTargetMachineRef tm, const backe
 			LLVMAddAttributeAtIndex(f, LLVMAttributeFunctionIndex, tune);
 }
 
-void backend_optimize(LLVMModuleRef m, LLVMTargetMachineRef tm)
+void backend_optimize(LLVMModuleRef m, LLVMTargetMachineRef tm, int opt_level)
 {
 	char *msg = NULL;
 	if (LLVMVerifyModule(m, LLVMReturnStatusAction, &msg)) {
@@ -249,7 +250,7 @@ void backend_optimize(LLVMModuleRef m, LLVMTargetMachineRef tm)
 	LLVMPassBuilderOptionsSetSLPVectorization(o, 1);
 	LLVMPassBuilderOptionsSetLoopUnrolling(o, 1);
 	LLVMPassBuilderOptionsSetLoopInterleaving(o, 1);
-	LLVMErrorRef e = LLVMRunPasses(m, "default<O3>", tm, o);
+	LLVMErrorRef e = LLVMRunPasses(m, opt_level ? "default<O3>" : "default<O0>", tm, o);
 	LLVMDisposePassBuilderOptions(o);
 	if (e) {
 		char *s = LLVMGetErrorMessage(e);

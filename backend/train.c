@@ -55,10 +55,10 @@ static int build_graphs(void *ctx)
 	autodiff_training_graph(s->tg);
 	passes_run(s->tg, &(passes_options){.opt_level = 2});
 	passes_run(s->eg, &(passes_options){.opt_level = 2});
-	s->tj = backend_jit_compile(s->tg, &s->target, "netcc_train", false, b->err, b->errlen);
-	s->ej = s->tj
-	            ? backend_jit_compile(s->eg, &s->target, "netcc_eval", false, b->err, b->errlen)
-	            : NULL;
+	s->tj = backend_jit_compile(s->tg, &s->target, 2, "netcc_train", false, b->err, b->errlen);
+	s->ej = s->tj ? backend_jit_compile(s->eg, &s->target, 2, "netcc_eval", false, b->err,
+	                                    b->errlen)
+	              : NULL;
 	return s->ej ? 0 : 1;
 }
 

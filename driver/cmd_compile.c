@@ -167,6 +167,7 @@ int cmd_compile(int argc, char **argv)
 	                .dump_after = opts_str(&o, "dump-after", NULL),
 	                .no_winograd = opts_flag(&o, "no-winograd")},
 	         .bo = {.target = &target,
+	                .opt_level = opts_flag(&o, "O0") ? 0 : 2,
 	                .name = name,
 	                .output = output,
 	                .emit = emit,

@@ -28,7 +28,8 @@ static int prof_build(void *ctx)
 		autodiff_training_graph(j->g);
 	passes_run(j->g,
 	           &(passes_options){.opt_level = j->opt_level, .no_winograd = j->no_winograd});
-	j->jit = backend_jit_compile(j->g, j->t, "netcc_profile", true, j->err, sizeof j->err);
+	j->jit = backend_jit_compile(j->g, j->t, j->opt_level, "netcc_profile", true, j->err,
+	                             sizeof j->err);
 	return j->jit ? 0 : 1;
 }
 
