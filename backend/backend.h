@@ -102,6 +102,11 @@ typedef struct backend_options {
 	const ir_graph *train; /* the training step of the same model, or NULL */
 } backend_options;
 
+/* A symbol a library named `name` would define that this process already
+ * has (the C library, the runtime: --name pthread would define
+ * pthread_create), into buf; NULL if none. */
+const char *backend_symbol_clash(const char *name, bool trainable, char *buf, size_t len);
+
 /* Compiles a planned graph whose params have data; for a shared object
  * also writes the header beside it (NAME.h). 0, or 1 after reporting. */
 int backend_compile(const ir_graph *g, const backend_options *o);

@@ -2,6 +2,7 @@
  * to prepared), a forward function that calls the runtime's kernels on
  * planned addresses and emits elementwise work as loops LLVM vectorises,
  * the model's descriptor, and the exported API wrappers. */
+#include <dlfcn.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -1002,6 +1003,23 @@ static void wrapper(cg *c, const char *name, LLVMTypeRef ret, LLVMTypeRef *param
 		LLVMBuildRetVoid(c->b);
 	else
 		LLVMBuildRet(c->b, r);
+}
+
+const char *backend_symbol_clash(const char *name, bool trainable, char *buf, size_t len)
+{
+	/* every symbol a library defines under its name (build_api and the
+	 * functions above) */
+	static const char *const suffixes[] = {
+	    "_create",       "_destroy",  "_load_weights", "_run",          "_infer",
+	    "_infer_static", "_error",    "_set_threads",  "_read_weights", "_embedded_weights",
+	    "__prepare",     "__forward", "_train_step",   "_save_weights", "_train__forward"};
+	int n = (int)(sizeof suffixes / sizeof *suffixes) - (trainable ? 0 : 3);
+	for (int i = 0; i < n; i++) {
+		snprintf(buf, len, "%s%s", name, suffixes[i]);
+		if (dlsym(RTLD_DEFAULT, buf))
+			return buf;
+	}
+	return NULL;
 }
 
 static void build_api(cg *c, LLVMValueRef desc, bool trainable)

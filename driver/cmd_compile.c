@@ -144,6 +144,14 @@ int cmd_compile(int argc, char **argv)
 		        name);
 		goto done;
 	}
+	char clash[128];
+	if (backend_symbol_clash(name, opts_flag(&o, "train"), clash, sizeof clash)) {
+		fprintf(stderr,
+		        "netcc: error: --name %s: the library would define %s, which the C "
+		        "library or netcc's runtime already does; choose another name\n",
+		        name, clash);
+		goto done;
+	}
 	char out_default[256];
 	static const char *const ext[] = {"so", "o", "s", "ll"};
 	snprintf(out_default, sizeof out_default, "%s%s.%s", emit == BACKEND_EMIT_SO ? "lib" : "",

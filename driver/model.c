@@ -71,18 +71,12 @@ static int check_tensor(const ir_node *p, const rt_st_tensor *t, const char *pat
 		       path, p->name, got, want);
 		return 1;
 	}
-	if (!allow_nonfinite) {
-		for (size_t i = 0; i < t->count; i++) {
-			float v;
-			memcpy(&v, (const char *)t->data + i * sizeof v, sizeof v);
-			if (!isfinite(v)) {
-				report(out,
-				       "netcc: error: %s: tensor '%s' holds %s at index %zu "
-				       "(--allow-nonfinite accepts it)\n",
-				       path, p->name, isnan(v) ? "NaN" : "an infinity", i);
-				return 1;
-			}
-		}
+	char err[512];
+	if (rt_param_values_check(path, p->name, t->data, t->count, !allow_nonfinite, err,
+	                          sizeof err) != 0) {
+		report(out, "netcc: error: %s%s\n", err,
+		       strstr(err, "variance") ? "" : " (--allow-nonfinite accepts it)");
+		return 1;
 	}
 	return 0;
 }

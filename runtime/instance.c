@@ -179,6 +179,27 @@ static int64_t param_count(const rt_param_desc *p)
 	return n;
 }
 
+int rt_param_values_check(const char *path, const char *name, const float *v, size_t n, bool finite,
+                          char *err, size_t errlen)
+{
+	size_t len = strlen(name);
+	bool variance = len >= 11 && !strcmp(name + len - 11, "running_var");
+	for (size_t i = 0; i < n; i++) {
+		float x;
+		memcpy(&x, v + i, sizeof x); /* the file's data need not be aligned */
+		if (finite && !(x - x == 0))
+			return fmt_err(err, errlen, RT_ERR_WEIGHTS,
+			               "%s: tensor '%s' holds %s at index %zu", path, name,
+			               x != x ? "NaN" : "an infinity", i);
+		if (variance && x < 0)
+			return fmt_err(
+			    err, errlen, RT_ERR_WEIGHTS,
+			    "%s: tensor '%s' holds %g at index %zu: a variance is not negative",
+			    path, name, x, i);
+	}
+	return 0;
+}
+
 /* Reads every param of the model into raw, laid out by the descriptor. */
 static int read_raw(const rt_model_desc *d, const char *path, float *raw, char *err, size_t errlen)
 {
@@ -197,7 +218,10 @@ static int read_raw(const rt_model_desc *d, const char *path, float *raw, char *
 		             (long long)d->n_params);
 	for (int64_t i = 0; i < d->n_params && !rc; i++) {
 		const rt_st_tensor *t = rt_st_find(&f, d->params[i].name);
-		memcpy(raw + d->params[i].offset, t->data, t->count * sizeof(float));
+		rc = rt_param_values_check(path, d->params[i].name, t->data, t->count, true, err,
+		                           errlen);
+		if (!rc)
+			memcpy(raw + d->params[i].offset, t->data, t->count * sizeof(float));
 	}
 	rt_st_free(&f);
 	return rc;
@@ -332,8 +356,9 @@ int rt_instance_train_step(rt_instance *m, const float *input, const int32_t *la
 		if (labels[i] < 0 || labels[i] >= d->classes)
 			return fail(m, RT_ERR_ARG, "label %d of example %lld is outside [0, %lld)",
 			            labels[i], (long long)i, (long long)d->classes);
-	if (lr != lr || lr < 0)
-		return fail(m, RT_ERR_ARG, "learning rate %g is not a non-negative number", lr);
+	if (!(lr >= 0 && lr - lr == 0)) /* NaN, negative, or an infinity */
+		return fail(m, RT_ERR_ARG, "learning rate %g is not a finite, non-negative number",
+		            lr);
 	const void *in[3] = {input, labels, &lr};
 	float *out[2] = {loss, m->logits};
 	d->train_step(m->state, m->train_ws, in, out, m->threads);

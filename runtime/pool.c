@@ -184,6 +184,9 @@ rt_threads *rt_threads_create(int threads)
 		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 		threads = cpus < 1 ? 1 : cpus > 1024 ? 1024 : (int)cpus;
 	}
+	/* NETCC_THREADS=3000 asked for 3000; set_threads refuses past 1024 */
+	if (threads > 1024)
+		threads = 1024;
 	rt_threads *tp = calloc(1, sizeof *tp);
 	if (!tp)
 		return NULL;

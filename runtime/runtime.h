@@ -430,6 +430,12 @@ int rt_model_run_raw(const rt_model_desc *d, const float *weights, void *workspa
                      float *out);
 /* 0 if this CPU runs d's code; else RT_ERR_CPU, and why into err (may be NULL). */
 int rt_model_check_cpu(const rt_model_desc *d, char *err, size_t errlen);
+/* The values a weights file may give a parameter, the same for netcc and
+ * a library: finite (unless finite is false), and a BatchNorm running
+ * variance (a name ending in running_var) not negative. 0, or nonzero
+ * with the first offence named in err: file, tensor, index. */
+int rt_param_values_check(const char *path, const char *name, const float *v, size_t n,
+                          bool finite, char *err, size_t errlen);
 /* Reads a safetensors file and prepares it into caller memory
  * (weight_floats floats); err may be NULL. */
 int rt_model_read_weights(const rt_model_desc *d, const char *path, float *weights, char *err,

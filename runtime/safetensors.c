@@ -418,6 +418,19 @@ static cJSON *parse_header(st_ctx *c, const unsigned char *hdr, size_t len)
 	}
 	memcpy(text, hdr, len);
 	text[len] = '\0';
+	/* cJSON decodes \u0000 into a string it ends there: the name
+	 * linear0.bias\u0000junk would load as linear0.bias */
+	for (size_t i = 0; i + 1 < len; i++)
+		if (text[i] == '\\') {
+			if (text[i + 1] == 'u' && i + 5 < len && !memcmp(text + i + 2, "0000", 4)) {
+				snprintf(c->err, c->errlen,
+				         "%s: header holds a NUL character (\\u0000, at byte %zu)",
+				         c->label, i);
+				free(text);
+				return NULL;
+			}
+			i++; /* the escaped character, a backslash perhaps */
+		}
 	const char *end = NULL;
 	cJSON *root = cJSON_ParseWithOpts(text, &end, 0);
 	if (!root) {
@@ -482,6 +495,20 @@ static int st_parse(const char *label, void *image, size_t size, rt_st_file *out
 	cJSON_Delete(root);
 	if (rc != 0)
 		goto fail;
+	/* the data ends where the last tensor does, as the format's reference
+	 * reader requires: more bytes mean a truncated header or another file
+	 * appended */
+	size_t used = 0;
+	for (int i = 0; i < out->n_tensors; i++) {
+		size_t end = (size_t)((const unsigned char *)out->tensors[i].data - c.data) +
+		             out->tensors[i].count * rt_dtype_size(out->tensors[i].dtype);
+		used = end > used ? end : used;
+	}
+	if (used != c.data_size) {
+		snprintf(err, errlen, "%s: %zu bytes after the last tensor's data", label,
+		         c.data_size - used);
+		goto fail;
+	}
 	return 0;
 fail:
 	rt_st_free(out);

@@ -816,6 +816,24 @@ START_TEST(library_errors)
 	size_t ny = output_count(g);
 	float *x = random_input(input_count(g), 62);
 	float *want = reference(g, x);
+	/* the same weights with a NaN, and with a negative running variance:
+	 * what netcc's own loader refuses, the library refuses too */
+	float *first = NULL, *var = NULL;
+	for (int i = 0; i < g->n_nodes; i++) {
+		ir_node *p = &g->nodes[i];
+		size_t len = p->op == IR_OP_PARAM ? strlen(p->name) : 0;
+		if (len && !first)
+			first = p->data;
+		if (len > 11 && !strcmp(p->name + len - 11, "running_var") && !var)
+			var = p->data;
+	}
+	ck_assert(first && var);
+	float keep = first[3];
+	first[3] = NAN;
+	save_weights(g, tmp("nan.safetensors"));
+	first[3] = keep;
+	var[1] = -0.5f;
+	save_weights(g, tmp("negvar.safetensors"));
 	ir_graph_free(g);
 	compile("models/resnet20.nn", 2, w, "err", "--weights-file");
 
@@ -873,6 +891,19 @@ START_TEST(library_errors)
 	snprintf(npy_path, sizeof npy_path, "%s/%s", test_env("NETCC_ROOT", "."), npy);
 	expect_error(&l, m, l.load_weights(m, npy_path), RT_ERR_IO, "an .npy file", npy, NULL);
 	expect_no_weights(&l, m, x, y, ny, npy);
+
+	TMP_PATH(nanw, "nan.safetensors");
+	expect_error(&l, m, l.load_weights(m, nanw), RT_ERR_WEIGHTS, "a NaN weight", nanw, "NaN");
+	expect_no_weights(&l, m, x, y, ny, "NaN");
+	TMP_PATH(negvar, "negvar.safetensors");
+	expect_error(&l, m, l.load_weights(m, negvar), RT_ERR_WEIGHTS, "a negative variance",
+	             "running_var", "not negative");
+	expect_no_weights(&l, m, x, y, ny, "running_var");
+	char *msg;
+	rc = sh(&msg, "'%s' run models/resnet20.nn --batch 2 --weights '%s' --input /dev/null",
+	        netcc_bin(), negvar);
+	ck_assert_msg(rc == 1 && strstr(msg, "a variance is not negative"), "netcc run: %s", msg);
+	free(msg);
 
 	/* a good load after all that brings the right numbers back */
 	load_ok(&l, m, w);
@@ -1061,6 +1092,71 @@ START_TEST(jit_run_matches_reference)
 	rt_array_free(&y[1]);
 	free(x);
 	free(want);
+}
+END_TEST
+
+/* A trainable library refuses a step it cannot take (a learning rate that
+ * is NaN, negative or infinite: +Inf wrote NaN weights that save_weights
+ * then saved), and still steps and saves after. */
+START_TEST(train_library_refuses_bad_steps)
+{
+	ir_graph *g = load("models/resnet20.nn", 2);
+	randomise(g, 63);
+	TMP_PATH(w, "w.safetensors");
+	save_weights(g, w);
+	size_t nx = input_count(g);
+	ir_graph_free(g);
+	compile("models/resnet20.nn", 2, w, "tr", "--train");
+	void *so = dlopen(tmp("libtr.so"), RTLD_NOW | RTLD_LOCAL);
+	ck_assert_msg(so != NULL, "%s", dlerror());
+	void *(*create)(void) = (void *(*)(void))sym(so, "tr", "create");
+	int (*step)(void *, const float *, const int32_t *, float, float *) =
+	    (int (*)(void *, const float *, const int32_t *, float, float *))sym(so, "tr",
+	                                                                         "train_step");
+	int (*save)(void *, const char *) =
+	    (int (*)(void *, const char *))sym(so, "tr", "save_weights");
+	const char *(*error)(const void *) = (const char *(*)(const void *))sym(so, "tr", "error");
+	void (*destroy)(void *) = (void (*)(void *))sym(so, "tr", "destroy");
+	void *m = create();
+	ck_assert_ptr_nonnull(m);
+	float *x = random_input(nx, 64), loss = -1;
+	int32_t labels[2] = {3, 7};
+	const float bad[] = {INFINITY, -INFINITY, NAN, -0.1f};
+	for (int i = 0; i < 4; i++) {
+		ck_assert_int_eq(step(m, x, labels, bad[i], &loss), RT_ERR_ARG);
+		ck_assert_msg(strstr(error(m), "learning rate"), "%s", error(m));
+	}
+	ck_assert_int_eq(step(m, x, labels, 0.05f, &loss), RT_OK);
+	ck_assert_msg(loss > 0 && loss - loss == 0, "loss %g", loss);
+	ck_assert_int_eq(save(m, tmp("after.safetensors")), RT_OK);
+	char *log;
+	/* what it saved loads back into netcc: finite, variances not negative */
+	int rc =
+	    sh(&log, "'%s' compile models/resnet20.nn --batch 2 --weights '%s' --emit=llvm -o '%s'",
+	       netcc_bin(), tmp("after.safetensors"), tmp("after.ll"));
+	ck_assert_msg(rc == 0, "%s", log);
+	free(log);
+	destroy(m);
+	ck_assert_int_eq(dlclose(so), 0);
+	free(x);
+}
+END_TEST
+
+/* A model path holding a comment's end or start (directories named "x*"
+ * and "*z") goes into the header's comment harmlessly: the header still
+ * compiles under -Wall -Werror (a raw path ended the comment there). */
+START_TEST(header_survives_odd_paths)
+{
+	char *log;
+	TMP_PATH(dir, "x*/y/*z");
+	int rc = sh(
+	    &log,
+	    "mkdir -p '%s' && cp models/resnet20.nn '%s/m.nn' && '%s' compile '%s/m.nn' "
+	    "-o '%s' && printf '#include \"resnet20.h\"\\nint main(void) { return 0; "
+	    "}\\n' >'%s' && cc -std=c99 -Wall -Wextra -Werror -pedantic -I'%s' '%s' -o '%s'",
+	    dir, dir, netcc_bin(), dir, tmp("libm.so"), tmp("t.c"), tmpdir, tmp("t.c"), tmp("t"));
+	ck_assert_msg(rc == 0, "%s", log);
+	free(log);
 }
 END_TEST
 
@@ -1384,6 +1480,8 @@ static Suite *suite(void)
 	tcase_add_test(t, jit_run_matches_reference);
 	tcase_add_test(t, long_chains_compile_linearly);
 	tcase_add_test(t, compiles_are_reproducible);
+	tcase_add_test(t, train_library_refuses_bad_steps);
+	tcase_add_test(t, header_survives_odd_paths);
 	suite_add_tcase(s, t);
 
 	t = tcase_create("targets");

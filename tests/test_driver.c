@@ -227,6 +227,16 @@ START_TEST(usage_errors_exit_2)
 	ck_assert_int_eq(netcc(&out, &err, "help"), 0);
 	ck_assert_ptr_nonnull(strstr(out, "netcc summary"));
 	free(out), free(err);
+	/* names whose symbols are the C library's or the runtime's */
+	static const char *const taken[] = {"pthread", "rt_instance", "rt_model", "rt_threads"};
+	for (int i = 0; i < 4; i++) {
+		ck_assert_int_eq(netcc(&out, &err,
+		                       "compile models/resnet20.nn --name %s -o %s/x.so", taken[i],
+		                       tmpdir),
+		                 2);
+		ck_assert_msg(strstr(err, "would define") && strstr(err, taken[i]), "%s", err);
+		free(out), free(err);
+	}
 }
 END_TEST
 

@@ -46,7 +46,8 @@ static void feed(const char *harness, const char *path, const unsigned char *dat
 static int feed_dir(const char *harness, const char *kind)
 {
 	char dir[1024];
-	snprintf(dir, sizeof dir, "%s/tests/fuzz/%s/%s", test_env("NETCC_ROOT", "."), kind, harness);
+	snprintf(dir, sizeof dir, "%s/tests/fuzz/%s/%s", test_env("NETCC_ROOT", "."), kind,
+	         harness);
 	DIR *d = opendir(dir);
 	if (!d)
 		return 0;

@@ -692,6 +692,25 @@ START_TEST(pool_concurrent)
 }
 END_TEST
 
+/* A pool asked for more threads than set_threads allows (NETCC_THREADS=3000
+ * started 3000) gets 1024, and works. */
+static void add_one(void *ctx, int task, int tasks)
+{
+	atomic_fetch_add((atomic_int *)ctx, 1);
+}
+
+START_TEST(pool_threads_capped)
+{
+	rt_threads *p = rt_threads_create(3000);
+	ck_assert_ptr_nonnull(p);
+	ck_assert_int_le(rt_threads_count(p), 1024);
+	atomic_int sum = 0;
+	rt_threads_run(p, add_one, &sum, 5000);
+	ck_assert_int_eq(sum, 5000);
+	rt_threads_destroy(p);
+}
+END_TEST
+
 START_TEST(pool_create_destroy)
 {
 	int loops = test_sanitized() ? 100 : 500;
@@ -728,6 +747,7 @@ static Suite *suite(void)
 	tcase_add_test(tp, pool_nested);
 	tcase_add_test(tp, pool_concurrent);
 	tcase_add_test(tp, pool_create_destroy);
+	tcase_add_test(tp, pool_threads_capped);
 	suite_add_tcase(s, tp);
 	return s;
 }

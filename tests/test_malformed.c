@@ -39,7 +39,7 @@ static int check_dir(const char *sub, const char *ext, const char *args)
 		snprintf(errpath, sizeof errpath, "%s/%.*s.err", dir, (int)(len - el), e->d_name);
 		snprintf(out, sizeof out, "/tmp/netcc_malformed_%d.txt", (int)getpid());
 		int k = snprintf(cmd, sizeof cmd, "cd '%s' && '%s' ", root,
-				 test_env("NETCC_BIN", "build/netcc"));
+		                 test_env("NETCC_BIN", "build/netcc"));
 		k += snprintf(cmd + k, sizeof cmd - (size_t)k, args, rel);
 		snprintf(cmd + k, sizeof cmd - (size_t)k, " >/dev/null 2>'%s'", out);
 		int st = system(cmd);
@@ -49,7 +49,7 @@ static int check_dir(const char *sub, const char *ext, const char *args)
 		snprintf(prefix, sizeof prefix, "netcc: error: %s: %s", rel, want);
 		ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 1, "%s: exit %d", rel, st);
 		ck_assert_msg(strncmp(got, prefix, strlen(prefix)) == 0, "%s:\ngot  %swant %s", rel,
-			      got, prefix);
+		              got, prefix);
 		free(got);
 		free(want);
 		n++;
@@ -61,9 +61,9 @@ static int check_dir(const char *sub, const char *ext, const char *args)
 START_TEST(weights_files)
 {
 	ck_assert_int_ge(check_dir("weights", ".safetensors",
-				   "run models/resnet20.nn --weights %s --input "
-				   "examples/data/ankle_boot.npy"),
-			 8);
+	                           "run models/resnet20.nn --weights %s --input "
+	                           "examples/data/ankle_boot.npy"),
+	                 8);
 }
 END_TEST
 

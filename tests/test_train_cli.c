@@ -502,15 +502,16 @@ static bool train_killed_after(const char *out, long delay_us)
 			execl(bin, bin, "train", MODEL, "--data", data, "--limit-test", limit,
 			      "--resume", ck, (char *)NULL);
 		else
-			execl(bin, bin, "train", MODEL, "--data", data, "--limit-test", limit, "--out",
-			      dir, "--epochs", "3", "--schedule", "steps:2", "--factor", "0.5",
-			      "--warmup", "1", "--seed", "7", (char *)NULL);
+			execl(bin, bin, "train", MODEL, "--data", data, "--limit-test", limit,
+			      "--out", dir, "--epochs", "3", "--schedule", "steps:2", "--factor",
+			      "0.5", "--warmup", "1", "--seed", "7", (char *)NULL);
 		_exit(98);
 	}
 	int st;
 	for (long waited = 0; waited < delay_us; waited += 10000) {
 		if (waitpid(pid, &st, WNOHANG) == pid) {
-			ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "train failed: %d", st);
+			ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "train failed: %d",
+			              st);
 			return true;
 		}
 		usleep(10000);
@@ -531,7 +532,8 @@ START_TEST(sigkill_anywhere_then_resume_is_exact)
 	int kills = 0;
 	/* anywhere in the first 60% of a run: each restart makes some progress */
 	for (; kills < 6 && !done; kills++)
-		done = train_killed_after("kill", (long)(rt_rng_next(&r) % (uint64_t)(ref_us * 6 / 10 + 1)));
+		done = train_killed_after(
+		    "kill", (long)(rt_rng_next(&r) % (uint64_t)(ref_us * 6 / 10 + 1)));
 	ck_assert_int_ge(kills, 2);
 	while (!done)
 		done = train_killed_after("kill", 600L * 1000000);
