@@ -221,7 +221,9 @@ static int meta_bad(const char *path, const char *key, const char *v)
 	return 1;
 }
 
-static int meta_int(const rt_st_file *f, const char *path, const char *key, int64_t lo,
+/* Every number is range-checked: a checkpoint is a file like any other
+ * (step = INT64_MAX overflowed into a false "loss became NaN"). */
+static int meta_int(const rt_st_file *f, const char *path, const char *key, int64_t lo, int64_t hi,
                     int64_t *out)
 {
 	const char *v = meta_need(f, path, key);
@@ -230,13 +232,15 @@ static int meta_int(const rt_st_file *f, const char *path, const char *key, int6
 	char *end;
 	errno = 0;
 	long long x = strtoll(v, &end, 10);
-	if (!*v || *end || errno || x < lo)
+	if (!*v || *end || errno || x < lo || x > hi)
 		return meta_bad(path, key, v);
 	*out = x;
 	return 0;
 }
 
-static int meta_double(const rt_st_file *f, const char *path, const char *key, double *out)
+/* finite and at least 0; +infinity too where inf (a plateau's best so far) */
+static int meta_double(const rt_st_file *f, const char *path, const char *key, bool inf,
+                       double *out)
 {
 	const char *v = meta_need(f, path, key);
 	if (!v)
@@ -244,7 +248,7 @@ static int meta_double(const rt_st_file *f, const char *path, const char *key, d
 	char *end;
 	errno = 0;
 	*out = strtod(v, &end);
-	if (!*v || *end || errno || isnan(*out))
+	if (!*v || *end || errno || !(*out >= 0) || (!inf && !isfinite(*out)))
 		return meta_bad(path, key, v);
 	return 0;
 }
@@ -277,11 +281,12 @@ static int meta_schedule(const rt_st_file *f, const char *path, lr_schedule *s)
 		return 1;
 	if (schedule_parse(s, text, err, sizeof err) != 0)
 		return meta_bad(path, "schedule", text);
-	if (meta_double(f, path, "lr", &s->lr) || meta_double(f, path, "factor", &s->factor) ||
-	    meta_int(f, path, "patience", 1, &s->patience) ||
-	    meta_int(f, path, "warmup", 0, &s->warmup) ||
-	    meta_double(f, path, "plateau_best", &s->best) ||
-	    meta_int(f, path, "plateau_bad", 0, &s->bad))
+	if (meta_double(f, path, "lr", false, &s->lr) ||
+	    meta_double(f, path, "factor", false, &s->factor) ||
+	    meta_int(f, path, "patience", 1, 1000000, &s->patience) ||
+	    meta_int(f, path, "warmup", 0, 1000, &s->warmup) ||
+	    meta_double(f, path, "plateau_best", true, &s->best) ||
+	    meta_int(f, path, "plateau_bad", 0, 1000000, &s->bad))
 		return 1;
 	if (!(s->lr > 0) || !(s->factor > 0 && s->factor < 1))
 		return meta_bad(path, "lr", rt_st_meta(f, "lr"));
@@ -307,19 +312,23 @@ static int ckpt_read(const rt_st_file *f, const char *path, ckpt_info *c)
 	}
 	run_state *st = &c->st;
 	const char *log;
+	/* each bound from those before it: an epoch has at most nb batches,
+	 * a run at most epochs of them */
+	int64_t nb;
 	if (!(c->model = meta_need(f, path, "model")) || !(log = meta_need(f, path, "log")) ||
-	    meta_int(f, path, "batch", 1, &c->batch) || meta_int(f, path, "seed", 0, &c->seed) ||
-	    meta_int(f, path, "epochs", 1, &c->epochs) ||
-	    meta_int(f, path, "train_examples", 1, &c->n_train) ||
-	    meta_int(f, path, "epoch", 0, &st->epoch) || meta_int(f, path, "step", 0, &st->step) ||
-	    meta_int(f, path, "epoch_batches", 0, &st->done) || meta_rng(f, path, &st->rng) ||
-	    meta_double(f, path, "epoch_loss_sum", &st->loss_sum) ||
-	    meta_int(f, path, "epoch_wrong", 0, &st->wrong) ||
-	    meta_double(f, path, "epoch_seconds", &st->seconds) ||
+	    meta_int(f, path, "batch", 1, FRONTEND_MAX_BATCH, &c->batch) ||
+	    meta_int(f, path, "seed", 0, INT64_MAX, &c->seed) ||
+	    meta_int(f, path, "epochs", 1, 100000, &c->epochs) ||
+	    meta_int(f, path, "train_examples", 1, INT32_MAX, &c->n_train) ||
+	    (nb = c->n_train / c->batch + 1, 0) ||
+	    meta_int(f, path, "epoch", 0, c->epochs, &st->epoch) ||
+	    meta_int(f, path, "step", 0, (st->epoch + 1) * nb, &st->step) ||
+	    meta_int(f, path, "epoch_batches", 0, nb, &st->done) || meta_rng(f, path, &st->rng) ||
+	    meta_double(f, path, "epoch_loss_sum", false, &st->loss_sum) ||
+	    meta_int(f, path, "epoch_wrong", 0, st->done * c->batch, &st->wrong) ||
+	    meta_double(f, path, "epoch_seconds", false, &st->seconds) ||
 	    meta_schedule(f, path, &st->sched))
 		return 1;
-	if (c->batch > FRONTEND_MAX_BATCH)
-		return meta_bad(path, "batch", rt_st_meta(f, "batch"));
 	if (train_log_set(&st->log, log) != 0) {
 		fprintf(stderr, "netcc: error: out of memory\n");
 		return 1;

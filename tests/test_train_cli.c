@@ -694,8 +694,56 @@ START_TEST(usage_errors_exit_2)
 }
 END_TEST
 
+/* The checkpoint of run ref with one metadata value replaced, at path. */
+static void tampered(const char *path, const char *key, const char *value)
+{
+	rt_st_file f = st_read("%s/%s/checkpoint.safetensors", "ref");
+	rt_st_entry *e = calloc((size_t)f.n_tensors, sizeof *e);
+	const char **kv = calloc((size_t)f.n_meta * 2, sizeof *kv);
+	ck_assert(e && kv);
+	for (int i = 0; i < f.n_tensors; i++)
+		e[i] = (rt_st_entry){f.tensors[i].name, f.tensors[i].dtype, f.tensors[i].rank,
+		                     f.tensors[i].dims, f.tensors[i].data};
+	bool found = false;
+	for (int i = 0; i < f.n_meta; i++) {
+		kv[2 * i] = f.meta_keys[i];
+		found |= !strcmp(f.meta_keys[i], key);
+		kv[2 * i + 1] = strcmp(f.meta_keys[i], key) ? f.meta_values[i] : value;
+	}
+	ck_assert_msg(found, "no %s in the checkpoint", key);
+	char err[512];
+	ck_assert_msg(rt_st_write(path, e, f.n_tensors, kv, f.n_meta, err, sizeof err) == 0, "%s",
+	              err);
+	free(e), free(kv);
+	rt_st_free(&f);
+}
+
 START_TEST(bad_checkpoints_exit_1)
 {
+	/* metadata out of range, each on its own (values that overflowed or
+	 * were taken at face value) */
+	static const char *const bad[][2] = {
+	    {"step", "9223372036854775807"},
+	    {"warmup", "4611686018427387904"},
+	    {"epoch_wrong", "9223372036854775807"},
+	    {"epoch_loss_sum", "inf"},
+	    {"epoch_seconds", "inf"},
+	    {"epoch_loss_sum", "-1"},
+	    {"lr", "inf"},
+	    {"epoch", "100001"},
+	    {"epoch_batches", "1000000"},
+	    {"plateau_best", "nan"},
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		char path[1024], args[2048], want[256];
+		snprintf(path, sizeof path, "%s/tampered.safetensors", root);
+		tampered(path, bad[i][0], bad[i][1]);
+		snprintf(args, sizeof args, MODEL " --data %s/data --resume %s", root, path);
+		snprintf(want, sizeof want, "checkpoint metadata %s = '%s' is not valid", bad[i][0],
+		         bad[i][1]);
+		usage_fails(1, args, want);
+	}
+
 	char args[1024], want[1024];
 	sh("head -c 300 '%s/ref/checkpoint.safetensors' > '%s/cut.safetensors'", root, root);
 	snprintf(args, sizeof args, MODEL " --data %s/data --resume %s/cut.safetensors", root,
