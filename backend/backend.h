@@ -179,7 +179,8 @@ void backend_module_target(LLVMModuleRef m, LLVMTargetMachineRef tm, const backe
 void backend_optimize(LLVMModuleRef m, LLVMTargetMachineRef tm, int opt_level);
 int backend_emit(LLVMModuleRef m, LLVMTargetMachineRef tm, backend_emit_kind kind,
                  const char *path);
-/* Links an object file with t's runtime into a shared object. */
+/* Links an object file with t's runtime into a shared object at output
+ * (written in place: backend_compile gives it a temporary). */
 int backend_link(const char *object, const char *output, const backend_target *t);
 /* Packs param data into the raw layout the plan chose (plan.raw_bytes);
  * params without data (momentum buffers) are zeros. */

@@ -1,5 +1,6 @@
 /* netcc's main job, end to end: a planned graph to a shared object and
  * its header, or to LLVM IR, assembly or an object file for inspection. */
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -51,6 +52,63 @@ static char *header_path(const backend_options *o)
 	return p;
 }
 
+/* The object, the library and the header, each through a temporary beside
+ * the library, with the signals that would stop netcc held meanwhile (a
+ * second or two): an interrupted compile leaves the old outputs or the
+ * new ones and no temporary (one a SIGKILL leaves, the next compile of
+ * that output removes). The header goes first: if it cannot be written,
+ * the old library stays. */
+static int write_library(const ir_graph *g, const backend_options *o, LLVMModuleRef m,
+                         LLVMTargetMachineRef tm, double *t)
+{
+	char *h = header_path(o), *obj = NULL, *lib = NULL, err[1024];
+	if (!strcmp(h, o->output)) {
+		fprintf(diag_output(),
+		        "netcc: error: -o %s is where the header %s.h goes: name the library "
+		        "lib%s.so or another name\n",
+		        o->output, o->name, o->name);
+		free(h);
+		return 1;
+	}
+	sigset_t stop, old;
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGINT);
+	sigaddset(&stop, SIGTERM);
+	sigaddset(&stop, SIGHUP);
+	sigaddset(&stop, SIGQUIT);
+	sigprocmask(SIG_BLOCK, &stop, &old);
+	int rc = 1, fd = rt_file_temp(o->output, &obj, err, sizeof err);
+	if (fd >= 0)
+		close(fd), fd = rt_file_temp(o->output, &lib, err, sizeof err);
+	if (fd < 0) {
+		fprintf(diag_output(), "netcc: error: %s\n", err);
+		goto done;
+	}
+	close(fd);
+	rc = backend_emit(m, tm, BACKEND_EMIT_OBJ, obj);
+	backend_phase(o->phases, "emit object", *t);
+	*t = backend_now();
+	if (rc == 0)
+		rc = backend_link(obj, lib, o->target);
+	backend_phase(o->phases, "link", *t);
+	if (rc == 0)
+		rc = backend_header_write(g, o, h);
+	if (rc == 0 && rt_file_commit(lib, o->output, 0755, err, sizeof err) != 0) {
+		fprintf(diag_output(), "netcc: error: %s\n", err);
+		rc = 1;
+	}
+done:
+	if (obj)
+		unlink(obj);
+	if (lib && rc)
+		unlink(lib);
+	free(obj);
+	free(lib);
+	free(h);
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	return rc;
+}
+
 int backend_compile(const ir_graph *g, const backend_options *o)
 {
 	double t = backend_now();
@@ -86,29 +144,7 @@ int backend_compile(const ir_graph *g, const backend_options *o)
 		rc = backend_emit(m, tm, o->emit, o->output);
 		backend_phase(o->phases, "emit", t);
 	} else {
-		char obj[] = "/tmp/netcc-XXXXXX.o";
-		int fd = mkstemps(obj, 2);
-		if (fd < 0) {
-			fprintf(diag_output(),
-			        "netcc: error: cannot create a temporary object file\n");
-			rc = 1;
-		} else {
-			close(fd);
-			rc = backend_emit(m, tm, BACKEND_EMIT_OBJ, obj);
-			backend_phase(o->phases, "emit object", t);
-			t = backend_now();
-			if (rc == 0)
-				rc = backend_link(obj, o->output, o->target);
-			unlink(obj);
-			backend_phase(o->phases, "link", t);
-		}
-		if (rc == 0) {
-			char *h = header_path(o);
-			rc = backend_header_write(g, o, h);
-			free(h);
-			if (rc) /* a library without its header is not an output */
-				unlink(o->output);
-		}
+		rc = write_library(g, o, m, tm, &t);
 	}
 	LLVMDisposeModule(m);
 	LLVMDisposeTargetMachine(tm);

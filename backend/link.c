@@ -5,11 +5,8 @@
 #include <errno.h>
 #include <limits.h>
 #include <spawn.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include "backend.h"
 #include "runtime.h"
@@ -24,24 +21,11 @@ int backend_link(const char *object, const char *output, const backend_target *t
 		return 1;
 	}
 	snprintf(rt, sizeof rt, "%s/libnetcc_rt.a", dir);
-	size_t olen = strlen(output);
-	char *tmp = malloc(olen + 16);
-	if (!tmp)
-		diag_fatal("out of memory");
-	snprintf(tmp, olen + 16, "%s.tmpXXXXXX", output);
-	int fd = mkstemp(tmp);
-	if (fd < 0) {
-		fprintf(diag_output(), "netcc: error: cannot write %s: %s\n", output,
-		        strerror(errno));
-		free(tmp);
-		return 1;
-	}
-	close(fd);
 	const char *cc = t->cc;
 	char *argv[] = {(char *)cc,
 	                "-shared",
 	                "-o",
-	                tmp,
+	                (char *)output,
 	                (char *)object,
 	                rt,
 	                "-Wl,--exclude-libs,ALL",
@@ -56,27 +40,14 @@ int backend_link(const char *object, const char *output, const backend_target *t
 	if (rc == 0 && waitpid(pid, &st, 0) < 0)
 		rc = errno;
 	if (rc != 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-		fprintf(diag_output(), "netcc: error: linking %s with %s failed%s%s\n", output, cc,
+		fprintf(diag_output(), "netcc: error: linking with %s failed%s%s\n", cc,
 		        rc ? ": " : "", rc ? strerror(rc) : "");
 		if (rc == ENOENT)
 			fprintf(diag_output(),
 			        "netcc: note: --target %s links with %s (scripts/deps.sh installs "
 			        "it)\n",
 			        t->name, cc);
-		unlink(tmp);
-		free(tmp);
 		return 1;
 	}
-	/* mkstemp made it 0600; a library is for every user, like cc's output */
-	mode_t mask = umask(0);
-	umask(mask);
-	if (chmod(tmp, 0755 & ~mask) != 0 || rename(tmp, output) != 0) {
-		fprintf(diag_output(), "netcc: error: cannot write %s: %s\n", output,
-		        strerror(errno));
-		unlink(tmp);
-		free(tmp);
-		return 1;
-	}
-	free(tmp);
 	return 0;
 }

@@ -44,12 +44,25 @@ static void report(const ir_graph *g, const char *prefix)
 	printf("%sweight_bytes: %lld\n", prefix, (long long)g->plan.weight_bytes);
 }
 
-/* The weights file of --weights-file goes beside the library as NAME.safetensors. */
-static void weights_path(const char *output, const char *name, char *buf, size_t len)
+/* The weights file of --weights-file goes beside the library as
+ * NAME.safetensors; false (reported) where that path is too long or is the
+ * library's own (the library would overwrite it). */
+static bool weights_path(const char *output, const char *name, char *buf, size_t len)
 {
 	const char *slash = strrchr(output, '/');
 	int dir = slash ? (int)(slash - output) + 1 : 0;
-	snprintf(buf, len, "%.*s%s.safetensors", dir, output, name);
+	if ((size_t)snprintf(buf, len, "%.*s%s.safetensors", dir, output, name) >= len) {
+		fprintf(stderr, "netcc: error: -o %s: the path is too long\n", output);
+		return false;
+	}
+	if (!strcmp(buf, output)) {
+		fprintf(stderr,
+		        "netcc: error: -o %s: --weights-file writes the weights there; name the "
+		        "library lib%s.so or another name\n",
+		        output, name);
+		return false;
+	}
+	return true;
 }
 
 typedef struct job {
@@ -73,9 +86,10 @@ static int compile_job(void *ctx)
 		j->bo.train = j->tg;
 	}
 	backend_phase(j->phases, "passes", t);
-	char wp[1024] = "";
+	char wp[4096] = "";
 	if (!j->bo.embed_weights && j->bo.emit == BACKEND_EMIT_SO) {
-		weights_path(j->bo.output, j->bo.name, wp, sizeof wp);
+		if (!weights_path(j->bo.output, j->bo.name, wp, sizeof wp))
+			return 1;
 		if (weights_save(j->g, wp) != 0)
 			return 1;
 	}

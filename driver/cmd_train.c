@@ -804,6 +804,11 @@ static int paths_make(trainer *t, const opts *o)
 	char dir[1024] = "run";
 	if (t->cfg.resume) {
 		const char *slash = strrchr(t->cfg.resume, '/');
+		if (slash && slash - t->cfg.resume >= (long)sizeof dir) {
+			fprintf(stderr, "netcc: error: --resume %s: the path is too long\n",
+			        t->cfg.resume);
+			return 1;
+		}
 		snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - t->cfg.resume) : 1,
 		         slash ? t->cfg.resume : ".");
 		if (!dir[0])

@@ -521,8 +521,17 @@ int rt_st_write(const char *path, const rt_st_entry *entries, int n, const char 
 int rt_idx_read(const char *path, rt_array *out, char *err, size_t errlen);
 int rt_idx_parse(const void *buf, size_t len, rt_array *out, char *err, size_t errlen);
 
-/* Writes len bytes to path through path.tmpXXXXXX + fsync + rename. */
+/* Writes len bytes to path through a temporary beside it + fsync + rename. */
 int rt_file_write_atomic(const char *path, const void *data, size_t len, char *err, size_t errlen);
+/* The pieces, for outputs others write (a linker): a temporary beside path,
+ * PATH.tmp.PID.XXXXXX (*tmp, malloc'd), its descriptor returned; -1 with
+ * err set where path exists and is not a regular file (a symbolic link, a
+ * device: -o /dev/null would have replaced the device). Temporaries of path
+ * whose writer is no longer running are removed first. rt_file_commit
+ * gives tmp the usual mode and renames it over path (unlinking it on
+ * failure), with mode (0666, 0755) less the umask. */
+int rt_file_temp(const char *path, char **tmp, char *err, size_t errlen);
+int rt_file_commit(const char *tmp, const char *path, unsigned mode, char *err, size_t errlen);
 
 /* ---- deterministic random numbers -------------------------------------- */
 

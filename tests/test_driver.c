@@ -1,5 +1,7 @@
 /* The netcc command line, run as a user would: outputs, exit statuses and
  * the messages for bad input. */
+#include <dirent.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -440,6 +442,102 @@ START_TEST(hostile_files_stay_under_512_mb)
 }
 END_TEST
 
+/* Files in dir whose name holds ".tmp.": a writer's temporaries */
+static int temporaries(const char *dir)
+{
+	DIR *d = opendir(dir);
+	ck_assert_ptr_nonnull(d);
+	int n = 0;
+	struct dirent *e;
+	while ((e = readdir(d)))
+		n += strstr(e->d_name, ".tmp.") != NULL;
+	closedir(d);
+	return n;
+}
+
+/* `netcc compile` of ResNet-50 into dir, killed by sig after ms */
+static void compile_killed(const char *dir, int sig, int ms)
+{
+	char out[1024];
+	snprintf(out, sizeof out, "%s/libr50.so", dir);
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		if (!freopen("/dev/null", "w", stdout) || !freopen("/dev/null", "w", stderr) ||
+		    chdir(test_env("NETCC_ROOT", ".")) != 0)
+			_exit(99);
+		execl(test_env("NETCC_BIN", "build/netcc"), "netcc", "compile",
+		      "models/resnet50.nn", "-o", out, (char *)NULL);
+		_exit(98);
+	}
+	usleep((useconds_t)ms * 1000);
+	kill(pid, sig);
+	int st;
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+}
+
+/* Outputs that are not regular files are refused, not replaced (-o
+ * /dev/null replaced the device, as root); an output named like its own
+ * header or weights file is refused; an interrupted compile (SIGINT,
+ * SIGTERM, at any moment) leaves no temporary, and what a SIGKILL leaves
+ * the next compile of that output removes; the outputs are always whole. */
+START_TEST(outputs_are_never_clobbered_or_left_half)
+{
+	char *out, *err, path[1024];
+	snprintf(path, sizeof path, "%s/link.so", tmpdir);
+	ck_assert_int_eq(symlink("/etc/hostname", path), 0);
+	ck_assert_int_eq(netcc(&out, &err, "compile models/resnet20.nn -o %s", path), 1);
+	ck_assert_msg(strstr(err, "is a symbolic link, not a regular file"), "%s", err);
+	free(out), free(err);
+	snprintf(path, sizeof path, "%s/fifo.so", tmpdir);
+	ck_assert_int_eq(mkfifo(path, 0644), 0);
+	ck_assert_int_eq(netcc(&out, &err, "compile models/resnet20.nn --emit=llvm -o %s", path),
+	                 1);
+	ck_assert_msg(strstr(err, "is a FIFO"), "%s", err);
+	free(out), free(err);
+	struct stat st;
+	ck_assert_int_eq(netcc(&out, &err, "compile models/resnet20.nn -o /dev/null"), 1);
+	ck_assert_msg(strstr(err, "/dev/null is a character device"), "%s", err);
+	ck_assert(stat("/dev/null", &st) == 0 && S_ISCHR(st.st_mode));
+	free(out), free(err);
+	ck_assert_int_eq(netcc(&out, &err, "compile models/resnet20.nn -o %s/resnet20.h", tmpdir),
+	                 1);
+	ck_assert_msg(strstr(err, "is where the header resnet20.h goes"), "%s", err);
+	free(out), free(err);
+	ck_assert_int_eq(
+	    netcc(&out, &err,
+	          "compile models/resnet20.nn --weights-file -o %s/resnet20.safetensors", tmpdir),
+	    1);
+	ck_assert_msg(strstr(err, "--weights-file writes the weights there"), "%s", err);
+	free(out), free(err);
+	ck_assert_int_eq(temporaries(tmpdir), 0);
+
+	char dir[512];
+	snprintf(dir, sizeof dir, "%s/kill", tmpdir);
+	ck_assert_int_eq(mkdir(dir, 0755), 0);
+	static const int sigs[] = {SIGINT, SIGTERM};
+	for (int i = 0; i < 8 && !test_sanitized(); i++) {
+		compile_killed(dir, sigs[i % 2], 300 + 400 * i);
+		ck_assert_msg(temporaries(dir) == 0, "signal %d after %d ms left temporaries",
+		              sigs[i % 2], 300 + 400 * i);
+	}
+	compile_killed(dir, SIGKILL, test_sanitized() ? 3000 : 1500);
+	/* and one that a writer now gone surely left */
+	pid_t gone = fork();
+	if (gone == 0)
+		_exit(0);
+	ck_assert_int_eq(waitpid(gone, NULL, 0), gone);
+	snprintf(path, sizeof path, "%s/libr50.so.tmp.%d.AbCdEf", dir, (int)gone);
+	FILE *f = fopen(path, "w");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(fclose(f), 0);
+	ck_assert_int_ge(temporaries(dir), 1);
+	ck_assert_int_eq(netcc(&out, &err, "compile models/resnet50.nn -o %s/libr50.so", dir), 0);
+	free(out), free(err);
+	ck_assert_int_eq(temporaries(dir), 0);
+}
+END_TEST
+
 /* One model through the driver under memcheck: no invalid access, no leak.
  * (The sanitizer build runs ASan instead, which cannot share the process.)
  * Valgrind 3.19 has no AVX-512: the code it runs is built for x86-64-v3. */
@@ -596,6 +694,7 @@ static Suite *suite(void)
 	tcase_add_test(t, valgrind_clean);
 	tcase_add_test(t, deep_evaluation_never_crashes);
 	tcase_add_test(t, hostile_files_stay_under_512_mb);
+	tcase_add_test(t, outputs_are_never_clobbered_or_left_half);
 	tcase_add_test(t, profile_accounts_for_every_flop);
 	tcase_add_test(t, report_gives_plan_figures);
 	suite_add_tcase(s, t);
