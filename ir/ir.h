@@ -293,6 +293,11 @@ int ir_param_find(const ir_graph *g, const char *name); /* node id, or -1 */
 int ir_op_build(ir_graph *g, const ir_node *proto, const int *args, const char *path);
 /* Runs the op's shape rule on n (inputs already in g); diag_error_at on misuse. */
 void ir_shape_infer(const ir_graph *g, ir_node *n);
+/* The shape, as ir_shape_infer, but false instead of an error where it has
+ * IR_MAX_ELEMS elements or more: for passes choosing between a transform
+ * whose result may be larger than its input (Winograd's weights) and
+ * leaving the node as the model wrote it. */
+bool ir_shape_fits(const ir_graph *g, ir_node *n);
 
 int64_t ir_node_macs(const ir_graph *g, const ir_node *n);
 int64_t ir_node_param_count(const ir_graph *g, const ir_node *n); /* trainable, owned */

@@ -434,14 +434,19 @@ static shape_fn *const shape_rules[IR_OP_COUNT] = {
 #include "ops.def"
 };
 
-void ir_shape_infer(const ir_graph *g, ir_node *n)
+bool ir_shape_fits(const ir_graph *g, ir_node *n)
 {
 	for (int i = 0; i < ir_ops[n->op].args; i++)
 		if (n->in[i] < 0 || n->in[i] >= g->n_nodes)
 			diag_error_at(&n->loc, "%s: input %d refers to no node", ir_ops[n->op].name,
 			              i);
 	shape_rules[n->op](g, n);
-	if (ir_shape_count(&n->shape) >= IR_MAX_ELEMS) {
+	return ir_shape_count(&n->shape) < IR_MAX_ELEMS;
+}
+
+void ir_shape_infer(const ir_graph *g, ir_node *n)
+{
+	if (!ir_shape_fits(g, n)) {
 		char b[96];
 		diag_error_at(&n->loc, "%s: result %s has more than %lld elements",
 		              ir_ops[n->op].name, ir_shape_str(&n->shape, b, sizeof b),

@@ -35,9 +35,11 @@ void fuse_epilogue(ir_graph *g);
 void select_winograd(ir_graph *g);
 void prepack_weights(ir_graph *g);
 /* for the passes that transform weights: op(old->in[k]), or op(w, gamma,
- * var) straight from BatchNorm-folded weights */
-ir_node passes_weight_node(ir_rewriter *rw, const ir_node *nodes, const ir_node *old, int k,
-                           ir_op op);
+ * var) straight from BatchNorm-folded weights, into *out (tile: Winograd's
+ * m, or 0); false where it would be over the per-tensor limit, and the
+ * caller then keeps old as the model wrote it */
+bool passes_weight_node(ir_rewriter *rw, const ir_node *nodes, const ir_node *old, int k, ir_op op,
+                        int tile, ir_node *out);
 void simplify_graph(ir_graph *g);
 /* Liveness, in-place reuse, and greedy-by-size offsets in one arena. */
 void plan_memory(ir_graph *g);

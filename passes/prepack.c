@@ -13,9 +13,11 @@
 
 /* op(w) for the weights old->in[k] of old; BatchNorm-folded weights become
  * op(w, gamma, var), folding and transforming in one step, so that no
- * folded copy needs keeping in the prepared weights beside the result. */
-ir_node passes_weight_node(ir_rewriter *rw, const ir_node *nodes, const ir_node *old, int k,
-                           ir_op op)
+ * folded copy needs keeping in the prepared weights beside the result.
+ * False where the result would be over the per-tensor limit: the node then
+ * stays as the model wrote it, which the front end has checked. */
+bool passes_weight_node(ir_rewriter *rw, const ir_node *nodes, const ir_node *old, int k, ir_op op,
+                        int tile, ir_node *out)
 {
 	ir_node u = ir_node_proto(op, &old->loc);
 	const ir_node *w = &nodes[old->in[k]];
@@ -29,8 +31,10 @@ ir_node passes_weight_node(ir_rewriter *rw, const ir_node *nodes, const ir_node 
 		u.n_in = 1;
 		u.in[0] = ir_rewrite_map(rw, old->in[k]);
 	}
-	ir_shape_infer(ir_rewrite_graph(rw), &u);
-	return u;
+	if (tile)
+		u.tile = tile;
+	*out = u;
+	return ir_shape_fits(ir_rewrite_graph(rw), out);
 }
 
 /* A linear layer at batch 1 is a GEMM of the weights (as A, packed) by
@@ -67,8 +71,10 @@ static int rewrite(ir_rewriter *rw, const ir_node *old, int id, void *ctx)
 	if (!packs(nodes, old))
 		return ir_rewrite_copy(rw, old);
 	bool d = direct(nodes, old);
-	ir_node u =
-	    passes_weight_node(rw, nodes, old, 1, d ? IR_OP_DIRECT_WEIGHT : IR_OP_GEMM_WEIGHT);
+	ir_node u;
+	if (!passes_weight_node(rw, nodes, old, 1, d ? IR_OP_DIRECT_WEIGHT : IR_OP_GEMM_WEIGHT, 0,
+	                        &u))
+		return ir_rewrite_copy(rw, old);
 	ir_node q = *old;
 	for (int k = 0; k < q.n_in; k++)
 		q.in[k] = ir_rewrite_map(rw, old->in[k]);

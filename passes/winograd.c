@@ -55,11 +55,9 @@ static int tile_for(const ir_node *n, const ir_shape *x, bool training)
 static int emit_with(ir_rewriter *rw, const ir_node *nodes, const ir_node *old, ir_op t, int w,
                      int m)
 {
-	ir_node u = passes_weight_node(rw, nodes, old, w, t);
-	if (t == IR_OP_WINOGRAD_WEIGHT && u.tile != m) {
-		u.tile = m;
-		ir_shape_infer(ir_rewrite_graph(rw), &u);
-	}
+	ir_node u;
+	if (!passes_weight_node(rw, nodes, old, w, t, t == IR_OP_WINOGRAD_WEIGHT ? m : 0, &u))
+		return ir_rewrite_copy(rw, old);
 	ir_node q = *old;
 	for (int k = 0; k < q.n_in; k++)
 		q.in[k] = ir_rewrite_map(rw, old->in[k]);

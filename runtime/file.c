@@ -146,3 +146,123 @@ fail:
 	free(tmp);
 	return -1;
 }
+
+/* ---- checked reading ----------------------------------------------------- */
+
+/* A format reader asks for its header first and checks what the header
+ * claims against the file's size before it allocates anything for the data:
+ * a 1 GB file with a bad header costs its header, and /dev/zero or a pipe is
+ * read only as far as the header says, then must end. */
+
+int rt_reader_open(rt_reader *r, const char *path, char *err, size_t errlen)
+{
+	memset(r, 0, sizeof *r);
+	r->path = path;
+	r->f = fopen(path, "rb");
+	if (!r->f) {
+		snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+		return -1;
+	}
+	struct stat st;
+	if (fstat(fileno(r->f), &st) != 0) {
+		snprintf(err, errlen, "%s: cannot stat: %s", path, strerror(errno));
+		rt_reader_close(r);
+		return -1;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		snprintf(err, errlen, "%s: is a directory, not a file", path);
+		rt_reader_close(r);
+		return -1;
+	}
+	r->sized = S_ISREG(st.st_mode);
+	r->size = r->sized ? (uint64_t)st.st_size : 0;
+	return 0;
+}
+
+void rt_reader_close(rt_reader *r)
+{
+	if (r->f)
+		fclose(r->f);
+	r->f = NULL;
+}
+
+int rt_reader_take(rt_reader *r, unsigned char **buf, size_t *len, size_t n, char *err,
+                   size_t errlen)
+{
+	/* A sized file gets its bytes in one allocation; a stream's buffer grows
+	 * only as bytes arrive, so one that ends early, or a header that lies,
+	 * costs what the stream held rather than what was claimed. */
+	if (n > SIZE_MAX - *len)
+		goto oom;
+	size_t want = n, chunk = (size_t)1 << 16;
+	if (r->sized)
+		want = r->pos >= r->size      ? 0
+		       : r->size - r->pos < n ? (size_t)(r->size - r->pos)
+		                              : n;
+	size_t goal = *len + want, have = *len;
+	size_t cap = *len + (r->sized || want < chunk ? want : chunk);
+	unsigned char *b = realloc(*buf, cap ? cap : 1);
+	if (!b)
+		goto oom;
+	*buf = b;
+	while (have < goal) {
+		if (have == cap) {
+			size_t grow = cap - *len;
+			cap = goal - cap < grow ? goal : cap + grow;
+			b = realloc(*buf, cap);
+			if (!b)
+				goto oom;
+			*buf = b;
+		}
+		size_t got = fread(*buf + have, 1, cap - have, r->f);
+		have += got;
+		r->pos += got;
+		if (got == 0)
+			break;
+	}
+	*len = have;
+	if (ferror(r->f)) {
+		snprintf(err, errlen, "%s: read failed: %s", r->path, strerror(errno));
+		return -1;
+	}
+	return 0;
+oom:
+	snprintf(err, errlen, "%s: out of memory for %zu bytes", r->path, n);
+	return -1;
+}
+
+int rt_reader_read(rt_reader *r, void *buf, size_t n, size_t *got, char *err, size_t errlen)
+{
+	*got = fread(buf, 1, n, r->f);
+	r->pos += *got;
+	if (ferror(r->f)) {
+		snprintf(err, errlen, "%s: read failed: %s", r->path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* How many bytes follow: a sized file's count is exact; a stream's is what
+ * a bounded drain finds, so that /dev/zero after a good header is reported,
+ * not read forever. */
+uint64_t rt_reader_rest(rt_reader *r, int *at_least)
+{
+	*at_least = 0;
+	if (r->sized) {
+		/* the file may have changed: believe the reads */
+		unsigned char c;
+		if (fread(&c, 1, 1, r->f) == 0)
+			return 0;
+		return r->size > r->pos ? r->size - r->pos : 1;
+	}
+	unsigned char scratch[4096];
+	uint64_t n = 0;
+	while (n < RT_READER_DRAIN) {
+		size_t got = fread(scratch, 1, sizeof scratch, r->f);
+		if (got == 0)
+			return n;
+		n += got;
+	}
+	*at_least = 1;
+	return n;
+}

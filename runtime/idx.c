@@ -122,6 +122,18 @@ static void idx_decode(const unsigned char *src, const idx_header *h, void *dst)
 	}
 }
 
+static int size_error(const char *label, const idx_header *h, uint64_t have, int at_least,
+                      char *err, size_t errlen)
+{
+	char dims[128];
+	format_dims(dims, sizeof dims, h);
+	snprintf(err, errlen, "%s: %s: %s %s needs %zu data bytes, the file has %s%llu", label,
+	         have < h->data_bytes ? "truncated" : "trailing bytes", dims,
+	         rt_dtype_name(h->dtype), h->data_bytes, at_least ? "at least " : "",
+	         (unsigned long long)have);
+	return -1;
+}
+
 static int idx_parse(const char *label, const unsigned char *p, size_t len, rt_array *out,
                      char *err, size_t errlen)
 {
@@ -138,14 +150,8 @@ static int idx_parse(const char *label, const unsigned char *p, size_t len, rt_a
 		return -1;
 	}
 	size_t have = len - h.header_bytes;
-	if (have != h.data_bytes) {
-		char dims[128];
-		format_dims(dims, sizeof dims, &h);
-		snprintf(err, errlen, "%s: %s: %s %s needs %zu data bytes, the file has %zu", label,
-		         have < h.data_bytes ? "truncated" : "trailing bytes", dims,
-		         rt_dtype_name(h.dtype), h.data_bytes, have);
-		return -1;
-	}
+	if (have != h.data_bytes)
+		return size_error(label, &h, have, 0, err, errlen);
 	void *data = malloc(h.data_bytes ? h.data_bytes : 1);
 	if (!data) {
 		snprintf(err, errlen, "%s: out of memory for %zu bytes", label, h.data_bytes);
@@ -166,45 +172,6 @@ int rt_idx_parse(const void *buf, size_t len, rt_array *out, char *err, size_t e
 }
 
 /* ---- files -------------------------------------------------------------- */
-
-static int read_file(const char *path, unsigned char **buf, size_t *len, char *err, size_t errlen)
-{
-	FILE *f = fopen(path, "rb");
-	if (!f) {
-		snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-		return -1;
-	}
-	size_t cap = 1 << 16, used = 0;
-	unsigned char *b = NULL;
-	for (;;) {
-		if (used == cap || !b) {
-			if (b && __builtin_mul_overflow(cap, 2, &cap))
-				goto oom;
-			unsigned char *nb = realloc(b, cap);
-			if (!nb)
-				goto oom;
-			b = nb;
-		}
-		size_t got = fread(b + used, 1, cap - used, f);
-		used += got;
-		if (got == 0)
-			break;
-	}
-	if (ferror(f)) {
-		snprintf(err, errlen, "%s: read failed: %s", path, strerror(errno));
-		goto fail;
-	}
-	fclose(f);
-	*buf = b;
-	*len = used;
-	return 0;
-oom:
-	snprintf(err, errlen, "%s: out of memory reading the file", path);
-fail:
-	free(b);
-	fclose(f);
-	return -1;
-}
 
 /* Inflation state: the output grows by doubling up to limit + 1 bytes, the
  * extra byte being how a stream longer than its header says is noticed. */
@@ -266,19 +233,45 @@ static int is_gzip(const unsigned char *p, size_t len)
 	return len >= 2 && p[0] == 0x1f && p[1] == 0x8b;
 }
 
-/* Runs one inflate step, feeding at most UINT_MAX bytes at a time since zlib
- * counts in uInt. Returns zlib's code. */
-static int gz_step(z_stream *z, const unsigned char *in, size_t in_len, size_t *in_pos, gz_out *o)
+/* Compressed input, pulled from the file a chunk at a time: a large
+ * compressed file costs its output, never its whole input as well. */
+typedef struct gz_in {
+	rt_reader *r;
+	unsigned char buf[1 << 16];
+	size_t len, pos;
+	int eof;
+} gz_in;
+
+/* Makes at least want bytes available unless the file ends first. */
+static int gz_fill(gz_in *in, size_t want, char *err, size_t errlen)
 {
-	size_t in_left = in_len - *in_pos;
+	if (in->len - in->pos >= want || in->eof)
+		return 0;
+	memmove(in->buf, in->buf + in->pos, in->len - in->pos);
+	in->len -= in->pos;
+	in->pos = 0;
+	while (in->len < want && !in->eof) {
+		size_t got;
+		if (rt_reader_read(in->r, in->buf + in->len, sizeof in->buf - in->len, &got, err,
+		                   errlen) != 0)
+			return -1;
+		in->len += got;
+		in->eof = got == 0;
+	}
+	return 0;
+}
+
+/* Runs one inflate step; both sides are well under zlib's uInt. */
+static int gz_step(z_stream *z, gz_in *in, gz_out *o)
+{
 	size_t out_left = o->cap - o->have;
-	z->next_in = (unsigned char *)in + *in_pos;
-	z->avail_in = in_left > UINT_MAX ? UINT_MAX : (uInt)in_left;
+	z->next_in = in->buf + in->pos;
+	z->avail_in = (uInt)(in->len - in->pos);
 	z->next_out = o->buf + o->have;
 	z->avail_out = out_left > UINT_MAX ? UINT_MAX : (uInt)out_left;
 	uInt avail_in = z->avail_in, avail_out = z->avail_out;
 	int ret = inflate(z, Z_NO_FLUSH);
-	*in_pos += avail_in - z->avail_in;
+	in->pos += avail_in - z->avail_in;
 	o->have += avail_out - z->avail_out;
 	return ret;
 }
@@ -286,8 +279,7 @@ static int gz_step(z_stream *z, const unsigned char *in, size_t in_len, size_t *
 /* Inflates a whole gzip file; concatenated members are one stream, as gunzip
  * treats them, but bytes after the last member that are not another member
  * are an error. */
-static int gz_inflate(const char *path, const unsigned char *in, size_t in_len, gz_out *o,
-                      char *err, size_t errlen)
+static int gz_inflate(const char *path, gz_in *in, gz_out *o, char *err, size_t errlen)
 {
 	z_stream z;
 	memset(&z, 0, sizeof z);
@@ -295,25 +287,31 @@ static int gz_inflate(const char *path, const unsigned char *in, size_t in_len, 
 		snprintf(err, errlen, "%s: cannot initialise zlib", path);
 		return -1;
 	}
-	size_t in_pos = 0;
 	int rc = -1;
 	for (;;) {
 		if (o->have == o->cap && gz_grow(o) != 0) {
 			snprintf(err, errlen, "%s: out of memory decompressing", path);
 			break;
 		}
-		int ret = gz_step(&z, in, in_len, &in_pos, o);
+		if (gz_fill(in, 1, err, errlen) != 0)
+			break;
+		int ret = gz_step(&z, in, o);
 		if (gz_check_size(path, o, err, errlen) != 0)
 			break;
 		if (ret == Z_STREAM_END) {
-			if (in_pos == in_len) {
+			if (gz_fill(in, 2, err, errlen) != 0)
+				break;
+			if (in->pos == in->len) {
 				rc = 0;
 				break;
 			}
-			if (!is_gzip(in + in_pos, in_len - in_pos)) {
+			if (!is_gzip(in->buf + in->pos, in->len - in->pos)) {
+				int at_least;
+				uint64_t more =
+				    in->len - in->pos + rt_reader_rest(in->r, &at_least);
 				snprintf(err, errlen,
-				         "%s: %zu bytes of garbage after the gzip stream", path,
-				         in_len - in_pos);
+				         "%s: %s%llu bytes of garbage after the gzip stream", path,
+				         at_least ? "at least " : "", (unsigned long long)more);
 				break;
 			}
 			inflateReset(&z);
@@ -326,7 +324,7 @@ static int gz_inflate(const char *path, const unsigned char *in, size_t in_len, 
 			break;
 		}
 		/* all input consumed, room left for output, and no end: cut short */
-		if (in_pos == in_len && o->have < o->cap) {
+		if (in->eof && in->pos == in->len && o->have < o->cap) {
 			snprintf(err, errlen, "%s: truncated gzip stream", path);
 			break;
 		}
@@ -335,23 +333,73 @@ static int gz_inflate(const char *path, const unsigned char *in, size_t in_len, 
 	return rc;
 }
 
+/* An uncompressed file: the header first, its claim checked against the
+ * file's size, then exactly the data it declares. */
+static int raw_read(rt_reader *r, unsigned char **buf, size_t *len, rt_array *out, char *err,
+                    size_t errlen)
+{
+	const char *path = r->path;
+	idx_header h;
+	char msg[256];
+	if (rt_reader_take(r, buf, len, 4 - *len, err, errlen) != 0)
+		return -1;
+	int st = idx_header_parse(*buf, *len, &h, msg, sizeof msg);
+	if (st == IDX_SHORT && *len == 4) {
+		if (rt_reader_take(r, buf, len, h.header_bytes - 4, err, errlen) != 0)
+			return -1;
+		st = idx_header_parse(*buf, *len, &h, msg, sizeof msg);
+	}
+	if (st == IDX_SHORT) {
+		snprintf(err, errlen, "%s: truncated header (%zu bytes)", path, *len);
+		return -1;
+	}
+	if (st == IDX_BAD) {
+		snprintf(err, errlen, "%s: %s", path, msg);
+		return -1;
+	}
+	if (r->sized && r->size - h.header_bytes != h.data_bytes)
+		return size_error(path, &h, r->size - h.header_bytes, 0, err, errlen);
+	if (rt_reader_take(r, buf, len, h.data_bytes, err, errlen) != 0)
+		return -1;
+	int at_least = 0;
+	uint64_t more = rt_reader_rest(r, &at_least);
+	uint64_t have = *len - h.header_bytes + more;
+	if (have != h.data_bytes)
+		return size_error(path, &h, have, at_least, err, errlen);
+	return idx_parse(path, *buf, *len, out, err, errlen);
+}
+
 int rt_idx_read(const char *path, rt_array *out, char *err, size_t errlen)
 {
 	memset(out, 0, sizeof *out);
-	unsigned char *raw;
-	size_t len;
-	if (read_file(path, &raw, &len, err, errlen) != 0)
+	rt_reader r;
+	if (rt_reader_open(&r, path, err, errlen) != 0)
 		return -1;
-	if (!is_gzip(raw, len)) {
-		int rc = idx_parse(path, raw, len, out, err, errlen);
-		free(raw);
-		return rc;
+	unsigned char *buf = NULL;
+	size_t len = 0;
+	int rc = rt_reader_take(&r, &buf, &len, 2, err, errlen);
+	if (rc == 0 && !is_gzip(buf, len)) {
+		rc = raw_read(&r, &buf, &len, out, err, errlen);
+	} else if (rc == 0) {
+		gz_in *in = malloc(sizeof *in);
+		gz_out o = {.limit = IDX_GZ_LIMIT};
+		rc = -1;
+		if (!in) {
+			snprintf(err, errlen, "%s: out of memory", path);
+		} else {
+			memcpy(in->buf, buf, len);
+			in->r = &r;
+			in->len = len;
+			in->pos = 0;
+			in->eof = 0;
+			rc = gz_inflate(path, in, &o, err, errlen);
+		}
+		free(in);
+		if (rc == 0)
+			rc = idx_parse(path, o.buf, o.have, out, err, errlen);
+		free(o.buf);
 	}
-	gz_out o = {.limit = IDX_GZ_LIMIT};
-	int rc = gz_inflate(path, raw, len, &o, err, errlen);
-	free(raw);
-	if (rc == 0)
-		rc = idx_parse(path, o.buf, o.have, out, err, errlen);
-	free(o.buf);
+	rt_reader_close(&r);
+	free(buf);
 	return rc;
 }

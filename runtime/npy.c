@@ -288,8 +288,10 @@ static int npy_parse_dict(const char *text, size_t len, npy_header *h, const cha
 
 /* ---- whole image --------------------------------------------------------- */
 
-static int npy_decode(const unsigned char *buf, size_t len, npy_header *h, const char *name,
-                      char *err, size_t errlen)
+/* The magic, version and header from a prefix of the file that holds them
+ * (len counts what is in buf); the data is not looked at. */
+static int npy_decode_header(const unsigned char *buf, size_t len, npy_header *h, const char *name,
+                             char *err, size_t errlen)
 {
 	if (len < 10)
 		return npy_fail(err, errlen, name, "truncated: %zu bytes is too short for .npy",
@@ -336,17 +338,36 @@ static int npy_decode(const unsigned char *buf, size_t len, npy_header *h, const
 	h->count = count;
 	h->data_off = pre + hlen;
 	h->data_len = count * esize;
-	size_t avail = len - h->data_off;
-	if (avail < h->data_len)
-		return npy_fail(err, errlen, name,
-		                "truncated data: shape %s of %s needs %zu bytes but %zu follow the "
-		                "header",
-		                shape, rt_dtype_name(h->dtype), h->data_len, avail);
-	if (avail > h->data_len)
-		return npy_fail(err, errlen, name,
-		                "%zu trailing bytes after the data of shape %s of %s",
-		                avail - h->data_len, shape, rt_dtype_name(h->dtype));
 	return 0;
+}
+
+/* avail: the bytes after the header, at least that many where at_least. */
+static int npy_check_data(const npy_header *h, uint64_t avail, int at_least, const char *name,
+                          char *err, size_t errlen)
+{
+	char shape[256];
+	npy_shape_format(h->dims, h->rank, shape, sizeof shape);
+	if (avail < h->data_len)
+		return npy_fail(
+		    err, errlen, name,
+		    "truncated data: shape %s of %s needs %zu bytes but %llu follow the "
+		    "header",
+		    shape, rt_dtype_name(h->dtype), h->data_len, (unsigned long long)avail);
+	if (avail > h->data_len)
+		return npy_fail(
+		    err, errlen, name, "%s%llu trailing bytes after the data of shape %s of %s",
+		    at_least ? "at least " : "", (unsigned long long)(avail - h->data_len), shape,
+		    rt_dtype_name(h->dtype));
+	return 0;
+}
+
+/* The magic, version and header of a whole image, then its data's length. */
+static int npy_decode(const unsigned char *buf, size_t len, npy_header *h, const char *name,
+                      char *err, size_t errlen)
+{
+	if (npy_decode_header(buf, len, h, name, err, errlen) != 0)
+		return -1;
+	return npy_check_data(h, len - h->data_off, 0, name, err, errlen);
 }
 
 static void npy_fill(rt_array *out, const npy_header *h, void *data)
@@ -376,57 +397,58 @@ int rt_npy_parse(const void *buf, size_t len, rt_array *out, char *err, size_t e
 	return 0;
 }
 
-/* The whole file in one malloc'd block, checked against its size on disk. */
-static unsigned char *npy_slurp(const char *path, size_t *len, char *err, size_t errlen)
-{
-	FILE *f = fopen(path, "rb");
-	if (!f) {
-		npy_fail(err, errlen, path, "cannot open: %s", strerror(errno));
-		return NULL;
-	}
-	struct stat st;
-	if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-		npy_fail(err, errlen, path, "not a regular file");
-		fclose(f);
-		return NULL;
-	}
-	size_t size = (size_t)st.st_size;
-	unsigned char *image = malloc(size ? size : 1);
-	if (!image) {
-		npy_fail(err, errlen, path, "out of memory for %zu bytes", size);
-		fclose(f);
-		return NULL;
-	}
-	if (fread(image, 1, size, f) != size) {
-		npy_fail(err, errlen, path, "read failed: %s",
-		         ferror(f) ? strerror(errno) : "file shrank while reading");
-		free(image);
-		fclose(f);
-		return NULL;
-	}
-	fclose(f);
-	*len = size;
-	return image;
-}
-
+/* The header first, from a file or a stream; the data only once the header
+ * is good and the file's size agrees with it. */
 int rt_npy_read(const char *path, rt_array *out, char *err, size_t errlen)
 {
 	memset(out, 0, sizeof *out);
-	size_t len;
-	unsigned char *image = npy_slurp(path, &len, err, errlen);
-	if (!image)
+	rt_reader r;
+	if (rt_reader_open(&r, path, err, errlen) != 0)
 		return -1;
+	unsigned char *buf = NULL;
+	size_t len = 0;
 	npy_header h;
-	if (npy_decode(image, len, &h, path, err, errlen) != 0) {
-		free(image);
-		return -1;
-	}
+	int rc = -1;
+	if (rt_reader_take(&r, &buf, &len, 12, err, errlen) != 0)
+		goto done;
+	/* the prefix's length fields name how much header follows */
+	size_t pre = len >= 7 && buf[6] == 1 ? 10 : 12, hlen = 0;
+	if (len >= pre)
+		hlen = pre == 10 ? (size_t)buf[8] | (size_t)buf[9] << 8
+		                 : (size_t)buf[8] | (size_t)buf[9] << 8 | (size_t)buf[10] << 16 |
+		                       (size_t)buf[11] << 24;
+	/* seen: what the header is checked against; the file's size where the
+	 * header claims more than it holds, so that the message says so */
+	size_t seen = len;
+	if (len >= pre && r.sized && hlen > r.size - pre)
+		seen = (size_t)r.size;
+	else if (len >= pre && pre + hlen > len &&
+	         rt_reader_take(&r, &buf, &len, pre + hlen - len, err, errlen) != 0)
+		goto done;
+	else
+		seen = len;
+	if (npy_decode_header(buf, seen, &h, path, err, errlen) != 0)
+		goto done;
+	uint64_t avail = r.sized ? r.size - h.data_off : h.data_len;
+	if (npy_check_data(&h, avail, 0, path, err, errlen) != 0)
+		goto done;
+	if (rt_reader_take(&r, &buf, &len, h.data_len, err, errlen) != 0)
+		goto done;
+	int at_least;
+	avail = len - h.data_off + rt_reader_rest(&r, &at_least);
+	if (npy_check_data(&h, avail, at_least, path, err, errlen) != 0)
+		goto done;
 	/* Slide the data to the front and keep the block: no second copy of a
 	 * possibly large array. */
-	memmove(image, image + h.data_off, h.data_len);
-	void *shrunk = realloc(image, h.data_len ? h.data_len : 1);
-	npy_fill(out, &h, shrunk ? shrunk : image);
-	return 0;
+	memmove(buf, buf + h.data_off, h.data_len);
+	void *shrunk = realloc(buf, h.data_len ? h.data_len : 1);
+	npy_fill(out, &h, shrunk ? shrunk : buf);
+	buf = NULL;
+	rc = 0;
+done:
+	rt_reader_close(&r);
+	free(buf);
+	return rc;
 }
 
 /* ---- writing ------------------------------------------------------------- */

@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 /* ---- shapes ---------------------------------------------------------- */
 
@@ -434,8 +435,8 @@ int rt_model_check_cpu(const rt_model_desc *d, char *err, size_t errlen);
  * a library: finite (unless finite is false), and a BatchNorm running
  * variance (a name ending in running_var) not negative. 0, or nonzero
  * with the first offence named in err: file, tensor, index. */
-int rt_param_values_check(const char *path, const char *name, const float *v, size_t n,
-                          bool finite, char *err, size_t errlen);
+int rt_param_values_check(const char *path, const char *name, const float *v, size_t n, bool finite,
+                          char *err, size_t errlen);
 /* Reads a safetensors file and prepares it into caller memory
  * (weight_floats floats); err may be NULL. */
 int rt_model_read_weights(const rt_model_desc *d, const char *path, float *weights, char *err,
@@ -487,6 +488,7 @@ typedef struct rt_st_tensor {
 	int rank;
 	int64_t dims[RT_MAX_RANK];
 	size_t count;
+	uint64_t offset;  /* where its bytes begin in the data section */
 	const void *data; /* points into the file image, aligned as the file is */
 } rt_st_tensor;
 
@@ -532,6 +534,37 @@ int rt_file_write_atomic(const char *path, const void *data, size_t len, char *e
  * failure), with mode (0666, 0755) less the umask. */
 int rt_file_temp(const char *path, char **tmp, char *err, size_t errlen);
 int rt_file_commit(const char *tmp, const char *path, unsigned mode, char *err, size_t errlen);
+
+/* Checked reading, for the format readers: open, take the header, check
+ * what it claims against size (where sized: a regular file), then take the
+ * data and ask whether anything is left.
+ *   rt_reader r;
+ *   if (rt_reader_open(&r, path, err, errlen) != 0) return -1;
+ *   unsigned char *buf = NULL; size_t len = 0;
+ *   rt_reader_take(&r, &buf, &len, 16, err, errlen); // len < 16: truncated
+ *   ...
+ *   rt_reader_close(&r); */
+typedef struct rt_reader {
+	FILE *f;
+	const char *path;
+	int sized;     /* a regular file, whose size is known up front */
+	uint64_t size; /* when sized */
+	uint64_t pos;  /* bytes read so far */
+} rt_reader;
+#define RT_READER_DRAIN ((uint64_t)1 << 20)
+
+int rt_reader_open(rt_reader *r, const char *path, char *err, size_t errlen);
+/* Appends up to n bytes to *buf (realloc'd) at *len; fewer arrive only at
+ * the end of the file, which the caller sees in *len. -1: read error or out
+ * of memory, err set. */
+int rt_reader_take(rt_reader *r, unsigned char **buf, size_t *len, size_t n, char *err,
+                   size_t errlen);
+/* Up to n bytes into buf, *got fewer only at the end of the file. */
+int rt_reader_read(rt_reader *r, void *buf, size_t n, size_t *got, char *err, size_t errlen);
+/* Bytes after what was read: exact for a sized file; for a stream up to
+ * RT_READER_DRAIN, *at_least set where it goes on. */
+uint64_t rt_reader_rest(rt_reader *r, int *at_least);
+void rt_reader_close(rt_reader *r);
 
 /* ---- deterministic random numbers -------------------------------------- */
 

@@ -210,7 +210,8 @@ static int parse_offsets(st_ctx *c, const char *name, const cJSON *offs, rt_st_t
 		         (unsigned long long)(e - b), st_dtype_name(t->dtype), s, needs);
 		return -1;
 	}
-	t->data = c->data + b;
+	t->offset = b;
+	t->data = c->data ? c->data + b : NULL;
 	return 0;
 }
 
@@ -335,12 +336,16 @@ static int check_unique_names(st_ctx *c, const rt_st_file *f)
 	return dup ? -1 : 0;
 }
 
+static size_t tensor_bytes(const rt_st_tensor *t)
+{
+	return t->count * rt_dtype_size(t->dtype);
+}
+
 static int cmp_tensor_begin(const void *a, const void *b)
 {
 	const rt_st_tensor *x = *(const rt_st_tensor *const *)a;
 	const rt_st_tensor *y = *(const rt_st_tensor *const *)b;
-	const char *px = x->data, *py = y->data;
-	return (px > py) - (px < py);
+	return (x->offset > y->offset) - (x->offset < y->offset);
 }
 
 /* Two tensors sharing bytes would let a write through one corrupt the other
@@ -362,10 +367,8 @@ static int check_no_overlap(st_ctx *c, const rt_st_file *f)
 	int rc = 0;
 	for (size_t i = 1; i < n && rc == 0; i++) {
 		const rt_st_tensor *a = order[i - 1], *b = order[i];
-		size_t a_begin = (size_t)((const unsigned char *)a->data - c->data);
-		size_t a_end = a_begin + a->count * rt_dtype_size(a->dtype);
-		size_t b_begin = (size_t)((const unsigned char *)b->data - c->data);
-		size_t b_end = b_begin + b->count * rt_dtype_size(b->dtype);
+		size_t a_begin = (size_t)a->offset, a_end = a_begin + tensor_bytes(a);
+		size_t b_begin = (size_t)b->offset, b_end = b_begin + tensor_bytes(b);
 		if (a_end > b_begin) {
 			snprintf(c->err, c->errlen,
 			         "%s: tensors '%s' [%zu, %zu] and '%s' [%zu, %zu] overlap",
@@ -459,6 +462,60 @@ static cJSON *parse_header(st_ctx *c, const unsigned char *hdr, size_t len)
 	return root;
 }
 
+/* Where the data section ends: the last byte any tensor uses. */
+static uint64_t data_used(const rt_st_file *f)
+{
+	uint64_t used = 0;
+	for (int i = 0; i < f->n_tensors; i++) {
+		uint64_t end = f->tensors[i].offset + tensor_bytes(&f->tensors[i]);
+		used = end > used ? end : used;
+	}
+	return used;
+}
+
+static int header_length(const char *label, const unsigned char *p, uint64_t after, uint64_t *hlen,
+                         char *err, size_t errlen)
+{
+	*hlen = 0;
+	for (int i = 7; i >= 0; i--)
+		*hlen = *hlen << 8 | p[i];
+	if (*hlen > ST_MAX_HEADER) {
+		snprintf(err, errlen, "%s: header length %llu is absurdly large (limit %llu)",
+		         label, (unsigned long long)*hlen, (unsigned long long)ST_MAX_HEADER);
+		return -1;
+	}
+	if (*hlen > after) {
+		snprintf(err, errlen, "%s: header length %llu exceeds the %llu bytes after it",
+		         label, (unsigned long long)*hlen, (unsigned long long)after);
+		return -1;
+	}
+	return 0;
+}
+
+/* The header against a data section of c->data_size bytes; c->data may be
+ * NULL (only the header is in memory yet), and then no tensor points at
+ * anything. */
+static int parse_header_entries(st_ctx *c, const unsigned char *hdr, size_t hlen, rt_st_file *out)
+{
+	cJSON *root = parse_header(c, hdr, hlen);
+	if (!root)
+		return -1;
+	int rc = parse_entries(c, root, out);
+	cJSON_Delete(root);
+	return rc;
+}
+
+/* The data ends where the last tensor does, as the format's reference reader
+ * requires: more bytes mean a truncated header or another file appended. */
+static int check_trailing(st_ctx *c, uint64_t more, int at_least)
+{
+	if (more == 0)
+		return 0;
+	snprintf(c->err, c->errlen, "%s: %s%llu bytes after the last tensor's data", c->label,
+	         at_least ? "at least " : "", (unsigned long long)more);
+	return -1;
+}
+
 static int st_parse(const char *label, void *image, size_t size, rt_st_file *out, char *err,
                     size_t errlen)
 {
@@ -473,42 +530,16 @@ static int st_parse(const char *label, void *image, size_t size, rt_st_file *out
 		goto fail;
 	}
 	const unsigned char *p = image;
-	uint64_t hlen = 0;
-	for (int i = 7; i >= 0; i--)
-		hlen = hlen << 8 | p[i];
-	if (hlen > ST_MAX_HEADER) {
-		snprintf(err, errlen, "%s: header length %llu is absurdly large (limit %llu)",
-		         label, (unsigned long long)hlen, (unsigned long long)ST_MAX_HEADER);
+	uint64_t hlen;
+	if (header_length(label, p, size - 8, &hlen, err, errlen) != 0)
 		goto fail;
-	}
-	if (hlen > size - 8) {
-		snprintf(err, errlen, "%s: header length %llu exceeds the %zu bytes after it",
-		         label, (unsigned long long)hlen, size - 8);
-		goto fail;
-	}
 	c.data = p + 8 + hlen;
 	c.data_size = size - 8 - (size_t)hlen;
-	cJSON *root = parse_header(&c, p + 8, (size_t)hlen);
-	if (!root)
+	if (parse_header_entries(&c, p + 8, (size_t)hlen, out) != 0)
 		goto fail;
-	int rc = parse_entries(&c, root, out);
-	cJSON_Delete(root);
-	if (rc != 0)
+	uint64_t used = data_used(out);
+	if (check_trailing(&c, c.data_size - used, 0) != 0)
 		goto fail;
-	/* the data ends where the last tensor does, as the format's reference
-	 * reader requires: more bytes mean a truncated header or another file
-	 * appended */
-	size_t used = 0;
-	for (int i = 0; i < out->n_tensors; i++) {
-		size_t end = (size_t)((const unsigned char *)out->tensors[i].data - c.data) +
-		             out->tensors[i].count * rt_dtype_size(out->tensors[i].dtype);
-		used = end > used ? end : used;
-	}
-	if (used != c.data_size) {
-		snprintf(err, errlen, "%s: %zu bytes after the last tensor's data", label,
-		         c.data_size - used);
-		goto fail;
-	}
 	return 0;
 fail:
 	rt_st_free(out);
@@ -524,44 +555,65 @@ int rt_st_parse(void *image, size_t size, rt_st_file *out, char *err, size_t err
 	return st_parse("<memory>", image, size, out, err, errlen);
 }
 
-/* Reads a whole file; the size from fstat is only a hint, as the file may be
- * a pipe or change while we read it. */
-static int read_file(const char *path, unsigned char **buf, size_t *len, char *err, size_t errlen)
+/* The header is read and checked against the file's size before the data:
+ * a bad header on a large file costs the header, and a stream (a pipe,
+ * /dev/zero) is read only as far as its header places data. */
+static int read_image(const char *path, unsigned char **image, size_t *size, char *err,
+                      size_t errlen)
 {
-	FILE *f = fopen(path, "rb");
-	if (!f) {
-		snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+	rt_reader r;
+	if (rt_reader_open(&r, path, err, errlen) != 0)
 		return -1;
-	}
-	size_t cap = 1 << 16, used = 0;
-	unsigned char *b = NULL;
-	for (;;) {
-		if (used == cap || !b) {
-			if (b && __builtin_mul_overflow(cap, 2, &cap))
-				goto oom;
-			unsigned char *nb = realloc(b, cap);
-			if (!nb)
-				goto oom;
-			b = nb;
-		}
-		size_t got = fread(b + used, 1, cap - used, f);
-		used += got;
-		if (got == 0)
-			break;
-	}
-	if (ferror(f)) {
-		snprintf(err, errlen, "%s: read failed: %s", path, strerror(errno));
+	unsigned char *buf = NULL;
+	size_t len = 0;
+	rt_st_file probe = {0};
+	st_ctx c = {.label = path, .err = err, .errlen = errlen};
+	if (rt_reader_take(&r, &buf, &len, 8, err, errlen) != 0)
+		goto fail;
+	if (len < 8) {
+		snprintf(err, errlen,
+		         "%s: file is %zu bytes, too short for the 8-byte header length", path,
+		         len);
 		goto fail;
 	}
-	fclose(f);
-	*buf = b;
-	*len = used;
+	uint64_t hlen, after = r.sized ? r.size - 8 : ST_MAX_HEADER;
+	if (header_length(path, buf, after, &hlen, err, errlen) != 0)
+		goto fail;
+	if (rt_reader_take(&r, &buf, &len, (size_t)hlen, err, errlen) != 0)
+		goto fail;
+	if (len < 8 + hlen) {
+		snprintf(err, errlen, "%s: header length %llu exceeds the %zu bytes after it", path,
+		         (unsigned long long)hlen, len - 8);
+		goto fail;
+	}
+	c.data_size = r.sized ? r.size - 8 - hlen : (size_t)ST_MAX_INT;
+	if (parse_header_entries(&c, buf + 8, (size_t)hlen, &probe) != 0)
+		goto fail;
+	uint64_t used = data_used(&probe);
+	rt_st_free(&probe);
+	if (r.sized && check_trailing(&c, c.data_size - used, 0) != 0)
+		goto fail;
+	if (rt_reader_take(&r, &buf, &len, (size_t)used, err, errlen) != 0)
+		goto fail;
+	if (len < 8 + hlen + used) {
+		snprintf(err, errlen,
+		         "%s: truncated: the header places tensor data up to byte %llu, the file "
+		         "ends at %zu",
+		         path, (unsigned long long)(8 + hlen + used), len);
+		goto fail;
+	}
+	int at_least;
+	uint64_t more = rt_reader_rest(&r, &at_least);
+	if (check_trailing(&c, more, at_least) != 0)
+		goto fail;
+	rt_reader_close(&r);
+	*image = buf;
+	*size = len;
 	return 0;
-oom:
-	snprintf(err, errlen, "%s: out of memory reading the file", path);
 fail:
-	free(b);
-	fclose(f);
+	rt_st_free(&probe);
+	rt_reader_close(&r);
+	free(buf);
 	return -1;
 }
 
@@ -569,7 +621,7 @@ int rt_st_read(const char *path, rt_st_file *out, char *err, size_t errlen)
 {
 	unsigned char *image;
 	size_t size;
-	if (read_file(path, &image, &size, err, errlen) != 0) {
+	if (read_image(path, &image, &size, err, errlen) != 0) {
 		memset(out, 0, sizeof *out);
 		return -1;
 	}

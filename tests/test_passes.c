@@ -358,6 +358,52 @@ START_TEST(winograd_selects_layers)
  * every 3x3 stride-1 pad-1 layer with 16+ channels each way, the weight
  * transforms computed every step (the params change), not prepared; the
  * strided layers and the 1-channel stem keep the plain kernels. */
+/* Winograd's weights are four times the 3x3 weights they come from, a
+ * packed copy a little larger: a layer whose weights are within the limit
+ * but whose transform would not be keeps the plain kernel instead of
+ * failing with an error about a node the model never wrote. */
+START_TEST(transforms_over_the_limit_are_skipped)
+{
+	static const char *const texts[2] = {
+	    "version 1\n"
+	    "model big(x: f32[N, 8000, 8, 8]) -> (y: f32[N, 8000, 8, 8])\n"
+	    "graph { y = relu(batchnorm(conv(x, 8000, 3, 1, 1, bias = false))) }\n",
+	    "version 1\n"
+	    "model big(x: f32[N, 8000, 8, 8]) -> (y: f32[N, 10])\n"
+	    "graph { y = linear(flatten(global_avgpool(relu(batchnorm(conv(x, 8000, 3, 1, 1, "
+	    "bias = false))))), 10) }\n",
+	};
+	/* at batch 8 the layer has the tiles for F(4x4, 3x3): [36, 8000, 8000] */
+	for (int training = 0; training < 2; training++) {
+		ir_graph *g = parse(texts[training], 8);
+		if (training)
+			autodiff_training_graph(g);
+		passes_run(g, &(passes_options){.opt_level = 2});
+		int convs = 0;
+		for (int i = 0; i < g->n_nodes; i++) {
+			const ir_node *n = &g->nodes[i];
+			ck_assert(ir_shape_count(&n->shape) < IR_MAX_ELEMS);
+			ck_assert_msg(n->op != IR_OP_WINOGRAD_WEIGHT &&
+			                  n->op != IR_OP_WINOGRAD_WEIGHT_T,
+			              "%s: a transform over the limit", n->name);
+			convs += n->op == IR_OP_CONV;
+			if (n->op == IR_OP_CONV)
+				ck_assert_int_eq(n->winograd, 0);
+		}
+		ck_assert_int_eq(convs, 1);
+		ir_graph_free(g);
+	}
+	/* far below the limit, the same layer runs by Winograd */
+	ir_graph *g = parse("version 1\n"
+	                    "model ok(x: f32[N, 64, 16, 16]) -> (y: f32[N, 64, 16, 16])\n"
+	                    "graph { y = conv(x, 64, 3, 1, 1) }\n",
+	                    8);
+	passes_run(g, &(passes_options){.opt_level = 2});
+	ck_assert_int_eq(count(g, IR_OP_WINOGRAD_WEIGHT), 1);
+	ir_graph_free(g);
+}
+END_TEST
+
 START_TEST(winograd_in_training)
 {
 	ir_graph *g = load_model("resnet20", 128);
@@ -670,6 +716,7 @@ static Suite *suite(void)
 	tcase_add_test(t, fuse_option_a_hoists_shortcut);
 	tcase_add_test(t, fuse_relu_gradient_into_batchnorm);
 	tcase_add_test(t, winograd_selects_layers);
+	tcase_add_test(t, transforms_over_the_limit_are_skipped);
 	tcase_add_test(t, winograd_in_training);
 	tcase_add_test(t, resnet50_executed_graph);
 	tcase_add_test(t, plan_every_model);
