@@ -135,6 +135,8 @@ endef
 SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -O1
 $(eval $(call flavour,P_,build,$(OPT)))
 $(eval $(call flavour,S_,build/san,$(SAN)))
+# replays the compile fuzzer's regressions with its generator
+build/tests/test_fuzz_corpus build/san/tests/test_fuzz_corpus: tests/fuzz/compile_model.c
 
 # The sanitizer build's netcc finds the kernel sets where the plain one
 # does: generated code links the plain runtime (an application need not
@@ -217,12 +219,19 @@ FUZZ_SRC_frontend    := $(wildcard ir/*.c frontend/*.c) runtime/rng.c
 FUZZ_SRC_safetensors := runtime/safetensors.c $(FUZZ_COMMON)
 FUZZ_SRC_npy         := runtime/npy.c $(FUZZ_COMMON)
 FUZZ_SRC_idx         := runtime/idx.c $(FUZZ_COMMON)
-FUZZERS := frontend safetensors npy idx
+# the whole compiler and the runtime it calls: the portable part built
+# here, the host's kernel set as netcc links it (gcc's vector extensions)
+FUZZ_KSET_OBJ        := $(KSET_SRC:runtime/%.c=build/kset/$(HOST_KSET)/%.o)
+FUZZ_SRC_compile     := $(CC_SRC) $(PORT_SRC) $(FUZZ_KSET_OBJ)
+build/fuzz/fuzz_compile: $(FUZZ_KSET_OBJ) tests/fuzz/compile_model.c
+FUZZ_XF_compile       = -Ipasses -Ibackend $(LLVM_CF)
+FUZZ_XL_compile       = $(LLVM_LD) -lpthread
+FUZZERS := frontend safetensors npy idx compile
 
-build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard */*.h ir/*.def runtime/*.c ir/*.c frontend/*.c) | $(DEPS_STAMP)
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard */*.h ir/*.def $(CC_SRC) $(RT_SRC)) | $(DEPS_STAMP)
 	@mkdir -p build/fuzz
 	@echo "  FUZZ  $@"
-	@$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRC_$*) -lcjson -lz -lm
+	@$(FUZZ_CC) $(FUZZ_FLAGS) $(FUZZ_XF_$*) -o $@ $< $(FUZZ_SRC_$*) -lcjson -lz -lm $(FUZZ_XL_$*)
 
 # Seeds beyond tests/fuzz/seeds: the repository's own models and arrays.
 build/fuzz/corpus-%: | $(DEPS_STAMP)

@@ -285,10 +285,9 @@ static ad start(ir_graph *g)
 {
 	ir_rewrite(g, batch_norm, NULL);
 	ad a = {.g = g, .n_fwd = g->n_nodes};
-	a.grads = malloc((size_t)a.n_fwd * sizeof *a.grads);
-	a.needs = calloc((size_t)a.n_fwd, sizeof *a.needs);
-	if (!a.grads || !a.needs)
-		diag_fatal("out of memory");
+	/* the graph's arena: an error in a rule unwinds past any free() */
+	a.grads = arena_alloc(&g->arena, (size_t)a.n_fwd * sizeof *a.grads);
+	a.needs = arena_alloc(&g->arena, (size_t)a.n_fwd * sizeof *a.needs);
 	for (int i = 0; i < a.n_fwd; i++)
 		a.grads[i] = (grad){-1, 0};
 	return a;
@@ -325,8 +324,6 @@ void autodiff_gradients(ir_graph *g, int **grad_node, int64_t **grad_off)
 		(*grad_node)[i] = a.grads[i].node;
 		(*grad_off)[i] = a.grads[i].goff;
 	}
-	free(a.grads);
-	free(a.needs);
 }
 
 void autodiff_training_graph(ir_graph *g)
@@ -350,8 +347,6 @@ void autodiff_training_graph(ir_graph *g)
 
 	backward(&a, dlogits, logits);
 	sgd(&a, lr);
-	free(a.grads);
-	free(a.needs);
 
 	g->n_outputs = 0;
 	ir_output_add(g, "loss", loss, &loc);

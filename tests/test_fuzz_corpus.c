@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include "frontend.h"
+#include "fuzz/compile_model.c"
 #include "testutil.h"
 
 static unsigned char *slurp(const char *path, size_t *len)
@@ -36,6 +37,11 @@ static void feed(const char *harness, const char *path, const unsigned char *dat
 		rt_array a;
 		if (rt_npy_parse(data, len, &a, err, sizeof err) == 0)
 			rt_array_free(&a);
+	} else if (!strcmp(harness, "compile")) {
+		char *report;
+		int bad = compile_model(data, len, &report);
+		ck_assert_msg(!bad, "%s: %s", path, report ? report : "");
+		free(report);
 	} else {
 		rt_array a;
 		if (rt_idx_read(path, &a, err, sizeof err) == 0)
@@ -70,11 +76,11 @@ static int feed_dir(const char *harness, const char *kind)
 
 START_TEST(seeds_and_regressions)
 {
-	static const char *const harnesses[] = {"frontend", "safetensors", "npy", "idx"};
+	static const char *const harnesses[] = {"frontend", "safetensors", "npy", "idx", "compile"};
 	FILE *sink = fopen("/dev/null", "w");
 	diag_set_output(sink);
 	int seeds = 0;
-	for (int i = 0; i < 4; i++) {
+	for (int i = 0; i < 5; i++) {
 		seeds += feed_dir(harnesses[i], "seeds");
 		feed_dir(harnesses[i], "regressions");
 	}

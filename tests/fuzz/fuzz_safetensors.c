@@ -17,7 +17,8 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
 		for (int i = 0; i < f.n_tensors; i++) {
 			const char *p = f.tensors[i].data;
 			size_t bytes = f.tensors[i].count * rt_dtype_size(f.tensors[i].dtype);
-			if (bytes && (p < (const char *)f.image || p + bytes > (const char *)f.image + f.size))
+			if (bytes && (p < (const char *)f.image ||
+			              p + bytes > (const char *)f.image + f.size))
 				abort();
 			volatile unsigned char sum = 0;
 			for (size_t k = 0; k < bytes; k++)
