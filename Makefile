@@ -97,6 +97,13 @@ TESTS    := $(TEST_SRC:tests/%.c=%)
 KSET_TESTS := test_gemm test_kernels test_kernels_train
 SET_TESTS  := $(foreach k,$(filter-out $(HOST_KSET) neon,$(KSETS)),$(KSET_TESTS:%=%@$(k)))
 
+# netcc --version: VERSION and the git revision; the stamp changes only
+# when they do, so help.o is rebuilt then and only then.
+NETCC_VERSION := $(shell cat VERSION)
+NETCC_GIT     := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
+$(shell mkdir -p build && echo '$(NETCC_VERSION) $(NETCC_GIT)' | cmp -s - build/version-stamp \
+	|| echo '$(NETCC_VERSION) $(NETCC_GIT)' > build/version-stamp)
+
 # Two flavours share the rules: build/ (plain) and build/san/ (sanitizers).
 # Each runs its own runtime in process: the host's kernel set, with the
 # flavour's flags.
@@ -111,6 +118,8 @@ $(2)/obj/%.o: %.c $$(wildcard */*.h ir/*.def) | $(DEPS_STAMP)
 	@$$(CC) $$(BASE) $(3) -fPIC $$(LLVM_CF) $$(OBJ_CF) -c $$< -o $$@
 
 $$(KSET_SRC:%.c=$(2)/obj/%.o): OBJ_CF = $$(KSET_ISA_$(HOST_KSET)) $$(KFLAGS_$$(basename $$(notdir $$@)))
+$(2)/obj/driver/help.o: OBJ_CF = -DNETCC_VERSION='"$$(NETCC_VERSION)"' -DNETCC_GIT='"$$(NETCC_GIT)"'
+$(2)/obj/driver/help.o: build/version-stamp
 
 $(2)/libnetcc_rt.a: $$($(1)RT_OBJ)
 	@rm -f $$@; ar rcs $$@ $$^
@@ -156,7 +165,7 @@ build/tests/%@$(1): tests/%.c tests/testutil.h build/libnetcc.a build/lib/netcc/
 endef
 $(foreach k,$(filter-out $(HOST_KSET) neon,$(KSETS)),$(eval $(call set_test,$(k))))
 
-.PHONY: all test test-plain test-san demo bench fuzz clean format deps
+.PHONY: all test test-plain test-san demo bench fuzz clean format deps man install uninstall
 all: build/netcc
 
 deps $(DEPS_STAMP):
@@ -184,6 +193,11 @@ test-san: build/san/netcc $(TESTS:%=build/san/tests/%)
 		ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 		build/san/tests/$$t; done
 
+# the man page is generated from the option tables (driver/commands.c);
+# test_driver checks the committed one is current
+man: build/netcc
+	build/netcc help --man > docs/netcc.1
+
 demo: build/netcc
 	@scripts/demo.sh
 
@@ -199,6 +213,26 @@ $(EX)/libresnet18.so: models/resnet18.nn build/netcc
 
 $(EX)/classify-resnet18: examples/classify.c $(EX)/libresnet18.so
 	$(CC) -std=c11 -O2 -Wall -Wextra -Werror -I$(EX) -DMODEL_HEADER='"resnet18.h"' -DMODEL=resnet18 -DMODEL_UPPER=RESNET18 $< -L$(EX) -lresnet18 -lz -lm -Wl,-rpath,'$$ORIGIN' -o $@
+
+# ---- install: PREFIX (default /usr/local), DESTDIR for staging ----------------
+# bin/netcc finds its kernel sets in ../lib/netcc; lib/netcc/HOST_SET also
+# serves applications the runtime's file formats (include/netcc/runtime.h),
+# which is what netcc.pc links.
+PREFIX ?= /usr/local
+INST   := $(DESTDIR)$(PREFIX)
+install: build/netcc $(KSET_LIBS)
+	install -d $(INST)/bin $(INST)/include/netcc $(INST)/share/man/man1 $(INST)/lib/pkgconfig
+	install -m 755 build/netcc $(INST)/bin/netcc
+	for k in $(KSETS); do install -d $(INST)/lib/netcc/$$k && \
+		install -m 644 build/lib/netcc/$$k/* $(INST)/lib/netcc/$$k/; done
+	install -m 644 runtime/runtime.h $(INST)/include/netcc/runtime.h
+	install -m 644 docs/netcc.1 $(INST)/share/man/man1/netcc.1
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(NETCC_VERSION)|' \
+		-e 's|@SET@|$(HOST_KSET)|' scripts/netcc.pc.in > $(INST)/lib/pkgconfig/netcc.pc
+
+uninstall:
+	rm -rf $(INST)/bin/netcc $(INST)/lib/netcc $(INST)/include/netcc \
+		$(INST)/share/man/man1/netcc.1 $(INST)/lib/pkgconfig/netcc.pc
 
 clean:
 	rm -rf build

@@ -100,6 +100,7 @@ typedef struct backend_options {
 	const char *source; /* the model file, named in the header */
 	backend_phases *phases;
 	const ir_graph *train; /* the training step of the same model, or NULL */
+	bool archive;          /* BACKEND_EMIT_SO: a static archive (libNAME.a) instead */
 } backend_options;
 
 /* A symbol a library named `name` would define that this process already
@@ -180,8 +181,13 @@ void backend_optimize(LLVMModuleRef m, LLVMTargetMachineRef tm, int opt_level);
 int backend_emit(LLVMModuleRef m, LLVMTargetMachineRef tm, backend_emit_kind kind,
                  const char *path);
 /* Links an object file with t's runtime into a shared object at output
- * (written in place: backend_compile gives it a temporary). */
-int backend_link(const char *object, const char *output, const backend_target *t);
+ * (written in place: backend_compile gives it a temporary), named soname. */
+int backend_link(const char *object, const char *output, const char *soname,
+                 const backend_target *t);
+/* The same into a static archive: one object holding the model and the
+ * runtime it needs, where only name_* symbols are global. */
+int backend_archive(const char *object, const char *output, const char *name,
+                    const backend_target *t);
 /* Packs param data into the raw layout the plan chose (plan.raw_bytes);
  * params without data (momentum buffers) are zeros. */
 void backend_raw_weights(const ir_graph *g, float *raw);

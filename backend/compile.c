@@ -88,12 +88,16 @@ static int write_library(const ir_graph *g, const backend_options *o, LLVMModule
 	rc = backend_emit(m, tm, BACKEND_EMIT_OBJ, obj);
 	backend_phase(o->phases, "emit object", *t);
 	*t = backend_now();
+	const char *base = strrchr(o->output, '/');
+	base = base ? base + 1 : o->output;
 	if (rc == 0)
-		rc = backend_link(obj, lib, o->target);
+		rc = o->archive ? backend_archive(obj, lib, o->name, o->target)
+		                : backend_link(obj, lib, base, o->target);
 	backend_phase(o->phases, "link", *t);
 	if (rc == 0)
 		rc = backend_header_write(g, o, h);
-	if (rc == 0 && rt_file_commit(lib, o->output, 0755, err, sizeof err) != 0) {
+	if (rc == 0 &&
+	    rt_file_commit(lib, o->output, o->archive ? 0644 : 0755, err, sizeof err) != 0) {
 		fprintf(diag_output(), "netcc: error: %s\n", err);
 		rc = 1;
 	}

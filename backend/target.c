@@ -258,12 +258,23 @@ void backend_optimize(LLVMModuleRef m, LLVMTargetMachineRef tm, int opt_level)
 	}
 }
 
+/* "-" is standard output (netcc compile --emit=asm -o - | less) */
+static int emit_write(const char *path, const void *data, size_t len, char *err, size_t errlen)
+{
+	if (strcmp(path, "-"))
+		return rt_file_write_atomic(path, data, len, err, errlen);
+	if (fwrite(data, 1, len, stdout) == len && fflush(stdout) == 0)
+		return 0;
+	snprintf(err, errlen, "-o -: cannot write standard output");
+	return 1;
+}
+
 int backend_emit(LLVMModuleRef m, LLVMTargetMachineRef tm, backend_emit_kind kind, const char *path)
 {
 	char err[512];
 	if (kind == BACKEND_EMIT_LLVM) {
 		char *text = LLVMPrintModuleToString(m);
-		int rc = rt_file_write_atomic(path, text, strlen(text), err, sizeof err);
+		int rc = emit_write(path, text, strlen(text), err, sizeof err);
 		LLVMDisposeMessage(text);
 		if (rc)
 			fprintf(diag_output(), "netcc: error: %s\n", err);
@@ -277,8 +288,7 @@ int backend_emit(LLVMModuleRef m, LLVMTargetMachineRef tm, backend_emit_kind kin
 		LLVMDisposeMessage(msg);
 		return 1;
 	}
-	int rc = rt_file_write_atomic(path, LLVMGetBufferStart(buf), LLVMGetBufferSize(buf), err,
-	                              sizeof err);
+	int rc = emit_write(path, LLVMGetBufferStart(buf), LLVMGetBufferSize(buf), err, sizeof err);
 	LLVMDisposeMemoryBuffer(buf);
 	if (rc)
 		fprintf(diag_output(), "netcc: error: %s\n", err);

@@ -125,10 +125,9 @@ static int check_dump_after(const char *name)
 int cmd_compile(int argc, char **argv)
 {
 	opts o;
-	if (opts_parse(&o, argc, argv,
-	               "o= batch= weights= seed= name= emit= weights-file O0 O2 dump-after= report "
-	               "time-phases allow-nonfinite train no-winograd target=") != 0)
-		return 2;
+	int rc = opts_parse(&o, argc, argv, "compile");
+	if (rc)
+		return rc < 0 ? 0 : rc;
 	backend_target target;
 	if (driver_target(&o, &target, false) != 0)
 		return 2;
@@ -148,7 +147,7 @@ int cmd_compile(int argc, char **argv)
 	ir_graph *g = driver_model_load(&o, 1, &status);
 	if (!g)
 		return status;
-	int rc = 2;
+	rc = 2;
 	ir_graph *tg = NULL;
 	const char *name = opts_str(&o, "name", g->name);
 	if (!c_identifier(name)) {
@@ -168,13 +167,33 @@ int cmd_compile(int argc, char **argv)
 	}
 	char out_default[256];
 	static const char *const ext[] = {"so", "o", "s", "ll"};
+	bool archive = opts_flag(&o, "static");
+	if (archive && emit != BACKEND_EMIT_SO) {
+		fprintf(stderr,
+		        "netcc: error: --static writes a library; --emit=%s writes no "
+		        "library: give one of them\n",
+		        opts_str(&o, "emit", "so"));
+		goto done;
+	}
 	snprintf(out_default, sizeof out_default, "%s%s.%s", emit == BACKEND_EMIT_SO ? "lib" : "",
-	         name, ext[emit]);
+	         name, archive ? "a" : ext[emit]);
 	const char *output = opts_str(&o, "o", out_default);
+	if (!strcmp(output, "-") && (emit == BACKEND_EMIT_SO || opts_flag(&o, "static"))) {
+		fprintf(stderr, "netcc: error: -o -: a library comes with its header and cannot go "
+		                "to standard output (--emit=asm, llvm or obj can)\n");
+		goto done;
+	}
 	rc = 1;
 	if (opts_flag(&o, "train") && !(tg = driver_model_load(&o, 1, &status)))
 		goto done;
 	const char *wpath = opts_str(&o, "weights", NULL);
+	driver_weights_warn(&o, "the library embeds");
+	if (opts_flag(&o, "weights-file") && emit != BACKEND_EMIT_SO)
+		diag_warn("--weights-file has no effect with --emit=%s: only a shared object "
+		          "loads its weights from a file",
+		          opts_str(&o, "emit", "so"));
+	if (driver_warnings_fatal(&o))
+		goto done;
 	for (ir_graph *w = g; w; w = w == g ? tg : NULL) {
 		if (!wpath)
 			ir_graph_init_he(w, (uint64_t)seed);
@@ -194,6 +213,7 @@ int cmd_compile(int argc, char **argv)
 	                .output = output,
 	                .emit = emit,
 	                .embed_weights = !opts_flag(&o, "weights-file"),
+	                .archive = archive,
 	                .source = o.pos[0],
 	                .phases = &phases},
 	         .phases = &phases};

@@ -6,8 +6,9 @@
 int cmd_init(int argc, char **argv)
 {
 	opts o;
-	if (opts_parse(&o, argc, argv, "o= seed=") != 0)
-		return 2;
+	int rc = opts_parse(&o, argc, argv, "init");
+	if (rc)
+		return rc < 0 ? 0 : rc;
 	const char *out = opts_str(&o, "o", NULL);
 	if (!out) {
 		fprintf(stderr, "netcc: error: init needs -o FILE.safetensors\n");
@@ -22,7 +23,7 @@ int cmd_init(int argc, char **argv)
 	if (!g)
 		return status;
 	ir_graph_init_he(g, (uint64_t)seed);
-	int rc = weights_save(g, out);
+	rc = weights_save(g, out);
 	if (rc == 0)
 		fprintf(stderr, "netcc: wrote %s (%lld bytes of parameters, seed %lld)\n", out,
 		        (long long)ir_graph_param_bytes(g), (long long)seed);

@@ -7,8 +7,9 @@
 int cmd_ir(int argc, char **argv)
 {
 	opts o;
-	if (opts_parse(&o, argc, argv, "batch=") != 0)
-		return 2;
+	int rc = opts_parse(&o, argc, argv, "ir");
+	if (rc)
+		return rc < 0 ? 0 : rc;
 	int status;
 	ir_graph *g = driver_model_load(&o, 1, &status);
 	if (!g)
@@ -21,8 +22,9 @@ int cmd_ir(int argc, char **argv)
 int cmd_summary(int argc, char **argv)
 {
 	opts o;
-	if (opts_parse(&o, argc, argv, "batch=") != 0)
-		return 2;
+	int rc = opts_parse(&o, argc, argv, "summary");
+	if (rc)
+		return rc < 0 ? 0 : rc;
 	int status;
 	ir_graph *g = driver_model_load(&o, 1, &status);
 	if (!g)
@@ -55,8 +57,9 @@ int cmd_summary(int argc, char **argv)
 int cmd_params(int argc, char **argv)
 {
 	opts o;
-	if (opts_parse(&o, argc, argv, "batch=") != 0)
-		return 2;
+	int rc = opts_parse(&o, argc, argv, "params");
+	if (rc)
+		return rc < 0 ? 0 : rc;
 	int status;
 	ir_graph *g = driver_model_load(&o, 1, &status);
 	if (!g)

@@ -60,9 +60,9 @@ static const char *tail_name(const char *name)
 int cmd_profile(int argc, char **argv)
 {
 	opts o;
-	if (opts_parse(&o, argc, argv,
-	               "batch= train runs= threads= seed= O0 all no-winograd target=") != 0)
-		return 2;
+	int rc = opts_parse(&o, argc, argv, "profile");
+	if (rc)
+		return rc < 0 ? 0 : rc;
 	backend_target target;
 	if (driver_target(&o, &target, true) != 0)
 		return 2;
@@ -82,7 +82,7 @@ int cmd_profile(int argc, char **argv)
 	              .train = opts_flag(&o, "train"),
 	              .opt_level = opts_flag(&o, "O0") ? 0 : 2,
 	              .no_winograd = opts_flag(&o, "no-winograd")};
-	int rc = 1;
+	rc = 1;
 	float *raw = NULL, *w = NULL, *in[IR_MAX_IO] = {0}, *out[IR_MAX_IO] = {0};
 	double *node_s = NULL;
 	void *ws = NULL;

@@ -11,7 +11,7 @@
 static int read_input(const ir_graph *g, int i, const char *path, rt_array *a)
 {
 	char err[512], want[96], got[96];
-	if (rt_npy_read(path, a, err, sizeof err) != 0 ||
+	if (rt_npy_read(strcmp(path, "-") ? path : "/dev/stdin", a, err, sizeof err) != 0 ||
 	    rt_array_to_f32(a, err, sizeof err) != 0) {
 		fprintf(stderr, "netcc: error: %s\n", err);
 		return 1;
@@ -60,6 +60,30 @@ static void print_output(const ir_graph *g, int i, const float *y)
 	}
 }
 
+/* "-": standard output, for pipes; otherwise written atomically */
+static int write_output(const ir_graph *g, int i, const char *path, const float *y)
+{
+	const ir_shape *s = &g->nodes[g->outputs[i].node].shape;
+	char err[512];
+	if (strcmp(path, "-")) {
+		if (rt_npy_write(path, RT_DTYPE_F32, s->rank, s->d, y, err, sizeof err) == 0)
+			return 0;
+		fprintf(stderr, "netcc: error: %s\n", err);
+		return 1;
+	}
+	void *buf;
+	size_t len;
+	if (rt_npy_encode("-", RT_DTYPE_F32, s->rank, s->d, y, &buf, &len, err, sizeof err)) {
+		fprintf(stderr, "netcc: error: %s\n", err);
+		return 1;
+	}
+	bool ok = fwrite(buf, 1, len, stdout) == len && fflush(stdout) == 0;
+	free(buf);
+	if (!ok)
+		fprintf(stderr, "netcc: error: -o -: cannot write standard output\n");
+	return !ok;
+}
+
 typedef struct jit_job {
 	ir_graph *g;
 	const backend_target *t;
@@ -79,9 +103,9 @@ static int jit_run(void *ctx)
 int cmd_run(int argc, char **argv)
 {
 	opts o;
-	if (opts_parse(&o, argc, argv,
-	               "batch= weights= input* o* reference seed= allow-nonfinite target=") != 0)
-		return 2;
+	int rc = opts_parse(&o, argc, argv, "run");
+	if (rc)
+		return rc < 0 ? 0 : rc;
 	backend_target target;
 	if (driver_target(&o, &target, true) != 0)
 		return 2;
@@ -96,7 +120,7 @@ int cmd_run(int argc, char **argv)
 	ir_graph *g = driver_model_load(&o, 1, &status);
 	if (!g)
 		return status;
-	int rc = 1;
+	rc = 1;
 	rt_array in[IR_MAX_IO] = {0};
 	float *out[IR_MAX_IO] = {0};
 	int loaded = 0;
@@ -110,7 +134,24 @@ int cmd_run(int argc, char **argv)
 		rc = 2;
 		goto done;
 	}
+	int dashes_in = 0, dashes_out = 0;
+	for (int i = 0; i < ni; i++)
+		dashes_in += !strcmp(inputs[i], "-");
+	for (int i = 0; i < no; i++)
+		dashes_out += !strcmp(outputs[i], "-");
+	if (dashes_in > 1 || dashes_out > 1) {
+		fprintf(stderr, "netcc: error: '-' names standard %s once at most\n",
+		        dashes_in > 1 ? "input" : "output");
+		rc = 2;
+		goto done;
+	}
 	const char *wpath = opts_str(&o, "weights", NULL);
+	driver_weights_warn(&o, "the model runs with");
+	if (opts_flag(&o, "reference") && opts_flag(&o, "target"))
+		diag_warn("--target has no effect with --reference: the reference executor runs "
+		          "no generated code");
+	if (driver_warnings_fatal(&o))
+		goto done;
 	if (wpath) {
 		if (weights_load(g, wpath, opts_flag(&o, "allow-nonfinite")) != 0)
 			goto done;
@@ -142,14 +183,9 @@ int cmd_run(int argc, char **argv)
 	if (no == 0)
 		for (int i = 0; i < g->n_outputs; i++)
 			print_output(g, i, out[i]);
-	for (int i = 0; i < no; i++) {
-		const ir_shape *s = &g->nodes[g->outputs[i].node].shape;
-		if (rt_npy_write(outputs[i], RT_DTYPE_F32, s->rank, s->d, out[i], err,
-		                 sizeof err) != 0) {
-			fprintf(stderr, "netcc: error: %s\n", err);
+	for (int i = 0; i < no; i++)
+		if (write_output(g, i, outputs[i], out[i]) != 0)
 			goto done;
-		}
-	}
 	rc = 0;
 done:
 	for (int i = 0; i < loaded; i++)

@@ -29,8 +29,9 @@ int driver_target(const opts *o, backend_target *t, bool run_here)
 int cmd_targets(int argc, char **argv)
 {
 	opts o;
-	if (opts_parse(&o, argc, argv, "which=") != 0)
-		return 2;
+	int rc = opts_parse(&o, argc, argv, "targets");
+	if (rc)
+		return rc < 0 ? 0 : rc;
 	/* for scripts (make bench): what a --target value resolves to here */
 	const char *which = opts_str(&o, "which", NULL);
 	if (which) {

@@ -967,14 +967,13 @@ done:
 int cmd_train(int argc, char **argv)
 {
 	opts o;
-	if (opts_parse(&o, argc, argv,
-	               "data= epochs= batch= lr= schedule= factor= patience= warmup= seed= out= "
-	               "resume= weights= limit-train= limit-test= target=") != 0)
-		return 2;
+	int rc = opts_parse(&o, argc, argv, "train");
+	if (rc)
+		return rc < 0 ? 0 : rc;
 	trainer t = {0};
 	if (driver_target(&o, &t.target, true) != 0)
 		return 2;
-	int rc = cfg_parse(&o, &t.cfg);
+	rc = cfg_parse(&o, &t.cfg);
 	if (rc == 0)
 		rc = train_main(&t, &o);
 	trainer_free(&t);

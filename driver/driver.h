@@ -1,8 +1,9 @@
 /* driver.h: the netcc command line, one file per command.
  *
  *   opts o;
- *   if (opts_parse(&o, argc, argv, "batch= weights= input* o* reference") != 0)
- *           return 2;
+ *   int rc = opts_parse(&o, argc, argv, "run"); // the options commands.c lists
+ *   if (rc)
+ *           return rc < 0 ? 0 : rc;             // --help printed, or bad usage
  *   int64_t batch = opts_int(&o, "batch", 1, 1, 65536, &ok);
  *
  * Commands return the process exit status: 0 success, 1 an error in the
@@ -12,6 +13,7 @@
 #define NETCC_DRIVER_H
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #include "ir.h"
@@ -27,9 +29,39 @@ typedef struct opts {
 	int n;
 } opts;
 
-/* spec lists the options, separated by spaces: "batch=" takes a value,
- * "input*" takes a value and may repeat, "reference" alone is a flag. */
-int opts_parse(opts *o, int argc, char **argv, const char *spec);
+/* ---- commands and their options (commands.c) ------------------------------ */
+
+typedef struct opt_doc {
+	const char *name; /* --name, or -name ("-O0", "-Werror") */
+	const char *arg;  /* the value's placeholder; NULL for a flag */
+	char kind;        /* 0 a flag, '=' a value, '*' a value that may repeat */
+	const char *def;  /* the default, as --help shows it; NULL if none */
+	const char *help;
+} opt_doc;
+
+typedef struct cmd_doc {
+	const char *name;
+	int (*run)(int argc, char **argv);
+	const char *synopsis; /* after "netcc NAME" */
+	const char *summary;
+	const opt_doc *opts; /* ends with a NULL name */
+	const char *examples[2];
+} cmd_doc;
+
+const cmd_doc *driver_commands(int *n);
+/* how an option is spelt: -o, -O0 and -Werror with one dash, the rest two */
+const char *opt_dashes(const char *name);
+const cmd_doc *driver_command(const char *name);
+/* --help's text (help.c); the man page, roff, for all commands */
+void help_command_print(FILE *f, const cmd_doc *c);
+void help_usage_print(FILE *f);
+void help_man_print(FILE *f);
+void help_version_print(FILE *f);
+
+/* Parses cmd's options (commands.c): --key value, --key=value, flags,
+ * '--' ending them. 0; -1 after printing --help; 2 after reporting bad
+ * usage, with a did-you-mean and where to look. */
+int opts_parse(opts *o, int argc, char **argv, const char *cmd);
 const char *opts_str(const opts *o, const char *key, const char *fallback);
 int opts_all(const opts *o, const char *key, const char **out, int max);
 bool opts_flag(const opts *o, const char *key);
@@ -60,6 +92,11 @@ int driver_guarded(int (*fn)(void *ctx), void *ctx);
 /* Loads the model in pos[0] with --batch; NULL after reporting an error,
  * with *status the exit status it deserves (2 bad usage, 1 bad model). */
 ir_graph *driver_model_load(const opts *o, int64_t batch_default, int *status);
+/* Warns that without --weights `what` random weights, or that --seed does
+ * nothing with them. */
+void driver_weights_warn(const opts *o, const char *what);
+/* 1 (after saying so) when -Werror was given and a warning was reported */
+int driver_warnings_fatal(const opts *o);
 
 /* Weights: every param by name, float32, shapes checked; each mismatch is
  * named. allow_nonfinite lets NaN/Inf through (they are errors otherwise). */

@@ -22,7 +22,44 @@ ir_graph *driver_model_load(const opts *o, int64_t batch_default, int *status)
 	if (!ok)
 		return NULL;
 	*status = 1;
-	return frontend_graph_load(o->pos[0], batch);
+	ir_graph *g = frontend_graph_load(o->pos[0], batch);
+	/* commands load a model twice (a training step beside inference):
+	 * one set of warnings */
+	static bool warned;
+	if (g && !warned) {
+		warned = true;
+		ir_graph_warn_unused(g);
+	}
+	if (g && driver_warnings_fatal(o)) {
+		ir_graph_free(g);
+		return NULL;
+	}
+	return g;
+}
+
+void driver_weights_warn(const opts *o, const char *what)
+{
+	if (opts_flag(o, "weights")) {
+		if (opts_flag(o, "seed"))
+			diag_warn("--seed has no effect with --weights: the weights come from %s",
+			          opts_str(o, "weights", ""));
+		return;
+	}
+	diag_warn("no --weights: %s random He-initialised weights (seed %s), so its outputs "
+	          "mean nothing; give --weights W.safetensors (netcc train writes one)",
+	          what, opts_str(o, "seed", "0"));
+}
+
+int driver_warnings_fatal(const opts *o)
+{
+	static bool said;
+	if (!opts_flag(o, "Werror") || !diag_warning_count())
+		return 0;
+	if (!said)
+		fprintf(stderr, "netcc: error: -Werror: %d warning%s above\n", diag_warning_count(),
+		        diag_warning_count() == 1 ? "" : "s");
+	said = true;
+	return 1;
 }
 
 static void shape_text(int rank, const int64_t *d, char *buf, size_t len)

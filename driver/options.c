@@ -1,75 +1,59 @@
 /* A small getopt for subcommands: --key value, --key=value and flags,
- * with did-you-mean for unknown options. */
+ * checked against the command's table (commands.c), with did-you-mean
+ * for unknown options. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "driver.h"
 
-static int spec_find(const char *spec, const char *key, char *kind)
+const char *opt_dashes(const char *name)
 {
-	const char *p = spec;
-	size_t kl = strlen(key);
-	while (*p) {
-		while (*p == ' ')
-			p++;
-		const char *s = p;
-		while (*p && *p != ' ' && *p != '=' && *p != '*')
-			p++;
-		char k = (*p == '=' || *p == '*') ? *p++ : 0;
-		if ((size_t)(p - s - (k ? 1 : 0)) == kl && !strncmp(s, key, kl)) {
-			*kind = k;
-			return 1;
-		}
-		while (*p && *p != ' ')
-			p++;
-	}
-	return 0;
+	return !name[1] || (name[0] >= 'A' && name[0] <= 'Z') ? "-" : "--";
 }
 
-static int spec_names(const char *spec, char names[][32], int max)
+static const opt_doc *doc_find(const cmd_doc *c, const char *key)
 {
+	for (const opt_doc *d = c->opts; d->name; d++)
+		if (!strcmp(d->name, key))
+			return d;
+	return NULL;
+}
+
+/* as typed: -O3 stays -O3, --bach stays --bach */
+static void unknown(const cmd_doc *c, const char *typed, const char *key)
+{
+	const char *cands[OPTS_MAX * 2];
 	int n = 0;
-	const char *p = spec;
-	while (*p && n < max) {
-		while (*p == ' ')
-			p++;
-		const char *s = p;
-		while (*p && *p != ' ' && *p != '=' && *p != '*')
-			p++;
-		if (p > s)
-			snprintf(names[n++], 32, "%.*s", (int)(p - s), s);
-		while (*p && *p != ' ')
-			p++;
-	}
-	return n;
-}
-
-static void unknown(const char *spec, const char *key)
-{
-	char names[OPTS_MAX][32];
-	const char *cands[OPTS_MAX];
-	int n = spec_names(spec, names, OPTS_MAX);
-	for (int i = 0; i < n; i++)
-		cands[i] = names[i];
+	for (const opt_doc *d = c->opts; d->name && n < OPTS_MAX * 2; d++)
+		cands[n++] = d->name;
 	const char *hint = diag_suggest(key, cands, n);
+	fprintf(stderr, "netcc: error: unknown option '%s'", typed);
 	if (hint)
-		fprintf(stderr, "netcc: error: unknown option '--%s'; did you mean '--%s'?\n", key,
-		        hint);
-	else
-		fprintf(stderr, "netcc: error: unknown option '--%s'\n", key);
+		fprintf(stderr, "; did you mean '%s%s'?", opt_dashes(hint), hint);
+	fprintf(stderr, " (see 'netcc %s --help')\n", c->name);
 }
 
-int opts_parse(opts *o, int argc, char **argv, const char *spec)
+int opts_parse(opts *o, int argc, char **argv, const char *cmd)
 {
-	*o = (opts){.cmd = argv[0]};
+	const cmd_doc *c = driver_command(cmd);
+	*o = (opts){.cmd = cmd};
+	bool options_end = false;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
-		if (a[0] != '-' || !a[1]) {
+		if (options_end || a[0] != '-' || !a[1]) { /* "-": standard input or output */
 			if (o->n_pos == OPTS_MAX)
 				return fprintf(stderr, "netcc: error: too many arguments\n"), 2;
 			o->pos[o->n_pos++] = a;
 			continue;
+		}
+		if (!strcmp(a, "--")) {
+			options_end = true;
+			continue;
+		}
+		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+			help_command_print(stdout, c);
+			return -1;
 		}
 		const char *arg = a + (a[1] == '-' ? 2 : 1);
 		char key[32];
@@ -78,14 +62,21 @@ int opts_parse(opts *o, int argc, char **argv, const char *spec)
 		snprintf(key, sizeof key, "%.*s", eq ? (int)(eq - arg) : (int)strlen(arg), arg);
 		if (eq)
 			val = eq + 1;
-		char kind;
-		if (!spec_find(spec, key, &kind)) {
-			unknown(spec, key);
+		const opt_doc *d = doc_find(c, key);
+		if (!d) {
+			char typed[64];
+			snprintf(typed, sizeof typed, "%.*s", eq ? (int)(eq - a) : (int)strlen(a),
+			         a);
+			unknown(c, typed, key);
 			return 2;
 		}
+		char kind = d->kind;
 		if (kind && !val) {
 			if (i + 1 >= argc) {
-				fprintf(stderr, "netcc: error: option '--%s' needs a value\n", key);
+				fprintf(stderr,
+				        "netcc: error: option '--%s' needs a value (see 'netcc %s "
+				        "--help')\n",
+				        key, cmd);
 				return 2;
 			}
 			val = argv[++i];

@@ -146,12 +146,30 @@ void diag_note_at(const diag_loc *loc, const char *fmt, ...)
 	va_end(ap);
 }
 
+static int warnings;
+
 void diag_warn(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
 	vreport(NULL, "warning", fmt, ap);
 	va_end(ap);
+	warnings++;
+}
+
+void diag_warn_at(const diag_loc *loc, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vreport(loc, "warning", fmt, ap);
+	va_end(ap);
+	print_chain(loc);
+	warnings++;
+}
+
+int diag_warning_count(void)
+{
+	return warnings;
 }
 
 static int edit_distance(const char *a, const char *b)

@@ -97,6 +97,9 @@ void diag_note_at(const diag_loc *loc, const char *fmt, ...) __attribute__((form
 void diag_note_next(const diag_loc *loc, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void diag_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* file:line:col: warning: ..., the line, a caret and the block calls */
+void diag_warn_at(const diag_loc *loc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int diag_warning_count(void); /* warnings reported so far (for -Werror) */
 /* The closest candidate by edit distance, or NULL if none is close enough. */
 const char *diag_suggest(const char *name, const char *const *cands, int n);
 
@@ -308,6 +311,9 @@ void ir_graph_init_he(ir_graph *g, uint64_t seed);
 int64_t ir_graph_param_bytes(const ir_graph *g);
 
 void ir_graph_verify(const ir_graph *g); /* diag_error_at on the first broken invariant */
+/* Warns (diag_warn_at) where a value no output reads is computed, and of
+ * inputs no output reads; how many warnings. */
+int ir_graph_warn_unused(const ir_graph *g);
 
 /* Rebuilds g's node array: fn is called for every old node in order and
  * returns the new id the old one maps to, emitting nodes with

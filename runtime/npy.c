@@ -461,8 +461,8 @@ static const char *npy_descr_of(rt_dtype t)
 	return NULL;
 }
 
-int rt_npy_write(const char *path, rt_dtype dtype, int rank, const int64_t *dims, const void *data,
-                 char *err, size_t errlen)
+int rt_npy_encode(const char *path, rt_dtype dtype, int rank, const int64_t *dims, const void *data,
+                  void **image, size_t *len, char *err, size_t errlen)
 {
 	const char *descr = npy_descr_of(dtype);
 	if (!descr)
@@ -505,7 +505,19 @@ int rt_npy_write(const char *path, rt_dtype dtype, int rank, const int64_t *dims
 	buf[10 + hlen - 1] = '\n';
 	if (nbytes)
 		memcpy(buf + 10 + hlen, data, nbytes);
-	int rc = rt_file_write_atomic(path, buf, 10 + hlen + nbytes, err, errlen);
+	*image = buf;
+	*len = 10 + hlen + nbytes;
+	return 0;
+}
+
+int rt_npy_write(const char *path, rt_dtype dtype, int rank, const int64_t *dims, const void *data,
+                 char *err, size_t errlen)
+{
+	void *buf;
+	size_t len;
+	if (rt_npy_encode(path, dtype, rank, dims, data, &buf, &len, err, errlen) != 0)
+		return -1;
+	int rc = rt_file_write_atomic(path, buf, len, err, errlen);
 	free(buf);
 	return rc;
 }

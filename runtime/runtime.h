@@ -473,6 +473,10 @@ typedef struct rt_array {
 int rt_npy_read(const char *path, rt_array *out, char *err, size_t errlen);
 /* Parses an in-memory .npy image (the fuzzers use this). */
 int rt_npy_parse(const void *buf, size_t len, rt_array *out, char *err, size_t errlen);
+/* The file's bytes in memory (malloc'd into *image); path only names it
+ * in errors. rt_npy_write writes them atomically. */
+int rt_npy_encode(const char *path, rt_dtype dtype, int rank, const int64_t *dims, const void *data,
+                  void **image, size_t *len, char *err, size_t errlen);
 int rt_npy_write(const char *path, rt_dtype dtype, int rank, const int64_t *dims, const void *data,
                  char *err, size_t errlen);
 void rt_array_free(rt_array *a);

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "driver.h"
 #include "testutil.h"
 
 static char tmpdir[256];
@@ -227,7 +228,7 @@ START_TEST(usage_errors_exit_2)
 	ck_assert_ptr_nonnull(strstr(err, "--batch 0"));
 	free(out), free(err);
 	ck_assert_int_eq(netcc(&out, &err, "help"), 0);
-	ck_assert_ptr_nonnull(strstr(out, "netcc summary"));
+	ck_assert_ptr_nonnull(strstr(out, "  summary   layer table"));
 	free(out), free(err);
 	/* names whose symbols are the C library's or the runtime's */
 	static const char *const taken[] = {"pthread", "rt_instance", "rt_model", "rt_threads"};
@@ -674,6 +675,182 @@ START_TEST(profile_accounts_for_every_flop)
 }
 END_TEST
 
+/* Every command's --help names every option its parser accepts (both read
+ * commands.c; this checks the binary), `netcc help CMD` prints the same,
+ * and every option --help shows is accepted. */
+START_TEST(help_lists_every_option)
+{
+	int n;
+	const cmd_doc *c = driver_commands(&n);
+	ck_assert_int_ge(n, 9);
+	for (int i = 0; i < n; i++) {
+		char *out, *err, *out2, *err2;
+		ck_assert_int_eq(netcc(&out, &err, "%s --help", c[i].name), 0);
+		char head[64];
+		snprintf(head, sizeof head, "usage: netcc %s ", c[i].name);
+		ck_assert_msg(!strncmp(out, head, strlen(head)), "%s", out);
+		ck_assert_ptr_nonnull(strstr(out, "examples:\n  netcc "));
+		ck_assert_int_eq(netcc(&out2, &err2, "help %s", c[i].name), 0);
+		ck_assert_str_eq(out, out2);
+		free(out2), free(err2);
+		/* the help's option lines, "  -x" or "  --xyz", each accepted */
+		int shown = 0;
+		for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+			if (strncmp(line, "  -", 3) || !strncmp(line, "  -h, --help", 12))
+				continue;
+			char opt[64];
+			sscanf(line + 2, "%63s", opt);
+			bool takes = line[2 + strlen(opt)] == ' ' && line[3 + strlen(opt)] != ' ';
+			const opt_doc *d = c[i].opts;
+			while (d->name && strcmp(opt + strlen(opt_dashes(d->name)), d->name))
+				d++;
+			ck_assert_msg(d->name != NULL, "%s --help shows %s, not in the table",
+			              c[i].name, opt);
+			ck_assert_int_eq(takes, d->arg != NULL);
+			char *o2, *e2;
+			netcc(&o2, &e2, "%s %s%s </dev/null", c[i].name, opt, takes ? " 1" : "");
+			ck_assert_msg(!strstr(e2, "unknown option"), "%s %s: %s", c[i].name, opt,
+			              e2);
+			free(o2), free(e2);
+			shown++;
+		}
+		int listed = 0;
+		for (const opt_doc *d = c[i].opts; d->name; d++)
+			listed++;
+		ck_assert_msg(shown == listed, "%s: --help shows %d options, the parser takes %d",
+		              c[i].name, shown, listed);
+		free(out), free(err);
+	}
+}
+END_TEST
+
+START_TEST(version_man_page_and_option_conventions)
+{
+	char *out, *err;
+	ck_assert_int_eq(netcc(&out, &err, "--version"), 0);
+	ck_assert_msg(!strncmp(out, "netcc ", 6) && strstr(out, "(git ") && strstr(out, "LLVM 19."),
+	              "%s", out);
+	free(out), free(err);
+	/* the committed man page is what the tables say */
+	ck_assert_int_eq(netcc(&out, &err, "help --man"), 0);
+	char path[512];
+	snprintf(path, sizeof path, "%s/docs/netcc.1", test_env("NETCC_ROOT", "."));
+	char *man = slurp(path);
+	ck_assert_msg(!strcmp(out, man), "docs/netcc.1 is stale: make man");
+	ck_assert_ptr_nonnull(strstr(man, ".B \\-\\-weights\\-file"));
+	free(man), free(out), free(err);
+	/* one dash as typed, the closest option, where to look */
+	ck_assert_int_eq(netcc(&out, &err, "compile models/resnet20.nn -O3"), 2);
+	ck_assert_msg(strstr(err, "unknown option '-O3'; did you mean '-O2'? (see 'netcc compile "
+	                          "--help')"),
+	              "%s", err);
+	free(out), free(err);
+	/* -- ends options: a file named like one */
+	ck_assert_int_eq(netcc(&out, &err, "ir -- --batch"), 1);
+	ck_assert_msg(strstr(err, "cannot open --batch"), "%s", err);
+	free(out), free(err);
+	/* - is standard output for text emits, not for a library */
+	ck_assert_int_eq(netcc(&out, &err, "compile tests/models/tiny28.nn --emit llvm -o -"), 0);
+	ck_assert_ptr_nonnull(strstr(out, "define "));
+	free(out), free(err);
+	ck_assert_int_eq(netcc(&out, &err, "compile tests/models/tiny28.nn -o -"), 2);
+	ck_assert_ptr_nonnull(strstr(err, "standard output"));
+	free(out), free(err);
+	/* and standard input and output for run */
+	ck_assert_int_eq(
+	    netcc(&out, &err,
+	          "run tests/models/tiny28.nn --input - -o - <examples/data/ankle_boot.npy"),
+	    0);
+	ck_assert_msg(!memcmp(out, "\x93NUMPY", 6), "%s", err);
+	free(out), free(err);
+	ck_assert_int_eq(netcc(&out, &err, "run tests/models/tiny28.nn --input - --input - -o -"),
+	                 2);
+	free(out), free(err);
+}
+END_TEST
+
+/* Warnings go to stderr with exit 0; -Werror makes them errors. The
+ * fixtures in tests/warnings hold the exact text. */
+START_TEST(warnings_and_werror)
+{
+	char *out, *err;
+	const char *root = test_env("NETCC_ROOT", ".");
+	char path[512];
+	snprintf(path, sizeof path, "%s/tests/warnings/unused_values.err", root);
+	char *want = slurp(path);
+	ck_assert_int_eq(netcc(&out, &err, "ir tests/warnings/unused_values.nn"), 0);
+	ck_assert_str_eq(err, want);
+	free(out), free(err), free(want);
+	ck_assert_int_eq(netcc(&out, &err, "ir tests/warnings/unused_values.nn -Werror"), 1);
+	ck_assert_ptr_nonnull(strstr(err, "-Werror: 2 warnings above"));
+	free(out), free(err);
+	/* the repository's models are clean */
+	ck_assert_int_eq(netcc(&out, &err, "ir models/resnet50.nn -Werror"), 0);
+	ck_assert_str_eq(err, "");
+	free(out), free(err);
+	/* random weights, and options that do nothing together */
+	ck_assert_int_eq(netcc(&out, &err, "compile tests/models/tiny28.nn -o %s/libt.so", tmpdir),
+	                 0);
+	ck_assert_ptr_nonnull(strstr(err, "warning: no --weights"));
+	free(out), free(err);
+	ck_assert_int_eq(
+	    netcc(&out, &err, "compile tests/models/tiny28.nn -o %s/libt2.so -Werror", tmpdir), 1);
+	ck_assert_ptr_nonnull(strstr(err, "-Werror: 1 warning above"));
+	snprintf(path, sizeof path, "%s/libt2.so", tmpdir);
+	ck_assert_int_ne(access(path, F_OK), 0);
+	free(out), free(err);
+	ck_assert_int_eq(
+	    netcc(&out, &err, "init tests/models/tiny28.nn -o %s/w.safetensors", tmpdir), 0);
+	free(out), free(err);
+	ck_assert_int_eq(
+	    netcc(&out, &err,
+	          "run tests/models/tiny28.nn --weights %s/w.safetensors --seed 3 "
+	          "--reference --target x86-64-v3 --input examples/data/ankle_boot.npy",
+	          tmpdir),
+	    0);
+	ck_assert_msg(strstr(err, "--seed has no effect with --weights") &&
+	                  strstr(err, "--target has no effect with --reference"),
+	              "%s", err);
+	free(out), free(err);
+}
+END_TEST
+
+/* make install into a temporary prefix: the installed netcc finds its
+ * runtime by the layout, and examples/classify.c builds against a
+ * library it compiled with pkg-config's flags alone, shared and static. */
+START_TEST(install_and_embed)
+{
+	if (test_sanitized()) /* the same install as the plain run's */
+		return;
+	const char *root = test_env("NETCC_ROOT", ".");
+	char cmd[4096], path[512];
+	snprintf(cmd, sizeof cmd, "'%s/tests/install_embed.sh' '%s' '%s'", root, root, tmpdir);
+	ck_assert_msg(system(cmd) == 0, "%s failed (%s/make.log)", cmd, tmpdir);
+	static const char *const files[] = {"bin/netcc", "lib/netcc/avx2/libnetcc_rt.a",
+	                                    "include/netcc/runtime.h", "share/man/man1/netcc.1",
+	                                    "lib/pkgconfig/netcc.pc"};
+	for (int i = 0; i < 5; i++) {
+		snprintf(path, sizeof path, "%s/inst/%s", tmpdir, files[i]);
+		ck_assert_msg(access(path, R_OK) == 0, "%s not installed", files[i]);
+	}
+
+	snprintf(path, sizeof path, "%s/app/shared.txt", tmpdir);
+	char *shared = slurp(path);
+	snprintf(path, sizeof path, "%s/app/static.txt", tmpdir);
+	char *stat_out = slurp(path);
+	ck_assert_msg(strstr(shared, "class") != NULL, "%s", shared);
+	/* the same model and weights: the same top 5, whatever the linking */
+	char *t1 = strstr(shared, "top 5"), *t2 = strstr(stat_out, "top 5");
+	ck_assert_ptr_nonnull(t1);
+	ck_assert_ptr_nonnull(t2);
+	ck_assert_str_eq(t1, t2);
+	snprintf(path, sizeof path, "%s/app/dynamic.txt", tmpdir);
+	char *dyn = slurp(path);
+	ck_assert_msg(strstr(dyn, "Library soname: [libtiny28.so]"), "%s", dyn);
+	free(shared), free(stat_out), free(dyn);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("driver");
@@ -688,6 +865,10 @@ static Suite *suite(void)
 	tcase_add_test(t, run_writes_output);
 	tcase_add_test(t, model_errors_exit_1_with_location);
 	tcase_add_test(t, usage_errors_exit_2);
+	tcase_add_test(t, help_lists_every_option);
+	tcase_add_test(t, version_man_page_and_option_conventions);
+	tcase_add_test(t, warnings_and_werror);
+	tcase_add_test(t, install_and_embed);
 	tcase_add_test(t, bad_weights_are_named);
 	tcase_add_test(t, nonfinite_weights_refused);
 	tcase_add_test(t, bad_inputs_and_outputs);

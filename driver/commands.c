@@ -1,0 +1,213 @@
+/* Every command and every option it takes, with its default: the one
+ * table the option parser, --help, `netcc help` and the man page read. */
+#include <string.h>
+
+#include "driver.h"
+
+#define OPT_END                                                                                    \
+	{                                                                                          \
+		0                                                                                  \
+	}
+#define OPT_BATCH(def)                                                                             \
+	{                                                                                          \
+		"batch", "N", '=', def, "the batch size N of the model's inputs"                   \
+	}
+#define OPT_TARGET                                                                                 \
+	{                                                                                          \
+		"target", "T", '=', "native",                                                      \
+		    "the CPU to generate code for: native, x86-64-v3, x86-64-v4, sapphirerapids, " \
+		    "aarch64 "                                                                     \
+		    "(netcc targets lists them)"                                                   \
+	}
+#define OPT_SEED(what)                                                                             \
+	{                                                                                          \
+		"seed", "S", '=', "0", "the seed of the He-initialised weights " what              \
+	}
+#define OPT_WERROR                                                                                 \
+	{                                                                                          \
+		"Werror", NULL, 0, NULL, "make every warning an error (exit 1)"                    \
+	}
+#define OPT_NONFINITE                                                                              \
+	{                                                                                          \
+		"allow-nonfinite", NULL, 0, NULL,                                                  \
+		    "accept NaN and infinite weights (an error otherwise)"                         \
+	}
+#define OPT_NO_WINOGRAD                                                                            \
+	{                                                                                          \
+		"no-winograd", NULL, 0, NULL, "keep every convolution on the plain kernel"         \
+	}
+
+static const opt_doc inspect_opts[] = {OPT_BATCH("1"), OPT_WERROR, OPT_END};
+
+static const opt_doc init_opts[] = {
+    {"o", "W.safetensors", '=', NULL, "where to write the weights (required)"},
+    OPT_SEED(""),
+    OPT_WERROR,
+    OPT_END,
+};
+
+static const opt_doc compile_opts[] = {
+    {"o", "FILE", '=', "libNAME.so",
+     "the output: a shared object (its header NAME.h beside it), or with --emit an object, "
+     "assembly or LLVM IR; '-' writes assembly or LLVM IR to standard output"},
+    OPT_TARGET,
+    OPT_BATCH("1"),
+    {"weights", "W.safetensors", '=', NULL,
+     "the trained weights (without them: random He weights, with a warning)"},
+    OPT_SEED("when no --weights is given"),
+    {"name", "X", '=', "the model's name", "prefix of every exported symbol; a C identifier"},
+    {"emit", "KIND", '=', "so", "so, obj, asm or llvm"},
+    {"weights-file", NULL, 0, NULL,
+     "write the weights to NAME.safetensors beside the library instead of embedding them "
+     "(load them with NAME_load_weights)"},
+    {"static", NULL, 0, NULL,
+     "write a static archive libNAME.a with its header, for linking into an application "
+     "(docs/embedding.md gives the link line)"},
+    {"O2", NULL, 0, NULL, "every pass and LLVM's O3 pipeline (the default)"},
+    {"O0", NULL, 0, NULL, "no optimisation: plan memory only, LLVM's O0 pipeline"},
+    {"dump-after", "PASS", '=', NULL, "print the graph after PASS (or all) to standard output"},
+    {"report", NULL, 0, NULL, "print the memory plan's figures"},
+    {"time-phases", NULL, 0, NULL, "print the time each phase took"},
+    OPT_NONFINITE,
+    {"train", NULL, 0, NULL, "also compile a training step (NAME_train_step) into the library"},
+    OPT_NO_WINOGRAD,
+    OPT_WERROR,
+    OPT_END,
+};
+
+static const opt_doc run_opts[] = {
+    {"weights", "W.safetensors", '=', NULL,
+     "the trained weights (without them: random He weights, with a warning)"},
+    {"input", "X.npy", '*', NULL,
+     "an input, once per model input in declaration order; '-' reads standard input"},
+    {"o", "Y.npy", '*', NULL,
+     "an output file, once per model output; '-' writes standard output; none prints a "
+     "summary of each output"},
+    OPT_BATCH("the input's first dimension"),
+    OPT_TARGET,
+    {"reference", NULL, 0, NULL, "run the plain C reference executor instead of the JIT"},
+    OPT_SEED("when no --weights is given"),
+    OPT_NONFINITE,
+    OPT_WERROR,
+    OPT_END,
+};
+
+static const opt_doc train_opts[] = {
+    {"data", "fashion-mnist|DIR", '=', NULL,
+     "the dataset: Debian's dataset-fashion-mnist, or a directory of IDX files (required)"},
+    {"epochs", "E", '=', "the train section's", "epochs to train"},
+    OPT_BATCH("the train section's"),
+    {"lr", "LR", '=', "the train section's", "the learning rate"},
+    {"schedule", "S", '=', "the train section's",
+     "steps:E1,E2 (divide the rate at those epochs), steps, plateau or none"},
+    {"factor", "F", '=', "0.1", "what the rate is multiplied by at each drop"},
+    {"patience", "P", '=', "the train section's", "plateau: epochs without improvement"},
+    {"warmup", "W", '=', "0", "epochs of linear warm-up"},
+    OPT_SEED("and of the data order"),
+    {"out", "DIR", '=', "run/ (or the checkpoint's directory)",
+     "where checkpoints, model.safetensors, log.csv and curves.svg go"},
+    {"resume", "CHECKPOINT", '=', NULL, "continue an interrupted run from its checkpoint"},
+    {"weights", "W.safetensors", '=', NULL, "start from these weights (fine-tuning)"},
+    {"limit-train", "N", '=', "all", "train on the first N examples"},
+    {"limit-test", "N", '=', "all", "test on the first N examples"},
+    OPT_TARGET,
+    OPT_WERROR,
+    OPT_END,
+};
+
+static const opt_doc profile_opts[] = {
+    OPT_BATCH("1"),
+    {"train", NULL, 0, NULL, "profile the training step instead of inference"},
+    {"threads", "T", '=', "NETCC_THREADS, else one per CPU", "threads to run on"},
+    {"runs", "R", '=', "20", "timed runs (after one warm-up)"},
+    OPT_SEED(""),
+    {"all", NULL, 0, NULL, "list every node, not only the most expensive"},
+    {"O0", NULL, 0, NULL, "no optimisation"},
+    OPT_NO_WINOGRAD,
+    OPT_TARGET,
+    OPT_WERROR,
+    OPT_END,
+};
+
+static const opt_doc targets_opts[] = {
+    {"which", "T", '=', NULL,
+     "print what T resolves to here: the target, its kernel set and the CPU it is tuned "
+     "for"},
+    OPT_END,
+};
+
+static const cmd_doc docs[] = {
+    {"ir",
+     cmd_ir,
+     "MODEL.nn [options]",
+     "print the expanded graph with shapes",
+     inspect_opts,
+     {"netcc ir models/resnet20.nn", "netcc ir models/resnet50.nn --batch 8"}},
+    {"summary",
+     cmd_summary,
+     "MODEL.nn [options]",
+     "layer table, parameter and MAC totals",
+     inspect_opts,
+     {"netcc summary models/resnet18.nn", "netcc summary models/plain34.nn --batch 32"}},
+    {"params",
+     cmd_params,
+     "MODEL.nn [options]",
+     "every parameter and buffer, with its shape",
+     inspect_opts,
+     {"netcc params models/resnet20.nn", "netcc params tests/models/tiny28.nn"}},
+    {"init",
+     cmd_init,
+     "MODEL.nn -o W.safetensors [options]",
+     "He-initialised weights",
+     init_opts,
+     {"netcc init models/resnet20.nn -o w.safetensors",
+      "netcc init models/resnet18.nn -o w.safetensors --seed 7"}},
+    {"compile",
+     cmd_compile,
+     "MODEL.nn [-o libX.so] [options]",
+     "a shared object and its C header, for a target CPU",
+     compile_opts,
+     {"netcc compile models/resnet18.nn --weights w.safetensors -o libresnet18.so",
+      "netcc compile models/resnet20.nn --target x86-64-v3 --emit asm -o -"}},
+    {"run",
+     cmd_run,
+     "MODEL.nn --input X.npy [options]",
+     "run it now, in memory (ORC JIT), on .npy inputs",
+     run_opts,
+     {"netcc run models/resnet20.nn --weights w.safetensors --input x.npy -o y.npy",
+      "netcc run models/resnet20.nn --weights w.safetensors --input - -o - < x.npy > y.npy"}},
+    {"train",
+     cmd_train,
+     "MODEL.nn --data fashion-mnist|DIR [options]",
+     "SGD on an IDX image dataset; see docs/training.md",
+     train_opts,
+     {"netcc train models/resnet20.nn --data fashion-mnist --epochs 10 --out run20",
+      "netcc train models/resnet20.nn --data fashion-mnist --resume run20/checkpoint.safetensors"}},
+    {"profile",
+     cmd_profile,
+     "MODEL.nn [options]",
+     "time per node of the compiled code, GFLOP/s against the measured peak",
+     profile_opts,
+     {"netcc profile models/resnet50.nn --threads 2",
+      "netcc profile models/resnet20.nn --train --batch 64"}},
+    {"targets",
+     cmd_targets,
+     "[options]",
+     "what --target can name, and what each needs",
+     targets_opts,
+     {"netcc targets", "netcc targets --which native"}},
+};
+
+const cmd_doc *driver_commands(int *n)
+{
+	*n = sizeof docs / sizeof *docs;
+	return docs;
+}
+
+const cmd_doc *driver_command(const char *name)
+{
+	for (size_t i = 0; i < sizeof docs / sizeof *docs; i++)
+		if (!strcmp(docs[i].name, name))
+			return &docs[i];
+	return NULL;
+}
