@@ -29,6 +29,10 @@ static const struct command {
      "        [--schedule steps:5,8|plateau|none] [--factor F] [--patience P] [--warmup W]\n"
      "        [--seed S] [--resume CHECKPOINT] [--weights W] [--limit-train N] [--limit-test N]\n"
      "        [--target T]  SGD on an IDX image dataset; see docs/training.md"},
+    {"eval", cmd_eval,
+     "eval MODEL.nn --weights W --data fashion-mnist|DIR [--split t10k|train] [--batch B]\n"
+     "        [--limit N] [--json] [--target T]  loss, accuracy, top-5, per-class accuracy\n"
+     "        and the confusion matrix on a dataset split; see docs/training.md"},
     {"profile", cmd_profile,
      "profile MODEL.nn [--batch N] [--train] [--threads T] [--runs R] [--all] [-O0]\n"
      "        [--no-winograd] [--target T]\n"
