@@ -672,23 +672,6 @@ static int dir_make(const char *path)
 	return 0;
 }
 
-/* One image input [N, C, H, W] and one output [N, classes]. */
-static int model_check(const ir_graph *g, const char *path, int64_t chw[3], int64_t *classes)
-{
-	const ir_shape *in = g->n_inputs == 1 ? &g->nodes[g->inputs[0].node].shape : NULL;
-	const ir_shape *out = g->n_outputs == 1 ? &g->nodes[g->outputs[0].node].shape : NULL;
-	if (!in || in->rank != 4 || !out || out->rank != 2 || out->d[1] < 2) {
-		fprintf(stderr,
-		        "netcc: error: %s: train needs a model with one input [N, C, H, W] and one "
-		        "output [N, classes]\n",
-		        path);
-		return 1;
-	}
-	chw[0] = in->d[1], chw[1] = in->d[2], chw[2] = in->d[3];
-	*classes = out->d[1];
-	return 0;
-}
-
 static int params_record(trainer *t, const ir_graph *g)
 {
 	t->params = calloc((size_t)g->n_nodes + 1, sizeof *t->params);
@@ -896,7 +879,8 @@ static int trainer_setup(trainer *t, const opts *o, const rt_st_file *f, ckpt_in
 	if (other)
 		fprintf(stderr, "netcc: error: %s is a checkpoint of model '%s', not '%s'\n",
 		        ck->path, ck->model, g->name);
-	if (!t->name || other || model_check(g, t->cfg.model, chw, &t->classes) != 0) {
+	if (!t->name || other ||
+	    driver_classifier_check(g, "train", t->cfg.model, chw, &t->classes) != 0) {
 		ir_graph_free(g);
 		return 1;
 	}

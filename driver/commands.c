@@ -115,6 +115,19 @@ static const opt_doc train_opts[] = {
     OPT_END,
 };
 
+static const opt_doc eval_opts[] = {
+    {"weights", "W.safetensors", '=', NULL, "the trained weights (required)"},
+    {"data", "fashion-mnist|DIR", '=', NULL,
+     "the dataset: Debian's dataset-fashion-mnist, or a directory of IDX files (required)"},
+    {"split", "SPLIT", '=', "t10k", "t10k or train"},
+    OPT_BATCH("the train section's, else 100"),
+    {"limit", "N", '=', "all", "evaluate the first N examples"},
+    {"json", NULL, 0, NULL, "print one JSON object instead of tables"},
+    OPT_TARGET,
+    OPT_WERROR,
+    OPT_END,
+};
+
 static const opt_doc profile_opts[] = {
     OPT_BATCH("1"),
     {"train", NULL, 0, NULL, "profile the training step instead of inference"},
@@ -183,6 +196,14 @@ static const cmd_doc docs[] = {
      train_opts,
      {"netcc train models/resnet20.nn --data fashion-mnist --epochs 10 --out run20",
       "netcc train models/resnet20.nn --data fashion-mnist --resume run20/checkpoint.safetensors"}},
+    {"eval",
+     cmd_eval,
+     "MODEL.nn --weights W --data fashion-mnist|DIR [options]",
+     "loss, accuracy, top-5, per-class accuracy, the confusion matrix and throughput on a "
+     "dataset split",
+     eval_opts,
+     {"netcc eval models/resnet20.nn --weights run/model.safetensors --data fashion-mnist",
+      "netcc eval models/resnet20.nn --weights w.safetensors --data DIR --split train --json"}},
     {"profile",
      cmd_profile,
      "MODEL.nn [options]",

@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "ir.h"
 
@@ -78,6 +79,7 @@ int cmd_compile(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_profile(int argc, char **argv);
 int cmd_targets(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 
 /* --target (default native) into *t; run_here: the command runs the code
  * in this process, so the target must suit this CPU. 0, or 2 after
@@ -97,6 +99,12 @@ ir_graph *driver_model_load(const opts *o, int64_t batch_default, int *status);
 void driver_weights_warn(const opts *o, const char *what);
 /* 1 (after saying so) when -Werror was given and a warning was reported */
 int driver_warnings_fatal(const opts *o);
+
+/* A classifier: one input [N, C, H, W] and one output [N, classes], with
+ * classes >= 2; its image shape into chw. 0, or 1 after reporting (the
+ * command is named: what it needs is what train and eval need). */
+int driver_classifier_check(const ir_graph *g, const char *cmd, const char *path, int64_t chw[3],
+                            int64_t *classes);
 
 /* Weights: every param by name, float32, shapes checked; each mismatch is
  * named. allow_nonfinite lets NaN/Inf through (they are errors otherwise). */
@@ -181,5 +189,49 @@ int train_log_set(train_log *l, const char *text);
 /* Header and rows, written atomically. */
 int train_log_write(const train_log *l, const char *path, char *err, size_t errlen);
 void train_log_free(train_log *l);
+
+/* ---- netcc eval's metrics (metrics.c) --------------------------------------
+ * A confusion-matrix accumulator over batches of logits. The predicted
+ * class is the first index of a row's maximum; top-k counts a row when
+ * fewer than k classes rank above its label, a tie ranking the lower index
+ * first, so top-1 is the prediction. A row holding a NaN predicts nothing:
+ * it is wrong for every measure, stays out of the matrix, and makes the
+ * loss NaN (as the trainer's test error and loss count it). */
+typedef struct metrics {
+	int64_t classes, k;                 /* k = min(5, classes) */
+	int64_t n, correct, top_k, invalid; /* invalid: rows with a NaN */
+	double loss_sum;
+	int64_t *confusion; /* [true][predicted], classes x classes */
+	int64_t *class_n;   /* examples of each true class, invalid rows included */
+} metrics;
+
+/* 0, or -1 out of memory. */
+int metrics_init(metrics *m, int64_t classes);
+void metrics_free(metrics *m);
+/* n rows of logits [n, classes] and their labels, each in [0, classes). */
+void metrics_batch_add(metrics *m, const float *logits, const int32_t *labels, int64_t n);
+/* Softmax cross-entropy of one row, stable for any finite logits; where
+ * the maximum is infinite, the limit (a uniform choice among the entries
+ * equal to it). */
+double metrics_row_loss(const float *row, int64_t classes, int32_t label);
+/* Means over the examples added (NaN before any). */
+double metrics_loss(const metrics *m);
+double metrics_accuracy(const metrics *m);
+double metrics_top_k_accuracy(const metrics *m);
+/* NaN for a class with no examples. */
+double metrics_class_accuracy(const metrics *m, int64_t c);
+
+/* What netcc eval measured, and how (eval_report.c prints it). */
+typedef struct eval_summary {
+	const char *model, *split, *data, *weights, *target;
+	int64_t batch;
+	double seconds;         /* the batches: pixels to floats, and the forwards */
+	double compile_seconds; /* passes and LLVM, before the first batch */
+	const metrics *m;
+} eval_summary;
+
+void eval_report_text(const eval_summary *s, FILE *f);
+/* One JSON object and a newline; 0, or 1 after reporting. */
+int eval_report_json(const eval_summary *s, FILE *f);
 
 #endif

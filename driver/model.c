@@ -62,6 +62,23 @@ int driver_warnings_fatal(const opts *o)
 	return 1;
 }
 
+int driver_classifier_check(const ir_graph *g, const char *cmd, const char *path, int64_t chw[3],
+                            int64_t *classes)
+{
+	const ir_shape *in = g->n_inputs == 1 ? &g->nodes[g->inputs[0].node].shape : NULL;
+	const ir_shape *out = g->n_outputs == 1 ? &g->nodes[g->outputs[0].node].shape : NULL;
+	if (!in || in->rank != 4 || !out || out->rank != 2 || out->d[1] < 2) {
+		fprintf(stderr,
+		        "netcc: error: %s: %s needs a model with one input [N, C, H, W] and one "
+		        "output [N, classes]\n",
+		        path, cmd);
+		return 1;
+	}
+	chw[0] = in->d[1], chw[1] = in->d[2], chw[2] = in->d[3];
+	*classes = out->d[1];
+	return 0;
+}
+
 static void shape_text(int rank, const int64_t *d, char *buf, size_t len)
 {
 	ir_shape s = {.rank = rank > IR_MAX_RANK ? IR_MAX_RANK : rank};
