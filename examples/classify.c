@@ -14,7 +14,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <limits.h>
 #include <zlib.h>
+
+/* stb_image (Debian's libstb-dev): PNG and JPEG, nothing else, compiled here */
+#define STB_IMAGE_IMPLEMENTATION
+#define STBI_ONLY_PNG
+#define STBI_ONLY_JPEG
+#define STBI_NO_STDIO
+#include <stb/stb_image.h>
 
 #if !defined(MODEL_HEADER) || !defined(MODEL) || !defined(MODEL_UPPER)
 #error "compile with -DMODEL_HEADER='\"NAME.h\"' -DMODEL=NAME -DMODEL_UPPER=UPPERCASE_NAME"
@@ -145,33 +153,21 @@ static long pnm_number(const unsigned char *b, size_t len, size_t *i)
 	return v;
 }
 
-/* A P5 (grey) or P6 (colour) image as the model's c x s x s floats in [0, 1]: channels are
- * replicated or averaged to c, then bilinear resampling (pixel centres aligned) gives s x s. */
-static int read_pnm(const char *path, const unsigned char *b, size_t len, float *out, int c, int s)
+/* Pixels (iw x ih, fc interleaved channels, in [0, 1]) as the model's c x s x s floats:
+ * channels are replicated or averaged to c, then bilinear resampling (pixel centres
+ * aligned) gives s x s. */
+static int fit(const char *path, const char *kind, const float *v, long iw, long ih, int fc,
+               float *out, int c, int s)
 {
-	size_t i = 2;
-	int fc = b[1] == '6' ? 3 : 1;
-	long iw = pnm_number(b, len, &i), ih = pnm_number(b, len, &i), max = pnm_number(b, len, &i);
-	if (iw < 1 || ih < 1 || max < 1 || max > 65535 || i >= len || !isspace(b[i++]))
-		return fail("%s: bad P%c header", path, b[1]);
-	int bps = max > 255 ? 2 : 1; /* 16-bit samples are big-endian */
-	size_t need = (size_t)iw * ih * fc * bps;
-	if (len - i < need)
-		return fail("%s: truncated: %ldx%ld pixels take %zu bytes, the file has %zu", path,
-		            iw, ih, need, len - i);
 	float *src = malloc((size_t)c * iw * ih * sizeof *src);
 	if (!src)
 		return fail("out of memory");
 	for (long k = 0; k < iw * ih; k++) {
-		float v[3];
-		for (int j = 0; j < fc; j++) {
-			const unsigned char *q = b + i + (k * fc + j) * bps;
-			v[j] = (float)(bps == 2 ? q[0] << 8 | q[1] : q[0]) / (float)max;
-		}
+		const float *p = v + k * fc;
 		for (int j = 0; j < c; j++)
-			src[j * iw * ih + k] = fc == c   ? v[j]
-			                       : fc == 1 ? v[0]
-			                                 : (v[0] + v[1] + v[2]) / 3;
+			src[j * iw * ih + k] = fc == c   ? p[j]
+			                       : fc == 1 ? p[0]
+			                                 : (p[0] + p[1] + p[2]) / 3;
 	}
 	for (int j = 0; j < c; j++)
 		for (int y = 0; y < s; y++)
@@ -186,9 +182,58 @@ static int read_pnm(const char *path, const unsigned char *b, size_t len, float 
 				out[((long)j * s + y) * s + x] = top * (1 - fy) + bot * fy;
 			}
 	free(src);
-	printf("input: %s: %ldx%ld %s, resized to %dx%d, %d channel%s, in [0,1]\n", path, iw, ih,
-	       fc == 3 ? "colour" : "grey", s, s, c, c == 1 ? "" : "s");
+	printf("input: %s: %ldx%ld %s %s, resized to %dx%d, %d channel%s, in [0,1]\n", path, iw,
+	       ih, fc == 3 ? "colour" : "grey", kind, s, s, c, c == 1 ? "" : "s");
 	return 0;
+}
+
+/* A P5 (grey) or P6 (colour) image, 8 or 16 bits a sample. */
+static int read_pnm(const char *path, const unsigned char *b, size_t len, float *out, int c, int s)
+{
+	size_t i = 2;
+	int fc = b[1] == '6' ? 3 : 1;
+	long iw = pnm_number(b, len, &i), ih = pnm_number(b, len, &i), max = pnm_number(b, len, &i);
+	if (iw < 1 || ih < 1 || max < 1 || max > 65535 || i >= len || !isspace(b[i++]))
+		return fail("%s: bad P%c header", path, b[1]);
+	int bps = max > 255 ? 2 : 1; /* 16-bit samples are big-endian */
+	size_t need = (size_t)iw * ih * fc * bps;
+	if (len - i < need)
+		return fail("%s: truncated: %ldx%ld pixels take %zu bytes, the file has %zu", path,
+		            iw, ih, need, len - i);
+	float *v = malloc((size_t)iw * ih * fc * sizeof *v);
+	if (!v)
+		return fail("out of memory");
+	for (long k = 0; k < iw * ih * fc; k++) {
+		const unsigned char *q = b + i + k * bps;
+		v[k] = (float)(bps == 2 ? q[0] << 8 | q[1] : q[0]) / (float)max;
+	}
+	int rc = fit(path, "PNM", v, iw, ih, fc, out, c, s);
+	free(v);
+	return rc;
+}
+
+/* A PNG or JPEG image (Debian's libstb-dev decodes it); alpha is dropped. */
+static int read_stb(const char *path, const unsigned char *b, size_t len, float *out, int c, int s)
+{
+	int iw, ih, n;
+	if (len > INT_MAX)
+		return fail("%s: too large", path);
+	unsigned char *px = stbi_load_from_memory(b, (int)len, &iw, &ih, &n, 0);
+	if (!px)
+		return fail("%s: cannot decode: %s", path, stbi_failure_reason());
+	int fc = n >= 3 ? 3 : 1;
+	float *v = malloc((size_t)iw * ih * fc * sizeof *v);
+	if (!v) {
+		stbi_image_free(px);
+		return fail("out of memory");
+	}
+	for (long k = 0; k < (long)iw * ih; k++)
+		for (int j = 0; j < fc; j++)
+			v[k * fc + j] = px[k * n + j] / 255.0f;
+	stbi_image_free(px);
+	int rc = fit(path, b[0] == 0x89 ? "PNG" : "JPEG", v, iw, ih, fc, out, c, s);
+	free(v);
+	return rc;
 }
 
 /* n class names, one a line, and the file's text after them (for free); NULL after a
@@ -346,7 +391,7 @@ int main(int argc, char **argv)
 		fprintf(
 		    stderr,
 		    "usage: %s [--weights W.safetensors] [--labels FILE] [--repeat N] "
-		    "INPUT.npy|.pgm|.ppm\n"
+		    "INPUT.npy|.png|.jpg|.pgm|.ppm\n"
 		    "       %s [--weights W.safetensors] --test IMAGES.idx[.gz] LABELS.idx[.gz] "
 		    "[--limit N]\n",
 		    argv[0], argv[0]);
@@ -387,16 +432,20 @@ int main(int argc, char **argv)
 			fail("%s: %ld floats, but %s takes %s", input, n, STR(MODEL), want);
 			goto done;
 		}
-	} else if (len >= 2 && file[0] == 'P' && (file[1] == '5' || file[1] == '6')) {
+	} else if ((len >= 2 && file[0] == 'P' && (file[1] == '5' || file[1] == '6')) ||
+	           (len >= 8 && !memcmp(file, "\x89PNG\r\n\x1a\n", 8)) ||
+	           (len >= 3 && !memcmp(file, "\xff\xd8\xff", 3))) {
 		if (!image) {
 			fail("%s takes %s, not an image: give a .npy file", STR(MODEL), want);
 			goto done;
 		}
 		if ((in = malloc(PER_IMAGE * sizeof *in)) &&
-		    read_pnm(input, file, len, in, c, s) == 0)
+		    (file[0] == 'P' ? read_pnm(input, file, len, in, c, s)
+		                    : read_stb(input, file, len, in, c, s)) == 0)
 			n = PER_IMAGE;
 	} else {
-		fail("%s: not a .npy file, nor a binary PGM (P5) or PPM (P6) image", input);
+		fail("%s: not a .npy file, nor a PNG, JPEG, binary PGM (P5) or PPM (P6) image",
+		     input);
 		goto done;
 	}
 	/* A library compiled with --batch N takes N images: one image goes in every slot. */

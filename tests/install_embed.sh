@@ -21,6 +21,8 @@ cc -std=c11 -O1 -DMODEL_HEADER='"tiny28.h"' -DMODEL=tiny28 -DMODEL_UPPER=TINY28 
 	examples/classify.c "$A/static/libtiny28.a" $F -o "$A/classify-static"
 "$A/classify" examples/data/ankle_boot.npy >"$A/shared.txt"
 "$A/classify-static" examples/data/ankle_boot.npy >"$A/static.txt"
+"$A/classify" examples/data/ankle_boot.png >"$A/png.txt"
+"$A/classify" examples/data/ankle_boot.jpg >"$A/jpeg.txt"
 readelf -d "$A/libtiny28.so" >"$A/dynamic.txt"
 ldd "$A/libtiny28.so" >"$A/ldd.txt"
 

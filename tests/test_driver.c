@@ -844,6 +844,16 @@ START_TEST(install_and_embed)
 	ck_assert_ptr_nonnull(t1);
 	ck_assert_ptr_nonnull(t2);
 	ck_assert_str_eq(t1, t2);
+	/* the same pixels as a PNG (lossless: the same top 5) and a JPEG */
+	snprintf(path, sizeof path, "%s/app/png.txt", tmpdir);
+	char *png = slurp(path);
+	ck_assert_ptr_nonnull(strstr(png, "28x28 grey PNG"));
+	ck_assert_str_eq(strstr(png, "top 5"), t1);
+	snprintf(path, sizeof path, "%s/app/jpeg.txt", tmpdir);
+	char *jpeg = slurp(path);
+	ck_assert_ptr_nonnull(strstr(jpeg, "28x28 grey JPEG"));
+	ck_assert_ptr_nonnull(strstr(jpeg, "1. 0.18"));
+	free(png), free(jpeg);
 	snprintf(path, sizeof path, "%s/app/dynamic.txt", tmpdir);
 	char *dyn = slurp(path);
 	ck_assert_msg(strstr(dyn, "Library soname: [libtiny28.so]"), "%s", dyn);
