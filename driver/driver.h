@@ -46,6 +46,7 @@ int cmd_compile(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_profile(int argc, char **argv);
 int cmd_targets(int argc, char **argv);
+int cmd_plot(int argc, char **argv);
 
 /* --target (default native) into *t; run_here: the command runs the code
  * in this process, so the target must suit this CPU. 0, or 2 after
@@ -144,5 +145,15 @@ int train_log_set(train_log *l, const char *text);
 /* Header and rows, written atomically. */
 int train_log_write(const train_log *l, const char *path, char *err, size_t errlen);
 void train_log_free(train_log *l);
+
+/* ---- curves (plot.c) ------------------------------------------------------ */
+
+/* The log.csv files logs[0..n_logs) as one SVG at out, written atomically:
+ * loss and error (%) by epoch, train solid, test dashed, a dotted line where
+ * the rate changed. labels[i] (labels or it may be NULL) names log i in the
+ * legend; by default its directory's name does. 0, or -1 with err naming
+ * the file (and line) and what is wrong. */
+int plot_svg_write(const char *out, const char *const *logs, const char *const *labels, int n_logs,
+                   char *err, size_t errlen);
 
 #endif

@@ -29,6 +29,9 @@ static const struct command {
      "        [--schedule steps:5,8|plateau|none] [--factor F] [--patience P] [--warmup W]\n"
      "        [--seed S] [--resume CHECKPOINT] [--weights W] [--limit-train N] [--limit-test N]\n"
      "        [--target T]  SGD on an IDX image dataset; see docs/training.md"},
+    {"plot", cmd_plot,
+     "plot LOG.csv [LOG2.csv ...] -o CURVES.svg [--label NAME]...\n"
+     "        loss and error by epoch of training runs (netcc train's log.csv), as an SVG"},
     {"profile", cmd_profile,
      "profile MODEL.nn [--batch N] [--train] [--threads T] [--runs R] [--all] [-O0]\n"
      "        [--no-winograd] [--target T]\n"
