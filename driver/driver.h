@@ -150,9 +150,9 @@ void train_log_free(train_log *l);
 
 /* The log.csv files logs[0..n_logs) as one SVG at out, written atomically:
  * loss and error (%) by epoch, train solid, test dashed, a dotted line where
- * the rate changed. labels[i] (labels or it may be NULL) names log i in the
- * legend; by default its directory's name does. 0, or -1 with err naming
- * the file (and line) and what is wrong. */
+ * the rate changed. labels[i] names log i in the legend, where labels and
+ * labels[i] are not NULL; else its directory's name does. 0, or -1 with
+ * err naming the file (and line) and what is wrong. */
 int plot_svg_write(const char *out, const char *const *logs, const char *const *labels, int n_logs,
                    char *err, size_t errlen);
 
