@@ -57,7 +57,7 @@ typedef struct trainer {
 	int64_t *perm, *idx;
 	float *x, *logits;
 	int32_t *labels;
-	char ckpt[1024], ckpt_new[1024], weights[1024], log[1024];
+	char ckpt[1024], ckpt_new[1024], weights[1024], log[1024], plot[1024];
 	const char *last_good; /* the checkpoint a failure leaves to resume from */
 } trainer;
 
@@ -600,7 +600,9 @@ static int epoch_finish(trainer *t, int64_t epoch, double t0, progress *p)
 	}
 	if (checkpoint_write(t, &st->rng, true) != 0)
 		return 1;
-	if (train_log_write(&st->log, t->log, err, sizeof err) != 0) {
+	const char *logs[] = {t->log};
+	if (train_log_write(&st->log, t->log, err, sizeof err) != 0 ||
+	    plot_svg_write(t->plot, logs, NULL, 1, err, sizeof err) != 0) {
 		fprintf(stderr, "netcc: error: %s\n", err);
 		return 1;
 	}
@@ -806,6 +808,7 @@ static int paths_make(trainer *t, const opts *o)
 	snprintf(t->ckpt_new, sizeof t->ckpt_new, "%s/checkpoint.safetensors.new", out);
 	snprintf(t->weights, sizeof t->weights, "%s/model.safetensors", out);
 	snprintf(t->log, sizeof t->log, "%s/log.csv", out);
+	snprintf(t->plot, sizeof t->plot, "%s/curves.svg", out);
 	t->cfg.out = strdup(out);
 	if (!t->cfg.out)
 		fprintf(stderr, "netcc: error: out of memory\n");
@@ -861,6 +864,7 @@ static void end_print(const trainer *t)
 {
 	printf("trained %s for %lld epoch%s; weights and BatchNorm statistics in %s\n", t->name,
 	       (long long)t->st.epoch, t->st.epoch == 1 ? "" : "s", t->weights);
+	printf("loss and error by epoch in %s (the numbers in %s)\n", t->plot, t->log);
 	printf("compile it with:\n  netcc compile %s --weights %s -o %s/lib%s.so\n", t->cfg.model,
 	       t->weights, t->cfg.out, t->name);
 }

@@ -142,6 +142,12 @@ static const opt_doc profile_opts[] = {
     OPT_END,
 };
 
+static const opt_doc plot_opts[] = {
+    {"o", "curves.svg", '=', NULL, "where to write the picture (required)"},
+    {"label", "NAME", '*', "each log's directory name", "the legend's name of each log, in order"},
+    OPT_END,
+};
+
 static const opt_doc targets_opts[] = {
     {"which", "T", '=', NULL,
      "print what T resolves to here: the target, its kernel set and the CPU it is tuned "
@@ -211,6 +217,15 @@ static const cmd_doc docs[] = {
      profile_opts,
      {"netcc profile models/resnet50.nn --threads 2",
       "netcc profile models/resnet20.nn --train --batch 64"}},
+    {"plot",
+     cmd_plot,
+     "LOG.csv [LOG.csv ...] -o curves.svg [options]",
+     "draw training logs (netcc train's log.csv) as an SVG: loss and error per epoch, "
+     "learning-rate steps marked; several logs on one plot compare runs",
+     plot_opts,
+     {"netcc plot run/log.csv -o curves.svg",
+      "netcc plot plain20/log.csv resnet20/log.csv --label plain-20 --label resnet-20 -o "
+      "cmp.svg"}},
     {"targets",
      cmd_targets,
      "[options]",

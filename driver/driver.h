@@ -80,6 +80,7 @@ int cmd_train(int argc, char **argv);
 int cmd_profile(int argc, char **argv);
 int cmd_targets(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_plot(int argc, char **argv);
 
 /* --target (default native) into *t; run_here: the command runs the code
  * in this process, so the target must suit this CPU. 0, or 2 after
@@ -233,5 +234,14 @@ typedef struct eval_summary {
 void eval_report_text(const eval_summary *s, FILE *f);
 /* One JSON object and a newline; 0, or 1 after reporting. */
 int eval_report_json(const eval_summary *s, FILE *f);
+/* ---- curves (plot.c) ------------------------------------------------------ */
+
+/* The log.csv files logs[0..n_logs) as one SVG at out, written atomically:
+ * loss and error (%) by epoch, train solid, test dashed, a dotted line where
+ * the rate changed. labels[i] names log i in the legend, where labels and
+ * labels[i] are not NULL; else its directory's name does. 0, or -1 with
+ * err naming the file (and line) and what is wrong. */
+int plot_svg_write(const char *out, const char *const *logs, const char *const *labels, int n_logs,
+                   char *err, size_t errlen);
 
 #endif

@@ -91,3 +91,9 @@ echo "\$ $OUT/classify-resnet20 --test $DATA/t10k-images-idx3-ubyte.gz $DATA/t10
 step "and the ankle boot from before, now with trained weights"
 echo "\$ $OUT/classify-resnet20 examples/data/ankle_boot.pgm"
 "$OUT/classify-resnet20" examples/data/ankle_boot.pgm
+
+step "the training run's curves: loss and error by epoch, rewritten after every epoch (netcc plot draws several runs into one)"
+echo "\$ $N plot $TRAIN/log.csv -o $OUT/curves.svg --label resnet20"
+$N plot "$TRAIN/log.csv" -o "$OUT/curves.svg" --label resnet20
+ls -l "$TRAIN/curves.svg" "$OUT/curves.svg" | sed 's/^/   /'
+echo "open $TRAIN/curves.svg in a browser to see them"

@@ -7,11 +7,13 @@ set -eu
 
 # gcc-aarch64-linux-gnu and the arm64 libraries build and link --target
 # aarch64 (Debian multiarch: arm64 beside amd64); qemu-user runs that code,
-# and x86-64-v3 code on an emulated Haswell, in the tests.
+# and x86-64-v3 code on an emulated Haswell, in the tests. librsvg2-bin's
+# rsvg-convert renders the training curves' SVG in the tests, to see that
+# it draws (netcc writes the SVG itself and needs nothing to do so).
 pkgs="llvm-19-dev clang-19 libclang-rt-19-dev lld-19 check
 pkg-config libcjson-dev zlib1g-dev libstb-dev make gcc libc6-dev valgrind
 dataset-fashion-mnist gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
-libcjson-dev:arm64 zlib1g-dev:arm64"
+libcjson-dev:arm64 zlib1g-dev:arm64 librsvg2-bin"
 if [ "${1:-}" = bench ]; then
 	pkgs="$pkgs libopenblas-dev python3-torch python3-torchvision python3-onnx python3-numpy"
 	# node and npm may come from elsewhere (NodeSource's nodejs bundles npm and

@@ -331,6 +331,24 @@ START_TEST(learns_and_logs)
 	ck_assert_msg(last_test_error < 0.5, "test error %g after 3 epochs", last_test_error);
 	free(log);
 
+	/* curves.svg beside it: each curve through the three epochs, the
+	 * rate's step before epoch 3 marked in both panels */
+	char *svg = text_of("%s/ref/curves.svg", root);
+	ck_assert_msg(strstr(svg, "<svg ") && strstr(svg, "</svg>\n"), "curves.svg: %.200s", svg);
+	int curves = 0;
+	for (char *c = strstr(svg, "<polyline "); c; c = strstr(c + 1, "<polyline ")) {
+		char *pts = strstr(c, "points=\"") + 8;
+		int points = 1;
+		for (; *pts != '"'; pts++)
+			points += *pts == ' ';
+		ck_assert_int_eq(points, 3);
+		curves++;
+	}
+	ck_assert_int_eq(curves, 4);
+	ck_assert_ptr_nonnull(strstr(svg, ">ref</text>"));
+	ck_assert_ptr_nonnull(strstr(svg, ">lr 0.05</text>"));
+	free(svg);
+
 	/* model.safetensors: exactly `netcc params`, in order, and what run loads */
 	char *params;
 	ck_assert_int_eq(netcc(&params, NULL, "params " MODEL), 0);
@@ -392,6 +410,11 @@ START_TEST(stdout_shows_the_compile_command)
 	         "netcc compile " MODEL " --weights %s/small/model.safetensors -o "
 	         "%s/small/libtiny28.so\n",
 	         root, root);
+	ck_assert_msg(strstr(out, want) != NULL, "%s", out);
+	snprintf(
+	    want, sizeof want,
+	    "loss and error by epoch in %s/small/curves.svg (the numbers in %s/small/log.csv)\n",
+	    root, root);
 	ck_assert_msg(strstr(out, want) != NULL, "%s", out);
 	ck_assert_ptr_nonnull(strstr(out, "epoch 1/1  train loss "));
 	/* not a terminal: plain lines, no carriage returns */
@@ -555,8 +578,9 @@ START_TEST(nan_stops_and_keeps_the_last_good_checkpoint)
 	         3 * (n_train / 32) + 2, root);
 	ck_assert_msg(strstr(err, "loss became NaN") && strstr(err, want), "%s", err);
 	free(err);
-	const char *files[] = {"checkpoint.safetensors", "model.safetensors", "log.csv"};
-	for (int i = 0; i < 3; i++) {
+	const char *files[] = {"checkpoint.safetensors", "model.safetensors", "log.csv",
+	                       "curves.svg"};
+	for (int i = 0; i < 4; i++) {
 		char a[1024], b[1024];
 		snprintf(a, sizeof a, "%s/ref/%s", root, files[i]);
 		snprintf(b, sizeof b, "%s/nan/%s", root, files[i]);
