@@ -756,6 +756,10 @@ START_TEST(version_man_page_and_option_conventions)
 	ck_assert_int_eq(netcc(&out, &err, "compile tests/models/tiny28.nn -o -"), 2);
 	ck_assert_ptr_nonnull(strstr(err, "standard output"));
 	free(out), free(err);
+	/* a model from standard input */
+	ck_assert_int_eq(netcc(&out, &err, "summary - <tests/models/tiny28.nn"), 0);
+	ck_assert_ptr_nonnull(strstr(out, "params: 2626"));
+	free(out), free(err);
 	/* and standard input and output for run */
 	ck_assert_int_eq(
 	    netcc(&out, &err,
