@@ -51,6 +51,7 @@ typedef struct expander {
 	size_t graph_bytes; /* the graph's arena when expansion began */
 	strmap blocks;      /* name to index in block_list */
 	const ast_block **block_list;
+	const char **block_names; /* in the graph's arena: diagnostics outlive the AST */
 } expander;
 
 static const char *kind_name(vkind k)
@@ -606,7 +607,8 @@ static int call_block(expander *ex, scope *sc, const ast_expr *e, const ast_bloc
 	}
 
 	diag_chain *chain = arena_alloc(&ex->g->arena, sizeof *chain);
-	*chain = (diag_chain){.call = l, .block = b->name, .depth = depth};
+	const char *gname = ex->block_names[strmap_get(&ex->blocks, b->name)];
+	*chain = (diag_chain){.call = l, .block = gname, .depth = depth};
 	scope inner = {.path = call_path(ex, sc, b->name, name), .chain = chain};
 	/* Defaults are evaluated inside the block, so they can use earlier parameters. */
 	for (int k = 0; k < b->n_params; k++) {
@@ -745,6 +747,7 @@ static void index_blocks(expander *ex)
 	for (const ast_block *b = ex->f->blocks; b; b = b->next)
 		n++;
 	ex->block_list = arena_array(ex->tmp, (size_t)n, sizeof *ex->block_list);
+	ex->block_names = arena_array(ex->tmp, (size_t)n, sizeof *ex->block_names);
 	n = 0;
 	for (const ast_block *b = ex->f->blocks; b; b = b->next) {
 		const ast_block *o = find_block(ex, b->name);
@@ -753,6 +756,7 @@ static void index_blocks(expander *ex)
 			diag_error_at(&b->loc, "block '%s' is defined twice", b->name);
 		}
 		ex->block_list[n] = b;
+		ex->block_names[n] = arena_strdup(&ex->g->arena, b->name);
 		strmap_put(&ex->blocks, ex->tmp, b->name, n++);
 	}
 }
