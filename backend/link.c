@@ -1,7 +1,9 @@
 /* Linking an object into a shared object with the target's C compiler
- * driver: the runtime archive of the target's kernel set, and cJSON. The
+ * driver: the runtime archive of the target's kernel set, and libm. The
  * runtime's symbols stay private to the library (--exclude-libs), so
- * several netcc libraries can share one program. */
+ * several netcc libraries can share one program. Nothing beyond libc, libm
+ * and libpthread is linked, so a library runs where netcc was never
+ * installed and links statically into a program. */
 #include <errno.h>
 #include <limits.h>
 #include <spawn.h>
@@ -31,7 +33,6 @@ int backend_link(const char *object, const char *output, const backend_target *t
 	                "-Wl,--exclude-libs,ALL",
 	                "-Wl,--as-needed",
 	                "-Wl,-z,noexecstack",
-	                "-lcjson",
 	                "-lm",
 	                "-lpthread",
 	                NULL};
