@@ -15,7 +15,7 @@ BASE    := -std=c11 -D_GNU_SOURCE -g $(WARN) -Ifrontend -Iir -Ipasses -Ibackend 
 LLVM_CF  = $(shell $(LLVM_CONFIG) --cflags 2>/dev/null | sed 's/-std=[^ ]*//')
 LLVM_LD  = $(shell $(LLVM_CONFIG) --ldflags 2>/dev/null) -lLLVM-19 -Wl,-rpath,$(shell $(LLVM_CONFIG) --libdir 2>/dev/null)
 CHECK_LD = $(shell pkg-config --libs check 2>/dev/null)
-RT_LD   := -lcjson -lz -lm -lpthread
+RT_LD   := -lz -lm -lpthread
 OPT     ?= -O2
 
 # ---- the runtime: kernel sets (runtime/kset.h) -------------------------------
@@ -250,7 +250,7 @@ FUZZ_FLAGS   := -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Werror -Wno-unused-paramete
 # over ten under the sanitizers, which libFuzzer's timeout calls a hang)
 FUZZ_COMMON  := runtime/array.c runtime/file.c
 FUZZ_SRC_frontend    := $(wildcard ir/*.c frontend/*.c) runtime/rng.c
-FUZZ_SRC_safetensors := runtime/safetensors.c $(FUZZ_COMMON)
+FUZZ_SRC_safetensors := runtime/safetensors.c $(wildcard runtime/json*.c) $(FUZZ_COMMON)
 FUZZ_SRC_npy         := runtime/npy.c $(FUZZ_COMMON)
 FUZZ_SRC_idx         := runtime/idx.c $(FUZZ_COMMON)
 # the whole compiler and the runtime it calls: the portable part built
@@ -265,7 +265,7 @@ FUZZERS := frontend safetensors npy idx compile
 build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard */*.h ir/*.def $(CC_SRC) $(RT_SRC)) | $(DEPS_STAMP)
 	@mkdir -p build/fuzz
 	@echo "  FUZZ  $@"
-	@$(FUZZ_CC) $(FUZZ_FLAGS) $(FUZZ_XF_$*) -o $@ $< $(FUZZ_SRC_$*) -lcjson -lz -lm $(FUZZ_XL_$*)
+	@$(FUZZ_CC) $(FUZZ_FLAGS) $(FUZZ_XF_$*) -o $@ $< $(FUZZ_SRC_$*) -lz -lm $(FUZZ_XL_$*)
 
 # Seeds beyond tests/fuzz/seeds: the repository's own models and arrays.
 build/fuzz/corpus-%: | $(DEPS_STAMP)

@@ -2,7 +2,9 @@
  * into a shared object with the target's C compiler driver, or into a
  * static archive. The runtime's symbols stay private to the library
  * (--exclude-libs for a shared object, localised for an archive), so
- * several netcc libraries can share one program. */
+ * several netcc libraries can share one program. Nothing beyond libc, libm
+ * and libpthread is linked, so a library runs where netcc was never
+ * installed and links statically into a program. */
 #include <errno.h>
 #include <limits.h>
 #include <spawn.h>
@@ -60,7 +62,6 @@ int backend_link(const char *object, const char *output, const char *soname,
 	                "-Wl,--exclude-libs,ALL",
 	                "-Wl,--as-needed",
 	                "-Wl,-z,noexecstack",
-	                "-lcjson",
 	                "-lm",
 	                "-lpthread",
 	                NULL};

@@ -4,9 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include <cjson/cJSON.h>
-
 #include "driver.h"
+#include "runtime.h"
 
 static int digits(int64_t v)
 {
@@ -75,83 +74,61 @@ void eval_report_text(const eval_summary *s, FILE *f)
 	confusion_print(m, f);
 }
 
-/* NaN becomes null: JSON has no NaN. */
-static bool number_add(cJSON *o, const char *key, double v)
+static rt_json *class_entry(rt_json_doc *d, const metrics *m, int64_t c)
 {
-	cJSON *item = isnan(v) ? cJSON_CreateNull() : cJSON_CreateNumber(v);
-	if (item && cJSON_AddItemToObject(o, key, item))
-		return true;
-	cJSON_Delete(item);
-	return false;
+	rt_json *e = rt_json_value_new(d, RT_JSON_OBJECT);
+	rt_json_object_add(d, e, "class", rt_json_int_new(d, c));
+	rt_json_object_add(d, e, "examples", rt_json_int_new(d, m->class_n[c]));
+	rt_json_object_add(d, e, "correct", rt_json_int_new(d, m->confusion[c * m->classes + c]));
+	/* NaN (a class without examples) becomes null: JSON has no NaN. */
+	rt_json_object_add(d, e, "accuracy", rt_json_number_new(d, metrics_class_accuracy(m, c)));
+	return e;
 }
 
-static bool per_class_add(cJSON *o, const metrics *m)
+static rt_json *confusion_row(rt_json_doc *d, const metrics *m, int64_t r)
 {
-	cJSON *a = cJSON_AddArrayToObject(o, "per_class");
-	bool ok = a != NULL;
-	for (int64_t c = 0; ok && c < m->classes; c++) {
-		cJSON *e = cJSON_CreateObject();
-		ok = e && cJSON_AddItemToArray(a, e);
-		if (!ok) {
-			cJSON_Delete(e);
-			break;
-		}
-		ok = number_add(e, "class", (double)c) &&
-		     number_add(e, "examples", (double)m->class_n[c]) &&
-		     number_add(e, "correct", (double)m->confusion[c * m->classes + c]) &&
-		     number_add(e, "accuracy", metrics_class_accuracy(m, c));
-	}
-	return ok;
-}
-
-static bool confusion_add(cJSON *o, const metrics *m)
-{
-	cJSON *a = cJSON_AddArrayToObject(o, "confusion");
-	bool ok = a != NULL;
-	for (int64_t r = 0; ok && r < m->classes; r++) {
-		cJSON *row = cJSON_CreateArray();
-		ok = row && cJSON_AddItemToArray(a, row);
-		if (!ok) {
-			cJSON_Delete(row);
-			break;
-		}
-		for (int64_t c = 0; ok && c < m->classes; c++) {
-			cJSON *v = cJSON_CreateNumber((double)m->confusion[r * m->classes + c]);
-			ok = v && cJSON_AddItemToArray(row, v);
-			if (!ok)
-				cJSON_Delete(v);
-		}
-	}
-	return ok;
+	rt_json *row = rt_json_value_new(d, RT_JSON_ARRAY);
+	for (int64_t c = 0; c < m->classes; c++)
+		rt_json_array_add(d, row, rt_json_int_new(d, m->confusion[r * m->classes + c]));
+	return row;
 }
 
 int eval_report_json(const eval_summary *s, FILE *f)
 {
 	const metrics *m = s->m;
 	double ips = s->seconds > 0 ? (double)m->n / s->seconds : 0;
-	cJSON *o = cJSON_CreateObject();
-	bool ok =
-	    o && cJSON_AddStringToObject(o, "model", s->model) &&
-	    cJSON_AddStringToObject(o, "split", s->split) &&
-	    cJSON_AddStringToObject(o, "data", s->data) &&
-	    cJSON_AddStringToObject(o, "weights", s->weights) &&
-	    cJSON_AddStringToObject(o, "target", s->target) &&
-	    number_add(o, "batch", (double)s->batch) && number_add(o, "examples", (double)m->n) &&
-	    number_add(o, "loss", metrics_loss(m)) &&
-	    number_add(o, "accuracy", metrics_accuracy(m)) &&
-	    number_add(o, "correct", (double)m->correct) && number_add(o, "top_k", (double)m->k) &&
-	    number_add(o, "top_k_accuracy", metrics_top_k_accuracy(m)) &&
-	    number_add(o, "nan_rows", (double)m->invalid) && number_add(o, "seconds", s->seconds) &&
-	    number_add(o, "images_per_second", ips) &&
-	    number_add(o, "compile_seconds", s->compile_seconds) && per_class_add(o, m) &&
-	    confusion_add(o, m);
-	char *text = ok ? cJSON_PrintUnformatted(o) : NULL;
-	cJSON_Delete(o);
+	rt_json_doc d = {0};
+	rt_json *o = d.root = rt_json_value_new(&d, RT_JSON_OBJECT);
+	rt_json_object_add(&d, o, "model", rt_json_string_new(&d, s->model));
+	rt_json_object_add(&d, o, "split", rt_json_string_new(&d, s->split));
+	rt_json_object_add(&d, o, "data", rt_json_string_new(&d, s->data));
+	rt_json_object_add(&d, o, "weights", rt_json_string_new(&d, s->weights));
+	rt_json_object_add(&d, o, "target", rt_json_string_new(&d, s->target));
+	rt_json_object_add(&d, o, "batch", rt_json_int_new(&d, s->batch));
+	rt_json_object_add(&d, o, "examples", rt_json_int_new(&d, m->n));
+	rt_json_object_add(&d, o, "loss", rt_json_number_new(&d, metrics_loss(m)));
+	rt_json_object_add(&d, o, "accuracy", rt_json_number_new(&d, metrics_accuracy(m)));
+	rt_json_object_add(&d, o, "correct", rt_json_int_new(&d, m->correct));
+	rt_json_object_add(&d, o, "top_k", rt_json_int_new(&d, m->k));
+	rt_json_object_add(&d, o, "top_k_accuracy",
+	                   rt_json_number_new(&d, metrics_top_k_accuracy(m)));
+	rt_json_object_add(&d, o, "nan_rows", rt_json_int_new(&d, m->invalid));
+	rt_json_object_add(&d, o, "seconds", rt_json_number_new(&d, s->seconds));
+	rt_json_object_add(&d, o, "images_per_second", rt_json_number_new(&d, ips));
+	rt_json_object_add(&d, o, "compile_seconds", rt_json_number_new(&d, s->compile_seconds));
+	rt_json *pc = rt_json_object_add(&d, o, "per_class", rt_json_value_new(&d, RT_JSON_ARRAY));
+	rt_json *cm = rt_json_object_add(&d, o, "confusion", rt_json_value_new(&d, RT_JSON_ARRAY));
+	for (int64_t c = 0; c < m->classes; c++) {
+		rt_json_array_add(&d, pc, class_entry(&d, m, c));
+		rt_json_array_add(&d, cm, confusion_row(&d, m, c));
+	}
+	char *text = rt_json_doc_write(&d, NULL);
+	rt_json_doc_free(&d);
 	if (!text) {
 		fprintf(stderr, "netcc: error: out of memory\n");
 		return 1;
 	}
 	fprintf(f, "%s\n", text);
-	cJSON_free(text);
+	free(text);
 	return 0;
 }

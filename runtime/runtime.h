@@ -570,6 +570,95 @@ int rt_reader_read(rt_reader *r, void *buf, size_t n, size_t *got, char *err, si
 uint64_t rt_reader_rest(rt_reader *r, int *at_least);
 void rt_reader_close(rt_reader *r);
 
+/* ---- JSON ---------------------------------------------------------------
+ * A strict JSON DOM (RFC 8259), as much as the safetensors header needs:
+ * input must be UTF-8, strings hold no NUL, nesting stops at
+ * RT_JSON_MAX_DEPTH. Every value and string of a document lives in its one
+ * arena and goes with rt_json_doc_free. Object members keep their order,
+ * duplicate keys included: which copy wins is the caller's choice.
+ *
+ *   rt_json_doc d;
+ *   rt_json_error e;
+ *   if (rt_json_doc_parse(&d, text, len, &e) != 0)
+ *           printf("%s at byte %zu\n", e.what, e.offset);
+ *   for (const rt_json *m = d.root->first; m; m = m->next) ... m->key ...
+ *   rt_json_doc_free(&d);
+ */
+enum { RT_JSON_MAX_DEPTH = 128 };
+
+typedef enum rt_json_kind {
+	RT_JSON_NULL,
+	RT_JSON_FALSE,
+	RT_JSON_TRUE,
+	RT_JSON_NUMBER,
+	RT_JSON_STRING,
+	RT_JSON_ARRAY,
+	RT_JSON_OBJECT,
+} rt_json_kind;
+
+typedef struct rt_json rt_json;
+struct rt_json {
+	rt_json_kind kind;
+	bool is_int;     /* a number written as an integer (no fraction or exponent) in int64 */
+	const char *key; /* an object's member: its key */
+	rt_json *next;   /* the next element or member of the same parent */
+	union {
+		struct {
+			rt_json *first, *last; /* array, object */
+			size_t n;
+		};
+		const char *str; /* string */
+		struct {
+			double num; /* number: the nearest double */
+			int64_t i;  /* exact where is_int */
+		};
+	};
+};
+
+typedef struct rt_json_doc {
+	rt_json *root;
+	struct rt_json_block *arena;
+	bool failed; /* a builder below ran out of memory or was given NULL */
+} rt_json_doc;
+
+typedef enum rt_json_status {
+	RT_JSON_OK,
+	RT_JSON_ERR_SYNTAX,
+	RT_JSON_ERR_NUL,      /* \u0000 in a string */
+	RT_JSON_ERR_TRAILING, /* a whole value, then more than whitespace */
+	RT_JSON_ERR_DEPTH,
+	RT_JSON_ERR_MEMORY,
+} rt_json_status;
+
+typedef struct rt_json_error {
+	rt_json_status code;
+	size_t offset;    /* of the byte where parsing stopped */
+	const char *what; /* static text, "unterminated string" */
+} rt_json_error;
+
+/* Parses all len bytes (any bytes: hostile input is refused, never
+ * trusted) into *d, which is overwritten; on failure d holds nothing. */
+int rt_json_doc_parse(rt_json_doc *d, const char *text, size_t len, rt_json_error *e);
+void rt_json_doc_free(rt_json_doc *d);
+/* d->root without whitespace, keys in insertion order: malloc'd and
+ * NUL-terminated, *len its length (len may be NULL); NULL where building
+ * failed or out of memory. */
+char *rt_json_doc_write(const rt_json_doc *d, size_t *len);
+/* The first member named key, or NULL. */
+const rt_json *rt_json_object_get(const rt_json *o, const char *key);
+bool rt_json_utf8_valid(const char *s, size_t len);
+
+/* Building: values live in d. Each returns NULL where memory runs out or an
+ * argument is NULL, and marks d failed, so a chain of calls is checked
+ * once, by rt_json_doc_write. Keys and strings are copied. */
+void *rt_json_doc_alloc(rt_json_doc *d, size_t size, size_t align);
+rt_json *rt_json_value_new(rt_json_doc *d, rt_json_kind kind); /* null, booleans, empty */
+rt_json *rt_json_string_new(rt_json_doc *d, const char *s);
+rt_json *rt_json_int_new(rt_json_doc *d, int64_t v);   /* written exactly, never as a double */
+rt_json *rt_json_number_new(rt_json_doc *d, double x); /* NaN and infinities become null */
+rt_json *rt_json_array_add(rt_json_doc *d, rt_json *a, rt_json *v);
+rt_json *rt_json_object_add(rt_json_doc *d, rt_json *o, const char *key, rt_json *v);
+
 /* ---- deterministic random numbers -------------------------------------- */
 
 typedef struct rt_rng {

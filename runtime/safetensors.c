@@ -3,17 +3,15 @@
  * The reader treats every byte of the file as hostile: the header is checked
  * against the real file size before anything is allocated from it, every
  * tensor's byte range must lie inside the data buffer and match its shape, and
- * no two tensors may share bytes or a name. cJSON keeps duplicate keys instead
- * of rejecting them, so duplicates are found here; different readers pick
- * different duplicates, and a file that means one thing to us and another to
- * PyTorch is worse than a file we refuse. */
+ * no two tensors may share bytes or a name. The JSON DOM keeps duplicate keys
+ * instead of rejecting them, so duplicates are found here; different readers
+ * pick different duplicates, and a file that means one thing to us and another
+ * to PyTorch is worse than a file we refuse. */
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <cjson/cJSON.h>
 
 #include "runtime.h"
 
@@ -26,8 +24,9 @@
  * an attack on our memory, not a model. */
 #define ST_MAX_HEADER ((uint64_t)100 << 20)
 
-/* cJSON numbers are doubles: integers above 2^53 cannot be told apart. */
-#define ST_MAX_INT 9007199254740992.0
+/* Readers that keep numbers as doubles (JavaScript's, cJSON's) cannot tell
+ * integers above 2^53 apart: neither written nor read. */
+#define ST_MAX_INT ((int64_t)1 << 53)
 
 #define ST_META "__metadata__"
 
@@ -118,35 +117,30 @@ typedef struct st_ctx {
 	size_t errlen;
 } st_ctx;
 
-/* A JSON number that is an exact integer in [0, 2^53]. */
-static int json_uint(const cJSON *j, uint64_t *out)
+/* A JSON integer in [0, 2^53], written as one: 2.0 and 1e3 are refused,
+ * as the format's reference reader refuses them. */
+static int json_uint(const rt_json *j, uint64_t *out)
 {
-	if (!cJSON_IsNumber(j))
+	if (!j || j->kind != RT_JSON_NUMBER || !j->is_int || j->i < 0 || j->i > ST_MAX_INT)
 		return -1;
-	double d = j->valuedouble;
-	if (!(d >= 0 && d <= ST_MAX_INT) || d != (double)(uint64_t)d)
-		return -1;
-	*out = (uint64_t)d;
+	*out = (uint64_t)j->i;
 	return 0;
 }
 
-static int parse_shape(st_ctx *c, const char *name, const cJSON *shape, rt_st_tensor *t)
+static int parse_shape(st_ctx *c, const char *name, const rt_json *shape, rt_st_tensor *t)
 {
-	if (!cJSON_IsArray(shape)) {
+	if (!shape || shape->kind != RT_JSON_ARRAY) {
 		snprintf(c->err, c->errlen, "%s: tensor '%s': shape is missing or not an array",
 		         c->label, name);
 		return -1;
 	}
-	int rank = cJSON_GetArraySize(shape);
-	if (rank > RT_MAX_RANK) {
-		snprintf(c->err, c->errlen, "%s: tensor '%s': rank %d exceeds the maximum %d",
-		         c->label, name, rank, RT_MAX_RANK);
+	if (shape->n > RT_MAX_RANK) {
+		snprintf(c->err, c->errlen, "%s: tensor '%s': rank %zu exceeds the maximum %d",
+		         c->label, name, shape->n, RT_MAX_RANK);
 		return -1;
 	}
 	t->rank = 0;
-	const cJSON *d;
-	cJSON_ArrayForEach(d, shape)
-	{
+	for (const rt_json *d = shape->first; d; d = d->next) {
 		uint64_t v;
 		if (json_uint(d, &v) != 0) {
 			snprintf(c->err, c->errlen,
@@ -170,12 +164,11 @@ static int parse_shape(st_ctx *c, const char *name, const cJSON *shape, rt_st_te
 
 /* Checks data_offsets against the data buffer and the shape, then points the
  * tensor at its bytes. */
-static int parse_offsets(st_ctx *c, const char *name, const cJSON *offs, rt_st_tensor *t)
+static int parse_offsets(st_ctx *c, const char *name, const rt_json *offs, rt_st_tensor *t)
 {
 	uint64_t b, e;
-	if (!cJSON_IsArray(offs) || cJSON_GetArraySize(offs) != 2 ||
-	    json_uint(cJSON_GetArrayItem(offs, 0), &b) != 0 ||
-	    json_uint(cJSON_GetArrayItem(offs, 1), &e) != 0) {
+	if (!offs || offs->kind != RT_JSON_ARRAY || offs->n != 2 ||
+	    json_uint(offs->first, &b) != 0 || json_uint(offs->first->next, &e) != 0) {
 		snprintf(c->err, c->errlen,
 		         "%s: tensor '%s': data_offsets is not a pair of non-negative integers",
 		         c->label, name);
@@ -217,25 +210,23 @@ static int parse_offsets(st_ctx *c, const char *name, const cJSON *offs, rt_st_t
 
 /* Picks the fields out of one entry; a repeated field is an error because
  * which copy wins differs between parsers. Unknown fields are ignored. */
-static int entry_fields(st_ctx *c, const char *name, const cJSON *entry, const cJSON **dtype,
-                        const cJSON **shape, const cJSON **offs)
+static int entry_fields(st_ctx *c, const char *name, const rt_json *entry, const rt_json **dtype,
+                        const rt_json **shape, const rt_json **offs)
 {
 	*dtype = *shape = *offs = NULL;
-	const cJSON *f;
-	cJSON_ArrayForEach(f, entry)
-	{
-		const cJSON **slot = NULL;
-		if (strcmp(f->string, "dtype") == 0)
+	for (const rt_json *f = entry->first; f; f = f->next) {
+		const rt_json **slot = NULL;
+		if (strcmp(f->key, "dtype") == 0)
 			slot = dtype;
-		else if (strcmp(f->string, "shape") == 0)
+		else if (strcmp(f->key, "shape") == 0)
 			slot = shape;
-		else if (strcmp(f->string, "data_offsets") == 0)
+		else if (strcmp(f->key, "data_offsets") == 0)
 			slot = offs;
 		if (!slot)
 			continue;
 		if (*slot) {
 			snprintf(c->err, c->errlen, "%s: tensor '%s': duplicate field '%s'",
-			         c->label, name, f->string);
+			         c->label, name, f->key);
 			return -1;
 		}
 		*slot = f;
@@ -243,26 +234,26 @@ static int entry_fields(st_ctx *c, const char *name, const cJSON *entry, const c
 	return 0;
 }
 
-static int parse_tensor(st_ctx *c, const cJSON *entry, rt_st_tensor *t)
+static int parse_tensor(st_ctx *c, const rt_json *entry, rt_st_tensor *t)
 {
-	const char *name = entry->string;
-	if (!cJSON_IsObject(entry)) {
+	const char *name = entry->key;
+	if (entry->kind != RT_JSON_OBJECT) {
 		snprintf(c->err, c->errlen, "%s: tensor '%s': entry is not an object", c->label,
 		         name);
 		return -1;
 	}
-	const cJSON *dtype, *shape, *offs;
+	const rt_json *dtype, *shape, *offs;
 	if (entry_fields(c, name, entry, &dtype, &shape, &offs) != 0)
 		return -1;
-	if (!cJSON_IsString(dtype)) {
+	if (!dtype || dtype->kind != RT_JSON_STRING) {
 		snprintf(c->err, c->errlen, "%s: tensor '%s': dtype is missing or not a string",
 		         c->label, name);
 		return -1;
 	}
-	if (st_dtype_parse(dtype->valuestring, &t->dtype) != 0) {
+	if (st_dtype_parse(dtype->str, &t->dtype) != 0) {
 		snprintf(c->err, c->errlen,
 		         "%s: tensor '%s': unknown dtype '%s' (expected F32, F64, I32, I64 or U8)",
-		         c->label, name, dtype->valuestring);
+		         c->label, name, dtype->str);
 		return -1;
 	}
 	if (parse_shape(c, name, shape, t) != 0 || parse_offsets(c, name, offs, t) != 0)
@@ -275,32 +266,30 @@ static int parse_tensor(st_ctx *c, const cJSON *entry, rt_st_tensor *t)
 	return 0;
 }
 
-static int parse_metadata(st_ctx *c, const cJSON *meta, rt_st_file *out)
+static int parse_metadata(st_ctx *c, const rt_json *meta, rt_st_file *out)
 {
-	if (!cJSON_IsObject(meta)) {
+	if (meta->kind != RT_JSON_OBJECT) {
 		snprintf(c->err, c->errlen, "%s: __metadata__ is not an object", c->label);
 		return -1;
 	}
-	int n = cJSON_GetArraySize(meta);
+	int n = (int)meta->n; /* a 100 MB header holds fewer than 2^31 values */
 	out->meta_keys = calloc(n ? (size_t)n : 1, sizeof *out->meta_keys);
 	out->meta_values = calloc(n ? (size_t)n : 1, sizeof *out->meta_values);
 	if (!out->meta_keys || !out->meta_values) {
 		snprintf(c->err, c->errlen, "%s: out of memory", c->label);
 		return -1;
 	}
-	const cJSON *kv;
-	cJSON_ArrayForEach(kv, meta)
-	{
-		if (!cJSON_IsString(kv)) {
+	for (const rt_json *kv = meta->first; kv; kv = kv->next) {
+		if (kv->kind != RT_JSON_STRING) {
 			snprintf(c->err, c->errlen,
 			         "%s: __metadata__ value for '%s' is not a string", c->label,
-			         kv->string);
+			         kv->key);
 			return -1;
 		}
 		/* counted before the copies so rt_st_free sees every allocation */
 		int i = out->n_meta++;
-		out->meta_keys[i] = strdup(kv->string);
-		out->meta_values[i] = strdup(kv->valuestring);
+		out->meta_keys[i] = strdup(kv->key);
+		out->meta_values[i] = strdup(kv->str);
 		if (!out->meta_keys[i] || !out->meta_values[i]) {
 			snprintf(c->err, c->errlen, "%s: out of memory", c->label);
 			return -1;
@@ -380,18 +369,17 @@ static int check_no_overlap(st_ctx *c, const rt_st_file *f)
 	return rc;
 }
 
-static int parse_entries(st_ctx *c, const cJSON *root, rt_st_file *out)
+static int parse_entries(st_ctx *c, const rt_json *root, rt_st_file *out)
 {
-	int n = cJSON_GetArraySize(root);
-	out->tensors = calloc(n ? (size_t)n : 1, sizeof *out->tensors);
+	size_t n = root->n;
+	out->tensors = calloc(n ? n : 1, sizeof *out->tensors);
 	if (!out->tensors) {
 		snprintf(c->err, c->errlen, "%s: out of memory", c->label);
 		return -1;
 	}
-	const cJSON *meta = NULL, *entry;
-	cJSON_ArrayForEach(entry, root)
-	{
-		if (strcmp(entry->string, ST_META) != 0) {
+	const rt_json *meta = NULL;
+	for (const rt_json *entry = root->first; entry; entry = entry->next) {
+		if (strcmp(entry->key, ST_META) != 0) {
 			/* counted first so rt_st_free sees a partial name */
 			if (parse_tensor(c, entry, &out->tensors[out->n_tensors++]) != 0)
 				return -1;
@@ -410,56 +398,33 @@ static int parse_entries(st_ctx *c, const cJSON *root, rt_st_file *out)
 
 /* The header is JSON padded with whitespace up to its stated length; anything
  * else after the JSON means the length or the JSON is wrong. */
-static cJSON *parse_header(st_ctx *c, const unsigned char *hdr, size_t len)
+static int parse_header(st_ctx *c, const unsigned char *hdr, size_t len, rt_json_doc *doc)
 {
-	/* cJSON wants a terminated string; a copy also keeps it inside len. */
-	char *text = malloc(len + 1);
-	if (!text) {
-		snprintf(c->err, c->errlen, "%s: out of memory for a %zu-byte header", c->label,
-		         len);
-		return NULL;
-	}
-	memcpy(text, hdr, len);
-	text[len] = '\0';
-	/* cJSON decodes \u0000 into a string it ends there: the name
-	 * linear0.bias\u0000junk would load as linear0.bias */
-	for (size_t i = 0; i + 1 < len; i++)
-		if (text[i] == '\\') {
-			if (text[i + 1] == 'u' && i + 5 < len && !memcmp(text + i + 2, "0000", 4)) {
-				snprintf(c->err, c->errlen,
-				         "%s: header holds a NUL character (\\u0000, at byte %zu)",
-				         c->label, i);
-				free(text);
-				return NULL;
-			}
-			i++; /* the escaped character, a backslash perhaps */
-		}
-	const char *end = NULL;
-	cJSON *root = cJSON_ParseWithOpts(text, &end, 0);
-	if (!root) {
-		size_t at = end ? (size_t)(end - text) : 0;
-		snprintf(c->err, c->errlen, "%s: header is not valid JSON (error near byte %zu)",
-		         c->label, at);
-		free(text);
-		return NULL;
-	}
-	for (size_t i = (size_t)(end - text); i < len; i++) {
-		if (text[i] == '\0' || !strchr(" \t\r\n", text[i])) {
+	rt_json_error e;
+	if (rt_json_doc_parse(doc, (const char *)hdr, len, &e) != 0) {
+		if (e.code == RT_JSON_ERR_NUL) /* linear0.bias\u0000junk is no name */
+			snprintf(c->err, c->errlen,
+			         "%s: header holds a NUL character (\\u0000, at byte %zu)",
+			         c->label, e.offset);
+		else if (e.code == RT_JSON_ERR_TRAILING)
 			snprintf(c->err, c->errlen,
 			         "%s: header has stray bytes after the JSON (at byte %zu of %zu)",
-			         c->label, i, len);
-			cJSON_Delete(root);
-			free(text);
-			return NULL;
-		}
+			         c->label, e.offset, len);
+		else if (e.code == RT_JSON_ERR_MEMORY)
+			snprintf(c->err, c->errlen, "%s: out of memory for a %zu-byte header",
+			         c->label, len);
+		else
+			snprintf(c->err, c->errlen,
+			         "%s: header is not valid JSON (error near byte %zu)", c->label,
+			         e.offset);
+		return -1;
 	}
-	free(text);
-	if (!cJSON_IsObject(root)) {
+	if (doc->root->kind != RT_JSON_OBJECT) {
 		snprintf(c->err, c->errlen, "%s: header is not a JSON object", c->label);
-		cJSON_Delete(root);
-		return NULL;
+		rt_json_doc_free(doc);
+		return -1;
 	}
-	return root;
+	return 0;
 }
 
 /* Where the data section ends: the last byte any tensor uses. */
@@ -497,11 +462,11 @@ static int header_length(const char *label, const unsigned char *p, uint64_t aft
  * anything. */
 static int parse_header_entries(st_ctx *c, const unsigned char *hdr, size_t hlen, rt_st_file *out)
 {
-	cJSON *root = parse_header(c, hdr, hlen);
-	if (!root)
+	rt_json_doc doc;
+	if (parse_header(c, hdr, hlen, &doc) != 0)
 		return -1;
-	int rc = parse_entries(c, root, out);
-	cJSON_Delete(root);
+	int rc = parse_entries(c, doc.root, out);
+	rt_json_doc_free(&doc);
 	return rc;
 }
 
@@ -680,6 +645,11 @@ static int entry_bytes(const char *path, const rt_st_entry *e, size_t *bytes, ch
 		snprintf(err, errlen, "%s: a tensor has no name", path);
 		return -1;
 	}
+	/* our reader, like the reference one, refuses a header that is not UTF-8 */
+	if (!rt_json_utf8_valid(name, strlen(name))) {
+		snprintf(err, errlen, "%s: tensor name '%s' is not valid UTF-8", path, name);
+		return -1;
+	}
 	if (strcmp(name, ST_META) == 0) {
 		snprintf(err, errlen, "%s: tensor name '%s' is reserved", path, name);
 		return -1;
@@ -697,7 +667,7 @@ static int entry_bytes(const char *path, const rt_st_entry *e, size_t *bytes, ch
 	int ok;
 	size_t count = shape_count(e->rank, e->dims, &ok);
 	for (int i = 0; i < e->rank; i++)
-		if ((double)e->dims[i] > ST_MAX_INT)
+		if (e->dims[i] > ST_MAX_INT)
 			ok = 0; /* our reader, like any using doubles, could not read it back */
 	if (!ok || __builtin_mul_overflow(count, rt_dtype_size(e->dtype), bytes)) {
 		char s[256];
@@ -740,6 +710,11 @@ static int check_write_args(const char *path, const rt_st_entry *entries, int n,
 			         i % 2 ? "value" : "key");
 			return -1;
 		}
+		if (!rt_json_utf8_valid(meta_kv[i], strlen(meta_kv[i]))) {
+			snprintf(err, errlen, "%s: __metadata__ pair %d: the %s is not valid UTF-8",
+			         path, i / 2, i % 2 ? "value" : "key");
+			return -1;
+		}
 	}
 	return 0;
 }
@@ -770,76 +745,49 @@ static int check_write_names(const char *path, const rt_st_entry *entries, int n
 	return dup ? -1 : 0;
 }
 
-/* cJSON would print integers as doubles (1e+15 for large ones, which strict
- * readers reject); raw text keeps them exact. */
-static cJSON *json_int_array(const int64_t *v, int n)
+/* Integers are written as integers whatever their size (a double would
+ * print 1e+15, which strict readers refuse). */
+static rt_json *json_int_array(rt_json_doc *d, const int64_t *v, int n)
 {
-	cJSON *a = cJSON_CreateArray();
-	for (int i = 0; a && i < n; i++) {
-		char s[32];
-		snprintf(s, sizeof s, "%lld", (long long)v[i]);
-		cJSON *item = cJSON_CreateRaw(s);
-		if (!item || !cJSON_AddItemToArray(a, item)) {
-			cJSON_Delete(item);
-			cJSON_Delete(a);
-			return NULL;
-		}
-	}
+	rt_json *a = rt_json_value_new(d, RT_JSON_ARRAY);
+	for (int i = 0; i < n; i++)
+		rt_json_array_add(d, a, rt_json_int_new(d, v[i]));
 	return a;
 }
 
-static cJSON *json_entry(const rt_st_entry *e, size_t begin, size_t end)
+static rt_json *json_entry(rt_json_doc *d, const rt_st_entry *e, size_t begin, size_t end)
 {
 	int64_t offs[2] = {(int64_t)begin, (int64_t)end};
-	cJSON *o = cJSON_CreateObject();
-	cJSON *shape = json_int_array(e->dims, e->rank);
-	cJSON *range = json_int_array(offs, 2);
-	if (!o || !shape || !range ||
-	    !cJSON_AddStringToObject(o, "dtype", st_dtype_name(e->dtype)) ||
-	    !cJSON_AddItemToObject(o, "shape", shape)) {
-		cJSON_Delete(shape);
-		cJSON_Delete(range);
-		cJSON_Delete(o);
-		return NULL;
-	}
-	if (!cJSON_AddItemToObject(o, "data_offsets", range)) {
-		cJSON_Delete(range);
-		cJSON_Delete(o);
-		return NULL;
-	}
+	rt_json *o = rt_json_value_new(d, RT_JSON_OBJECT);
+	rt_json_object_add(d, o, "dtype", rt_json_string_new(d, st_dtype_name(e->dtype)));
+	rt_json_object_add(d, o, "shape", json_int_array(d, e->dims, e->rank));
+	rt_json_object_add(d, o, "data_offsets", json_int_array(d, offs, 2));
 	return o;
 }
 
-static cJSON *json_header(const rt_st_entry *entries, int n, const char *const *meta_kv, int n_meta)
+/* The header's JSON, malloc'd; NULL out of memory. Builders pass failures
+ * on, so rt_json_doc_write's one check covers every step. */
+static char *json_header(const rt_st_entry *entries, int n, const char *const *meta_kv, int n_meta)
 {
-	cJSON *root = cJSON_CreateObject();
-	if (!root)
-		return NULL;
+	rt_json_doc d = {0};
+	rt_json *root = d.root = rt_json_value_new(&d, RT_JSON_OBJECT);
 	if (n_meta > 0) {
-		cJSON *meta = cJSON_AddObjectToObject(root, ST_META);
-		for (int i = 0; meta && i < n_meta; i++)
-			if (!cJSON_AddStringToObject(meta, meta_kv[2 * i], meta_kv[2 * i + 1]))
-				meta = NULL;
-		if (!meta)
-			goto fail;
+		rt_json *meta =
+		    rt_json_object_add(&d, root, ST_META, rt_json_value_new(&d, RT_JSON_OBJECT));
+		for (int i = 0; i < n_meta; i++)
+			rt_json_object_add(&d, meta, meta_kv[2 * i],
+			                   rt_json_string_new(&d, meta_kv[2 * i + 1]));
 	}
 	size_t offset = 0;
 	for (int i = 0; i < n; i++) {
-		const rt_st_entry *e = &entries[i];
-		size_t bytes = entry_size(e);
-		cJSON *o = json_entry(e, offset, offset + bytes);
-		if (!o)
-			goto fail;
-		if (!cJSON_AddItemToObject(root, e->name, o)) {
-			cJSON_Delete(o);
-			goto fail;
-		}
+		size_t bytes = entry_size(&entries[i]);
+		rt_json_object_add(&d, root, entries[i].name,
+		                   json_entry(&d, &entries[i], offset, offset + bytes));
 		offset += bytes;
 	}
-	return root;
-fail:
-	cJSON_Delete(root);
-	return NULL;
+	char *json = rt_json_doc_write(&d, NULL);
+	rt_json_doc_free(&d);
+	return json;
 }
 
 /* The whole image: length, header padded with spaces so the data starts on
@@ -875,12 +823,10 @@ int rt_st_write(const char *path, const rt_st_entry *entries, int n, const char 
 	if (check_write_args(path, entries, n, meta_kv, n_meta, &data_size, err, errlen) != 0 ||
 	    check_write_names(path, entries, n, meta_kv, n_meta, err, errlen) != 0)
 		return -1;
-	cJSON *root = json_header(entries, n, meta_kv, n_meta);
-	char *json = root ? cJSON_PrintUnformatted(root) : NULL;
-	cJSON_Delete(root);
+	char *json = json_header(entries, n, meta_kv, n_meta);
 	size_t size = 0;
 	unsigned char *img = json ? build_image(json, entries, n, data_size, &size) : NULL;
-	cJSON_free(json);
+	free(json);
 	if (!img) {
 		snprintf(err, errlen, "%s: out of memory building the file", path);
 		return -1;

@@ -11,9 +11,9 @@ set -eu
 # rsvg-convert renders the training curves' SVG in the tests, to see that
 # it draws (netcc writes the SVG itself and needs nothing to do so).
 pkgs="llvm-19-dev clang-19 libclang-rt-19-dev lld-19 check
-pkg-config libcjson-dev zlib1g-dev libstb-dev make gcc libc6-dev valgrind
+pkg-config zlib1g-dev libstb-dev make gcc libc6-dev valgrind
 dataset-fashion-mnist gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
-libcjson-dev:arm64 zlib1g-dev:arm64 librsvg2-bin"
+zlib1g-dev:arm64 librsvg2-bin"
 if [ "${1:-}" = bench ]; then
 	pkgs="$pkgs libopenblas-dev python3-torch python3-torchvision python3-onnx python3-numpy"
 	# node and npm may come from elsewhere (NodeSource's nodejs bundles npm and

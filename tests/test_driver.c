@@ -861,7 +861,19 @@ START_TEST(install_and_embed)
 	snprintf(path, sizeof path, "%s/app/dynamic.txt", tmpdir);
 	char *dyn = slurp(path);
 	ck_assert_msg(strstr(dyn, "Library soname: [libtiny28.so]"), "%s", dyn);
-	free(shared), free(stat_out), free(dyn);
+	/* a library needs nothing a minimal system lacks: no JSON, no zlib */
+	snprintf(path, sizeof path, "%s/app/ldd.txt", tmpdir);
+	char *ldd = slurp(path);
+	static const char *const allowed[] = {"linux-vdso.so",  "libc.so.",        "libm.so.",
+	                                      "libpthread.so.", "/lib64/ld-linux", "ld-linux"};
+	for (char *line = strtok(ldd, "\n"); line; line = strtok(NULL, "\n")) {
+		line += strspn(line, " \t");
+		bool ok = false;
+		for (size_t i = 0; i < sizeof allowed / sizeof *allowed; i++)
+			ok |= strncmp(line, allowed[i], strlen(allowed[i])) == 0;
+		ck_assert_msg(ok, "the library needs %s", line);
+	}
+	free(shared), free(stat_out), free(dyn), free(ldd);
 }
 END_TEST
 

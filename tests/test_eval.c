@@ -1,7 +1,6 @@
 /* netcc eval: the metrics on rows worked out by hand (ties, top-k, NaN,
  * extreme logits), then the command as a user runs it, against what
  * netcc train logged for the same weights and test images. */
-#include <cjson/cJSON.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -252,7 +251,24 @@ static void cli_teardown(void)
 	ck_assert_int_eq(system(cmd), 0);
 }
 
-static cJSON *eval_json(const char *extra)
+static rt_json_doc *json_parse(const char *out)
+{
+	rt_json_doc *d = malloc(sizeof *d);
+	rt_json_error e;
+	ck_assert_ptr_nonnull(d);
+	ck_assert_msg(rt_json_doc_parse(d, out, strlen(out), &e) == 0, "not JSON (%s):\n%s", e.what,
+	              out);
+	ck_assert_int_eq(d->root->kind, RT_JSON_OBJECT);
+	return d;
+}
+
+static void json_free(rt_json_doc *d)
+{
+	rt_json_doc_free(d);
+	free(d);
+}
+
+static const rt_json *eval_json(rt_json_doc **doc, const char *extra)
 {
 	char *out, *err;
 	int rc = netcc(&out, &err,
@@ -260,39 +276,55 @@ static cJSON *eval_json(const char *extra)
 	               "--json %s",
 	               root, root, extra);
 	ck_assert_msg(rc == 0, "netcc eval %s: exit %d\n%s", extra, rc, err);
-	cJSON *j = cJSON_Parse(out);
-	ck_assert_msg(j != NULL, "not JSON:\n%s", out);
+	*doc = json_parse(out);
 	free(out);
 	free(err);
-	return j;
+	return (*doc)->root;
 }
 
-static double num(const cJSON *j, const char *key)
+static double num(const rt_json *j, const char *key)
 {
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
-	ck_assert_msg(cJSON_IsNumber(v), "no number '%s'", key);
-	return v->valuedouble;
+	const rt_json *v = rt_json_object_get(j, key);
+	ck_assert_msg(v && v->kind == RT_JSON_NUMBER, "no number '%s'", key);
+	return v->num;
+}
+
+static const char *str(const rt_json *j, const char *key)
+{
+	const rt_json *v = rt_json_object_get(j, key);
+	ck_assert_msg(v && v->kind == RT_JSON_STRING, "no string '%s'", key);
+	return v->str;
+}
+
+static const rt_json *item(const rt_json *a, int i)
+{
+	ck_assert(a && a->kind == RT_JSON_ARRAY && (size_t)i < a->n);
+	const rt_json *v = a->first;
+	while (i-- > 0)
+		v = v->next;
+	return v;
 }
 
 /* The matrix holds every example once; its diagonal is what is correct. */
-static void confusion_consistent(const cJSON *j, int64_t n)
+static void confusion_consistent(const rt_json *j, int64_t n)
 {
-	const cJSON *c = cJSON_GetObjectItemCaseSensitive(j, "confusion");
-	const cJSON *pc = cJSON_GetObjectItemCaseSensitive(j, "per_class");
-	ck_assert_int_eq(cJSON_GetArraySize(c), 10);
-	ck_assert_int_eq(cJSON_GetArraySize(pc), 10);
+	const rt_json *c = rt_json_object_get(j, "confusion");
+	const rt_json *pc = rt_json_object_get(j, "per_class");
+	ck_assert(c && c->kind == RT_JSON_ARRAY && pc && pc->kind == RT_JSON_ARRAY);
+	ck_assert_int_eq(c->n, 10);
+	ck_assert_int_eq(pc->n, 10);
 	double sum = 0, diag = 0, examples = 0;
 	for (int r = 0; r < 10; r++) {
-		const cJSON *row = cJSON_GetArrayItem(c, r), *cls = cJSON_GetArrayItem(pc, r);
-		ck_assert_int_eq(cJSON_GetArraySize(row), 10);
+		const rt_json *row = item(c, r), *cls = item(pc, r);
+		ck_assert_int_eq(row->n, 10);
 		double row_sum = 0;
 		for (int k = 0; k < 10; k++)
-			row_sum += cJSON_GetArrayItem(row, k)->valuedouble;
-		diag += cJSON_GetArrayItem(row, r)->valuedouble;
+			row_sum += item(row, k)->num;
+		diag += item(row, r)->num;
 		sum += row_sum;
 		examples += num(cls, "examples");
 		ck_assert_double_eq(num(cls, "examples"), row_sum);
-		ck_assert_double_eq(num(cls, "correct"), cJSON_GetArrayItem(row, r)->valuedouble);
+		ck_assert_double_eq(num(cls, "correct"), item(row, r)->num);
 	}
 	ck_assert_double_eq(sum, (double)n);
 	ck_assert_double_eq(examples, (double)n);
@@ -316,15 +348,16 @@ START_TEST(matches_the_trainers_test_pass)
 	ck_assert_ptr_nonnull(row);
 	ck_assert_int_eq(sscanf(row + 1, "%lld,%lf,%lf,%lf,%lf", &epoch, &tl, &te, &vl, &ve), 5);
 	free(log);
-	cJSON *j = eval_json("");
+	rt_json_doc *d;
+	const rt_json *j = eval_json(&d, "");
 	ck_assert_double_eq(num(j, "batch"), 32);
 	ck_assert_double_eq_tol(1 - num(j, "accuracy"), ve, 1e-6 * ve + 1e-12);
 	ck_assert_double_eq_tol(num(j, "correct"), (1 - ve) * N_TEST, 1e-6);
 	ck_assert_double_eq_tol(num(j, "loss"), vl, 5e-7 + 1e-6 * vl);
 	ck_assert_double_eq(num(j, "top_k"), 5);
-	ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(j, "split")->valuestring, "t10k");
+	ck_assert_str_eq(str(j, "split"), "t10k");
 	confusion_consistent(j, N_TEST);
-	cJSON_Delete(j);
+	json_free(d);
 }
 END_TEST
 
@@ -332,14 +365,15 @@ END_TEST
  * split: whatever the batching, each example counts once. */
 START_TEST(batches_limits_and_splits)
 {
-	cJSON *j = eval_json("--batch 7 --limit 50");
+	rt_json_doc *d;
+	const rt_json *j = eval_json(&d, "--batch 7 --limit 50");
 	ck_assert_double_eq(num(j, "batch"), 7);
 	confusion_consistent(j, 50);
-	cJSON_Delete(j);
-	j = eval_json("--split train --limit 64");
-	ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(j, "split")->valuestring, "train");
+	json_free(d);
+	j = eval_json(&d, "--split train --limit 64");
+	ck_assert_str_eq(str(j, "split"), "train");
 	confusion_consistent(j, 64);
-	cJSON_Delete(j);
+	json_free(d);
 
 	/* the text report says the same */
 	char *out;
@@ -368,11 +402,11 @@ START_TEST(default_batch_without_a_train_section)
 	               "eval %s/plain.nn --weights %s/run/model.safetensors --data %s/data --json",
 	               root, root, root);
 	ck_assert_msg(rc == 0, "%s", err);
-	cJSON *j = cJSON_Parse(out);
-	ck_assert_ptr_nonnull(j);
+	rt_json_doc *d = json_parse(out);
+	const rt_json *j = d->root;
 	ck_assert_double_eq(num(j, "batch"), 100);
 	confusion_consistent(j, N_TEST);
-	cJSON_Delete(j);
+	json_free(d);
 	free(out);
 	free(err);
 }

@@ -200,6 +200,34 @@ START_TEST(test_write_no_tensors)
 }
 END_TEST
 
+/* Names and metadata are any UTF-8 without NUL: quotes, backslashes and
+ * control characters are escaped on the way out and decoded on the way in. */
+START_TEST(test_round_trip_odd_names)
+{
+	const char *names[] = {"q\"\\/\n\t\x01\x1f\x7f",
+	                       "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", ""};
+	uint8_t u[3] = {1, 2, 3};
+	int64_t d[1] = {1};
+	rt_st_entry e[3];
+	for (int i = 0; i < 3; i++)
+		e[i] = (rt_st_entry){names[i], RT_DTYPE_U8, 1, d, &u[i]};
+	const char *meta[] = {"k\"ey\x02", "line\none\r\n\\", "", ""};
+	char path[4096], err[512];
+	tmp_path(path, sizeof path, "odd.safetensors");
+	ck_assert_msg(rt_st_write(path, e, 3, meta, 2, err, sizeof err) == 0, "%s", err);
+	rt_st_file f;
+	ck_assert_msg(rt_st_read(path, &f, err, sizeof err) == 0, "%s", err);
+	ck_assert_int_eq(f.n_tensors, 3);
+	for (int i = 0; i < 3; i++) {
+		ck_assert_str_eq(f.tensors[i].name, names[i]);
+		ck_assert_int_eq(*(const uint8_t *)f.tensors[i].data, u[i]);
+	}
+	ck_assert_str_eq(rt_st_meta(&f, meta[0]), meta[1]);
+	ck_assert_str_eq(rt_st_meta(&f, ""), "");
+	rt_st_free(&f);
+}
+END_TEST
+
 /* The writer is checked against another reader's expectations byte for byte. */
 START_TEST(test_write_exact_bytes)
 {
@@ -245,6 +273,7 @@ START_TEST(test_write_rejects)
 	int64_t huge[2] = {INT64_MAX, INT64_MAX};
 	rt_st_entry dup[2] = {{"a", RT_DTYPE_F32, 1, d1, v}, {"a", RT_DTYPE_F32, 1, d1, v}};
 	expect_write_reject(dup, 2, NULL, 0, "duplicate tensor name 'a'");
+	rt_st_entry ok0 = {"ok", RT_DTYPE_F32, 1, d1, v};
 	rt_st_entry null_data = {"w", RT_DTYPE_F32, 1, d1, NULL};
 	expect_write_reject(&null_data, 1, NULL, 0, "'w': data is NULL");
 	rt_st_entry no_name = {NULL, RT_DTYPE_F32, 1, d1, v};
@@ -259,6 +288,13 @@ START_TEST(test_write_rejects)
 	expect_write_reject(&rank9, 1, NULL, 0, "rank 9");
 	rt_st_entry no_dims = {"r", RT_DTYPE_F32, 1, NULL, v};
 	expect_write_reject(&no_dims, 1, NULL, 0, "rank 1");
+	int64_t past53[2] = {9007199254740993, 0};
+	rt_st_entry inexact = {"i", RT_DTYPE_F32, 2, past53, NULL};
+	expect_write_reject(&inexact, 1, NULL, 0, "too large");
+	rt_st_entry latin1 = {"caf\xe9", RT_DTYPE_F32, 1, d1, v};
+	expect_write_reject(&latin1, 1, NULL, 0, "not valid UTF-8");
+	const char *bad_meta[] = {"k", "\xc3("};
+	expect_write_reject(&ok0, 1, bad_meta, 1, "pair 0: the value is not valid UTF-8");
 	rt_st_entry bad_dtype = {"t", (rt_dtype)99, 1, d1, v};
 	expect_write_reject(&bad_dtype, 1, NULL, 0, "unsupported dtype 99");
 	rt_st_entry ok = {"ok", RT_DTYPE_F32, 1, d1, v};
@@ -458,6 +494,15 @@ START_TEST(test_reject_shape)
 	expect_json_reject(ENTRY("\"dtype\": \"U8\", \"shape\": [1,1,1,1,1,1,1,1,1], "
 	                         "\"data_offsets\": [0, 1]"),
 	                   1, "rank 9 exceeds the maximum 8", "t");
+	/* integers written as integers only, as the format's reference reader
+	 * reads them; 2^53 + 1 would read as 2^53 in a double */
+	expect_json_reject(ENTRY("\"dtype\": \"U8\", \"shape\": [1.0], \"data_offsets\": [0, 1]"),
+	                   1, not_ints, "t");
+	expect_json_reject(ENTRY("\"dtype\": \"U8\", \"shape\": [1e0], \"data_offsets\": [0, 1]"),
+	                   1, not_ints, "t");
+	expect_json_reject(ENTRY("\"dtype\": \"U8\", \"shape\": [9007199254740993, 0], "
+	                         "\"data_offsets\": [0, 0]"),
+	                   0, not_ints, "t");
 	/* each dim is exact in a double; their product is not in a size_t */
 	expect_json_reject(
 	    ENTRY("\"dtype\": \"U8\", \"shape\": [4294967296, 4294967296, 4294967296], "
@@ -481,6 +526,8 @@ START_TEST(test_reject_offsets)
 	expect_json_reject(ENTRY("\"dtype\": \"U8\", \"shape\": [1], \"data_offsets\": [-1, 0]"), 1,
 	                   not_pair, "t");
 	expect_json_reject(ENTRY("\"dtype\": \"U8\", \"shape\": [1], \"data_offsets\": [0, 0.5]"),
+	                   1, not_pair, "t");
+	expect_json_reject(ENTRY("\"dtype\": \"U8\", \"shape\": [1], \"data_offsets\": [0, 1.0]"),
 	                   1, not_pair, "t");
 	expect_json_reject(ENTRY("\"dtype\": \"U8\", \"shape\": [1], \"data_offsets\": {\"a\": 0}"),
 	                   1, not_pair, "t");
@@ -662,6 +709,7 @@ static Suite *suite(void)
 	tcase_add_checked_fixture(rt, tmp_setup, tmp_teardown);
 	tcase_add_test(rt, test_round_trip);
 	tcase_add_test(rt, test_write_no_tensors);
+	tcase_add_test(rt, test_round_trip_odd_names);
 	tcase_add_test(rt, test_write_exact_bytes);
 	tcase_add_test(rt, test_write_rejects);
 	tcase_add_test(rt, test_write_never_partial);
