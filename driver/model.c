@@ -4,10 +4,41 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "driver.h"
 #include "frontend.h"
+#include "onnx.h"
 #include "runtime.h"
+
+bool driver_model_onnx(const opts *o)
+{
+	if (o->n_pos != 1)
+		return false;
+	size_t n = strlen(o->pos[0]);
+	return n > 5 && !strcasecmp(o->pos[0] + n - 5, ".onnx");
+}
+
+/* An ONNX model imported in memory, its weights attached: the graph
+ * netcc import's .nn and .safetensors would give. */
+static ir_graph *onnx_load(const opts *o, int64_t batch)
+{
+	if (!strcmp(o->cmd, "train")) {
+		fprintf(stderr,
+		        "netcc: error: %s: train takes a .nn model; import it first (netcc import "
+		        "%s -o MODEL.nn) and train that with --weights MODEL.safetensors\n",
+		        o->pos[0], o->pos[0]);
+		return NULL;
+	}
+	char name[80];
+	onnx_import im;
+	if (onnx_import_file(o->pos[0], onnx_model_name(o->pos[0], name, sizeof name), &im,
+	                     stderr) != 0)
+		return NULL;
+	ir_graph *g = onnx_import_graph(&im, o->pos[0], batch);
+	onnx_import_free(&im);
+	return g;
+}
 
 ir_graph *driver_model_load(const opts *o, int64_t batch_default, int *status)
 {
@@ -22,7 +53,8 @@ ir_graph *driver_model_load(const opts *o, int64_t batch_default, int *status)
 	if (!ok)
 		return NULL;
 	*status = 1;
-	ir_graph *g = frontend_graph_load(o->pos[0], batch);
+	ir_graph *g =
+	    driver_model_onnx(o) ? onnx_load(o, batch) : frontend_graph_load(o->pos[0], batch);
 	/* commands load a model twice (a training step beside inference):
 	 * one set of warnings */
 	static bool warned;
@@ -39,6 +71,11 @@ ir_graph *driver_model_load(const opts *o, int64_t batch_default, int *status)
 
 void driver_weights_warn(const opts *o, const char *what)
 {
+	if (driver_model_onnx(o) && !opts_flag(o, "weights")) {
+		if (opts_flag(o, "seed"))
+			diag_warn("--seed has no effect: the weights come from %s", o->pos[0]);
+		return;
+	}
 	if (opts_flag(o, "weights")) {
 		if (opts_flag(o, "seed"))
 			diag_warn("--seed has no effect with --weights: the weights come from %s",

@@ -9,7 +9,8 @@ set -eu
 # aarch64 (Debian multiarch: arm64 beside amd64); qemu-user runs that code,
 # and x86-64-v3 code on an emulated Haswell, in the tests.
 pkgs="llvm-19-dev clang-19 libclang-rt-19-dev lld-19 check
-pkg-config libcjson-dev zlib1g-dev libstb-dev make gcc libc6-dev valgrind
+pkg-config libcjson-dev zlib1g-dev libstb-dev libprotobuf-c-dev protobuf-c-compiler
+make gcc libc6-dev valgrind
 dataset-fashion-mnist gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
 libcjson-dev:arm64 zlib1g-dev:arm64"
 if [ "${1:-}" = bench ]; then
