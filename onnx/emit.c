@@ -146,14 +146,25 @@ static int values_check(ox_net *n, const ox_layer *l, int p, const char *name)
 int ox_emit(ox_net *n, const char *model, onnx_import *im)
 {
 	static const char *const leaves[4] = {"weight", "bias", "running_mean", "running_var"};
+	int params = 0;
+	for (int i = 0; i < n->n_layers; i++)
+		params += n->layers[i].n_params;
+	/* the front end's limits, said here in the file's terms */
+	if ((int64_t)n->n_vars + params >= IR_MAX_NODES)
+		return ox_error(n, "%d layers and %d weights: more than netcc's %d graph nodes",
+		                n->n_layers, params, IR_MAX_NODES);
 	text t = {0};
 	header(n, &t, model);
-	int params = 0;
-	for (int i = 0; i < n->n_layers; i++) {
+	for (int i = 0; i < n->n_layers; i++)
 		layer_line(n, &t, &n->layers[i]);
-		params += n->layers[i].n_params;
-	}
 	put(&t, "}\n");
+	if (!t.failed && t.len >= ONNX_MAX_TEXT) {
+		free(t.buf);
+		return ox_error(n,
+		                "the model would take %zu bytes as a .nn file, more than netcc "
+		                "reads (16 MiB)",
+		                t.len);
+	}
 	if (t.failed) {
 		free(t.buf);
 		return ox_error(n, "out of memory");

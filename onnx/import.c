@@ -8,13 +8,20 @@
 #include "onnx_impl.h"
 #include "runtime.h"
 
+/* Messages quote names from the file: control bytes in them must not
+ * reach a terminal, nor break the one line each error takes. */
 static void verror(ox_net *n, const char *node, const char *fmt, va_list ap)
 {
 	if (n->n_errors++ >= OX_MAX_ERRORS || !n->errs)
 		return;
-	fprintf(n->errs, "netcc: error: %s: %s", n->path, node);
-	vfprintf(n->errs, fmt, ap);
-	fputc('\n', n->errs);
+	char msg[1024];
+	int len = snprintf(msg, sizeof msg, "%s", node);
+	if (len >= 0 && (size_t)len < sizeof msg)
+		vsnprintf(msg + len, sizeof msg - (size_t)len, fmt, ap);
+	for (char *c = msg; *c; c++)
+		if ((unsigned char)*c < 32 || *c == 127)
+			*c = '?';
+	fprintf(n->errs, "netcc: error: %s: %s\n", n->path, msg);
 }
 
 int ox_error(ox_net *n, const char *fmt, ...)
@@ -140,8 +147,13 @@ int onnx_import_file(const char *path, const char *model, onnx_import *im, FILE 
 	return rc;
 }
 
-static const onnx_weight *weight_find(const onnx_import *im, const char *name)
+/* The front end makes the parameters in the order the weights are
+ * listed: the next one is the one, but for a bug (then searched, for
+ * the message). */
+static const onnx_weight *weight_find(const onnx_import *im, const char *name, int *next)
 {
+	if (*next < im->n_weights && !strcmp(im->weights[*next].name, name))
+		return &im->weights[(*next)++];
 	for (int i = 0; i < im->n_weights; i++)
 		if (!strcmp(im->weights[i].name, name))
 			return &im->weights[i];
@@ -153,13 +165,13 @@ ir_graph *onnx_import_graph(const onnx_import *im, const char *path, int64_t bat
 	ir_graph *g = frontend_graph_parse(path, im->text, im->len, batch);
 	if (!g)
 		return NULL;
-	int params = 0;
+	int params = 0, next = 0;
 	for (int i = 0; i < g->n_nodes; i++) {
 		ir_node *p = &g->nodes[i];
 		if (p->op != IR_OP_PARAM)
 			continue;
 		params++;
-		const onnx_weight *w = weight_find(im, p->name);
+		const onnx_weight *w = weight_find(im, p->name, &next);
 		char a[96], b[96];
 		if (!w || !ir_shape_eq(&w->shape, &p->shape)) {
 			fprintf(

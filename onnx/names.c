@@ -77,15 +77,24 @@ bool ox_reserved(const char *s)
 	return false;
 }
 
-/* base, or base_2, base_3, ...: the first not in used (then added to it) */
+/* base, or base_2, base_3, ...: the first not in used (then added to
+ * it). A name's value in used is the suffix to try next for it, so a
+ * thousand unnamed convolutions cost a thousand tries, not half a million. */
 static const char *unique(ox_net *n, strmap *used, const char *base)
 {
-	const char *name = base;
-	if (ox_reserved(name))
-		name = arena_printf(n->a, "%s_", base);
-	for (int k = 2; strmap_get(used, name) >= 0; k++)
-		name = arena_printf(n->a, "%s_%d", base, k);
-	strmap_put(used, n->a, name, 1);
+	if (ox_reserved(base))
+		base = arena_printf(n->a, "%s_", base);
+	int k = strmap_get(used, base);
+	if (k < 0) {
+		strmap_put(used, n->a, base, 2);
+		return base;
+	}
+	const char *name;
+	do
+		name = arena_printf(n->a, "%s_%d", base, k++);
+	while (strmap_get(used, name) >= 0);
+	strmap_put(used, n->a, base, k);
+	strmap_put(used, n->a, name, 2);
 	return name;
 }
 

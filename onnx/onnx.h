@@ -40,6 +40,9 @@ typedef struct onnx_import {
 /* The largest .onnx file read: protobuf's own limit. */
 #define ONNX_MAX_FILE_BYTES ((size_t)2 << 30)
 
+/* The largest .nn text netcc reads (docs/language.md's limits). */
+#define ONNX_MAX_TEXT ((size_t)16 << 20)
+
 /* model names the .nn model (a C identifier; made one if it is not).
  * 0, or 1 after reporting every problem found; im is then empty. */
 int onnx_import_bytes(const void *data, size_t len, const char *path, const char *model,
