@@ -275,7 +275,7 @@ FUZZ_XF_compile       = -Ipasses -Ibackend $(LLVM_CF)
 FUZZ_XL_compile       = $(LLVM_LD) -lpthread
 # the ONNX reader, and the front end that parses what it writes
 FUZZ_SRC_onnx        := $(ONNX_SRC) $(FUZZ_SRC_frontend) $(FUZZ_COMMON)
-build/fuzz/fuzz_onnx: $(GEN)/onnx.pb-c.c
+build/fuzz/fuzz_onnx: $(ONNX_SRC) $(GEN)/onnx.pb-c.h
 FUZZ_XF_onnx          = -Ionnx -I$(GEN)
 FUZZ_XL_onnx          = $(ONNX_LD)
 FUZZERS := frontend safetensors npy idx compile onnx
