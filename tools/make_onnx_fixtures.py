@@ -211,6 +211,33 @@ def helper_cases(gen):
                    [io_info("y1", ["N", 3, 1, 1]), io_info("y2", ["N", 2, 4, 4])], [wp])
     r = torch.relu(a + c)
     out.append(("two_inputs", m, (a, c), (r.mean((2, 3), keepdim=True), F.conv2d(r, wt))))
+    # a zero Pad folded into the Conv after it; SAME_UPPER padding; an
+    # inference Dropout; a ceil_mode that changes nothing
+    x, w1, w2 = rnd(2, 2, 6, 6), rnd(3, 2, 3, 3), rnd(3, 3, 3, 3)
+    m = make_model([helper.make_node("Pad", ["x", "pads"], ["p"], name="pad", mode="constant"),
+                    helper.make_node("Conv", ["p", "w1"], ["c1"], name="conv_a",
+                                     kernel_shape=[3, 3]),
+                    helper.make_node("Conv", ["c1", "w2"], ["c2"], name="conv_b",
+                                     auto_pad="SAME_UPPER"),
+                    helper.make_node("Dropout", ["c2"], ["d"], name="drop"),
+                    helper.make_node("MaxPool", ["d"], ["y"], name="pool", kernel_shape=[2, 2],
+                                     strides=[2, 2], ceil_mode=1)],
+                   [io_info("x", ["N", 2, 6, 6])], [io_info("y", ["N", 3, 3, 3])],
+                   [tensor("pads", np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)),
+                    tensor("w1", w1.numpy()), tensor("w2", w2.numpy())])
+    y = F.max_pool2d(F.conv2d(F.conv2d(x, w1, padding=1), w2, padding=1), 2)
+    out.append(("pad_same_dropout", m, x, y))
+    # Gemm with a [1, out] bias and with one value for all; Softmax at opset 11
+    x, w, b = rnd(3, 5), rnd(4, 5), rnd(1, 4)
+    w2 = rnd(4, 4)
+    m = make_model([helper.make_node("Gemm", ["x", "w", "b"], ["h"], name="fc1", transB=1),
+                    helper.make_node("Gemm", ["h", "w2", "s"], ["z"], name="fc2"),
+                    helper.make_node("Softmax", ["z"], ["y"], name="prob")],
+                   [io_info("x", ["N", 5])], [io_info("y", ["N", 4])],
+                   [tensor("w", w.numpy()), tensor("b", b.numpy()), tensor("w2", w2.numpy()),
+                    tensor("s", np.array([0.5], np.float32))], opset=11)
+    y = torch.softmax((x @ w.T + b) @ w2 + 0.5, 1)
+    out.append(("gemm_bias_forms", m, x, y))
     return out
 
 
