@@ -64,9 +64,12 @@ static void header(ox_net *n, text *t, const char *model)
 	put(t, "version 1\n");
 	put(t, "# Imported by netcc import from %s",
 	    printable(n->a, path ? path + 1 : n->path, 80));
-	if (m->producer_name && *m->producer_name)
-		put(t, " (%s %s)", printable(n->a, m->producer_name, 40),
-		    printable(n->a, m->producer_version, 20));
+	if (m->producer_name && *m->producer_name) {
+		put(t, " (%s", printable(n->a, m->producer_name, 40));
+		if (m->producer_version && *m->producer_version)
+			put(t, " %s", printable(n->a, m->producer_version, 20));
+		put(t, ")");
+	}
 	put(t, ", ONNX opset %lld:\n", (long long)n->opset);
 	put(t, "# %zu nodes became %d layers. Parameters are named after the exporter's\n",
 	    n->g->n_node, n->n_layers);
