@@ -10,12 +10,16 @@ DEPS_STAMP := build/.deps-ok
 SHELL := /bin/bash
 .DEFAULT_GOAL := all
 
+GEN     := build/gen
 WARN    := -Wall -Wextra -Werror -Wno-unused-parameter
-BASE    := -std=c11 -D_GNU_SOURCE -g $(WARN) -Ifrontend -Iir -Ipasses -Ibackend -Iruntime -Idriver
+BASE    := -std=c11 -D_GNU_SOURCE -g $(WARN) -Ifrontend -Iir -Ipasses -Ibackend -Iruntime -Idriver \
+	-Ionnx -I$(GEN)
 LLVM_CF  = $(shell $(LLVM_CONFIG) --cflags 2>/dev/null | sed 's/-std=[^ ]*//')
 LLVM_LD  = $(shell $(LLVM_CONFIG) --ldflags 2>/dev/null) -lLLVM-19 -Wl,-rpath,$(shell $(LLVM_CONFIG) --libdir 2>/dev/null)
 CHECK_LD = $(shell pkg-config --libs check 2>/dev/null)
 RT_LD   := -lz -lm -lpthread
+# the ONNX importer (onnx/), in netcc and what links libnetcc.a
+ONNX_LD := -lprotobuf-c
 OPT     ?= -O2
 
 # ---- the runtime: kernel sets (runtime/kset.h) -------------------------------
@@ -89,6 +93,12 @@ KSET_LIBS := $(KSETS:%=build/lib/netcc/%/libnetcc_rt.a) \
 	$(patsubst %,build/lib/netcc/%/kernels.o,$(filter-out neon,$(KSETS)))
 
 CC_SRC   := $(wildcard ir/*.c frontend/*.c passes/*.c backend/*.c)
+# ONNX's schema (onnx/onnx.proto, vendored) becomes C at build time, in GEN
+ONNX_SRC := $(wildcard onnx/*.c) $(GEN)/onnx.pb-c.c
+$(GEN)/onnx.pb-c.c $(GEN)/onnx.pb-c.h &: onnx/onnx.proto | $(DEPS_STAMP)
+	@mkdir -p $(GEN)
+	@echo "  PROTO $<"
+	@protoc-c --c_out=$(GEN) --proto_path=onnx $<
 DRV_SRC  := $(filter-out driver/main.c,$(wildcard driver/*.c))
 TEST_SRC := $(wildcard tests/test_*.c)
 TESTS    := $(TEST_SRC:tests/%.c=%)
@@ -111,6 +121,8 @@ define flavour
 $(1)RT_OBJ  := $$(RT_SRC:%.c=$(2)/obj/%.o)
 $(1)CC_OBJ  := $$(CC_SRC:%.c=$(2)/obj/%.o)
 $(1)DRV_OBJ := $$(DRV_SRC:%.c=$(2)/obj/%.o)
+$(1)ONNX_OBJ := $$(ONNX_SRC:%.c=$(2)/obj/%.o)
+$$($(1)ONNX_OBJ): $(GEN)/onnx.pb-c.h
 
 $(2)/obj/%.o: %.c $$(wildcard */*.h ir/*.def) | $(DEPS_STAMP)
 	@mkdir -p $$(dir $$@)
@@ -124,7 +136,7 @@ $(2)/obj/driver/help.o: build/version-stamp
 $(2)/libnetcc_rt.a: $$($(1)RT_OBJ)
 	@rm -f $$@; ar rcs $$@ $$^
 
-$(2)/libnetcc.a: $$($(1)CC_OBJ) $$($(1)DRV_OBJ)
+$(2)/libnetcc.a: $$($(1)CC_OBJ) $$($(1)DRV_OBJ) $$($(1)ONNX_OBJ)
 	@rm -f $$@; ar rcs $$@ $$^
 
 # netcc carries the host's runtime whole: the reference executor runs
@@ -132,14 +144,15 @@ $(2)/libnetcc.a: $$($(1)CC_OBJ) $$($(1)DRV_OBJ)
 $(2)/netcc: $(2)/obj/driver/main.o $(2)/libnetcc.a $(2)/libnetcc_rt.a $(KSET_LIBS)
 	@echo "  LD    $$@"
 	@$$(CC) $(3) -rdynamic -o $$@ $(2)/obj/driver/main.o $(2)/libnetcc.a \
-		-Wl,--whole-archive $(2)/libnetcc_rt.a -Wl,--no-whole-archive $$(LLVM_LD) $$(RT_LD)
+		-Wl,--whole-archive $(2)/libnetcc_rt.a -Wl,--no-whole-archive $$(LLVM_LD) $$(RT_LD) \
+		$$(ONNX_LD)
 
 $(2)/tests/%: tests/%.c tests/testutil.h $(2)/libnetcc.a $(2)/libnetcc_rt.a
 	@mkdir -p $$(dir $$@)
 	@echo "  TEST  $$@"
 	@$$(CC) $$(BASE) $(3) -Itests $$(LLVM_CF) -rdynamic -o $$@ $$< $(2)/libnetcc.a \
 		-Wl,--whole-archive $(2)/libnetcc_rt.a -Wl,--no-whole-archive \
-		$$(CHECK_LD) $$(LLVM_LD) $$(RT_LD)
+		$$(CHECK_LD) $$(LLVM_LD) $$(RT_LD) $$(ONNX_LD)
 endef
 SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -O1
 $(eval $(call flavour,P_,build,$(OPT)))
@@ -161,7 +174,7 @@ build/tests/%@$(1): tests/%.c tests/testutil.h build/libnetcc.a build/lib/netcc/
 	@echo "  TEST  $$@"
 	@$$(CC) $$(BASE) $$(OPT) -Itests $$(LLVM_CF) -DNETCC_TEST_KSET='"$(1)"' -rdynamic -o $$@ $$< \
 		build/libnetcc.a -Wl,--whole-archive build/lib/netcc/$(1)/libnetcc_rt.a \
-		-Wl,--no-whole-archive $$(CHECK_LD) $$(LLVM_LD) $$(RT_LD)
+		-Wl,--no-whole-archive $$(CHECK_LD) $$(LLVM_LD) $$(RT_LD) $$(ONNX_LD)
 endef
 $(foreach k,$(filter-out $(HOST_KSET) neon,$(KSETS)),$(eval $(call set_test,$(k))))
 
@@ -260,7 +273,12 @@ FUZZ_SRC_compile     := $(CC_SRC) $(PORT_SRC) $(FUZZ_KSET_OBJ)
 build/fuzz/fuzz_compile: $(FUZZ_KSET_OBJ) tests/fuzz/compile_model.c
 FUZZ_XF_compile       = -Ipasses -Ibackend $(LLVM_CF)
 FUZZ_XL_compile       = $(LLVM_LD) -lpthread
-FUZZERS := frontend safetensors npy idx compile
+# the ONNX reader, and the front end that parses what it writes
+FUZZ_SRC_onnx        := $(ONNX_SRC) $(FUZZ_SRC_frontend) $(FUZZ_COMMON)
+build/fuzz/fuzz_onnx: $(ONNX_SRC) $(GEN)/onnx.pb-c.h
+FUZZ_XF_onnx          = -Ionnx -I$(GEN)
+FUZZ_XL_onnx          = $(ONNX_LD)
+FUZZERS := frontend safetensors npy idx compile onnx
 
 build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard */*.h ir/*.def $(CC_SRC) $(RT_SRC)) | $(DEPS_STAMP)
 	@mkdir -p build/fuzz
@@ -272,6 +290,7 @@ build/fuzz/corpus-%: | $(DEPS_STAMP)
 	@mkdir -p $@ build/fuzz/artifacts
 	@cp tests/fuzz/seeds/$*/* $@/ 2>/dev/null || true
 	@if [ $* = frontend ]; then cp models/*.nn tests/errors/*.nn tests/blocks/*.nn $@/; fi
+	@if [ $* = onnx ]; then cp tests/onnx/*.onnx tests/onnx/malformed/*.onnx $@/; fi
 	@if [ $* = npy ]; then cp examples/data/*.npy $@/; \
 		for f in $(GOLDEN)/*/x.npy; do cp $$f $@/$$(basename $$(dirname $$f)).npy; done; fi
 

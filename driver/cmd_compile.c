@@ -195,9 +195,10 @@ int cmd_compile(int argc, char **argv)
 	if (driver_warnings_fatal(&o))
 		goto done;
 	for (ir_graph *w = g; w; w = w == g ? tg : NULL) {
-		if (!wpath)
-			ir_graph_init_he(w, (uint64_t)seed);
-		else if (weights_load(w, wpath, opts_flag(&o, "allow-nonfinite")) != 0)
+		if (!wpath) {
+			if (!driver_model_onnx(&o)) /* an ONNX file brings its weights */
+				ir_graph_init_he(w, (uint64_t)seed);
+		} else if (weights_load(w, wpath, opts_flag(&o, "allow-nonfinite")) != 0)
 			goto done;
 	}
 	backend_phase(&phases, "parse and load", t0);

@@ -115,7 +115,7 @@ static int usage_check(const opts *o, const char **split)
 		fprintf(stderr, "netcc: error: --split %s: expected t10k or train\n", *split);
 		return 2;
 	}
-	if (!opts_str(o, "weights", NULL)) {
+	if (!opts_str(o, "weights", NULL) && !driver_model_onnx(o)) {
 		fprintf(stderr, "netcc: error: eval needs --weights W.safetensors (netcc train "
 		                "writes model.safetensors)\n");
 		return 2;
@@ -140,7 +140,7 @@ static int eval_main(evaluator *e, const opts *o)
 	const char *weights = opts_str(o, "weights", NULL), *data = opts_str(o, "data", NULL);
 	int64_t chw[3];
 	if (driver_classifier_check(e->g, "eval", o->pos[0], chw, &e->classes) != 0 ||
-	    weights_load(e->g, weights, false) != 0 ||
+	    (weights && weights_load(e->g, weights, false) != 0) ||
 	    dataset_load(&e->d, data, split, chw, e->classes, limit) != 0)
 		return 1;
 	double t0 = backend_now();
@@ -156,7 +156,7 @@ static int eval_main(evaluator *e, const opts *o)
 	eval_summary s = {.model = e->g->name,
 	                  .split = split,
 	                  .data = data,
-	                  .weights = weights,
+	                  .weights = weights ? weights : o->pos[0],
 	                  .target = e->target.name,
 	                  .batch = e->g->batch,
 	                  .seconds = backend_now() - t1,

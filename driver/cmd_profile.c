@@ -76,7 +76,8 @@ int cmd_profile(int argc, char **argv)
 	ir_graph *g = driver_model_load(&o, 1, &status);
 	if (!g)
 		return status;
-	ir_graph_init_he(g, (uint64_t)seed);
+	if (!driver_model_onnx(&o)) /* an ONNX file brings its weights */
+		ir_graph_init_he(g, (uint64_t)seed);
 	prof_job j = {.g = g,
 	              .t = &target,
 	              .train = opts_flag(&o, "train"),

@@ -155,7 +155,7 @@ int cmd_run(int argc, char **argv)
 	if (wpath) {
 		if (weights_load(g, wpath, opts_flag(&o, "allow-nonfinite")) != 0)
 			goto done;
-	} else {
+	} else if (!driver_model_onnx(&o)) {
 		ir_graph_init_he(g, (uint64_t)seed);
 	}
 	for (; loaded < ni; loaded++)

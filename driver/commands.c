@@ -46,6 +46,14 @@ static const opt_doc init_opts[] = {
     OPT_END,
 };
 
+static const opt_doc import_opts[] = {
+    {"o", "NAME.nn", '=', NULL,
+     "where to write the model (required); '-' writes it to standard output"},
+    {"weights-out", "W.safetensors", '=', "NAME.safetensors beside NAME.nn",
+     "where to write the weights, under the .nn file's parameter names"},
+    OPT_END,
+};
+
 static const opt_doc compile_opts[] = {
     {"o", "FILE", '=', "libNAME.so",
      "the output: a shared object (its header NAME.h beside it), or with --emit an object, "
@@ -181,16 +189,23 @@ static const cmd_doc docs[] = {
      init_opts,
      {"netcc init models/resnet20.nn -o w.safetensors",
       "netcc init models/resnet18.nn -o w.safetensors --seed 7"}},
+    {"import",
+     cmd_import,
+     "MODEL.onnx -o NAME.nn [options]",
+     "an ONNX model as a .nn file and its weights; see docs/interop.md",
+     import_opts,
+     {"netcc import resnet18.onnx -o resnet18.nn",
+      "netcc import tiny.onnx -o models/tiny.nn --weights-out tiny-weights.safetensors"}},
     {"compile",
      cmd_compile,
-     "MODEL.nn [-o libX.so] [options]",
+     "MODEL.nn|MODEL.onnx [-o libX.so] [options]",
      "a shared object and its C header, for a target CPU",
      compile_opts,
      {"netcc compile models/resnet18.nn --weights w.safetensors -o libresnet18.so",
       "netcc compile models/resnet20.nn --target x86-64-v3 --emit asm -o -"}},
     {"run",
      cmd_run,
-     "MODEL.nn --input X.npy [options]",
+     "MODEL.nn|MODEL.onnx --input X.npy [options]",
      "run it now, in memory (ORC JIT), on .npy inputs",
      run_opts,
      {"netcc run models/resnet20.nn --weights w.safetensors --input x.npy -o y.npy",

@@ -81,6 +81,7 @@ int cmd_profile(int argc, char **argv);
 int cmd_targets(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
+int cmd_import(int argc, char **argv);
 
 /* --target (default native) into *t; run_here: the command runs the code
  * in this process, so the target must suit this CPU. 0, or 2 after
@@ -95,6 +96,9 @@ int driver_guarded(int (*fn)(void *ctx), void *ctx);
 /* Loads the model in pos[0] with --batch; NULL after reporting an error,
  * with *status the exit status it deserves (2 bad usage, 1 bad model). */
 ir_graph *driver_model_load(const opts *o, int64_t batch_default, int *status);
+/* The model is an ONNX file (MODEL.onnx): driver_model_load imports it,
+ * weights and all, so it needs no --weights. */
+bool driver_model_onnx(const opts *o);
 /* Warns that without --weights `what` random weights, or that --seed does
  * nothing with them. */
 void driver_weights_warn(const opts *o, const char *what);

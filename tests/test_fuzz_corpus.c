@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include "frontend.h"
+#include "onnx.h"
 #include "fuzz/compile_model.c"
 #include "testutil.h"
 
@@ -37,6 +38,15 @@ static void feed(const char *harness, const char *path, const unsigned char *dat
 		rt_array a;
 		if (rt_npy_parse(data, len, &a, err, sizeof err) == 0)
 			rt_array_free(&a);
+	} else if (!strcmp(harness, "onnx")) {
+		onnx_import im;
+		if (onnx_import_bytes(data, len, path, "fuzz", &im, NULL) == 0) {
+			ir_graph *g = onnx_import_graph(&im, path, 1);
+			ck_assert_msg(g != NULL, "%s: the imported model does not parse:\n%s", path,
+			              im.text);
+			ir_graph_free(g);
+			onnx_import_free(&im);
+		}
 	} else if (!strcmp(harness, "compile")) {
 		char *report;
 		int bad = compile_model(data, len, &report);
@@ -49,18 +59,23 @@ static void feed(const char *harness, const char *path, const unsigned char *dat
 	}
 }
 
-static int feed_dir(const char *harness, const char *kind)
+/* every file in sub (under the repository), or in tests/fuzz/KIND/HARNESS */
+static int feed_dir(const char *harness, const char *kind, const char *sub)
 {
 	char dir[1024];
-	snprintf(dir, sizeof dir, "%s/tests/fuzz/%s/%s", test_env("NETCC_ROOT", "."), kind,
-	         harness);
+	if (sub)
+		snprintf(dir, sizeof dir, "%s/%s", test_env("NETCC_ROOT", "."), sub);
+	else
+		snprintf(dir, sizeof dir, "%s/tests/fuzz/%s/%s", test_env("NETCC_ROOT", "."), kind,
+		         harness);
 	DIR *d = opendir(dir);
 	if (!d)
 		return 0;
 	int n = 0;
 	struct dirent *e;
 	while ((e = readdir(d))) {
-		if (e->d_name[0] == '.')
+		size_t nl = strlen(e->d_name);
+		if (e->d_name[0] == '.' || (sub && (nl < 5 || strcmp(e->d_name + nl - 5, ".onnx"))))
 			continue;
 		char path[2048];
 		snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
@@ -76,14 +91,18 @@ static int feed_dir(const char *harness, const char *kind)
 
 START_TEST(seeds_and_regressions)
 {
-	static const char *const harnesses[] = {"frontend", "safetensors", "npy", "idx", "compile"};
+	static const char *const harnesses[] = {"frontend", "safetensors", "npy",
+	                                        "idx",      "compile",     "onnx"};
 	FILE *sink = fopen("/dev/null", "w");
 	diag_set_output(sink);
 	int seeds = 0;
-	for (int i = 0; i < 5; i++) {
-		seeds += feed_dir(harnesses[i], "seeds");
-		feed_dir(harnesses[i], "regressions");
+	for (int i = 0; i < 6; i++) {
+		seeds += feed_dir(harnesses[i], "seeds", NULL);
+		feed_dir(harnesses[i], "regressions", NULL);
 	}
+	/* the ONNX harness's seeds are the import fixtures */
+	seeds += feed_dir("onnx", NULL, "tests/onnx");
+	seeds += feed_dir("onnx", NULL, "tests/onnx/malformed");
 	diag_set_output(NULL);
 	fclose(sink);
 	ck_assert_int_ge(seeds, 5);
