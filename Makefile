@@ -20,6 +20,10 @@ CHECK_LD = $(shell pkg-config --libs check 2>/dev/null)
 RT_LD   := -lz -lm -lpthread
 # the ONNX importer (onnx/), in netcc and what links libnetcc.a
 ONNX_LD := -lprotobuf-c
+# Open MPI, for data-parallel netcc train (driver/dist.c alone includes it)
+MPI_CF   = $(shell pkg-config --cflags ompi-c 2>/dev/null)
+MPI_LD   = $(shell pkg-config --libs ompi-c 2>/dev/null)
+NETCC_LD = $(ONNX_LD) $(MPI_LD)
 OPT     ?= -O2
 
 # ---- the runtime: kernel sets (runtime/kset.h) -------------------------------
@@ -132,6 +136,7 @@ $(2)/obj/%.o: %.c $$(wildcard */*.h ir/*.def) | $(DEPS_STAMP)
 $$(KSET_SRC:%.c=$(2)/obj/%.o): OBJ_CF = $$(KSET_ISA_$(HOST_KSET)) $$(KFLAGS_$$(basename $$(notdir $$@)))
 $(2)/obj/driver/help.o: OBJ_CF = -DNETCC_VERSION='"$$(NETCC_VERSION)"' -DNETCC_GIT='"$$(NETCC_GIT)"'
 $(2)/obj/driver/help.o: build/version-stamp
+$(2)/obj/driver/dist.o: OBJ_CF = $$(MPI_CF)
 
 $(2)/libnetcc_rt.a: $$($(1)RT_OBJ)
 	@rm -f $$@; ar rcs $$@ $$^
@@ -145,14 +150,14 @@ $(2)/netcc: $(2)/obj/driver/main.o $(2)/libnetcc.a $(2)/libnetcc_rt.a $(KSET_LIB
 	@echo "  LD    $$@"
 	@$$(CC) $(3) -rdynamic -o $$@ $(2)/obj/driver/main.o $(2)/libnetcc.a \
 		-Wl,--whole-archive $(2)/libnetcc_rt.a -Wl,--no-whole-archive $$(LLVM_LD) $$(RT_LD) \
-		$$(ONNX_LD)
+		$$(NETCC_LD)
 
 $(2)/tests/%: tests/%.c tests/testutil.h $(2)/libnetcc.a $(2)/libnetcc_rt.a
 	@mkdir -p $$(dir $$@)
 	@echo "  TEST  $$@"
 	@$$(CC) $$(BASE) $(3) -Itests $$(LLVM_CF) -rdynamic -o $$@ $$< $(2)/libnetcc.a \
 		-Wl,--whole-archive $(2)/libnetcc_rt.a -Wl,--no-whole-archive \
-		$$(CHECK_LD) $$(LLVM_LD) $$(RT_LD) $$(ONNX_LD)
+		$$(CHECK_LD) $$(LLVM_LD) $$(RT_LD) $$(NETCC_LD)
 endef
 SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -O1
 $(eval $(call flavour,P_,build,$(OPT)))
@@ -174,7 +179,7 @@ build/tests/%@$(1): tests/%.c tests/testutil.h build/libnetcc.a build/lib/netcc/
 	@echo "  TEST  $$@"
 	@$$(CC) $$(BASE) $$(OPT) -Itests $$(LLVM_CF) -DNETCC_TEST_KSET='"$(1)"' -rdynamic -o $$@ $$< \
 		build/libnetcc.a -Wl,--whole-archive build/lib/netcc/$(1)/libnetcc_rt.a \
-		-Wl,--no-whole-archive $$(CHECK_LD) $$(LLVM_LD) $$(RT_LD) $$(ONNX_LD)
+		-Wl,--no-whole-archive $$(CHECK_LD) $$(LLVM_LD) $$(RT_LD) $$(NETCC_LD)
 endef
 $(foreach k,$(filter-out $(HOST_KSET) neon,$(KSETS)),$(eval $(call set_test,$(k))))
 

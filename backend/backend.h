@@ -151,6 +151,15 @@ const ir_graph *train_session_graph(const train_session *s);
  * classes]) what the forward computed. Labels are checked first. */
 int train_session_step(train_session *s, const float *x, const int32_t *labels, float lr,
                        float *loss, float *logits, char *err, size_t errlen);
+/* The live state (weights, statistics, momentum), bytes long, for a
+ * caller that overwrites it (rank 0's broadcast). */
+float *train_session_state(train_session *s, size_t *bytes);
+/* A hash of the weights and momentum buffers: what data-parallel ranks
+ * hold identically (BatchNorm statistics are each rank's own). */
+uint64_t train_session_weights_hash(const train_session *s);
+/* The gradient all-reduce hook of data-parallel training (runtime.h). */
+void train_session_set_reduce(train_session *s,
+                              void (*fn)(void *ctx, float *grad, int64_t n, int left), void *ctx);
 /* Inference with the running statistics, on a batch of the same size. */
 int train_session_eval(train_session *s, const float *x, float *logits);
 /* Weights, BatchNorm statistics and momentum buffers, with metadata. */

@@ -680,6 +680,14 @@ static void cg_xent_grad(cg *c, const ir_node *n, LLVMValueRef y)
 	kernel(c, "rt_xent_grad", "iippp", args);
 }
 
+static void cg_allreduce(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	LLVMTypeRef params[] = {c->ptr, c->i64, c->ptr, c->ptr, c->i32};
+	LLVMValueRef args[] = {c->threads, i64c(c, ir_shape_count(&n->shape)), arg(c, n, 0), y,
+	                       i32c(c, n->reduce_left)};
+	call(c, declare(c, "rt_grad_allreduce", c->void_t, params, 5), args, 5);
+}
+
 static void cg_sgd(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	LLVMTypeRef params[] = {c->i64, c->ptr, c->ptr, c->ptr, c->ptr, c->f32, c->f32};
@@ -1010,10 +1018,11 @@ const char *backend_symbol_clash(const char *name, bool trainable, char *buf, si
 	/* every symbol a library defines under its name (build_api and the
 	 * functions above) */
 	static const char *const suffixes[] = {
-	    "_create",       "_destroy",  "_load_weights", "_run",          "_infer",
-	    "_infer_static", "_error",    "_set_threads",  "_read_weights", "_embedded_weights",
-	    "__prepare",     "__forward", "_train_step",   "_save_weights", "_train__forward"};
-	int n = (int)(sizeof suffixes / sizeof *suffixes) - (trainable ? 0 : 3);
+	    "_create",       "_destroy",          "_load_weights",   "_run",
+	    "_infer",        "_infer_static",     "_error",          "_set_threads",
+	    "_read_weights", "_embedded_weights", "__prepare",       "__forward",
+	    "_train_step",   "_save_weights",     "_train__forward", "_train_set_allreduce"};
+	int n = (int)(sizeof suffixes / sizeof *suffixes) - (trainable ? 0 : 4);
 	for (int i = 0; i < n; i++) {
 		snprintf(buf, len, "%s%s", name, suffixes[i]);
 		if (dlsym(RTLD_DEFAULT, buf))
@@ -1041,6 +1050,7 @@ static void build_api(cg *c, LLVMValueRef desc, bool trainable)
 		LLVMTypeRef step[] = {p, p, p, c->f32, p};
 		wrapper(c, "train_step", i, step, 5, "rt_instance_train_step", NULL);
 		wrapper(c, "save_weights", i, p2, 2, "rt_instance_save_weights", NULL);
+		wrapper(c, "train_set_allreduce", i, p3, 3, "rt_instance_set_allreduce", NULL);
 	}
 
 	/* read_weights(path, prepared) and embedded_weights() for callers that

@@ -98,8 +98,15 @@ static void write_training(FILE *f, const ir_graph *g, const backend_options *o,
 	        "\t\tfloat *loss);\n"
 	        "/* Writes the weights and BatchNorm statistics (not the momentum) as a\n"
 	        " * safetensors file that %s_load_weights and netcc compile --weights read. */\n"
-	        "int %s_save_weights(%s *m, const char *path);\n",
-	        n, n, n, n, n);
+	        "int %s_save_weights(%s *m, const char *path);\n"
+	        "/* Data-parallel training (docs/training.md): before each update, every\n"
+	        " * gradient passes through fn, last layer first, which replaces grad[0..n)\n"
+	        " * by its average over the processes; left counts the gradients still to\n"
+	        " * come in this step (0: the last), and every grad pointer of a step stays\n"
+	        " * valid until that call returns, so fn may reduce in buckets. */\n"
+	        "int %s_train_set_allreduce(%s *m,\n"
+	        "\t\tvoid (*fn)(void *ctx, float *grad, int64_t n, int left), void *ctx);\n",
+	        n, n, n, n, n, n, n);
 	(void)g;
 }
 

@@ -130,6 +130,36 @@ const ir_graph *train_session_graph(const train_session *s)
 	return s->tg;
 }
 
+float *train_session_state(train_session *s, size_t *bytes)
+{
+	*bytes = (size_t)s->tg->plan.weight_bytes;
+	s->eval_stale = true;
+	return s->state;
+}
+
+uint64_t train_session_weights_hash(const train_session *s)
+{
+	uint64_t h = 1469598103934665603u; /* FNV-1a */
+	for (int i = 0; i < s->tg->n_nodes; i++) {
+		const ir_node *p = &s->tg->nodes[i];
+		size_t len = p->name ? strlen(p->name) : 0;
+		bool momentum = len > 9 && !strcmp(p->name + len - 9, ".momentum");
+		if (p->op != IR_OP_PARAM || p->mem != IR_MEM_WEIGHTS ||
+		    !(p->pkind == IR_PARAM_WEIGHT || momentum))
+			continue;
+		const unsigned char *b = (const unsigned char *)s->state + p->offset;
+		for (size_t k = 0; k < (size_t)ir_shape_count(&p->shape) * sizeof(float); k++)
+			h = (h ^ b[k]) * 1099511628211u;
+	}
+	return h;
+}
+
+void train_session_set_reduce(train_session *s,
+                              void (*fn)(void *ctx, float *grad, int64_t n, int left), void *ctx)
+{
+	rt_threads_set_reduce(s->threads, fn, ctx);
+}
+
 int train_session_step(train_session *s, const float *x, const int32_t *labels, float lr,
                        float *loss, float *logits, char *err, size_t errlen)
 {

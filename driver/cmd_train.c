@@ -29,6 +29,7 @@ typedef struct train_cfg {
 	const char *model, *data, *resume, *weights;
 	char *out; /* --out, or the default paths_make chose */
 	int64_t epochs, batch, seed, limit_train, limit_test;
+	int64_t global_batch; /* --global-batch: --batch under another name */
 } train_cfg;
 
 /* Where a run stands: all a checkpoint needs besides the tensors. */
@@ -48,8 +49,14 @@ typedef struct trainer {
 	train_cfg cfg;
 	backend_target target;
 	run_state st;
-	char *name; /* the model's */
-	int64_t batch, classes, nb, n_train;
+	dist *d;
+	char *name;     /* the model's */
+	int64_t batch;  /* this process's share of a step: the compiled batch */
+	int64_t gbatch; /* a step's batch over all ranks */
+	int64_t classes, nb, n_train;
+	bool stop;           /* every rank saw the stop signal (SIGINT, SIGTERM) */
+	double step_seconds; /* in steps, the all-reduce included */
+	int64_t steps_here;  /* steps this process took (not those resumed past) */
 	train_session *s;
 	dataset train, test;
 	char **params; /* the inference graph's params: model.safetensors holds these */
@@ -93,6 +100,7 @@ static int cfg_parse(const opts *o, train_cfg *c)
 	    .weights = opts_str(o, "weights", NULL),
 	    .epochs = opts_int(o, "epochs", 0, 1, 100000, &ok),
 	    .batch = opts_int(o, "batch", 0, 1, FRONTEND_MAX_BATCH, &ok),
+	    .global_batch = opts_int(o, "global-batch", 0, 1, FRONTEND_MAX_BATCH, &ok),
 	    .seed = opts_int(o, "seed", 0, 0, INT64_MAX, &ok),
 	    .limit_train = opts_int(o, "limit-train", 0, 1, INT64_MAX, &ok),
 	    .limit_test = opts_int(o, "limit-test", 0, 1, INT64_MAX, &ok),
@@ -111,6 +119,13 @@ static int cfg_parse(const opts *o, train_cfg *c)
 		fprintf(stderr, "netcc: error: train needs --data fashion-mnist or --data DIR\n");
 		return 2;
 	}
+	if (c->batch && c->global_batch) {
+		fprintf(stderr, "netcc: error: --batch and --global-batch name the same thing: "
+		                "give one of them\n");
+		return 2;
+	}
+	if (c->global_batch)
+		c->batch = c->global_batch;
 	if (c->resume && c->weights) {
 		fprintf(stderr, "netcc: error: --resume continues a run with its own weights; "
 		                "--weights starts a new one: give one of them\n");
@@ -176,7 +191,8 @@ static void meta_build(const trainer *t, const rt_rng *rng, meta_out *m)
 	m->n = 0;
 	meta_str(m, "format", CHECKPOINT_FORMAT);
 	meta_str(m, "model", t->name);
-	meta_put(m, "batch", "%lld", (long long)t->batch);
+	meta_put(m, "batch", "%lld", (long long)t->gbatch);
+	meta_put(m, "ranks", "%d", t->d->size);
 	meta_put(m, "seed", "%lld", (long long)t->cfg.seed);
 	meta_put(m, "epochs", "%lld", (long long)t->cfg.epochs);
 	meta_put(m, "train_examples", "%lld", (long long)t->n_train);
@@ -202,6 +218,7 @@ static void meta_build(const trainer *t, const rt_rng *rng, meta_out *m)
 typedef struct ckpt_info {
 	const char *path, *model;
 	int64_t batch, seed, epochs, n_train;
+	int64_t ranks; /* of the run that wrote it (1 before data-parallel runs) */
 	run_state st;
 } ckpt_info;
 
@@ -329,6 +346,9 @@ static int ckpt_read(const rt_st_file *f, const char *path, ckpt_info *c)
 	    meta_double(f, path, "epoch_seconds", false, &st->seconds) ||
 	    meta_schedule(f, path, &st->sched))
 		return 1;
+	c->ranks = 1;
+	if (rt_st_meta(f, "ranks") && meta_int(f, path, "ranks", 1, 1 << 20, &c->ranks))
+		return 1;
 	if (train_log_set(&st->log, log) != 0) {
 		fprintf(stderr, "netcc: error: out of memory\n");
 		return 1;
@@ -392,7 +412,7 @@ static void nan_report(const trainer *t, const char *what)
  * and only then replaces the checkpoint: a crash or a diverged state
  * leaves the last good one in place. At the end of an epoch the weights
  * file is cut from the same bytes. */
-static int checkpoint_write(trainer *t, const rt_rng *rng, bool weights)
+static int checkpoint_write_here(trainer *t, const rt_rng *rng, bool weights)
 {
 	meta_out m;
 	char err[2048];
@@ -428,6 +448,13 @@ static int checkpoint_write(trainer *t, const rt_rng *rng, bool weights)
 done:
 	rt_st_free(&f);
 	return rc;
+}
+
+/* Rank 0 writes, every rank learns how it went. */
+static int checkpoint_write(trainer *t, const rt_rng *rng, bool weights)
+{
+	int rc = t->d->rank == 0 ? checkpoint_write_here(t, rng, weights) : 0;
+	return dist_status(t->d, rc);
 }
 
 /* ---- the loop ---------------------------------------------------------------- */
@@ -525,19 +552,47 @@ static void test_run(trainer *t, double *loss, double *error)
 	*error = (double)wrong / (double)n;
 }
 
+/* This rank's share of the step: its mean loss, wrong answers, and
+ * whether it was told to stop, summed over ranks in rank order, so every
+ * rank holds the same sums and stops after the same step. */
+static int step_agree(trainer *t, float local_loss, double *loss)
+{
+	double v[3] = {local_loss, 0, train_signal != 0};
+	for (int64_t i = 0; i < t->batch; i++)
+		v[1] += row_wrong(t->logits + i * t->classes, t->classes, t->labels[i]);
+	dist_sum(t->d, v, 3);
+	*loss = v[0] / t->d->size;
+	t->stop = v[2] > 0;
+	if (t->d->verify && !dist_same(t->d, train_session_weights_hash(t->s))) {
+		fprintf(stderr, "netcc: error: the ranks' weights differ after step %lld\n",
+		        (long long)t->st.step + 1);
+		return -1;
+	}
+	return (int)v[1];
+}
+
 /* One SGD step on batch b of the epoch's permutation; 0, or 1 after reporting. */
 static int step_take(trainer *t, int64_t b)
 {
 	run_state *st = &t->st;
 	char err[512];
-	float loss;
+	float local;
 	double lr = schedule_step_lr(&st->sched, st->step, t->nb);
-	dataset_batch(&t->train, t->perm + b * t->batch, t->batch, t->x, t->labels);
-	if (train_session_step(t->s, t->x, t->labels, (float)lr, &loss, t->logits, err,
+	dist_step_begin(t->d, st->step);
+	dataset_batch(&t->train, t->perm + b * t->gbatch + t->d->rank * t->batch, t->batch, t->x,
+	              t->labels);
+	double t0 = backend_now();
+	if (train_session_step(t->s, t->x, t->labels, (float)lr, &local, t->logits, err,
 	                       sizeof err) != 0) {
 		fprintf(stderr, "netcc: error: %s\n", err);
 		return 1;
 	}
+	t->step_seconds += backend_now() - t0;
+	t->steps_here++;
+	double loss;
+	int wrong = step_agree(t, local, &loss);
+	if (wrong < 0)
+		return 1;
 	if (!isfinite(loss)) {
 		char what[256];
 		snprintf(what, sizeof what, "the loss became %s at epoch %lld, step %lld",
@@ -547,8 +602,7 @@ static int step_take(trainer *t, int64_t b)
 		return 1;
 	}
 	st->loss_sum += loss;
-	for (int64_t i = 0; i < t->batch; i++)
-		st->wrong += row_wrong(t->logits + i * t->classes, t->classes, t->labels[i]);
+	st->wrong += wrong;
 	st->step++;
 	st->done = b + 1;
 	return 0;
@@ -572,9 +626,15 @@ static int epoch_finish(trainer *t, int64_t epoch, double t0, progress *p)
 	run_state *st = &t->st;
 	epoch_row r = {.epoch = epoch,
 	               .train_loss = st->loss_sum / (double)t->nb,
-	               .train_error = (double)st->wrong / (double)(t->nb * t->batch),
+	               .train_error = (double)st->wrong / (double)(t->nb * t->gbatch),
 	               .lr = schedule_step_lr(&st->sched, st->step - 1, t->nb)};
-	test_run(t, &r.test_loss, &r.test_error);
+	/* rank 0's BatchNorm statistics are the ones saved: it evaluates them */
+	double test[2] = {0, 0};
+	if (t->d->rank == 0)
+		test_run(t, &test[0], &test[1]);
+	dist_bcast(t->d, test, sizeof test);
+	r.test_loss = test[0];
+	r.test_error = test[1];
 	progress_clear(p);
 	r.seconds = backend_now() - t0;
 	/* finite weights can still be absurd: a model that answers NaN is no
@@ -601,11 +661,14 @@ static int epoch_finish(trainer *t, int64_t epoch, double t0, progress *p)
 	if (checkpoint_write(t, &st->rng, true) != 0)
 		return 1;
 	const char *logs[] = {t->log};
-	if (train_log_write(&st->log, t->log, err, sizeof err) != 0 ||
-	    plot_svg_write(t->plot, logs, NULL, 1, err, sizeof err) != 0) {
+	int rc = 0;
+	if (t->d->rank == 0 && (train_log_write(&st->log, t->log, err, sizeof err) != 0 ||
+	                        plot_svg_write(t->plot, logs, NULL, 1, err, sizeof err) != 0)) {
 		fprintf(stderr, "netcc: error: %s\n", err);
-		return 1;
+		rc = 1;
 	}
+	if (dist_status(t->d, rc) != 0)
+		return 1;
 	summary_print(t, &r, dropped);
 	return 0;
 }
@@ -624,9 +687,9 @@ static int epoch_run(trainer *t, int64_t epoch)
 			progress_clear(&p);
 			return 1;
 		}
-		progress_step(&p, b + 1, t->batch, st->loss_sum / (double)(b + 1),
-		              (double)st->wrong / (double)((b + 1) * t->batch));
-		if (train_signal && b + 1 < t->nb) {
+		progress_step(&p, b + 1, t->gbatch, st->loss_sum / (double)(b + 1),
+		              (double)st->wrong / (double)((b + 1) * t->gbatch));
+		if (t->stop && b + 1 < t->nb) {
 			progress_clear(&p);
 			st->seconds = backend_now() - t0;
 			if (checkpoint_write(t, &start, false) != 0)
@@ -635,16 +698,16 @@ static int epoch_run(trainer *t, int64_t epoch)
 			        "netcc: stopped in epoch %lld after batch %lld of %lld; continue "
 			        "with --resume %s\n",
 			        (long long)epoch, (long long)(b + 1), (long long)t->nb, t->ckpt);
-			return 128 + train_signal;
+			return 128 + (train_signal ? train_signal : SIGTERM);
 		}
 	}
 	progress_testing(&p, t->test.n);
 	if (epoch_finish(t, epoch, t0, &p) != 0)
 		return 1;
-	if (train_signal && epoch < t->cfg.epochs) {
+	if (t->stop && epoch < t->cfg.epochs) {
 		fprintf(stderr, "netcc: stopped after epoch %lld; continue with --resume %s\n",
 		        (long long)epoch, t->ckpt);
-		return 128 + train_signal;
+		return 128 + (train_signal ? train_signal : SIGTERM);
 	}
 	return 0;
 }
@@ -740,12 +803,12 @@ static int data_load(trainer *t, const int64_t chw[3], const ckpt_info *ck)
 	    dataset_load(&t->test, t->cfg.data, "t10k", chw, t->classes, t->cfg.limit_test))
 		return 1;
 	t->n_train = t->train.n;
-	t->nb = t->n_train / t->batch;
+	t->nb = t->n_train / t->gbatch;
 	if (t->nb == 0) {
 		fprintf(stderr,
 		        "netcc: error: %lld training images make no whole batch of %lld: lower "
 		        "--batch\n",
-		        (long long)t->n_train, (long long)t->batch);
+		        (long long)t->n_train, (long long)t->gbatch);
 		return 1;
 	}
 	if (ck && ck->n_train != t->n_train) {
@@ -841,8 +904,11 @@ static void start_print(const trainer *t)
 	        "netcc: %s: %lld training images in %lld batch%s of %lld (%lld left out each "
 	        "epoch), %lld test images\n",
 	        t->name, (long long)t->n_train, (long long)t->nb, t->nb == 1 ? "" : "es",
-	        (long long)t->batch, (long long)(t->n_train - t->nb * t->batch),
+	        (long long)t->gbatch, (long long)(t->n_train - t->nb * t->gbatch),
 	        (long long)t->test.n);
+	if (t->d->size > 1)
+		fprintf(stderr, "netcc: data-parallel over %d ranks, %lld examples each a step\n",
+		        t->d->size, (long long)t->batch);
 	if (t->st.epoch >= t->cfg.epochs) {
 		fprintf(stderr,
 		        "netcc: the checkpoint has done %lld of %lld epochs: nothing to do "
@@ -862,6 +928,16 @@ static void start_print(const trainer *t)
 
 static void end_print(const trainer *t)
 {
+	if (t->steps_here > 0 && t->step_seconds > 0)
+		fprintf(stderr, "netcc: %lld steps took %.2f s: %.0f images/s over %d rank%s\n",
+		        (long long)t->steps_here, t->step_seconds,
+		        (double)(t->steps_here * t->gbatch) / t->step_seconds, t->d->size,
+		        t->d->size == 1 ? "" : "s");
+	if (t->d->size > 1 && t->step_seconds > 0)
+		fprintf(stderr,
+		        "netcc: the all-reduce took %.2f s of them (%.1f%%), %.2f MB a step\n",
+		        t->d->reduce_seconds, 100 * t->d->reduce_seconds / t->step_seconds,
+		        (double)t->d->reduce_bytes / 1e6 / (double)t->steps_here);
 	printf("trained %s for %lld epoch%s; weights and BatchNorm statistics in %s\n", t->name,
 	       (long long)t->st.epoch, t->st.epoch == 1 ? "" : "s", t->weights);
 	printf("loss and error by epoch in %s (the numbers in %s)\n", t->plot, t->log);
@@ -869,15 +945,59 @@ static void end_print(const trainer *t)
 	       t->weights, t->cfg.out, t->name);
 }
 
+/* Each rank compiles its share of the global batch. */
+static ir_graph *batch_split(trainer *t, ir_graph *g)
+{
+	int P = t->d->size;
+	ir_graph_free(g);
+	if (t->gbatch % P != 0) {
+		fprintf(stderr,
+		        "netcc: error: a global batch of %lld does not split evenly over %d ranks: "
+		        "set --global-batch to a multiple of %d\n",
+		        (long long)t->gbatch, P, P);
+		return NULL;
+	}
+	if (!strcmp(t->cfg.model, "-")) {
+		fprintf(stderr, "netcc: error: ranks cannot share standard input: give the model "
+		                "as a file\n");
+		return NULL;
+	}
+	return frontend_graph_load(t->cfg.model, t->gbatch / P);
+}
+
+/* Rank 0's starting state (initialised, loaded or resumed) on every rank,
+ * and the gradients averaged over ranks from the first step. */
+static void ranks_join(trainer *t, const ckpt_info *ck)
+{
+	if (ck && ck->ranks != t->d->size)
+		diag_warn(
+		    "%s was written by a run on %lld rank%s, this one has %d: the data order "
+		    "is the same, but BatchNorm's statistics (each rank's own) differ from an "
+		    "uninterrupted run's",
+		    ck->path, (long long)ck->ranks, ck->ranks == 1 ? "" : "s", t->d->size);
+	if (t->d->size == 1)
+		return;
+	size_t bytes;
+	float *state = train_session_state(t->s, &bytes);
+	dist_bcast(t->d, state, bytes);
+	train_session_set_reduce(t->s, dist_reduce, t->d);
+}
+
 /* Everything before the first step; the checkpoint f (on --resume) is read. */
 static int trainer_setup(trainer *t, const opts *o, const rt_st_file *f, ckpt_info *ck)
 {
 	int status;
-	ir_graph *g = driver_model_load(o, ck ? ck->batch : FRONTEND_BATCH_TRAIN, &status);
+	int64_t batch = t->cfg.global_batch ? t->cfg.global_batch
+	                : ck                ? ck->batch
+	                                    : FRONTEND_BATCH_TRAIN;
+	ir_graph *g = driver_model_load(o, batch, &status);
 	if (!g)
 		return status;
 	int64_t chw[3];
 	t->name = strdup(g->name);
+	t->gbatch = g->batch;
+	if (t->d->size > 1 && (g = batch_split(t, g)) == NULL)
+		return 1;
 	t->batch = g->batch;
 	bool other = ck && strcmp(ck->model, g->name) != 0;
 	if (other)
@@ -913,6 +1033,7 @@ static int trainer_setup(trainer *t, const opts *o, const rt_st_file *f, ckpt_in
 		return 1;
 	}
 	t->last_good = ck ? ck->path : NULL;
+	ranks_join(t, ck);
 	return dir_make(t->cfg.out);
 }
 
@@ -936,6 +1057,7 @@ static int train_main(trainer *t, const opts *o)
 	if (paths_make(t, o) != 0)
 		goto done;
 	rc = trainer_setup(t, o, t->cfg.resume ? &f : NULL, t->cfg.resume ? &ck : NULL);
+	rc = dist_status(t->d, rc);
 	if (rc != 0)
 		goto done;
 	start_print(t);
@@ -958,12 +1080,18 @@ int cmd_train(int argc, char **argv)
 	int rc = opts_parse(&o, argc, argv, "train");
 	if (rc)
 		return rc < 0 ? 0 : rc;
-	trainer t = {0};
+	dist d;
+	trainer t = {.d = &d};
+	if (dist_init(&d, NULL, NULL) != 0)
+		return 1;
 	if (driver_target(&o, &t.target, true) != 0)
-		return 2;
-	rc = cfg_parse(&o, &t.cfg);
+		rc = 2;
+	else
+		rc = cfg_parse(&o, &t.cfg);
 	if (rc == 0)
 		rc = train_main(&t, &o);
+	rc = dist_status(&d, rc);
 	trainer_free(&t);
+	dist_finish(&d);
 	return rc;
 }

@@ -105,6 +105,9 @@ static const opt_doc train_opts[] = {
      "the dataset: Debian's dataset-fashion-mnist, or a directory of IDX files (required)"},
     {"epochs", "E", '=', "the train section's", "epochs to train"},
     OPT_BATCH("the train section's"),
+    {"global-batch", "B", '=', "the --batch value",
+     "the batch of a step over all ranks under mpirun (each rank takes B / ranks); the "
+     "same as --batch"},
     {"lr", "LR", '=', "the train section's", "the learning rate"},
     {"schedule", "S", '=', "the train section's",
      "steps:E1,E2 (divide the rate at those epochs), steps, plateau or none"},

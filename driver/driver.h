@@ -83,6 +83,46 @@ int cmd_eval(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
 int cmd_import(int argc, char **argv);
 
+/* ---- data-parallel training (dist.c) ---------------------------------------
+ * Under mpirun each process is a rank of MPI_COMM_WORLD; without it, rank 0
+ * of 1 and no MPI call is made. Collectives give identical bits on every
+ * rank; an MPI failure (a rank that died) ends the job with a message.
+ *
+ *   dist d;
+ *   dist_init(&d, &argc, &argv);
+ *   rt_threads_set_reduce(pool, dist_reduce, &d); // gradients averaged
+ *   dist_bcast(&d, weights, bytes);               // rank 0's to all
+ *   dist_finish(&d);
+ */
+enum { DIST_BUCKET_BYTES = 25 << 20 }; /* PyTorch DDP's default bucket */
+
+struct dist_piece;
+typedef struct dist {
+	int rank, size;
+	bool mpi;    /* MPI_Init was called */
+	int err_fd;  /* stderr as it was: ranks other than 0 are silenced */
+	bool verify; /* NETCC_DIST_VERIFY: ranks compare their weights every step */
+	bool skip_reduce;
+	int64_t kill_step;
+	/* the step's gradients not yet reduced, and the buffers that reduce them */
+	struct dist_piece *pieces;
+	int n_pieces;
+	size_t pieces_cap, bucket_cap, scratch_cap;
+	int64_t pending; /* floats */
+	float *bucket, *scratch;
+	double reduce_seconds;
+	int64_t reduce_bytes;
+} dist;
+
+int dist_init(dist *d, int *argc, char ***argv);
+void dist_finish(dist *d);
+int dist_status(dist *d, int rc); /* the largest rc of all ranks */
+void dist_bcast(dist *d, void *buf, size_t bytes);
+void dist_sum(dist *d, double *v, int n); /* in rank order */
+bool dist_same(dist *d, uint64_t h);      /* h equal on every rank */
+void dist_step_begin(dist *d, int64_t step);
+void dist_reduce(void *ctx, float *grad, int64_t n, int left); /* an rt_reduce_fn */
+
 /* --target (default native) into *t; run_here: the command runs the code
  * in this process, so the target must suit this CPU. 0, or 2 after
  * reporting. */

@@ -213,6 +213,7 @@ typedef struct ir_node {
 	bool i32;            /* an input of int32 values (labels) */
 	double weight_decay; /* sgd */
 	int64_t goff;        /* sgd: where this param's gradient starts in g */
+	int reduce_left;     /* allreduce: allreduce nodes after this one */
 
 	/* params */
 	ir_param_kind pkind;

@@ -246,8 +246,39 @@ static void backward(ad *a, int dlogits, int logits)
 	}
 }
 
+/* Each trained parameter's gradient passes through an allreduce before
+ * its update, the last layer's first (the order backward finishes them),
+ * so a data-parallel caller averages them over processes in buckets. One
+ * node per gradient node: BatchNorm's [2, C] serves two parameters. */
+static void allreduce(ad *a)
+{
+	int n = 0, first = a->g->n_nodes;
+	for (int i = a->n_fwd - 1; i >= 0; i--) {
+		const ir_node *p = fwd(a, i);
+		int gn = a->grads[i].node;
+		if (p->op != IR_OP_PARAM || p->pkind != IR_PARAM_WEIGHT || gn < 0)
+			continue;
+		int k = first;
+		while (k < a->g->n_nodes && a->g->nodes[k].in[0] != gn)
+			k++;
+		if (k == a->g->n_nodes) {
+			ir_node r = ir_node_proto(IR_OP_ALLREDUCE, &p->loc);
+			r.name = a->g->nodes[gn].name;
+			r.n_in = 1;
+			r.in[0] = gn;
+			ir_shape_infer(a->g, &r);
+			ir_node_append(a->g, &r);
+			n++;
+		}
+		a->grads[i].node = k;
+	}
+	for (int k = first; k < a->g->n_nodes; k++)
+		a->g->nodes[k].reduce_left = --n;
+}
+
 static void sgd(ad *a, int lr)
 {
+	allreduce(a);
 	for (int i = 0; i < a->n_fwd; i++) {
 		ir_node p = *fwd(a, i);
 		if (p.op != IR_OP_PARAM || p.pkind != IR_PARAM_WEIGHT)

@@ -39,6 +39,7 @@ static int inplace_slots(const ir_node *n, int *slots)
 	case IR_OP_RELU:
 	case IR_OP_BATCHNORM:
 	case IR_OP_FLATTEN:
+	case IR_OP_ALLREDUCE:
 		slots[0] = 0;
 		return 1;
 	case IR_OP_ADD:

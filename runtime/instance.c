@@ -24,8 +24,10 @@ struct rt_instance {
 	bool stale;      /* state changed since weights were prepared from it */
 	bool has_state;  /* state holds real weights (embedded or loaded) */
 	void *train_ws;
-	float *logits;       /* the step's forward outputs, not returned */
-	rt_threads *threads; /* the instance's own: no state is shared with others */
+	float *logits;        /* the step's forward outputs, not returned */
+	rt_threads *threads;  /* the instance's own: no state is shared with others */
+	rt_reduce_fn *reduce; /* the caller's all-reduce, kept across set_threads */
+	void *reduce_ctx;
 };
 
 static int fail(rt_instance *m, int code, const char *fmt, ...)
@@ -139,6 +141,19 @@ int rt_instance_set_threads(rt_instance *m, int threads)
 		return fail(m, RT_ERR_NOMEM, "cannot start %d threads", threads);
 	rt_threads_destroy(m->threads);
 	m->threads = t;
+	rt_threads_set_reduce(t, m->reduce, m->reduce_ctx);
+	return 0;
+}
+
+int rt_instance_set_allreduce(rt_instance *m, rt_reduce_fn *fn, void *ctx)
+{
+	if (!m)
+		return RT_ERR_ARG;
+	if (!m->d->train_step)
+		return fail(m, RT_ERR_ARG, "set_allreduce needs a library compiled with --train");
+	m->reduce = fn;
+	m->reduce_ctx = ctx;
+	rt_threads_set_reduce(m->threads, fn, ctx);
 	return 0;
 }
 

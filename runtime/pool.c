@@ -60,6 +60,8 @@ struct rt_threads {
 	} job[2];
 	/* generation << 32 | index of the next unclaimed task */
 	_Atomic uint64_t next;
+	rt_reduce_fn *reduce; /* a data-parallel caller's, for rt_grad_allreduce */
+	void *reduce_ctx;
 	/* tasks of the current job finished; the caller sleeps on it */
 	_Atomic uint32_t done;
 	atomic_int caller_asleep;
@@ -418,4 +420,18 @@ void rt_profile_mark(rt_threads *p, int id)
 	if (id >= 0 && id < p->prof_n)
 		p->prof[id] += t - p->prof_last;
 	p->prof_last = t;
+}
+
+void rt_threads_set_reduce(rt_threads *p, rt_reduce_fn *fn, void *ctx)
+{
+	if (p) {
+		p->reduce = fn;
+		p->reduce_ctx = ctx;
+	}
+}
+
+void rt_threads_reduce(rt_threads *p, float *grad, int64_t n, int left)
+{
+	if (p && p->reduce)
+		p->reduce(p->reduce_ctx, grad, n, left);
 }

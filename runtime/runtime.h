@@ -333,6 +333,17 @@ void rt_linear_grad_weight(rt_threads *t, int n, int in, int out, const float *x
 /* rt_sgd_momentum_ref with the learning rate read from *lr */
 void rt_sgd_step(size_t count, float *w, const float *g, float *v, const float *lr, float momentum,
                  float weight_decay);
+/* Data-parallel training: every gradient of a training step passes through
+ * rt_grad_allreduce before its update, last layer first; with a hook on
+ * the step's pool, the hook replaces grad[0..n) by its average over the
+ * processes (left: how many gradients follow in this step, 0 for the
+ * last, so a hook may gather buckets and reduce them when left is 0 or a
+ * bucket is full; every pointer it was given stays valid until the step's
+ * last call returns). Without a hook, nothing happens. */
+typedef void rt_reduce_fn(void *ctx, float *grad, int64_t n, int left);
+void rt_threads_set_reduce(rt_threads *p, rt_reduce_fn *fn, void *ctx);
+void rt_threads_reduce(rt_threads *p, float *grad, int64_t n, int left);
+void rt_grad_allreduce(rt_threads *p, int64_t n, const float *g, float *out, int left);
 /* Mean softmax cross-entropy, and its gradient, as separate kernels. */
 void rt_xent_loss(int n, int c, const float *logits, const int32_t *labels, float *loss);
 void rt_xent_grad(int n, int c, const float *logits, const int32_t *labels, float *dlogits);
@@ -423,6 +434,9 @@ int rt_instance_train_step(rt_instance *m, const float *input, const int32_t *la
  * with the names `netcc params` prints: what load_weights and netcc
  * compile --weights read. */
 int rt_instance_save_weights(rt_instance *m, const char *path);
+/* Data-parallel training (trainable libraries): fn averages each gradient
+ * over the processes (rt_reduce_fn above); NULL removes it. */
+int rt_instance_set_allreduce(rt_instance *m, rt_reduce_fn *fn, void *ctx);
 /* Caller-owned memory: nothing allocated; workspace 64-byte aligned, of
  * rt_model_static_workspace_bytes(arena) bytes: the activations, then a
  * one-thread pool with the GEMM's scratch (NAME_WORKSPACE_SIZE). */

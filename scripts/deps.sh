@@ -12,7 +12,7 @@ set -eu
 # it draws (netcc writes the SVG itself and needs nothing to do so).
 pkgs="llvm-19-dev clang-19 libclang-rt-19-dev lld-19 check
 pkg-config zlib1g-dev libstb-dev libprotobuf-c-dev protobuf-c-compiler
-make gcc libc6-dev valgrind
+make gcc libc6-dev valgrind libopenmpi-dev openmpi-bin
 dataset-fashion-mnist gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
 zlib1g-dev:arm64 librsvg2-bin"
 if [ "${1:-}" = bench ]; then

@@ -1142,6 +1142,85 @@ START_TEST(train_library_refuses_bad_steps)
 }
 END_TEST
 
+/* A data-parallel application's all-reduce: every trained parameter's
+ * gradient passes through the hook once a step, last layer first (left
+ * counting down to 0), before its update; what the hook writes is what the
+ * update uses, and an identity hook changes nothing. */
+static int hook_calls, hook_left;
+static int64_t hook_floats;
+static bool hook_zero;
+
+static void hook(void *ctx, float *grad, int64_t n, int left)
+{
+	(void)ctx;
+	if (hook_calls++ > 0)
+		ck_assert_int_eq(left, hook_left - 1);
+	hook_left = left;
+	hook_floats += n;
+	if (hook_zero)
+		memset(grad, 0, (size_t)n * sizeof *grad);
+}
+
+typedef void hook_fn(void *, float *, int64_t, int);
+
+static void step_and_save(void *so, hook_fn *fn, bool zero, const float *x, const char *path)
+{
+	void *(*create)(void) = (void *(*)(void))sym(so, "tr", "create");
+	int (*set)(void *, hook_fn *, void *) =
+	    (int (*)(void *, hook_fn *, void *))sym(so, "tr", "train_set_allreduce");
+	int (*step)(void *, const float *, const int32_t *, float, float *) =
+	    (int (*)(void *, const float *, const int32_t *, float, float *))sym(so, "tr",
+	                                                                         "train_step");
+	int (*save)(void *, const char *) =
+	    (int (*)(void *, const char *))sym(so, "tr", "save_weights");
+	void (*destroy)(void *) = (void (*)(void *))sym(so, "tr", "destroy");
+	void *m = create();
+	ck_assert_ptr_nonnull(m);
+	int32_t labels[2] = {3, 7};
+	float loss;
+	hook_calls = 0;
+	hook_floats = 0;
+	hook_zero = zero;
+	ck_assert_int_eq(set(m, fn, NULL), RT_OK);
+	ck_assert_int_eq(step(m, x, labels, 0.05f, &loss), RT_OK);
+	ck_assert_int_eq(save(m, path), RT_OK);
+	destroy(m);
+}
+
+START_TEST(train_library_takes_an_allreduce)
+{
+	ir_graph *g = load("models/resnet20.nn", 2);
+	randomise(g, 64);
+	TMP_PATH(w, "w.safetensors");
+	save_weights(g, w);
+	size_t nx = input_count(g);
+	int64_t trained = 0;
+	for (int i = 0; i < g->n_nodes; i++)
+		if (g->nodes[i].op == IR_OP_PARAM && g->nodes[i].pkind == IR_PARAM_WEIGHT)
+			trained += ir_shape_count(&g->nodes[i].shape);
+	ir_graph_free(g);
+	compile("models/resnet20.nn", 2, w, "tr", "--train");
+	void *so = dlopen(tmp("libtr.so"), RTLD_NOW | RTLD_LOCAL);
+	ck_assert_msg(so != NULL, "%s", dlerror());
+	float *x = random_input(nx, 65);
+	step_and_save(so, NULL, false, x, tmp("none.safetensors"));
+	step_and_save(so, hook, false, x, tmp("same.safetensors"));
+	ck_assert_int_gt(hook_calls, 20);
+	ck_assert_int_eq(hook_left, 0);
+	ck_assert_int_eq(hook_floats, trained);
+	step_and_save(so, hook, true, x, tmp("zero.safetensors"));
+	char *log;
+	ck_assert_int_eq(
+	    sh(&log, "cmp '%s' '%s'", tmp("none.safetensors"), tmp("same.safetensors")), 0);
+	free(log);
+	ck_assert_int_ne(
+	    sh(&log, "cmp -s '%s' '%s'", tmp("none.safetensors"), tmp("zero.safetensors")), 0);
+	free(log);
+	ck_assert_int_eq(dlclose(so), 0);
+	free(x);
+}
+END_TEST
+
 /* A model path holding a comment's end or start (directories named "x*"
  * and "*z") goes into the header's comment harmlessly: the header still
  * compiles under -Wall -Werror (a raw path ended the comment there). */
@@ -1481,6 +1560,7 @@ static Suite *suite(void)
 	tcase_add_test(t, long_chains_compile_linearly);
 	tcase_add_test(t, compiles_are_reproducible);
 	tcase_add_test(t, train_library_refuses_bad_steps);
+	tcase_add_test(t, train_library_takes_an_allreduce);
 	tcase_add_test(t, header_survives_odd_paths);
 	suite_add_tcase(s, t);
 

@@ -94,6 +94,7 @@ static bool declared_inplace(const ir_node *n, int input)
 	case IR_OP_RELU:
 	case IR_OP_BATCHNORM:
 	case IR_OP_FLATTEN:
+	case IR_OP_ALLREDUCE:
 		return n->in[0] == input;
 	case IR_OP_ADD:
 		return n->in[0] == input || n->in[1] == input;
