@@ -325,6 +325,7 @@ bench: build/netcc
 		$(MAKE) --no-print-directory build/bench/gemm_bench-$$k build/bench/ab; \
 		echo "== netcc's GEMM against OpenBLAS's (bench/gemm_bench.c), kernel set $$k"; \
 		build/bench/gemm_bench-$$k $(if $(BENCH_QUICK),4,30) | tee build/bench/gemm.txt
+	@bench/scaling --steps $(if $(BENCH_QUICK),4,20) | tee build/bench/scaling.txt
 
 # Two builds of a model timed in alternation in one process (bench/ab.c).
 build/bench/ab: bench/ab.c

@@ -688,6 +688,12 @@ static void cg_allreduce(cg *c, const ir_node *n, LLVMValueRef y)
 	call(c, declare(c, "rt_grad_allreduce", c->void_t, params, 5), args, 5);
 }
 
+static void cg_bn_stats_sync(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	LLVMValueRef args[] = {c->threads, i32c(c, n->shape.d[1]), arg(c, n, 0), y};
+	kernel(c, "rt_bn_stats_allreduce", "pipp", args);
+}
+
 static void cg_sgd(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	LLVMTypeRef params[] = {c->i64, c->ptr, c->ptr, c->ptr, c->ptr, c->f32, c->f32};

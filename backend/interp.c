@@ -433,6 +433,11 @@ static void interp_allreduce(const interp *it, const ir_node *n, float *y)
 		memcpy(y, in(it, n, 0), (size_t)ir_shape_count(&n->shape) * sizeof(float));
 }
 
+static void interp_bn_stats_sync(const interp *it, const ir_node *n, float *y)
+{
+	interp_allreduce(it, n, y);
+}
+
 static void interp_sgd(const interp *it, const ir_node *n, float *y)
 {
 	rt_sgd_momentum_ref((size_t)ir_shape_count(shape(it, n, 0)), mut(it, n, 0),

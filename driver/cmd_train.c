@@ -998,6 +998,9 @@ static int trainer_setup(trainer *t, const opts *o, const rt_st_file *f, ckpt_in
 	t->gbatch = g->batch;
 	if (t->d->size > 1 && (g = batch_split(t, g)) == NULL)
 		return 1;
+	if (opts_flag(o, "sync-bn") && t->d->size == 1)
+		diag_warn("--sync-bn has no effect in one process (start netcc under mpirun)");
+	g->train.sync_ranks = opts_flag(o, "sync-bn") ? t->d->size : 1;
 	t->batch = g->batch;
 	bool other = ck && strcmp(ck->model, g->name) != 0;
 	if (other)

@@ -108,6 +108,9 @@ static const opt_doc train_opts[] = {
     {"global-batch", "B", '=', "the --batch value",
      "the batch of a step over all ranks under mpirun (each rank takes B / ranks); the "
      "same as --batch"},
+    {"sync-bn", NULL, 0, NULL,
+     "under mpirun, BatchNorm normalises with the statistics of the whole global batch (as "
+     "one process would) instead of each rank's share"},
     {"lr", "LR", '=', "the train section's", "the learning rate"},
     {"schedule", "S", '=', "the train section's",
      "steps:E1,E2 (divide the rate at those epochs), steps, plateau or none"},

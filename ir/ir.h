@@ -248,6 +248,7 @@ typedef struct ir_train {
 	double factor;
 	int64_t patience, warmup, batch, epochs;
 	const char *init; /* "he" */
+	int sync_ranks;   /* > 1: BatchNorm's statistics span that many processes */
 } ir_train;
 
 void ir_train_defaults(ir_train *t);

@@ -423,6 +423,11 @@ static void shape_allreduce(const ir_graph *g, ir_node *n)
 	n->shape = *arg(g, n, 0);
 }
 
+static void shape_bn_stats_sync(const ir_graph *g, ir_node *n)
+{
+	n->shape = *arg(g, n, 0);
+}
+
 static void shape_sgd(const ir_graph *g, ir_node *n)
 {
 	int64_t w = ir_shape_count(arg(g, n, 0));

@@ -102,8 +102,11 @@ static void grad_bn_train(ad *a, int id, int dy)
 	int dp = node(a, IR_OP_BN_GRAD_PARAMS, id, (int[]){x, dy, stats}, 3);
 	acc_param(a, gamma, dp, 0);
 	acc_param(a, beta, dp, fwd(a, gamma)->shape.d[0]);
+	/* sync BatchNorm: dx needs the sums over the whole batch; the
+	 * parameters' own gradients are averaged with the others */
+	int dps = a->g->train.sync_ranks > 1 ? node(a, IR_OP_ALLREDUCE, id, &dp, 1) : dp;
 	if (a->needs[x])
-		acc(a, x, node(a, IR_OP_BN_GRAD_INPUT, id, (int[]){x, dy, stats, gamma, dp}, 5));
+		acc(a, x, node(a, IR_OP_BN_GRAD_INPUT, id, (int[]){x, dy, stats, gamma, dps}, 5));
 }
 
 static void grad_relu(ad *a, int id, int dy)
@@ -193,11 +196,20 @@ static int batch_norm(ir_rewriter *rw, const ir_node *old, int id, void *ctx)
 	st.in[0] = x;
 	ir_shape_infer(g, &st);
 	int stats = ir_rewrite_emit(rw, &st);
+	int ranks = g->train.sync_ranks;
+	if (ranks > 1) {
+		ir_node sy = ir_node_proto(IR_OP_BN_STATS_SYNC, &old->loc);
+		sy.name = old->name;
+		sy.n_in = 1;
+		sy.in[0] = stats;
+		ir_shape_infer(g, &sy);
+		stats = ir_rewrite_emit(rw, &sy);
+	}
 
 	ir_node up = ir_node_proto(IR_OP_BN_UPDATE, &old->loc);
 	up.name = old->name;
 	up.momentum = old->momentum;
-	up.out = ir_shape_count(xs) / xs->d[1];
+	up.out = ir_shape_count(xs) / xs->d[1] * (ranks > 1 ? ranks : 1);
 	up.n_in = 3;
 	up.in[0] = stats;
 	up.in[1] = ir_rewrite_map(rw, old->in[3]);

@@ -17,3 +17,16 @@ void rt_grad_allreduce(rt_threads *p, int64_t n, const float *g, float *out, int
 		memcpy(out, g, (size_t)n * sizeof *out);
 	rt_threads_reduce(p, out, n, left);
 }
+
+/* The law of total variance: the whole batch's variance is the mean of
+ * the shares' variances plus the variance of their means. */
+void rt_bn_stats_allreduce(rt_threads *p, int c, const float *stats, float *out)
+{
+	memcpy(out, stats, (size_t)c * sizeof *out);
+	rt_threads_reduce(p, out, c, 0);
+	for (int i = 0; i < c; i++) {
+		float d = stats[i] - out[i];
+		out[c + i] = stats[c + i] + d * d;
+	}
+	rt_threads_reduce(p, out + c, c, 0);
+}

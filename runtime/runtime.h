@@ -344,6 +344,10 @@ typedef void rt_reduce_fn(void *ctx, float *grad, int64_t n, int left);
 void rt_threads_set_reduce(rt_threads *p, rt_reduce_fn *fn, void *ctx);
 void rt_threads_reduce(rt_threads *p, float *grad, int64_t n, int left);
 void rt_grad_allreduce(rt_threads *p, int64_t n, const float *g, float *out, int left);
+/* BatchNorm's [2, C] batch statistics (mean, biased variance) of equal
+ * shares of a batch, into the whole batch's, through the same hook (two
+ * calls of C, left 0); out != stats. */
+void rt_bn_stats_allreduce(rt_threads *p, int c, const float *stats, float *out);
 /* Mean softmax cross-entropy, and its gradient, as separate kernels. */
 void rt_xent_loss(int n, int c, const float *logits, const int32_t *labels, float *loss);
 void rt_xent_grad(int n, int c, const float *logits, const int32_t *labels, float *dlogits);
