@@ -9,6 +9,7 @@
  * freedom to reorder the additions). */
 #include <fcntl.h>
 #include <mpi.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -36,12 +37,38 @@ static void dist_fail(const dist *d, const char *what, int code)
 	_exit(1);
 }
 
+/* The watchdog reads when this rank began waiting in a collective. */
+static _Atomic double waiting_since;
+
 #define MPI_CHECK(d, call)                                                                         \
 	do {                                                                                       \
+		waiting_since = backend_now();                                                     \
 		int rc_ = (call);                                                                  \
+		waiting_since = 0;                                                                 \
 		if (rc_ != MPI_SUCCESS)                                                            \
 			dist_fail(d, #call, rc_);                                                  \
 	} while (0)
+
+/* A rank that is alive but stuck (a deadlock, a hung file system) would
+ * hold the others in a collective for ever: past the timeout, this rank
+ * leaves, and mpirun ends the job. MPI is not called from this thread
+ * (the library runs MPI_THREAD_FUNNELED). */
+static void *watchdog(void *arg)
+{
+	const dist *d = arg;
+	for (;;) {
+		sleep(1);
+		double since = waiting_since;
+		if (since > 0 && backend_now() - since > d->timeout) {
+			dprintf(d->err_fd,
+			        "netcc: error: rank %d: no answer from the other ranks for %d s "
+			        "(NETCC_DIST_TIMEOUT): one is stuck or gone; ending the job\n",
+			        d->rank, d->timeout);
+			_exit(1);
+		}
+	}
+	return NULL;
+}
 
 /* Ranks other than 0 are silent: their output would repeat rank 0's. */
 static void quiet(dist *d)
@@ -79,6 +106,8 @@ static void faults_read(dist *d)
 	d->kill_step = -1;
 	if (!f)
 		return;
+	if (sscanf(f, "hang:%d:%d", &rank, &step) == 2 && rank == d->rank)
+		d->hang_step = step;
 	if (!strcmp(f, "skip-reduce"))
 		d->skip_reduce = true;
 	else if (sscanf(f, "kill:%d:%d", &rank, &step) == 2 && rank == d->rank)
@@ -87,7 +116,9 @@ static void faults_read(dist *d)
 
 int dist_init(dist *d, int *argc, char ***argv)
 {
-	*d = (dist){.size = 1, .err_fd = STDERR_FILENO, .kill_step = -1};
+	*d = (dist){.size = 1, .err_fd = STDERR_FILENO, .kill_step = -1, .hang_step = -1};
+	const char *timeout = getenv("NETCC_DIST_TIMEOUT");
+	d->timeout = timeout && atoi(timeout) > 0 ? atoi(timeout) : DIST_TIMEOUT;
 	d->verify = getenv("NETCC_DIST_VERIFY") != NULL;
 	const char *size = getenv("OMPI_COMM_WORLD_SIZE");
 	if (!size || atoi(size) <= 1)
@@ -105,6 +136,11 @@ int dist_init(dist *d, int *argc, char ***argv)
 	faults_read(d);
 	if (d->rank != 0)
 		quiet(d);
+	static dist seen; /* what the watchdog reads, for the process's lifetime */
+	seen = *d;
+	pthread_t t;
+	if (pthread_create(&t, NULL, watchdog, &seen) == 0)
+		pthread_detach(t);
 	return 0;
 }
 
@@ -169,6 +205,8 @@ void dist_step_begin(dist *d, int64_t step)
 {
 	if (step == d->kill_step)
 		raise(SIGKILL);
+	while (step == d->hang_step)
+		pause();
 }
 
 static bool grow(void **p, size_t *cap, size_t bytes)

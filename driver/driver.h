@@ -95,6 +95,7 @@ int cmd_import(int argc, char **argv);
  *   dist_finish(&d);
  */
 enum { DIST_BUCKET_BYTES = 25 << 20 }; /* PyTorch DDP's default bucket */
+enum { DIST_TIMEOUT = 1800 };          /* s in one collective; PyTorch's default */
 
 struct dist_piece;
 typedef struct dist {
@@ -103,7 +104,8 @@ typedef struct dist {
 	int err_fd;  /* stderr as it was: ranks other than 0 are silenced */
 	bool verify; /* NETCC_DIST_VERIFY: ranks compare their weights every step */
 	bool skip_reduce;
-	int64_t kill_step;
+	int64_t kill_step, hang_step;
+	int timeout; /* s: NETCC_DIST_TIMEOUT, else DIST_TIMEOUT */
 	/* the step's gradients not yet reduced, and the buffers that reduce them */
 	struct dist_piece *pieces;
 	int n_pieces;

@@ -3,7 +3,7 @@
  * step (and the check that says so can fail), runs repeat bit for bit, one
  * rank is exactly the plain run, two ranks average gradients like one
  * process on the whole batch, a resumed run is the uninterrupted one, and
- * a rank that dies ends the job instead of hanging it. */
+ * a rank that dies or hangs ends the job instead of hanging it. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -235,6 +235,18 @@ START_TEST(a_dead_rank_ends_the_job)
 }
 END_TEST
 
+/* One that is alive but stuck: the others stop waiting after the timeout. */
+START_TEST(a_stuck_rank_times_out)
+{
+	char *err;
+	int rc = train(2, "NETCC_DIST_TIMEOUT=3 NETCC_DIST_FAULT=hang:1:3", &err,
+	               MODEL " " DATA " --out %s/h --epochs 2 --batch 32", root);
+	ck_assert_msg(rc != 0 && rc != 124, "exit %d (124: it hung)\n%s", rc, err);
+	ck_assert_msg(strstr(err, "rank 0: no answer from the other ranks for 3 s"), "%s", err);
+	free(err);
+}
+END_TEST
+
 START_TEST(a_global_batch_must_split_evenly)
 {
 	char *err;
@@ -263,6 +275,7 @@ static Suite *suite(void)
 	tcase_add_test(t, sync_bn_matches_one_process);
 	tcase_add_test(t, a_resumed_run_is_the_uninterrupted_one);
 	tcase_add_test(t, a_dead_rank_ends_the_job);
+	tcase_add_test(t, a_stuck_rank_times_out);
 	tcase_add_test(t, a_global_batch_must_split_evenly);
 	suite_add_tcase(s, t);
 	return s;
