@@ -25,6 +25,22 @@ typedef struct dist_piece {
 	int64_t n;
 } dist_piece;
 
+/* A bucket: gradients packed in the order the step finished them, its
+ * reduce-scatter started without waiting, so backward goes on meanwhile. */
+typedef struct dist_bucket {
+	dist_piece *pieces;
+	int n_pieces;
+	size_t pieces_cap, buf_cap, scratch_cap;
+	int64_t n, chunk; /* floats, and each rank's share of them */
+	float *buf, *scratch;
+	MPI_Request req;
+} dist_bucket;
+
+struct dist_buckets {
+	dist_bucket *b;
+	int n, cap; /* in use this step (the last one open), allocated */
+};
+
 static void dist_fail(const dist *d, const char *what, int code)
 {
 	char msg[MPI_MAX_ERROR_STRING] = "";
@@ -117,6 +133,8 @@ static void faults_read(dist *d)
 int dist_init(dist *d, int *argc, char ***argv)
 {
 	*d = (dist){.size = 1, .err_fd = STDERR_FILENO, .kill_step = -1, .hang_step = -1};
+	const char *bucket = getenv("NETCC_DIST_BUCKET_BYTES");
+	d->bucket_bytes = bucket && atoll(bucket) > 0 ? atoll(bucket) : DIST_BUCKET_BYTES;
 	const char *timeout = getenv("NETCC_DIST_TIMEOUT");
 	d->timeout = timeout && atoi(timeout) > 0 ? atoi(timeout) : DIST_TIMEOUT;
 	d->verify = getenv("NETCC_DIST_VERIFY") != NULL;
@@ -146,9 +164,14 @@ int dist_init(dist *d, int *argc, char ***argv)
 
 void dist_finish(dist *d)
 {
-	free(d->bucket);
-	free(d->scratch);
-	free(d->pieces);
+	for (int i = 0; d->buckets && i < d->buckets->cap; i++) {
+		free(d->buckets->b[i].pieces);
+		free(d->buckets->b[i].buf);
+		free(d->buckets->b[i].scratch);
+	}
+	if (d->buckets)
+		free(d->buckets->b);
+	free(d->buckets);
 	if (d->mpi)
 		MPI_Finalize();
 	if (d->err_fd != STDERR_FILENO)
@@ -221,65 +244,109 @@ static bool grow(void **p, size_t *cap, size_t bytes)
 	return true;
 }
 
-/* The average of the bucket over ranks, the same bits everywhere. */
-static void bucket_reduce(dist *d, int64_t n)
+static dist_bucket *bucket_open(dist *d)
+{
+	struct dist_buckets *q = d->buckets;
+	if (!q && !(q = d->buckets = calloc(1, sizeof *q)))
+		dist_fail(d, "malloc", MPI_ERR_NO_MEM);
+	if (q->n == q->cap) {
+		int cap = q->cap ? 2 * q->cap : 4;
+		dist_bucket *b = realloc(q->b, (size_t)cap * sizeof *b);
+		if (!b)
+			dist_fail(d, "malloc", MPI_ERR_NO_MEM);
+		memset(b + q->cap, 0, (size_t)(cap - q->cap) * sizeof *b);
+		q->b = b;
+		q->cap = cap;
+	}
+	dist_bucket *b = &q->b[q->n++];
+	b->n_pieces = 0;
+	b->n = 0;
+	return b;
+}
+
+/* Packs the bucket and starts its all-to-all: each rank receives every
+ * rank's copy of its own chunk. */
+static void bucket_start(dist *d, dist_bucket *b)
 {
 	int P = d->size;
-	int64_t chunk = (n + P - 1) / P;
-	size_t bytes = (size_t)(chunk * P) * sizeof(float);
-	if (!grow((void **)&d->scratch, &d->scratch_cap, bytes))
+	b->chunk = (b->n + P - 1) / P;
+	size_t bytes = (size_t)(b->chunk * P) * sizeof(float);
+	if (!grow((void **)&b->buf, &b->buf_cap, bytes) ||
+	    !grow((void **)&b->scratch, &b->scratch_cap, bytes))
 		dist_fail(d, "malloc", MPI_ERR_NO_MEM);
-	memset(d->bucket + n, 0, (size_t)(chunk * P - n) * sizeof(float));
-	MPI_CHECK(d, MPI_Alltoall(d->bucket, (int)chunk, MPI_FLOAT, d->scratch, (int)chunk,
-	                          MPI_FLOAT, MPI_COMM_WORLD));
-	float *mine = d->bucket + d->rank * chunk;
-	for (int64_t i = 0; i < chunk; i++) {
-		float s = d->scratch[i];
-		for (int r = 1; r < P; r++)
-			s += d->scratch[r * chunk + i];
-		d->scratch[i] = s / (float)P;
+	int64_t at = 0;
+	for (int i = 0; i < b->n_pieces; i++) {
+		memcpy(b->buf + at, b->pieces[i].p, (size_t)b->pieces[i].n * sizeof(float));
+		at += b->pieces[i].n;
 	}
-	memcpy(mine, d->scratch, (size_t)chunk * sizeof(float));
-	MPI_CHECK(d, MPI_Allgather(MPI_IN_PLACE, (int)chunk, MPI_FLOAT, d->bucket, (int)chunk,
-	                           MPI_FLOAT, MPI_COMM_WORLD));
+	memset(b->buf + at, 0, bytes - (size_t)at * sizeof(float));
+	MPI_CHECK(d, MPI_Ialltoall(b->buf, (int)b->chunk, MPI_FLOAT, b->scratch, (int)b->chunk,
+	                           MPI_FLOAT, MPI_COMM_WORLD, &b->req));
 }
 
-static void bucket_flush(dist *d)
+/* Sums its chunk over ranks 0..P-1 in order, gathers every chunk and
+ * unpacks: the average of the bucket, the same bits on every rank. */
+static void bucket_finish(dist *d, dist_bucket *b)
 {
-	double t0 = backend_now();
-	int64_t n = 0;
-	for (int i = 0; i < d->n_pieces; i++) {
-		memcpy(d->bucket + n, d->pieces[i].p, (size_t)d->pieces[i].n * sizeof(float));
-		n += d->pieces[i].n;
+	int P = d->size;
+	int64_t c = b->chunk;
+	MPI_CHECK(d, MPI_Wait(&b->req, MPI_STATUS_IGNORE));
+	for (int64_t i = 0; i < c; i++) {
+		float s = b->scratch[i];
+		for (int r = 1; r < P; r++)
+			s += b->scratch[r * c + i];
+		b->buf[d->rank * c + i] = s / (float)P;
 	}
-	bucket_reduce(d, n);
-	n = 0;
-	for (int i = 0; i < d->n_pieces; i++) {
-		memcpy(d->pieces[i].p, d->bucket + n, (size_t)d->pieces[i].n * sizeof(float));
-		n += d->pieces[i].n;
+	MPI_CHECK(d, MPI_Allgather(MPI_IN_PLACE, (int)c, MPI_FLOAT, b->buf, (int)c, MPI_FLOAT,
+	                           MPI_COMM_WORLD));
+	int64_t at = 0;
+	for (int i = 0; i < b->n_pieces; i++) {
+		memcpy(b->pieces[i].p, b->buf + at, (size_t)b->pieces[i].n * sizeof(float));
+		at += b->pieces[i].n;
 	}
-	d->reduce_bytes += n * (int64_t)sizeof(float);
-	d->n_pieces = 0;
-	d->pending = 0;
-	d->reduce_seconds += backend_now() - t0;
+	d->reduce_bytes += b->n * (int64_t)sizeof(float);
 }
 
-/* rt_reduce_fn: gradients gather into buckets of DIST_BUCKET_BYTES, in the
- * order the step finishes them; each full bucket, and the step's last,
- * is reduced at once. */
+/* Started buckets move while backward computes only when MPI is called:
+ * every gradient that arrives gives them a turn. */
+static void buckets_progress(dist *d)
+{
+	struct dist_buckets *q = d->buckets;
+	for (int i = 0; i + 1 < q->n; i++) {
+		int done;
+		MPI_CHECK(d, MPI_Test(&q->b[i].req, &done, MPI_STATUS_IGNORE));
+		if (done)
+			q->b[i].req = MPI_REQUEST_NULL; /* MPI_Wait returns at once */
+	}
+}
+
+/* rt_reduce_fn: gradients gather into buckets of DIST_BUCKET_BYTES in the
+ * order the step finishes them (last layer first); a full bucket starts
+ * at once, and the step's last gradient completes them all in order. */
 void dist_reduce(void *ctx, float *grad, int64_t n, int left)
 {
 	dist *d = ctx;
 	if (d->skip_reduce)
 		return;
-	int64_t need = d->pending + n;
-	size_t padded = (size_t)(need + d->size) * sizeof(float);
-	if (!grow((void **)&d->bucket, &d->bucket_cap, padded) ||
-	    !grow((void **)&d->pieces, &d->pieces_cap,
-	          (size_t)(d->n_pieces + 1) * sizeof *d->pieces))
+	double t0 = backend_now();
+	struct dist_buckets *q = d->buckets;
+	dist_bucket *b = q && q->n ? &q->b[q->n - 1] : bucket_open(d);
+	q = d->buckets;
+	if (!grow((void **)&b->pieces, &b->pieces_cap,
+	          (size_t)(b->n_pieces + 1) * sizeof *b->pieces))
 		dist_fail(d, "malloc", MPI_ERR_NO_MEM);
-	d->pieces[d->n_pieces++] = (dist_piece){grad, n};
-	d->pending = need;
-	if (left == 0 || d->pending * (int64_t)sizeof(float) >= DIST_BUCKET_BYTES)
-		bucket_flush(d);
+	b->pieces[b->n_pieces++] = (dist_piece){grad, n};
+	b->n += n;
+	buckets_progress(d);
+	if (left == 0 || b->n * (int64_t)sizeof(float) >= d->bucket_bytes) {
+		bucket_start(d, b);
+		if (left != 0)
+			bucket_open(d);
+	}
+	if (left == 0) {
+		for (int i = 0; i < q->n; i++)
+			bucket_finish(d, &q->b[i]);
+		q->n = 0;
+	}
+	d->reduce_seconds += backend_now() - t0;
 }

@@ -97,7 +97,7 @@ int cmd_import(int argc, char **argv);
 enum { DIST_BUCKET_BYTES = 25 << 20 }; /* PyTorch DDP's default bucket */
 enum { DIST_TIMEOUT = 1800 };          /* s in one collective; PyTorch's default */
 
-struct dist_piece;
+struct dist_buckets;
 typedef struct dist {
 	int rank, size;
 	bool mpi;    /* MPI_Init was called */
@@ -105,13 +105,9 @@ typedef struct dist {
 	bool verify; /* NETCC_DIST_VERIFY: ranks compare their weights every step */
 	bool skip_reduce;
 	int64_t kill_step, hang_step;
-	int timeout; /* s: NETCC_DIST_TIMEOUT, else DIST_TIMEOUT */
-	/* the step's gradients not yet reduced, and the buffers that reduce them */
-	struct dist_piece *pieces;
-	int n_pieces;
-	size_t pieces_cap, bucket_cap, scratch_cap;
-	int64_t pending; /* floats */
-	float *bucket, *scratch;
+	int timeout;                  /* s: NETCC_DIST_TIMEOUT, else DIST_TIMEOUT */
+	int64_t bucket_bytes;         /* NETCC_DIST_BUCKET_BYTES, else DIST_BUCKET_BYTES */
+	struct dist_buckets *buckets; /* this step's gradients on their way */
 	double reduce_seconds;
 	int64_t reduce_bytes;
 } dist;

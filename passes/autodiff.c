@@ -27,6 +27,10 @@ typedef struct ad {
 	grad *grads; /* per forward node */
 	bool *needs; /* per forward node: depends on a trained param */
 	int n_fwd;
+	/* data-parallel: per forward node, its first reader (a param's
+	 * gradient is whole once backward has passed it) and a trained
+	 * param's allreduce node; the allreduce nodes in the order made */
+	int *first_use, *reduced, *reduces, n_reduces;
 } ad;
 
 static const ir_node *fwd(const ad *a, int id)
@@ -244,6 +248,35 @@ static void find_needs(ad *a)
 	}
 }
 
+/* Each trained parameter's gradient passes through an allreduce before
+ * its update, made as soon as backward has finished the gradient (the
+ * last layer's first), so a data-parallel caller can average it while
+ * backward goes on. One node per gradient node: BatchNorm's [2, C] serves
+ * two parameters. */
+static void reduce_ready(ad *a, int i)
+{
+	for (int k = 0; k < a->g->nodes[i].n_in; k++) {
+		int p = a->g->nodes[i].in[k], gn = a->grads[p].node;
+		const ir_node *pn = fwd(a, p);
+		if (pn->op != IR_OP_PARAM || pn->pkind != IR_PARAM_WEIGHT || gn < 0 ||
+		    a->first_use[p] != i || a->reduced[p] >= 0)
+			continue;
+		int r = -1;
+		for (int j = 0; j < a->n_reduces && r < 0; j++)
+			if (a->g->nodes[a->reduces[j]].in[0] == gn)
+				r = a->reduces[j];
+		if (r < 0) {
+			ir_node x = ir_node_proto(IR_OP_ALLREDUCE, &pn->loc);
+			x.name = a->g->nodes[gn].name;
+			x.n_in = 1;
+			x.in[0] = gn;
+			ir_shape_infer(a->g, &x);
+			r = a->reduces[a->n_reduces++] = ir_node_append(a->g, &x);
+		}
+		a->reduced[p] = r;
+	}
+}
+
 static void backward(ad *a, int dlogits, int logits)
 {
 	a->grads[logits] = (grad){dlogits, 0};
@@ -255,42 +288,14 @@ static void backward(ad *a, int dlogits, int logits)
 		if (!rules[n->op])
 			diag_error_at(&n->loc, "netcc cannot train through %s", ir_ops[n->op].name);
 		rules[n->op](a, i, dy);
+		reduce_ready(a, i);
 	}
-}
-
-/* Each trained parameter's gradient passes through an allreduce before
- * its update, the last layer's first (the order backward finishes them),
- * so a data-parallel caller averages them over processes in buckets. One
- * node per gradient node: BatchNorm's [2, C] serves two parameters. */
-static void allreduce(ad *a)
-{
-	int n = 0, first = a->g->n_nodes;
-	for (int i = a->n_fwd - 1; i >= 0; i--) {
-		const ir_node *p = fwd(a, i);
-		int gn = a->grads[i].node;
-		if (p->op != IR_OP_PARAM || p->pkind != IR_PARAM_WEIGHT || gn < 0)
-			continue;
-		int k = first;
-		while (k < a->g->n_nodes && a->g->nodes[k].in[0] != gn)
-			k++;
-		if (k == a->g->n_nodes) {
-			ir_node r = ir_node_proto(IR_OP_ALLREDUCE, &p->loc);
-			r.name = a->g->nodes[gn].name;
-			r.n_in = 1;
-			r.in[0] = gn;
-			ir_shape_infer(a->g, &r);
-			ir_node_append(a->g, &r);
-			n++;
-		}
-		a->grads[i].node = k;
-	}
-	for (int k = first; k < a->g->n_nodes; k++)
-		a->g->nodes[k].reduce_left = --n;
+	for (int j = 0; j < a->n_reduces; j++)
+		a->g->nodes[a->reduces[j]].reduce_left = a->n_reduces - 1 - j;
 }
 
 static void sgd(ad *a, int lr)
 {
-	allreduce(a);
 	for (int i = 0; i < a->n_fwd; i++) {
 		ir_node p = *fwd(a, i);
 		if (p.op != IR_OP_PARAM || p.pkind != IR_PARAM_WEIGHT)
@@ -309,7 +314,7 @@ static void sgd(ad *a, int lr)
 		s.goff = a->grads[i].goff;
 		s.n_in = 4;
 		s.in[0] = i;
-		s.in[1] = a->grads[i].node;
+		s.in[1] = a->reduced[i];
 		s.in[2] = v;
 		s.in[3] = lr;
 		ir_shape_infer(a->g, &s);
@@ -331,8 +336,18 @@ static ad start(ir_graph *g)
 	/* the graph's arena: an error in a rule unwinds past any free() */
 	a.grads = arena_alloc(&g->arena, (size_t)a.n_fwd * sizeof *a.grads);
 	a.needs = arena_alloc(&g->arena, (size_t)a.n_fwd * sizeof *a.needs);
-	for (int i = 0; i < a.n_fwd; i++)
+	size_t ints = (size_t)a.n_fwd * sizeof(int);
+	a.first_use = arena_alloc(&g->arena, ints);
+	a.reduced = arena_alloc(&g->arena, ints);
+	a.reduces = arena_alloc(&g->arena, ints);
+	for (int i = 0; i < a.n_fwd; i++) {
 		a.grads[i] = (grad){-1, 0};
+		a.first_use[i] = a.reduced[i] = -1;
+	}
+	for (int i = 0; i < a.n_fwd; i++)
+		for (int k = 0; k < g->nodes[i].n_in; k++)
+			if (a.first_use[g->nodes[i].in[k]] < 0)
+				a.first_use[g->nodes[i].in[k]] = i;
 	return a;
 }
 
