@@ -327,6 +327,11 @@ bench: build/netcc
 		build/bench/gemm_bench-$$k $(if $(BENCH_QUICK),4,30) | tee build/bench/gemm.txt
 	@bench/scaling --steps $(if $(BENCH_QUICK),4,20) | tee build/bench/scaling.txt
 
+# The all-reduce's latency and bandwidth, for docs/training.md's model (bench/scaling).
+build/bench/allreduce_bench: bench/allreduce_bench.c
+	@mkdir -p build/bench
+	mpicc -std=c11 -O2 $(WARN) -o $@ $<
+
 # Two builds of a model timed in alternation in one process (bench/ab.c).
 build/bench/ab: bench/ab.c
 	@mkdir -p build/bench
