@@ -108,9 +108,8 @@ static Onnx__NodeProto *node_add(exporter *e, int id, const char *op, int n_in)
 	const char *in[IR_MAX_INPUTS];
 	for (int i = 0; i < n_in; i++)
 		in[i] = e->value[n->in[i]];
-	Onnx__NodeProto *nd = ox_build_node(e->a, op, e->value[id], in, n_in, e->value[id]);
-	if (n->name)
-		nd->name = arena_strdup(e->a, n->name);
+	Onnx__NodeProto *nd =
+	    ox_build_node(e->a, op, n->name ? n->name : e->value[id], in, n_in, e->value[id]);
 	node_append(e, nd);
 	return nd;
 }
