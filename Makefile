@@ -332,6 +332,15 @@ build/bench/allreduce_bench: bench/allreduce_bench.c
 	@mkdir -p build/bench
 	mpicc -std=c11 -O2 $(WARN) -o $@ $<
 
+# netcc export's files in ONNX Runtime (tools/onnx_export_check.py): the
+# issue's bar, ORT within 1e-5 of netcc's reference executor. Not part of
+# `make test`: it needs npm's onnxruntime-node, installed as for the bench.
+.PHONY: export-check
+export-check: build/netcc
+	@cd bench && { [ node_modules/.package-lock.json -nt package-lock.json ] || \
+		ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund; }
+	@/usr/bin/python3 tools/onnx_export_check.py
+
 # Two builds of a model timed in alternation in one process (bench/ab.c).
 build/bench/ab: bench/ab.c
 	@mkdir -p build/bench

@@ -54,6 +54,21 @@ static const opt_doc import_opts[] = {
     OPT_END,
 };
 
+static const opt_doc export_opts[] = {
+    {"o", "NAME.onnx", '=', NULL,
+     "where to write the ONNX file (required); '-' writes it to standard output"},
+    {"weights", "W.safetensors", '=', NULL,
+     "the trained weights (without them: random He weights, with a warning)"},
+    OPT_BATCH("1"),
+    {"dynamic-batch", NULL, 0, NULL,
+     "leave the batch open: dimension 0 of every input and output is N (instead of "
+     "--batch)"},
+    OPT_SEED("when no --weights is given"),
+    OPT_NONFINITE,
+    OPT_WERROR,
+    OPT_END,
+};
+
 static const opt_doc compile_opts[] = {
     {"o", "FILE", '=', "libNAME.so",
      "the output: a shared object (its header NAME.h beside it), or with --emit an object, "
@@ -202,6 +217,15 @@ static const cmd_doc docs[] = {
      import_opts,
      {"netcc import resnet18.onnx -o resnet18.nn",
       "netcc import tiny.onnx -o models/tiny.nn --weights-out tiny-weights.safetensors"}},
+    {"export",
+     cmd_export,
+     "MODEL.nn -o NAME.onnx [options]",
+     "the model and its weights as an ONNX file (opset 13) for ONNX Runtime and other "
+     "tools; see docs/interop.md",
+     export_opts,
+     {"netcc export models/resnet20.nn --weights run/model.safetensors -o resnet20.onnx",
+      "netcc export models/resnet18.nn --weights w.safetensors --dynamic-batch -o "
+      "resnet18.onnx"}},
     {"compile",
      cmd_compile,
      "MODEL.nn|MODEL.onnx [-o libX.so] [options]",

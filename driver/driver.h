@@ -58,6 +58,8 @@ void help_command_print(FILE *f, const cmd_doc *c);
 void help_usage_print(FILE *f);
 void help_man_print(FILE *f);
 void help_version_print(FILE *f);
+/* VERSION's text ("0.9.0"), as --version prints it */
+const char *driver_version(void);
 
 /* Parses cmd's options (commands.c): --key value, --key=value, flags,
  * '--' ending them. 0; -1 after printing --help; 2 after reporting bad
@@ -82,6 +84,7 @@ int cmd_targets(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
 int cmd_import(int argc, char **argv);
+int cmd_export(int argc, char **argv);
 
 /* ---- data-parallel training (dist.c) ---------------------------------------
  * Under mpirun each process is a rank of MPI_COMM_WORLD; without it, rank 0

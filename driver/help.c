@@ -79,6 +79,11 @@ void help_usage_print(FILE *f)
 	           "described in\ndocs/language.md; 'man netcc' once installed.\n");
 }
 
+const char *driver_version(void)
+{
+	return NETCC_VERSION;
+}
+
 void help_version_print(FILE *f)
 {
 	unsigned maj, min, patch;

@@ -123,6 +123,13 @@ static void layer_line(ox_net *n, text *t, const ox_layer *l)
 		put(t, "%s(%s, kernel = %lld, stride = %lld, pad = %lld)", op, x,
 		    (long long)l->kernel, (long long)l->stride, (long long)l->pad);
 		break;
+	case IR_OP_SUBSAMPLE:
+		put(t, "subsample(%s, stride = %lld)", x, (long long)l->stride);
+		break;
+	case IR_OP_PAD_CHANNELS:
+		put(t, "pad_channels(%s, before = %lld, after = %lld)", x, (long long)l->before,
+		    (long long)l->after);
+		break;
 	default:
 		put(t, "%s(%s)", op, x);
 		break;

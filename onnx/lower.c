@@ -825,8 +825,43 @@ static int lower_dropout(ox_net *n, int node)
 	return 0;
 }
 
+/* Zeros before and after the channels: netcc's pad_channels (the zero
+ * padding of an option-A shortcut, as netcc export writes it). */
+static int lower_pad_channels(ox_net *n, int node, ox_value *x, const int64_t *pads)
+{
+	if (x->pad)
+		return ox_node_error(n, node,
+		                     "pads the channels of '%s', a Pad's result; netcc pads "
+		                     "either the channels or H and W",
+		                     x->name);
+	if (pads[1] > MAX_CHANNELS || pads[5] > MAX_CHANNELS)
+		return ox_node_error(n, node, "pads %lld and %lld channels; netcc takes 0 to %d",
+		                     (long long)pads[1], (long long)pads[5], MAX_CHANNELS);
+	const ir_shape *s = shape_of(n, x);
+	ox_layer *l = layer_new(n, IR_OP_PAD_CHANNELS, node);
+	l->in[0] = x->var, l->n_in = 1;
+	l->before = pads[1], l->after = pads[5];
+	return layer_result(n, l, out_value(n, node),
+	                    ir_shape4(s->d[0], s->d[1] + pads[1] + pads[5], s->d[2], s->d[3]));
+}
+
+/* pads of a 4-D tensor, [begin N, C, H, W, end N, C, H, W]: of the
+ * channels only (1), of H and W alike only (2), or neither (0) */
+static int pad_kind(const int64_t *pads, size_t np)
+{
+	if (np != 8)
+		return 0;
+	bool channels = pads[1] >= 0 && pads[5] >= 0, spatial = pads[2] >= 0;
+	for (int i = 0; i < 8; i++) {
+		channels = channels && (i % 4 == 1 || pads[i] == 0);
+		spatial = spatial && (i % 4 < 2 ? pads[i] == 0 : pads[i] == pads[2]);
+	}
+	return spatial ? 2 : channels ? 1 : 0;
+}
+
 /* A zero Pad of H and W only: kept on its result for the Conv or
- * AveragePool that reads it to add to its own padding. */
+ * AveragePool that reads it to add to its own padding. A zero Pad of the
+ * channels only: pad_channels. */
 static int lower_pad(ox_net *n, int node)
 {
 	ox_value *x;
@@ -855,22 +890,117 @@ static int lower_pad(ox_net *n, int node)
 			value = v.count ? v.f[0] : 0;
 		}
 	}
-	const ir_shape *s = shape_of(n, x);
-	bool ok = s->rank == 4 && np == 8 && value == 0;
-	for (size_t i = 0; ok && i < 8; i++)
-		ok = i % 4 < 2 ? pads[i] == 0 : pads[i] == pads[2] && pads[i] >= 0;
-	if (!ok || pads[2] > MAX_WINDOW) {
+	int kind = shape_of(n, x)->rank == 4 && value == 0 ? pad_kind(pads, np) : 0;
+	if (kind == 1)
+		return lower_pad_channels(n, node, x, pads);
+	if (!kind || pads[2] > MAX_WINDOW) {
 		char t[160] = "";
 		ints_text(pads, np, t, sizeof t);
 		return ox_node_error(n, node,
-		                     "pads %s with %g; netcc folds into a Conv or AveragePool only "
-		                     "zeros, alike on every side of H and W",
+		                     "pads %s with %g; netcc takes zeros alike on every side of H "
+		                     "and W, folded into the Conv or AveragePool after, or zeros "
+		                     "before and after the channels only",
 		                     t, value);
 	}
 	ox_value *out = out_value(n, node);
 	alias(out, x);
 	out->pad = x->pad + pads[2];
 	return 0;
+}
+
+/* One axis of a Slice, ONNX's rules: negative positions count from the
+ * end, and positions past it clamp to it. */
+typedef struct slice_axis {
+	int64_t start, end, step;
+	bool given;
+} slice_axis;
+
+static bool slice_whole(const slice_axis *a, int64_t dim)
+{
+	int64_t start = a->start < 0 ? a->start + dim : a->start;
+	int64_t end = a->end < 0 ? a->end + dim : a->end;
+	return start <= 0 && end >= dim && a->step >= 1;
+}
+
+/* Slice's starts, ends, axes and steps: inputs from opset 10, attributes before. */
+static int slice_read(ox_net *n, int node, int rank, slice_axis *ax)
+{
+	ox_const c[4] = {0};
+	const int64_t *v[4] = {0};
+	size_t count[4] = {0};
+	if (n->opset < 10) {
+		static const char *const names[3] = {"starts", "ends", "axes"};
+		for (int i = 0; i < 3; i++)
+			if (attr_ints(n, node, names[i], &v[i], &count[i]) != 0)
+				return -1;
+	} else {
+		for (int i = 0; i < 4; i++) {
+			if (!in_value(n, node, i + 1))
+				continue;
+			if (ox_value_const(n, node, i + 1, OX_I64, &c[i]) != 0)
+				return -1;
+			v[i] = c[i].i, count[i] = (size_t)c[i].count;
+		}
+	}
+	if (count[0] != count[1] || (v[2] && count[2] != count[0]) ||
+	    (v[3] && count[3] != count[0]) || count[0] > (size_t)rank)
+		return ox_node_error(n, node, "its starts, ends, axes and steps differ in length");
+	for (int i = 0; i < rank; i++)
+		ax[i] = (slice_axis){.start = 0, .end = INT64_MAX, .step = 1};
+	for (size_t k = 0; k < count[0]; k++) {
+		int64_t a = v[2] ? v[2][k] : (int64_t)k;
+		a = a < 0 ? a + rank : a;
+		if (a < 0 || a >= rank || ax[a].given)
+			return ox_node_error(n, node, "axis %lld is out of range or repeated",
+			                     (long long)(v[2] ? v[2][k] : (int64_t)k));
+		ax[a] = (slice_axis){v[0][k], v[1][k], v[3] ? v[3][k] : 1, true};
+		if (ax[a].start == OX_BATCH || ax[a].end == OX_BATCH || ax[a].step == 0)
+			return ox_node_error(n, node,
+			                     "slices axis %lld with a step of 0 or up to the batch",
+			                     (long long)a);
+	}
+	return 0;
+}
+
+/* x[:, :, ::s, ::s]: netcc's subsample (the option-A shortcut's, as
+ * netcc export writes it); a Slice that keeps everything is nothing. */
+static int lower_slice(ox_net *n, int node)
+{
+	ox_value *x;
+	slice_axis ax[4];
+	if (inputs_count(n, node, n->opset < 10 ? 1 : 3, n->opset < 10 ? 1 : 5) != 0 ||
+	    attrs_allow(n, node, n->opset < 10 ? "axes ends starts" : "") != 0 ||
+	    in_tensor(n, node, 0, false, &x) != 0)
+		return -1;
+	const ir_shape *s = shape_of(n, x);
+	if (s->rank != 4)
+		return ox_node_error(
+		    n, node,
+		    "slices a tensor of rank %d; netcc's subsample takes [N, C, H, "
+		    "W]",
+		    s->rank);
+	if (slice_read(n, node, 4, ax) != 0)
+		return -1;
+	bool batch = ax[0].start == 0 && ax[0].step == 1 &&
+	             (ax[0].end >= OX_MAX_DIM || (n->batch && ax[0].end >= n->batch));
+	bool ok = batch && slice_whole(&ax[1], s->d[1]) && ax[1].step == 1 &&
+	          slice_whole(&ax[2], s->d[2]) && slice_whole(&ax[3], s->d[3]) &&
+	          ax[2].step == ax[3].step && ax[2].step <= MAX_WINDOW;
+	if (!ok)
+		return ox_node_error(n, node,
+		                     "netcc imports a Slice only as x[:, :, ::s, ::s] (subsample: "
+		                     "all of H and W with one step, all of N and C)");
+	if (ax[2].step == 1) {
+		alias(out_value(n, node), x);
+		return 0;
+	}
+	int64_t st = ax[2].step;
+	ox_layer *l = layer_new(n, IR_OP_SUBSAMPLE, node);
+	l->in[0] = x->var, l->n_in = 1;
+	l->stride = st;
+	return layer_result(
+	    n, l, out_value(n, node),
+	    ir_shape4(s->d[0], s->d[1], (s->d[2] + st - 1) / st, (s->d[3] + st - 1) / st));
 }
 
 typedef int lower_fn(ox_net *n, int node);
@@ -893,6 +1023,7 @@ static const struct {
     {"Pad", lower_pad},
     {"Relu", lower_relu},
     {"Reshape", lower_reshape},
+    {"Slice", lower_slice},
     {"Softmax", lower_softmax},
 };
 enum { N_LOWERINGS = sizeof lowerings / sizeof *lowerings };

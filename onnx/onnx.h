@@ -1,5 +1,5 @@
 /* onnx.h: ONNX models brought into netcc (netcc import; compile and run of
- * a .onnx file).
+ * a .onnx file), and netcc's models written as ONNX (netcc export).
  *
  *   onnx_import im;
  *   if (onnx_import_file("m.onnx", "m", &im, stderr) != 0)
@@ -14,6 +14,16 @@
  * come from the initializers, under the names the .nn file gives its
  * parameters. Errors name the node, its operator and the closest thing
  * netcc supports, as "netcc: error: PATH: ..." lines on errs (NULL: silent).
+ *
+ *   onnx_export ex;
+ *   onnx_export_graph(g, &(onnx_export_options){.dynamic_batch = true}, &ex);
+ *   fwrite(ex.data, 1, ex.len, out);        // an ONNX model, opset 13
+ *   onnx_export_free(&ex);
+ *
+ * The exporter takes the graph as the front end makes it (user operators,
+ * BatchNorm unfolded, weights attached) and writes each node as the ONNX
+ * operator that computes it, the parameters as initializers under their
+ * own names.
  */
 #ifndef NETCC_ONNX_H
 #define NETCC_ONNX_H
@@ -57,5 +67,29 @@ void onnx_import_free(onnx_import *im);
 /* A model name from a path: its file name without the extension, made a
  * C identifier ("models/tiny-resnet.onnx" -> "tiny_resnet"), into buf. */
 const char *onnx_model_name(const char *path, char *buf, size_t len);
+
+/* ---- export --------------------------------------------------------------- */
+
+typedef struct onnx_export_options {
+	bool dynamic_batch; /* dimension 0 of inputs and outputs is "N", not the graph's batch */
+	const char *producer_version; /* the model's producer_version, or NULL */
+	const char *doc;              /* its doc_string, or NULL */
+} onnx_export_options;
+
+typedef struct onnx_export {
+	arena arena;   /* owns data, and all the export built */
+	uint8_t *data; /* the serialised ModelProto */
+	size_t len;
+	int n_nodes, n_initializers;
+} onnx_export;
+
+/* The opset and IR version export writes (ONNX 1.8's pair). */
+enum { ONNX_EXPORT_OPSET = 13, ONNX_EXPORT_IR_VERSION = 7 };
+
+/* g as an ONNX model into ex. A node ONNX cannot express is an error at
+ * its source position (diag_error_at: it unwinds to the caller's
+ * diag_trap); onnx_export_free is then still the caller's to call. */
+void onnx_export_graph(const ir_graph *g, const onnx_export_options *o, onnx_export *ex);
+void onnx_export_free(onnx_export *ex);
 
 #endif

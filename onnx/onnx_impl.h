@@ -8,6 +8,10 @@
  *   names.c   identifiers for variables and layers
  *   emit.c    the .nn text and the weights list
  *   import.c  the public functions (onnx.h)
+ *
+ * and of the exporter:
+ *   build.c   protobuf messages, in an arena
+ *   export.c  each node as ONNX operators; the model and its bytes
  */
 #ifndef NETCC_ONNX_IMPL_H
 #define NETCC_ONNX_IMPL_H
@@ -78,6 +82,7 @@ typedef struct ox_layer {
 	int out;  /* variable */
 	int node; /* the node it comes from */
 	int64_t out_ch, kernel, stride, pad;
+	int64_t before, after; /* pad_channels */
 	bool bias;
 	double eps;
 	const char *hint; /* the exporter's name of its weight ("conv1.weight"), or NULL */
@@ -158,5 +163,23 @@ char *ox_identifier(arena *a, const char *s);
 
 /* ---- emit.c -------------------------------------------------------------- */
 int ox_emit(ox_net *n, const char *model, onnx_import *im);
+
+/* ---- build.c: messages for the exporter, all in arena a ------------------- */
+/* A node with room for OX_BUILD_MAX_ATTRS attributes; names are copied. */
+enum { OX_BUILD_MAX_ATTRS = 8 };
+Onnx__NodeProto *ox_build_node(arena *a, const char *op, const char *name, const char *const *in,
+                               int n_in, const char *out);
+void ox_build_attr_int(arena *a, Onnx__NodeProto *nd, const char *name, int64_t v);
+void ox_build_attr_float(arena *a, Onnx__NodeProto *nd, const char *name, float v);
+void ox_build_attr_ints(arena *a, Onnx__NodeProto *nd, const char *name, const int64_t *v, int n);
+void ox_build_attr_tensor(arena *a, Onnx__NodeProto *nd, const char *name, Onnx__TensorProto *t);
+/* float32 of shape s; data is not copied (it must outlive the packing) */
+Onnx__TensorProto *ox_build_tensor_f32(arena *a, const char *name, const ir_shape *s,
+                                       const float *data);
+/* a 1-D int64 tensor of n values, copied */
+Onnx__TensorProto *ox_build_tensor_i64(arena *a, const char *name, const int64_t *v, int n);
+/* A float32 tensor of shape s; batch names dimension 0 where not NULL. */
+Onnx__ValueInfoProto *ox_build_value_info(arena *a, const char *name, const ir_shape *s,
+                                          const char *batch);
 
 #endif

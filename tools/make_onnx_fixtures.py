@@ -238,6 +238,24 @@ def helper_cases(gen):
                     tensor("s", np.array([0.5], np.float32))], opset=11)
     y = torch.softmax((x @ w.T + b) @ w2 + 0.5, 1)
     out.append(("gemm_bias_forms", m, x, y))
+    # an option-A shortcut as netcc export writes it: x[:, :, ::2, ::2]
+    # as one Slice, then zero channels before and after (unevenly)
+    x, w = rnd(2, 4, 7, 7), rnd(8, 4, 3, 3)
+    big = np.iinfo(np.int64).max
+    m = make_model([helper.make_node("Conv", ["x", "w"], ["c"], name="conv", kernel_shape=[3, 3],
+                                     strides=[2, 2], pads=[1, 1, 1, 1]),
+                    helper.make_node("Slice", ["x", "starts", "ends", "axes", "steps"], ["s"],
+                                     name="subsample"),
+                    helper.make_node("Pad", ["s", "pads"], ["p"], name="pad_channels"),
+                    helper.make_node("Add", ["c", "p"], ["y"], name="add")],
+                   [io_info("x", ["N", 4, 7, 7])], [io_info("y", ["N", 8, 4, 4])],
+                   [tensor("w", w.numpy()), tensor("starts", np.array([0, 0], np.int64)),
+                    tensor("ends", np.array([big, big], np.int64)),
+                    tensor("axes", np.array([2, 3], np.int64)),
+                    tensor("steps", np.array([2, 2], np.int64)),
+                    tensor("pads", np.array([0, 1, 0, 0, 0, 3, 0, 0], np.int64))])
+    y = F.conv2d(x, w, stride=2, padding=1) + F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, 1, 3))
+    out.append(("slice_pad_channels", m, x, y))
     return out
 
 
@@ -335,6 +353,20 @@ def malformed(gen, resnet_bytes):
                                     [io_info("y", ["N", 3, 8, 8])], []),
         "node 'plus' (Add): adds [1,3,8,8] and [1,3,1,1]; netcc adds tensors of the same shape "
         "(no broadcasting)")
+    put("slice_one_axis", make_model(
+        [helper.make_node("Slice", ["x", "st", "en", "ax", "sp"], ["y"], name="sub")],
+        [io_info("x", ["N", 3, 8, 8])], [io_info("y", ["N", 3, 4, 8])],
+        [tensor("st", np.array([0], np.int64)), tensor("en", np.array([8], np.int64)),
+         tensor("ax", np.array([2], np.int64)), tensor("sp", np.array([2], np.int64))]),
+        "node 'sub' (Slice): netcc imports a Slice only as x[:, :, ::s, ::s] (subsample: all "
+        "of H and W with one step, all of N and C)")
+    put("pad_channels_and_width", make_model(
+        [helper.make_node("Pad", ["x", "p"], ["y"], name="pad")],
+        [io_info("x", ["N", 3, 8, 8])], [io_info("y", ["N", 5, 8, 10])],
+        [tensor("p", np.array([0, 1, 0, 1, 0, 1, 0, 1], np.int64))]),
+        "node 'pad' (Pad): pads [0,1,0,1,0,1,0,1] with 0; netcc takes zeros alike on every "
+        "side of H and W, folded into the Conv or AveragePool after, or zeros before and after "
+        "the channels only")
     # If nodes whose branches hold If nodes, 60 deep: protobuf-c would recurse
     leaf = helper.make_graph([], "leaf", [], [io_info("z", [1])])
     g = leaf
