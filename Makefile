@@ -152,7 +152,7 @@ $(2)/netcc: $(2)/obj/driver/main.o $(2)/libnetcc.a $(2)/libnetcc_rt.a $(KSET_LIB
 		-Wl,--whole-archive $(2)/libnetcc_rt.a -Wl,--no-whole-archive $$(LLVM_LD) $$(RT_LD) \
 		$$(NETCC_LD)
 
-$(2)/tests/%: tests/%.c tests/testutil.h $(2)/libnetcc.a $(2)/libnetcc_rt.a
+$(2)/tests/%: tests/%.c $$(wildcard tests/*.h) $(2)/libnetcc.a $(2)/libnetcc_rt.a
 	@mkdir -p $$(dir $$@)
 	@echo "  TEST  $$@"
 	@$$(CC) $$(BASE) $(3) -Itests $$(LLVM_CF) -rdynamic -o $$@ $$< $(2)/libnetcc.a \
@@ -174,7 +174,7 @@ build/san/lib: | $(DEPS_STAMP)
 
 # A kernel test on another set: the same source against that set's runtime.
 define set_test
-build/tests/%@$(1): tests/%.c tests/testutil.h build/libnetcc.a build/lib/netcc/$(1)/libnetcc_rt.a
+build/tests/%@$(1): tests/%.c $$(wildcard tests/*.h) build/libnetcc.a build/lib/netcc/$(1)/libnetcc_rt.a
 	@mkdir -p $$(dir $$@)
 	@echo "  TEST  $$@"
 	@$$(CC) $$(BASE) $$(OPT) -Itests $$(LLVM_CF) -DNETCC_TEST_KSET='"$(1)"' -rdynamic -o $$@ $$< \
@@ -271,6 +271,7 @@ FUZZ_SRC_frontend    := $(wildcard ir/*.c frontend/*.c) runtime/rng.c
 FUZZ_SRC_safetensors := runtime/safetensors.c $(wildcard runtime/json*.c) $(FUZZ_COMMON)
 FUZZ_SRC_npy         := runtime/npy.c $(FUZZ_COMMON)
 FUZZ_SRC_idx         := runtime/idx.c $(FUZZ_COMMON)
+FUZZ_SRC_npz         := runtime/npz.c runtime/npy.c $(FUZZ_COMMON)
 # the whole compiler and the runtime it calls: the portable part built
 # here, the host's kernel set as netcc links it (gcc's vector extensions)
 FUZZ_KSET_OBJ        := $(KSET_SRC:runtime/%.c=build/kset/$(HOST_KSET)/%.o)
@@ -283,7 +284,7 @@ FUZZ_SRC_onnx        := $(ONNX_SRC) $(FUZZ_SRC_frontend) $(FUZZ_COMMON)
 build/fuzz/fuzz_onnx: $(ONNX_SRC) $(GEN)/onnx.pb-c.h
 FUZZ_XF_onnx          = -Ionnx -I$(GEN)
 FUZZ_XL_onnx          = $(ONNX_LD)
-FUZZERS := frontend safetensors npy idx compile onnx
+FUZZERS := frontend safetensors npy npz idx compile onnx
 
 build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard */*.h ir/*.def $(CC_SRC) $(RT_SRC)) | $(DEPS_STAMP)
 	@mkdir -p build/fuzz
@@ -296,6 +297,7 @@ build/fuzz/corpus-%: | $(DEPS_STAMP)
 	@cp tests/fuzz/seeds/$*/* $@/ 2>/dev/null || true
 	@if [ $* = frontend ]; then cp models/*.nn tests/errors/*.nn tests/blocks/*.nn $@/; fi
 	@if [ $* = onnx ]; then cp tests/onnx/*.onnx tests/onnx/malformed/*.onnx $@/; fi
+	@if [ $* = npz ]; then cp tests/weights/*.npz $@/; fi
 	@if [ $* = npy ]; then cp examples/data/*.npy $@/; \
 		for f in $(GOLDEN)/*/x.npy; do cp $$f $@/$$(basename $$(dirname $$f)).npy; done; fi
 

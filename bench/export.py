@@ -4,8 +4,9 @@
     /usr/bin/python3 bench/export.py MODEL [--netcc build/netcc] [--out build/bench]
 
 For resnet18 and resnet50 (torchvision's models): writes into OUT
-    MODEL.safetensors           netcc's He-initialised weights (seed 1) with the
-                                BatchNorm statistics and affine params randomised
+    MODEL.safetensors           the module's weights as PyTorch initialises them
+                                (seed 1), BatchNorm statistics and affine params
+                                randomised, in netcc's names
     MODEL.b{1,8}.onnx           ONNX, opset 13, eval mode, for ONNX Runtime
     MODEL.b{1,8}.pt             TorchScript, traced and frozen (the worker applies
                                 optimize_for_inference when it loads it, see below)
@@ -14,15 +15,17 @@ For resnet18 and resnet50 (torchvision's models): writes into OUT
     MODEL.y{1,8}.f64.npy        the same in float64, to tell whose rounding is whose
 For resnet20 (CIFAR-style, defined below for 1x28x28): the weights, a training
 batch of 128 (MODEL.xtrain.npy, MODEL.ltrain.npy: int32 labels) and PyTorch's
-result of one SGD step on it (MODEL.step.safetensors in netcc's names,
+result of one SGD step on it (MODEL.state.pt: the state dict it starts from;
+MODEL.step.safetensors in netcc's names,
 MODEL.step.f64.safetensors the same computed in float64, and MODEL.step.json
 with the losses).
 
-Parameters are matched by order: `netcc params` lists them in exactly the order
-of the PyTorch module's state_dict (without num_batches_tracked); every name
-count and shape is checked, and any difference stops the export.
+The weights reach netcc's names as a user's would: the state dict saved with
+np.savez, then `netcc weights MODEL.nn --from STATE.npz --map order`, which
+pairs them by order and stops on any difference of count or shape.
 """
 import argparse
+import copy
 import json
 import os
 import struct
@@ -39,7 +42,7 @@ LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 1e-4  # models/resnet20.nn's train sectio
 TRAIN_BATCH = 128
 
 
-# ---- safetensors, written by hand: the pip package is not available here ----
+# ---- safetensors, read by hand: the pip package is not available here ----
 
 def read_safetensors(path):
     """{name: float32 array}, in the file's order."""
@@ -57,28 +60,6 @@ def read_safetensors(path):
         a, b = info["data_offsets"]
         out[name] = np.frombuffer(data[a:b], dtype="<f4").reshape(info["shape"]).copy()
     return out
-
-
-def write_safetensors(path, tensors, metadata=None):
-    """8-byte little-endian header length, the JSON header, then the data."""
-    header, blobs, off = {}, [], 0
-    if metadata:
-        header["__metadata__"] = metadata
-    for name, arr in tensors.items():
-        blob = np.ascontiguousarray(arr, dtype="<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(arr.shape),
-                        "data_offsets": [off, off + len(blob)]}
-        blobs.append(blob)
-        off += len(blob)
-    js = json.dumps(header, separators=(",", ":")).encode()
-    js += b" " * (-len(js) % 8)  # the data starts 8-byte aligned
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(js)))
-        f.write(js)
-        for blob in blobs:
-            f.write(blob)
-    os.replace(tmp, path)
 
 
 # ---- ResNet-20 for 1x28x28, as models/resnet20.nn describes it ----
@@ -127,6 +108,11 @@ class ResNet20(nn.Module):
             cin = c
         self.stages = nn.Sequential(*layers)
         self.fc = nn.Linear(64, classes)
+        for m in self.modules():  # He's initialisation, N(0, 2 / fan_in), as netcc init's
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def forward(self, x):
         h = self.stages(self.cbr0(x))
@@ -139,60 +125,28 @@ def build(model):
     return getattr(torchvision.models, model)(weights=None)
 
 
-# ---- weights: netcc's init, BatchNorm randomised, matched to PyTorch by order ----
+# ---- weights: PyTorch's init, BatchNorm randomised, into netcc's names ----
 
-def netcc_params(netcc, nn_file):
-    """[(name, shape)] as `netcc params` prints them: 'name [d0,d1,...]'."""
-    out = subprocess.run([netcc, "params", nn_file], check=True, capture_output=True,
-                         text=True).stdout
-    params = []
-    for line in out.splitlines():
-        name, shape = line.split()
-        params.append((name, tuple(int(d) for d in shape.strip("[]").split(",") if d)))
-    return params
-
-
-def torch_keys(module):
-    """The state_dict keys netcc has: all but BatchNorm's num_batches_tracked."""
-    return [k for k in module.state_dict() if not k.endswith("num_batches_tracked")]
-
-
-def match(module, params):
-    """netcc name -> PyTorch key, after checking count and every shape."""
-    sd, keys = module.state_dict(), torch_keys(module)
-    if len(keys) != len(params):
-        sys.exit(f"export: netcc lists {len(params)} params and buffers, PyTorch's "
-                 f"state_dict has {len(keys)}")
-    for (name, shape), key in zip(params, keys):
-        if tuple(sd[key].shape) != shape:
-            sys.exit(f"export: {name} {list(shape)} does not match PyTorch's {key} "
-                     f"{list(sd[key].shape)}")
-    return {name: key for (name, _), key in zip(params, keys)}
-
-
-def randomise_batchnorm(module, weights, names, rng):
+def randomise_batchnorm(module, rng):
     """Moves every BatchNorm away from the identity (init has gamma 1, beta 0,
     mean 0, var 1), so that folding it into the convolution changes numbers."""
-    for name, key in names.items():
-        owner, _, leaf = key.rpartition(".")
-        if not isinstance(module.get_submodule(owner), nn.BatchNorm2d):
-            continue
-        w = weights[name]
-        if leaf == "weight":
-            w[:] = rng.uniform(0.5, 1.5, w.shape)
-        elif leaf == "bias":
-            w[:] = rng.normal(0.0, 0.2, w.shape)
-        elif leaf == "running_mean":
-            w[:] = rng.normal(0.0, 0.2, w.shape)
-        elif leaf == "running_var":
-            w[:] = rng.uniform(0.5, 2.0, w.shape)
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            c = m.num_features
+            m.weight.data = torch.from_numpy(rng.uniform(0.5, 1.5, c).astype(np.float32))
+            m.bias.data = torch.from_numpy(rng.normal(0.0, 0.2, c).astype(np.float32))
+            m.running_mean.data = torch.from_numpy(rng.normal(0.0, 0.2, c).astype(np.float32))
+            m.running_var.data = torch.from_numpy(rng.uniform(0.5, 2.0, c).astype(np.float32))
 
 
-def load(module, weights, names):
-    sd = module.state_dict()
-    for name, key in names.items():
-        sd[key] = torch.from_numpy(weights[name])
-    module.load_state_dict(sd, strict=True)
+def save_weights(netcc, model, module, path):
+    """The module's state dict as netcc's weights file at path, through
+    `netcc weights --map order`, which checks every shape (docs/interop.md)."""
+    npz = path + ".npz"
+    np.savez(npz, **{k: v.detach().numpy() for k, v in module.state_dict().items()})
+    subprocess.run([netcc, "weights", f"models/{model}.nn", "--from", npz, "--map", "order",
+                    "-o", path], check=True, stderr=subprocess.DEVNULL)
+    os.remove(npz)
 
 
 # ---- exports ----
@@ -221,6 +175,7 @@ def export_inference(model, module, out, rng):
 def sgd_step(module, x, labels, dtype):
     """One training step as the bench times it; returns the loss."""
     module.to(dtype).train()
+    module.zero_grad(set_to_none=True)
     opt = torch.optim.SGD(module.parameters(), lr=LR, momentum=MOMENTUM,
                           weight_decay=WEIGHT_DECAY)
     loss = F.cross_entropy(module(torch.from_numpy(x).to(dtype)),
@@ -230,7 +185,7 @@ def sgd_step(module, x, labels, dtype):
     return loss.item()
 
 
-def export_training(model, weights, names, out, rng):
+def export_training(netcc, model, module, out, rng):
     """PyTorch's result of one SGD step on the bench's batch, for comparison
     with netcc's compiled training step started from the same weights; in
     float64 too, to see how far float32 rounding alone moves the gradients."""
@@ -239,14 +194,12 @@ def export_training(model, weights, names, out, rng):
     np.save(f"{out}/{model}.xtrain.npy", x)
     np.save(f"{out}/{model}.ltrain.npy", labels)
     losses = {}
+    start = copy.deepcopy(module.state_dict())
+    torch.save(start, f"{out}/{model}.state.pt")  # torch_bench's training starts here
     for dtype, suffix in ((torch.float32, ""), (torch.float64, ".f64")):
-        module = build(model)
-        load(module, weights, names)
+        module.load_state_dict(start)
         losses["loss" + suffix.replace(".", "_")] = sgd_step(module, x, labels, dtype)
-        sd = module.state_dict()
-        write_safetensors(f"{out}/{model}.step{suffix}.safetensors",
-                          {name: sd[key].to(torch.float32).numpy()
-                           for name, key in names.items()})
+        save_weights(netcc, model, module.float(), f"{out}/{model}.step{suffix}.safetensors")
     with open(f"{out}/{model}.step.json", "w") as f:
         json.dump(losses, f)
 
@@ -259,31 +212,18 @@ def main():
     args = ap.parse_args()
     model, out = args.model, args.out
     os.makedirs(out, exist_ok=True)
-    torch.manual_seed(0)  # only torchvision's own init, overwritten below
+    torch.manual_seed(1)  # PyTorch's init of the weights
     rng = np.random.default_rng(1)
 
-    nn_file = f"models/{model}.nn"
-    init = f"{out}/{model}.init.safetensors"
-    subprocess.run([args.netcc, "init", nn_file, "--seed", "1", "-o", init], check=True,
-                   stdout=subprocess.DEVNULL)
-    weights = read_safetensors(init)
-    params = netcc_params(args.netcc, nn_file)
-    if [n for n, _ in params] != list(weights):
-        sys.exit(f"export: {init} does not hold the params `netcc params` lists, in order")
-
     module = build(model)
-    names = match(module, params)
-    randomise_batchnorm(module, weights, names, rng)
-    write_safetensors(f"{out}/{model}.safetensors", weights,
-                      {"format": "netcc", "model": model})
-    load(module, weights, names)
-
+    randomise_batchnorm(module, rng)
+    save_weights(args.netcc, model, module, f"{out}/{model}.safetensors")
     if model == "resnet20":
-        export_training(model, weights, names, out, rng)
+        export_training(args.netcc, model, module, out, rng)
     else:
         export_inference(model, module, out, rng)
-    print(f"export: {model}: {len(params)} params and buffers matched by order; "
-          f"wrote {out}/{model}.*", file=sys.stderr)
+    print(f"export: {model}: weights by `netcc weights --map order`; wrote {out}/{model}.*",
+          file=sys.stderr)
 
 
 if __name__ == "__main__":

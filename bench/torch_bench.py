@@ -2,13 +2,14 @@
 """torch_bench: the PyTorch side of `make bench` (Debian's python3-torch).
 
     /usr/bin/python3 bench/torch_bench.py infer MODEL.pt INPUT.npy THREADS [--output Y.npy | --serve]
-    /usr/bin/python3 bench/torch_bench.py train MODEL WEIGHTS INPUT.npy LABELS.npy THREADS --serve
+    /usr/bin/python3 bench/torch_bench.py train MODEL STATE.pt INPUT.npy LABELS.npy THREADS --serve
 
 infer: a TorchScript module from export.py (traced, frozen), passed through
 torch.jit.optimize_for_inference here, run under inference_mode.
 train: an eager training step of the model export.py defines (model.train(),
 CrossEntropyLoss, SGD with momentum 0.9 and weight decay 1e-4, lr 0.1),
-starting from the same weights netcc's training library embeds.
+starting from the state dict (export.py's MODEL.state.pt) whose conversion
+netcc's training library embeds.
 
 --serve prints one line "ready KEY=VALUE ..." and then answers each "run K"
 on stdin with one line of K latencies in milliseconds.
@@ -45,11 +46,10 @@ def inference(pt, input_npy, threads):
     return step
 
 
-def training(model, weights, input_npy, labels_npy, threads):
+def training(model, state, input_npy, labels_npy, threads):
     set_threads(threads)
     module = export.build(model)
-    params = export.netcc_params(os.environ.get("NETCC", "build/netcc"), f"models/{model}.nn")
-    export.load(module, export.read_safetensors(weights), export.match(module, params))
+    module.load_state_dict(torch.load(state), strict=True)
     module.train()
     x = torch.from_numpy(np.load(input_npy))
     labels = torch.from_numpy(np.load(labels_npy)).long()
@@ -91,8 +91,8 @@ def main():
             np.save(rest[0], step().numpy())
             return
     elif len(args) == 7 and args[0] == "train":
-        _, model, weights, input_npy, labels_npy, threads, mode = args
-        step = training(model, weights, input_npy, labels_npy, int(threads))
+        _, model, state, input_npy, labels_npy, threads, mode = args
+        step = training(model, state, input_npy, labels_npy, int(threads))
     else:
         sys.exit(__doc__)
     if mode != "--serve":

@@ -54,6 +54,21 @@ static const opt_doc import_opts[] = {
     OPT_END,
 };
 
+static const opt_doc weights_opts[] = {
+    {"from", "STATE.npz|STATE.safetensors", '=', NULL,
+     "the PyTorch state dict (required): np.savez's or np.savez_compressed's .npz, or a "
+     ".safetensors file"},
+    {"map", "HOW", '=', "auto",
+     "how tensors find their parameters: order (the state dict's order, num_batches_tracked "
+     "skipped), names (exact, or PyTorch's dotted module path where the .nn has '_', as "
+     "netcc import writes it), or auto (names where every parameter has one, else order)"},
+    {"o", "W.safetensors", '=', NULL,
+     "where to write the weights (required); '-' writes them to standard output"},
+    OPT_NONFINITE,
+    OPT_WERROR,
+    OPT_END,
+};
+
 static const opt_doc export_opts[] = {
     {"o", "NAME.onnx", '=', NULL,
      "where to write the ONNX file (required); '-' writes it to standard output"},
@@ -217,6 +232,14 @@ static const cmd_doc docs[] = {
      import_opts,
      {"netcc import resnet18.onnx -o resnet18.nn",
       "netcc import tiny.onnx -o models/tiny.nn --weights-out tiny-weights.safetensors"}},
+    {"weights",
+     cmd_weights,
+     "MODEL.nn --from STATE.npz -o W.safetensors [options]",
+     "a PyTorch state dict (.npz or .safetensors) as the model's weights, matched by order "
+     "or by name; see docs/interop.md",
+     weights_opts,
+     {"netcc weights models/resnet18.nn --from resnet18.npz -o resnet18.safetensors",
+      "netcc weights resnet18_imported.nn --from state.safetensors --map names -o w.safetensors"}},
     {"export",
      cmd_export,
      "MODEL.nn -o NAME.onnx [options]",

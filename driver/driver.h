@@ -84,6 +84,7 @@ int cmd_targets(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
 int cmd_import(int argc, char **argv);
+int cmd_weights(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 
 /* ---- data-parallel training (dist.c) ---------------------------------------

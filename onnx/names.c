@@ -170,3 +170,15 @@ void ox_names_assign(ox_net *n)
 			l->name = unique(n, &layers, layer_base(n, l));
 	}
 }
+
+const char *onnx_param_name(arena *a, const char *torch_name)
+{
+	const char *dot = strrchr(torch_name, '.');
+	if (!dot || dot == torch_name)
+		return torch_name;
+	const char *layer =
+	    ox_identifier(a, arena_strndup(a, torch_name, (size_t)(dot - torch_name)));
+	if (!*layer)
+		return torch_name;
+	return arena_printf(a, "%s%s%s", layer, ox_reserved(layer) ? "_" : "", dot);
+}

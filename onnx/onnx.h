@@ -68,6 +68,12 @@ void onnx_import_free(onnx_import *im);
  * C identifier ("models/tiny-resnet.onnx" -> "tiny_resnet"), into buf. */
 const char *onnx_model_name(const char *path, char *buf, size_t len);
 
+/* The name netcc import gives the parameter PyTorch calls torch_name: its
+ * module path as one identifier, the leaf kept ("layer1.0.conv1.weight" ->
+ * "layer1_0_conv1.weight"), in a. Where two layers would get one name,
+ * import numbers the second (_2), which this cannot know. */
+const char *onnx_param_name(arena *a, const char *torch_name);
+
 /* ---- export --------------------------------------------------------------- */
 
 typedef struct onnx_export_options {

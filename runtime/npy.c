@@ -22,8 +22,8 @@ static const struct {
 	const char *descr;
 	rt_dtype dtype;
 } npy_dtypes[] = {
-    {"<f4", RT_DTYPE_F32}, {"<f8", RT_DTYPE_F64}, {"<i4", RT_DTYPE_I32}, {"<i8", RT_DTYPE_I64},
-    {"|u1", RT_DTYPE_U8},  {"<u1", RT_DTYPE_U8},  {">u1", RT_DTYPE_U8},
+    {"<f4", RT_DTYPE_F32}, {"<f8", RT_DTYPE_F64}, {"<f2", RT_DTYPE_F16}, {"<i4", RT_DTYPE_I32},
+    {"<i8", RT_DTYPE_I64}, {"|u1", RT_DTYPE_U8},  {"<u1", RT_DTYPE_U8},  {">u1", RT_DTYPE_U8},
 };
 
 /* What the header says and where the data lies in the image. */
@@ -130,7 +130,8 @@ static int npy_parse_descr(npy_cursor *c, npy_header *h, const char *name, char 
 		return npy_fail(err, errlen, name, "big-endian dtype '%.*s' is not supported",
 		                shown, s);
 	return npy_fail(err, errlen, name,
-	                "unsupported dtype '%.*s' (expected <f4, <f8, <i4, <i8 or |u1)", shown, s);
+	                "unsupported dtype '%.*s' (expected <f4, <f8, <f2, <i4, <i8 or |u1)", shown,
+	                s);
 }
 
 static int npy_parse_fortran(npy_cursor *c, const char *name, char *err, size_t errlen)
@@ -382,7 +383,12 @@ static void npy_fill(rt_array *out, const npy_header *h, void *data)
 
 int rt_npy_parse(const void *buf, size_t len, rt_array *out, char *err, size_t errlen)
 {
-	const char *name = ".npy image";
+	return rt_npy_parse_named(".npy image", buf, len, out, err, errlen);
+}
+
+int rt_npy_parse_named(const char *name, const void *buf, size_t len, rt_array *out, char *err,
+                       size_t errlen)
+{
 	npy_header h;
 	memset(out, 0, sizeof *out);
 	if (npy_decode(buf, len, &h, name, err, errlen) != 0)

@@ -474,6 +474,8 @@ typedef enum rt_dtype {
 	RT_DTYPE_I32,
 	RT_DTYPE_I64,
 	RT_DTYPE_U8,
+	RT_DTYPE_F16,  /* IEEE half */
+	RT_DTYPE_BF16, /* bfloat16: float32's upper half (no .npy descr) */
 } rt_dtype;
 
 const char *rt_dtype_name(rt_dtype t);
@@ -491,6 +493,9 @@ typedef struct rt_array {
 int rt_npy_read(const char *path, rt_array *out, char *err, size_t errlen);
 /* Parses an in-memory .npy image (the fuzzers use this). */
 int rt_npy_parse(const void *buf, size_t len, rt_array *out, char *err, size_t errlen);
+/* The same with the image named in messages ("w.npz: member 'fc.weight.npy'"). */
+int rt_npy_parse_named(const char *name, const void *buf, size_t len, rt_array *out, char *err,
+                       size_t errlen);
 /* The file's bytes in memory (malloc'd into *image); path only names it
  * in errors. rt_npy_write writes them atomically. */
 int rt_npy_encode(const char *path, rt_dtype dtype, int rank, const int64_t *dims, const void *data,
@@ -498,8 +503,31 @@ int rt_npy_encode(const char *path, rt_dtype dtype, int rank, const int64_t *dim
 int rt_npy_write(const char *path, rt_dtype dtype, int rank, const int64_t *dims, const void *data,
                  char *err, size_t errlen);
 void rt_array_free(rt_array *a);
-/* Converts in place to float32 (from f64, i32, i64, u8); 0 on success. */
+/* Converts in place to float32 (from f64, f16, bf16, i32, i64, u8); 0 on success. */
 int rt_array_to_f32(rt_array *a, char *err, size_t errlen);
+/* count values of type t at src (any alignment) as float32 into dst:
+ * float64 rounds to nearest (beyond float32's range: infinite), the
+ * halves are exact. */
+void rt_values_to_f32(rt_dtype t, const void *src, size_t count, float *dst);
+
+/* .npz: NumPy's zip archive of .npy members, as np.savez (stored) and
+ * np.savez_compressed (deflated) write it. The arrays keep the archive's
+ * order, which is the order np.savez was given them: a state dict's. */
+enum { RT_NPZ_MAX_MEMBERS = 1 << 20 };
+/* a member's bytes, decompressed: netcc's largest tensor (2^31 float32s) */
+#define RT_NPZ_MAX_MEMBER_BYTES (((uint64_t)8 << 30) + 4096)
+
+typedef struct rt_npz_file {
+	int n;
+	char **names;     /* each member's name less ".npy": np.load's keys */
+	rt_array *arrays; /* as rt_npy_read gives them */
+} rt_npz_file;
+
+int rt_npz_read(const char *path, rt_npz_file *out, char *err, size_t errlen);
+/* Parses an in-memory .npz image (the fuzzers use this). */
+int rt_npz_parse(const void *buf, size_t len, rt_npz_file *out, char *err, size_t errlen);
+const rt_array *rt_npz_find(const rt_npz_file *f, const char *name);
+void rt_npz_free(rt_npz_file *f);
 
 /* safetensors: a little-endian u64 header length, a JSON header
  * {"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, ...,
@@ -540,6 +568,10 @@ typedef struct rt_st_entry {
 
 int rt_st_write(const char *path, const rt_st_entry *entries, int n, const char *const *meta_kv,
                 int n_meta, char *err, size_t errlen);
+/* The file's bytes in memory (malloc'd into *image), for standard output;
+ * path only names it in errors. */
+int rt_st_encode(const char *path, const rt_st_entry *entries, int n, const char *const *meta_kv,
+                 int n_meta, void **image, size_t *size, char *err, size_t errlen);
 
 /* IDX (MNIST's format), gzip-compressed or not, detected by magic. */
 int rt_idx_read(const char *path, rt_array *out, char *err, size_t errlen);

@@ -34,8 +34,8 @@ static const struct {
 	const char *name;
 	rt_dtype dtype;
 } st_dtypes[] = {
-    {"F32", RT_DTYPE_F32}, {"F64", RT_DTYPE_F64}, {"I32", RT_DTYPE_I32},
-    {"I64", RT_DTYPE_I64}, {"U8", RT_DTYPE_U8},
+    {"F32", RT_DTYPE_F32}, {"F64", RT_DTYPE_F64}, {"F16", RT_DTYPE_F16}, {"BF16", RT_DTYPE_BF16},
+    {"I32", RT_DTYPE_I32}, {"I64", RT_DTYPE_I64}, {"U8", RT_DTYPE_U8},
 };
 
 static const char *st_dtype_name(rt_dtype t)
@@ -252,7 +252,8 @@ static int parse_tensor(st_ctx *c, const rt_json *entry, rt_st_tensor *t)
 	}
 	if (st_dtype_parse(dtype->str, &t->dtype) != 0) {
 		snprintf(c->err, c->errlen,
-		         "%s: tensor '%s': unknown dtype '%s' (expected F32, F64, I32, I64 or U8)",
+		         "%s: tensor '%s': unknown dtype '%s' (expected F32, F64, F16, BF16, I32, "
+		         "I64 or U8)",
 		         c->label, name, dtype->str);
 		return -1;
 	}
@@ -816,21 +817,33 @@ static unsigned char *build_image(const char *json, const rt_st_entry *entries, 
 	return img;
 }
 
-int rt_st_write(const char *path, const rt_st_entry *entries, int n, const char *const *meta_kv,
-                int n_meta, char *err, size_t errlen)
+int rt_st_encode(const char *path, const rt_st_entry *entries, int n, const char *const *meta_kv,
+                 int n_meta, void **image, size_t *size, char *err, size_t errlen)
 {
 	size_t data_size;
+	*image = NULL;
+	*size = 0;
 	if (check_write_args(path, entries, n, meta_kv, n_meta, &data_size, err, errlen) != 0 ||
 	    check_write_names(path, entries, n, meta_kv, n_meta, err, errlen) != 0)
 		return -1;
 	char *json = json_header(entries, n, meta_kv, n_meta);
-	size_t size = 0;
-	unsigned char *img = json ? build_image(json, entries, n, data_size, &size) : NULL;
+	unsigned char *img = json ? build_image(json, entries, n, data_size, size) : NULL;
 	free(json);
 	if (!img) {
 		snprintf(err, errlen, "%s: out of memory building the file", path);
 		return -1;
 	}
+	*image = img;
+	return 0;
+}
+
+int rt_st_write(const char *path, const rt_st_entry *entries, int n, const char *const *meta_kv,
+                int n_meta, char *err, size_t errlen)
+{
+	void *img;
+	size_t size;
+	if (rt_st_encode(path, entries, n, meta_kv, n_meta, &img, &size, err, errlen) != 0)
+		return -1;
 	int rc = rt_file_write_atomic(path, img, size, err, errlen);
 	free(img);
 	return rc;

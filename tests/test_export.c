@@ -6,80 +6,11 @@
  * cannot express is refused at its source position; a failed export
  * leaves no file. That ONNX Runtime runs the files to netcc's outputs is
  * tools/onnx_export_check.py's job (it needs npm's onnxruntime-node). */
-#include <stdarg.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include "backend.h"
 #include "frontend.h"
 #include "onnx.h"
 #include "onnx.pb-c.h"
-#include "testutil.h"
-
-static char tmp[256];
-
-static void tmp_make(void)
-{
-	snprintf(tmp, sizeof tmp, "/tmp/netcc_export_XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(tmp));
-}
-
-static void tmp_remove(void)
-{
-	char cmd[512];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-	ck_assert_int_eq(system(cmd), 0);
-}
-
-static bool exists(const char *path)
-{
-	struct stat st;
-	return stat(path, &st) == 0;
-}
-
-/* The file's bytes (malloc'd, NUL-terminated) and their count. */
-static char *slurp(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	ck_assert_msg(f != NULL, "cannot open %s", path);
-	fseek(f, 0, SEEK_END);
-	long n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	char *buf = malloc((size_t)n + 1);
-	ck_assert_int_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
-	buf[n] = 0;
-	fclose(f);
-	if (len)
-		*len = (size_t)n;
-	return buf;
-}
-
-/* netcc with args (a printf format) from the repository root, standard
- * output into tmp/stdout; its exit status and standard error (malloc'd) */
-static int netcc(char **err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int netcc(char **err, const char *fmt, ...)
-{
-	char args[4096], cmd[8192];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(args, sizeof args, fmt, ap);
-	va_end(ap);
-	snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s >'%s/stdout' 2>'%s/stderr'",
-	         test_env("NETCC_ROOT", "."), test_env("NETCC_BIN", "build/netcc"), args, tmp, tmp);
-	int st = system(cmd);
-	char path[600];
-	snprintf(path, sizeof path, "%s/stderr", tmp);
-	*err = slurp(path, NULL);
-	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static const char *root_path(const char *rel)
-{
-	static char buf[1024];
-	snprintf(buf, sizeof buf, "%s/%s", test_env("NETCC_ROOT", "."), rel);
-	return buf;
-}
+#include "testcli.h"
 
 /* ---- graphs, weights and runs ------------------------------------------------ */
 
@@ -99,7 +30,7 @@ static float rng_float(uint64_t *s, float lo, float hi)
  * leaves them at, so that exporting them wrongly shows. */
 static ir_graph *model_load(const char *rel, int64_t batch)
 {
-	ir_graph *g = frontend_graph_load(root_path(rel), batch);
+	ir_graph *g = frontend_graph_load(cli_root_path(rel), batch);
 	ck_assert_msg(g != NULL, "%s does not load", rel);
 	ir_graph_init_he(g, 7);
 	uint64_t s = 0x9e3779b97f4a7c15u;
@@ -354,52 +285,53 @@ END_TEST
  * behind when it fails. */
 START_TEST(command_writes_or_leaves_nothing)
 {
-	tmp_make();
+	cli_tmp_make("export");
 	char *err, path[600], w[600], y1[600], y2[600];
-	snprintf(w, sizeof w, "%s/w.safetensors", tmp);
-	snprintf(path, sizeof path, "%s/t.onnx", tmp);
-	ck_assert_int_eq(netcc(&err, "init tests/models/tiny28.nn -o %s --seed 4", w), 0);
+	snprintf(w, sizeof w, "%s/w.safetensors", cli_tmp);
+	snprintf(path, sizeof path, "%s/t.onnx", cli_tmp);
+	ck_assert_int_eq(cli_netcc(&err, "init tests/models/tiny28.nn -o %s --seed 4", w), 0);
 	free(err);
 	ck_assert_int_eq(
-	    netcc(&err, "export tests/models/tiny28.nn --weights %s -o %s -Werror", w, path), 0);
+	    cli_netcc(&err, "export tests/models/tiny28.nn --weights %s -o %s -Werror", w, path),
+	    0);
 	ck_assert_msg(strstr(err, "wrote") && strstr(err, "batch 1)"), "%s", err);
 	free(err);
 	/* the file runs to the model's outputs, as netcc runs the .onnx */
-	snprintf(y1, sizeof y1, "%s/y1.npy", tmp);
-	snprintf(y2, sizeof y2, "%s/y2.npy", tmp);
-	ck_assert_int_eq(netcc(&err,
-	                       "run %s --reference --input examples/data/ankle_boot.npy "
-	                       "-o %s -Werror",
-	                       path, y1),
+	snprintf(y1, sizeof y1, "%s/y1.npy", cli_tmp);
+	snprintf(y2, sizeof y2, "%s/y2.npy", cli_tmp);
+	ck_assert_int_eq(cli_netcc(&err,
+	                           "run %s --reference --input examples/data/ankle_boot.npy "
+	                           "-o %s -Werror",
+	                           path, y1),
 	                 0);
 	free(err);
-	ck_assert_int_eq(netcc(&err,
-	                       "run tests/models/tiny28.nn --weights %s --reference --input "
-	                       "examples/data/ankle_boot.npy -o %s",
-	                       w, y2),
+	ck_assert_int_eq(cli_netcc(&err,
+	                           "run tests/models/tiny28.nn --weights %s --reference --input "
+	                           "examples/data/ankle_boot.npy -o %s",
+	                           w, y2),
 	                 0);
 	free(err);
 	size_t n1, n2;
-	char *a = slurp(y1, &n1), *b = slurp(y2, &n2);
+	char *a = cli_slurp(y1, &n1), *b = cli_slurp(y2, &n2);
 	ck_assert(n1 == n2 && !memcmp(a, b, n1));
 	free(a), free(b);
 	/* -o - writes the same bytes */
-	ck_assert_int_eq(netcc(&err, "export tests/models/tiny28.nn --weights %s -o -", w), 0);
+	ck_assert_int_eq(cli_netcc(&err, "export tests/models/tiny28.nn --weights %s -o -", w), 0);
 	free(err);
 	char out[600];
-	snprintf(out, sizeof out, "%s/stdout", tmp);
-	a = slurp(path, &n1), b = slurp(out, &n2);
+	snprintf(out, sizeof out, "%s/stdout", cli_tmp);
+	a = cli_slurp(path, &n1), b = cli_slurp(out, &n2);
 	ck_assert(n1 == n2 && !memcmp(a, b, n1));
 	free(a), free(b);
 	/* one initializer per parameter netcc params lists */
-	ck_assert_int_eq(netcc(&err, "params tests/models/tiny28.nn"), 0);
+	ck_assert_int_eq(cli_netcc(&err, "params tests/models/tiny28.nn"), 0);
 	free(err);
-	a = slurp(out, NULL);
+	a = cli_slurp(out, NULL);
 	int lines = 0;
 	for (char *c = a; *c; c++)
 		lines += *c == '\n';
 	free(a);
-	a = slurp(path, &n1);
+	a = cli_slurp(path, &n1);
 	Onnx__ModelProto *m = onnx__model_proto__unpack(NULL, n1, (const uint8_t *)a);
 	ck_assert_ptr_nonnull(m);
 	ck_assert_int_eq((int)m->graph->n_initializer, lines);
@@ -407,43 +339,46 @@ START_TEST(command_writes_or_leaves_nothing)
 	free(a);
 	/* --batch fixes another batch */
 	ck_assert_int_eq(
-	    netcc(&err, "export tests/models/tiny28.nn --weights %s --batch 4 -o %s", w, path), 0);
+	    cli_netcc(&err, "export tests/models/tiny28.nn --weights %s --batch 4 -o %s", w, path),
+	    0);
 	free(err);
-	a = slurp(path, &n1);
+	a = cli_slurp(path, &n1);
 	m = onnx__model_proto__unpack(NULL, n1, (const uint8_t *)a);
 	ck_assert_int_eq(m->graph->input[0]->type->tensor_type->shape->dim[0]->dim_value, 4);
 	onnx__model_proto__free_unpacked(m, NULL);
 	free(a);
-	ck_assert_int_eq(netcc(&err,
-	                       "export tests/models/tiny28.nn --batch 4 --dynamic-batch -o "
-	                       "%s/b.onnx",
-	                       tmp),
+	ck_assert_int_eq(cli_netcc(&err,
+	                           "export tests/models/tiny28.nn --batch 4 --dynamic-batch -o "
+	                           "%s/b.onnx",
+	                           cli_tmp),
 	                 2);
 	free(err);
 
 	/* failures: the file that was there stays as it was */
-	ck_assert_int_eq(netcc(&err, "export models/resnet20.nn --weights %s -o %s", w, path), 1);
+	ck_assert_int_eq(cli_netcc(&err, "export models/resnet20.nn --weights %s -o %s", w, path),
+	                 1);
 	ck_assert_ptr_nonnull(strstr(err, "was written for model 'tiny28', not 'resnet20'"));
 	free(err);
-	a = slurp(path, &n2);
+	a = cli_slurp(path, &n2);
 	ck_assert_uint_eq(n1, n2);
 	free(a);
-	snprintf(out, sizeof out, "%s/new.onnx", tmp);
-	ck_assert_int_eq(netcc(&err, "export tests/models/tiny28.nn -Werror -o %s", out), 1);
+	snprintf(out, sizeof out, "%s/new.onnx", cli_tmp);
+	ck_assert_int_eq(cli_netcc(&err, "export tests/models/tiny28.nn -Werror -o %s", out), 1);
 	ck_assert_ptr_nonnull(strstr(err, "warning: no --weights"));
 	free(err);
-	ck_assert(!exists(out));
-	ck_assert_int_eq(netcc(&err, "export tests/models/tiny28.nn -o %s/no/such/dir/m.onnx", tmp),
-	                 1);
+	ck_assert(!cli_exists(out));
+	ck_assert_int_eq(
+	    cli_netcc(&err, "export tests/models/tiny28.nn -o %s/no/such/dir/m.onnx", cli_tmp), 1);
 	ck_assert_msg(strstr(err, "there is no directory"), "%s", err);
 	free(err);
-	snprintf(out, sizeof out, "%s/no", tmp);
-	ck_assert(!exists(out));
+	snprintf(out, sizeof out, "%s/no", cli_tmp);
+	ck_assert(!cli_exists(out));
 	/* without --weights: He's, and a warning saying so */
-	ck_assert_int_eq(netcc(&err, "export tests/models/tiny28.nn -o %s/he.onnx", tmp), 0);
+	ck_assert_int_eq(cli_netcc(&err, "export tests/models/tiny28.nn -o %s/he.onnx", cli_tmp),
+	                 0);
 	ck_assert_ptr_nonnull(strstr(err, "warning: no --weights"));
 	free(err);
-	tmp_remove();
+	cli_tmp_remove();
 }
 END_TEST
 

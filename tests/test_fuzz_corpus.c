@@ -38,6 +38,10 @@ static void feed(const char *harness, const char *path, const unsigned char *dat
 		rt_array a;
 		if (rt_npy_parse(data, len, &a, err, sizeof err) == 0)
 			rt_array_free(&a);
+	} else if (!strcmp(harness, "npz")) {
+		rt_npz_file z;
+		if (rt_npz_parse(data, len, &z, err, sizeof err) == 0)
+			rt_npz_free(&z);
 	} else if (!strcmp(harness, "onnx")) {
 		onnx_import im;
 		if (onnx_import_bytes(data, len, path, "fuzz", &im, NULL) == 0) {
@@ -91,12 +95,12 @@ static int feed_dir(const char *harness, const char *kind, const char *sub)
 
 START_TEST(seeds_and_regressions)
 {
-	static const char *const harnesses[] = {"frontend", "safetensors", "npy",
+	static const char *const harnesses[] = {"frontend", "safetensors", "npy", "npz",
 	                                        "idx",      "compile",     "onnx"};
 	FILE *sink = fopen("/dev/null", "w");
 	diag_set_output(sink);
 	int seeds = 0;
-	for (int i = 0; i < 6; i++) {
+	for (int i = 0; i < 7; i++) {
 		seeds += feed_dir(harnesses[i], "seeds", NULL);
 		feed_dir(harnesses[i], "regressions", NULL);
 	}

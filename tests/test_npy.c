@@ -69,6 +69,10 @@ static void fill_pattern(rt_dtype t, void *data, size_t count)
 		case RT_DTYPE_U8:
 			((uint8_t *)data)[i] = (uint8_t)(i * 37 + 11);
 			break;
+		case RT_DTYPE_F16:
+		case RT_DTYPE_BF16:
+			((uint16_t *)data)[i] = (uint16_t)(i * 40503u + 7);
+			break;
 		}
 	}
 }
@@ -88,8 +92,8 @@ static void check_array(const rt_array *a, rt_dtype t, int rank, const int64_t *
 	ck_assert(memcmp(a->data, data, count * rt_dtype_size(t)) == 0);
 }
 
-static const rt_dtype all_dtypes[] = {RT_DTYPE_F32, RT_DTYPE_F64, RT_DTYPE_I32, RT_DTYPE_I64,
-                                      RT_DTYPE_U8};
+static const rt_dtype all_dtypes[] = {RT_DTYPE_F32, RT_DTYPE_F64, RT_DTYPE_I32,
+                                      RT_DTYPE_I64, RT_DTYPE_U8,  RT_DTYPE_F16};
 
 START_TEST(round_trip_each_dtype)
 {
