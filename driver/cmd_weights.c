@@ -68,16 +68,6 @@ static bool is_step_count(const char *name)
 	       (n == 19 || name[n - 20] == '.' || name[n - 20] == '_');
 }
 
-static void source_shape(const src_tensor *t, char *buf, size_t len)
-{
-	size_t used = (size_t)snprintf(buf, len, "[");
-	for (int i = 0; i < t->rank && used < len; i++)
-		used += (size_t)snprintf(buf + used, len - used, "%s%lld", i ? "," : "",
-		                         (long long)t->dims[i]);
-	if (used < len)
-		snprintf(buf + used, len - used, "]");
-}
-
 static int npz_load(state_dict *sd, char *err, size_t errlen)
 {
 	if (rt_npz_read(sd->path, &sd->npz, err, errlen) != 0)
@@ -219,7 +209,7 @@ static void row_print(const weights_job *j, char mark, int i, int s)
 	if (p)
 		ir_shape_str(&p->shape, pshape, sizeof pshape);
 	if (t && (!p || !same_shape(p, t)))
-		source_shape(t, sshape, sizeof sshape);
+		ir_dims_str(t->dims, t->rank, sshape, sizeof sshape);
 	if (t && t->dtype != RT_DTYPE_F32)
 		snprintf(note, sizeof note, " (%s)", rt_dtype_name(t->dtype));
 	char num[16] = "";
@@ -308,12 +298,13 @@ static int order_match(weights_job *j)
 	else {
 		char want[96], got[128];
 		ir_shape_str(&j->params[at]->shape, want, sizeof want);
-		source_shape(&sd->t[sd->kept[at]], got, sizeof got);
+		const src_tensor *t = &sd->t[sd->kept[at]];
+		ir_dims_str(t->dims, t->rank, got, sizeof got);
 		fprintf(stderr,
 		        "netcc: error: %s: tensor %d, '%s' %s, does not fit parameter %d of model "
 		        "'%s', '%s' %s\n",
-		        sd->path, at + 1, sd->t[sd->kept[at]].name, got, at + 1, j->g->name,
-		        j->params[at]->name, want);
+		        sd->path, at + 1, t->name, got, at + 1, j->g->name, j->params[at]->name,
+		        want);
 	}
 	order_context(j, at < 0 ? n : at);
 	return 1;
@@ -401,7 +392,7 @@ static int names_shapes(const weights_job *j)
 			continue;
 		char want[96], got[128];
 		ir_shape_str(&j->params[i]->shape, want, sizeof want);
-		source_shape(t, got, sizeof got);
+		ir_dims_str(t->dims, t->rank, got, sizeof got);
 		fprintf(stderr,
 		        "netcc: error: %s: tensor '%s' %s does not fit parameter '%s' %s of model "
 		        "'%s'\n",

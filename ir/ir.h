@@ -127,6 +127,8 @@ int64_t ir_shape_row(const ir_shape *s);
 bool ir_shape_eq(const ir_shape *a, const ir_shape *b);
 /* "[1,64,56,56]" into buf, returns buf */
 char *ir_shape_str(const ir_shape *s, char *buf, size_t len);
+/* rank dimensions as "[2,3]", of any rank (a file's tensor may exceed IR_MAX_RANK) */
+char *ir_dims_str(const int64_t *d, int rank, char *buf, size_t len);
 
 /* ---- operators ----------------------------------------------------------- */
 

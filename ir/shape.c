@@ -52,15 +52,20 @@ bool ir_shape_eq(const ir_shape *a, const ir_shape *b)
 	return true;
 }
 
-char *ir_shape_str(const ir_shape *s, char *buf, size_t len)
+char *ir_dims_str(const int64_t *d, int rank, char *buf, size_t len)
 {
 	size_t o = 0;
 	o += (size_t)snprintf(buf + o, len - o, "[");
-	for (int i = 0; i < s->rank && o < len; i++)
-		o += (size_t)snprintf(buf + o, len - o, "%s%lld", i ? "," : "", (long long)s->d[i]);
+	for (int i = 0; i < rank && o < len; i++)
+		o += (size_t)snprintf(buf + o, len - o, "%s%lld", i ? "," : "", (long long)d[i]);
 	if (o < len)
 		snprintf(buf + o, len - o, "]");
 	return buf;
+}
+
+char *ir_shape_str(const ir_shape *s, char *buf, size_t len)
+{
+	return ir_dims_str(s->d, s->rank, buf, len);
 }
 
 static const ir_shape *arg(const ir_graph *g, const ir_node *n, int i)

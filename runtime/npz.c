@@ -135,19 +135,27 @@ static int in_take(npz_in *in, unsigned char **buf, size_t n, size_t *got)
 	return 0;
 }
 
+/* Up to n (small) bytes into dst; *got fewer only at the end of the input. */
+static int in_bytes(npz_in *in, void *dst, size_t n, size_t *got)
+{
+	if (in->r) {
+		if (rt_reader_read(in->r, dst, n, got, in->err, in->errlen) != 0)
+			return -1;
+	} else {
+		*got = n < in->len - in->pos ? n : in->len - (size_t)in->pos;
+		memcpy(dst, in->mem + in->pos, *got);
+	}
+	in->pos += *got;
+	return 0;
+}
+
 /* Exactly n (small) bytes into dst, or an error saying what was cut short. */
 static int in_read(npz_in *in, void *dst, size_t n, const char *what)
 {
 	size_t got;
 	uint64_t at = in->pos;
-	if (in->r) {
-		if (rt_reader_read(in->r, dst, n, &got, in->err, in->errlen) != 0)
-			return -1;
-	} else {
-		got = n < in->len - in->pos ? n : in->len - (size_t)in->pos;
-		memcpy(dst, in->mem + in->pos, got);
-	}
-	in->pos += got;
+	if (in_bytes(in, dst, n, &got) != 0)
+		return -1;
 	if (got < n)
 		return npz_fail(in,
 		                "truncated: the file ends at byte %llu, inside %s (at byte %llu)",
@@ -161,14 +169,8 @@ static int in_signature(npz_in *in, uint32_t *sig, bool *end)
 	unsigned char b[4];
 	size_t got;
 	*end = false;
-	if (in->r) {
-		if (rt_reader_read(in->r, b, 4, &got, in->err, in->errlen) != 0)
-			return -1;
-	} else {
-		got = 4 < in->len - in->pos ? 4 : in->len - (size_t)in->pos;
-		memcpy(b, in->mem + in->pos, got);
-	}
-	in->pos += got;
+	if (in_bytes(in, b, 4, &got) != 0)
+		return -1;
 	if (got == 0) {
 		*end = true;
 		return 0;

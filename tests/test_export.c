@@ -312,7 +312,7 @@ START_TEST(command_writes_or_leaves_nothing)
 	                 0);
 	free(err);
 	size_t n1, n2;
-	char *a = cli_slurp(y1, &n1), *b = cli_slurp(y2, &n2);
+	char *a = test_slurp(y1, &n1), *b = test_slurp(y2, &n2);
 	ck_assert(n1 == n2 && !memcmp(a, b, n1));
 	free(a), free(b);
 	/* -o - writes the same bytes */
@@ -320,18 +320,18 @@ START_TEST(command_writes_or_leaves_nothing)
 	free(err);
 	char out[600];
 	snprintf(out, sizeof out, "%s/stdout", cli_tmp);
-	a = cli_slurp(path, &n1), b = cli_slurp(out, &n2);
+	a = test_slurp(path, &n1), b = test_slurp(out, &n2);
 	ck_assert(n1 == n2 && !memcmp(a, b, n1));
 	free(a), free(b);
 	/* one initializer per parameter netcc params lists */
 	ck_assert_int_eq(cli_netcc(&err, "params tests/models/tiny28.nn"), 0);
 	free(err);
-	a = cli_slurp(out, NULL);
+	a = test_slurp(out, NULL);
 	int lines = 0;
 	for (char *c = a; *c; c++)
 		lines += *c == '\n';
 	free(a);
-	a = cli_slurp(path, &n1);
+	a = test_slurp(path, &n1);
 	Onnx__ModelProto *m = onnx__model_proto__unpack(NULL, n1, (const uint8_t *)a);
 	ck_assert_ptr_nonnull(m);
 	ck_assert_int_eq((int)m->graph->n_initializer, lines);
@@ -342,7 +342,7 @@ START_TEST(command_writes_or_leaves_nothing)
 	    cli_netcc(&err, "export tests/models/tiny28.nn --weights %s --batch 4 -o %s", w, path),
 	    0);
 	free(err);
-	a = cli_slurp(path, &n1);
+	a = test_slurp(path, &n1);
 	m = onnx__model_proto__unpack(NULL, n1, (const uint8_t *)a);
 	ck_assert_int_eq(m->graph->input[0]->type->tensor_type->shape->dim[0]->dim_value, 4);
 	onnx__model_proto__free_unpacked(m, NULL);
@@ -359,7 +359,7 @@ START_TEST(command_writes_or_leaves_nothing)
 	                 1);
 	ck_assert_ptr_nonnull(strstr(err, "was written for model 'tiny28', not 'resnet20'"));
 	free(err);
-	a = cli_slurp(path, &n2);
+	a = test_slurp(path, &n2);
 	ck_assert_uint_eq(n1, n2);
 	free(a);
 	snprintf(out, sizeof out, "%s/new.onnx", cli_tmp);

@@ -446,20 +446,6 @@ START_TEST(errors_do_not_leak_state)
 }
 END_TEST
 
-static char *slurp(const char *path)
-{
-	FILE *f = fopen(path, "rb");
-	ck_assert_msg(f != NULL, "cannot open %s", path);
-	fseek(f, 0, SEEK_END);
-	long n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	char *buf = malloc((size_t)n + 1);
-	ck_assert_int_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
-	buf[n] = 0;
-	fclose(f);
-	return buf;
-}
-
 /* Each tests/errors/NAME.nn must fail with exactly NAME.err. */
 START_TEST(error_fixtures)
 {
@@ -476,7 +462,7 @@ START_TEST(error_fixtures)
 		char path[2048], errpath[2048];
 		snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
 		snprintf(errpath, sizeof errpath, "%s/%.*s.err", dir, (int)(len - 3), e->d_name);
-		char *text = slurp(path), *want = slurp(errpath);
+		char *text = test_slurp(path, NULL), *want = test_slurp(errpath, NULL);
 		capture_start();
 		ir_graph *g = frontend_graph_parse(e->d_name, text, strlen(text), 1);
 		const char *got = capture_end();

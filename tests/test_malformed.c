@@ -6,20 +6,6 @@
 
 #include "testutil.h"
 
-static char *slurp(const char *path)
-{
-	FILE *f = fopen(path, "rb");
-	ck_assert_msg(f != NULL, "cannot open %s", path);
-	fseek(f, 0, SEEK_END);
-	long n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	char *buf = malloc((size_t)n + 1);
-	ck_assert_int_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
-	buf[n] = 0;
-	fclose(f);
-	return buf;
-}
-
 /* Runs netcc with FILE in the place %s marks; compares its first error line. */
 static int check_dir(const char *sub, const char *ext, const char *args)
 {
@@ -43,7 +29,7 @@ static int check_dir(const char *sub, const char *ext, const char *args)
 		k += snprintf(cmd + k, sizeof cmd - (size_t)k, args, rel);
 		snprintf(cmd + k, sizeof cmd - (size_t)k, " >/dev/null 2>'%s'", out);
 		int st = system(cmd);
-		char *got = slurp(out), *want = slurp(errpath);
+		char *got = test_slurp(out, NULL), *want = test_slurp(errpath, NULL);
 		unlink(out);
 		char prefix[600];
 		snprintf(prefix, sizeof prefix, "netcc: error: %s: %s", rel, want);

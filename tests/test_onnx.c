@@ -32,20 +32,6 @@ static bool exists(const char *path)
 	return stat(path, &st) == 0;
 }
 
-static char *slurp(const char *path)
-{
-	FILE *f = fopen(path, "rb");
-	ck_assert_msg(f != NULL, "cannot open %s", path);
-	fseek(f, 0, SEEK_END);
-	long n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	char *buf = malloc((size_t)n + 1);
-	ck_assert_int_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
-	buf[n] = 0;
-	fclose(f);
-	return buf;
-}
-
 /* netcc with args (a printf format), from the repository root; its exit
  * status, its standard error in err (malloc'd) when err is not NULL */
 static int netcc(char **err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -61,7 +47,7 @@ static int netcc(char **err, const char *fmt, ...)
 	         test_env("NETCC_ROOT", "."), test_env("NETCC_BIN", "build/netcc"), args, errpath);
 	int st = system(cmd);
 	if (err)
-		*err = slurp(errpath);
+		*err = test_slurp(errpath, NULL);
 	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
@@ -181,7 +167,7 @@ START_TEST(malformed_files_refused)
 		         test_env("NETCC_ROOT", "."), names[i]);
 		snprintf(nn, sizeof nn, "%s/out.nn", tmp);
 		snprintf(w, sizeof w, "%s/out.safetensors", tmp);
-		char *want = slurp(errfile), *got, prefix[1024];
+		char *want = test_slurp(errfile, NULL), *got, prefix[1024];
 		want[strcspn(want, "\n")] = 0;
 		snprintf(prefix, sizeof prefix, "netcc: error: %s: %s", path, want);
 		int rc = netcc(&got, "import %s -o %s", path, nn);

@@ -59,7 +59,7 @@ START_TEST(npz_tampering_refused)
 	static const char *const files[] = {FIX "tiny.npz", FIX "tiny_z.npz"};
 	for (int k = 0; k < 2; k++) {
 		size_t len;
-		char *img = cli_slurp(cli_root_path(files[k]), &len);
+		char *img = test_slurp(cli_root_path(files[k]), &len);
 		char err[512];
 		rt_npz_file f;
 		for (size_t n = 0; n < len; n += test_sanitized() ? 13 : 1) {
@@ -84,7 +84,7 @@ START_TEST(npz_tampering_refused)
 	}
 	/* a float in the middle of the stored archive's first member */
 	size_t len;
-	char *img = cli_slurp(cli_root_path(FIX "tiny.npz"), &len);
+	char *img = test_slurp(cli_root_path(FIX "tiny.npz"), &len);
 	char err[512];
 	rt_npz_file f;
 	img[300] ^= 1;
@@ -164,7 +164,7 @@ START_TEST(order_gives_pytorchs_output)
 		char path[512];
 		size_t len;
 		snprintf(path, sizeof path, "%s/w%d.st", cli_tmp, i);
-		char *bytes = cli_slurp(path, &len);
+		char *bytes = test_slurp(path, &len);
 		if (!first) {
 			first = bytes, first_len = len;
 			continue;

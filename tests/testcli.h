@@ -41,23 +41,6 @@ static inline bool cli_exists(const char *path)
 	return stat(path, &st) == 0;
 }
 
-/* The file's bytes (malloc'd, NUL-terminated) and their count. */
-static inline char *cli_slurp(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	ck_assert_msg(f != NULL, "cannot open %s", path);
-	fseek(f, 0, SEEK_END);
-	long n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	char *buf = malloc((size_t)n + 1);
-	ck_assert_int_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
-	buf[n] = 0;
-	fclose(f);
-	if (len)
-		*len = (size_t)n;
-	return buf;
-}
-
 /* netcc with args (a printf format); its exit status and its standard
  * error (malloc'd) */
 static inline int cli_netcc(char **err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -74,7 +57,7 @@ static inline int cli_netcc(char **err, const char *fmt, ...)
 	int st = system(cmd);
 	char path[600];
 	snprintf(path, sizeof path, "%s/stderr", cli_tmp);
-	*err = cli_slurp(path, NULL);
+	*err = test_slurp(path, NULL);
 	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 

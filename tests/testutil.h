@@ -49,6 +49,24 @@ static inline int test_kset_unsupported(void)
 		return failed ? EXIT_FAILURE : EXIT_SUCCESS;                                       \
 	}
 
+/* The file's bytes (malloc'd, NUL-terminated) and, where len is not NULL,
+ * their count; fails the test if the file cannot be opened. */
+static inline char *test_slurp(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	ck_assert_msg(f != NULL, "cannot open %s", path);
+	fseek(f, 0, SEEK_END);
+	long n = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	char *buf = malloc((size_t)n + 1);
+	ck_assert_int_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
+	buf[n] = 0;
+	fclose(f);
+	if (len)
+		*len = (size_t)n;
+	return buf;
+}
+
 static inline const char *test_env(const char *name, const char *fallback)
 {
 	const char *v = getenv(name);
