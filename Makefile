@@ -12,7 +12,7 @@ SHELL := /bin/bash
 
 GEN     := build/gen
 WARN    := -Wall -Wextra -Werror -Wno-unused-parameter
-BASE    := -std=c11 -D_GNU_SOURCE -g $(WARN) -Ifrontend -Iir -Ipasses -Ibackend -Iruntime -Idriver \
+BASE    := -std=c11 -D_GNU_SOURCE -g $(WARN) -Ifrontend -Iir -Ipasses -Ibackend -Iruntime -Idriver -Itrain \
 	-Ionnx -I$(GEN)
 LLVM_CF  = $(shell $(LLVM_CONFIG) --cflags 2>/dev/null | sed 's/-std=[^ ]*//')
 LLVM_LD  = $(shell $(LLVM_CONFIG) --ldflags 2>/dev/null) -lLLVM-19 -Wl,-rpath,$(shell $(LLVM_CONFIG) --libdir 2>/dev/null)
@@ -20,7 +20,7 @@ CHECK_LD = $(shell pkg-config --libs check 2>/dev/null)
 RT_LD   := -lz -lm -lpthread
 # the ONNX importer (onnx/), in netcc and what links libnetcc.a
 ONNX_LD := -lprotobuf-c
-# Open MPI, for data-parallel netcc train (driver/dist.c alone includes it)
+# Open MPI, for data-parallel netcc train (train/dist.c alone includes it)
 MPI_CF   = $(shell pkg-config --cflags ompi-c 2>/dev/null)
 MPI_LD   = $(shell pkg-config --libs ompi-c 2>/dev/null)
 NETCC_LD = $(ONNX_LD) $(MPI_LD)
@@ -103,7 +103,7 @@ $(GEN)/onnx.pb-c.c $(GEN)/onnx.pb-c.h &: onnx/onnx.proto | $(DEPS_STAMP)
 	@mkdir -p $(GEN)
 	@echo "  PROTO $<"
 	@protoc-c --c_out=$(GEN) --proto_path=onnx $<
-DRV_SRC  := $(filter-out driver/main.c,$(wildcard driver/*.c))
+DRV_SRC  := $(filter-out driver/main.c,$(wildcard driver/*.c train/*.c))
 TEST_SRC := $(wildcard tests/test_*.c)
 TESTS    := $(TEST_SRC:tests/%.c=%)
 # Tests of the kernels alone run again on each x86-64 set the host has
@@ -136,7 +136,7 @@ $(2)/obj/%.o: %.c $$(wildcard */*.h ir/*.def) | $(DEPS_STAMP)
 $$(KSET_SRC:%.c=$(2)/obj/%.o): OBJ_CF = $$(KSET_ISA_$(HOST_KSET)) $$(KFLAGS_$$(basename $$(notdir $$@)))
 $(2)/obj/driver/help.o: OBJ_CF = -DNETCC_VERSION='"$$(NETCC_VERSION)"' -DNETCC_GIT='"$$(NETCC_GIT)"'
 $(2)/obj/driver/help.o: build/version-stamp
-$(2)/obj/driver/dist.o: OBJ_CF = $$(MPI_CF)
+$(2)/obj/train/dist.o: OBJ_CF = $$(MPI_CF)
 
 $(2)/libnetcc_rt.a: $$($(1)RT_OBJ)
 	@rm -f $$@; ar rcs $$@ $$^

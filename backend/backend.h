@@ -201,4 +201,13 @@ int backend_archive(const char *object, const char *output, const char *name,
  * params without data (momentum buffers) are zeros. */
 void backend_raw_weights(const ir_graph *g, float *raw);
 
+/* ---- weights files (weights.c) ----------------------------------------- */
+
+/* g's params from the safetensors file at path: every param by name,
+ * float32, shapes checked; each mismatch is named on stderr.
+ * allow_nonfinite lets NaN/Inf through (they are errors otherwise).
+ * backend_weights_save writes them atomically. 0, or 1 after reporting. */
+int backend_weights_load(ir_graph *g, const char *path, bool allow_nonfinite);
+int backend_weights_save(const ir_graph *g, const char *path);
+
 #endif

@@ -90,7 +90,7 @@ static int compile_job(void *ctx)
 	if (!j->bo.embed_weights && j->bo.emit == BACKEND_EMIT_SO) {
 		if (!weights_path(j->bo.output, j->bo.name, wp, sizeof wp))
 			return 1;
-		if (weights_save(j->g, wp) != 0)
+		if (backend_weights_save(j->g, wp) != 0)
 			return 1;
 	}
 	if (backend_compile(j->g, &j->bo) != 0) {
@@ -198,7 +198,7 @@ int cmd_compile(int argc, char **argv)
 		if (!wpath) {
 			if (!driver_model_onnx(&o)) /* an ONNX file brings its weights */
 				ir_graph_init_he(w, (uint64_t)seed);
-		} else if (weights_load(w, wpath, opts_flag(&o, "allow-nonfinite")) != 0)
+		} else if (backend_weights_load(w, wpath, opts_flag(&o, "allow-nonfinite")) != 0)
 			goto done;
 	}
 	backend_phase(&phases, "parse and load", t0);

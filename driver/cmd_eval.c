@@ -140,7 +140,7 @@ static int eval_main(evaluator *e, const opts *o)
 	const char *weights = opts_str(o, "weights", NULL), *data = opts_str(o, "data", NULL);
 	int64_t chw[3];
 	if (driver_classifier_check(e->g, "eval", o->pos[0], chw, &e->classes) != 0 ||
-	    (weights && weights_load(e->g, weights, false) != 0) ||
+	    (weights && backend_weights_load(e->g, weights, false) != 0) ||
 	    dataset_load(&e->d, data, split, chw, e->classes, limit) != 0)
 		return 1;
 	double t0 = backend_now();

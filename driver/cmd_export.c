@@ -57,7 +57,7 @@ static int weights_attach(const opts *o, ir_graph *g)
 		return 1;
 	const char *w = opts_str(o, "weights", NULL);
 	if (w)
-		return weights_load(g, w, opts_flag(o, "allow-nonfinite"));
+		return backend_weights_load(g, w, opts_flag(o, "allow-nonfinite"));
 	if (!driver_model_onnx(o))
 		ir_graph_init_he(g, (uint64_t)seed);
 	return 0;

@@ -76,7 +76,7 @@ int cmd_import(int argc, char **argv)
 	if (!g)
 		goto done;
 	/* all or nothing: no weights without their model */
-	if (weights_save(g, wpath) != 0)
+	if (backend_weights_save(g, wpath) != 0)
 		goto done;
 	if (write_text(out, &im) != 0) {
 		unlink(wpath);

@@ -23,7 +23,7 @@ int cmd_init(int argc, char **argv)
 	if (!g)
 		return status;
 	ir_graph_init_he(g, (uint64_t)seed);
-	rc = weights_save(g, out);
+	rc = backend_weights_save(g, out);
 	if (rc == 0)
 		fprintf(stderr, "netcc: wrote %s (%lld bytes of parameters, seed %lld)\n", out,
 		        (long long)ir_graph_param_bytes(g), (long long)seed);

@@ -153,7 +153,7 @@ int cmd_run(int argc, char **argv)
 	if (driver_warnings_fatal(&o))
 		goto done;
 	if (wpath) {
-		if (weights_load(g, wpath, opts_flag(&o, "allow-nonfinite")) != 0)
+		if (backend_weights_load(g, wpath, opts_flag(&o, "allow-nonfinite")) != 0)
 			goto done;
 	} else if (!driver_model_onnx(&o)) {
 		ir_graph_init_he(g, (uint64_t)seed);

@@ -187,7 +187,7 @@ static float *reference(const ir_graph *g, const float *x)
 
 static void save_weights(const ir_graph *g, const char *path)
 {
-	ck_assert_msg(weights_save(g, path) == 0, "cannot write %s", path);
+	ck_assert_msg(backend_weights_save(g, path) == 0, "cannot write %s", path);
 }
 
 static void write_floats(const char *path, const float *x, size_t n)

@@ -1,4 +1,4 @@
-/* Training curves (driver/plot.c, netcc plot): the SVG is well-formed and
+/* Training curves (train/plot.c, netcc plot): the SVG is well-formed and
  * holds what it should, rsvg-convert really draws it (the runs' colours
  * appear in the pixels), bad logs are named with the line and leave no
  * output behind, and the command's exit statuses. */

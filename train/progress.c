@@ -7,7 +7,7 @@
 #include <unistd.h>
 
 #include "backend.h"
-#include "driver.h"
+#include "train.h"
 #include "runtime.h"
 
 enum { BAR_WIDTH = 20 };

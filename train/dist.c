@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #include "backend.h"
-#include "driver.h"
+#include "train.h"
 
 typedef struct dist_piece {
 	float *p;

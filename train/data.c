@@ -6,7 +6,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "driver.h"
+#include "train.h"
 #include "runtime.h"
 
 #define FASHION_MNIST_DIR "/usr/share/datasets/fashion-mnist"

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "driver.h"
+#include "train.h"
 
 /* The improvement plateau counts as one: PyTorch's ReduceLROnPlateau
  * default (relative 1e-4), so that noise in the last digits of a loss that
