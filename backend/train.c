@@ -52,8 +52,7 @@ static int build_graphs(void *ctx)
 {
 	build *b = ctx;
 	train_session *s = b->s;
-	autodiff_training_graph(s->tg);
-	passes_run(s->tg, &(passes_options){.opt_level = 2});
+	passes_run(s->tg, &(passes_options){.mode = PASSES_MODE_TRAINING, .opt_level = 2});
 	passes_run(s->eg, &(passes_options){.opt_level = 2});
 	s->tj = backend_jit_compile(s->tg, &s->target, 2, "netcc_train", false, b->err, b->errlen);
 	s->ej = s->tj ? backend_jit_compile(s->eg, &s->target, 2, "netcc_eval", false, b->err,

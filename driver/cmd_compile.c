@@ -81,8 +81,10 @@ static int compile_job(void *ctx)
 	double t = backend_now();
 	passes_run(j->g, &j->po);
 	if (j->tg) {
-		autodiff_training_graph(j->tg);
-		passes_run(j->tg, &(passes_options){.opt_level = j->po.opt_level});
+		passes_run(j->tg, &(passes_options){.mode = PASSES_MODE_TRAINING,
+		                                    .opt_level = j->po.opt_level,
+		                                    .dump_after = j->po.dump_after,
+		                                    .dump = j->po.dump});
 		j->bo.train = j->tg;
 	}
 	backend_phase(j->phases, "passes", t);

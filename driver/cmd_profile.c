@@ -24,10 +24,10 @@ typedef struct prof_job {
 static int prof_build(void *ctx)
 {
 	prof_job *j = ctx;
-	if (j->train)
-		autodiff_training_graph(j->g);
-	passes_run(j->g,
-	           &(passes_options){.opt_level = j->opt_level, .no_winograd = j->no_winograd});
+	passes_run(
+	    j->g, &(passes_options){.mode = j->train ? PASSES_MODE_TRAINING : PASSES_MODE_INFERENCE,
+	                            .opt_level = j->opt_level,
+	                            .no_winograd = j->no_winograd});
 	j->jit = backend_jit_compile(j->g, j->t, j->opt_level, "netcc_profile", true, j->err,
 	                             sizeof j->err);
 	return j->jit ? 0 : 1;

@@ -1,6 +1,7 @@
 /* passes.h: graph transformations, run as one pipeline.
  *
  *   passes_options o = {.opt_level = 2, .dump_after = "fold_batchnorm"};
+ *   // .mode = PASSES_MODE_TRAINING: autodiff first, g becomes a training step
  *   passes_run(g, &o);        // g is rewritten in place and memory-planned
  *   printf("arena %lld\n", (long long)g->plan.arena_bytes);
  *
@@ -12,7 +13,13 @@
 
 #include "ir.h"
 
+typedef enum passes_mode {
+	PASSES_MODE_INFERENCE, /* the model as written: a forward */
+	PASSES_MODE_TRAINING,  /* autodiff first: one SGD step (backward and update) */
+} passes_mode;
+
 typedef struct passes_options {
+	passes_mode mode;
 	int opt_level;          /* 0: plan only; 2: everything */
 	const char *dump_after; /* a pass name, "all", or NULL */
 	FILE *dump;             /* where dumps go; stdout if NULL */
