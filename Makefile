@@ -128,7 +128,7 @@ $(1)DRV_OBJ := $$(DRV_SRC:%.c=$(2)/obj/%.o)
 $(1)ONNX_OBJ := $$(ONNX_SRC:%.c=$(2)/obj/%.o)
 $$($(1)ONNX_OBJ): $(GEN)/onnx.pb-c.h
 
-$(2)/obj/%.o: %.c $$(wildcard */*.h ir/*.def) | $(DEPS_STAMP)
+$(2)/obj/%.o: %.c $$(wildcard */*.h */*.def) | $(DEPS_STAMP)
 	@mkdir -p $$(dir $$@)
 	@echo "  CC    $$@"
 	@$$(CC) $$(BASE) $(3) -fPIC $$(LLVM_CF) $$(OBJ_CF) -c $$< -o $$@
@@ -286,7 +286,7 @@ FUZZ_XF_onnx          = -Ionnx -I$(GEN)
 FUZZ_XL_onnx          = $(ONNX_LD)
 FUZZERS := frontend safetensors npy npz idx compile onnx
 
-build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard */*.h ir/*.def $(CC_SRC) $(RT_SRC)) | $(DEPS_STAMP)
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard */*.h */*.def $(CC_SRC) $(RT_SRC)) | $(DEPS_STAMP)
 	@mkdir -p build/fuzz
 	@echo "  FUZZ  $@"
 	@$(FUZZ_CC) $(FUZZ_FLAGS) $(FUZZ_XF_$*) -o $@ $< $(FUZZ_SRC_$*) -lz -lm $(FUZZ_XL_$*)

@@ -9,8 +9,11 @@
 #include <llvm-c/Core.h>
 #include <llvm-c/DebugInfo.h>
 
+#include "abi.h"
 #include "backend.h"
 #include "runtime.h"
+
+#define countof(a) (sizeof(a) / sizeof *(a))
 
 typedef struct cg {
 	LLVMContextRef ctx;
@@ -55,15 +58,30 @@ static LLVMValueRef call(cg *c, LLVMValueRef f, LLVMValueRef *args, unsigned n)
 	return LLVMBuildCall2(c->b, LLVMGlobalGetValueType(f), f, args, n, "");
 }
 
-/* A call to a void runtime kernel whose arguments are all pointers except
- * where the kinds string says i (i32) or f (float): "ppiif". */
-static void kernel(cg *c, const char *name, const char *kinds, LLVMValueRef *args)
+/* A call to runtime kernel k (runtime/kernels.def) with n arguments. */
+static void kernel(cg *c, rt_kernel k, LLVMValueRef *args, unsigned n)
 {
-	LLVMTypeRef params[16];
-	unsigned n = (unsigned)strlen(kinds);
+	const rt_kernel_info *info = &rt_kernels[k];
+	LLVMTypeRef params[RT_KERNEL_MAX_PARAMS];
+	unsigned want = (unsigned)strlen(info->types);
+	if (n != want)
+		diag_fatal("internal: %s called with %u arguments, not %u", info->name, n, want);
 	for (unsigned i = 0; i < n; i++)
-		params[i] = kinds[i] == 'i' ? c->i32 : kinds[i] == 'f' ? c->f32 : c->ptr;
-	call(c, declare(c, name, c->void_t, params, n), args, n);
+		switch ((rt_kernel_type)info->types[i]) {
+		case RT_KERNEL_TYPE_I32:
+			params[i] = c->i32;
+			break;
+		case RT_KERNEL_TYPE_I64:
+			params[i] = c->i64;
+			break;
+		case RT_KERNEL_TYPE_F32:
+			params[i] = c->f32;
+			break;
+		case RT_KERNEL_TYPE_PTR:
+			params[i] = c->ptr;
+			break;
+		}
+	call(c, declare(c, info->name, c->void_t, params, n), args, n);
 }
 
 static LLVMValueRef byte_offset(cg *c, LLVMValueRef base, int64_t off)
@@ -231,17 +249,17 @@ static void cg_conv(cg *c, const ir_node *n, LLVMValueRef y)
 	                       i32c(c, n->relu),
 	                       n->winograd ? scratch_of(c, n) : NULL};
 	if (n->winograd) {
-		kernel(c, "rt_conv2d_winograd", "ppipppppip", args);
+		kernel(c, RT_KERNEL_CONV2D_WINOGRAD, args, countof(args));
 		return;
 	}
 	/* the same list without the tile size */
 	memmove(args + 2, args + 3, 6 * sizeof *args);
 	if (n->direct) { /* and without the residual, which it never has */
 		memmove(args + 5, args + 6, 2 * sizeof *args);
-		kernel(c, "rt_conv2d_direct_prepared", "ppppppi", args);
+		kernel(c, RT_KERNEL_CONV2D_DIRECT_PREPARED, args, 7);
 		return;
 	}
-	kernel(c, n->packed ? "rt_conv2d_packed" : "rt_conv2d", "pppppppi", args);
+	kernel(c, n->packed ? RT_KERNEL_CONV2D_PACKED : RT_KERNEL_CONV2D, args, 8);
 }
 
 /* the fused residual, or NULL */
@@ -258,7 +276,7 @@ static void cg_batchnorm(cg *c, const ir_node *n, LLVMValueRef y)
 	    arg(c, n, 0),    arg(c, n, 3),       arg(c, n, 4),       arg(c, n, 1),
 	    arg(c, n, 2),    f32c(c, n->eps),    residual(c, n),     y,
 	    i32c(c, n->relu)};
-	kernel(c, "rt_batchnorm", "piiipppppfppi", args);
+	kernel(c, RT_KERNEL_BATCHNORM, args, countof(args));
 }
 
 static void cg_relu(cg *c, const ir_node *n, LLVMValueRef y)
@@ -273,7 +291,7 @@ static void cg_add(cg *c, const ir_node *n, LLVMValueRef y)
 	ewise(c, 2, xs, y, ir_shape_count(&n->shape), n->relu ? add_relu_body : add_body);
 }
 
-static void pool(cg *c, const ir_node *n, LLVMValueRef y, const char *fn)
+static void pool(cg *c, const ir_node *n, LLVMValueRef y, rt_kernel fn)
 {
 	const ir_shape *x = arg_shape(c, n, 0);
 	rt_pool p = rt_pool_make(dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), (int)n->kernel,
@@ -281,7 +299,7 @@ static void pool(cg *c, const ir_node *n, LLVMValueRef y, const char *fn)
 	int v[sizeof p / sizeof(int)];
 	memcpy(v, &p, sizeof p);
 	LLVMValueRef args[] = {int_struct(c, v, sizeof v / sizeof *v), arg(c, n, 0), y};
-	kernel(c, fn, "ppp", args);
+	kernel(c, fn, args, countof(args));
 }
 
 static void cg_maxpool(cg *c, const ir_node *n, LLVMValueRef y)
@@ -292,12 +310,12 @@ static void cg_maxpool(cg *c, const ir_node *n, LLVMValueRef y)
 	int v[sizeof p / sizeof(int)];
 	memcpy(v, &p, sizeof p);
 	LLVMValueRef args[] = {c->threads, int_struct(c, v, sizeof v / sizeof *v), arg(c, n, 0), y};
-	kernel(c, "rt_maxpool", "pppp", args);
+	kernel(c, RT_KERNEL_MAXPOOL, args, countof(args));
 }
 
 static void cg_avgpool(cg *c, const ir_node *n, LLVMValueRef y)
 {
-	pool(c, n, y, "rt_avgpool_ref");
+	pool(c, n, y, RT_KERNEL_AVGPOOL_REF);
 }
 
 static void cg_global_avgpool(cg *c, const ir_node *n, LLVMValueRef y)
@@ -305,7 +323,7 @@ static void cg_global_avgpool(cg *c, const ir_node *n, LLVMValueRef y)
 	const ir_shape *x = arg_shape(c, n, 0);
 	LLVMValueRef args[] = {i32c(c, dim(x, 0)), i32c(c, dim(x, 1)),
 	                       i32c(c, dim(x, 2) * dim(x, 3)), arg(c, n, 0), y};
-	kernel(c, "rt_global_avgpool_ref", "iiipp", args);
+	kernel(c, RT_KERNEL_GLOBAL_AVGPOOL_REF, args, countof(args));
 }
 
 static void cg_flatten(cg *c, const ir_node *n, LLVMValueRef y)
@@ -325,14 +343,14 @@ static void cg_linear(cg *c, const ir_node *n, LLVMValueRef y)
 	                       n->bias ? arg(c, n, 2) : LLVMConstNull(c->ptr),
 	                       y,
 	                       i32c(c, n->relu)};
-	kernel(c, n->packed ? "rt_linear_packed" : "rt_linear", "piiippppi", args);
+	kernel(c, n->packed ? RT_KERNEL_LINEAR_PACKED : RT_KERNEL_LINEAR, args, countof(args));
 }
 
 static void cg_softmax(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	LLVMValueRef args[] = {i32c(c, dim(&n->shape, 0)), i32c(c, dim(&n->shape, 1)), arg(c, n, 0),
 	                       y};
-	kernel(c, "rt_softmax_ref", "iipp", args);
+	kernel(c, RT_KERNEL_SOFTMAX_REF, args, countof(args));
 }
 
 static void cg_subsample(cg *c, const ir_node *n, LLVMValueRef y)
@@ -345,7 +363,7 @@ static void cg_subsample(cg *c, const ir_node *n, LLVMValueRef y)
 	                       i32c(c, n->stride),
 	                       arg(c, n, 0),
 	                       y};
-	kernel(c, "rt_subsample_ref", "iiiiipp", args);
+	kernel(c, RT_KERNEL_SUBSAMPLE_REF, args, countof(args));
 }
 
 static void cg_pad_channels(cg *c, const ir_node *n, LLVMValueRef y)
@@ -357,7 +375,7 @@ static void cg_pad_channels(cg *c, const ir_node *n, LLVMValueRef y)
 		                       i32c(c, dim(x, 3)), i32c(c, n->stride),
 		                       i32c(c, n->before), i32c(c, n->after),
 		                       arg(c, n, 0),       y};
-		kernel(c, "rt_shortcut_a", "piiiiiiipp", args);
+		kernel(c, RT_KERNEL_SHORTCUT_A, args, countof(args));
 		return;
 	}
 	LLVMValueRef args[] = {i32c(c, dim(x, 0)),
@@ -367,7 +385,7 @@ static void cg_pad_channels(cg *c, const ir_node *n, LLVMValueRef y)
 	                       i32c(c, n->after),
 	                       arg(c, n, 0),
 	                       y};
-	kernel(c, "rt_pad_channels_ref", "iiiiipp", args);
+	kernel(c, RT_KERNEL_PAD_CHANNELS_REF, args, countof(args));
 }
 
 static void cg_bn_fold_weight(cg *c, const ir_node *n, LLVMValueRef y)
@@ -380,7 +398,7 @@ static void cg_bn_fold_weight(cg *c, const ir_node *n, LLVMValueRef y)
 	                       arg(c, n, 2),
 	                       f32c(c, n->eps),
 	                       y};
-	kernel(c, "rt_bn_fold_weight", "iipppfp", args);
+	kernel(c, RT_KERNEL_BN_FOLD_WEIGHT, args, countof(args));
 }
 
 /* fn([threads,] [mr,] [tile,] rows, cols, w, gamma, var, eps, y): a
@@ -388,7 +406,7 @@ static void cg_bn_fold_weight(cg *c, const ir_node *n, LLVMValueRef y)
  * (mr) but for direct_weight's, that folds BatchNorm itself when the node
  * has gamma and var (in[1], in[2]); Winograd's takes the pool first and
  * its tile size after mr */
-static void weight_transform(cg *c, const ir_node *n, int64_t cols, LLVMValueRef y, const char *fn)
+static void weight_transform(cg *c, const ir_node *n, int64_t cols, LLVMValueRef y, rt_kernel fn)
 {
 	bool fold = n->n_in == 3, tile = n->op == IR_OP_WINOGRAD_WEIGHT;
 	LLVMValueRef rest[] = {i32c(c, arg_shape(c, n, 0)->d[0]),
@@ -401,19 +419,19 @@ static void weight_transform(cg *c, const ir_node *n, int64_t cols, LLVMValueRef
 	LLVMValueRef args[10] = {c->threads, i32c(c, c->t->mr), i32c(c, n->tile)};
 	if (tile) {
 		memcpy(args + 3, rest, sizeof rest);
-		kernel(c, fn, "piiiipppfp", args);
+		kernel(c, fn, args, countof(args));
 	} else if (n->op == IR_OP_DIRECT_WEIGHT) { /* a layout of its own: no tile */
 		memcpy(args + 2, rest, sizeof rest);
-		kernel(c, fn, "iipppfp", args + 2);
+		kernel(c, fn, args + 2, 7);
 	} else {
 		memcpy(args + 2, rest, sizeof rest);
-		kernel(c, fn, "iiipppfp", args + 1);
+		kernel(c, fn, args + 1, 8);
 	}
 }
 
 static void cg_winograd_weight(cg *c, const ir_node *n, LLVMValueRef y)
 {
-	weight_transform(c, n, arg_shape(c, n, 0)->d[1], y, "rt_winograd_weight");
+	weight_transform(c, n, arg_shape(c, n, 0)->d[1], y, RT_KERNEL_WINOGRAD_WEIGHT);
 }
 
 static void cg_winograd_weight_t(cg *c, const ir_node *n, LLVMValueRef y)
@@ -421,17 +439,17 @@ static void cg_winograd_weight_t(cg *c, const ir_node *n, LLVMValueRef y)
 	const ir_shape *w = arg_shape(c, n, 0);
 	LLVMValueRef args[] = {c->threads,       i32c(c, c->t->mr), i32c(c, w->d[0]),
 	                       i32c(c, w->d[1]), arg(c, n, 0),      y};
-	kernel(c, "rt_winograd_weight_t", "piiipp", args);
+	kernel(c, RT_KERNEL_WINOGRAD_WEIGHT_T, args, countof(args));
 }
 
 static void cg_gemm_weight(cg *c, const ir_node *n, LLVMValueRef y)
 {
-	weight_transform(c, n, ir_shape_row(arg_shape(c, n, 0)), y, "rt_conv_weight_pack");
+	weight_transform(c, n, ir_shape_row(arg_shape(c, n, 0)), y, RT_KERNEL_CONV_WEIGHT_PACK);
 }
 
 static void cg_direct_weight(cg *c, const ir_node *n, LLVMValueRef y)
 {
-	weight_transform(c, n, ir_shape_row(arg_shape(c, n, 0)), y, "rt_direct_weight");
+	weight_transform(c, n, ir_shape_row(arg_shape(c, n, 0)), y, RT_KERNEL_DIRECT_WEIGHT);
 }
 
 static void cg_bn_fold_bias(cg *c, const ir_node *n, LLVMValueRef y)
@@ -441,7 +459,7 @@ static void cg_bn_fold_bias(cg *c, const ir_node *n, LLVMValueRef y)
 	    arg(c, n, 1),           arg(c, n, 2),
 	    arg(c, n, 3),           n->n_in > 4 ? arg(c, n, 4) : LLVMConstNull(c->ptr),
 	    f32c(c, n->eps),        y};
-	kernel(c, "rt_bn_fold_bias", "ipppppfp", args);
+	kernel(c, RT_KERNEL_BN_FOLD_BIAS, args, countof(args));
 }
 
 /* ---- training ------------------------------------------------------------ */
@@ -461,7 +479,7 @@ static void cg_bn_stats(cg *c, const ir_node *n, LLVMValueRef y)
 	const ir_shape *x = arg_shape(c, n, 0);
 	LLVMValueRef args[] = {c->threads,    nchw(c, x, 0), nchw(c, x, 1),
 	                       nchw(c, x, 2), arg(c, n, 0),  y};
-	kernel(c, "rt_bn_stats", "piiipp", args);
+	kernel(c, RT_KERNEL_BN_STATS, args, countof(args));
 }
 
 static void cg_bn_train(cg *c, const ir_node *n, LLVMValueRef y)
@@ -481,7 +499,7 @@ static void cg_bn_train(cg *c, const ir_node *n, LLVMValueRef y)
 	                       residual(c, n),
 	                       y,
 	                       i32c(c, n->relu)};
-	kernel(c, "rt_batchnorm", "piiipppppfppi", args);
+	kernel(c, RT_KERNEL_BATCHNORM, args, countof(args));
 }
 
 static void cg_bn_update(cg *c, const ir_node *n, LLVMValueRef y)
@@ -492,7 +510,7 @@ static void cg_bn_update(cg *c, const ir_node *n, LLVMValueRef y)
 	                       arg(c, n, 0),
 	                       arg(c, n, 1),
 	                       arg(c, n, 2)};
-	kernel(c, "rt_bn_running_update_ref", "iifppp", args);
+	kernel(c, RT_KERNEL_BN_RUNNING_UPDATE_REF, args, countof(args));
 }
 
 /* in[k], a fused relu's result, or NULL */
@@ -507,7 +525,7 @@ static void cg_bn_grad_params(cg *c, const ir_node *n, LLVMValueRef y)
 	LLVMValueRef args[] = {
 	    c->threads,   nchw(c, x, 0),      nchw(c, x, 1), nchw(c, x, 2),   arg(c, n, 0),
 	    arg(c, n, 1), relu_mask(c, n, 3), arg(c, n, 2),  f32c(c, n->eps), y};
-	kernel(c, "rt_bn_grad_params", "piiippppfp", args);
+	kernel(c, RT_KERNEL_BN_GRAD_PARAMS, args, countof(args));
 }
 
 static void cg_bn_grad_input(cg *c, const ir_node *n, LLVMValueRef y)
@@ -516,7 +534,7 @@ static void cg_bn_grad_input(cg *c, const ir_node *n, LLVMValueRef y)
 	LLVMValueRef args[] = {c->threads,   nchw(c, x, 0), nchw(c, x, 1),      nchw(c, x, 2),
 	                       arg(c, n, 0), arg(c, n, 1),  relu_mask(c, n, 5), arg(c, n, 2),
 	                       arg(c, n, 3), arg(c, n, 4),  f32c(c, n->eps),    y};
-	kernel(c, "rt_bn_grad_input", "piiippppppfp", args);
+	kernel(c, RT_KERNEL_BN_GRAD_INPUT, args, countof(args));
 }
 
 static LLVMValueRef conv_params(cg *c, const ir_node *n, const ir_shape *x)
@@ -533,8 +551,8 @@ static void cg_conv_grad_input(cg *c, const ir_node *n, LLVMValueRef y)
 	LLVMValueRef args[] = {
 	    c->threads,      conv_params(c, n, arg_shape(c, n, 2)), arg(c, n, 0), arg(c, n, 1), y,
 	    scratch_of(c, n)};
-	kernel(c, n->winograd ? "rt_conv2d_grad_input_winograd" : "rt_conv2d_grad_input", "pppppp",
-	       args);
+	kernel(c, n->winograd ? RT_KERNEL_CONV2D_GRAD_INPUT_WINOGRAD : RT_KERNEL_CONV2D_GRAD_INPUT,
+	       args, countof(args));
 }
 
 static void cg_conv_grad_weight(cg *c, const ir_node *n, LLVMValueRef y)
@@ -542,15 +560,16 @@ static void cg_conv_grad_weight(cg *c, const ir_node *n, LLVMValueRef y)
 	LLVMValueRef args[] = {
 	    c->threads,      conv_params(c, n, arg_shape(c, n, 0)), arg(c, n, 0), arg(c, n, 1), y,
 	    scratch_of(c, n)};
-	kernel(c, n->winograd ? "rt_conv2d_grad_weight_winograd" : "rt_conv2d_grad_weight",
-	       "pppppp", args);
+	kernel(c,
+	       n->winograd ? RT_KERNEL_CONV2D_GRAD_WEIGHT_WINOGRAD : RT_KERNEL_CONV2D_GRAD_WEIGHT,
+	       args, countof(args));
 }
 
 static void cg_bias_grad(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	const ir_shape *s = arg_shape(c, n, 0);
 	LLVMValueRef args[] = {nchw(c, s, 0), nchw(c, s, 1), nchw(c, s, 2), arg(c, n, 0), y};
-	kernel(c, "rt_bias_grad", "iiipp", args);
+	kernel(c, RT_KERNEL_BIAS_GRAD, args, countof(args));
 }
 
 /* dx = y > 0 ? dy : 0, as rt_relu_grad_ref; a select in a vector loop:
@@ -588,20 +607,20 @@ static void cg_maxpool_grad(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	LLVMValueRef args[] = {pool_params(c, n, arg_shape(c, n, 0)), arg(c, n, 0), arg(c, n, 1),
 	                       y};
-	kernel(c, "rt_maxpool_grad_ref", "pppp", args);
+	kernel(c, RT_KERNEL_MAXPOOL_GRAD_REF, args, countof(args));
 }
 
 static void cg_avgpool_grad(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	LLVMValueRef args[] = {pool_params(c, n, arg_shape(c, n, 1)), arg(c, n, 0), y};
-	kernel(c, "rt_avgpool_grad_ref", "ppp", args);
+	kernel(c, RT_KERNEL_AVGPOOL_GRAD_REF, args, countof(args));
 }
 
 static void cg_global_avgpool_grad(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	const ir_shape *x = arg_shape(c, n, 1);
 	LLVMValueRef args[] = {nchw(c, x, 0), nchw(c, x, 1), nchw(c, x, 2), arg(c, n, 0), y};
-	kernel(c, "rt_global_avgpool_grad_ref", "iiipp", args);
+	kernel(c, RT_KERNEL_GLOBAL_AVGPOOL_GRAD_REF, args, countof(args));
 }
 
 static void cg_reshape(cg *c, const ir_node *n, LLVMValueRef y)
@@ -619,7 +638,7 @@ static void cg_linear_grad_input(cg *c, const ir_node *n, LLVMValueRef y)
 	                       arg(c, n, 0),
 	                       arg(c, n, 1),
 	                       y};
-	kernel(c, "rt_linear_grad_input", "piiippp", args);
+	kernel(c, RT_KERNEL_LINEAR_GRAD_INPUT, args, countof(args));
 }
 
 static void cg_linear_grad_weight(cg *c, const ir_node *n, LLVMValueRef y)
@@ -632,14 +651,14 @@ static void cg_linear_grad_weight(cg *c, const ir_node *n, LLVMValueRef y)
 	                       arg(c, n, 0),
 	                       arg(c, n, 1),
 	                       y};
-	kernel(c, "rt_linear_grad_weight", "piiippp", args);
+	kernel(c, RT_KERNEL_LINEAR_GRAD_WEIGHT, args, countof(args));
 }
 
 static void cg_softmax_grad(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	LLVMValueRef args[] = {i32c(c, dim(&n->shape, 0)), i32c(c, dim(&n->shape, 1)), arg(c, n, 0),
 	                       arg(c, n, 1), y};
-	kernel(c, "rt_softmax_grad_ref", "iippp", args);
+	kernel(c, RT_KERNEL_SOFTMAX_GRAD_REF, args, countof(args));
 }
 
 static void cg_subsample_grad(cg *c, const ir_node *n, LLVMValueRef y)
@@ -648,7 +667,7 @@ static void cg_subsample_grad(cg *c, const ir_node *n, LLVMValueRef y)
 	LLVMValueRef args[] = {
 	    c->threads,         i32c(c, dim(x, 0)), i32c(c, dim(x, 1)), i32c(c, dim(x, 2)),
 	    i32c(c, dim(x, 3)), i32c(c, n->stride), arg(c, n, 0),       y};
-	kernel(c, "rt_subsample_grad", "piiiiipp", args);
+	kernel(c, RT_KERNEL_SUBSAMPLE_GRAD, args, countof(args));
 }
 
 static void cg_pad_channels_grad(cg *c, const ir_node *n, LLVMValueRef y)
@@ -661,7 +680,7 @@ static void cg_pad_channels_grad(cg *c, const ir_node *n, LLVMValueRef y)
 	                       i32c(c, n->after),
 	                       arg(c, n, 0),
 	                       y};
-	kernel(c, "rt_pad_channels_grad_ref", "iiiiipp", args);
+	kernel(c, RT_KERNEL_PAD_CHANNELS_GRAD_REF, args, countof(args));
 }
 
 static void cg_xent_loss(cg *c, const ir_node *n, LLVMValueRef y)
@@ -669,7 +688,7 @@ static void cg_xent_loss(cg *c, const ir_node *n, LLVMValueRef y)
 	const ir_shape *z = arg_shape(c, n, 0);
 	LLVMValueRef args[] = {i32c(c, dim(z, 0)), i32c(c, dim(z, 1)), arg(c, n, 0), arg(c, n, 1),
 	                       y};
-	kernel(c, "rt_xent_loss", "iippp", args);
+	kernel(c, RT_KERNEL_XENT_LOSS, args, countof(args));
 }
 
 static void cg_xent_grad(cg *c, const ir_node *n, LLVMValueRef y)
@@ -677,26 +696,24 @@ static void cg_xent_grad(cg *c, const ir_node *n, LLVMValueRef y)
 	const ir_shape *z = arg_shape(c, n, 0);
 	LLVMValueRef args[] = {i32c(c, dim(z, 0)), i32c(c, dim(z, 1)), arg(c, n, 0), arg(c, n, 1),
 	                       y};
-	kernel(c, "rt_xent_grad", "iippp", args);
+	kernel(c, RT_KERNEL_XENT_GRAD, args, countof(args));
 }
 
 static void cg_allreduce(cg *c, const ir_node *n, LLVMValueRef y)
 {
-	LLVMTypeRef params[] = {c->ptr, c->i64, c->ptr, c->ptr, c->i32};
 	LLVMValueRef args[] = {c->threads, i64c(c, ir_shape_count(&n->shape)), arg(c, n, 0), y,
 	                       i32c(c, n->reduce_left)};
-	call(c, declare(c, "rt_grad_allreduce", c->void_t, params, 5), args, 5);
+	kernel(c, RT_KERNEL_GRAD_ALLREDUCE, args, countof(args));
 }
 
 static void cg_bn_stats_sync(cg *c, const ir_node *n, LLVMValueRef y)
 {
 	LLVMValueRef args[] = {c->threads, i32c(c, n->shape.d[1]), arg(c, n, 0), y};
-	kernel(c, "rt_bn_stats_allreduce", "pipp", args);
+	kernel(c, RT_KERNEL_BN_STATS_ALLREDUCE, args, countof(args));
 }
 
 static void cg_sgd(cg *c, const ir_node *n, LLVMValueRef y)
 {
-	LLVMTypeRef params[] = {c->i64, c->ptr, c->ptr, c->ptr, c->ptr, c->f32, c->f32};
 	LLVMValueRef args[] = {i64c(c, ir_shape_count(arg_shape(c, n, 0))),
 	                       arg(c, n, 0),
 	                       byte_offset(c, arg(c, n, 1), n->goff * 4),
@@ -704,7 +721,7 @@ static void cg_sgd(cg *c, const ir_node *n, LLVMValueRef y)
 	                       arg(c, n, 3),
 	                       f32c(c, n->momentum),
 	                       f32c(c, n->weight_decay)};
-	call(c, declare(c, "rt_sgd_step", c->void_t, params, 7), args, 7);
+	kernel(c, RT_KERNEL_SGD_STEP, args, countof(args));
 }
 
 typedef void cg_fn(cg *c, const ir_node *n, LLVMValueRef y);
@@ -835,10 +852,9 @@ static LLVMValueRef build_forward(cg *c, bool exported)
 	for (unsigned i = 0; i < 5; i++)
 		args[i] = LLVMGetParam(f, i);
 	const ir_graph *g = c->g;
-	LLVMTypeRef mark_t[] = {c->ptr, c->i32};
-	LLVMValueRef mark = c->profile ? declare(c, "rt_profile_mark", c->void_t, mark_t, 2) : NULL;
+	bool mark = c->profile;
 	if (mark)
-		call(c, mark, (LLVMValueRef[]){c->threads, i32c(c, -1)}, 2);
+		kernel(c, RT_KERNEL_PROFILE_MARK, (LLVMValueRef[]){c->threads, i32c(c, -1)}, 2);
 	LLVMAttributeRef noinline =
 	    LLVMCreateEnumAttribute(c->ctx, LLVMGetEnumAttributeKindForName("noinline", 8), 0);
 	for (int id = 0, chunk = 0; id < g->n_nodes; chunk++) {
@@ -853,7 +869,8 @@ static LLVMValueRef build_forward(cg *c, bool exported)
 			LLVMValueRef y = ir_ops[n->op].flags & OPF_EFFECT ? NULL : at(c, id);
 			emitters[n->op](c, n, y);
 			if (mark)
-				call(c, mark, (LLVMValueRef[]){c->threads, i32c(c, id)}, 2);
+				kernel(c, RT_KERNEL_PROFILE_MARK,
+				       (LLVMValueRef[]){c->threads, i32c(c, id)}, 2);
 			k++;
 			/* the rest of a run of the same op in place, in a loop (a
 			 * profile times every node, so it keeps them apart) */
@@ -957,7 +974,8 @@ static LLVMValueRef eval_from_state(cg *c, const ir_graph *eg, const ir_graph *t
 	return g;
 }
 
-/* The descriptor, laid out like rt_model_desc: every field 8 bytes. */
+/* The descriptor, laid out like rt_model_desc: every field 8 bytes, at
+ * 8 * its index in runtime/desc.def (backend/abi.c checks the struct). */
 static LLVMValueRef build_desc(cg *c, const ir_graph *tg, LLVMValueRef prepare,
                                LLVMValueRef forward, LLVMValueRef train, LLVMValueRef embedded)
 {
@@ -966,30 +984,34 @@ static LLVMValueRef build_desc(cg *c, const ir_graph *tg, LLVMValueRef prepare,
 	LLVMValueRef params = param_table(c, g, false, &np);
 	LLVMValueRef null = LLVMConstNull(c->ptr), zero = i64c(c, 0);
 	LLVMValueRef state = tg ? param_table(c, tg, true, &ns) : null;
-	LLVMValueRef fields[] = {
-	    cstring(c, g->name),
-	    i64c(c, np),
-	    params,
-	    i64c(c, g->plan.raw_bytes / 4),
-	    i64c(c, g->plan.weight_bytes / 4),
-	    embedded ? embedded : null,
-	    i64c(c, g->plan.arena_bytes),
-	    i64c(c, g->n_inputs),
-	    i64c(c, g->n_outputs),
-	    prepare,
-	    forward,
-	    tg ? i64c(c, tg->plan.weight_bytes / 4) : zero,
-	    i64c(c, ns),
-	    state,
-	    tg ? eval_from_state(c, g, tg) : null,
-	    tg ? i64c(c, tg->plan.arena_bytes) : zero,
-	    tg ? train : null,
-	    i64c(c, g->batch),
-	    tg ? i64c(c, tg->nodes[tg->outputs[1].node].shape.d[1]) : zero,
-	    cstring(c, c->t->name),
-	    i64c(c, (int64_t)c->t->needs),
-	    i64c(c, c->t->mr),
+	LLVMValueRef fields[RT_DESC_COUNT] = {
+	    [RT_DESC_NAME] = cstring(c, g->name),
+	    [RT_DESC_N_PARAMS] = i64c(c, np),
+	    [RT_DESC_PARAMS] = params,
+	    [RT_DESC_RAW_FLOATS] = i64c(c, g->plan.raw_bytes / 4),
+	    [RT_DESC_WEIGHT_FLOATS] = i64c(c, g->plan.weight_bytes / 4),
+	    [RT_DESC_EMBEDDED] = embedded ? embedded : null,
+	    [RT_DESC_WORKSPACE_BYTES] = i64c(c, g->plan.arena_bytes),
+	    [RT_DESC_N_INPUTS] = i64c(c, g->n_inputs),
+	    [RT_DESC_N_OUTPUTS] = i64c(c, g->n_outputs),
+	    [RT_DESC_PREPARE] = prepare,
+	    [RT_DESC_FORWARD] = forward,
+	    [RT_DESC_STATE_FLOATS] = tg ? i64c(c, tg->plan.weight_bytes / 4) : zero,
+	    [RT_DESC_N_STATE_PARAMS] = i64c(c, ns),
+	    [RT_DESC_STATE_PARAMS] = state,
+	    [RT_DESC_EVAL_FROM_STATE] = tg ? eval_from_state(c, g, tg) : null,
+	    [RT_DESC_TRAIN_WORKSPACE_BYTES] = tg ? i64c(c, tg->plan.arena_bytes) : zero,
+	    [RT_DESC_TRAIN_STEP] = tg ? train : null,
+	    [RT_DESC_BATCH] = i64c(c, g->batch),
+	    [RT_DESC_CLASSES] = tg ? i64c(c, tg->nodes[tg->outputs[1].node].shape.d[1]) : zero,
+	    [RT_DESC_TARGET] = cstring(c, c->t->name),
+	    [RT_DESC_CPU_NEEDS] = i64c(c, (int64_t)c->t->needs),
+	    [RT_DESC_GEMM_MR] = i64c(c, c->t->mr),
 	};
+	/* every field set: a desc.def entry with no value here is a hole */
+	for (int i = 0; i < RT_DESC_COUNT; i++)
+		if (!fields[i])
+			diag_fatal("internal: descriptor field %d has no value", i);
 	LLVMValueRef init =
 	    LLVMConstStructInContext(c->ctx, fields, sizeof fields / sizeof *fields, 0);
 	return private_const(c, init, "desc");
