@@ -11,6 +11,7 @@
 
 #include "abi.h"
 #include "backend.h"
+#include "passes.h"
 #include "runtime.h"
 
 #define countof(a) (sizeof(a) / sizeof *(a))
@@ -147,6 +148,24 @@ static LLVMValueRef int_struct(cg *c, const int *v, unsigned n)
 	return g;
 }
 
+/* the node's rt_conv, a private constant */
+static LLVMValueRef conv_params(cg *c, const ir_node *n)
+{
+	rt_conv p = passes_conv_geometry(c->g->nodes, n);
+	int v[sizeof p / sizeof(int)];
+	memcpy(v, &p, sizeof p);
+	return int_struct(c, v, sizeof v / sizeof *v);
+}
+
+/* the node's rt_pool, a private constant */
+static LLVMValueRef pool_params(cg *c, const ir_node *n)
+{
+	rt_pool p = passes_pool_geometry(c->g->nodes, n);
+	int v[sizeof p / sizeof(int)];
+	memcpy(v, &p, sizeof p);
+	return int_struct(c, v, sizeof v / sizeof *v);
+}
+
 /* Loop metadata that keeps a loop a loop: vectorised, not unrolled. An
  * element-wise node on a small map unrolled whole, and a chain of them
  * became one basic block whose scheduling took time quadratic in its
@@ -229,43 +248,35 @@ static void cg_param(cg *c, const ir_node *n, LLVMValueRef y) {}
 
 static LLVMValueRef scratch_of(cg *c, const ir_node *n);
 
-static void cg_conv(cg *c, const ir_node *n, LLVMValueRef y)
-{
-	const ir_shape *x = arg_shape(c, n, 0);
-	rt_conv p = rt_conv_make(dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), (int)n->out,
-	                         (int)n->kernel, (int)n->stride, (int)n->pad);
-	int v[sizeof p / sizeof(int)];
-	memcpy(v, &p, sizeof p);
-	/* rt_conv2d_winograd takes rt_conv2d's arguments, its tile size after
-	 * the geometry and its scratch after the rest */
-	LLVMValueRef args[] = {c->threads,
-	                       int_struct(c, v, sizeof v / sizeof *v),
-	                       i32c(c, n->winograd),
-	                       arg(c, n, 0),
-	                       arg(c, n, 1),
-	                       n->bias ? arg(c, n, 2) : LLVMConstNull(c->ptr),
-	                       n->residual ? arg(c, n, n->residual) : LLVMConstNull(c->ptr),
-	                       y,
-	                       i32c(c, n->relu),
-	                       n->winograd ? scratch_of(c, n) : NULL};
-	if (n->winograd) {
-		kernel(c, RT_KERNEL_CONV2D_WINOGRAD, args, countof(args));
-		return;
-	}
-	/* the same list without the tile size */
-	memmove(args + 2, args + 3, 6 * sizeof *args);
-	if (n->direct) { /* and without the residual, which it never has */
-		memmove(args + 5, args + 6, 2 * sizeof *args);
-		kernel(c, RT_KERNEL_CONV2D_DIRECT_PREPARED, args, 7);
-		return;
-	}
-	kernel(c, n->packed ? RT_KERNEL_CONV2D_PACKED : RT_KERNEL_CONV2D, args, 8);
-}
-
 /* the fused residual, or NULL */
 static LLVMValueRef residual(cg *c, const ir_node *n)
 {
 	return n->residual ? arg(c, n, n->residual) : LLVMConstNull(c->ptr);
+}
+
+static LLVMValueRef rt_algo(cg *c, const ir_node *n)
+{
+	return i32c(c, n->algo == IR_ALGO_DIRECT ? RT_CONV_ALGO_DIRECT : RT_CONV_ALGO_GEMM);
+}
+
+static void cg_conv(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	LLVMValueRef t = c->threads, p = conv_params(c, n), x = arg(c, n, 0), w = arg(c, n, 1);
+	LLVMValueRef b = n->bias ? arg(c, n, 2) : LLVMConstNull(c->ptr), relu = i32c(c, n->relu);
+	if (n->algo == IR_ALGO_WINOGRAD) {
+		LLVMValueRef args[] = {t, p,    i32c(c, n->tile), x, w, b, residual(c, n),
+		                       y, relu, scratch_of(c, n)};
+		kernel(c, RT_KERNEL_CONV2D_WINOGRAD, args, countof(args));
+	} else if (n->algo == IR_ALGO_PACKED) {
+		LLVMValueRef args[] = {t, p, x, w, b, residual(c, n), y, relu};
+		kernel(c, RT_KERNEL_CONV2D_PACKED, args, countof(args));
+	} else if (c->g->nodes[n->in[1]].op == IR_OP_DIRECT_WEIGHT) { /* never a residual */
+		LLVMValueRef args[] = {t, p, x, w, b, y, relu};
+		kernel(c, RT_KERNEL_CONV2D_DIRECT_PREPARED, args, countof(args));
+	} else {
+		LLVMValueRef args[] = {t, p, x, w, b, residual(c, n), y, relu, rt_algo(c, n)};
+		kernel(c, RT_KERNEL_CONV2D, args, countof(args));
+	}
 }
 
 static void cg_batchnorm(cg *c, const ir_node *n, LLVMValueRef y)
@@ -291,31 +302,16 @@ static void cg_add(cg *c, const ir_node *n, LLVMValueRef y)
 	ewise(c, 2, xs, y, ir_shape_count(&n->shape), n->relu ? add_relu_body : add_body);
 }
 
-static void pool(cg *c, const ir_node *n, LLVMValueRef y, rt_kernel fn)
-{
-	const ir_shape *x = arg_shape(c, n, 0);
-	rt_pool p = rt_pool_make(dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), (int)n->kernel,
-	                         (int)n->stride, (int)n->pad);
-	int v[sizeof p / sizeof(int)];
-	memcpy(v, &p, sizeof p);
-	LLVMValueRef args[] = {int_struct(c, v, sizeof v / sizeof *v), arg(c, n, 0), y};
-	kernel(c, fn, args, countof(args));
-}
-
 static void cg_maxpool(cg *c, const ir_node *n, LLVMValueRef y)
 {
-	const ir_shape *x = arg_shape(c, n, 0);
-	rt_pool p = rt_pool_make(dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), (int)n->kernel,
-	                         (int)n->stride, (int)n->pad);
-	int v[sizeof p / sizeof(int)];
-	memcpy(v, &p, sizeof p);
-	LLVMValueRef args[] = {c->threads, int_struct(c, v, sizeof v / sizeof *v), arg(c, n, 0), y};
+	LLVMValueRef args[] = {c->threads, pool_params(c, n), arg(c, n, 0), y};
 	kernel(c, RT_KERNEL_MAXPOOL, args, countof(args));
 }
 
 static void cg_avgpool(cg *c, const ir_node *n, LLVMValueRef y)
 {
-	pool(c, n, y, RT_KERNEL_AVGPOOL_REF);
+	LLVMValueRef args[] = {pool_params(c, n), arg(c, n, 0), y};
+	kernel(c, RT_KERNEL_AVGPOOL_REF, args, countof(args));
 }
 
 static void cg_global_avgpool(cg *c, const ir_node *n, LLVMValueRef y)
@@ -343,7 +339,8 @@ static void cg_linear(cg *c, const ir_node *n, LLVMValueRef y)
 	                       n->bias ? arg(c, n, 2) : LLVMConstNull(c->ptr),
 	                       y,
 	                       i32c(c, n->relu)};
-	kernel(c, n->packed ? RT_KERNEL_LINEAR_PACKED : RT_KERNEL_LINEAR, args, countof(args));
+	kernel(c, n->algo == IR_ALGO_PACKED ? RT_KERNEL_LINEAR_PACKED : RT_KERNEL_LINEAR, args,
+	       countof(args));
 }
 
 static void cg_softmax(cg *c, const ir_node *n, LLVMValueRef y)
@@ -537,32 +534,22 @@ static void cg_bn_grad_input(cg *c, const ir_node *n, LLVMValueRef y)
 	kernel(c, RT_KERNEL_BN_GRAD_INPUT, args, countof(args));
 }
 
-static LLVMValueRef conv_params(cg *c, const ir_node *n, const ir_shape *x)
-{
-	rt_conv p = rt_conv_make(dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), (int)n->out,
-	                         (int)n->kernel, (int)n->stride, (int)n->pad);
-	int v[sizeof p / sizeof(int)];
-	memcpy(v, &p, sizeof p);
-	return int_struct(c, v, sizeof v / sizeof *v);
-}
-
 static void cg_conv_grad_input(cg *c, const ir_node *n, LLVMValueRef y)
 {
-	LLVMValueRef args[] = {
-	    c->threads,      conv_params(c, n, arg_shape(c, n, 2)), arg(c, n, 0), arg(c, n, 1), y,
-	    scratch_of(c, n)};
-	kernel(c, n->winograd ? RT_KERNEL_CONV2D_GRAD_INPUT_WINOGRAD : RT_KERNEL_CONV2D_GRAD_INPUT,
-	       args, countof(args));
+	LLVMValueRef args[] = {c->threads, conv_params(c, n), arg(c, n, 0), arg(c, n, 1),
+	                       y,          scratch_of(c, n),  rt_algo(c, n)};
+	bool wino = n->algo == IR_ALGO_WINOGRAD;
+	kernel(c, wino ? RT_KERNEL_CONV2D_GRAD_INPUT_WINOGRAD : RT_KERNEL_CONV2D_GRAD_INPUT, args,
+	       countof(args) - wino);
 }
 
 static void cg_conv_grad_weight(cg *c, const ir_node *n, LLVMValueRef y)
 {
-	LLVMValueRef args[] = {
-	    c->threads,      conv_params(c, n, arg_shape(c, n, 0)), arg(c, n, 0), arg(c, n, 1), y,
-	    scratch_of(c, n)};
-	kernel(c,
-	       n->winograd ? RT_KERNEL_CONV2D_GRAD_WEIGHT_WINOGRAD : RT_KERNEL_CONV2D_GRAD_WEIGHT,
-	       args, countof(args));
+	LLVMValueRef args[] = {c->threads, conv_params(c, n), arg(c, n, 0), arg(c, n, 1),
+	                       y,          scratch_of(c, n),  rt_algo(c, n)};
+	bool wino = n->algo == IR_ALGO_WINOGRAD;
+	kernel(c, wino ? RT_KERNEL_CONV2D_GRAD_WEIGHT_WINOGRAD : RT_KERNEL_CONV2D_GRAD_WEIGHT, args,
+	       countof(args) - wino);
 }
 
 static void cg_bias_grad(cg *c, const ir_node *n, LLVMValueRef y)
@@ -594,25 +581,15 @@ static void cg_relu_grad(cg *c, const ir_node *n, LLVMValueRef y)
 	      n->residual ? relu_grad_sum_body : relu_grad_body);
 }
 
-static LLVMValueRef pool_params(cg *c, const ir_node *n, const ir_shape *x)
-{
-	rt_pool p = rt_pool_make(dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), (int)n->kernel,
-	                         (int)n->stride, (int)n->pad);
-	int v[sizeof p / sizeof(int)];
-	memcpy(v, &p, sizeof p);
-	return int_struct(c, v, sizeof v / sizeof *v);
-}
-
 static void cg_maxpool_grad(cg *c, const ir_node *n, LLVMValueRef y)
 {
-	LLVMValueRef args[] = {pool_params(c, n, arg_shape(c, n, 0)), arg(c, n, 0), arg(c, n, 1),
-	                       y};
+	LLVMValueRef args[] = {pool_params(c, n), arg(c, n, 0), arg(c, n, 1), y};
 	kernel(c, RT_KERNEL_MAXPOOL_GRAD_REF, args, countof(args));
 }
 
 static void cg_avgpool_grad(cg *c, const ir_node *n, LLVMValueRef y)
 {
-	LLVMValueRef args[] = {pool_params(c, n, arg_shape(c, n, 1)), arg(c, n, 0), y};
+	LLVMValueRef args[] = {pool_params(c, n), arg(c, n, 0), y};
 	kernel(c, RT_KERNEL_AVGPOOL_GRAD_REF, args, countof(args));
 }
 

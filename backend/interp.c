@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "passes.h"
 #include "runtime.h"
 
 typedef struct interp {
@@ -45,34 +46,35 @@ static void epilogue(const interp *it, const ir_node *n, float *y)
 
 static void interp_conv(const interp *it, const ir_node *n, float *y)
 {
-	const ir_shape *x = shape(it, n, 0);
-	rt_conv p = rt_conv_make(dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), (int)n->out,
-	                         (int)n->kernel, (int)n->stride, (int)n->pad);
-	if (n->winograd) {
+	rt_conv p = passes_conv_geometry(it->g->nodes, n);
+	const float *b = n->bias ? in(it, n, 2) : NULL;
+	const float *res = n->residual ? in(it, n, n->residual) : NULL;
+	switch (n->algo) {
+	case IR_ALGO_WINOGRAD: {
 		/* only the transformed weights are left: the runtime's kernel,
 		 * checked against rt_conv2d_ref by tests/test_kernels.c */
 		float *scratch =
-		    malloc(rt_winograd_scratch_floats(&p, n->winograd) * sizeof(float));
+		    malloc(rt_winograd_scratch_floats(&p, (int)n->tile) * sizeof(float));
 		if (scratch)
-			rt_conv2d_winograd(NULL, &p, n->winograd, in(it, n, 0), in(it, n, 1),
-			                   n->bias ? in(it, n, 2) : NULL,
-			                   n->residual ? in(it, n, n->residual) : NULL, y, n->relu,
-			                   scratch);
+			rt_conv2d_winograd(NULL, &p, (int)n->tile, in(it, n, 0), in(it, n, 1), b,
+			                   res, y, n->relu, scratch);
 		free(scratch);
 		return;
 	}
-	if (n->direct) {
-		rt_conv2d_direct_prepared(NULL, &p, in(it, n, 0), in(it, n, 1),
-		                          n->bias ? in(it, n, 2) : NULL, y, n->relu);
+	case IR_ALGO_PACKED:
+		rt_conv2d_packed(NULL, &p, in(it, n, 0), in(it, n, 1), b, res, y, n->relu);
 		return;
+	case IR_ALGO_DIRECT:
+		if (it->g->nodes[n->in[1]].op == IR_OP_DIRECT_WEIGHT) {
+			rt_conv2d_direct_prepared(NULL, &p, in(it, n, 0), in(it, n, 1), b, y,
+			                          n->relu);
+			return;
+		}
+		break; /* the weights as they are: the reference is the oracle */
+	case IR_ALGO_GEMM:
+		break;
 	}
-	if (n->packed) {
-		rt_conv2d_packed(NULL, &p, in(it, n, 0), in(it, n, 1),
-		                 n->bias ? in(it, n, 2) : NULL,
-		                 n->residual ? in(it, n, n->residual) : NULL, y, n->relu);
-		return;
-	}
-	rt_conv2d_ref(&p, in(it, n, 0), in(it, n, 1), n->bias ? in(it, n, 2) : NULL, y);
+	rt_conv2d_ref(&p, in(it, n, 0), in(it, n, 1), b, y);
 	epilogue(it, n, y);
 }
 
@@ -97,9 +99,7 @@ static void interp_add(const interp *it, const ir_node *n, float *y)
 
 static rt_pool pool_of(const interp *it, const ir_node *n)
 {
-	const ir_shape *x = shape(it, n, 0);
-	return rt_pool_make(dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), (int)n->kernel,
-	                    (int)n->stride, (int)n->pad);
+	return passes_pool_geometry(it->g->nodes, n);
 }
 
 static void interp_maxpool(const interp *it, const ir_node *n, float *y)
@@ -128,7 +128,7 @@ static void interp_flatten(const interp *it, const ir_node *n, float *y)
 static void interp_linear(const interp *it, const ir_node *n, float *y)
 {
 	const ir_shape *x = shape(it, n, 0);
-	if (n->packed) {
+	if (n->algo == IR_ALGO_PACKED) {
 		rt_linear_packed(NULL, dim(x, 0), dim(x, 1), (int)n->out, in(it, n, 0),
 		                 in(it, n, 1), n->bias ? in(it, n, 2) : NULL, y, n->relu);
 		return;
@@ -286,19 +286,13 @@ static void interp_bn_grad_input(const interp *it, const ir_node *n, float *y)
 	free(owned);
 }
 
-static rt_conv conv_of(const ir_shape *x, const ir_node *n)
-{
-	return rt_conv_make(dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), (int)n->out, (int)n->kernel,
-	                    (int)n->stride, (int)n->pad);
-}
-
 /* Winograd nodes have only the transformed weights (or, for the weight
  * gradient, a different order of sums): the runtime's kernels, checked
  * against the reference ones by tests/test_kernels_train.c. */
 static void interp_conv_grad_input(const interp *it, const ir_node *n, float *y)
 {
-	rt_conv p = conv_of(shape(it, n, 2), n);
-	if (!n->winograd) {
+	rt_conv p = passes_conv_geometry(it->g->nodes, n);
+	if (n->algo != IR_ALGO_WINOGRAD) {
 		rt_conv2d_grad_input_ref(&p, in(it, n, 0), in(it, n, 1), y);
 		return;
 	}
@@ -310,8 +304,8 @@ static void interp_conv_grad_input(const interp *it, const ir_node *n, float *y)
 
 static void interp_conv_grad_weight(const interp *it, const ir_node *n, float *y)
 {
-	rt_conv p = conv_of(shape(it, n, 0), n);
-	if (!n->winograd) {
+	rt_conv p = passes_conv_geometry(it->g->nodes, n);
+	if (n->algo != IR_ALGO_WINOGRAD) {
 		rt_conv2d_grad_weight_ref(&p, in(it, n, 0), in(it, n, 1), y, NULL);
 		return;
 	}
@@ -355,9 +349,7 @@ static void interp_maxpool_grad(const interp *it, const ir_node *n, float *y)
 
 static void interp_avgpool_grad(const interp *it, const ir_node *n, float *y)
 {
-	const ir_shape *x = shape(it, n, 1);
-	rt_pool p = rt_pool_make(dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), (int)n->kernel,
-	                         (int)n->stride, (int)n->pad);
+	rt_pool p = pool_of(it, n);
 	rt_avgpool_grad_ref(&p, in(it, n, 0), y);
 }
 

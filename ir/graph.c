@@ -9,6 +9,8 @@ const ir_op_info ir_ops[IR_OP_COUNT] = {
 #include "ops.def"
 };
 
+const char *const ir_algo_names[] = {"gemm", "packed", "direct", "winograd"};
+
 const ir_attr_info ir_attrs[] = {
 #define ATTR(field, type) {#field, offsetof(ir_node, field), IR_ATTR_##type},
 #include "ops.def"

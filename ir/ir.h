@@ -132,7 +132,7 @@ char *ir_dims_str(const int64_t *d, int rank, char *buf, size_t len);
 
 /* ---- operators ----------------------------------------------------------- */
 
-enum { OPF_USER = 1, OPF_EFFECT = 2, OPF_EWISE = 4 };
+enum { OPF_USER = 1, OPF_EFFECT = 2, OPF_EWISE = 4, OPF_ALGO = 8 };
 
 typedef enum ir_op {
 #define OP(e, name, args, attrs, flags, grad) IR_OP_##e,
@@ -187,6 +187,17 @@ typedef enum ir_param_kind {
 	IR_PARAM_STATE,  /* the optimiser's: momentum buffers */
 } ir_param_kind;
 
+/* The algorithm a conv, conv_grad_input, conv_grad_weight or linear node
+ * runs by, chosen by the algorithm pass and passed to the kernel, which
+ * never chooses for itself. */
+typedef enum ir_algo {
+	IR_ALGO_GEMM,     /* the GEMM on the weights as they are (linear: as B) */
+	IR_ALGO_PACKED,   /* the GEMM on weights packed once: in[1] a gemm_weight */
+	IR_ALGO_DIRECT,   /* runtime/conv_direct.c: in[1] a direct_weight, or as they are */
+	IR_ALGO_WINOGRAD, /* F(tile x tile, 3x3): in[1] a winograd_weight(_t) */
+} ir_algo;
+extern const char *const ir_algo_names[]; /* "gemm", "packed", "direct", "winograd" */
+
 typedef struct ir_node {
 	ir_op op;
 	int n_in;
@@ -204,12 +215,9 @@ typedef struct ir_node {
 	bool relu;    /* conv, linear, add, batchnorm: relu on the result */
 	int residual; /* conv: in[residual] is added before the relu; 0 = none */
 	bool flat;    /* global_avgpool: [N, C] instead of [N, C, 1, 1] */
-	/* by Winograd F(m x m, 3x3), m the value (0: not): conv (in[1] is a
-	 * winograd_weight of that tile), conv_grad_input (in[1] is a
-	 * winograd_weight_t) and conv_grad_weight (m = 4) */
-	int winograd;
-	bool packed; /* conv, linear: in[1] is a gemm_weight, packed when weights are prepared */
-	bool direct; /* conv: computed directly (runtime/conv_direct.c), in[1] a direct_weight */
+	/* how a conv, its gradients or a linear layer runs (passes/algorithm.c);
+	 * IR_ALGO_WINOGRAD's output tile is in tile */
+	ir_algo algo;
 
 	/* training */
 	bool i32;            /* an input of int32 values (labels) */

@@ -66,12 +66,11 @@ void ir_node_print(const ir_graph *g, int id, FILE *out)
 	print_attrs(n, out);
 	if (n->residual)
 		fprintf(out, " +%%%d", n->in[n->residual]);
-	if (n->winograd)
-		fprintf(out, " winograd=%d", n->winograd);
-	if (n->packed)
-		fprintf(out, " packed");
-	if (n->direct)
-		fprintf(out, " direct");
+	if (ir_ops[n->op].flags & OPF_ALGO) {
+		fprintf(out, " algo=%s", ir_algo_names[n->algo]);
+		if (n->algo == IR_ALGO_WINOGRAD)
+			fprintf(out, " tile=%lld", (long long)n->tile);
+	}
 	if (n->relu)
 		fputs(" relu", out);
 	if (n->flat)

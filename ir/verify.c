@@ -2,6 +2,50 @@
  * a pass that breaks one is caught where it broke it. */
 #include "ir.h"
 
+/* The weight layout an algorithm reads (in[1]): IR_OP_COUNT where it takes
+ * the weights as they are. */
+static ir_op algo_weight(const ir_node *n)
+{
+	switch (n->algo) {
+	case IR_ALGO_PACKED:
+		return IR_OP_GEMM_WEIGHT;
+	case IR_ALGO_WINOGRAD:
+		return n->op == IR_OP_CONV_GRAD_INPUT ? IR_OP_WINOGRAD_WEIGHT_T
+		                                      : IR_OP_WINOGRAD_WEIGHT;
+	default:
+		return IR_OP_COUNT;
+	}
+}
+
+static bool transformed(ir_op op)
+{
+	return op == IR_OP_GEMM_WEIGHT || op == IR_OP_WINOGRAD_WEIGHT ||
+	       op == IR_OP_WINOGRAD_WEIGHT_T || op == IR_OP_DIRECT_WEIGHT;
+}
+
+static void verify_algo(const ir_graph *g, const ir_node *n, int id)
+{
+	if (!(ir_ops[n->op].flags & OPF_ALGO)) {
+		if (n->algo != IR_ALGO_GEMM)
+			diag_error_at(&n->loc, "internal: %s node %%%d has an algorithm",
+			              ir_ops[n->op].name, id);
+		return;
+	}
+	if ((unsigned)n->algo > IR_ALGO_WINOGRAD ||
+	    (n->algo == IR_ALGO_WINOGRAD && n->tile != 2 && n->tile != 4))
+		diag_error_at(&n->loc, "internal: %s node %%%d has no valid algorithm",
+		              ir_ops[n->op].name, id);
+	if (n->op == IR_OP_CONV_GRAD_WEIGHT) /* reads x and dy, no weights */
+		return;
+	ir_op w = g->nodes[n->in[1]].op, want = algo_weight(n);
+	bool ok = want != IR_OP_COUNT
+	              ? w == want
+	              : !transformed(w) || (w == IR_OP_DIRECT_WEIGHT && n->algo == IR_ALGO_DIRECT);
+	if (!ok)
+		diag_error_at(&n->loc, "internal: %s node %%%d runs by %s on %s weights",
+		              ir_ops[n->op].name, id, ir_algo_names[n->algo], ir_ops[w].name);
+}
+
 void ir_graph_verify(const ir_graph *g)
 {
 	for (int id = 0; id < g->n_nodes; id++) {
@@ -25,6 +69,7 @@ void ir_graph_verify(const ir_graph *g)
 			              id, ir_shape_str(&n->shape, a, sizeof a),
 			              ir_shape_str(&copy.shape, b, sizeof b));
 		}
+		verify_algo(g, n, id);
 	}
 	for (int i = 0; i < g->n_outputs; i++)
 		if (g->outputs[i].node < 0 || g->outputs[i].node >= g->n_nodes)

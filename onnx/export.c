@@ -184,7 +184,7 @@ static void export_param(exporter *e, int id)
  * the model wrote it, not a fused variant. */
 static void unfused_check(const ir_node *n)
 {
-	if (n->relu || n->residual || n->winograd || n->packed || n->direct || n->flat)
+	if (n->relu || n->residual || n->algo != IR_ALGO_GEMM || n->flat)
 		diag_error_at(&n->loc,
 		              "internal: export: %s was rewritten by a compiler pass; export takes "
 		              "the graph as the front end makes it",

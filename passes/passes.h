@@ -12,6 +12,7 @@
 #define NETCC_PASSES_H
 
 #include "ir.h"
+#include "runtime.h"
 
 typedef enum passes_mode {
 	PASSES_MODE_INFERENCE, /* the model as written: a forward */
@@ -38,13 +39,14 @@ void plan_naive(ir_graph *g);
 /* The passes, in pipeline order. */
 void fold_batchnorm(ir_graph *g);
 void fuse_epilogue(ir_graph *g);
-/* 3x3 stride-1 convolutions where it pays become Winograd F(4x4, 3x3) */
-void select_winograd(ir_graph *g);
-void prepack_weights(ir_graph *g);
-/* for the passes that transform weights: op(old->in[k]), or op(w, gamma,
- * var) straight from BatchNorm-folded weights, into *out (tile: Winograd's
- * m, or 0); false where it would be over the per-tensor limit, and the
- * caller then keeps old as the model wrote it */
+/* How each conv, conv gradient and linear layer runs (node->algo), from
+ * an ordered table (passes/algorithm.c); the weight transforms that
+ * algorithm reads become nodes (winograd_weight, gemm_weight, ...). */
+void choose_algorithms(ir_graph *g, const passes_options *o);
+/* for the algorithm pass: op(old->in[k]), or op(w, gamma, var) straight
+ * from BatchNorm-folded weights, into *out (tile: Winograd's m, or 0);
+ * false where it would be over the per-tensor limit, and the caller then
+ * keeps old as the model wrote it */
 bool passes_weight_node(ir_rewriter *rw, const ir_node *nodes, const ir_node *old, int k, ir_op op,
                         int tile, ir_node *out);
 void simplify_graph(ir_graph *g);
@@ -64,7 +66,12 @@ void autodiff_gradients(ir_graph *g, int **grad_node, int64_t **grad_off);
  * prepared weights, and binds inputs and outputs to the caller's buffers. */
 void plan_roles(ir_graph *g);
 
-/* Bytes of scratch a node's kernel needs while it runs. */
+/* A conv or conv gradient node's geometry, and a pooling node's window,
+ * as the runtime's kernels take them (passes/geometry.c). */
+rt_conv passes_conv_geometry(const ir_node *nodes, const ir_node *n);
+rt_pool passes_pool_geometry(const ir_node *nodes, const ir_node *n);
+
+/* Bytes of scratch a node's kernel needs while it runs: its algorithm's. */
 int64_t plan_scratch_bytes(const ir_graph *g, const ir_node *n);
 
 #endif

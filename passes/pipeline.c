@@ -7,28 +7,33 @@
 
 #include "passes.h"
 
+typedef enum pass_when {
+	PASS_WHEN_TRAINING,   /* autodiff: only where the step is trained */
+	PASS_WHEN_OPTIMISING, /* -O2 */
+	PASS_WHEN_ALWAYS,
+	PASS_WHEN_O0, /* -O0's planner */
+} pass_when;
+
 typedef struct pass {
 	const char *name;
 	void (*run)(ir_graph *g);
-	bool training_only; /* autodiff: only where the step is trained */
-	bool optimising;    /* skipped at -O0 */
-	bool winograd;      /* skipped with no_winograd */
+	void (*run_with)(ir_graph *g, const passes_options *o); /* or this */
+	pass_when when;
 } pass;
 
 static const pass pipeline[] = {
-    {"autodiff", autodiff_training_graph, true, false, false},
-    {"fold_batchnorm", fold_batchnorm, false, true, false},
-    {"fuse_epilogue", fuse_epilogue, false, true, false},
-    {"winograd", select_winograd, false, true, true},
-    {"prepack", prepack_weights, false, true, false},
-    {"simplify", simplify_graph, false, true, false},
-    {"plan", plan_memory, false, true, false},
-    {"plan", plan_naive, false, false, false}, /* -O0's planner */
+    {"autodiff", autodiff_training_graph, NULL, PASS_WHEN_TRAINING},
+    {"fold_batchnorm", fold_batchnorm, NULL, PASS_WHEN_OPTIMISING},
+    {"fuse_epilogue", fuse_epilogue, NULL, PASS_WHEN_OPTIMISING},
+    {"algorithm", NULL, choose_algorithms, PASS_WHEN_ALWAYS},
+    {"simplify", simplify_graph, NULL, PASS_WHEN_OPTIMISING},
+    {"plan", plan_memory, NULL, PASS_WHEN_OPTIMISING},
+    {"plan", plan_naive, NULL, PASS_WHEN_O0},
 };
 enum { N_PASSES = sizeof pipeline / sizeof pipeline[0] };
 
-const char *const passes_names[] = {"autodiff", "fold_batchnorm", "fuse_epilogue", "winograd",
-                                    "prepack",  "simplify",       "plan",          NULL};
+const char *const passes_names[] = {
+    "autodiff", "fold_batchnorm", "fuse_epilogue", "algorithm", "simplify", "plan", NULL};
 
 static void after(ir_graph *g, const passes_options *o, const char *name)
 {
@@ -42,11 +47,17 @@ static void after(ir_graph *g, const passes_options *o, const char *name)
 
 static bool pass_runs(const pass *p, const passes_options *o)
 {
-	if (p->training_only)
+	switch (p->when) {
+	case PASS_WHEN_TRAINING:
 		return o->mode == PASSES_MODE_TRAINING;
-	if (p->run == plan_naive)
+	case PASS_WHEN_OPTIMISING:
+		return o->opt_level > 0;
+	case PASS_WHEN_ALWAYS:
+		return true;
+	case PASS_WHEN_O0:
 		return o->opt_level == 0;
-	return o->opt_level > 0 && p->optimising;
+	}
+	return false;
 }
 
 void passes_run(ir_graph *g, const passes_options *o)
@@ -55,9 +66,10 @@ void passes_run(ir_graph *g, const passes_options *o)
 		const pass *p = &pipeline[i];
 		if (!pass_runs(p, o))
 			continue;
-		/* a skipped Winograd choice still shows where it would be */
-		if (!(p->winograd && o->no_winograd))
+		if (p->run)
 			p->run(g);
+		else
+			p->run_with(g, o);
 		after(g, o, p->name);
 	}
 }

@@ -20,23 +20,30 @@ static int64_t bytes(const ir_node *n)
 
 int64_t plan_scratch_bytes(const ir_graph *g, const ir_node *n)
 {
-	if (n->op != IR_OP_CONV && n->op != IR_OP_CONV_GRAD_INPUT &&
-	    n->op != IR_OP_CONV_GRAD_WEIGHT)
-		return 0;
-	/* the forward input: x, or the shape reference of conv_grad_input */
-	const ir_shape *x = &g->nodes[n->in[n->op == IR_OP_CONV_GRAD_INPUT ? 2 : 0]].shape;
-	rt_conv p = rt_conv_make((int)x->d[0], (int)x->d[1], (int)x->d[2], (int)x->d[3],
-	                         (int)n->out, (int)n->kernel, (int)n->stride, (int)n->pad);
+	rt_conv p = {0};
+	if (n->op == IR_OP_CONV || n->op == IR_OP_CONV_GRAD_INPUT ||
+	    n->op == IR_OP_CONV_GRAD_WEIGHT)
+		p = passes_conv_geometry(g->nodes, n);
+	bool wino = n->algo == IR_ALGO_WINOGRAD;
 	size_t floats = 0;
-	if (n->op == IR_OP_CONV)
-		floats = n->winograd ? rt_winograd_scratch_floats(&p, n->winograd)
-		                     : rt_conv2d_scratch_floats(&p);
-	else if (n->op == IR_OP_CONV_GRAD_INPUT)
-		floats = n->winograd ? rt_winograd_grad_input_scratch_floats(&p)
-		                     : rt_conv2d_grad_scratch_floats(&p);
-	else
-		floats = n->winograd ? rt_winograd_grad_weight_scratch_floats(&p)
-		                     : rt_conv2d_grad_weight_scratch_floats(&p);
+	/* the direct kernels take panels of their own, or fall back on the
+	 * GEMM, whose scratch they are given */
+	switch (n->op) {
+	case IR_OP_CONV:
+		floats = wino ? rt_winograd_scratch_floats(&p, (int)n->tile)
+		              : rt_conv2d_scratch_floats(&p);
+		break;
+	case IR_OP_CONV_GRAD_INPUT:
+		floats = wino ? rt_winograd_grad_input_scratch_floats(&p)
+		              : rt_conv2d_grad_scratch_floats(&p);
+		break;
+	case IR_OP_CONV_GRAD_WEIGHT:
+		floats = wino ? rt_winograd_grad_weight_scratch_floats(&p)
+		              : rt_conv2d_grad_weight_scratch_floats(&p);
+		break;
+	default:
+		break;
+	}
 	return (int64_t)floats * (int64_t)sizeof(float);
 }
 

@@ -237,13 +237,23 @@ size_t rt_conv2d_scratch_floats(const rt_conv *p)
 	return 0;
 }
 
+rt_conv_algo rt_conv2d_algo(const rt_conv *p, bool residual)
+{
+	/* no residual: with no memory for its panels, the GEMM does the
+	 * whole convolution over again, and y may be the residual */
+	return !residual && rt_conv2d_direct_fits(p) ? RT_CONV_ALGO_DIRECT : RT_CONV_ALGO_GEMM;
+}
+
 /* w as rt_gemm wants A: row-major, or packed (rt_conv_weight_pack) */
 static void conv2d(rt_threads *t, const rt_conv *p, const float *x, const float *w, int a_layout,
                    const float *b, const float *res, float *y, int relu);
 
 void rt_conv2d(rt_threads *t, const rt_conv *p, const float *x, const float *w, const float *b,
-               const float *res, float *y, int relu)
+               const float *res, float *y, int relu, int algo)
 {
+	if (algo == RT_CONV_ALGO_DIRECT && rt_conv2d_algo(p, res != NULL) == RT_CONV_ALGO_DIRECT &&
+	    rt_conv2d_direct(t, p, x, w, b, y, relu))
+		return;
 	conv2d(t, p, x, w, RT_GEMM_A_ROWS, b, res, y, relu);
 }
 
@@ -324,11 +334,6 @@ static void conv_images_task(void *ctx, int task, int tasks)
 static void conv2d(rt_threads *t, const rt_conv *p, const float *x, const float *w, int a_layout,
                    const float *b, const float *res, float *y, int relu)
 {
-	/* directly where it fits (no residual: with no memory for it, the
-	 * GEMM below does the whole convolution over again) */
-	if (a_layout == RT_GEMM_A_ROWS && !res && rt_conv2d_direct_fits(p) &&
-	    rt_conv2d_direct(t, p, x, w, b, y, relu))
-		return;
 	conv_job j = {p, x, w, b, res, a_layout, relu, y, t, false};
 	int threads = rt_threads_count(t);
 	double flops = 2.0 * p->oc * p->oh * p->ow * p->c * p->k * p->k;
@@ -397,8 +402,13 @@ static void wgrad_chunk_task(void *ctx, int q, int chunks)
 	wgrad_images(j, n0, n1, dw);
 }
 
+rt_conv_algo rt_conv2d_grad_weight_algo(const rt_conv *p)
+{
+	return rt_conv2d_grad_weight_direct_fits(p) ? RT_CONV_ALGO_DIRECT : RT_CONV_ALGO_GEMM;
+}
+
 void rt_conv2d_grad_weight(rt_threads *t, const rt_conv *p, const float *x, const float *dy,
-                           float *dw, float *scratch)
+                           float *dw, float *scratch, int algo)
 {
 	int kdim = p->c * p->k * p->k, opix = p->oh * p->ow;
 	size_t per = (size_t)p->oc * kdim;
@@ -406,7 +416,9 @@ void rt_conv2d_grad_weight(rt_threads *t, const rt_conv *p, const float *x, cons
 		memset(dw, 0, per * sizeof(float));
 		return;
 	}
-	wgrad_job j = {p, x, dy, dw, scratch, t, false, rt_conv2d_grad_weight_direct_fits(p)};
+	wgrad_job j = {
+	    p,       x, dy,    dw,
+	    scratch, t, false, algo == RT_CONV_ALGO_DIRECT && rt_conv2d_grad_weight_direct_fits(p)};
 	if (p->n < IMAGE_CHUNKS) {
 		if (!j.direct || !rt_conv2d_grad_weight_direct(t, p, x, dy, 0, p->n, dw))
 			wgrad_images(&j, 0, p->n, dw);
@@ -550,8 +562,25 @@ static void grad_input_chunk_task(void *ctx, int q, int chunks)
 	grad_input_images(j, n0, n1, j->scratch + q * cols, true);
 }
 
+/* the input gradient of a stride-1 convolution as a convolution of dy */
+static rt_conv flipped(const rt_conv *p)
+{
+	return rt_conv_make(p->n, p->oc, p->oh, p->ow, p->c, p->k, 1, p->k - 1 - p->pad);
+}
+
+rt_conv_algo rt_conv2d_grad_input_algo(const rt_conv *p)
+{
+	if (pointwise(p))
+		return RT_CONV_ALGO_GEMM;
+	if (as_convolution(p)) {
+		rt_conv q = flipped(p);
+		return rt_conv2d_algo(&q, false);
+	}
+	return rt_conv2d_grad_input_direct_fits(p) ? RT_CONV_ALGO_DIRECT : RT_CONV_ALGO_GEMM;
+}
+
 void rt_conv2d_grad_input(rt_threads *t, const rt_conv *p, const float *dy, const float *w,
-                          float *dx, float *scratch)
+                          float *dx, float *scratch, int algo)
 {
 	int kdim = p->c * p->k * p->k, opix = p->oh * p->ow, kk = p->k * p->k;
 	size_t in_floats = (size_t)p->c * p->h * p->w, out_floats = (size_t)p->oc * opix;
@@ -575,13 +604,13 @@ void rt_conv2d_grad_input(rt_threads *t, const rt_conv *p, const float *dy, cons
 				for (int tap = 0; tap < kk; tap++)
 					scratch[((size_t)ci * p->oc + co) * kk + tap] =
 					    w[((size_t)co * p->c + ci) * kk + kk - 1 - tap];
-		rt_conv q =
-		    rt_conv_make(p->n, p->oc, p->oh, p->ow, p->c, p->k, 1, p->k - 1 - p->pad);
-		rt_conv2d(t, &q, dy, scratch, NULL, NULL, dx, 0);
+		rt_conv q = flipped(p);
+		rt_conv2d(t, &q, dy, scratch, NULL, NULL, dx, 0, algo);
 		return;
 	}
 	/* with no memory for it, the columns below overwrite what it wrote */
-	if (rt_conv2d_grad_input_direct_fits(p) && rt_conv2d_grad_input_direct(t, p, dy, w, dx))
+	if (algo == RT_CONV_ALGO_DIRECT && rt_conv2d_grad_input_direct_fits(p) &&
+	    rt_conv2d_grad_input_direct(t, p, dy, w, dx))
 		return;
 	gin_job j = {p, dy, w, dx, scratch, t};
 	double flops = 2.0 * kdim * opix * p->oc;

@@ -203,11 +203,23 @@ void rt_gemm_pack_b(const rt_gemm_b *b, int k0, int kc, int n0, int nc, float *d
 /* ---- kernels for compiled code ----------------------------------------
  * Same semantics as the reference kernels; scratch is caller-provided. */
 
+/* How rt_conv2d and the gradients below run, beside Winograd and the
+ * packed GEMM (kernels of their own): the algorithm pass asks
+ * rt_conv2d_algo and the others, the runtime's own tests of what fits,
+ * at compile time, records the answer in the graph and passes it to the
+ * kernel, which does not choose for itself. RT_CONV_ALGO_DIRECT runs the
+ * direct kernel (runtime/conv_direct.c), or the GEMM where that finds no
+ * memory for its panels; so the scratch a kernel takes is the GEMM's. */
+typedef enum rt_conv_algo { RT_CONV_ALGO_GEMM, RT_CONV_ALGO_DIRECT } rt_conv_algo;
+rt_conv_algo rt_conv2d_algo(const rt_conv *p, bool residual);
+rt_conv_algo rt_conv2d_grad_input_algo(const rt_conv *p);
+rt_conv_algo rt_conv2d_grad_weight_algo(const rt_conv *p);
+
 size_t rt_conv2d_scratch_floats(const rt_conv *p);
 /* y = relu?(conv(x, w) + b + res); b and res may be NULL; res may be y
- * itself (the residual accumulated in place). */
+ * itself (the residual accumulated in place); algo an rt_conv_algo. */
 void rt_conv2d(rt_threads *t, const rt_conv *p, const float *x, const float *w, const float *b,
-               const float *res, float *y, int relu);
+               const float *res, float *y, int relu, int algo);
 /* The same with the weights packed for the GEMM once, when they are
  * prepared: wp of rt_gemm_packed_a_floats(mr, oc, c * k * k) floats from
  * rt_conv_weight_pack, which packs [oc x kdim] weights for a tile of mr
@@ -222,8 +234,8 @@ void rt_conv2d_packed(rt_threads *t, const rt_conv *p, const float *x, const flo
  * (runtime/conv_direct.c), for weights as rt_conv2d takes them and no
  * residual: where it fits (output channels a multiple of 16, stride 1
  * with more than one input channel, its scratch within a GEMM's),
- * rt_conv2d uses it; false when no memory was to be had, y then partly
- * written. */
+ * rt_conv2d_algo chooses it; false when no memory was to be had, y then
+ * partly written. */
 bool rt_conv2d_direct_fits(const rt_conv *p);
 bool rt_conv2d_direct(rt_threads *t, const rt_conv *p, const float *x, const float *w,
                       const float *b, float *y, int relu);
@@ -308,10 +320,10 @@ void rt_bn_fold_bias(int oc, const float *gamma, const float *beta, const float 
 
 size_t rt_conv2d_grad_scratch_floats(const rt_conv *p); /* for the input gradient */
 void rt_conv2d_grad_input(rt_threads *t, const rt_conv *p, const float *dy, const float *w,
-                          float *dx, float *scratch);
+                          float *dx, float *scratch, int algo);
 size_t rt_conv2d_grad_weight_scratch_floats(const rt_conv *p);
 void rt_conv2d_grad_weight(rt_threads *t, const rt_conv *p, const float *x, const float *dy,
-                           float *dw, float *scratch);
+                           float *dw, float *scratch, int algo);
 /* db[c] = sum of dy over n and hw (conv and linear biases; hw = 1 for linear) */
 void rt_bias_grad(int n, int c, int hw, const float *dy, float *db);
 void rt_bn_stats(rt_threads *t, int n, int c, int hw, const float *x, float *stats);

@@ -152,10 +152,10 @@ START_TEST(conv_vs_ref)
 	scratch s = scratch_make(rt_conv2d_grad_scratch_floats(&p));
 	scratch sw = scratch_make(rt_conv2d_grad_weight_scratch_floats(&p));
 	float *dx = nanbuf(nx), *dw = nanbuf(nw);
-	rt_conv2d_grad_input(threads(), &p, dy, w, dx, s.buf);
+	rt_conv2d_grad_input(threads(), &p, dy, w, dx, s.buf, rt_conv2d_grad_input_algo(&p));
 	scratch_check(&s, "grad_input");
 	expect_close("grad_input", dx, dx_ref, nx, 1e-4);
-	rt_conv2d_grad_weight(threads(), &p, x, dy, dw, sw.buf);
+	rt_conv2d_grad_weight(threads(), &p, x, dy, dw, sw.buf, rt_conv2d_grad_weight_algo(&p));
 	scratch_check(&sw, "grad_weight");
 	expect_close("grad_weight", dw, dw_ref, nw, 1e-4);
 
@@ -169,18 +169,18 @@ START_TEST(conv_vs_ref)
 		y_ref[i] = y_ref[i] < 0 ? 0 : y_ref[i];
 	}
 	memcpy(y, res, ny * sizeof(float));
-	rt_conv2d(threads(), &p, x, w, b, y, y, 1);
+	rt_conv2d(threads(), &p, x, w, b, y, y, 1, rt_conv2d_algo(&p, true));
 	expect_close("forward", y, y_ref, ny, 1e-5);
 	float *y1 = nanbuf(ny);
-	rt_conv2d(NULL, &p, x, w, b, res, y1, 1);
+	rt_conv2d(NULL, &p, x, w, b, res, y1, 1, rt_conv2d_algo(&p, true));
 	ck_assert_msg(memcmp(y, y1, ny * sizeof(float)) == 0, "forward depends on the threads");
 	free(b), free(res), free(y_ref), free(y), free(y1);
 
 	/* Again, with the scratch holding the last call's leftovers and the
 	 * outputs garbage: the results must not change by a bit. */
 	float *dx2 = randn(&rng, nx, 1, 0), *dw2 = randn(&rng, nw, 1, 0);
-	rt_conv2d_grad_weight(NULL, &p, x, dy, dw2, sw.buf);
-	rt_conv2d_grad_input(NULL, &p, dy, w, dx2, s.buf);
+	rt_conv2d_grad_weight(NULL, &p, x, dy, dw2, sw.buf, rt_conv2d_grad_weight_algo(&p));
+	rt_conv2d_grad_input(NULL, &p, dy, w, dx2, s.buf, rt_conv2d_grad_input_algo(&p));
 	scratch_check(&s, "second call");
 	scratch_check(&sw, "second call");
 	expect_same("grad_input", dx, dx2, nx);
@@ -295,33 +295,42 @@ START_TEST(conv_direct_vs_ref)
 		rt_conv2d_ref(&p, x, w, with ? b : NULL, y_ref);
 		for (size_t i = 0; with && i < ny; i++)
 			y_ref[i] = y_ref[i] < 0 ? 0 : y_ref[i];
-		rt_conv2d(threads(), &p, x, w, with ? b : NULL, NULL, y, with);
+		rt_conv2d(threads(), &p, x, w, with ? b : NULL, NULL, y, with,
+		          rt_conv2d_algo(&p, false));
 		expect_close("direct forward", y, y_ref, ny, 1e-5);
-		rt_conv2d(NULL, &p, x, w, with ? b : NULL, NULL, y1, with);
+		rt_conv2d(NULL, &p, x, w, with ? b : NULL, NULL, y1, with,
+		          rt_conv2d_algo(&p, false));
 		ck_assert_msg(memcmp(y, y1, ny * sizeof(float)) == 0,
 		              "direct forward depends on the threads");
+		/* the algorithm is the caller's: asked for the GEMM, it runs it */
+		rt_conv2d(threads(), &p, x, w, with ? b : NULL, NULL, y1, with, RT_CONV_ALGO_GEMM);
+		expect_close("the GEMM forward where the direct one fits", y1, y_ref, ny, 1e-5);
 		free(y_ref), free(y), free(y1);
 	}
 	size_t nw = (size_t)p.oc * p.c * 9;
 	float *dy = randn(&rng, ny, 1, 0), *dw_ref = fbuf(nw), *dw = nanbuf(nw), *dw1 = nanbuf(nw);
 	rt_conv2d_grad_weight_ref(&p, x, dy, dw_ref, NULL);
 	scratch sw = scratch_make(rt_conv2d_grad_weight_scratch_floats(&p));
-	rt_conv2d_grad_weight(threads(), &p, x, dy, dw, sw.buf);
+	rt_conv2d_grad_weight(threads(), &p, x, dy, dw, sw.buf, rt_conv2d_grad_weight_algo(&p));
 	scratch_check(&sw, "direct grad_weight");
 	expect_close("direct grad_weight", dw, dw_ref, nw, 1e-4);
-	rt_conv2d_grad_weight(NULL, &p, x, dy, dw1, sw.buf);
+	rt_conv2d_grad_weight(NULL, &p, x, dy, dw1, sw.buf, rt_conv2d_grad_weight_algo(&p));
 	ck_assert_msg(memcmp(dw, dw1, nw * sizeof(float)) == 0,
 	              "direct grad_weight depends on the threads or on its scratch's leftovers");
 	ck_assert(rt_conv2d_grad_input_direct_fits(&p) == (p.c % 16 == 0));
 	float *dx_ref = fbuf(nx), *dx = nanbuf(nx), *dx1 = nanbuf(nx);
 	rt_conv2d_grad_input_ref(&p, dy, w, dx_ref);
 	scratch si = scratch_make(rt_conv2d_grad_scratch_floats(&p));
-	rt_conv2d_grad_input(threads(), &p, dy, w, dx, si.buf);
+	rt_conv2d_grad_input(threads(), &p, dy, w, dx, si.buf, rt_conv2d_grad_input_algo(&p));
 	scratch_check(&si, "direct grad_input");
 	expect_close("direct grad_input", dx, dx_ref, nx, 1e-4);
-	rt_conv2d_grad_input(NULL, &p, dy, w, dx1, si.buf);
+	rt_conv2d_grad_input(NULL, &p, dy, w, dx1, si.buf, rt_conv2d_grad_input_algo(&p));
 	ck_assert_msg(memcmp(dx, dx1, nx * sizeof(float)) == 0,
 	              "direct grad_input depends on the threads");
+	rt_conv2d_grad_input(threads(), &p, dy, w, dx1, si.buf, RT_CONV_ALGO_GEMM);
+	expect_close("the GEMM grad_input where the direct one fits", dx1, dx_ref, nx, 1e-4);
+	rt_conv2d_grad_weight(threads(), &p, x, dy, dw1, sw.buf, RT_CONV_ALGO_GEMM);
+	expect_close("the GEMM grad_weight where the direct one fits", dw1, dw_ref, nw, 1e-4);
 	free(x), free(w), free(b), free(dy), free(dw_ref), free(dw), free(dw1), free(sw.buf);
 	free(dx_ref), free(dx), free(dx1), free(si.buf);
 }
@@ -871,10 +880,12 @@ START_TEST(golden_conv)
 	scratch s = scratch_make(rt_conv2d_grad_scratch_floats(&p));
 	float *dx = nanbuf(x->count), *dw = nanbuf(w->count), *db = nanbuf(p.oc);
 
-	rt_conv2d_grad_input(threads(), &p, dy->data, w->data, dx, s.buf);
+	rt_conv2d_grad_input(threads(), &p, dy->data, w->data, dx, s.buf,
+	                     rt_conv2d_grad_input_algo(&p));
 	expect_golden(&g, "dx", dx, x->count, 1e-4);
 	scratch sw = scratch_make(rt_conv2d_grad_weight_scratch_floats(&p));
-	rt_conv2d_grad_weight(threads(), &p, x->data, dy->data, dw, sw.buf);
+	rt_conv2d_grad_weight(threads(), &p, x->data, dy->data, dw, sw.buf,
+	                      rt_conv2d_grad_weight_algo(&p));
 	scratch_check(&sw, g.name);
 	expect_golden(&g, "dw", dw, w->count, 1e-4);
 	scratch_check(&s, g.name);

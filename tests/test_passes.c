@@ -6,6 +6,12 @@
 #include "passes.h"
 #include "testutil.h"
 
+/* Winograd's output tile where a node runs by it, else 0 */
+static int wino(const ir_node *n)
+{
+	return n->algo == IR_ALGO_WINOGRAD ? (int)n->tile : 0;
+}
+
 static ir_graph *parse(const char *text, int64_t batch)
 {
 	ir_graph *g = frontend_graph_parse("t.nn", text, strlen(text), batch);
@@ -293,8 +299,8 @@ START_TEST(winograd_selects_layers)
 		if (n->op != IR_OP_CONV)
 			continue;
 		int want = n->kernel != 3 || n->stride != 1 ? 0 : n->shape.d[2] >= 13 ? 4 : 2;
-		ck_assert_msg(n->winograd == want, "%s: winograd %d", n->name, n->winograd);
-		if (n->winograd) {
+		ck_assert_msg(wino(n) == want, "%s: winograd %d", n->name, wino(n));
+		if (wino(n)) {
 			const ir_node *u = &g->nodes[n->in[1]];
 			ck_assert_int_eq(u->op, IR_OP_WINOGRAD_WEIGHT);
 			ck_assert(u->prep && u->mem == IR_MEM_WEIGHTS);
@@ -317,20 +323,23 @@ START_TEST(winograd_selects_layers)
 		const ir_node *n = &g->nodes[i];
 		if (n->op != IR_OP_CONV)
 			continue;
-		ck_assert_msg(n->packed + n->direct + !!n->winograd == 1,
-		              "%s: packed %d direct %d winograd %d", n->name, n->packed, n->direct,
-		              n->winograd);
+		ck_assert_msg(
+		    (n->algo == IR_ALGO_PACKED) + (n->algo == IR_ALGO_DIRECT) + !!wino(n) == 1,
+		    "%s: packed %d direct %d winograd %d", n->name, (n->algo == IR_ALGO_PACKED),
+		    (n->algo == IR_ALGO_DIRECT), wino(n));
 		bool want_direct =
-		    !n->winograd && n->kernel > 1 && n->shape.d[2] * n->shape.d[3] >= 100;
-		ck_assert_msg(n->direct == want_direct, "%s: direct %d", n->name, n->direct);
-		if (n->winograd)
+		    !wino(n) && n->kernel > 1 && n->shape.d[2] * n->shape.d[3] >= 100;
+		ck_assert_msg((n->algo == IR_ALGO_DIRECT) == want_direct, "%s: direct %d", n->name,
+		              (n->algo == IR_ALGO_DIRECT));
+		if (wino(n))
 			continue;
 		const ir_node *u = &g->nodes[n->in[1]];
-		ck_assert_int_eq(u->op, n->direct ? IR_OP_DIRECT_WEIGHT : IR_OP_GEMM_WEIGHT);
+		ck_assert_int_eq(u->op, (n->algo == IR_ALGO_DIRECT) ? IR_OP_DIRECT_WEIGHT
+		                                                    : IR_OP_GEMM_WEIGHT);
 		ck_assert(u->prep && u->mem == IR_MEM_WEIGHTS);
 		ck_assert_int_eq(u->n_in, 3);
-		packed += n->packed;
-		direct += n->direct;
+		packed += (n->algo == IR_ALGO_PACKED);
+		direct += (n->algo == IR_ALGO_DIRECT);
 	}
 	ck_assert_int_eq(packed, 4); /* the three projections and the last strided 3x3 */
 	ck_assert_int_eq(direct, 3);
@@ -350,7 +359,7 @@ START_TEST(winograd_selects_layers)
 	g = load_model("resnet20", 1);
 	passes_run(g, &(passes_options){.opt_level = 2});
 	for (int i = 0; i < g->n_nodes; i++)
-		if (g->nodes[i].winograd)
+		if (wino(&g->nodes[i]))
 			ck_assert_int_ge(g->nodes[i].out, 32);
 	ir_graph_free(g);
 }
@@ -389,7 +398,7 @@ START_TEST(transforms_over_the_limit_are_skipped)
 			              "%s: a transform over the limit", n->name);
 			convs += n->op == IR_OP_CONV;
 			if (n->op == IR_OP_CONV)
-				ck_assert_int_eq(n->winograd, 0);
+				ck_assert_int_eq(wino(n), 0);
 		}
 		ck_assert_int_eq(convs, 1);
 		ir_graph_free(g);
@@ -421,9 +430,9 @@ START_TEST(winograd_in_training)
 			continue;
 		const ir_shape *x = &g->nodes[n->in[n->op == IR_OP_CONV_GRAD_INPUT ? 2 : 0]].shape;
 		bool eligible = n->kernel == 3 && n->stride == 1 && x->d[1] >= 16;
-		ck_assert_msg(n->winograd == (eligible ? 4 : 0), "%s %s: winograd %d", n->name,
-		              ir_ops[n->op].name, n->winograd);
-		if (!n->winograd)
+		ck_assert_msg(wino(n) == (eligible ? 4 : 0), "%s %s: winograd %d", n->name,
+		              ir_ops[n->op].name, wino(n));
+		if (!wino(n))
 			continue;
 		fwd += n->op == IR_OP_CONV;
 		gin += n->op == IR_OP_CONV_GRAD_INPUT;
@@ -698,6 +707,7 @@ START_TEST(dump_after_prints_graph)
 		              training_only ? "a" : "no", passes_names[i]);
 	}
 	ck_assert_ptr_nonnull(strstr(buf, "bn_fold_weight"));
+	ck_assert_ptr_nonnull(strstr(buf, "algo=packed"));
 	ck_assert_ptr_nonnull(strstr(buf, "@output0"));
 	ck_assert_ptr_nonnull(strstr(buf, "plan: arena_bytes"));
 	free(buf);
@@ -711,13 +721,12 @@ START_TEST(training_mode_dumps_autodiff_first)
 	char *buf;
 	size_t len;
 	FILE *f = open_memstream(&buf, &len);
-	passes_run(g, &(passes_options){.opt_level = 2,
-	                                .mode = PASSES_MODE_TRAINING,
-	                                .dump_after = "all",
-	                                .dump = f});
+	passes_run(
+	    g, &(passes_options){
+	           .opt_level = 2, .mode = PASSES_MODE_TRAINING, .dump_after = "all", .dump = f});
 	fclose(f);
 	const char *ad = strstr(buf, "# after autodiff\n");
-	const char *wg = strstr(buf, "# after winograd\n");
+	const char *wg = strstr(buf, "# after algorithm\n");
 	ck_assert_ptr_nonnull(ad);
 	ck_assert_ptr_nonnull(wg);
 	ck_assert(ad < wg);
@@ -726,6 +735,46 @@ START_TEST(training_mode_dumps_autodiff_first)
 	ck_assert(fold && ad < fold);
 	free(buf);
 	ir_graph_free(g);
+}
+END_TEST
+
+/* Every conv, conv gradient and linear node says how it runs, and where
+ * no weight transform is involved that is the runtime's own answer of
+ * what fits; at -O0 too, which transforms nothing. */
+START_TEST(algorithm_recorded_for_every_node)
+{
+	for (int opt = 0; opt <= 2; opt += 2) {
+		ir_graph *g = load_model("resnet20", 128);
+		passes_run(g, &(passes_options){.opt_level = opt, .mode = PASSES_MODE_TRAINING});
+		int direct = 0, wino = 0, checked = 0;
+		for (int i = 0; i < g->n_nodes; i++) {
+			const ir_node *n = &g->nodes[i];
+			if (!(ir_ops[n->op].flags & OPF_ALGO))
+				ck_assert_int_eq(n->algo, IR_ALGO_GEMM);
+			if (n->op == IR_OP_LINEAR || !(ir_ops[n->op].flags & OPF_ALGO))
+				continue;
+			ck_assert_msg(opt || n->algo != IR_ALGO_WINOGRAD, "%s: winograd at -O0",
+			              n->name);
+			wino += n->algo == IR_ALGO_WINOGRAD;
+			if (n->algo == IR_ALGO_WINOGRAD)
+				continue;
+			rt_conv p = passes_conv_geometry(g->nodes, n);
+			rt_conv_algo want =
+			    n->op == IR_OP_CONV              ? rt_conv2d_algo(&p, n->residual != 0)
+			    : n->op == IR_OP_CONV_GRAD_INPUT ? rt_conv2d_grad_input_algo(&p)
+			                                     : rt_conv2d_grad_weight_algo(&p);
+			ck_assert_msg(n->algo == (want == RT_CONV_ALGO_DIRECT ? IR_ALGO_DIRECT
+			                                                      : IR_ALGO_GEMM),
+			              "%s %s: %s", n->name, ir_ops[n->op].name,
+			              ir_algo_names[n->algo]);
+			direct += n->algo == IR_ALGO_DIRECT;
+			checked++;
+		}
+		ck_assert_int_gt(direct, 0);
+		ck_assert_int_gt(checked, direct); /* the 1x1 projections stay GEMMs */
+		ck_assert(opt ? wino > 0 : wino == 0);
+		ir_graph_free(g);
+	}
 }
 END_TEST
 
@@ -751,6 +800,7 @@ static Suite *suite(void)
 	tcase_add_test(t, plan_random_graphs);
 	tcase_add_test(t, dump_after_prints_graph);
 	tcase_add_test(t, training_mode_dumps_autodiff_first);
+	tcase_add_test(t, algorithm_recorded_for_every_node);
 	suite_add_tcase(s, t);
 	return s;
 }

@@ -385,7 +385,7 @@ START_TEST(compiled_step_matches_reference)
 	 * gradient its sum */
 	int wino = 0, bn_residual = 0, grad_sums = 0;
 	for (int i = 0; i < tg->n_nodes; i++) {
-		wino += tg->nodes[i].winograd != 0;
+		wino += tg->nodes[i].algo == IR_ALGO_WINOGRAD;
 		bn_residual += tg->nodes[i].op == IR_OP_BN_TRAIN && tg->nodes[i].residual;
 		grad_sums += tg->nodes[i].op == IR_OP_RELU_GRAD && tg->nodes[i].residual;
 	}
