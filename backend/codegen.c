@@ -701,10 +701,24 @@ static void cg_sgd(cg *c, const ir_node *n, LLVMValueRef y)
 	kernel(c, RT_KERNEL_SGD_STEP, args, countof(args));
 }
 
+/* ops.def's UNARY ops: a call of their runtime kernel (count, inputs, y) */
+static const rt_kernel unary_kernels[IR_OP_COUNT] = {
+#define UNARY(e, name) [IR_OP_##e] = RT_KERNEL_##e, [IR_OP_##e##_GRAD] = RT_KERNEL_##e##_GRAD,
+#include "ops.def"
+};
+
+static void cg_unary(cg *c, const ir_node *n, LLVMValueRef y)
+{
+	LLVMValueRef args[] = {i64c(c, ir_shape_count(&n->shape)), arg(c, n, 0),
+	                       n->n_in > 1 ? arg(c, n, 1) : y, y};
+	kernel(c, unary_kernels[n->op], args, (unsigned)n->n_in + 2);
+}
+
 typedef void cg_fn(cg *c, const ir_node *n, LLVMValueRef y);
 
 static cg_fn *const emitters[IR_OP_COUNT] = {
 #define OP(e, name, args, attrs, flags, grad) [IR_OP_##e] = cg_##name,
+#define UNARY(e, name)                        [IR_OP_##e] = cg_unary, [IR_OP_##e##_GRAD] = cg_unary,
 #include "ops.def"
 };
 

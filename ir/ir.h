@@ -132,7 +132,7 @@ char *ir_dims_str(const int64_t *d, int rank, char *buf, size_t len);
 
 /* ---- operators ----------------------------------------------------------- */
 
-enum { OPF_USER = 1, OPF_EFFECT = 2, OPF_EWISE = 4, OPF_ALGO = 8 };
+enum { OPF_USER = 1, OPF_EFFECT = 2, OPF_EWISE = 4, OPF_ALGO = 8, OPF_INPLACE = 16 };
 
 typedef enum ir_op {
 #define OP(e, name, args, attrs, flags, grad) IR_OP_##e,

@@ -442,10 +442,20 @@ static void shape_sgd(const ir_graph *g, ir_node *n)
 	n->shape = ir_shape1(0);
 }
 
+/* ops.def's UNARY ops and their gradients (y, dy -> dx) */
+static void shape_unary(const ir_graph *g, ir_node *n)
+{
+	const ir_shape *x = arg(g, n, 0);
+	if (n->n_in > 1 && !ir_shape_eq(x, arg(g, n, 1)))
+		diag_error_at(&n->loc, "internal: %s operands do not match", ir_ops[n->op].name);
+	n->shape = *x;
+}
+
 typedef void shape_fn(const ir_graph *g, ir_node *n);
 
 static shape_fn *const shape_rules[IR_OP_COUNT] = {
 #define OP(e, name, args, attrs, flags, grad) [IR_OP_##e] = shape_##name,
+#define UNARY(e, name)                        [IR_OP_##e] = shape_unary, [IR_OP_##e##_GRAD] = shape_unary,
 #include "ops.def"
 };
 

@@ -38,19 +38,27 @@ static const ir_node *fwd(const ad *a, int id)
 	return &a->g->nodes[id];
 }
 
-/* A new node with the forward node's location, name and attributes. */
+/* A new node with the forward node's location and name, and of the
+ * attributes its op declares in ops.def, the forward node's values: an
+ * attribute added there reaches the backward with no line here. */
 static int node(ad *a, ir_op op, int from, const int *ins, int n_in)
 {
 	ir_node n = a->g->nodes[from];
 	ir_node proto = ir_node_proto(op, &n.loc);
 	proto.name = n.name;
-	proto.out = n.out;
-	proto.kernel = n.kernel;
-	proto.stride = n.stride;
-	proto.pad = n.pad;
-	proto.before = n.before;
-	proto.after = n.after;
-	proto.eps = n.eps;
+	ir_attr_spec spec[IR_MAX_ATTRS];
+	int ns = ir_op_attr_specs(op, spec, IR_MAX_ATTRS);
+	for (int i = 0; i < ns; i++) {
+		char key[32];
+		snprintf(key, sizeof key, "%.*s", spec[i].key_len, spec[i].key);
+		const ir_attr_info *at = ir_attr_lookup(key);
+		if (!at)
+			diag_fatal("internal: %s has no attribute %s", ir_ops[op].name, key);
+		size_t size = at->type == IR_ATTR_INT    ? sizeof(int64_t)
+		              : at->type == IR_ATTR_BOOL ? sizeof(bool)
+		                                         : sizeof(double);
+		memcpy((char *)&proto + at->offset, (const char *)&n + at->offset, size);
+	}
 	proto.n_in = n_in;
 	for (int i = 0; i < n_in; i++)
 		proto.in[i] = ins[i];
@@ -174,6 +182,17 @@ static void grad_subsample(ad *a, int id, int dy)
 static void grad_pad_channels(ad *a, int id, int dy)
 {
 	acc(a, fwd(a, id)->in[0], node(a, IR_OP_PAD_CHANNELS_GRAD, id, &dy, 1));
+}
+
+/* ops.def's UNARY ops: dx = name_grad(y, dy), from the result */
+static const ir_op unary_grads[IR_OP_COUNT] = {
+#define UNARY(e, name) [IR_OP_##e] = IR_OP_##e##_GRAD,
+#include "ops.def"
+};
+
+static void grad_unary(ad *a, int id, int dy)
+{
+	acc(a, fwd(a, id)->in[0], node(a, unary_grads[fwd(a, id)->op], id, (int[]){id, dy}, 2));
 }
 
 typedef void grad_fn(ad *a, int id, int dy);

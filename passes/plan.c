@@ -32,28 +32,21 @@ static int64_t bytes(const ir_node *n)
 	return align(ir_shape_count(&n->shape) * (int64_t)sizeof(float));
 }
 
-/* Inputs a node may overwrite with its result, element for element. */
+/* Inputs a node may overwrite with its result, element for element: its
+ * tensor args where ops.def says so, and a convolution's fused residual. */
 static int inplace_slots(const ir_node *n, int *slots)
 {
-	switch (n->op) {
-	case IR_OP_RELU:
-	case IR_OP_BATCHNORM:
-	case IR_OP_FLATTEN:
-	case IR_OP_ALLREDUCE:
-		slots[0] = 0;
-		return 1;
-	case IR_OP_ADD:
-		slots[0] = 0;
-		slots[1] = 1;
-		return 2;
-	case IR_OP_CONV:
+	if (n->op == IR_OP_CONV) {
 		if (!n->residual)
 			return 0;
 		slots[0] = n->residual;
 		return 1;
-	default:
-		return 0;
 	}
+	if (!(ir_ops[n->op].flags & OPF_INPLACE))
+		return 0;
+	for (int i = 0; i < ir_ops[n->op].args; i++)
+		slots[i] = i;
+	return ir_ops[n->op].args;
 }
 
 static int by_size(const void *a, const void *b)

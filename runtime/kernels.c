@@ -1,6 +1,6 @@
 /* Kernels the compiled code calls besides the GEMM-based ones (conv.c):
- * inference BatchNorm, the option-A shortcut and BatchNorm folding. Every
- * function writes its whole output. */
+ * inference BatchNorm, the option-A shortcut, BatchNorm folding and the
+ * UNARY ops' (ops.def). Every function writes its whole output. */
 #include <math.h>
 #include <stdbool.h>
 #include <string.h>
@@ -117,4 +117,16 @@ void rt_bn_fold_bias(int oc, const float *gamma, const float *beta, const float 
 {
 	for (int o = 0; o < oc; o++)
 		y[o] = ((b ? b[o] : 0.0f) - mean[o]) * (gamma[o] / sqrtf(var[o] + eps)) + beta[o];
+}
+
+void rt_sigmoid(size_t count, const float *x, float *y)
+{
+	for (size_t i = 0; i < count; i++)
+		y[i] = 1.0f / (1.0f + expf(-x[i]));
+}
+
+void rt_sigmoid_grad(size_t count, const float *y, const float *dy, float *dx)
+{
+	for (size_t i = 0; i < count; i++)
+		dx[i] = dy[i] * (y[i] * (1.0f - y[i]));
 }

@@ -52,6 +52,10 @@ void rt_batchnorm_ref(int n, int c, int hw, const float *x, const float *mean, c
                       const float *gamma, const float *beta, float eps, float *y);
 void rt_relu_ref(size_t count, const float *x, float *y);
 void rt_add_ref(size_t count, const float *a, const float *b, float *y);
+/* y = 1 / (1 + exp(-x)), and dx = dy * y * (1 - y) from the result y:
+ * ops.def's UNARY sigmoid (x and y, or y and dx, may be the same array) */
+void rt_sigmoid(size_t count, const float *x, float *y);
+void rt_sigmoid_grad(size_t count, const float *y, const float *dy, float *dx);
 void rt_maxpool_ref(const rt_pool *p, const float *x, float *y);
 void rt_avgpool_ref(const rt_pool *p, const float *x, float *y);
 void rt_global_avgpool_ref(int n, int c, int hw, const float *x, float *y);
