@@ -183,7 +183,7 @@ build/tests/%@$(1): tests/%.c $$(wildcard tests/*.h) build/libnetcc.a build/lib/
 endef
 $(foreach k,$(filter-out $(HOST_KSET) neon,$(KSETS)),$(eval $(call set_test,$(k))))
 
-.PHONY: all test test-plain test-san demo bench fuzz clean format deps man install uninstall
+.PHONY: all test test-plain test-san demo bench fuzz clean format deps man install uninstall bits
 all: build/netcc
 
 deps $(DEPS_STAMP):
@@ -218,6 +218,12 @@ man: build/netcc
 
 demo: build/netcc
 	@scripts/demo.sh
+
+# "bits unchanged" (scripts/bits.sh): netcc built at BITS_BASE (default
+# origin/main, else main) against the working tree, byte for byte. Not part
+# of `make test`: it builds netcc twice.
+bits:
+	@scripts/bits.sh $(BITS_BASE)
 
 # examples/classify built against a compiled ResNet-18 (examples/README.md: any model).
 # The commands are echoed in full: the demo shows them as how an application is built.
