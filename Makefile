@@ -34,8 +34,8 @@ OPT     ?= -O2
 # checks the CPU (runtime/kset.c) before any of its set's code runs. netcc
 # itself and the tests run the host architecture's first set (x86-64-v3 on
 # x86-64). Nothing is built for the machine that builds it.
-KSET_SRC := $(addprefix runtime/,gemm.c winograd.c winograd_weight.c conv_direct.c maxpool.c \
-	kernels.c kernels_train.c conv.c peak.c)
+KSET_SRC := $(addprefix runtime/,gemm.c gemm_micro.c gemm_pack.c winograd.c winograd_weight.c \
+	conv_direct.c maxpool.c kernels.c kernels_train.c conv.c peak.c)
 RT_SRC   := $(wildcard runtime/*.c)
 PORT_SRC := $(filter-out $(KSET_SRC),$(RT_SRC))
 KSETS    := avx2 avx512 neon
@@ -57,6 +57,8 @@ HOST_KSET := $(if $(filter aarch64,$(shell uname -m)),neon,avx2)
 # transforms promise the reference's bits, so nothing is contracted there.
 # Per file, after the flavour's flags so -O3 wins even in the sanitizer build.
 KFLAGS_gemm            := -O3 -ffp-contract=fast
+KFLAGS_gemm_micro      := $(KFLAGS_gemm)
+KFLAGS_gemm_pack       := $(KFLAGS_gemm)
 KFLAGS_peak            := -O3 -ffp-contract=fast
 KFLAGS_winograd        := -O3 -ffp-contract=fast
 KFLAGS_maxpool         := -O3 -ffp-contract=fast
