@@ -34,8 +34,9 @@ OPT     ?= -O2
 # checks the CPU (runtime/kset.c) before any of its set's code runs. netcc
 # itself and the tests run the host architecture's first set (x86-64-v3 on
 # x86-64). Nothing is built for the machine that builds it.
-KSET_SRC := $(addprefix runtime/,gemm.c gemm_micro.c gemm_pack.c winograd.c winograd_weight.c \
-	conv_direct.c maxpool.c kernels.c kernels_train.c conv.c peak.c)
+KSET_SRC := $(addprefix runtime/,gemm.c gemm_micro.c gemm_pack.c winograd.c winograd_transform.c \
+	winograd_grad.c winograd_weight.c conv_direct.c maxpool.c kernels.c kernels_train.c conv.c \
+	peak.c)
 RT_SRC   := $(wildcard runtime/*.c)
 PORT_SRC := $(filter-out $(KSET_SRC),$(RT_SRC))
 KSETS    := avx2 avx512 neon
@@ -61,6 +62,8 @@ KFLAGS_gemm_micro      := $(KFLAGS_gemm)
 KFLAGS_gemm_pack       := $(KFLAGS_gemm)
 KFLAGS_peak            := -O3 -ffp-contract=fast
 KFLAGS_winograd        := -O3 -ffp-contract=fast
+KFLAGS_winograd_transform := $(KFLAGS_winograd)
+KFLAGS_winograd_grad   := $(KFLAGS_winograd)
 KFLAGS_maxpool         := -O3 -ffp-contract=fast
 KFLAGS_conv_direct     := -O3 -ffp-contract=fast
 KFLAGS_kernels         := -O3 -ffp-contract=off
