@@ -273,7 +273,8 @@ FUZZ_FLAGS   := -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Werror -Wno-unused-paramete
 # over ten under the sanitizers, which libFuzzer's timeout calls a hang)
 FUZZ_COMMON  := runtime/array.c runtime/file.c
 FUZZ_SRC_frontend    := $(wildcard ir/*.c frontend/*.c) runtime/rng.c
-FUZZ_SRC_safetensors := runtime/safetensors.c $(wildcard runtime/json*.c) $(FUZZ_COMMON)
+FUZZ_SRC_safetensors := runtime/safetensors.c runtime/safetensors_write.c $(wildcard runtime/json*.c) \
+	$(FUZZ_COMMON)
 FUZZ_SRC_npy         := runtime/npy.c $(FUZZ_COMMON)
 FUZZ_SRC_idx         := runtime/idx.c $(FUZZ_COMMON)
 FUZZ_SRC_npz         := runtime/npz.c runtime/npy.c $(FUZZ_COMMON)
