@@ -277,7 +277,7 @@ FUZZ_SRC_safetensors := runtime/safetensors.c runtime/safetensors_write.c $(wild
 	$(FUZZ_COMMON)
 FUZZ_SRC_npy         := runtime/npy.c $(FUZZ_COMMON)
 FUZZ_SRC_idx         := runtime/idx.c $(FUZZ_COMMON)
-FUZZ_SRC_npz         := runtime/npz.c runtime/npy.c $(FUZZ_COMMON)
+FUZZ_SRC_npz         := runtime/npz.c runtime/npz_member.c runtime/npy.c $(FUZZ_COMMON)
 # the whole compiler and the runtime it calls: the portable part built
 # here, the host's kernel set as netcc links it (gcc's vector extensions)
 FUZZ_KSET_OBJ        := $(KSET_SRC:runtime/%.c=build/kset/$(HOST_KSET)/%.o)
