@@ -15,7 +15,7 @@
 #endif
 
 #include "runtime.h"
-#include "vec8.h"
+#include "simd.h"
 #include "winograd.h"
 
 enum { BLOCK_FLOATS = 256 * 1024, BLOCK_MAX = 1024 * 1024, PANEL = 32 };
