@@ -34,8 +34,9 @@ OPT     ?= -O2
 # checks the CPU (runtime/kset.c) before any of its set's code runs. netcc
 # itself and the tests run the host architecture's first set (x86-64-v3 on
 # x86-64). Nothing is built for the machine that builds it.
-KSET_SRC := $(addprefix runtime/,gemm.c winograd.c winograd_weight.c conv_direct.c maxpool.c \
-	kernels.c kernels_train.c conv.c peak.c)
+KSET_SRC := $(addprefix runtime/,gemm.c gemm_micro.c gemm_pack.c winograd.c winograd_transform.c \
+	winograd_grad.c winograd_weight.c conv_direct.c maxpool.c kernels.c kernels_train.c conv.c \
+	peak.c)
 RT_SRC   := $(wildcard runtime/*.c)
 PORT_SRC := $(filter-out $(KSET_SRC),$(RT_SRC))
 KSETS    := avx2 avx512 neon
@@ -57,8 +58,12 @@ HOST_KSET := $(if $(filter aarch64,$(shell uname -m)),neon,avx2)
 # transforms promise the reference's bits, so nothing is contracted there.
 # Per file, after the flavour's flags so -O3 wins even in the sanitizer build.
 KFLAGS_gemm            := -O3 -ffp-contract=fast
+KFLAGS_gemm_micro      := $(KFLAGS_gemm)
+KFLAGS_gemm_pack       := $(KFLAGS_gemm)
 KFLAGS_peak            := -O3 -ffp-contract=fast
 KFLAGS_winograd        := -O3 -ffp-contract=fast
+KFLAGS_winograd_transform := $(KFLAGS_winograd)
+KFLAGS_winograd_grad   := $(KFLAGS_winograd)
 KFLAGS_maxpool         := -O3 -ffp-contract=fast
 KFLAGS_conv_direct     := -O3 -ffp-contract=fast
 KFLAGS_kernels         := -O3 -ffp-contract=off
@@ -274,10 +279,11 @@ FUZZ_FLAGS   := -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Werror -Wno-unused-paramete
 # over ten under the sanitizers, which libFuzzer's timeout calls a hang)
 FUZZ_COMMON  := runtime/array.c runtime/file.c
 FUZZ_SRC_frontend    := $(wildcard ir/*.c frontend/*.c) runtime/rng.c
-FUZZ_SRC_safetensors := runtime/safetensors.c $(wildcard runtime/json*.c) $(FUZZ_COMMON)
+FUZZ_SRC_safetensors := runtime/safetensors.c runtime/safetensors_write.c $(wildcard runtime/json*.c) \
+	$(FUZZ_COMMON)
 FUZZ_SRC_npy         := runtime/npy.c $(FUZZ_COMMON)
 FUZZ_SRC_idx         := runtime/idx.c $(FUZZ_COMMON)
-FUZZ_SRC_npz         := runtime/npz.c runtime/npy.c $(FUZZ_COMMON)
+FUZZ_SRC_npz         := runtime/npz.c runtime/npz_member.c runtime/npy.c $(FUZZ_COMMON)
 # the whole compiler and the runtime it calls: the portable part built
 # here, the host's kernel set as netcc links it (gcc's vector extensions)
 FUZZ_KSET_OBJ        := $(KSET_SRC:runtime/%.c=build/kset/$(HOST_KSET)/%.o)

@@ -4,7 +4,9 @@
  *   graph.c   the model's checks and its values: inputs, constants, node order
  *   tensor.c  initializers and Constant tensors as float32 or int64 arrays
  *   fold.c    shape arithmetic on constants (Shape, Gather, Unsqueeze, Concat)
- *   lower.c   each node as netcc layers, with shapes
+ *   lower.c   each node as netcc layers, with shapes (the operators in
+ *             lower_window.c, lower_pointwise.c and lower_linear.c, what
+ *             they share in lower_node.c and lower_impl.h)
  *   names.c   identifiers for variables and layers
  *   emit.c    the .nn text and the weights list
  *   import.c  the public functions (onnx.h)
@@ -146,7 +148,7 @@ const char *ox_dtype_name(int64_t onnx_type);
  * as a constant. 1 when op is not one of them. */
 int ox_fold_node(ox_net *n, int node);
 
-/* ---- lower.c ------------------------------------------------------------- */
+/* ---- lower.c, lower_node.c ---------------------------------------------- */
 int ox_lower(ox_net *n);
 /* Attributes: the named one, or NULL. */
 const Onnx__AttributeProto *ox_attr(const Onnx__NodeProto *nd, const char *name);

@@ -17,9 +17,8 @@
 #include <string.h>
 
 #include "runtime.h"
-#include "vec8.h"
+#include "simd.h"
 #if defined(__AVX512F__)
-#include "vec16.h"
 #define HAVE_V16 1
 #endif
 

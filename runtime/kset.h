@@ -61,8 +61,8 @@ RT_CPU_FEATURES(X)
 
 /* The sets: vector width in floats, the GEMM's register tile (MR rows by
  * NV vectors), and what their code needs. A row here and the set's
- * compile flags in the Makefile make a set; gemm.c takes MR and NV from
- * here for the set it is compiled as. */
+ * compile flags in the Makefile make a set; the GEMM (gemm_impl.h) takes MR
+ * and NV from here for the set it is compiled as. */
 #define RT_KSET_AVX2_VW   8
 #define RT_KSET_AVX2_MR   6
 #define RT_KSET_AVX2_NV   2

@@ -1,6 +1,6 @@
-/* winograd.h: what the Winograd kernels (winograd.c) and the weight
- * transforms (winograd_weight.c) share: F(m x m, 3x3)'s sizes and its
- * weight transform G.
+/* winograd.h: what the Winograd kernels (winograd.c and the files it
+ * calls) and the weight transforms (winograd_weight.c) share: F(m x m,
+ * 3x3)'s sizes and its weight transform G.
  *
  *   u[r][s] = sum over i, j of G[r][i] * g[i][j] * G[s][j]   // U = G g G^T
  */
