@@ -27,17 +27,16 @@ NETCC_LD = $(ONNX_LD) $(MPI_LD)
 OPT     ?= -O2
 
 # ---- the runtime: kernel sets (runtime/kset.h) -------------------------------
-# The compute kernels are compiled once per kernel set, for its ISA, and
-# linked into the libraries of every target that names the set (netcc
-# targets); the JIT loads a set's kernels as one object. The rest of the
+# The compute kernels (runtime/kernels/) are compiled once per kernel set,
+# for its ISA, and linked into the libraries of every target that names the
+# set (netcc targets); the JIT loads a set's kernels as one object. The rest of the
 # runtime is compiled once per architecture, for its baseline, so a library
 # checks the CPU (runtime/kset.c) before any of its set's code runs. netcc
 # itself and the tests run the host architecture's first set (x86-64-v3 on
 # x86-64). Nothing is built for the machine that builds it.
-KSET_SRC := $(addprefix runtime/,gemm.c gemm_micro.c gemm_pack.c winograd.c winograd_transform.c \
-	winograd_grad.c winograd_weight.c conv_direct.c maxpool.c kernels.c kernels_train.c conv.c \
-	peak.c)
-RT_SRC   := $(wildcard runtime/*.c)
+KSET_SRC := $(wildcard runtime/kernels/*.c)
+RT_SRC   := $(wildcard runtime/*.c runtime/*/*.c)
+RT_H     := $(wildcard runtime/*.h runtime/*/*.h runtime/*.def)
 PORT_SRC := $(filter-out $(KSET_SRC),$(RT_SRC))
 KSETS    := avx2 avx512 neon
 KSET_CC_avx2   := $(CC)
@@ -76,10 +75,10 @@ RT_CF := -std=c11 -D_GNU_SOURCE -g $(WARN) -Iruntime -fPIC -O2
 # runtime; build/lib/netcc/SET/: what generated code links (libnetcc_rt.a)
 # and what the JIT loads (kernels.o, x86-64 sets).
 define kset
-build/kset/$(1)/%.o: runtime/%.c $$(wildcard runtime/*.h) | $(DEPS_STAMP)
+build/kset/$(1)/%.o: runtime/%.c $$(RT_H) | $(DEPS_STAMP)
 	@mkdir -p $$(dir $$@)
 	@echo "  CC    $$@"
-	@$$(KSET_CC_$(1)) $$(RT_CF) $$(KSET_ISA_$(1)) $$(KFLAGS_$$*) -c $$< -o $$@
+	@$$(KSET_CC_$(1)) $$(RT_CF) $$(KSET_ISA_$(1)) $$(KFLAGS_$$(notdir $$*)) -c $$< -o $$@
 
 build/lib/netcc/$(1)/libnetcc_rt.a: $$(KSET_SRC:runtime/%.c=build/kset/$(1)/%.o) \
 		$$(PORT_SRC:runtime/%.c=build/kset/$$(KSET_ARCH_$(1))/%.o)
@@ -91,7 +90,7 @@ build/lib/netcc/$(1)/kernels.o: $$(KSET_SRC:runtime/%.c=build/kset/$(1)/%.o)
 	@ld -r -o $$@ $$^
 endef
 define arch
-build/kset/$(1)/%.o: runtime/%.c $$(wildcard runtime/*.h) | $(DEPS_STAMP)
+build/kset/$(1)/%.o: runtime/%.c $$(RT_H) | $(DEPS_STAMP)
 	@mkdir -p $$(dir $$@)
 	@echo "  CC    $$@"
 	@$$(ARCH_CC_$(1)) $$(RT_CF) -c $$< -o $$@
@@ -133,7 +132,7 @@ $(1)DRV_OBJ := $$(DRV_SRC:%.c=$(2)/obj/%.o)
 $(1)ONNX_OBJ := $$(ONNX_SRC:%.c=$(2)/obj/%.o)
 $$($(1)ONNX_OBJ): $(GEN)/onnx.pb-c.h
 
-$(2)/obj/%.o: %.c $$(wildcard */*.h */*.def) | $(DEPS_STAMP)
+$(2)/obj/%.o: %.c $$(wildcard */*.h */*.def) $$(RT_H) | $(DEPS_STAMP)
 	@mkdir -p $$(dir $$@)
 	@echo "  CC    $$@"
 	@$$(CC) $$(BASE) $(3) -fPIC $$(LLVM_CF) $$(OBJ_CF) -c $$< -o $$@
@@ -277,13 +276,14 @@ FUZZ_FLAGS   := -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Werror -Wno-unused-paramete
 	-DFE_STEP_LIMIT=200000 -DIR_NODE_LIMIT=32768
 # (lower limits, same code: a million-node graph takes a second plainly but
 # over ten under the sanitizers, which libFuzzer's timeout calls a hang)
-FUZZ_COMMON  := runtime/array.c runtime/file.c
+FUZZ_COMMON  := runtime/formats/array.c runtime/formats/file.c
 FUZZ_SRC_frontend    := $(wildcard ir/*.c frontend/*.c) runtime/rng.c
-FUZZ_SRC_safetensors := runtime/safetensors.c runtime/safetensors_write.c $(wildcard runtime/json*.c) \
+FUZZ_SRC_safetensors := $(addprefix runtime/formats/,safetensors.c safetensors_write.c) \
+	$(wildcard runtime/formats/json*.c) \
 	$(FUZZ_COMMON)
-FUZZ_SRC_npy         := runtime/npy.c $(FUZZ_COMMON)
-FUZZ_SRC_idx         := runtime/idx.c $(FUZZ_COMMON)
-FUZZ_SRC_npz         := runtime/npz.c runtime/npz_member.c runtime/npy.c $(FUZZ_COMMON)
+FUZZ_SRC_npy         := runtime/formats/npy.c $(FUZZ_COMMON)
+FUZZ_SRC_idx         := runtime/formats/idx.c $(FUZZ_COMMON)
+FUZZ_SRC_npz         := $(addprefix runtime/formats/,npz.c npz_member.c npy.c) $(FUZZ_COMMON)
 # the whole compiler and the runtime it calls: the portable part built
 # here, the host's kernel set as netcc links it (gcc's vector extensions)
 FUZZ_KSET_OBJ        := $(KSET_SRC:runtime/%.c=build/kset/$(HOST_KSET)/%.o)

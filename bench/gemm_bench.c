@@ -1,4 +1,4 @@
-/* gemm_bench: netcc's SGEMM (runtime/gemm.c) against OpenBLAS's cblas_sgemm on the
+/* gemm_bench: netcc's SGEMM (runtime/kernels/gemm.c) against OpenBLAS's cblas_sgemm on the
  * shapes convolutions make in the models netcc compiles, at 1 and 2 threads.
  *
  *   build/bench/gemm_bench-SET [REPS]    (make bench runs the bench target's kernel

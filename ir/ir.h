@@ -193,7 +193,7 @@ typedef enum ir_param_kind {
 typedef enum ir_algo {
 	IR_ALGO_GEMM,     /* the GEMM on the weights as they are (linear: as B) */
 	IR_ALGO_PACKED,   /* the GEMM on weights packed once: in[1] a gemm_weight */
-	IR_ALGO_DIRECT,   /* runtime/conv_direct.c: in[1] a direct_weight, or as they are */
+	IR_ALGO_DIRECT,   /* runtime/kernels/conv_direct.c: in[1] a direct_weight, or as they are */
 	IR_ALGO_WINOGRAD, /* F(tile x tile, 3x3): in[1] a winograd_weight(_t) */
 } ir_algo;
 extern const char *const ir_algo_names[]; /* "gemm", "packed", "direct", "winograd" */

@@ -212,7 +212,7 @@ void rt_gemm_pack_b(const rt_gemm_b *b, int k0, int kc, int n0, int nc, float *d
  * rt_conv2d_algo and the others, the runtime's own tests of what fits,
  * at compile time, records the answer in the graph and passes it to the
  * kernel, which does not choose for itself. RT_CONV_ALGO_DIRECT runs the
- * direct kernel (runtime/conv_direct.c), or the GEMM where that finds no
+ * direct kernel (runtime/kernels/conv_direct.c), or the GEMM where that finds no
  * memory for its panels; so the scratch a kernel takes is the GEMM's. */
 typedef enum rt_conv_algo { RT_CONV_ALGO_GEMM, RT_CONV_ALGO_DIRECT } rt_conv_algo;
 rt_conv_algo rt_conv2d_algo(const rt_conv *p, bool residual);
@@ -235,7 +235,7 @@ void rt_conv_weight_pack(int mr, int oc, int kdim, const float *w, const float *
 void rt_conv2d_packed(rt_threads *t, const rt_conv *p, const float *x, const float *wp,
                       const float *b, const float *res, float *y, int relu);
 /* A 3x3 convolution with stride 1 or 2 computed directly
- * (runtime/conv_direct.c), for weights as rt_conv2d takes them and no
+ * (runtime/kernels/conv_direct.c), for weights as rt_conv2d takes them and no
  * residual: where it fits (output channels a multiple of 16, stride 1
  * with more than one input channel, its scratch within a GEMM's),
  * rt_conv2d_algo chooses it; false when no memory was to be had, y then
@@ -271,7 +271,7 @@ bool rt_conv2d_grad_input_direct(rt_threads *t, const rt_conv *p, const float *d
                                  float *dx);
 /* rt_maxpool_ref's results, vectorised and threaded */
 void rt_maxpool(rt_threads *t, const rt_pool *p, const float *x, float *y);
-/* 3x3, stride 1, by Winograd F(m x m, 3x3), m = 4 or 2 (runtime/winograd.c):
+/* 3x3, stride 1, by Winograd F(m x m, 3x3), m = 4 or 2 (runtime/kernels/winograd.c):
  * u from rt_winograd_weight with the same m, scratch of
  * rt_winograd_scratch_floats; the epilogue as rt_conv2d's. */
 bool rt_winograd_fits(const rt_conv *p);

@@ -1,4 +1,4 @@
-/* netcc weights (driver/cmd_weights.c) and the .npz reader (runtime/npz.c).
+/* netcc weights (driver/cmd_weights.c) and the .npz reader (runtime/formats/npz.c).
  * tools/make_weights_fixtures.py wrote tests/weights/: a torchvision-style
  * ResNet in miniature, its state dict as np.savez, np.savez_compressed and
  * safetensors, an input and PyTorch's output for it. The state dict

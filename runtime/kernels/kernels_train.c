@@ -1,5 +1,5 @@
 /* Training kernels the compiled code calls: convolution and linear backward
- * passes as GEMMs (runtime/gemm.c), the reductions as lane-split loops the
+ * passes as GEMMs (runtime/kernels/gemm.c), the reductions as lane-split loops the
  * compiler vectorises. Every function writes its whole output, and every
  * summation order depends on the shapes alone, so a training run repeats
  * bit for bit. */
