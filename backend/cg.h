@@ -143,6 +143,16 @@ static inline int64_t node_bytes(const ir_node *n)
 	return ir_shape_count(&n->shape) * (int64_t)sizeof(float);
 }
 
+/* A constant global private to the module, named name */
+static inline LLVMValueRef private_const(cg *c, LLVMValueRef init, const char *name)
+{
+	LLVMValueRef g = LLVMAddGlobal(c->mod, LLVMTypeOf(init), name);
+	LLVMSetInitializer(g, init);
+	LLVMSetGlobalConstant(g, 1);
+	LLVMSetLinkage(g, LLVMPrivateLinkage);
+	return g;
+}
+
 /* One node's code at the builder's position (backend/cg_ops.c): y is where
  * its value goes, NULL for an op with an effect only. */
 void cg_node(cg *c, const ir_node *n, LLVMValueRef y);

@@ -16,11 +16,7 @@ static LLVMValueRef int_struct(cg *c, const int *v, unsigned n)
 	LLVMValueRef vals[16];
 	for (unsigned i = 0; i < n; i++)
 		vals[i] = i32c(c, v[i]);
-	LLVMValueRef init = LLVMConstArray2(c->i32, vals, n);
-	LLVMValueRef g = LLVMAddGlobal(c->mod, LLVMTypeOf(init), "kparams");
-	LLVMSetInitializer(g, init);
-	LLVMSetGlobalConstant(g, 1);
-	LLVMSetLinkage(g, LLVMPrivateLinkage);
+	LLVMValueRef g = private_const(c, LLVMConstArray2(c->i32, vals, n), "kparams");
 	LLVMSetUnnamedAddress(g, LLVMGlobalUnnamedAddr);
 	return g;
 }

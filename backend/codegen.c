@@ -182,20 +182,8 @@ static LLVMValueRef build_forward(cg *c, bool exported)
 static LLVMValueRef cstring(cg *c, const char *s)
 {
 	LLVMValueRef init = LLVMConstStringInContext(c->ctx, s, (unsigned)strlen(s), 0);
-	LLVMValueRef g = LLVMAddGlobal(c->mod, LLVMTypeOf(init), "str");
-	LLVMSetInitializer(g, init);
-	LLVMSetGlobalConstant(g, 1);
-	LLVMSetLinkage(g, LLVMPrivateLinkage);
+	LLVMValueRef g = private_const(c, init, "str");
 	LLVMSetUnnamedAddress(g, LLVMGlobalUnnamedAddr);
-	return g;
-}
-
-static LLVMValueRef private_const(cg *c, LLVMValueRef init, const char *name)
-{
-	LLVMValueRef g = LLVMAddGlobal(c->mod, LLVMTypeOf(init), name);
-	LLVMSetInitializer(g, init);
-	LLVMSetGlobalConstant(g, 1);
-	LLVMSetLinkage(g, LLVMPrivateLinkage);
 	return g;
 }
 
