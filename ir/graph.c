@@ -178,11 +178,37 @@ void ir_output_add(ir_graph *g, const char *name, int node, const diag_loc *loc)
 	    (ir_io){.name = arena_strdup(&g->arena, name), .node = node, .loc = *loc};
 }
 
-static int add_owned_param(ir_graph *g, const char *path, const char *leaf, ir_param_kind kind,
-                           ir_shape shape, const diag_loc *loc)
+/* ops.def's PARAM rules: each one's when and shape as functions */
+#define PARAM(o, leaf, k, in, when, shape)                                                         \
+	static bool param_when_##o##_##leaf(const ir_node *n)                                      \
+	{                                                                                          \
+		(void)n;                                                                           \
+		return (when);                                                                     \
+	}                                                                                          \
+	static ir_shape param_shape_##o##_##leaf(const ir_node *n, const ir_shape *x)              \
+	{                                                                                          \
+		(void)n, (void)x;                                                                  \
+		return (shape);                                                                    \
+	}
+#include "ops.def"
+
+static const ir_param_rule param_rules[] = {
+#define PARAM(o, leaf, k, in, when, shape)                                                         \
+	{IR_OP_##o,                                                                                \
+	 #leaf,                                                                                    \
+	 IR_PARAM_##k,                                                                             \
+	 IR_INIT_##in,                                                                             \
+	 param_when_##o##_##leaf,                                                                  \
+	 param_shape_##o##_##leaf},
+#include "ops.def"
+};
+
+const ir_param_rule *ir_param_rule_of(const ir_node *n, int k)
 {
-	const char *name = path && *path ? arena_printf(&g->arena, "%s.%s", path, leaf) : leaf;
-	return ir_param_add(g, name, kind, shape, loc);
+	for (size_t i = 0; i < sizeof param_rules / sizeof *param_rules; i++)
+		if (param_rules[i].op == n->op && param_rules[i].when(n) && k-- == 0)
+			return &param_rules[i];
+	return NULL;
 }
 
 /* The parameters follow PyTorch's module layout and names, so weights move
@@ -190,35 +216,12 @@ static int add_owned_param(ir_graph *g, const char *path, const char *leaf, ir_p
 static void create_params(ir_graph *g, ir_node *n, const char *path)
 {
 	/* by value: adding params may move g->nodes */
-	const ir_shape x = g->nodes[n->in[0]].shape, *xs = &x;
-	const diag_loc *loc = &n->loc;
-	switch (n->op) {
-	case IR_OP_CONV:
-		n->in[n->n_in++] =
-		    add_owned_param(g, path, "weight", IR_PARAM_WEIGHT,
-		                    ir_shape4(n->out, xs->d[1], n->kernel, n->kernel), loc);
-		if (n->bias)
-			n->in[n->n_in++] = add_owned_param(g, path, "bias", IR_PARAM_WEIGHT,
-			                                   ir_shape1(n->out), loc);
-		break;
-	case IR_OP_LINEAR:
-		n->in[n->n_in++] = add_owned_param(g, path, "weight", IR_PARAM_WEIGHT,
-		                                   ir_shape2(n->out, xs->d[1]), loc);
-		if (n->bias)
-			n->in[n->n_in++] = add_owned_param(g, path, "bias", IR_PARAM_WEIGHT,
-			                                   ir_shape1(n->out), loc);
-		break;
-	case IR_OP_BATCHNORM: {
-		static const char *const leaf[4] = {"weight", "bias", "running_mean",
-		                                    "running_var"};
-		for (int i = 0; i < 4; i++)
-			n->in[n->n_in++] = add_owned_param(
-			    g, path, leaf[i], i < 2 ? IR_PARAM_WEIGHT : IR_PARAM_BUFFER,
-			    ir_shape1(xs->d[1]), loc);
-		break;
-	}
-	default:
-		break;
+	const ir_shape x = g->nodes[n->in[0]].shape;
+	const ir_param_rule *r;
+	for (int k = 0; (r = ir_param_rule_of(n, k)); k++) {
+		const char *name =
+		    path && *path ? arena_printf(&g->arena, "%s.%s", path, r->leaf) : r->leaf;
+		n->in[n->n_in++] = ir_param_add(g, name, r->kind, r->shape(n, &x), &n->loc);
 	}
 }
 

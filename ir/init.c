@@ -45,17 +45,16 @@ void ir_graph_init_he(ir_graph *g, uint64_t seed)
 		if (!p->data)
 			p->data = arena_array(&g->arena, (size_t)count, sizeof(float));
 		const ir_node *o = owners[i].node;
-		int slot = owners[i].slot;
-		bool is_weight = o && (o->op == IR_OP_CONV || o->op == IR_OP_LINEAR) && slot == 1;
-		if (is_weight) {
+		const ir_param_rule *r =
+		    o ? ir_param_rule_of(o, owners[i].slot - ir_ops[o->op].args) : NULL;
+		if (r && r->init == IR_INIT_HE) {
 			int64_t fan_in = count / p->shape.d[0];
 			float std = (float)sqrt(2.0 / (double)fan_in);
 			rt_rng r;
 			rt_rng_seed(&r, name_seed(seed, p->name));
 			rt_rng_normal_fill(&r, p->data, (size_t)count, std);
 		} else {
-			/* batchnorm's slots: x, gamma, beta, running mean, running var */
-			bool one = o && o->op == IR_OP_BATCHNORM && (slot == 1 || slot == 4);
+			bool one = r && r->init == IR_INIT_ONE;
 			for (int64_t k = 0; k < count; k++)
 				p->data[k] = one ? 1.0f : 0.0f;
 		}

@@ -187,6 +187,25 @@ typedef enum ir_param_kind {
 	IR_PARAM_STATE,  /* the optimiser's: momentum buffers */
 } ir_param_kind;
 
+/* How a parameter starts (ir_graph_init_he). */
+typedef enum ir_init {
+	IR_INIT_HE, /* N(0, 2 / fan_in), fan_in = the count per output row */
+	IR_INIT_ZERO,
+	IR_INIT_ONE,
+} ir_init;
+
+struct ir_node;
+
+/* A parameter an op creates (ops.def's PARAM). */
+typedef struct ir_param_rule {
+	ir_op op;
+	const char *leaf; /* PATH.leaf */
+	ir_param_kind kind;
+	ir_init init;
+	bool (*when)(const struct ir_node *n);
+	ir_shape (*shape)(const struct ir_node *n, const ir_shape *x);
+} ir_param_rule;
+
 /* The algorithm a conv, conv_grad_input, conv_grad_weight or linear node
  * runs by, chosen by the algorithm pass and passed to the kernel, which
  * never chooses for itself. */
@@ -237,6 +256,10 @@ typedef struct ir_node {
 	int64_t offset;
 	int64_t scratch, scratch_bytes; /* arena bytes the kernel needs while it runs */
 } ir_node;
+
+/* The k-th parameter (from 0, after its tensor args) that op node n
+ * creates, by ops.def's PARAM rules; NULL past the last. */
+const ir_param_rule *ir_param_rule_of(const ir_node *n, int k);
 
 /* ---- training configuration (the model file's train section) ------------- */
 
