@@ -189,10 +189,13 @@ int cmd_compile(int argc, char **argv)
 	if (opts_flag(&o, "train") && !(tg = driver_model_load(&o, 1, &status)))
 		goto done;
 	const char *wpath = opts_str(&o, "weights", NULL);
-	driver_weights_warn(&o, "the library embeds");
+	driver_weights_warn(&o, !opts_flag(&o, "weights-file") ? "the library embeds"
+	                        : emit == BACKEND_EMIT_SO      ? "the weights file beside it holds"
+	                                                       : "its weights would be");
 	if (opts_flag(&o, "weights-file") && emit != BACKEND_EMIT_SO)
-		diag_warn("--weights-file has no effect with --emit=%s: only a shared object "
-		          "loads its weights from a file",
+		diag_warn("--weights-file with --emit=%s: the weights stay out of the code and "
+		          "no file is written beside it (only a shared object's is); load them "
+		          "with NAME_load_weights from the --weights file",
 		          opts_str(&o, "emit", "so"));
 	if (driver_warnings_fatal(&o))
 		goto done;
