@@ -563,7 +563,7 @@ static void cg_sgd(cg *c, const ir_node *n, LLVMValueRef y)
 
 /* ops.def's UNARY ops: a call of their runtime kernel (count, inputs, y) */
 static const rt_kernel unary_kernels[IR_OP_COUNT] = {
-#define UNARY(e, name) [IR_OP_##e] = RT_KERNEL_##e, [IR_OP_##e##_GRAD] = RT_KERNEL_##e##_GRAD,
+#define UNARY(e, name, onnx) [IR_OP_##e] = RT_KERNEL_##e, [IR_OP_##e##_GRAD] = RT_KERNEL_##e##_GRAD,
 #include "ops.def"
 };
 
@@ -578,7 +578,7 @@ typedef void cg_fn(cg *c, const ir_node *n, LLVMValueRef y);
 
 static cg_fn *const emitters[IR_OP_COUNT] = {
 #define OP(e, name, args, attrs, flags, grad) [IR_OP_##e] = cg_##name,
-#define UNARY(e, name)                        [IR_OP_##e] = cg_unary, [IR_OP_##e##_GRAD] = cg_unary,
+#define UNARY(e, name, onnx)                  [IR_OP_##e] = cg_unary, [IR_OP_##e##_GRAD] = cg_unary,
 #include "ops.def"
 };
 

@@ -439,12 +439,12 @@ static void interp_sgd(const interp *it, const ir_node *n, float *y)
 
 /* ops.def's UNARY ops: their runtime kernels, forward and gradient */
 static void (*const unary_kernels[IR_OP_COUNT])(size_t, const float *, float *) = {
-#define UNARY(e, name) [IR_OP_##e] = rt_##name,
+#define UNARY(e, name, onnx) [IR_OP_##e] = rt_##name,
 #include "ops.def"
 };
 static void (*const unary_grad_kernels[IR_OP_COUNT])(size_t, const float *, const float *,
                                                      float *) = {
-#define UNARY(e, name) [IR_OP_##e##_GRAD] = rt_##name##_grad,
+#define UNARY(e, name, onnx) [IR_OP_##e##_GRAD] = rt_##name##_grad,
 #include "ops.def"
 };
 
@@ -461,7 +461,7 @@ typedef void interp_fn(const interp *it, const ir_node *n, float *y);
 
 static interp_fn *const kernels[IR_OP_COUNT] = {
 #define OP(e, name, args, attrs, flags, grad) [IR_OP_##e] = interp_##name,
-#define UNARY(e, name)                        [IR_OP_##e] = interp_unary, [IR_OP_##e##_GRAD] = interp_unary,
+#define UNARY(e, name, onnx)                  [IR_OP_##e] = interp_unary, [IR_OP_##e##_GRAD] = interp_unary,
 #include "ops.def"
 };
 

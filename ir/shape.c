@@ -455,7 +455,7 @@ typedef void shape_fn(const ir_graph *g, ir_node *n);
 
 static shape_fn *const shape_rules[IR_OP_COUNT] = {
 #define OP(e, name, args, attrs, flags, grad) [IR_OP_##e] = shape_##name,
-#define UNARY(e, name)                        [IR_OP_##e] = shape_unary, [IR_OP_##e##_GRAD] = shape_unary,
+#define UNARY(e, name, onnx)                  [IR_OP_##e] = shape_unary, [IR_OP_##e##_GRAD] = shape_unary,
 #include "ops.def"
 };
 

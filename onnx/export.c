@@ -192,8 +192,17 @@ static void unfused_check(const ir_node *n)
 }
 
 static const char exportable[] = "conv, batchnorm, relu, add, maxpool, avgpool, "
-                                 "global_avgpool, flatten, linear, softmax, subsample "
-                                 "and pad_channels";
+                                 "global_avgpool, flatten, linear, softmax, subsample, "
+                                 "pad_channels"
+#define UNARY(e, name, onnx) ", " #name
+#include "ops.def"
+    ;
+
+/* ops.def's UNARY ops: the ONNX operator of each */
+static const char *const unary_onnx[IR_OP_COUNT] = {
+#define UNARY(e, name, onnx) [IR_OP_##e] = onnx,
+#include "ops.def"
+};
 
 static void export_node(exporter *e, int id)
 {
@@ -247,6 +256,10 @@ static void export_node(exporter *e, int id)
 		export_pad_channels(e, id);
 		break;
 	default:
+		if (unary_onnx[n->op]) {
+			node_add(e, id, unary_onnx[n->op], 1);
+			break;
+		}
 		diag_error_at(&n->loc,
 		              "%s cannot be exported to ONNX: netcc exports the operators of model "
 		              "files (%s), before its compiler passes",

@@ -31,6 +31,8 @@ static const struct {
     {"Reshape", ox_lower_reshape},
     {"Slice", ox_lower_slice},
     {"Softmax", ox_lower_softmax},
+#define UNARY(e, name, onnx) {onnx, ox_lower_unary},
+#include "ops.def"
 };
 enum { N_LOWERINGS = sizeof lowerings / sizeof *lowerings };
 
@@ -49,7 +51,6 @@ static const struct {
     {"Celu", "Relu"},
     {"Gelu", "Relu"},
     {"Clip", "Relu (ReLU6 is Clip)"},
-    {"Sigmoid", "Relu"},
     {"HardSigmoid", "Relu"},
     {"HardSwish", "Relu"},
     {"Tanh", "Relu"},

@@ -71,6 +71,8 @@ int ox_lower_slice(ox_net *n, int node);
 /* lower_pointwise.c */
 int ox_lower_batchnorm(ox_net *n, int node);
 int ox_lower_relu(ox_net *n, int node);
+/* ops.def's UNARY ops, by their ONNX names */
+int ox_lower_unary(ox_net *n, int node);
 int ox_lower_add(ox_net *n, int node);
 int ox_lower_identity(ox_net *n, int node);
 int ox_lower_dropout(ox_net *n, int node);

@@ -62,6 +62,26 @@ int ox_lower_relu(ox_net *n, int node)
 	return ox_lower_simple(n, node, IR_OP_RELU, *shape_of(n, x), x);
 }
 
+int ox_lower_unary(ox_net *n, int node)
+{
+	static const struct {
+		const char *onnx;
+		ir_op op;
+	} unary[] = {
+#define UNARY(e, name, onnx) {onnx, IR_OP_##e},
+#include "ops.def"
+	};
+	const char *type = n->g->node[node]->op_type;
+	ox_value *x;
+	if (ox_inputs_count(n, node, 1, 1) != 0 || ox_attrs_allow(n, node, "") != 0 ||
+	    ox_in_tensor(n, node, 0, false, &x) != 0)
+		return -1;
+	for (size_t i = 0; i < sizeof unary / sizeof *unary; i++)
+		if (!strcmp(type, unary[i].onnx))
+			return ox_lower_simple(n, node, unary[i].op, *shape_of(n, x), x);
+	return ox_node_error(n, node, "internal: no UNARY op is %s", type);
+}
+
 int ox_lower_add(ox_net *n, int node)
 {
 	if (ox_inputs_count(n, node, 2, 2) != 0 || ox_attrs_allow(n, node, "") != 0)

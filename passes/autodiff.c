@@ -186,7 +186,7 @@ static void grad_pad_channels(ad *a, int id, int dy)
 
 /* ops.def's UNARY ops: dx = name_grad(y, dy), from the result */
 static const ir_op unary_grads[IR_OP_COUNT] = {
-#define UNARY(e, name) [IR_OP_##e] = IR_OP_##e##_GRAD,
+#define UNARY(e, name, onnx) [IR_OP_##e] = IR_OP_##e##_GRAD,
 #include "ops.def"
 };
 

@@ -1,20 +1,26 @@
 /* Every UNARY operator of ops.def against PyTorch (tests/unary/NAME.npz,
  * made by tests/unary/gen.py): y = NAME(x) through the reference executor
- * and through the compiled code (ORC JIT), and the gradient autodiff
- * derives against PyTorch's and against central differences. Nothing here
+ * and through the compiled code (ORC JIT), the gradient autodiff derives
+ * against PyTorch's and against central differences, and the model through
+ * ONNX export and import. Nothing here
  * names an operator: a new UNARY op is tested once its vectors exist. */
 #include <math.h>
 
 #include "backend.h"
 #include "frontend.h"
+#include "onnx.h"
 #include "passes.h"
 #include "testutil.h"
 
 static const char *const names[] = {
-#define UNARY(e, name) #name,
+#define UNARY(e, name, onnx) #name,
 #include "ops.def"
 };
 enum { N_UNARY = sizeof names / sizeof *names };
+static const ir_op ops[] = {
+#define UNARY(e, name, onnx) IR_OP_##e,
+#include "ops.def"
+};
 
 typedef struct golden {
 	rt_npz_file f;
@@ -141,6 +147,39 @@ START_TEST(gradient_matches_pytorch_and_differences)
 }
 END_TEST
 
+/* y = name(x) exported to ONNX and imported back: the same op, the same bits */
+START_TEST(onnx_round_trip)
+{
+	const char *name = names[_i];
+	golden gd;
+	golden_load(name, &gd);
+	size_t n = gd.x->count;
+	ir_graph *g = model(name, &gd);
+	onnx_export ex = {0};
+	onnx_export_graph(g, &(onnx_export_options){0}, &ex);
+	onnx_import im;
+	ck_assert_int_eq(onnx_import_bytes(ex.data, ex.len, "u.onnx", "m", &im, stderr), 0);
+	ir_graph *back = onnx_import_graph(&im, "u.onnx", gd.x->dims[0]);
+	ck_assert_ptr_nonnull(back);
+	int found = 0;
+	for (int i = 0; i < back->n_nodes; i++)
+		found += back->nodes[i].op == ops[_i];
+	ck_assert_msg(found == 1, "%s: %d such nodes after the round trip", name, found);
+	const float *in[1] = {gd.x->data};
+	float *want = malloc(n * sizeof(float)), *got = malloc(n * sizeof(float));
+	char err[256];
+	ck_assert_msg(interp_run(g, in, &want, err, sizeof err) == 0, "%s", err);
+	ck_assert_msg(interp_run(back, in, &got, err, sizeof err) == 0, "%s", err);
+	ck_assert(memcmp(want, got, n * sizeof(float)) == 0);
+	free(want), free(got);
+	ir_graph_free(back);
+	onnx_import_free(&im);
+	onnx_export_free(&ex);
+	ir_graph_free(g);
+	rt_npz_free(&gd.f);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("unary");
@@ -148,6 +187,7 @@ static Suite *suite(void)
 	tcase_set_timeout(t, 120);
 	tcase_add_loop_test(t, forward_matches_pytorch, 0, N_UNARY);
 	tcase_add_loop_test(t, gradient_matches_pytorch_and_differences, 0, N_UNARY);
+	tcase_add_loop_test(t, onnx_round_trip, 0, N_UNARY);
 	suite_add_tcase(s, t);
 	return s;
 }
