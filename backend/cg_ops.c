@@ -10,10 +10,14 @@ static int dim(const ir_shape *s, int i)
 	return i < s->rank ? (int)s->d[i] : 1;
 }
 
-/* Kernel parameter structs of ints become private constants. */
-static LLVMValueRef int_struct(cg *c, const int *v, unsigned n)
+/* Kernel parameter structs of ints (rt_conv, rt_pool: bytes of them)
+ * become private constants. */
+static LLVMValueRef int_struct(cg *c, const void *s, size_t bytes)
 {
+	int v[16];
 	LLVMValueRef vals[16];
+	unsigned n = (unsigned)(bytes / sizeof(int));
+	memcpy(v, s, bytes);
 	for (unsigned i = 0; i < n; i++)
 		vals[i] = i32c(c, v[i]);
 	LLVMValueRef g = private_const(c, LLVMConstArray2(c->i32, vals, n), "kparams");
@@ -21,22 +25,21 @@ static LLVMValueRef int_struct(cg *c, const int *v, unsigned n)
 	return g;
 }
 
+_Static_assert(sizeof(rt_conv) <= 16 * sizeof(int) && sizeof(rt_pool) <= 16 * sizeof(int),
+               "int_struct holds the kernels' parameter structs");
+
 /* the node's rt_conv, a private constant */
 static LLVMValueRef conv_params(cg *c, const ir_node *n)
 {
 	rt_conv p = passes_conv_geometry(c->g->nodes, n);
-	int v[sizeof p / sizeof(int)];
-	memcpy(v, &p, sizeof p);
-	return int_struct(c, v, sizeof v / sizeof *v);
+	return int_struct(c, &p, sizeof p);
 }
 
 /* the node's rt_pool, a private constant */
 static LLVMValueRef pool_params(cg *c, const ir_node *n)
 {
 	rt_pool p = passes_pool_geometry(c->g->nodes, n);
-	int v[sizeof p / sizeof(int)];
-	memcpy(v, &p, sizeof p);
-	return int_struct(c, v, sizeof v / sizeof *v);
+	return int_struct(c, &p, sizeof p);
 }
 
 /* Loop metadata that keeps a loop a loop: vectorised, not unrolled. An

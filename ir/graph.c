@@ -33,6 +33,14 @@ const ir_attr_info *ir_attr_lookup(const char *name)
 	return NULL;
 }
 
+const ir_attr_info *ir_attr_spec_info(const ir_attr_spec *s)
+{
+	for (const ir_attr_info *a = ir_attrs; a->name; a++)
+		if ((int)strlen(a->name) == s->key_len && !strncmp(a->name, s->key, s->key_len))
+			return a;
+	return NULL;
+}
+
 int ir_op_attr_specs(ir_op op, ir_attr_spec *out, int max)
 {
 	const char *p = ir_ops[op].attrs;
@@ -72,10 +80,9 @@ ir_node ir_node_proto(ir_op op, const diag_loc *loc)
 	for (int i = 0; i < ns; i++) {
 		if (!specs[i].def)
 			continue;
-		char key[32], def[32];
-		snprintf(key, sizeof key, "%.*s", specs[i].key_len, specs[i].key);
+		char def[32];
 		snprintf(def, sizeof def, "%.*s", specs[i].def_len, specs[i].def);
-		const ir_attr_info *a = ir_attr_lookup(key);
+		const ir_attr_info *a = ir_attr_spec_info(&specs[i]);
 		if (!a)
 			continue;
 		char *base = (char *)&n + a->offset;

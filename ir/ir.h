@@ -169,6 +169,8 @@ typedef struct ir_attr_spec {
 
 enum { IR_MAX_ATTRS = 16 };
 int ir_op_attr_specs(ir_op op, ir_attr_spec *out, int max);
+/* The field of ir_node an op's attribute spec names; NULL if none. */
+const ir_attr_info *ir_attr_spec_info(const ir_attr_spec *s);
 
 /* Where a value lives once memory is planned (passes/plan.c). Params are
  * read from the raw weights; what the compiled code reads lives in the

@@ -9,11 +9,9 @@ static void print_attrs(const ir_node *n, FILE *out)
 		return;
 	fputs(" {", out);
 	for (int i = 0; i < ns; i++) {
-		char key[32];
-		snprintf(key, sizeof key, "%.*s", specs[i].key_len, specs[i].key);
-		const ir_attr_info *a = ir_attr_lookup(key);
+		const ir_attr_info *a = ir_attr_spec_info(&specs[i]);
 		const char *base = (const char *)n + a->offset;
-		fprintf(out, "%s%s=", i ? " " : "", key);
+		fprintf(out, "%s%s=", i ? " " : "", a->name);
 		switch (a->type) {
 		case IR_ATTR_INT:
 			fprintf(out, "%lld", (long long)*(const int64_t *)base);

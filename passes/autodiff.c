@@ -49,11 +49,9 @@ static int node(ad *a, ir_op op, int from, const int *ins, int n_in)
 	ir_attr_spec spec[IR_MAX_ATTRS];
 	int ns = ir_op_attr_specs(op, spec, IR_MAX_ATTRS);
 	for (int i = 0; i < ns; i++) {
-		char key[32];
-		snprintf(key, sizeof key, "%.*s", spec[i].key_len, spec[i].key);
-		const ir_attr_info *at = ir_attr_lookup(key);
+		const ir_attr_info *at = ir_attr_spec_info(&spec[i]);
 		if (!at)
-			diag_fatal("internal: %s has no attribute %s", ir_ops[op].name, key);
+			diag_fatal("internal: %s has an attribute ir_node lacks", ir_ops[op].name);
 		size_t size = at->type == IR_ATTR_INT    ? sizeof(int64_t)
 		              : at->type == IR_ATTR_BOOL ? sizeof(bool)
 		                                         : sizeof(double);

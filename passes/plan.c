@@ -191,7 +191,7 @@ void plan_memory(ir_graph *g)
 			continue; /* a caller's output, or no value at all */
 		v->mem = IR_MEM_ARENA;
 		naive += bytes(v);
-		int slots[2], ns = inplace_slots(v, slots);
+		int slots[IR_MAX_INPUTS], ns = inplace_slots(v, slots);
 		int join = -1;
 		for (int s = 0; s < ns && join < 0; s++) {
 			int u = v->in[slots[s]];
