@@ -46,13 +46,15 @@
 
 /* Parallel splitting: below PAR_MIN_FLOPS one task (a pool wake-up costs
  * a microsecond or more); tasks of at least TASK_FLOPS, up to
- * TASKS_PER_THREAD per thread so a thread held up by something else on
- * the machine holds the others up less (on an idle machine one task per
- * thread measured a few percent faster: bigger blocks). */
+ * TASKS_PER_THREAD per thread. One each: bigger blocks, and tasks owning
+ * rows are then often short enough to read B in place (below), where two
+ * each would have had B packed for them first. Two each let a thread held
+ * up by something else on the machine hold the others up less, which
+ * measured as less than the first. */
 #define PAR_MIN_FLOPS (256.0 * 1024)
 #define TASK_FLOPS    (2.0 * 1024 * 1024)
 #ifndef TASKS_PER_THREAD
-#define TASKS_PER_THREAD 2
+#define TASKS_PER_THREAD 1
 #endif
 /* The operand every task would pack in full is packed once for all
  * first, in a pool run of its own, when it has at least PREPACK_MIN
@@ -365,8 +367,12 @@ static void gemm(rt_threads *p, bool serial, int m, int n, int k, const float *a
 	j.units = j.by_rows ? mt : nt;
 	if (j.tasks > j.units)
 		j.tasks = j.units;
+	/* Tasks owning rows, each no taller than a row block, read a dense B
+	 * where it lies (gemm_block's direct): nothing to pack for them. */
+	int task_rows = (j.units + j.tasks - 1) / j.tasks * MR;
+	bool direct = j.by_rows && task_rows <= MC && !b->pack && !b->trans;
 	float *shared = NULL;
-	if (j.tasks > 1 && (j.by_rows || !j.pa)) {
+	if (j.tasks > 1 && !direct && (j.by_rows || !j.pa)) {
 		int kblocks = (k + j.kc - 1) / j.kc;
 		int tiles = j.by_rows ? (n + NR - 1) / NR : (m + MR - 1) / MR;
 		size_t pad = (size_t)tiles * (j.by_rows ? NR : MR);
