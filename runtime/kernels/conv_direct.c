@@ -107,6 +107,31 @@ static void pad_image(const rt_conv *p, const float *x, int n, float *xp)
 			       (size_t)p->w * sizeof(float));
 }
 
+/* Rows [r0, r1) of image n's padded copy xp, its zero borders included:
+ * a task writes only the rows its pixels' windows read, and zeroes only
+ * the borders, where clearing and filling the whole copy cost every task
+ * a pass over all of an image it computes part of */
+static void pad_rows(const rt_conv *p, const float *x, int n, float *xp, int r0, int r1)
+{
+	int hp = padded_h(p), wp = padded_w(p), right = wp - p->pad - p->w;
+	for (int ci = 0; ci < p->c; ci++) {
+		const float *xc = x + ((size_t)n * p->c + ci) * p->h * p->w;
+		for (int r = r0; r < r1; r++) {
+			float *d = xp + ((size_t)ci * hp + r) * wp;
+			int ir = r - p->pad;
+			if (ir < 0 || ir >= p->h) {
+				memset(d, 0, (size_t)wp * sizeof(float));
+				continue;
+			}
+			for (int c = 0; c < p->pad; c++)
+				d[c] = 0.0f;
+			memcpy(d + p->pad, xc + (size_t)ir * p->w, (size_t)p->w * sizeof(float));
+			for (int c = 0; c < right; c++)
+				d[p->pad + p->w + c] = 0.0f;
+		}
+	}
+}
+
 /* Six rows of 16 sums out of registers, by whole rows: read up to a
  * run-time count of rows instead, GCC kept all twelve in memory */
 static inline void sums_out(v8 a[PIX][2], float s[PIX][OCB])
@@ -249,9 +274,7 @@ static void direct_task(void *ctx, int task, int tasks)
 		rt_task_range(p->n, task, tasks, &n0, &n1);
 	else
 		n0 = task / j->split, n1 = n0 + 1;
-	memset(xp, 0, padded_floats(p) * sizeof(float));
 	for (int n = n0; n < n1; n++) {
-		pad_image(p, j->x, n, xp);
 		int q0 = 0, q1 = opix;
 		if (j->split > 1) {
 			int tiles = (opix + PIX - 1) / PIX, t0, t1;
@@ -259,6 +282,11 @@ static void direct_task(void *ctx, int task, int tasks)
 			q0 = t0 * PIX;
 			q1 = t1 * PIX < opix ? t1 * PIX : opix;
 		}
+		if (q0 >= q1)
+			continue;
+		/* the padded rows under output rows q0 / ow to (q1 - 1) / ow */
+		int r0 = p->stride * (q0 / p->ow), r1 = p->stride * ((q1 - 1) / p->ow) + p->k;
+		pad_rows(p, j->x, n, xp, r0, r1 < padded_h(p) ? r1 : padded_h(p));
 		direct_pixels(j, n, q0, q1, xp, wt);
 	}
 	scratch_give(j->pool, slot, own);
