@@ -42,18 +42,24 @@ static size_t padded_floats(const rt_conv *p)
 	return (size_t)p->c * padded_h(p) * padded_w(p);
 }
 
-/* Floats of scratch a task of the forward takes: one padded image, and
- * the weights transposed, [c * k * k][oc], unless they were prepared so */
+/* Floats of scratch a task of the forward takes: the weights transposed,
+ * [c * k * k][oc], unless they were prepared so, and a band of the padded
+ * image: all of it, or as many rows as a GEMM's scratch has room for
+ * (0: not even one output row's windows fit) */
 static size_t direct_floats(const rt_conv *p, bool prepared)
 {
-	return (prepared ? 0 : (size_t)p->c * p->k * p->k * p->oc) + padded_floats(p);
+	size_t w = prepared ? 0 : (size_t)p->c * p->k * p->k * p->oc;
+	size_t row = (size_t)p->c * padded_w(p), room = rt_gemm_scratch_floats();
+	if (w + row * p->k > room)
+		return 0;
+	return w + padded_floats(p) <= room ? w + padded_floats(p) : w + (room - w) / row * row;
 }
 
 /* one input channel: the GEMM was 1.1x faster (the stores dominate) */
 bool rt_conv2d_direct_fits(const rt_conv *p)
 {
 	return p->k == 3 && (p->stride == 2 || (p->stride == 1 && p->c > 1)) && p->oc % OCB == 0 &&
-	       p->oh > 0 && p->ow > 0 && direct_floats(p, false) <= rt_gemm_scratch_floats();
+	       p->oh > 0 && p->ow > 0 && direct_floats(p, false) > 0;
 }
 
 /* Where the maps are small (7x7 out) the GEMM reuses its weights better
@@ -65,7 +71,7 @@ bool rt_conv2d_direct_prepared_fits(const rt_conv *p)
 {
 	return p->k >= 2 && (p->stride >= 2 || p->c > 1) && p->oc % OCB == 0 && p->oh > 0 &&
 	       p->ow > 0 && p->oh * p->ow >= PREPARED_MIN_PIXELS &&
-	       direct_floats(p, true) <= rt_gemm_scratch_floats();
+	       direct_floats(p, true) > 0;
 }
 
 void rt_direct_weight(int oc, int kdim, const float *w, const float *gamma, const float *var,
@@ -111,13 +117,14 @@ static void pad_image(const rt_conv *p, const float *x, int n, float *xp)
  * a task writes only the rows its pixels' windows read, and zeroes only
  * the borders, where clearing and filling the whole copy cost every task
  * a pass over all of an image it computes part of */
-static void pad_rows(const rt_conv *p, const float *x, int n, float *xp, int r0, int r1)
+static void pad_rows(const rt_conv *p, const float *x, int n, float *xp, int rows, int r0,
+                     int r1)
 {
-	int hp = padded_h(p), wp = padded_w(p), right = wp - p->pad - p->w;
+	int wp = padded_w(p), right = wp - p->pad - p->w;
 	for (int ci = 0; ci < p->c; ci++) {
 		const float *xc = x + ((size_t)n * p->c + ci) * p->h * p->w;
 		for (int r = r0; r < r1; r++) {
-			float *d = xp + ((size_t)ci * hp + r) * wp;
+			float *d = xp + ((size_t)ci * rows + r - r0) * wp;
 			int ir = r - p->pad;
 			if (ir < 0 || ir >= p->h) {
 				memset(d, 0, (size_t)wp * sizeof(float));
@@ -207,12 +214,12 @@ static void direct_store(const direct_job *j, float *yn, int o0, int ob, int p0,
 
 /* The windows of pixels [p0, p0 + np) in the padded image xp, past np the
  * first's again (its sums not kept) */
-static void windows_at(const rt_conv *p, const float *xp, int wp, int p0, int np, int n,
+static void windows_at(const rt_conv *p, const float *xp, int wp, int r0, int p0, int np, int n,
                        const float **at)
 {
 	for (int i = 0; i < n; i++) {
 		int q = p0 + (i < np ? i : 0);
-		at[i] = xp + (size_t)(p->stride * (q / p->ow)) * wp + p->stride * (q % p->ow);
+		at[i] = xp + (size_t)(p->stride * (q / p->ow) - r0) * wp + p->stride * (q % p->ow);
 	}
 }
 
@@ -254,18 +261,18 @@ static bool by_channels(const rt_conv *p, int split)
  * a block of output channels over all the pixels before the next, so that
  * its weights (kdim x 32 floats) stay in cache for every pixel */
 static void direct_pixels(const direct_job *j, int n, int q0, int q1, int o0, int o1,
-                          const float *xp, const float *wt)
+                          const float *xp, int rows, int r0, const float *wt)
 {
 	const rt_conv *p = j->p;
-	int hp = padded_h(p), wp = padded_w(p), opix = p->oh * p->ow, oc = p->oc;
-	size_t plane = (size_t)hp * wp;
+	int wp = padded_w(p), opix = p->oh * p->ow, oc = p->oc;
+	size_t plane = (size_t)rows * wp;
 	float *yn = j->y + (size_t)n * oc * opix;
 #if defined(HAVE_V16)
 	for (; oc % 32 == 0 && o0 < o1; o0 += 32)
 		for (int p0 = q0; p0 < q1; p0 += PIX16) {
 			int np = q1 - p0 < PIX16 ? q1 - p0 : PIX16;
 			const float *at[PIX16];
-			windows_at(p, xp, wp, p0, np, PIX16, at);
+			windows_at(p, xp, wp, r0, p0, np, PIX16, at);
 			float s[PIX16][32];
 			sums16(p, at, plane, wp, wt, o0, s);
 			direct_store(j, yn, o0, 32, p0, np, &s[0][0], 32);
@@ -275,7 +282,7 @@ static void direct_pixels(const direct_job *j, int n, int q0, int q1, int o0, in
 		for (int p0 = q0; p0 < q1; p0 += PIX) {
 			int np = q1 - p0 < PIX ? q1 - p0 : PIX;
 			const float *at[PIX];
-			windows_at(p, xp, wp, p0, np, PIX, at);
+			windows_at(p, xp, wp, r0, p0, np, PIX, at);
 			float s[PIX][OCB];
 			sums8(p, at, plane, wp, wt, o0, s);
 			direct_store(j, yn, o0, OCB, p0, np, &s[0][0], OCB);
@@ -288,13 +295,21 @@ static void direct_task(void *ctx, int task, int tasks)
 	const rt_conv *p = j->p;
 	int kdim = p->c * p->k * p->k, opix = p->oh * p->ow;
 	int slot;
-	float *own, *mem = scratch_take(j->pool, direct_floats(p, j->prepared), &slot, &own);
+	size_t floats = direct_floats(p, j->prepared);
+	float *own, *mem = floats ? scratch_take(j->pool, floats, &slot, &own) : NULL;
 	if (!mem) {
 		__atomic_store_n(&((direct_job *)ctx)->failed, 1, __ATOMIC_RELAXED);
 		return;
 	}
 	const float *wt = j->w;
 	float *xp = mem;
+	size_t wfloats = j->prepared ? 0 : (size_t)kdim * p->oc;
+	/* padded rows a band holds, and the output rows whose windows they
+	 * are: bands of the map go one after another where it is too big */
+	int rows = (int)((floats - wfloats) / ((size_t)p->c * padded_w(p)));
+	if (rows > padded_h(p))
+		rows = padded_h(p);
+	int band = (rows - p->k) / p->stride + 1;
 	if (!j->prepared) {
 		float *t = mem;
 		for (int o = 0; o < p->oc; o++)
@@ -320,12 +335,15 @@ static void direct_task(void *ctx, int task, int tasks)
 			q0 = t0 * PIX;
 			q1 = t1 * PIX < opix ? t1 * PIX : opix;
 		}
-		if (q0 >= q1)
-			continue;
-		/* the padded rows under output rows q0 / ow to (q1 - 1) / ow */
-		int r0 = p->stride * (q0 / p->ow), r1 = p->stride * ((q1 - 1) / p->ow) + p->k;
-		pad_rows(p, j->x, n, xp, r0, r1 < padded_h(p) ? r1 : padded_h(p));
-		direct_pixels(j, n, q0, q1, o0, o1, xp, wt);
+		/* output rows y to ye in a band: the padded rows under them */
+		for (int y = q0 / p->ow; q0 < q1 && y <= (q1 - 1) / p->ow; y += band) {
+			int ye = y + band - 1 < (q1 - 1) / p->ow ? y + band - 1 : (q1 - 1) / p->ow;
+			int r0 = p->stride * y, r1 = p->stride * ye + p->k;
+			pad_rows(p, j->x, n, xp, rows, r0, r1 < padded_h(p) ? r1 : padded_h(p));
+			int b0 = y * p->ow > q0 ? y * p->ow : q0;
+			int b1 = (ye + 1) * p->ow < q1 ? (ye + 1) * p->ow : q1;
+			direct_pixels(j, n, b0, b1, o0, o1, xp, rows, r0, wt);
+		}
 	}
 	scratch_give(j->pool, slot, own);
 }
