@@ -153,6 +153,11 @@ static inline void sums_out(v8 a[PIX][2], float s[PIX][OCB])
  * vectors of W output channels from o0, over (channel, kh, kw) in order,
  * one FMA each, into s: instantiated for six pixels by eight floats and,
  * where the kernel set has AVX-512's 32 registers, twelve by sixteen. */
+/* Weights past this many floats come from memory, not the caches: the
+ * sums prefetch each tap's vectors 16 taps ahead (a 256-channel strided
+ * layer, 2.4 MB of weights, 4% faster; the stem's 37 KB, slower) */
+enum { FAR_WEIGHTS = 64 * 1024 };
+
 #define DIRECT_SUMS(NAME, VT, W, NP, LOAD, SPLAT, STORE)                                           \
 	static inline __attribute__((always_inline)) void NAME(                                    \
 	    const rt_conv *p, const float *const at[NP], size_t plane, int wp, const float *wt,    \
@@ -160,10 +165,15 @@ static inline void sums_out(v8 a[PIX][2], float s[PIX][OCB])
 	{                                                                                          \
 		VT a[NP][2] = {{{0}}};                                                             \
 		const float *wk = wt + o0;                                                         \
+		bool far = (size_t)p->c * p->k * p->k * p->oc > FAR_WEIGHTS;                       \
 		for (int ci = 0; ci < p->c; ci++)                                                  \
 			for (int kh = 0; kh < p->k; kh++)                                          \
 				for (int kw = 0; kw < p->k; kw++, wk += p->oc) {                   \
 					size_t off = ci * plane + (size_t)kh * wp + kw;            \
+					if (far) {                                                 \
+						__builtin_prefetch(wk + 16 * p->oc);               \
+						__builtin_prefetch(wk + 16 * p->oc + W);           \
+					}                                                          \
 					VT w0 = LOAD(wk), w1 = LOAD(wk + W);                       \
 					for (int i = 0; i < NP; i++) {                             \
 						VT v = SPLAT(at[i] + off);                         \
