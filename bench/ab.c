@@ -148,7 +148,7 @@ int main(int argc, char **argv)
 			 * while after a run (runtime/threads.c, SPIN_NS) before they
 			 * sleep: timed at once, a side shared the two cores with the
 			 * other's spinning worker. */
-			nanosleep(&(struct timespec){0, 300 * 1000}, NULL);
+			nanosleep(&(struct timespec){0, 2 * 1000 * 1000}, NULL);
 			double t0 = now();
 			run(&s[k], train, x, labels, y);
 			s[k].t[i] = now() - t0;

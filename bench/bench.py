@@ -41,7 +41,13 @@ NETCC = "build/netcc"
 PY = "/usr/bin/python3"  # Debian's, with python3-torch; not whatever is first on PATH
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 RUNS = 4 if QUICK else 30       # timed runs per engine per configuration
-PER_TURN = 2 if QUICK else 5    # runs in one engine's turn before the next engine's
+# Runs in one engine's turn before the next engine's: one, so that the
+# engines share whatever the host is doing. Two cores of a shared machine
+# run at one core's speed for seconds at a time, and turns of five let such
+# a spell fall on one engine's runs (ResNet-50 at batch 1 on two threads:
+# netcc's median 39.4 ms with a minimum of 31.6, 0.95 of ONNX Runtime's
+# median, in a run whose other rows were steady).
+PER_TURN = 1
 # Warm-up runs per engine: at least the first (allocations, caches) and, unless
 # quick, the second (TorchScript's profiling executor optimises on its second
 # run); a third while the warm-up has taken under 2 s.
@@ -405,7 +411,7 @@ def main():
         f"PyTorch {info['torch'].get('torch', '?')} (Debian, TorchScript frozen + "
         "optimize_for_inference; training eager).",
         f"Medians of {RUNS} timed runs per engine (min in parentheses), engines interleaved "
-        f"in turns of {PER_TURN}{' — BENCH_QUICK: a smoke run, not a measurement' if QUICK else ''}. "
+        f"run by run{' — BENCH_QUICK: a smoke run, not a measurement' if QUICK else ''}. "
         "Ratios are netcc's median time over the other's: below 1, netcc is faster. "
         "netcc's threads: "
         + ("the library's own (set_threads)" if info["netcc"].get("threads_api") == "1"

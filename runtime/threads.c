@@ -28,6 +28,7 @@
 #include <stdbool.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -39,10 +40,16 @@
 
 #include "runtime.h"
 
-/* How long an idle thread spins before it sleeps. Long enough to bridge
- * the serial kernels between two GEMMs of a network, short enough that an
- * idle pool gives its CPUs back almost at once. */
-enum { SPIN_NS = 50 * 1000 };
+/* How long an idle worker spins before it sleeps: long enough to bridge
+ * the serial kernels between two jobs of a network, short enough that an
+ * idle pool gives its CPUs back almost at once. On a virtual machine a
+ * sleeping thread's CPU sleeps too, and the first inference after a pause
+ * woke it again and again at a cost: at 50 us, ResNet-18 at batch 1 on two
+ * threads took 18-20 ms a run 0.25 s apart, 10 back to back; at 500 us
+ * (and the caller's 2 ms) 10.5-11.8. The caller waits for its own job's
+ * last tasks longer, WAIT_NS: they are running, and a caller put to sleep
+ * was often woken on its worker's CPU. */
+enum { SPIN_NS = 500 * 1000, WAIT_NS = 2000 * 1000 };
 
 struct rt_threads {
 	int threads; /* the caller included */
@@ -65,6 +72,7 @@ struct rt_threads {
 	/* tasks of the current job finished; the caller sleeps on it */
 	_Atomic uint32_t done;
 	atomic_int caller_asleep;
+	atomic_int caller_cpu; /* where the caller ran as it last woke workers */
 	/* futex word the workers sleep on: the generation of the latest job */
 	_Atomic uint32_t gen;
 	atomic_int asleep; /* workers asleep on gen, so the caller knows whether to wake */
@@ -111,11 +119,11 @@ static int64_t now_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* Spins while *word == val for up to SPIN_NS; returns whether it changed.
+/* Spins while *word == val for up to limit_ns; returns whether it changed.
  * The clock is read only every 64 pauses: a pause costs from a few to a
  * hundred cycles depending on the CPU, so a count alone would not say how
  * long we spun. */
-static int spin_while(_Atomic uint32_t *word, uint32_t val)
+static int spin_while(_Atomic uint32_t *word, uint32_t val, int64_t limit_ns)
 {
 	int64_t t0 = 0;
 	for (int i = 0;; i++) {
@@ -126,7 +134,7 @@ static int spin_while(_Atomic uint32_t *word, uint32_t val)
 			int64_t t = now_ns();
 			if (!t0)
 				t0 = t;
-			else if (t - t0 > SPIN_NS)
+			else if (t - t0 > limit_ns)
 				return 0;
 		}
 	}
@@ -157,6 +165,32 @@ static void work(rt_threads *tp, uint32_t g)
 	}
 }
 
+/* A worker that finds a job while on the CPU its caller runs on moves to
+ * another. The scheduler often puts them together (a thread woken goes to
+ * the CPU that woke it, or another stays busy for a moment), and does not
+ * move either while both are cache-hot: the two then shared one core for
+ * the whole of a run. It did
+ * for an inference started after a pause (ResNet-18 at batch 1 on two
+ * threads, 0.25 s between runs: median 20 ms, the one thread's time, 10
+ * back to back), which is how an application calls a library. Moving
+ * costs two system calls, only when it is needed. */
+static void step_aside(rt_threads *tp)
+{
+	int me = sched_getcpu();
+	if (me < 0 || me != atomic_load_explicit(&tp->caller_cpu, memory_order_relaxed))
+		return;
+	cpu_set_t all, others;
+	if (pthread_getaffinity_np(pthread_self(), sizeof all, &all) != 0)
+		return;
+	others = all;
+	CPU_CLR(me, &others);
+	if (CPU_COUNT(&others) == 0)
+		return;
+	/* moved off this CPU now; the mask given back leaves it where it is */
+	if (pthread_setaffinity_np(pthread_self(), sizeof others, &others) == 0)
+		pthread_setaffinity_np(pthread_self(), sizeof all, &all);
+}
+
 static void *worker(void *arg)
 {
 	rt_threads *tp = arg;
@@ -164,7 +198,7 @@ static void *worker(void *arg)
 	 * rt_threads_create has returned, so the first job is never missed. */
 	uint32_t seen = 0;
 	for (;;) {
-		if (!spin_while(&tp->gen, seen)) {
+		if (!spin_while(&tp->gen, seen, SPIN_NS)) {
 			/* Announce the sleep before re-checking, so a caller that
 			 * publishes in between either sees us asleep and wakes us,
 			 * or we see its generation (both sides are seq_cst). */
@@ -173,6 +207,7 @@ static void *worker(void *arg)
 				futex(&tp->gen, FUTEX_WAIT, seen);
 			atomic_fetch_sub_explicit(&tp->asleep, 1, memory_order_relaxed);
 		}
+		step_aside(tp);
 		if (atomic_load_explicit(&tp->stop, memory_order_acquire))
 			return NULL;
 		seen = atomic_load_explicit(&tp->gen, memory_order_acquire);
@@ -354,6 +389,7 @@ void rt_threads_run(rt_threads *p, rt_task_fn *fn, void *ctx, int n)
 		return;
 	}
 	uint32_t g = atomic_load_explicit(&tp->gen, memory_order_relaxed) + 1;
+	atomic_store_explicit(&tp->caller_cpu, sched_getcpu(), memory_order_relaxed);
 	atomic_store_explicit(&tp->job[g & 1].fn, fn, memory_order_relaxed);
 	atomic_store_explicit(&tp->job[g & 1].ctx, ctx, memory_order_relaxed);
 	atomic_store_explicit(&tp->job[g & 1].n, n, memory_order_relaxed);
@@ -373,7 +409,7 @@ void rt_threads_run(rt_threads *p, rt_task_fn *fn, void *ctx, int n)
 	 * usually nearly done), then sleep until the last one wakes us. */
 	uint32_t d = atomic_load_explicit(&tp->done, memory_order_acquire);
 	while ((int)d != n) {
-		if (!spin_while(&tp->done, d)) {
+		if (!spin_while(&tp->done, d, WAIT_NS)) {
 			atomic_store_explicit(&tp->caller_asleep, 1, memory_order_seq_cst);
 			d = atomic_load_explicit(&tp->done, memory_order_seq_cst);
 			if ((int)d != n)
