@@ -222,6 +222,66 @@ static void direct_store(const direct_job *j, float *yn, int o0, int ob, int p0,
 	}
 }
 
+#if defined(HAVE_V16)
+/* r[i][j] -> r[j][i] for a 16 x 16 block, in registers: pairs of rows
+ * interleaved by floats, then by pairs, then 128-bit lanes twice */
+static inline void transpose16(__m512 r[16])
+{
+	__m512 t[16];
+	for (int i = 0; i < 16; i += 2) {
+		t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+		t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+	}
+	for (int i = 0; i < 16; i += 4) {
+		__m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 1]);
+		__m512d c = _mm512_castps_pd(t[i + 2]), d = _mm512_castps_pd(t[i + 3]);
+		r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+		r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+		r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+		r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+	}
+	for (int i = 0; i < 4; i++) {
+		t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+		t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
+		t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+		t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
+	}
+	for (int i = 0; i < 4; i++) {
+		r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+		r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+		r[i + 4] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0x88);
+		r[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xdd);
+	}
+}
+/* direct_store for sums16's tile, whose np pixels are consecutive in y:
+ * transposed in registers, each channel's pixels are one vector, stored
+ * under a mask, bias and relu done as vector operations in the same order.
+ * Element by element the stores had cost the stem and the training's
+ * 16-channel layers (144 taps a tile) a sixth of the FMAs' time. */
+static void store16_tile(const direct_job *j, float *yn, int o0, int p0, int np,
+                         float s[PIX16][32])
+{
+	size_t opix = (size_t)j->p->oh * j->p->ow;
+	__mmask16 m = (__mmask16)((1u << np) - 1);
+	__m512 zero = _mm512_setzero_ps();
+	for (int h = 0; h < 2; h++) {
+		__m512 r[16];
+		for (int i = 0; i < 16; i++)
+			r[i] = i < PIX16 ? _mm512_loadu_ps(s[i] + 16 * h) : zero;
+		transpose16(r);
+		for (int e = 0; e < 16; e++) {
+			int o = o0 + 16 * h + e;
+			__m512 v = r[e];
+			if (j->b)
+				v = _mm512_add_ps(v, _mm512_set1_ps(j->b[o]));
+			if (j->relu)
+				v = _mm512_max_ps(zero, v); /* zero > v ? zero : v: NaN and -0 pass */
+			_mm512_mask_storeu_ps(yn + o * opix + p0, m, v);
+		}
+	}
+}
+#endif
+
 /* The windows of pixels [p0, p0 + np) in the padded image xp, past np the
  * first's again (its sums not kept) */
 static void windows_at(const rt_conv *p, const float *xp, int wp, int r0, int p0, int np, int n,
@@ -285,7 +345,7 @@ static void direct_pixels(const direct_job *j, int n, int q0, int q1, int o0, in
 			windows_at(p, xp, wp, r0, p0, np, PIX16, at);
 			float s[PIX16][32];
 			sums16(p, at, plane, wp, wt, o0, s);
-			direct_store(j, yn, o0, 32, p0, np, &s[0][0], 32);
+			store16_tile(j, yn, o0, p0, np, s);
 		}
 #endif
 	for (; o0 < o1; o0 += OCB)
