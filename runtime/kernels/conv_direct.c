@@ -70,8 +70,7 @@ enum { PREPARED_MIN_PIXELS = 100 };
 bool rt_conv2d_direct_prepared_fits(const rt_conv *p)
 {
 	return p->k >= 2 && (p->stride >= 2 || p->c > 1) && p->oc % OCB == 0 && p->oh > 0 &&
-	       p->ow > 0 && p->oh * p->ow >= PREPARED_MIN_PIXELS &&
-	       direct_floats(p, true) > 0;
+	       p->ow > 0 && p->oh * p->ow >= PREPARED_MIN_PIXELS && direct_floats(p, true) > 0;
 }
 
 void rt_direct_weight(int oc, int kdim, const float *w, const float *gamma, const float *var,
@@ -117,8 +116,7 @@ static void pad_image(const rt_conv *p, const float *x, int n, float *xp)
  * a task writes only the rows its pixels' windows read, and zeroes only
  * the borders, where clearing and filling the whole copy cost every task
  * a pass over all of an image it computes part of */
-static void pad_rows(const rt_conv *p, const float *x, int n, float *xp, int rows, int r0,
-                     int r1)
+static void pad_rows(const rt_conv *p, const float *x, int n, float *xp, int rows, int r0, int r1)
 {
 	int wp = padded_w(p), right = wp - p->pad - p->w;
 	for (int ci = 0; ci < p->c; ci++) {
@@ -258,8 +256,7 @@ static inline void transpose16(__m512 r[16])
  * under a mask, bias and relu done as vector operations in the same order.
  * Element by element the stores had cost the stem and the training's
  * 16-channel layers (144 taps a tile) a sixth of the FMAs' time. */
-static void store16_tile(const direct_job *j, float *yn, int o0, int p0, int np,
-                         float s[PIX16][32])
+static void store16_tile(const direct_job *j, float *yn, int o0, int p0, int np, float s[PIX16][32])
 {
 	size_t opix = (size_t)j->p->oh * j->p->ow;
 	__mmask16 m = (__mmask16)((1u << np) - 1);
@@ -274,8 +271,9 @@ static void store16_tile(const direct_job *j, float *yn, int o0, int p0, int np,
 			__m512 v = r[e];
 			if (j->b)
 				v = _mm512_add_ps(v, _mm512_set1_ps(j->b[o]));
+			/* zero > v ? zero : v: NaN and -0 pass */
 			if (j->relu)
-				v = _mm512_max_ps(zero, v); /* zero > v ? zero : v: NaN and -0 pass */
+				v = _mm512_max_ps(zero, v);
 			_mm512_mask_storeu_ps(yn + o * opix + p0, m, v);
 		}
 	}
