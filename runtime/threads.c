@@ -72,7 +72,7 @@ struct rt_threads {
 	/* tasks of the current job finished; the caller sleeps on it */
 	_Atomic uint32_t done;
 	atomic_int caller_asleep;
-	atomic_int caller_cpu; /* where the caller ran as it last woke workers */
+	atomic_int caller_cpu; /* where the caller ran as it published its last job */
 	/* futex word the workers sleep on: the generation of the latest job */
 	_Atomic uint32_t gen;
 	atomic_int asleep; /* workers asleep on gen, so the caller knows whether to wake */
@@ -169,11 +169,11 @@ static void work(rt_threads *tp, uint32_t g)
  * another. The scheduler often puts them together (a thread woken goes to
  * the CPU that woke it, or another stays busy for a moment), and does not
  * move either while both are cache-hot: the two then shared one core for
- * the whole of a run. It did
- * for an inference started after a pause (ResNet-18 at batch 1 on two
- * threads, 0.25 s between runs: median 20 ms, the one thread's time, 10
- * back to back), which is how an application calls a library. Moving
- * costs two system calls, only when it is needed. */
+ * the whole of a run. They did for an inference started after a pause
+ * (ResNet-18 at batch 1 on two threads, 0.25 s between runs: median 20
+ * ms, the one thread's time, 10 back to back), which is how an
+ * application calls a library. Moving costs two system calls, only when
+ * it is needed. */
 static void step_aside(rt_threads *tp)
 {
 	int me = sched_getcpu();

@@ -37,29 +37,39 @@ static int padded_w(const rt_conv *p)
 	return w > need ? w : need;
 }
 
-static size_t padded_floats(const rt_conv *p)
+/* The weights' floats: [c * k * k][oc] */
+static size_t weight_floats(const rt_conv *p)
 {
-	return (size_t)p->c * padded_h(p) * padded_w(p);
+	return (size_t)p->c * p->k * p->k * p->oc;
 }
 
-/* Floats of scratch a task of the forward takes: the weights transposed,
- * [c * k * k][oc], unless they were prepared so, and a band of the padded
- * image: all of it, or as many rows as a GEMM's scratch has room for
- * (0: not even one output row's windows fit) */
-static size_t direct_floats(const rt_conv *p, bool prepared)
+/* Rows of the padded image a task of the forward holds at a time: all of
+ * them, or as many as a GEMM's scratch has room for beside the weights
+ * transposed, unless they were prepared so (0: not even one output row's
+ * windows fit) */
+static int band_rows(const rt_conv *p, bool prepared)
 {
-	size_t w = prepared ? 0 : (size_t)p->c * p->k * p->k * p->oc;
+	size_t w = prepared ? 0 : weight_floats(p);
 	size_t row = (size_t)p->c * padded_w(p), room = rt_gemm_scratch_floats();
 	if (w + row * p->k > room)
 		return 0;
-	return w + padded_floats(p) <= room ? w + padded_floats(p) : w + (room - w) / row * row;
+	size_t rows = (room - w) / row;
+	return rows < (size_t)padded_h(p) ? (int)rows : padded_h(p);
+}
+
+/* Floats of scratch a task of the forward takes: the weights transposed,
+ * unless they were prepared so, and a band of the padded image */
+static size_t direct_floats(const rt_conv *p, bool prepared)
+{
+	return (prepared ? 0 : weight_floats(p)) +
+	       (size_t)band_rows(p, prepared) * p->c * padded_w(p);
 }
 
 /* one input channel: the GEMM was 1.1x faster (the stores dominate) */
 bool rt_conv2d_direct_fits(const rt_conv *p)
 {
 	return p->k == 3 && (p->stride == 2 || (p->stride == 1 && p->c > 1)) && p->oc % OCB == 0 &&
-	       p->oh > 0 && p->ow > 0 && direct_floats(p, false) > 0;
+	       p->oh > 0 && p->ow > 0 && band_rows(p, false) > 0;
 }
 
 /* Where the maps are small (7x7 out) the GEMM reuses its weights better
@@ -70,7 +80,7 @@ enum { PREPARED_MIN_PIXELS = 100 };
 bool rt_conv2d_direct_prepared_fits(const rt_conv *p)
 {
 	return p->k >= 2 && (p->stride >= 2 || p->c > 1) && p->oc % OCB == 0 && p->oh > 0 &&
-	       p->ow > 0 && p->oh * p->ow >= PREPARED_MIN_PIXELS && direct_floats(p, true) > 0;
+	       p->ow > 0 && p->oh * p->ow >= PREPARED_MIN_PIXELS && band_rows(p, true) > 0;
 }
 
 void rt_direct_weight(int oc, int kdim, const float *w, const float *gamma, const float *var,
@@ -101,21 +111,11 @@ static void scratch_give(rt_threads *t, int slot, float *own)
 	rt_threads_scratch_give(t, slot);
 }
 
-/* Image n of x into its padded copy xp, whose padding is already zero */
-static void pad_image(const rt_conv *p, const float *x, int n, float *xp)
-{
-	int hp = padded_h(p), wp = padded_w(p);
-	for (int ci = 0; ci < p->c; ci++)
-		for (int r = 0; r < p->h; r++)
-			memcpy(xp + ((size_t)ci * hp + r + p->pad) * wp + p->pad,
-			       x + (((size_t)n * p->c + ci) * p->h + r) * p->w,
-			       (size_t)p->w * sizeof(float));
-}
-
-/* Rows [r0, r1) of image n's padded copy xp, its zero borders included:
- * a task writes only the rows its pixels' windows read, and zeroes only
- * the borders, where clearing and filling the whole copy cost every task
- * a pass over all of an image it computes part of */
+/* Rows [r0, r1) of image n's padded copy into xp, whose planes are rows
+ * rows tall (a band, or the whole copy), their zero borders included: a
+ * task writes only the rows its pixels' windows read, and zeroes only the
+ * borders, where clearing and filling the whole copy cost every task a
+ * pass over all of an image it computes part of */
 static void pad_rows(const rt_conv *p, const float *x, int n, float *xp, int rows, int r0, int r1)
 {
 	int wp = padded_w(p), right = wp - p->pad - p->w;
@@ -163,7 +163,7 @@ enum { FAR_WEIGHTS = 64 * 1024 };
 	{                                                                                          \
 		VT a[NP][2] = {{{0}}};                                                             \
 		const float *wk = wt + o0;                                                         \
-		bool far = (size_t)p->c * p->k * p->k * p->oc > FAR_WEIGHTS;                       \
+		bool far = weight_floats(p) > FAR_WEIGHTS;                                         \
 		for (int ci = 0; ci < p->c; ci++)                                                  \
 			for (int kh = 0; kh < p->k; kh++)                                          \
 				for (int kw = 0; kw < p->k; kw++, wk += p->oc) {                   \
@@ -336,7 +336,7 @@ static void direct_pixels(const direct_job *j, int n, int q0, int q1, int o0, in
 	size_t plane = (size_t)rows * wp;
 	float *yn = j->y + (size_t)n * oc * opix;
 #if defined(HAVE_V16)
-	for (; oc % 32 == 0 && o0 < o1; o0 += 32)
+	for (; oc_block(p) == 32 && o0 < o1; o0 += 32)
 		for (int p0 = q0; p0 < q1; p0 += PIX16) {
 			int np = q1 - p0 < PIX16 ? q1 - p0 : PIX16;
 			const float *at[PIX16];
@@ -363,28 +363,24 @@ static void direct_task(void *ctx, int task, int tasks)
 	const rt_conv *p = j->p;
 	int kdim = p->c * p->k * p->k, opix = p->oh * p->ow;
 	int slot;
-	size_t floats = direct_floats(p, j->prepared);
-	float *own, *mem = floats ? scratch_take(j->pool, floats, &slot, &own) : NULL;
+	/* padded rows a band holds, and the output rows whose windows they
+	 * are: bands of the map go one after another where it is too big */
+	int rows = band_rows(p, j->prepared), band = (rows - p->k) / p->stride + 1;
+	float *own,
+	    *mem = rows ? scratch_take(j->pool, direct_floats(p, j->prepared), &slot, &own) : NULL;
 	if (!mem) {
 		__atomic_store_n(&((direct_job *)ctx)->failed, 1, __ATOMIC_RELAXED);
 		return;
 	}
 	const float *wt = j->w;
 	float *xp = mem;
-	size_t wfloats = j->prepared ? 0 : (size_t)kdim * p->oc;
-	/* padded rows a band holds, and the output rows whose windows they
-	 * are: bands of the map go one after another where it is too big */
-	int rows = (int)((floats - wfloats) / ((size_t)p->c * padded_w(p)));
-	if (rows > padded_h(p))
-		rows = padded_h(p);
-	int band = (rows - p->k) / p->stride + 1;
 	if (!j->prepared) {
 		float *t = mem;
 		for (int o = 0; o < p->oc; o++)
 			for (int k = 0; k < kdim; k++)
 				t[(size_t)k * p->oc + o] = j->w[(size_t)o * kdim + k];
 		wt = t;
-		xp = mem + (size_t)kdim * p->oc;
+		xp = mem + weight_floats(p);
 	}
 	int n0, n1;
 	if (j->split == 1)
@@ -475,9 +471,8 @@ bool rt_conv2d_grad_weight_direct(rt_threads *t, const rt_conv *p, const float *
 		return false;
 	float *xp = mem, *dyt = mem + (size_t)p->c * plane;
 	memset(dw, 0, (size_t)oc * kdim * sizeof(float));
-	memset(xp, 0, (size_t)p->c * plane * sizeof(float));
 	for (int n = n0; n < n1; n++) {
-		pad_image(p, x, n, xp);
+		pad_rows(p, x, n, xp, hp, 0, hp);
 		const float *dyn = dy + (size_t)n * oc * opix;
 		for (int o = 0; o < oc; o++)
 			for (int q = 0; q < opix; q++)

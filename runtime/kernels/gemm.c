@@ -116,6 +116,14 @@ static float *alloc_floats(size_t count)
 	return aligned_alloc(64, bytes ? bytes : 64);
 }
 
+/* Whether a block of that many rows reads a dense B where it lies: used
+ * once (the rows fit one MC block), packing would copy it only to read it
+ * once. Whole panels of it (each row of a panel one contiguous run). */
+static bool b_in_place(const rt_gemm_b *b, int rows)
+{
+	return rows <= MC && !b->pack && !b->trans;
+}
+
 static void gemm_block_run(const gemm_job *j, int m0, int m1, int n0, int n1, float *ab,
                            size_t asize, int reuse_b, bool direct);
 
@@ -127,7 +135,7 @@ static __attribute__((noinline)) void gemm_tile_on_stack(const gemm_job *j, int 
 {
 	float tile[MR * KC + VW + NR * KC] __attribute__((aligned(64)));
 	gemm_block_run(j, m0, m1, n0, n1, tile, j->pa ? 0 : (size_t)MR * j->kc, 0,
-	               !j->pb && !j->b->pack && !j->b->trans);
+	               !j->pb && b_in_place(j->b, m1 - m0));
 }
 
 /* The rows [m0, m1) x columns [n0, n1) of C, single-threaded. */
@@ -138,11 +146,8 @@ static void gemm_block(const gemm_job *j, int m0, int m1, int n0, int n1)
 	/* When the rows fit one MC block, B is used once, right after it is
 	 * packed (still in cache): a group of panels of buffer is enough. */
 	int reuse_b = rows > MC;
-	/* Used once, a dense B is read where it lies, whole panels of it
-	 * (each row of a panel one contiguous run): packing would copy it
-	 * only to read it once. Partial panels are packed (the kernel reads
-	 * whole vectors). */
-	bool direct = !reuse_b && !j->pb && !j->b->pack && !j->b->trans;
+	/* Partial panels are packed (the kernel reads whole vectors). */
+	bool direct = !j->pb && b_in_place(j->b, rows);
 	int ncb = n1 - n0 < NC ? (n1 - n0 + NR - 1) / NR * NR : NC;
 	size_t asize = j->pa ? 0 : (size_t)mcb * kc;
 	size_t bsize = j->pb ? 0 : (size_t)(reuse_b ? ncb : BG) * kc;
@@ -369,8 +374,7 @@ static void gemm(rt_threads *p, bool serial, int m, int n, int k, const float *a
 		j.tasks = j.units;
 	/* Tasks owning rows, each no taller than a row block, read a dense B
 	 * where it lies (gemm_block's direct): nothing to pack for them. */
-	int task_rows = (j.units + j.tasks - 1) / j.tasks * MR;
-	bool direct = j.by_rows && task_rows <= MC && !b->pack && !b->trans;
+	bool direct = j.by_rows && b_in_place(b, (j.units + j.tasks - 1) / j.tasks * MR);
 	float *shared = NULL;
 	if (j.tasks > 1 && !direct && (j.by_rows || !j.pa)) {
 		int kblocks = (k + j.kc - 1) / j.kc;

@@ -6,19 +6,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "ref_impl.h"
 #include "runtime.h"
-
-/* Output positions o in [*lo, *hi) whose tap o * stride + off lies in [0, in).
- * (Same helper as in ref_forward.c; kept private to each file.) */
-static void rt_tap_range(int out, int in, int stride, int off, int *lo, int *hi)
-{
-	int a = off >= 0 ? 0 : (-off + stride - 1) / stride;
-	int b = in - 1 - off < 0 ? 0 : (in - 1 - off) / stride + 1;
-	*lo = a;
-	*hi = b < out ? b : out;
-	if (*hi < *lo)
-		*hi = *lo;
-}
 
 /* Dot product of a[0..n) with b[0], b[stride], ...; partial sums let the
  * contiguous case vectorise and keep the order deterministic. */
@@ -35,19 +24,6 @@ static float rt_dot_strided(const float *a, const float *b, int n, int stride)
 	for (int j = 0; j < 8; j++)
 		s += acc[j];
 	return s;
-}
-
-/* y[0..n) += a * x[0..n). GCC's -O2 cost model vectorises only loops it
- * needs no runtime checks or scalar epilogue for, so the body works in
- * blocks of 8 on pointers promised not to overlap. */
-static void rt_axpy(int n, float a, const float *restrict x, float *restrict y)
-{
-	int i = 0;
-	for (; i + 8 <= n; i += 8)
-		for (int j = 0; j < 8; j++)
-			y[i + j] += a * x[i + j];
-	for (; i < n; i++)
-		y[i] += a * x[i];
 }
 
 /* ---- BatchNorm ---------------------------------------------------------- */
