@@ -434,13 +434,14 @@ END_TEST
  * transposed, flipped transform and the weight gradient by the transposed
  * algorithm, against the reference gradients; several images and tile
  * blocks (the 128-image case: a block per thread), the weight gradient
- * both in chunks (few channels) and shared (48 -> 40; 64 -> 48 in two
- * blocks), bit for bit the same on any thread count. */
+ * in chunks summed by dot products (up to 48 channels) and by the GEMM
+ * (64 -> 48, two blocks a chunk), and in shared blocks (128 -> 64, two of
+ * them), bit for bit the same on any thread count. */
 static const struct {
 	int n, c, h, w, oc;
 } wgrad_shapes[] = {
-    {1, 3, 4, 4, 2},       {2, 5, 9, 11, 7},  {3, 16, 7, 7, 8},    {2, 16, 6, 5, 19},
-    {128, 16, 14, 14, 16}, {3, 48, 9, 9, 40}, {6, 64, 24, 24, 48}, /* shared blocks, two of them */
+    {1, 3, 4, 4, 2},       {2, 5, 9, 11, 7},  {3, 16, 7, 7, 8},     {2, 16, 6, 5, 19},
+    {128, 16, 14, 14, 16}, {3, 48, 9, 9, 40}, {12, 64, 24, 24, 48}, {8, 128, 10, 10, 64},
 };
 
 START_TEST(winograd_grads_vs_ref)
