@@ -153,14 +153,17 @@ input_group(const wino *w, int m, const lane_plan lp[LANES], int kind, int j, in
 		gather_row(lp, base, p->w, r, tile, kind, d);
 		b_t(m, d, t[r]);
 	}
+	/* the stride in a local: the stores may alias anything, *w included */
+	const size_t vs = w->vs;
 	float *v = w->v + (size_t)ci * w->ld + j;
 	for (int s = 0; s < tile; s++) {
 		v8 col[TILE], r[TILE];
 		for (int k = 0; k < tile; k++)
 			col[k] = t[k][s];
 		b_t(m, col, r);
-		for (int k = 0; k < tile; k++)
-			store8(v + (k * tile + s) * w->vs, r[k]);
+		float *vk = v + s * vs;
+		for (int k = 0; k < tile; k++, vk += tile * vs)
+			store8(vk, r[k]);
 	}
 }
 
@@ -249,12 +252,13 @@ output_group(const wino *w, int m, const lane_plan lp[LANES], int kind, int j, i
 	int tile = m + 2;
 	size_t plane = (size_t)p->oh * p->ow;
 	float bias = w->b ? w->b[o] : 0.0f;
+	const size_t ms = w->ms; /* a local: the stores below may alias *w */
 	const float *mo = w->m + (size_t)o * w->ld + j;
 	v8 t[TILE][OUT], y[OUT][OUT];
 	for (int k = 0; k < tile; k++) {
 		v8 row[TILE];
 		for (int s = 0; s < tile; s++)
-			row[s] = load8(mo + (k * tile + s) * w->ms);
+			row[s] = load8(mo + (k * tile + s) * ms);
 		a_t(m, row, t[k]);
 	}
 	for (int s = 0; s < m; s++) {
