@@ -422,26 +422,14 @@ static void cg_bias_grad(cg *c, const ir_node *n, LLVMValueRef y)
 	kernel(c, RT_KERNEL_BIAS_GRAD, args, countof(args));
 }
 
-/* dx = y > 0 ? dy : 0, as rt_relu_grad_ref; a select in a vector loop:
- * the C kernel's branch on the sign mispredicts half the time. */
-static LLVMValueRef relu_grad_body(cg *c, LLVMValueRef *v)
-{
-	LLVMValueRef pos = LLVMBuildFCmp(c->b, LLVMRealOGT, v[0], f32c(c, 0), "");
-	return LLVMBuildSelect(c->b, pos, v[1], f32c(c, 0), "");
-}
-
-/* dy the sum of two gradients (a fused add): added, then as above */
-static LLVMValueRef relu_grad_sum_body(cg *c, LLVMValueRef *v)
-{
-	LLVMValueRef sum[2] = {v[0], LLVMBuildFAdd(c->b, v[1], v[2], "")};
-	return relu_grad_body(c, sum);
-}
-
+/* dx = y > 0 ? dy (+ the fused add's other gradient) : 0, over the
+ * threads: a pass over memory at a training batch */
 static void cg_relu_grad(cg *c, const ir_node *n, LLVMValueRef y)
 {
-	LLVMValueRef ins[3] = {arg(c, n, 0), arg(c, n, 1), n->residual ? residual(c, n) : NULL};
-	ewise(c, n->residual ? 3 : 2, ins, y, ir_shape_count(&n->shape),
-	      n->residual ? relu_grad_sum_body : relu_grad_body);
+	LLVMValueRef args[] = {c->threads,     i64c(c, ir_shape_count(&n->shape)),
+	                       arg(c, n, 0),   arg(c, n, 1),
+	                       residual(c, n), y};
+	kernel(c, RT_KERNEL_RELU_GRAD, args, countof(args));
 }
 
 static void cg_maxpool_grad(cg *c, const ir_node *n, LLVMValueRef y)

@@ -118,6 +118,10 @@ void rt_sgd_momentum_ref(size_t count, float *w, const float *g, float *v, float
  * into tasks that write disjoint outputs in a fixed order, so results do
  * not depend on the number of threads. A NULL pool runs on the caller. */
 
+/* bytes (64-byte aligned), in huge pages where the system grants them
+ * (runtime/memory.c); released with free() */
+void *rt_alloc_large(size_t bytes);
+
 typedef struct rt_threads rt_threads;
 rt_threads *rt_threads_create(int threads); /* in all, the caller included; <= 0: one per CPU */
 void rt_threads_destroy(rt_threads *p);
@@ -339,6 +343,10 @@ void rt_bn_grad_params(rt_threads *t, int n, int c, int hw, const float *x, cons
 void rt_bn_grad_input(rt_threads *t, int n, int c, int hw, const float *x, const float *dy,
                       const float *relu_y, const float *stats, const float *gamma,
                       const float *dparams, float eps, float *dx);
+/* dx = relu_y > 0 ? dy (+ dres, where not NULL) : 0, threaded: the
+ * values of rt_relu_grad_ref on dy (+ dres) */
+void rt_relu_grad(rt_threads *t, int64_t count, const float *relu_y, const float *dy,
+                  const float *dres, float *dx);
 /* rt_subsample_grad_ref's values, threaded, in one pass */
 void rt_subsample_grad(rt_threads *t, int n, int c, int h, int w, int s, const float *dy,
                        float *dx);
