@@ -162,8 +162,7 @@ int backend_threads(void)
 
 void *backend_workspace_new(const ir_graph *g)
 {
-	size_t bytes = ((size_t)g->plan.arena_bytes + 63) & ~(size_t)63;
-	return aligned_alloc(64, bytes ? bytes : 64);
+	return rt_alloc_large((size_t)g->plan.arena_bytes);
 }
 
 int backend_jit_run(const ir_graph *g, const backend_target *t, const float *const *in,
