@@ -84,9 +84,10 @@ int main(int argc, char **argv)
 {
 	if (argc < 4)
 		die("usage: ab NAME LIB_A LIB_B [--pairs N] [--threads N] [--train] [--batch N] "
-		    "[--input FLOATS] [--output FLOATS]",
+		    "[--input FLOATS] [--output FLOATS] [--gap MS]",
 		    NULL);
 	const char *name = argv[1];
+	double gap_ms = 2;
 	int pairs = 40, threads = 2, train = 0, batch = 1;
 	long input = 3 * 224 * 224, output = 4096;
 	for (int i = 4; i < argc; i++) {
@@ -101,6 +102,8 @@ int main(int argc, char **argv)
 			batch = atoi(v), i++;
 		else if (!strcmp(argv[i], "--input") && v)
 			input = atol(v), i++;
+		else if (!strcmp(argv[i], "--gap") && v)
+			gap_ms = atof(v), i++;
 		else if (!strcmp(argv[i], "--output") && v)
 			output = atol(v), i++;
 		else
@@ -147,8 +150,11 @@ int main(int argc, char **argv)
 			/* Each library has its own pool, whose workers spin for a
 			 * while after a run (runtime/threads.c, SPIN_NS) before they
 			 * sleep: timed at once, a side shared the two cores with the
-			 * other's spinning worker. */
-			nanosleep(&(struct timespec){0, 2 * 1000 * 1000}, NULL);
+			 * other's spinning worker. --gap 250: each run after a
+			 * pause, as bench.py times them. */
+			long gap_ns = (long)(gap_ms * 1e6);
+			nanosleep(&(struct timespec){gap_ns / 1000000000, gap_ns % 1000000000},
+			          NULL);
 			double t0 = now();
 			run(&s[k], train, x, labels, y);
 			s[k].t[i] = now() - t0;

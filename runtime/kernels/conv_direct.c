@@ -412,12 +412,21 @@ static void direct_task(void *ctx, int task, int tasks)
 	scratch_give(j->pool, slot, own);
 }
 
+/* Tasks over n images: four a thread where there are images enough, so
+ * that a thread that runs late or slowly (a virtual CPU woken from a
+ * sleep) takes fewer; else one a thread, or an image each. Each image's
+ * sums are the same whichever task has it. */
+static int image_tasks(int n, int threads)
+{
+	return n >= 4 * threads ? 4 * threads : n < threads ? n : threads;
+}
+
 static bool direct_run(rt_threads *t, const rt_conv *p, const float *x, const float *w,
                        bool prepared, const float *b, float *y, int relu)
 {
 	int threads = rt_threads_count(t);
 	direct_job j = {p, x, w, b, y, relu, prepared, 1, false, t, 0};
-	int tasks = p->n < threads ? p->n : threads;
+	int tasks = image_tasks(p->n, threads);
 	/* fewer images than threads: each image's pixels split among them
 	 * (the same sums for each pixel either way) */
 	if (p->n < threads) {
@@ -612,6 +621,6 @@ bool rt_conv2d_grad_input_direct(rt_threads *t, const rt_conv *p, const float *d
 {
 	int threads = rt_threads_count(t);
 	gin_direct_job j = {p, dy, w, dx, t, 0};
-	rt_threads_run(t, gin_direct_task, &j, p->n < threads ? p->n : threads);
+	rt_threads_run(t, gin_direct_task, &j, image_tasks(p->n, threads));
 	return !__atomic_load_n(&j.failed, __ATOMIC_RELAXED);
 }

@@ -451,7 +451,7 @@ void rt_relu_grad(rt_threads *t, int64_t count, const float *relu_y, const float
 {
 	relu_grad_job j = {.count = count, .y = relu_y, .dy = dy, .dres = dres, .dx = dx};
 	int64_t most = count / RELU_GRAD_MIN_TASK;
-	int tasks = rt_threads_count(t);
+	int tasks = 4 * rt_threads_count(t); /* a late thread takes fewer */
 	tasks = most < tasks ? (int)most : tasks;
 	rt_threads_run(t, relu_grad_task, &j, tasks < 1 ? 1 : tasks);
 }

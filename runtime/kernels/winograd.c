@@ -19,6 +19,9 @@
  *
  * This file is the forward driver: the blocks' sizes and tiles, and who
  * runs what; the transforms are winograd_transform.c. */
+#include <limits.h>
+#include <stdatomic.h>
+
 #include "winograd_impl.h"
 
 static int pos_of(int m)
@@ -197,17 +200,40 @@ typedef struct wsplit {
 	size_t slice; /* floats per thread */
 	int sb;       /* tiles per thread block */
 	long total;
+	int shares;       /* tasks: ranges of whole GEMM panels */
+	atomic_uint used; /* slices of the scratch in use, a bit each */
 } wsplit;
 
-/* Each thread its share of the tiles, cut at whole GEMM panels, in
- * blocks of up to sb (whole blocks round-robin left one thread a block
- * more: 196 tiles in four of 48 and one of 4) */
+/* A free slice of the scratch for the task about to run: there are as
+ * many as threads, and never more tasks running at once. */
+static int slice_take(wsplit *s)
+{
+	unsigned used = atomic_load_explicit(&s->used, memory_order_relaxed);
+	for (;;) {
+		int i = 0;
+		while (used >> i & 1)
+			i++;
+		if (atomic_compare_exchange_weak_explicit(&s->used, &used, used | 1u << i,
+		                                          memory_order_acquire,
+		                                          memory_order_relaxed))
+			return i;
+	}
+}
+
+/* Share `task` of the tiles, cut at whole GEMM panels, in blocks of up to
+ * sb. With few blocks a share is a thread's (whole blocks round-robin
+ * left one thread a block more: 196 tiles in four of 48 and one of 4);
+ * with many, a share is a block, and the threads take them as they come:
+ * a thread that runs late or slowly (a virtual CPU woken from a long
+ * sleep ran the first training step after a pause 1.2x slower, waited
+ * for) takes fewer. Which thread runs a share changes no sums. */
 static void thread_blocks_task(void *ctx, int task, int tasks)
 {
-	const wsplit *s = ctx;
+	wsplit *s = ctx;
 	wino w = *s->proto;
 	w.ld = s->sb;
-	rt_wino_scratch(&w, s->scratch + (size_t)task * s->slice);
+	int slot = slice_take(s);
+	rt_wino_scratch(&w, s->scratch + (size_t)slot * s->slice);
 	long panels = (s->total + PANEL - 1) / PANEL;
 	long lo = panels * task / tasks * PANEL, hi = panels * (task + 1) / tasks * PANEL;
 	hi = hi < s->total ? hi : s->total;
@@ -218,6 +244,16 @@ static void thread_blocks_task(void *ctx, int task, int tasks)
 			gemm_task(&w, pos, pos_of(w.out));
 		rt_wino_output_task(&w, 0, 1);
 	}
+	atomic_fetch_and_explicit(&s->used, ~(1u << slot), memory_order_release);
+}
+
+/* Shares of the tiles (thread_blocks_task): a block each where that makes
+ * four or more a thread, else one a thread */
+static int shares_of(long total, int sb, int threads)
+{
+	long panels = (total + PANEL - 1) / PANEL, per = sb / PANEL;
+	long blocks = per > 0 ? (panels + per - 1) / per : 0;
+	return blocks >= 4L * threads && blocks <= INT_MAX ? (int)blocks : threads;
 }
 
 void rt_conv2d_winograd(rt_threads *t, const rt_conv *p, int m, const float *x, const float *u,
@@ -249,8 +285,9 @@ void rt_conv2d_winograd(rt_threads *t, const rt_conv *p, int m, const float *x, 
 		    .slice = slice,
 		    .sb = sb,
 		    .total = total,
+		    .shares = shares_of(total, sb, threads),
 		};
-		rt_threads_run(t, thread_blocks_task, &s, threads);
+		rt_threads_run(t, thread_blocks_task, &s, s.shares);
 		return;
 	}
 	rt_wino_scratch(&w, scratch);
