@@ -53,6 +53,12 @@ PER_TURN = 1
 # run); a third while the warm-up has taken under 2 s.
 WARMUP_MIN, WARMUP_MAX, WARMUP_S = (1, 1, 0) if QUICK else (2, 3, 2.0)
 GAP_S = 0.25  # between turns: lets spinning BLAS/OpenMP threads of the last engine sleep
+# A training step is timed as training runs them, back to back: each turn
+# runs one untimed step first. After the pause every engine's threads are
+# asleep, and on this kind of virtual machine the first step after it ran
+# 1.2x slower (netcc's, ResNet-20 on two threads: a woken virtual CPU runs
+# slowly for a while); no training loop pauses between its steps.
+TRAIN_UNTIMED = 1
 TOLERANCE = 1e-4
 
 # (label, model, batch, threads, kind); kind: latency (ms), throughput (img/s), train.
@@ -276,8 +282,9 @@ def workers(model, batch, threads):
     return {e: Worker(e, cmd, env) for e, cmd in cmds.items()}
 
 
-def measure(model, batch, threads):
+def measure(model, batch, threads, kind):
     """{engine: [ms per run]} and the workers' ready info, interleaving the engines."""
+    untimed = TRAIN_UNTIMED if kind == "train" else 0
     ws = workers(model, batch, threads)
     try:
         for w in ws.values():
@@ -291,7 +298,7 @@ def measure(model, batch, threads):
             for e, w in ws.items():
                 k = min(PER_TURN, RUNS - len(times[e]))
                 if k > 0:
-                    times[e] += w.run(k)
+                    times[e] += w.run(untimed + k)[untimed:]
                     time.sleep(GAP_S)
         return times, {e: w.info for e, w in ws.items()}
     finally:
@@ -390,7 +397,7 @@ def main():
     for label, model, batch, threads, kind in CONFIGS:
         log(f"bench: timing {label}, {threads} thread(s)")
         t0 = time.perf_counter()
-        times, ready = measure(model, batch, threads)
+        times, ready = measure(model, batch, threads, kind)
         log(f"bench:   {time.perf_counter() - t0:.0f} s")
         info.update({e: r for e, r in ready.items()})
         what = {"latency": f"{label}, latency",
@@ -411,7 +418,8 @@ def main():
         f"PyTorch {info['torch'].get('torch', '?')} (Debian, TorchScript frozen + "
         "optimize_for_inference; training eager).",
         f"Medians of {RUNS} timed runs per engine (min in parentheses), engines interleaved "
-        f"run by run{' — BENCH_QUICK: a smoke run, not a measurement' if QUICK else ''}. "
+        f"run by run{' — BENCH_QUICK: a smoke run, not a measurement' if QUICK else ''}; "
+        "training steps timed back to back (each turn's first step untimed). "
         "Ratios are netcc's median time over the other's: below 1, netcc is faster. "
         "netcc's threads: "
         + ("the library's own (set_threads)" if info["netcc"].get("threads_api") == "1"
