@@ -286,7 +286,8 @@ END_TEST
 
 /* Winograd where it pays: 3x3 stride 1 with 32+ channels each way, by
  * F(4x4, 3x3) with 16+ output tiles of 4x4, else F(2x2, 3x3) with 16+ of
- * 2x2 (the 7x7 stage at batch 1); never strided or thin layers. */
+ * 2x2 (the 7x7 stage at batch 1); 16 channels each way with 192+ tiles;
+ * never strided layers. */
 START_TEST(winograd_selects_layers)
 {
 	ir_graph *g = load_model("resnet18", 1);
@@ -355,13 +356,30 @@ START_TEST(winograd_selects_layers)
 	ck_assert_int_eq(count(g, IR_OP_WINOGRAD_WEIGHT), 0);
 	ir_graph_free(g);
 
-	/* ResNet-20 at inference: its 16-channel convolutions stay plain */
-	g = load_model("resnet20", 1);
-	passes_run(g, &(passes_options){.opt_level = 2});
-	for (int i = 0; i < g->n_nodes; i++)
-		if (wino(&g->nodes[i]))
-			ck_assert_int_ge(g->nodes[i].out, 32);
-	ir_graph_free(g);
+	/* ResNet-20 at inference: its 16-channel convolutions stay plain
+	 * below 192 output tiles (batch 2: 98 a layer), and go by 4x4 tiles
+	 * from there (batch 4: 196), the six of the first stage */
+	for (int batch = 1; batch <= 4; batch *= 2) {
+		g = load_model("resnet20", batch);
+		random_weights(g, 23);
+		x = random_input(g, 24), want = interp_output(g, x);
+		passes_run(g, &(passes_options){.opt_level = 2});
+		int thin = 0;
+		for (int i = 0; i < g->n_nodes; i++) {
+			const ir_node *n = &g->nodes[i];
+			if (n->op != IR_OP_CONV || n->out != 16 || n->kernel != 3 ||
+			    g->nodes[n->in[0]].shape.d[1] != 16)
+				continue;
+			ck_assert_msg(wino(n) == (batch == 4 ? 4 : 0),
+			              "%s at batch %d: winograd %d", n->name, batch, wino(n));
+			thin++;
+		}
+		ck_assert_int_eq(thin, 6);
+		got = interp_output(g, x);
+		ck_assert_close(got, want, 10 * batch, 1e-4);
+		free(x), free(want), free(got);
+		ir_graph_free(g);
+	}
 }
 
 /* In a training step: the forward, input gradient and weight gradient of
