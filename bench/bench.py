@@ -24,6 +24,7 @@
 import json
 import os
 import platform
+import re
 import shlex
 import statistics
 import subprocess
@@ -364,6 +365,19 @@ def markdown(header, rows):
     return "\n".join(lines)
 
 
+def fma_peaks():
+    """netcc profile's FMA loop on one thread and on two, in GFLOP/s: on this kind of
+    shared host the two CPUs sometimes behave as one core's two hardware threads, two
+    threads then reaching one thread's peak, and every engine's two-thread times move."""
+    peaks = []
+    for threads in (1, 2):
+        out = run([NETCC, "profile", "models/resnet20.nn", "--batch", "1"],
+                  env=thread_env(threads), capture=True, quiet=True)
+        m = re.search(r"peak: ([0-9.]+) GFLOP/s", out)
+        peaks.append(float(m.group(1)) if m else float("nan"))
+    return peaks
+
+
 def main():
     os.makedirs(path(OUT), exist_ok=True)
     t_start = time.perf_counter()
@@ -393,6 +407,7 @@ def main():
             <= max(1e-3, 4 * train["update err torch f64"])):
         sys.exit("bench: netcc's training step does not match PyTorch's (see above)")
 
+    peaks = [fma_peaks()]
     rows, info = [], {e: {} for e in ENGINES}
     for label, model, batch, threads, kind in CONFIGS:
         log(f"bench: timing {label}, {threads} thread(s)")
@@ -407,6 +422,7 @@ def main():
                     + [cell(times.get(e), batch, kind) for e in ENGINES]
                     + [ratio(times, "netcc", "ort"), ratio(times, "netcc", "torch")])
 
+    peaks.append(fma_peaks())
     commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, text=True,
                             capture_output=True).stdout.strip() or "unknown"
     notes = [
@@ -426,6 +442,11 @@ def main():
            else "NETCC_THREADS") + ".",
         "netcc compile times: " + ", ".join(f"{n} {s:.1f} s" for n, s in compile_s.items())
         + ".",
+        "The host's FMA peak (netcc profile's loop) before and after the timings: "
+        + ", ".join(f"{a:.0f} and {b:.0f} GFLOP/s on {n}" for n, a, b in
+                    zip(("1 thread", "2 threads"), peaks[0], peaks[-1]))
+        + " (two threads near one thread's peak: a slow spell of the host, in which "
+        "two-thread rows move; docs/performance.md).",
     ]
     table = markdown(["what", "threads", "netcc", "ONNX Runtime", "PyTorch", "netcc/ORT",
                       "netcc/PyTorch"], rows)
