@@ -1,5 +1,5 @@
 /* The runtime's large buffers: the arenas the generated code plans every
- * activation into, and the thread pool's scratch. */
+ * activation into (a library's workspaces, the JIT's). */
 #include <stdlib.h>
 #include <sys/mman.h>
 
@@ -7,9 +7,9 @@
 
 enum { HUGE_PAGE = 2 << 20 };
 
-/* A buffer of at least 4 KB pages spans a training batch's tensors with
- * thousands of pages, more than the TLBs hold: the kernels walk 16 or more
- * channel planes at once, a page or so apart. Where the system hands out
+/* In 4 KB pages a training batch's tensors span thousands of pages, more
+ * than the TLBs hold, and the kernels walk 16 or more channel planes at
+ * once, a page or so apart. Where the system hands out
  * huge pages on request (Linux's transparent huge pages in "madvise"
  * mode, Debian's default), a buffer of 2 MB or more is asked for in them;
  * where not, it is an ordinary buffer. */

@@ -205,7 +205,10 @@ typedef struct wsplit {
 } wsplit;
 
 /* A free slice of the scratch for the task about to run: there are as
- * many as threads, and never more tasks running at once. */
+ * many as threads (at most MAX_SLICES where shares outnumber them), and
+ * never more tasks running at once. */
+enum { MAX_SLICES = 32 };
+
 static int slice_take(wsplit *s)
 {
 	unsigned used = atomic_load_explicit(&s->used, memory_order_relaxed);
@@ -232,7 +235,7 @@ static void thread_blocks_task(void *ctx, int task, int tasks)
 	wsplit *s = ctx;
 	wino w = *s->proto;
 	w.ld = s->sb;
-	int slot = slice_take(s);
+	int slot = s->shares > rt_threads_count(w.pool) ? slice_take(s) : task;
 	rt_wino_scratch(&w, s->scratch + (size_t)slot * s->slice);
 	long panels = (s->total + PANEL - 1) / PANEL;
 	long lo = panels * task / tasks * PANEL, hi = panels * (task + 1) / tasks * PANEL;
@@ -244,7 +247,8 @@ static void thread_blocks_task(void *ctx, int task, int tasks)
 			gemm_task(&w, pos, pos_of(w.out));
 		rt_wino_output_task(&w, 0, 1);
 	}
-	atomic_fetch_and_explicit(&s->used, ~(1u << slot), memory_order_release);
+	if (s->shares > rt_threads_count(w.pool))
+		atomic_fetch_and_explicit(&s->used, ~(1u << slot), memory_order_release);
 }
 
 /* Shares of the tiles (thread_blocks_task): a block each where that makes
@@ -253,7 +257,8 @@ static int shares_of(long total, int sb, int threads)
 {
 	long panels = (total + PANEL - 1) / PANEL, per = sb / PANEL;
 	long blocks = per > 0 ? (panels + per - 1) / per : 0;
-	return blocks >= 4L * threads && blocks <= INT_MAX ? (int)blocks : threads;
+	return threads <= MAX_SLICES && blocks >= 4L * threads && blocks <= INT_MAX ? (int)blocks
+	                                                                            : threads;
 }
 
 void rt_conv2d_winograd(rt_threads *t, const rt_conv *p, int m, const float *x, const float *u,
