@@ -95,12 +95,11 @@ rt_instance *rt_instance_create(const rt_model_desc *d)
 	size_t ws = (size_t)d->workspace_bytes;
 	bool ok = !ws || (m->workspace = rt_alloc_large(ws));
 	if (ok && d->train_step) {
-		size_t tws = ((size_t)d->train_workspace_bytes + 63) & ~(size_t)63;
 		m->state = calloc((size_t)d->state_floats + 1, sizeof(float));
 		m->eval_raw = calloc((size_t)d->raw_floats + 1, sizeof(float));
 		m->owned = calloc((size_t)d->weight_floats + 1, sizeof(float));
 		m->logits = calloc((size_t)(d->batch * d->classes) + 1, sizeof(float));
-		m->train_ws = rt_alloc_large(tws);
+		m->train_ws = rt_alloc_large((size_t)d->train_workspace_bytes);
 		ok = m->state && m->eval_raw && m->owned && m->logits && m->train_ws;
 		m->weights = NULL;
 		if (ok && d->embedded) {

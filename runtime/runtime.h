@@ -139,6 +139,12 @@ void rt_task_range(int n, int task, int tasks, int *lo, int *hi);
  * buffer kept between runs (NULL when in use). */
 float *rt_threads_scratch_take(rt_threads *p, size_t floats, int *slot);
 void rt_threads_scratch_give(rt_threads *p, int slot);
+/* A free one of `slots` slots (at most 32), claimed as a bit of *used, or
+ * -1 where all are taken; rt_slot_give frees it (a slot < 0: nothing).
+ * The pool's scratch slots are claimed so, and a kernel's own slices of
+ * its scratch can be. */
+int rt_slot_take(_Atomic unsigned *used, int slots);
+void rt_slot_give(_Atomic unsigned *used, int slot);
 float *rt_threads_shared_take(rt_threads *p, size_t floats);
 void rt_threads_shared_give(rt_threads *p);
 size_t rt_gemm_scratch_floats(void);

@@ -281,33 +281,42 @@ void rt_threads_destroy(rt_threads *p)
 
 /* ---- scratch ---------------------------------------------------------------- */
 
+int rt_slot_take(_Atomic unsigned *used, int slots)
+{
+	unsigned u = atomic_load_explicit(used, memory_order_relaxed);
+	for (;;) {
+		int i = 0;
+		while (i < slots && (u >> i & 1))
+			i++;
+		if (i == slots)
+			return -1;
+		if (atomic_compare_exchange_weak_explicit(
+		        used, &u, u | 1u << i, memory_order_acquire, memory_order_relaxed))
+			return i;
+	}
+}
+
+void rt_slot_give(_Atomic unsigned *used, int slot)
+{
+	if (slot >= 0)
+		atomic_fetch_and_explicit(used, ~(1u << slot), memory_order_release);
+}
+
 float *rt_threads_scratch_take(rt_threads *p, size_t floats, int *slot)
 {
 	*slot = -1;
 	if (!p || floats > p->slot_floats)
 		return NULL;
-	unsigned used = atomic_load_explicit(&p->slot_used, memory_order_relaxed);
-	for (;;) {
-		int i = 0;
-		while (i < p->slots && (used >> i & 1))
-			i++;
-		/* more concurrent users than threads (a second caller running
-		 * inline): that one allocates */
-		if (i == p->slots)
-			return NULL;
-		if (atomic_compare_exchange_weak_explicit(&p->slot_used, &used, used | 1u << i,
-		                                          memory_order_acquire,
-		                                          memory_order_relaxed)) {
-			*slot = i;
-			return p->scratch + (size_t)i * p->slot_floats;
-		}
-	}
+	/* more concurrent users than threads (a second caller running
+	 * inline): that one allocates */
+	*slot = rt_slot_take(&p->slot_used, p->slots);
+	return *slot < 0 ? NULL : p->scratch + (size_t)*slot * p->slot_floats;
 }
 
 void rt_threads_scratch_give(rt_threads *p, int slot)
 {
-	if (p && slot >= 0)
-		atomic_fetch_and_explicit(&p->slot_used, ~(1u << slot), memory_order_release);
+	if (p)
+		rt_slot_give(&p->slot_used, slot);
 }
 
 float *rt_threads_shared_take(rt_threads *p, size_t floats)

@@ -201,27 +201,14 @@ typedef struct wsplit {
 	int sb;       /* tiles per thread block */
 	long total;
 	int shares;       /* tasks: ranges of whole GEMM panels */
-	atomic_uint used; /* slices of the scratch in use, a bit each */
+	bool claim;       /* more shares than threads: tasks claim slices */
+	atomic_uint used; /* the slices claimed, a bit each */
 } wsplit;
 
-/* A free slice of the scratch for the task about to run: there are as
- * many as threads (at most MAX_SLICES where shares outnumber them), and
- * never more tasks running at once. */
+/* Where shares outnumber the threads, a task takes a free slice of the
+ * scratch (there are as many as threads, and never more tasks running at
+ * once), up to as many threads as a slot mask holds */
 enum { MAX_SLICES = 32 };
-
-static int slice_take(wsplit *s)
-{
-	unsigned used = atomic_load_explicit(&s->used, memory_order_relaxed);
-	for (;;) {
-		int i = 0;
-		while (used >> i & 1)
-			i++;
-		if (atomic_compare_exchange_weak_explicit(&s->used, &used, used | 1u << i,
-		                                          memory_order_acquire,
-		                                          memory_order_relaxed))
-			return i;
-	}
-}
 
 /* Share `task` of the tiles, cut at whole GEMM panels, in blocks of up to
  * sb. With few blocks a share is a thread's (whole blocks round-robin
@@ -235,7 +222,7 @@ static void thread_blocks_task(void *ctx, int task, int tasks)
 	wsplit *s = ctx;
 	wino w = *s->proto;
 	w.ld = s->sb;
-	int slot = s->shares > rt_threads_count(w.pool) ? slice_take(s) : task;
+	int slot = s->claim ? rt_slot_take(&s->used, MAX_SLICES) : task;
 	rt_wino_scratch(&w, s->scratch + (size_t)slot * s->slice);
 	long panels = (s->total + PANEL - 1) / PANEL;
 	long lo = panels * task / tasks * PANEL, hi = panels * (task + 1) / tasks * PANEL;
@@ -247,8 +234,8 @@ static void thread_blocks_task(void *ctx, int task, int tasks)
 			gemm_task(&w, pos, pos_of(w.out));
 		rt_wino_output_task(&w, 0, 1);
 	}
-	if (s->shares > rt_threads_count(w.pool))
-		atomic_fetch_and_explicit(&s->used, ~(1u << slot), memory_order_release);
+	if (s->claim)
+		rt_slot_give(&s->used, slot);
 }
 
 /* Shares of the tiles (thread_blocks_task): a block each where that makes
@@ -292,6 +279,7 @@ void rt_conv2d_winograd(rt_threads *t, const rt_conv *p, int m, const float *x, 
 		    .total = total,
 		    .shares = shares_of(total, sb, threads),
 		};
+		s.claim = s.shares > threads;
 		rt_threads_run(t, thread_blocks_task, &s, s.shares);
 		return;
 	}
