@@ -365,17 +365,35 @@ def markdown(header, rows):
     return "\n".join(lines)
 
 
-def fma_peaks():
-    """netcc profile's FMA loop on one thread and on two, in GFLOP/s: on this kind of
-    shared host the two CPUs sometimes behave as one core's two hardware threads, two
-    threads then reaching one thread's peak, and every engine's two-thread times move."""
-    peaks = []
+def host_probes():
+    """netcc profile's FMA loop and memory read on one thread and on two: [(GFLOP/s, GB/s)]
+    per thread count. On this kind of shared host the two CPUs sometimes behave as one
+    core's two hardware threads (two threads then reach one thread's FMA peak), and at other
+    times the memory is shared with a busier neighbour (the read bandwidth falls while the
+    FMA peak stays); in either spell every engine's times move."""
+    probes = []
     for threads in (1, 2):
         out = run([NETCC, "profile", "models/resnet20.nn", "--batch", "1"],
                   env=thread_env(threads), capture=True, quiet=True)
         m = re.search(r"peak: ([0-9.]+) GFLOP/s", out)
-        peaks.append(float(m.group(1)) if m else float("nan"))
-    return peaks
+        g = re.search(r"memory: ([0-9.]+) GB/s", out)
+        probes.append((float(m.group(1)) if m else float("nan"),
+                       float(g.group(1)) if g else float("nan")))
+    return probes
+
+
+def host_note(probes):
+    """The probes before and after the timings, in words, naming a slow spell where the
+    two-thread FMA peak is under 1.5x the one-thread one."""
+    (f1, m1), (f2, m2) = probes[0]
+    (g1, n1), (g2, n2) = probes[-1]
+    spell = min(f2, g2) < 1.5 * max(f1, g1)
+    return ("The host before and after the timings (netcc profile's probes): FMA peak "
+            f"{f1:.0f} and {g1:.0f} GFLOP/s on 1 thread, {f2:.0f} and {g2:.0f} GFLOP/s on 2 "
+            f"threads; memory read {m1:.1f} and {n1:.1f} GB/s on 1 thread, {m2:.1f} and "
+            f"{n2:.1f} GB/s on 2"
+            + (" (two threads near one thread's FMA peak: a slow spell of the host, in which "
+               "two-thread rows move; docs/performance.md)" if spell else "") + ".")
 
 
 def main():
@@ -407,7 +425,7 @@ def main():
             <= max(1e-3, 4 * train["update err torch f64"])):
         sys.exit("bench: netcc's training step does not match PyTorch's (see above)")
 
-    peaks = [fma_peaks()]
+    probes = [host_probes()]
     rows, info = [], {e: {} for e in ENGINES}
     for label, model, batch, threads, kind in CONFIGS:
         log(f"bench: timing {label}, {threads} thread(s)")
@@ -422,7 +440,7 @@ def main():
                     + [cell(times.get(e), batch, kind) for e in ENGINES]
                     + [ratio(times, "netcc", "ort"), ratio(times, "netcc", "torch")])
 
-    peaks.append(fma_peaks())
+    probes.append(host_probes())
     commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, text=True,
                             capture_output=True).stdout.strip() or "unknown"
     notes = [
@@ -442,11 +460,7 @@ def main():
            else "NETCC_THREADS") + ".",
         "netcc compile times: " + ", ".join(f"{n} {s:.1f} s" for n, s in compile_s.items())
         + ".",
-        "The host's FMA peak (netcc profile's loop) before and after the timings: "
-        + ", ".join(f"{a:.0f} and {b:.0f} GFLOP/s on {n}" for n, a, b in
-                    zip(("1 thread", "2 threads"), peaks[0], peaks[-1]))
-        + " (two threads near one thread's peak: a slow spell of the host, in which "
-        "two-thread rows move; docs/performance.md).",
+        host_note(probes),
     ]
     table = markdown(["what", "threads", "netcc", "ONNX Runtime", "PyTorch", "netcc/ORT",
                       "netcc/PyTorch"], rows)

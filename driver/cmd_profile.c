@@ -130,7 +130,7 @@ int cmd_profile(int argc, char **argv)
 	int nt = rt_threads_count(pool);
 	/* the peak of the target's kernel set: the widest vectors its code uses */
 	double (*peak_of)(int) = (double (*)(int))backend_jit_kernel(j.jit, "rt_peak_gflops");
-	double peak = peak_of ? peak_of(nt) : rt_peak_gflops(nt);
+	double peak = peak_of ? peak_of(nt) : rt_peak_gflops(nt), gbs = rt_read_gbs(nt);
 
 	double total = 0, flops = 0;
 	op_total ops[IR_OP_COUNT] = {{0}};
@@ -149,7 +149,9 @@ int cmd_profile(int argc, char **argv)
 	       "3 warm-up\n",
 	       g->name, (long long)g->batch, j.train ? "training step" : "inference", nt,
 	       nt == 1 ? "" : "s", j.opt_level, target.name, (long long)runs);
-	printf("peak: %.1f GFLOP/s (FMA loop on %d thread%s, measured now)\n\n", peak, nt,
+	printf("peak: %.1f GFLOP/s (FMA loop on %d thread%s, measured now)\n", peak, nt,
+	       nt == 1 ? "" : "s");
+	printf("memory: %.1f GB/s (reading on %d thread%s, measured now)\n\n", gbs, nt,
 	       nt == 1 ? "" : "s");
 	printf("%-40s %-18s %-18s %8s %9s %8s %6s %6s\n", "node", "op", "shape", "GFLOP", "ms/run",
 	       "GFLOP/s", "%peak", "%time");

@@ -162,6 +162,11 @@ void rt_profile_mark(rt_threads *p, int id);
 /* The measured single-precision FMA peak of this CPU, GFLOP/s on the
  * given number of threads (a register-only loop, about 0.2 s). */
 double rt_peak_gflops(int threads);
+/* The measured bandwidth of reading memory, GB/s on the given number of
+ * threads (256 MB, best of three passes, about 0.1 s; runtime/memory.c):
+ * where the FMA peak stays and this falls, the host's memory is shared
+ * with a busier neighbour. */
+double rt_read_gbs(int threads);
 
 /* What a GEMM does to each result c[i][j] as it stores it: add
  * add[i * ldc + j] (laid out as C: a residual, or C itself to accumulate

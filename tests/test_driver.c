@@ -657,6 +657,10 @@ START_TEST(profile_accounts_for_every_flop)
 	ck_assert_ptr_nonnull(t);
 	ck_assert_double_eq_tol(strtod(t + 8, NULL), gflop, 1e-4);
 	ck_assert_ptr_nonnull(strstr(out, "peak: "));
+	/* the memory bandwidth beside the peak: a measured figure, not zero */
+	const char *mem = strstr(out, "\nmemory: ");
+	ck_assert_ptr_nonnull(mem);
+	ck_assert_double_gt(strtod(mem + 9, NULL), 0.1);
 	ck_assert_ptr_nonnull(strstr(out, "stage2.basic2.cbr1.conv0"));
 	free(out);
 	free(err);
