@@ -35,12 +35,16 @@ static int pos_of(int m)
  * fit in as much as U (up to BLOCK_MAX), they go in one block, U read once
  * (128 channels on a 28x28 map at batch 1: one block of 49 tiles instead
  * of four of 16, 1.8 -> 1.5 ms on 2 threads). Not more generally: at
- * batch 8, blocks per thread that large fell out of L2 (ResNet-50 7% slower). */
+ * batch 8, blocks per thread that large fell out of L2 (ResNet-50 7% slower).
+ * In rows mode (wino_rows) blocks are a quarter of that, BLOCK_ROWS_FLOATS:
+ * V and M then stay in L2 beside the input rows being read, and the first
+ * stage of ResNet-20 ran 10-25% faster. Which kernel set decides it, so the
+ * scratch netcc plans (for the largest blocks) holds either. */
 int rt_wino_block_tiles(const rt_conv *p, int m)
 {
-	long total = total_tiles(p, m);
+	long total = total_tiles_max(p, m);
 	long per_tile = pos_of(m) * (long)(p->c + p->oc);
-	long fit = BLOCK_FLOATS / per_tile;
+	long fit = (wino_rows(p, m) ? BLOCK_ROWS_FLOATS : BLOCK_FLOATS) / per_tile;
 	long u_tiles = (long)pos_of(m) * p->c * p->oc / per_tile;
 	/* the nearest whole number of GEMM panels (32 columns with AVX-512,
 	 * two panels of AVX2's 16): 48 tiles cost what 64 do */
@@ -77,7 +81,7 @@ size_t rt_wino_block_floats(const rt_conv *p, int m, int tiles)
  * block holds every tile the threads always share it: room for one. */
 size_t rt_winograd_scratch_floats(const rt_conv *p, int m)
 {
-	long total = total_tiles(p, m);
+	long total = total_tiles_max(p, m);
 	int ld = rt_wino_block_tiles(p, m);
 	return (total <= ld ? 1 : 2) * rt_wino_block_floats(p, m, ld);
 }
@@ -143,11 +147,20 @@ static int key_slot(unsigned *keys, int *nk, unsigned key)
  * same way, with no test per lane (in the images' order a 28x28 map has
  * an edge tile in almost every group of eight, a 7x7 map in every one).
  * The order is the block's alone, so the results do not depend on the
- * thread count. */
+ * thread count. In rows mode (wino_rows) the tiles stay in the images'
+ * order: a group of lanes is a row of them. */
 void rt_wino_block_start(wino *w, long total)
 {
 	w->tb = (int)(total - w->t0 < w->ld ? total - w->t0 : w->ld);
 	int per = w->th * w->tw, img0 = (int)(w->t0 / per), r0 = (int)(w->t0 % per);
+	if (wino_rows(w->p, w->out)) {
+		for (int i = 0; i < w->tb; i++) {
+			int r = r0 + i, img = img0 + r / per;
+			r %= per;
+			w->at[i] = (tile_at){img, r / w->tw * w->out, r % w->tw * w->out};
+		}
+		return;
+	}
 	unsigned keys[KEYS];
 	int nk = 1, start[KEYS + 1] = {0};
 	/* a tile wholly inside the maps: every row and column's bit */
@@ -261,7 +274,7 @@ void rt_conv2d_winograd(rt_threads *t, const rt_conv *p, int m, const float *x, 
 	    .relu = relu,
 	    .out = m,
 	    .th = tiles_of(p->oh, m),
-	    .tw = tiles_of(p->ow, m),
+	    .tw = tiles_across(p, m),
 	    .ld = rt_wino_block_tiles(p, m),
 	    .pool = t,
 	};

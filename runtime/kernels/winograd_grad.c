@@ -62,7 +62,7 @@ static int chunk_tiles(const rt_conv *p)
 	 * a sum for the GEMM (a training step 0.98x with 112; 0.99-1.00x
 	 * with four times) */
 	if (chunks_of(p) == 1) {
-		long total = (total_tiles(p, OUT) + 15) / 16 * 16;
+		long total = (total_tiles_max(p, OUT) + 15) / 16 * 16;
 		long t = 2L * BLOCK_FLOATS / ((long)POS * (p->c + p->oc)) / 16 * 16;
 		return (int)(t < 16 ? 16 : t > total ? total : t);
 	}
@@ -90,16 +90,11 @@ size_t rt_winograd_grad_weight_scratch_floats(const rt_conv *p)
 /* D = A dy A^T for the 4x4 output-gradient tiles of the block, zero past
  * the map and past the block's last tile: each row of dy times A^T as it
  * is gathered, then A times each column */
-static inline __attribute__((always_inline)) void dy_group(const wino *w, const lane_plan lp[LANES],
-                                                           int kind, int j, int o)
+/* A times each column of t (each row of dy times A^T already), stored
+ * into D (the block's M) at lanes j.. of channel o */
+static inline __attribute__((always_inline)) void dy_columns(const wino *w, v8 t[OUT][TILE], int j,
+                                                             int o)
 {
-	const rt_conv *p = w->p;
-	v8 t[OUT][TILE];
-	for (int k = 0; k < OUT; k++) {
-		v8 d[OUT];
-		gather_row(lp, w->res + o * (size_t)p->oh * p->ow, p->ow, k, OUT, kind, d);
-		A4(d, t[k]);
-	}
 	const size_t ms = w->ms; /* a local: the stores may alias *w */
 	float *mo = w->m + (size_t)o * w->ld + j;
 	for (int s = 0; s < TILE; s++) {
@@ -113,12 +108,54 @@ static inline __attribute__((always_inline)) void dy_group(const wino *w, const 
 	}
 }
 
+static inline __attribute__((always_inline)) void dy_group(const wino *w, const lane_plan lp[LANES],
+                                                           int kind, int j, int o)
+{
+	const rt_conv *p = w->p;
+	v8 t[OUT][TILE];
+	for (int k = 0; k < OUT; k++) {
+		v8 d[OUT];
+		gather_row(lp, w->res + o * (size_t)p->oh * p->ow, p->ow, k, OUT, kind, d);
+		A4(d, t[k]);
+	}
+	dy_columns(w, t, j, o);
+}
+
+#if WINO_ROWS
+/* The same for a row of tiles in rows mode (wino_rows) */
+static inline __attribute__((always_inline)) void dy_group_row(const wino *w, int j, int o)
+{
+	const rt_conv *p = w->p;
+	const tile_at *a = &w->at[j];
+	const float *base = w->res + ((size_t)a->img * p->oc + o) * p->oh * p->ow;
+	v8 t[OUT][TILE];
+	for (int k = 0; k < OUT; k++) {
+		v8 d[OUT];
+		if (a->y + k < p->oh)
+			row_in(base + (size_t)(a->y + k) * p->ow, p->ow, 0, OUT, d);
+		else
+			for (int s = 0; s < OUT; s++)
+				d[s] = (v8){0};
+		A4(d, t[k]);
+	}
+	dy_columns(w, t, j, o);
+}
+#endif
+
 static void dy_task(void *ctx, int task, int tasks)
 {
 	const wino *w = ctx;
 	const rt_conv *p = w->p;
 	int o0, o1;
 	rt_task_range(p->oc, task, tasks, &o0, &o1);
+#if WINO_ROWS
+	if (wino_rows(p, OUT)) {
+		for (int j = 0; j < w->tb; j += LANES)
+			for (int o = o0; o < o1; o++)
+				dy_group_row(w, j, o);
+		return;
+	}
+#endif
 	for (int j = 0; j < w->tb; j += LANES) {
 		lane_plan lp[LANES];
 		rt_wino_plan_lanes(w, j, 0, 0, p->oh, p->ow, p->oc, OUT, lp);
@@ -248,6 +285,10 @@ static void wgrad_chunk_task(void *ctx, int q, int chunks)
 	size_t per = (size_t)POS * p->oc * p->c;
 	float *acc = g->acc + (size_t)q * per;
 	long t0 = g->total * q / chunks, t1 = g->total * (q + 1) / chunks;
+	if (wino_rows(p, OUT)) { /* whole rows of tiles, a group of lanes each */
+		long groups = g->total / LANES;
+		t0 = groups * q / chunks * LANES, t1 = groups * (q + 1) / chunks * LANES;
+	}
 	if (t0 == t1)
 		memset(acc, 0, per * sizeof(float));
 	for (w.t0 = t0; w.t0 < t1; w.t0 += w.ld) {
@@ -343,7 +384,7 @@ void rt_conv2d_grad_weight_winograd(rt_threads *t, const rt_conv *p, const float
 	            .y = dw,
 	            .out = OUT,
 	            .th = tiles_of(p->oh, OUT),
-	            .tw = tiles_of(p->ow, OUT),
+	            .tw = tiles_across(p, OUT),
 	            .v = scratch,
 	            .pool = t,
 	        },

@@ -161,6 +161,45 @@ static inline __attribute__((always_inline)) void gather_row(const lane_plan lp[
 	lanes_in(lo, hi, width, out);
 }
 
+#if WINO_ROWS
+/* ---- rows mode: a row of tiles in the lanes (wino_rows) ------------------- */
+
+/* Lane t's value s (s < count) of a row of tiles, from the map's row `row`
+ * (wd floats wide, 25 to 28): the row's column 4t + s - pad, zero off the
+ * map, and lane 7 (the tile past the map) zero. The row is read from
+ * column -pad as two vectors of 16 floats, masked (nothing outside the row
+ * is touched), and each value's lanes are picked from the pair by one
+ * permute. */
+static inline __attribute__((always_inline)) void row_in(const float *row, int wd, int pad,
+                                                         int count, v8 *out)
+{
+	__mmask16 lo_m = (__mmask16)(0xffffu << pad),
+	          hi_m = (__mmask16)((1u << (wd + pad - 16)) - 1);
+	__m512 lo = _mm512_maskz_loadu_ps(lo_m, row - pad),
+	       hi = _mm512_maskz_loadu_ps(hi_m, row - pad + 16);
+	const __m512i four_t =
+	    _mm512_set_epi32(60, 56, 52, 48, 44, 40, 36, 32, 28, 24, 20, 16, 12, 8, 4, 0);
+	for (int s = 0; s < count; s++) {
+		__m512 v = _mm512_maskz_permutex2var_ps(
+		    0x7f, lo, _mm512_add_epi32(four_t, _mm512_set1_epi32(s)), hi);
+		out[s] = (v8)_mm512_castps512_ps256(v);
+	}
+}
+
+/* The inverse for a row of output tiles: y[s] (lane t) goes to column 4t +
+ * s; columns 0-15 in *lo, 16-31 in *hi (28 and up: lane 7's, not stored) */
+static inline __attribute__((always_inline)) void row_out(const v8 y[OUT], __m512 *lo, __m512 *hi)
+{
+	__m512 a = _mm512_insertf32x8(_mm512_castps256_ps512((__m256)y[0]), (__m256)y[1], 1),
+	       b = _mm512_insertf32x8(_mm512_castps256_ps512((__m256)y[2]), (__m256)y[3], 1);
+	/* column 4t + s: y[s] lane t, at 8s + t in a and b side by side */
+	const __m512i at =
+	    _mm512_set_epi32(27, 19, 11, 3, 26, 18, 10, 2, 25, 17, 9, 1, 24, 16, 8, 0);
+	*lo = _mm512_permutex2var_ps(a, at, b);
+	*hi = _mm512_permutex2var_ps(a, _mm512_add_epi32(at, _mm512_set1_epi32(4)), b);
+}
+#endif
+
 /* winograd_transform.c: how lanes j.. of the block read their rows */
 void rt_wino_plan_lanes(const wino *w, int j, int dy, int dx, int h, int wd, int channels,
                         int width, lane_plan lp[LANES]);

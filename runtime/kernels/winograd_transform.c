@@ -136,6 +136,26 @@ static inline __attribute__((always_inline)) void lanes_out(const v8 *in, q4 row
 #endif
 }
 
+/* B^T times each column of t (each row of d times B already), stored
+ * straight into V at lanes j.. of channel ci */
+static inline __attribute__((always_inline)) void input_columns(const wino *w, int m,
+                                                                v8 t[TILE][TILE], int j, int ci)
+{
+	int tile = m + 2;
+	/* the stride in a local: the stores may alias anything, *w included */
+	const size_t vs = w->vs;
+	float *v = w->v + (size_t)ci * w->ld + j;
+	for (int s = 0; s < tile; s++) {
+		v8 col[TILE], r[TILE];
+		for (int k = 0; k < tile; k++)
+			col[k] = t[k][s];
+		b_t(m, col, r);
+		float *vk = v + s * vs;
+		for (int k = 0; k < tile; k++, vk += tile * vs)
+			store8(vk, r[k]);
+	}
+}
+
 /* V = B^T d B for channels [c0, c1), a group of eight tiles at a time:
  * each row of d times B as it is gathered, then B^T times each column,
  * stored straight into V (the other order kept all 36 values of d and of
@@ -153,23 +173,42 @@ input_group(const wino *w, int m, const lane_plan lp[LANES], int kind, int j, in
 		gather_row(lp, base, p->w, r, tile, kind, d);
 		b_t(m, d, t[r]);
 	}
-	/* the stride in a local: the stores may alias anything, *w included */
-	const size_t vs = w->vs;
-	float *v = w->v + (size_t)ci * w->ld + j;
-	for (int s = 0; s < tile; s++) {
-		v8 col[TILE], r[TILE];
-		for (int k = 0; k < tile; k++)
-			col[k] = t[k][s];
-		b_t(m, col, r);
-		float *vk = v + s * vs;
-		for (int k = 0; k < tile; k++, vk += tile * vs)
-			store8(vk, r[k]);
-	}
+	input_columns(w, m, t, j, ci);
 }
+
+#if WINO_ROWS
+/* The same for a row of tiles in rows mode (wino_rows): F(4x4), pad 1 */
+static inline __attribute__((always_inline)) void input_group_row(const wino *w, int j, int ci)
+{
+	const rt_conv *p = w->p;
+	const tile_at *a = &w->at[j];
+	const float *base = w->x + ((size_t)a->img * p->c + ci) * p->h * p->w;
+	v8 t[TILE][TILE];
+	for (int r = 0; r < TILE; r++) {
+		v8 d[TILE];
+		int y = a->y - 1 + r;
+		if (y >= 0 && y < p->h)
+			row_in(base + (size_t)y * p->w, p->w, 1, TILE, d);
+		else
+			for (int s = 0; s < TILE; s++)
+				d[s] = (v8){0};
+		b_t(OUT, d, t[r]);
+	}
+	input_columns(w, OUT, t, j, ci);
+}
+#endif
 
 static inline __attribute__((always_inline)) void input_tiles(const wino *w, int m, int c0, int c1)
 {
 	const rt_conv *p = w->p;
+#if WINO_ROWS
+	if (wino_rows(p, m)) {
+		for (int j = 0; j < w->tb; j += LANES)
+			for (int ci = c0; ci < c1; ci++)
+				input_group_row(w, j, ci);
+		return;
+	}
+#endif
 	for (int j = 0; j < w->tb; j += LANES) {
 		lane_plan lp[LANES];
 		rt_wino_plan_lanes(w, j, -p->pad, -p->pad, p->h, p->w, p->c, m + 2, lp);
@@ -245,16 +284,15 @@ static inline __attribute__((always_inline)) void store_tiles(const wino *w,
 	}
 }
 
-static inline __attribute__((always_inline)) void
-output_group(const wino *w, int m, const lane_plan lp[LANES], int kind, int j, int o)
+/* y = A^T M A for lanes j.. of output channel o: each row of M's tile
+ * times A, then A^T times each column */
+static inline __attribute__((always_inline)) void output_y(const wino *w, int m, int j, int o,
+                                                           v8 y[OUT][OUT])
 {
-	const rt_conv *p = w->p;
 	int tile = m + 2;
-	size_t plane = (size_t)p->oh * p->ow;
-	float bias = w->b ? w->b[o] : 0.0f;
 	const size_t ms = w->ms; /* a local: the stores below may alias *w */
 	const float *mo = w->m + (size_t)o * w->ld + j;
-	v8 t[TILE][OUT], y[OUT][OUT];
+	v8 t[TILE][OUT];
 	for (int k = 0; k < tile; k++) {
 		v8 row[TILE];
 		for (int s = 0; s < tile; s++)
@@ -269,6 +307,16 @@ output_group(const wino *w, int m, const lane_plan lp[LANES], int kind, int j, i
 		for (int k = 0; k < m; k++)
 			y[k][s] = r[k];
 	}
+}
+
+static inline __attribute__((always_inline)) void
+output_group(const wino *w, int m, const lane_plan lp[LANES], int kind, int j, int o)
+{
+	const rt_conv *p = w->p;
+	size_t plane = (size_t)p->oh * p->ow;
+	float bias = w->b ? w->b[o] : 0.0f;
+	v8 y[OUT][OUT];
+	output_y(w, m, j, o, y);
 	/* the plain kernels' epilogue order: conv + bias, + residual, then
 	 * relu (NaN kept), on whole vectors (a relu decided per value was a
 	 * branch mispredicted half the time: 1.5x the layer's time); lanes
@@ -292,12 +340,57 @@ output_group(const wino *w, int m, const lane_plan lp[LANES], int kind, int j, i
 	store_tiles(w, lp, j, m, kind, y, w->y + o * plane);
 }
 
+#if WINO_ROWS
+/* relu on 16 floats, NaN kept (output_group's) */
+static inline __m512 relu16(__m512 v)
+{
+	return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NLE_UQ), v);
+}
+
+/* The same for a row of tiles in rows mode: each output row's tiles side
+ * by side (row_out), then the epilogue on the row as it lies in the map,
+ * the residual read the same way */
+static inline __attribute__((always_inline)) void output_group_row(const wino *w, int j, int o)
+{
+	const rt_conv *p = w->p;
+	const tile_at *a = &w->at[j];
+	size_t at = ((size_t)a->img * p->oc + o) * p->oh * p->ow;
+	__m512 bias = _mm512_set1_ps(w->b ? w->b[o] : 0.0f);
+	__mmask16 hi_m = (__mmask16)((1u << (p->ow - 16)) - 1);
+	v8 y[OUT][OUT];
+	output_y(w, OUT, j, o, y);
+	for (int k = 0; k < OUT && a->y + k < p->oh; k++) {
+		size_t row = at + (size_t)(a->y + k) * p->ow;
+		__m512 lo, hi;
+		row_out(y[k], &lo, &hi);
+		lo = _mm512_add_ps(lo, bias);
+		hi = _mm512_add_ps(hi, bias);
+		if (w->res) {
+			lo = _mm512_add_ps(lo, _mm512_loadu_ps(w->res + row));
+			hi = _mm512_add_ps(hi, _mm512_maskz_loadu_ps(hi_m, w->res + row + 16));
+		}
+		if (w->relu)
+			lo = relu16(lo), hi = relu16(hi);
+		_mm512_storeu_ps(w->y + row, lo);
+		_mm512_mask_storeu_ps(w->y + row + 16, hi_m, hi);
+	}
+}
+#endif
+
 /* y = A^T M A for output channels [o0, o1), then the epilogue: each row
  * of M's tile times A, then A^T times each column; each kind of group
  * (rt_wino_lanes_kind) compiled apart */
 static inline __attribute__((always_inline)) void output_tiles(const wino *w, int m, int o0, int o1)
 {
 	const rt_conv *p = w->p;
+#if WINO_ROWS
+	if (wino_rows(p, m)) {
+		for (int j = 0; j < w->tb; j += LANES)
+			for (int o = o0; o < o1; o++)
+				output_group_row(w, j, o);
+		return;
+	}
+#endif
 	for (int j = 0; j < w->tb; j += LANES) {
 		lane_plan lp[LANES];
 		rt_wino_plan_lanes(w, j, 0, 0, p->oh, p->ow, p->oc, m, lp);
