@@ -340,15 +340,17 @@ END_TEST
  * padding 0 to 2, several images, several tile blocks (the 40x40 case),
  * bias, a residual accumulated in place and relu; bit for bit the same on
  * any number of threads and with leftovers in its scratch. Maps 25 to 28
- * wide with up to 32 channels run in rows of tiles where the kernel set
- * has AVX-512 (wino_rows): a last row of tiles partly past the map (13
- * and 27 high), the narrowest and widest such maps. */
+ * and 13 or 14 wide with up to 32 and 64 channels run in rows of tiles
+ * where the kernel set has AVX-512 (wino_rows): a last row of tiles partly
+ * past the map (13 and 27 high), the narrowest and widest such maps, and
+ * a group of two rows of tiles from two images (9 high: three rows). */
 static const struct {
 	int n, c, h, w, oc, pad;
 } wino_shapes[] = {
     {1, 3, 4, 4, 2, 0},     {2, 5, 9, 11, 7, 1},    {1, 8, 13, 6, 16, 2},  {3, 16, 7, 7, 8, 1},
     {2, 32, 40, 40, 32, 1}, {1, 64, 56, 56, 64, 1}, {1, 96, 7, 7, 80, 1},  {3, 16, 28, 28, 16, 1},
-    {2, 5, 13, 25, 7, 1},   {1, 32, 27, 27, 24, 1},
+    {2, 5, 13, 25, 7, 1},   {1, 32, 27, 27, 24, 1}, {3, 16, 9, 14, 24, 1}, {2, 64, 14, 14, 48, 1},
+    {1, 5, 13, 13, 7, 1},
 };
 
 START_TEST(winograd_vs_ref)
@@ -441,13 +443,14 @@ END_TEST
  * in chunks summed by dot products (up to 48 channels) and by the GEMM
  * (64 -> 48, two blocks a chunk), and in shared blocks (128 -> 64, two of
  * them), bit for bit the same on any thread count; and in rows of tiles
- * (28 and 26 wide, wino_rows), five images' rows cut into chunks. */
+ * (28, 26, 14 and 13 wide, wino_rows), five images' rows cut into chunks,
+ * one group of lanes two images' rows. */
 static const struct {
 	int n, c, h, w, oc;
 } wgrad_shapes[] = {
-    {1, 3, 4, 4, 2},       {2, 5, 9, 11, 7},  {3, 16, 7, 7, 8},     {2, 16, 6, 5, 19},
-    {128, 16, 14, 14, 16}, {3, 48, 9, 9, 40}, {12, 64, 24, 24, 48}, {8, 128, 10, 10, 64},
-    {5, 16, 28, 28, 16},   {2, 8, 13, 26, 24},
+    {1, 3, 4, 4, 2},       {2, 5, 9, 11, 7},   {3, 16, 7, 7, 8},     {2, 16, 6, 5, 19},
+    {128, 16, 14, 14, 16}, {3, 48, 9, 9, 40},  {12, 64, 24, 24, 48}, {8, 128, 10, 10, 64},
+    {5, 16, 28, 28, 16},   {2, 8, 13, 26, 24}, {5, 16, 9, 13, 8},    {4, 64, 14, 14, 64},
 };
 
 START_TEST(winograd_grads_vs_ref)

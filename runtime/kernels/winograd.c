@@ -36,7 +36,7 @@ static int pos_of(int m)
  * (128 channels on a 28x28 map at batch 1: one block of 49 tiles instead
  * of four of 16, 1.8 -> 1.5 ms on 2 threads). Not more generally: at
  * batch 8, blocks per thread that large fell out of L2 (ResNet-50 7% slower).
- * In rows mode (wino_rows) blocks are a quarter of that, BLOCK_ROWS_FLOATS:
+ * In rows mode ROWS_ONE (wino_rows) blocks are a quarter of that, BLOCK_ROWS_FLOATS:
  * V and M then stay in L2 beside the input rows being read, and the first
  * stage of ResNet-20 ran 10-25% faster. Which kernel set decides it, so the
  * scratch netcc plans (for the largest blocks) holds either. */
@@ -44,7 +44,7 @@ int rt_wino_block_tiles(const rt_conv *p, int m)
 {
 	long total = total_tiles_max(p, m);
 	long per_tile = pos_of(m) * (long)(p->c + p->oc);
-	long fit = (wino_rows(p, m) ? BLOCK_ROWS_FLOATS : BLOCK_FLOATS) / per_tile;
+	long fit = (wino_rows(p, m) == ROWS_ONE ? BLOCK_ROWS_FLOATS : BLOCK_FLOATS) / per_tile;
 	long u_tiles = (long)pos_of(m) * p->c * p->oc / per_tile;
 	/* the nearest whole number of GEMM panels (32 columns with AVX-512,
 	 * two panels of AVX2's 16): 48 tiles cost what 64 do */
@@ -153,7 +153,7 @@ void rt_wino_block_start(wino *w, long total)
 {
 	w->tb = (int)(total - w->t0 < w->ld ? total - w->t0 : w->ld);
 	int per = w->th * w->tw, img0 = (int)(w->t0 / per), r0 = (int)(w->t0 % per);
-	if (wino_rows(w->p, w->out)) {
+	if (wino_rows(w->p, w->out) != ROWS_NONE) {
 		for (int i = 0; i < w->tb; i++) {
 			int r = r0 + i, img = img0 + r / per;
 			r %= per;

@@ -122,20 +122,20 @@ static inline __attribute__((always_inline)) void dy_group(const wino *w, const 
 }
 
 #if WINO_ROWS
-/* The same for a row of tiles in rows mode (wino_rows) */
-static inline __attribute__((always_inline)) void dy_group_row(const wino *w, int j, int o)
+/* The same for a group of rows of tiles in rows mode (wino_rows) */
+static inline __attribute__((always_inline)) void dy_group_rows(const wino *w, int kind, int j,
+                                                                int o)
 {
 	const rt_conv *p = w->p;
-	const tile_at *a = &w->at[j];
-	const float *base = w->res + ((size_t)a->img * p->oc + o) * p->oh * p->ow;
 	v8 t[OUT][TILE];
 	for (int k = 0; k < OUT; k++) {
 		v8 d[OUT];
-		if (a->y + k < p->oh)
-			row_in(base + (size_t)(a->y + k) * p->ow, p->ow, 0, OUT, d);
-		else
-			for (int s = 0; s < OUT; s++)
-				d[s] = (v8){0};
+		__m512 lo, hi;
+		rows_load(kind, rows_row(w, j, 0, w->res, p->oc, o, p->oh, p->ow, k),
+		          kind == ROWS_TWO ? rows_row(w, j, 1, w->res, p->oc, o, p->oh, p->ow, k)
+		                           : NULL,
+		          p->ow, 0, &lo, &hi);
+		rows_in(kind, lo, hi, OUT, d);
 		A4(d, t[k]);
 	}
 	dy_columns(w, t, j, o);
@@ -149,10 +149,14 @@ static void dy_task(void *ctx, int task, int tasks)
 	int o0, o1;
 	rt_task_range(p->oc, task, tasks, &o0, &o1);
 #if WINO_ROWS
-	if (wino_rows(p, OUT)) {
+	int rows = wino_rows(p, OUT);
+	if (rows != ROWS_NONE) {
 		for (int j = 0; j < w->tb; j += LANES)
 			for (int o = o0; o < o1; o++)
-				dy_group_row(w, j, o);
+				if (rows == ROWS_ONE)
+					dy_group_rows(w, ROWS_ONE, j, o);
+				else
+					dy_group_rows(w, ROWS_TWO, j, o);
 		return;
 	}
 #endif
@@ -285,9 +289,10 @@ static void wgrad_chunk_task(void *ctx, int q, int chunks)
 	size_t per = (size_t)POS * p->oc * p->c;
 	float *acc = g->acc + (size_t)q * per;
 	long t0 = g->total * q / chunks, t1 = g->total * (q + 1) / chunks;
-	if (wino_rows(p, OUT)) { /* whole rows of tiles, a group of lanes each */
-		long groups = g->total / LANES;
-		t0 = groups * q / chunks * LANES, t1 = groups * (q + 1) / chunks * LANES;
+	if (wino_rows(p, OUT) != ROWS_NONE) { /* whole groups of lanes */
+		long groups = (g->total + LANES - 1) / LANES;
+		t0 = groups * q / chunks * LANES;
+		t1 = q == chunks - 1 ? g->total : groups * (q + 1) / chunks * LANES;
 	}
 	if (t0 == t1)
 		memset(acc, 0, per * sizeof(float));

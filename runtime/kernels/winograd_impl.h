@@ -34,22 +34,33 @@ static inline int tiles_of(int size, int m)
 	return (size + m - 1) / m;
 }
 
-/* Rows of tiles as groups of lanes: F(4x4) on maps 25 to 28 wide (ResNet-20's
- * first stage on 28x28 images), pad 1, with few channels. A row of seven
- * tiles reads 30 floats of each input row, which two 16-float vectors
- * hold, so with AVX-512 a group of lanes is one row of tiles, an eighth
- * tile past the map in the last lane (zeros in V, never stored), and each
- * row goes into the lanes by two loads and a permute per column of the
- * tile, instead of eight tiles' rows transposed four floats at a time
- * (winograd_lanes.h). The eighth lane's GEMM columns cost an eighth more
- * there, which only pays where the transforms are most of the time: up to
- * 32 channels each way. rows_fit is the shape's test, for every kernel
- * set: the scratch is sized for the larger count of tiles (total_tiles_max)
- * wherever netcc plans it. */
-static inline bool wino_rows_fit(const rt_conv *p, int m)
+/* Rows of tiles as groups of lanes (rows mode), F(4x4) with pad 1 where a
+ * row of tiles reads at most 32 floats of an input row. With AVX-512 a
+ * group of lanes is then whole rows of tiles, and each input row goes into
+ * the lanes by 16-float loads and one permute per column of the tile
+ * (winograd_lanes.h), instead of eight tiles' rows transposed four floats
+ * at a time:
+ * - ROWS_ONE, maps 25 to 28 wide (ResNet-20's first stage on 28x28
+ *   images): a row of seven tiles (30 floats) and an eighth tile past the
+ *   map in the last lane (zeros in V and D, never stored). Its GEMM
+ *   columns cost an eighth more, which only pays where the transforms are
+ *   most of the time: up to 32 channels each way.
+ * - ROWS_TWO, maps 13 or 14 wide (its second stage): two rows of four
+ *   tiles, 16 floats each, no lane spare; up to 64 channels, so that
+ *   ResNet-18/50 (256 and more at 14x14) keep their kernels.
+ * wino_rows_fit is the shape's test, for every kernel set: the scratch
+ * netcc plans holds the larger count of tiles (total_tiles_max). */
+enum { ROWS_NONE, ROWS_ONE, ROWS_TWO };
+
+static inline int wino_rows_fit(const rt_conv *p, int m)
 {
-	return m == OUT && p->pad == 1 && p->ow == p->w && p->ow > 6 * OUT && p->ow <= 7 * OUT &&
-	       p->c <= 32 && p->oc <= 32;
+	if (m != OUT || p->pad != 1 || p->ow != p->w)
+		return ROWS_NONE;
+	if (p->ow > 6 * OUT && p->ow <= 7 * OUT && p->c <= 32 && p->oc <= 32)
+		return ROWS_ONE;
+	if (p->ow > 3 * OUT && p->ow <= 4 * OUT - 2 && p->c <= 64 && p->oc <= 64)
+		return ROWS_TWO;
+	return ROWS_NONE;
 }
 
 #if defined(__AVX512F__)
@@ -58,15 +69,15 @@ static inline bool wino_rows_fit(const rt_conv *p, int m)
 #define WINO_ROWS 0
 #endif
 
-static inline bool wino_rows(const rt_conv *p, int m)
+static inline int wino_rows(const rt_conv *p, int m)
 {
-	return WINO_ROWS && wino_rows_fit(p, m);
+	return WINO_ROWS ? wino_rows_fit(p, m) : ROWS_NONE;
 }
 
-/* tiles in a row of the enumeration: a group of lanes in rows mode */
+/* tiles in a row of the enumeration: ROWS_ONE's group of lanes */
 static inline int tiles_across(const rt_conv *p, int m)
 {
-	return wino_rows(p, m) ? LANES : tiles_of(p->ow, m);
+	return wino_rows(p, m) == ROWS_ONE ? LANES : tiles_of(p->ow, m);
 }
 
 /* m x m output tiles in all the images, as this kernel set enumerates
@@ -79,7 +90,8 @@ static inline long total_tiles(const rt_conv *p, int m)
 /* the most any kernel set enumerates: what scratch is sized for */
 static inline long total_tiles_max(const rt_conv *p, int m)
 {
-	return (long)p->n * tiles_of(p->oh, m) * (wino_rows_fit(p, m) ? LANES : tiles_of(p->ow, m));
+	return (long)p->n * tiles_of(p->oh, m) *
+	       (wino_rows_fit(p, m) == ROWS_ONE ? LANES : tiles_of(p->ow, m));
 }
 
 /* Where a block's tiles are: image, and output row and column of the

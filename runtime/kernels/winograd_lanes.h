@@ -162,41 +162,75 @@ static inline __attribute__((always_inline)) void gather_row(const lane_plan lp[
 }
 
 #if WINO_ROWS
-/* ---- rows mode: a row of tiles in the lanes (wino_rows) ------------------- */
+/* ---- rows mode: rows of tiles in the lanes (wino_rows) -------------------- */
 
-/* Lane t's value s (s < count) of a row of tiles, from the map's row `row`
- * (wd floats wide, 25 to 28): the row's column 4t + s - pad, zero off the
- * map, and lane 7 (the tile past the map) zero. The row is read from
- * column -pad as two vectors of 16 floats, masked (nothing outside the row
- * is touched), and each value's lanes are picked from the pair by one
- * permute. */
-static inline __attribute__((always_inline)) void row_in(const float *row, int wd, int pad,
-                                                         int count, v8 *out)
+/* 16 floats of a map's row (wd wide) from its column `first`, zero off the
+ * map, read masked (nothing outside the row is touched); zeros where the
+ * row lies outside the map (NULL) */
+static inline __attribute__((always_inline)) __m512 row16(const float *row, int wd, int first)
 {
-	__mmask16 lo_m = (__mmask16)(0xffffu << pad),
-	          hi_m = (__mmask16)((1u << (wd + pad - 16)) - 1);
-	__m512 lo = _mm512_maskz_loadu_ps(lo_m, row - pad),
-	       hi = _mm512_maskz_loadu_ps(hi_m, row - pad + 16);
+	if (!row)
+		return _mm512_setzero_ps();
+	int lo = first < 0 ? -first : 0, hi = wd - first < 16 ? wd - first : 16;
+	__mmask16 m = (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
+	return _mm512_maskz_loadu_ps(m, row + first);
+}
+
+/* A group's rows of tiles as 32 floats, in which lane t's tile starts at
+ * 4t: ROWS_ONE, row a from column -pad; ROWS_TWO, 16 floats of row a
+ * (tiles 0-3) then of row b (tiles 4-7), each from column -pad */
+static inline __attribute__((always_inline)) void
+rows_load(int kind, const float *a, const float *b, int wd, int pad, __m512 *lo, __m512 *hi)
+{
+	*lo = row16(a, wd, -pad);
+	*hi = kind == ROWS_ONE ? row16(a, wd, 16 - pad) : row16(b, wd, -pad);
+}
+
+/* Lane t's value s (s < count): float 4t + s of lo and hi side by side,
+ * each value's lanes picked by one permute; ROWS_ONE's lane 7 zero */
+static inline __attribute__((always_inline)) void rows_in(int kind, __m512 lo, __m512 hi, int count,
+                                                          v8 *out)
+{
 	const __m512i four_t =
 	    _mm512_set_epi32(60, 56, 52, 48, 44, 40, 36, 32, 28, 24, 20, 16, 12, 8, 4, 0);
+	__mmask16 keep = kind == ROWS_ONE ? 0x7f : 0xff;
 	for (int s = 0; s < count; s++) {
 		__m512 v = _mm512_maskz_permutex2var_ps(
-		    0x7f, lo, _mm512_add_epi32(four_t, _mm512_set1_epi32(s)), hi);
+		    keep, lo, _mm512_add_epi32(four_t, _mm512_set1_epi32(s)), hi);
 		out[s] = (v8)_mm512_castps512_ps256(v);
 	}
 }
 
-/* The inverse for a row of output tiles: y[s] (lane t) goes to column 4t +
- * s; columns 0-15 in *lo, 16-31 in *hi (28 and up: lane 7's, not stored) */
+/* The inverse for output rows: y[s] (lane t) goes to float 4t + s of *lo
+ * and *hi side by side (ROWS_ONE: a row's columns 0-15 and 16-31, 28 and
+ * up lane 7's and not stored; ROWS_TWO: columns 0-15 of the two rows) */
 static inline __attribute__((always_inline)) void row_out(const v8 y[OUT], __m512 *lo, __m512 *hi)
 {
 	__m512 a = _mm512_insertf32x8(_mm512_castps256_ps512((__m256)y[0]), (__m256)y[1], 1),
 	       b = _mm512_insertf32x8(_mm512_castps256_ps512((__m256)y[2]), (__m256)y[3], 1);
-	/* column 4t + s: y[s] lane t, at 8s + t in a and b side by side */
+	/* float 4t + s: y[s] lane t, at 8s + t in a and b side by side */
 	const __m512i at =
 	    _mm512_set_epi32(27, 19, 11, 3, 26, 18, 10, 2, 25, 17, 9, 1, 24, 16, 8, 0);
 	*lo = _mm512_permutex2var_ps(a, at, b);
 	*hi = _mm512_permutex2var_ps(a, _mm512_add_epi32(at, _mm512_set1_epi32(4)), b);
+}
+
+/* Where a group's row r of tiles (lanes 0-3 of ROWS_TWO or all of ROWS_ONE:
+ * half 0; lanes 4-7 of ROWS_TWO: half 1) reads row dy of its tiles, in
+ * channel ch of a map h x wd with `channels` of them: NULL outside the map
+ * or past the block */
+static inline __attribute__((always_inline)) const float *rows_row(const wino *w, int j, int half,
+                                                                   const float *map, int channels,
+                                                                   int ch, int h, int wd, int dy)
+{
+	int l = j + 4 * half;
+	if (l >= w->tb)
+		return NULL;
+	const tile_at *a = &w->at[l];
+	int y = a->y + dy;
+	if (y < 0 || y >= h)
+		return NULL;
+	return map + (((size_t)a->img * channels + ch) * h + y) * wd;
 }
 #endif
 

@@ -177,21 +177,21 @@ input_group(const wino *w, int m, const lane_plan lp[LANES], int kind, int j, in
 }
 
 #if WINO_ROWS
-/* The same for a row of tiles in rows mode (wino_rows): F(4x4), pad 1 */
-static inline __attribute__((always_inline)) void input_group_row(const wino *w, int j, int ci)
+/* The same for a group of rows of tiles in rows mode (wino_rows): F(4x4),
+ * pad 1 */
+static inline __attribute__((always_inline)) void input_group_rows(const wino *w, int kind, int j,
+                                                                   int ci)
 {
 	const rt_conv *p = w->p;
-	const tile_at *a = &w->at[j];
-	const float *base = w->x + ((size_t)a->img * p->c + ci) * p->h * p->w;
 	v8 t[TILE][TILE];
 	for (int r = 0; r < TILE; r++) {
 		v8 d[TILE];
-		int y = a->y - 1 + r;
-		if (y >= 0 && y < p->h)
-			row_in(base + (size_t)y * p->w, p->w, 1, TILE, d);
-		else
-			for (int s = 0; s < TILE; s++)
-				d[s] = (v8){0};
+		__m512 lo, hi;
+		rows_load(kind, rows_row(w, j, 0, w->x, p->c, ci, p->h, p->w, r - 1),
+		          kind == ROWS_TWO ? rows_row(w, j, 1, w->x, p->c, ci, p->h, p->w, r - 1)
+		                           : NULL,
+		          p->w, 1, &lo, &hi);
+		rows_in(kind, lo, hi, TILE, d);
 		b_t(OUT, d, t[r]);
 	}
 	input_columns(w, OUT, t, j, ci);
@@ -202,10 +202,14 @@ static inline __attribute__((always_inline)) void input_tiles(const wino *w, int
 {
 	const rt_conv *p = w->p;
 #if WINO_ROWS
-	if (wino_rows(p, m)) {
+	int rows = wino_rows(p, m);
+	if (rows != ROWS_NONE) {
 		for (int j = 0; j < w->tb; j += LANES)
 			for (int ci = c0; ci < c1; ci++)
-				input_group_row(w, j, ci);
+				if (rows == ROWS_ONE)
+					input_group_rows(w, ROWS_ONE, j, ci);
+				else
+					input_group_rows(w, ROWS_TWO, j, ci);
 		return;
 	}
 #endif
@@ -347,32 +351,50 @@ static inline __m512 relu16(__m512 v)
 	return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NLE_UQ), v);
 }
 
-/* The same for a row of tiles in rows mode: each output row's tiles side
- * by side (row_out), then the epilogue on the row as it lies in the map,
- * the residual read the same way */
-static inline __attribute__((always_inline)) void output_group_row(const wino *w, int j, int o)
+/* The same for a group of rows of tiles in rows mode: each output row's
+ * tiles side by side (row_out), then the epilogue on the row as it lies in
+ * the map, the residual read the same way */
+static inline void row_store(const wino *w, float bias, const float *row_res, float *row_y,
+                             __m512 v, __mmask16 m)
+{
+	v = _mm512_add_ps(v, _mm512_set1_ps(bias));
+	if (row_res)
+		v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, row_res));
+	if (w->relu)
+		v = relu16(v);
+	_mm512_mask_storeu_ps(row_y, m, v);
+}
+
+static inline __attribute__((always_inline)) void output_group_rows(const wino *w, int kind, int j,
+                                                                    int o)
 {
 	const rt_conv *p = w->p;
-	const tile_at *a = &w->at[j];
-	size_t at = ((size_t)a->img * p->oc + o) * p->oh * p->ow;
-	__m512 bias = _mm512_set1_ps(w->b ? w->b[o] : 0.0f);
-	__mmask16 hi_m = (__mmask16)((1u << (p->ow - 16)) - 1);
+	float bias = w->b ? w->b[o] : 0.0f;
+	int wd = p->ow;
+	/* ROWS_ONE: columns 0-15 then 16 to the map's edge; ROWS_TWO: a row
+	 * of each half */
+	__mmask16 lo_m = (__mmask16)((1u << (wd < 16 ? wd : 16)) - 1),
+	          hi_m = kind == ROWS_ONE ? (__mmask16)((1u << (wd - 16)) - 1) : lo_m;
 	v8 y[OUT][OUT];
 	output_y(w, OUT, j, o, y);
-	for (int k = 0; k < OUT && a->y + k < p->oh; k++) {
-		size_t row = at + (size_t)(a->y + k) * p->ow;
+	for (int k = 0; k < OUT; k++) {
 		__m512 lo, hi;
 		row_out(y[k], &lo, &hi);
-		lo = _mm512_add_ps(lo, bias);
-		hi = _mm512_add_ps(hi, bias);
-		if (w->res) {
-			lo = _mm512_add_ps(lo, _mm512_loadu_ps(w->res + row));
-			hi = _mm512_add_ps(hi, _mm512_maskz_loadu_ps(hi_m, w->res + row + 16));
+		float *a = (float *)rows_row(w, j, 0, w->y, p->oc, o, p->oh, wd, k);
+		const float *ra = w->res ? rows_row(w, j, 0, w->res, p->oc, o, p->oh, wd, k) : NULL;
+		if (kind == ROWS_ONE) {
+			if (!a)
+				break;
+			row_store(w, bias, ra, a, lo, lo_m);
+			row_store(w, bias, ra ? ra + 16 : NULL, a + 16, hi, hi_m);
+			continue;
 		}
-		if (w->relu)
-			lo = relu16(lo), hi = relu16(hi);
-		_mm512_storeu_ps(w->y + row, lo);
-		_mm512_mask_storeu_ps(w->y + row + 16, hi_m, hi);
+		float *b = (float *)rows_row(w, j, 1, w->y, p->oc, o, p->oh, wd, k);
+		const float *rb = w->res ? rows_row(w, j, 1, w->res, p->oc, o, p->oh, wd, k) : NULL;
+		if (a)
+			row_store(w, bias, ra, a, lo, lo_m);
+		if (b)
+			row_store(w, bias, rb, b, hi, hi_m);
 	}
 }
 #endif
@@ -384,10 +406,14 @@ static inline __attribute__((always_inline)) void output_tiles(const wino *w, in
 {
 	const rt_conv *p = w->p;
 #if WINO_ROWS
-	if (wino_rows(p, m)) {
+	int rows = wino_rows(p, m);
+	if (rows != ROWS_NONE) {
 		for (int j = 0; j < w->tb; j += LANES)
 			for (int o = o0; o < o1; o++)
-				output_group_row(w, j, o);
+				if (rows == ROWS_ONE)
+					output_group_rows(w, ROWS_ONE, j, o);
+				else
+					output_group_rows(w, ROWS_TWO, j, o);
 		return;
 	}
 #endif
