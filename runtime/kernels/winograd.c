@@ -36,19 +36,22 @@ static int pos_of(int m)
  * (128 channels on a 28x28 map at batch 1: one block of 49 tiles instead
  * of four of 16, 1.8 -> 1.5 ms on 2 threads). Not more generally: at
  * batch 8, blocks per thread that large fell out of L2 (ResNet-50 7% slower).
- * In rows mode ROWS_ONE (wino_rows) blocks are a quarter of that, BLOCK_ROWS_FLOATS:
- * V and M then stay in L2 beside the input rows being read, and the first
- * stage of ResNet-20 ran 10-25% faster. Which kernel set decides it, so the
- * scratch netcc plans (for the largest blocks) holds either. */
+ * In rows mode (wino_rows) blocks are at most ROWS_BLOCK_TILES: V and M
+ * then stay in L2 beside the input rows being read (ResNet-20's first
+ * stage, 224 tiles before, ran 10-25% faster, its second, 128 before,
+ * 5-10%). The kernel set decides it, so the scratch netcc plans (for the
+ * larger blocks) holds either. */
 int rt_wino_block_tiles(const rt_conv *p, int m)
 {
 	long total = total_tiles_max(p, m);
 	long per_tile = pos_of(m) * (long)(p->c + p->oc);
-	long fit = (wino_rows(p, m) == ROWS_ONE ? BLOCK_ROWS_FLOATS : BLOCK_FLOATS) / per_tile;
+	long fit = BLOCK_FLOATS / per_tile;
 	long u_tiles = (long)pos_of(m) * p->c * p->oc / per_tile;
 	/* the nearest whole number of GEMM panels (32 columns with AVX-512,
 	 * two panels of AVX2's 16): 48 tiles cost what 64 do */
 	fit = fit < PANEL ? PANEL : (fit + PANEL / 2) / PANEL * PANEL;
+	if (wino_rows(p, m) != ROWS_NONE && fit > ROWS_BLOCK_TILES)
+		fit = ROWS_BLOCK_TILES;
 	/* a whole number of vectors: the last one's spare lanes are written too */
 	total = (total + 7) / 8 * 8;
 	if (u_tiles > fit && total <= u_tiles && total <= BLOCK_MAX / per_tile)
