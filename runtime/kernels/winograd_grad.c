@@ -130,12 +130,7 @@ static inline __attribute__((always_inline)) void dy_group_rows(const wino *w, i
 	v8 t[OUT][TILE];
 	for (int k = 0; k < OUT; k++) {
 		v8 d[OUT];
-		__m512 lo, hi;
-		rows_load(kind, rows_row(w, j, 0, w->res, p->oc, o, p->oh, p->ow, k),
-		          kind == ROWS_TWO ? rows_row(w, j, 1, w->res, p->oc, o, p->oh, p->ow, k)
-		                           : NULL,
-		          p->ow, 0, &lo, &hi);
-		rows_in(kind, lo, hi, OUT, d);
+		rows_gather(w, kind, j, w->res, p->oc, o, p->oh, p->ow, k, 0, OUT, d);
 		A4(d, t[k]);
 	}
 	dy_columns(w, t, j, o);

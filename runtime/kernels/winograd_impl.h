@@ -18,12 +18,7 @@
 #include "simd.h"
 #include "winograd.h"
 
-enum {
-	BLOCK_FLOATS = 256 * 1024,
-	ROWS_BLOCK_TILES = 64,
-	BLOCK_MAX = 1024 * 1024,
-	PANEL = 32
-};
+enum { BLOCK_FLOATS = 256 * 1024, ROWS_BLOCK_TILES = 64, BLOCK_MAX = 1024 * 1024, PANEL = 32 };
 
 /* Tiles to a vector: the transforms run eight tiles at once, one per
  * lane (winograd_lanes.h), and blocks are cut at whole groups of eight. */

@@ -176,16 +176,6 @@ static inline __attribute__((always_inline)) __m512 row16(const float *row, int 
 	return _mm512_maskz_loadu_ps(m, row + first);
 }
 
-/* A group's rows of tiles as 32 floats, in which lane t's tile starts at
- * 4t: ROWS_ONE, row a from column -pad; ROWS_TWO, 16 floats of row a
- * (tiles 0-3) then of row b (tiles 4-7), each from column -pad */
-static inline __attribute__((always_inline)) void
-rows_load(int kind, const float *a, const float *b, int wd, int pad, __m512 *lo, __m512 *hi)
-{
-	*lo = row16(a, wd, -pad);
-	*hi = kind == ROWS_ONE ? row16(a, wd, 16 - pad) : row16(b, wd, -pad);
-}
-
 /* Lane t's value s (s < count): float 4t + s of lo and hi side by side,
  * each value's lanes picked by one permute; ROWS_ONE's lane 7 zero */
 static inline __attribute__((always_inline)) void rows_in(int kind, __m512 lo, __m512 hi, int count,
@@ -215,15 +205,12 @@ static inline __attribute__((always_inline)) void row_out(const v8 y[OUT], __m51
 	*hi = _mm512_permutex2var_ps(a, _mm512_add_epi32(at, _mm512_set1_epi32(4)), b);
 }
 
-/* Where a group's row r of tiles (lanes 0-3 of ROWS_TWO or all of ROWS_ONE:
- * half 0; lanes 4-7 of ROWS_TWO: half 1) reads row dy of its tiles, in
- * channel ch of a map h x wd with `channels` of them: NULL outside the map
- * or past the block */
-static inline __attribute__((always_inline)) const float *rows_row(const wino *w, int j, int half,
-                                                                   const float *map, int channels,
-                                                                   int ch, int h, int wd, int dy)
+/* Row dy of the tiles whose first is lane l's, in channel ch of maps h x
+ * wd with `channels` of them at map: NULL outside the map or past the
+ * block */
+static inline __attribute__((always_inline)) const float *
+rows_row(const wino *w, int l, const float *map, int channels, int ch, int h, int wd, int dy)
 {
-	int l = j + 4 * half;
 	if (l >= w->tb)
 		return NULL;
 	const tile_at *a = &w->at[l];
@@ -231,6 +218,23 @@ static inline __attribute__((always_inline)) const float *rows_row(const wino *w
 	if (y < 0 || y >= h)
 		return NULL;
 	return map + (((size_t)a->img * channels + ch) * h + y) * wd;
+}
+
+/* Lane t's value s (s < count) of the group of tiles at lanes j..: column
+ * 4u + s - pad of row dy of its tiles (u its place in their row), zero off
+ * the map. ROWS_ONE: one row of tiles, read as 32 floats from column -pad;
+ * ROWS_TWO: two, 16 floats each (tiles 0-3, then 4-7). */
+static inline __attribute__((always_inline)) void rows_gather(const wino *w, int kind, int j,
+                                                              const float *map, int channels,
+                                                              int ch, int h, int wd, int dy,
+                                                              int pad, int count, v8 *out)
+{
+	const float *a = rows_row(w, j, map, channels, ch, h, wd, dy);
+	__m512 lo = row16(a, wd, -pad),
+	       hi = kind == ROWS_ONE
+	                ? row16(a, wd, 16 - pad)
+	                : row16(rows_row(w, j + 4, map, channels, ch, h, wd, dy), wd, -pad);
+	rows_in(kind, lo, hi, count, out);
 }
 #endif
 

@@ -186,12 +186,7 @@ static inline __attribute__((always_inline)) void input_group_rows(const wino *w
 	v8 t[TILE][TILE];
 	for (int r = 0; r < TILE; r++) {
 		v8 d[TILE];
-		__m512 lo, hi;
-		rows_load(kind, rows_row(w, j, 0, w->x, p->c, ci, p->h, p->w, r - 1),
-		          kind == ROWS_TWO ? rows_row(w, j, 1, w->x, p->c, ci, p->h, p->w, r - 1)
-		                           : NULL,
-		          p->w, 1, &lo, &hi);
-		rows_in(kind, lo, hi, TILE, d);
+		rows_gather(w, kind, j, w->x, p->c, ci, p->h, p->w, r - 1, 1, TILE, d);
 		b_t(OUT, d, t[r]);
 	}
 	input_columns(w, OUT, t, j, ci);
@@ -351,9 +346,8 @@ static inline __m512 relu16(__m512 v)
 	return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NLE_UQ), v);
 }
 
-/* The same for a group of rows of tiles in rows mode: each output row's
- * tiles side by side (row_out), then the epilogue on the row as it lies in
- * the map, the residual read the same way */
+/* Up to 16 floats of an output row (the lanes of m): output_group's
+ * epilogue, then stored */
 static inline void row_store(const wino *w, float bias, const float *row_res, float *row_y,
                              __m512 v, __mmask16 m)
 {
@@ -365,6 +359,9 @@ static inline void row_store(const wino *w, float bias, const float *row_res, fl
 	_mm512_mask_storeu_ps(row_y, m, v);
 }
 
+/* The same for a group of rows of tiles in rows mode: each output row's
+ * tiles side by side (row_out), then the epilogue on the row as it lies in
+ * the map, the residual read the same way */
 static inline __attribute__((always_inline)) void output_group_rows(const wino *w, int kind, int j,
                                                                     int o)
 {
@@ -380,8 +377,8 @@ static inline __attribute__((always_inline)) void output_group_rows(const wino *
 	for (int k = 0; k < OUT; k++) {
 		__m512 lo, hi;
 		row_out(y[k], &lo, &hi);
-		float *a = (float *)rows_row(w, j, 0, w->y, p->oc, o, p->oh, wd, k);
-		const float *ra = w->res ? rows_row(w, j, 0, w->res, p->oc, o, p->oh, wd, k) : NULL;
+		float *a = (float *)rows_row(w, j, w->y, p->oc, o, p->oh, wd, k);
+		const float *ra = w->res ? rows_row(w, j, w->res, p->oc, o, p->oh, wd, k) : NULL;
 		if (kind == ROWS_ONE) {
 			if (!a)
 				break;
@@ -389,8 +386,9 @@ static inline __attribute__((always_inline)) void output_group_rows(const wino *
 			row_store(w, bias, ra ? ra + 16 : NULL, a + 16, hi, hi_m);
 			continue;
 		}
-		float *b = (float *)rows_row(w, j, 1, w->y, p->oc, o, p->oh, wd, k);
-		const float *rb = w->res ? rows_row(w, j, 1, w->res, p->oc, o, p->oh, wd, k) : NULL;
+		float *b = (float *)rows_row(w, j + 4, w->y, p->oc, o, p->oh, wd, k);
+		const float *rb =
+		    w->res ? rows_row(w, j + 4, w->res, p->oc, o, p->oh, wd, k) : NULL;
 		if (a)
 			row_store(w, bias, ra, a, lo, lo_m);
 		if (b)
