@@ -163,7 +163,7 @@ void rt_profile_mark(rt_threads *p, int id);
  * given number of threads (a register-only loop, about 0.2 s). */
 double rt_peak_gflops(int threads);
 /* The measured bandwidth of reading memory, GB/s on the given number of
- * threads (256 MB, best of three passes, about 0.1 s; runtime/memory.c):
+ * threads (256 MB, best of three passes, about 0.1 s; runtime/kernels/peak.c):
  * where the FMA peak stays and this falls, the host's memory is shared
  * with a busier neighbour. */
 double rt_read_gbs(int threads);

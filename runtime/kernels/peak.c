@@ -1,8 +1,11 @@
 /* The FMA peak that profiles compare against: independent multiply-adds on
  * registers only, as many chains as hide the FMA latency, built with the
  * GEMM's flags in each kernel set, so it uses the widest vectors the
- * set's GEMM does. */
+ * set's GEMM does; and beside it the memory's read bandwidth, on the same
+ * threads. */
 #include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "kset.h"
@@ -65,25 +68,89 @@ static void *run(void *arg)
 	return NULL;
 }
 
+/* fn(&args[i]) for i < threads (at most PROBE_THREADS), the first on the
+ * caller, the others each on a thread of its own, started together and
+ * joined; returns how many ran (a thread that could not start is left
+ * out) */
+enum { PROBE_THREADS = 64 };
+
+static int on_threads(int threads, void *(*fn)(void *), void *args, size_t size)
+{
+	threads = threads < 1 ? 1 : threads > PROBE_THREADS ? PROBE_THREADS : threads;
+	pthread_t tid[PROBE_THREADS];
+	int started = 0;
+	for (int i = 1;
+	     i < threads && pthread_create(&tid[i], NULL, fn, (char *)args + i * size) == 0; i++)
+		started = i;
+	fn(args);
+	for (int i = 1; i <= started; i++)
+		pthread_join(tid[i], NULL);
+	return started + 1;
+}
+
 double rt_peak_gflops(int threads)
 {
-	if (threads < 1)
-		threads = 1;
-	if (threads > 64)
-		threads = 64;
-	probe pr[64] = {{0}};
-	pthread_t tid[64];
-	int started = 0;
-	for (int i = 1; i < threads; i++)
-		if (pthread_create(&tid[i], NULL, run, &pr[i]) == 0)
-			started = i;
-		else
-			break;
-	run(&pr[0]);
-	double total = pr[0].gflops;
-	for (int i = 1; i <= started; i++) {
-		pthread_join(tid[i], NULL);
+	probe pr[PROBE_THREADS] = {{0}};
+	int ran = on_threads(threads, run, pr, sizeof *pr);
+	double total = 0;
+	for (int i = 0; i < ran; i++)
 		total += pr[i].gflops;
-	}
 	return total;
+}
+
+/* ---- the memory's read bandwidth, reported beside the peak ----------------- */
+
+/* Far past any last-level cache here (32 MB on the EPYC), so the reads
+ * come from memory. */
+enum { READ_BYTES = 256 << 20 };
+
+typedef float f4 __attribute__((vector_size(16)));
+
+typedef struct reader {
+	const f4 *p;
+	size_t n; /* vectors */
+	double seconds;
+	float sink;
+} reader;
+
+/* four independent sums: one would wait on the add, not on memory */
+static void *read_run(void *arg)
+{
+	reader *r = arg;
+	f4 a = {0}, b = {0}, c = {0}, d = {0};
+	double t = now();
+	for (size_t i = 0; i + 4 <= r->n; i += 4) {
+		a += r->p[i];
+		b += r->p[i + 1];
+		c += r->p[i + 2];
+		d += r->p[i + 3];
+	}
+	r->seconds = now() - t;
+	f4 s = a + b + c + d;
+	r->sink = s[0];
+	return NULL;
+}
+
+double rt_read_gbs(int threads)
+{
+	threads = threads < 1 ? 1 : threads > PROBE_THREADS ? PROBE_THREADS : threads;
+	f4 *buf = rt_alloc_large(READ_BYTES);
+	if (!buf)
+		return 0;
+	memset(buf, 0, READ_BYTES); /* every page present before the clock starts */
+	size_t per = READ_BYTES / sizeof(f4) / (size_t)threads;
+	double best = 0;
+	for (int rep = 0; rep < 3; rep++) {
+		reader rd[PROBE_THREADS];
+		for (int i = 0; i < threads; i++)
+			rd[i] = (reader){.p = buf + (size_t)i * per, .n = per};
+		int ran = on_threads(threads, read_run, rd, sizeof *rd);
+		double slowest = 0;
+		for (int i = 0; i < ran; i++)
+			slowest = rd[i].seconds > slowest ? rd[i].seconds : slowest;
+		double gbs = (double)per * sizeof(f4) * ran / slowest * 1e-9;
+		best = gbs > best ? gbs : best;
+	}
+	free(buf);
+	return best;
 }

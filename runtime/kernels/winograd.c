@@ -150,20 +150,13 @@ static int key_slot(unsigned *keys, int *nk, unsigned key)
  * same way, with no test per lane (in the images' order a 28x28 map has
  * an edge tile in almost every group of eight, a 7x7 map in every one).
  * The order is the block's alone, so the results do not depend on the
- * thread count. In rows mode (wino_rows) the tiles stay in the images'
- * order: a group of lanes is a row of them. */
+ * thread count. In rows mode (wino_rows) every tile takes one key, so
+ * they stay in the images' order: a group of lanes is a row of them. */
 void rt_wino_block_start(wino *w, long total)
 {
 	w->tb = (int)(total - w->t0 < w->ld ? total - w->t0 : w->ld);
 	int per = w->th * w->tw, img0 = (int)(w->t0 / per), r0 = (int)(w->t0 % per);
-	if (wino_rows(w->p, w->out) != ROWS_NONE) {
-		for (int i = 0; i < w->tb; i++) {
-			int r = r0 + i, img = img0 + r / per;
-			r %= per;
-			w->at[i] = (tile_at){img, r / w->tw * w->out, r % w->tw * w->out};
-		}
-		return;
-	}
+	bool rows = wino_rows(w->p, w->out) != ROWS_NONE;
 	unsigned keys[KEYS];
 	int nk = 1, start[KEYS + 1] = {0};
 	/* a tile wholly inside the maps: every row and column's bit */
@@ -175,7 +168,7 @@ void rt_wino_block_start(wino *w, long total)
 		unsigned last = ~0u;
 		for (int i = 0; i < w->tb; i++) {
 			int y = ty * w->out, x = tx * w->out;
-			unsigned key = tile_key(w, y, x);
+			unsigned key = rows ? keys[0] : tile_key(w, y, x);
 			if (key != last)
 				slot = key_slot(keys, &nk, key), last = key;
 			if (pass == 0)

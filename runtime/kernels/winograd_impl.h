@@ -69,10 +69,16 @@ static inline int wino_rows(const rt_conv *p, int m)
 	return WINO_ROWS ? wino_rows_fit(p, m) : ROWS_NONE;
 }
 
-/* tiles in a row of the enumeration: ROWS_ONE's group of lanes */
+/* tiles in a row of the enumeration in a rows mode: ROWS_ONE's group of
+ * lanes */
+static inline int across_in(int rows, const rt_conv *p, int m)
+{
+	return rows == ROWS_ONE ? LANES : tiles_of(p->ow, m);
+}
+
 static inline int tiles_across(const rt_conv *p, int m)
 {
-	return wino_rows(p, m) == ROWS_ONE ? LANES : tiles_of(p->ow, m);
+	return across_in(wino_rows(p, m), p, m);
 }
 
 /* m x m output tiles in all the images, as this kernel set enumerates
@@ -85,8 +91,7 @@ static inline long total_tiles(const rt_conv *p, int m)
 /* the most any kernel set enumerates: what scratch is sized for */
 static inline long total_tiles_max(const rt_conv *p, int m)
 {
-	return (long)p->n * tiles_of(p->oh, m) *
-	       (wino_rows_fit(p, m) == ROWS_ONE ? LANES : tiles_of(p->ow, m));
+	return (long)p->n * tiles_of(p->oh, m) * across_in(wino_rows_fit(p, m), p, m);
 }
 
 /* Where a block's tiles are: image, and output row and column of the
