@@ -4,19 +4,27 @@
  * for a short while (a CNN calls rt_threads_run hundreds of times per
  * inference, with only short serial kernels in between, and a spinning
  * worker starts in well under a microsecond), then asleep on a futex so an
- * idle pool costs no CPU. The caller takes tasks too, and tasks are handed
- * out through one atomic counter, so a worker that is late (descheduled, or
- * still waking up) simply finds less to do.
+ * idle pool costs no CPU. The caller takes tasks too.
  *
- * A job is identified by a generation number. The task counter carries the
- * generation in its high half, and a task is claimed by a compare-and-swap
+ * Each thread (the caller is thread 0) has a home range of every job's
+ * tasks, the same share of every job: it takes its own from the front,
+ * then takes what is left of the others' from their backs. A layer's
+ * share of the map is then mostly made by the thread that made it in the
+ * layer before, so it is still in that core's cache (the two CPUs of the
+ * EPYC hosts hand a cache line over in hundreds of nanoseconds: ResNet-18
+ * at batch 1 on two threads ran 6% faster than with tasks handed out
+ * through one counter), and a worker that is late (descheduled, or still
+ * waking up) or on a slower CPU simply finds less to do.
+ *
+ * A job is identified by a generation number. Each range word carries the
+ * generation beside its bounds, and a task is claimed by a compare-and-swap
  * on the whole word, so a worker that wakes late can never claim a task of
  * a newer job with the function of an older one: the caller therefore waits
  * only for the tasks to be done, never for every worker to check in. The
  * job's description alternates between two slots: the next job is written
  * into the other slot while a late worker may still read this one, and it
  * must find this job's task count there, or it could claim a task past its
- * end (that happened: an extra call, and a count of done tasks that never
+ * end (that happened, with one counter: an extra call, and a count of done tasks that never
  * matched again).
  *
  * One caller at a time per pool: rt_threads_run from a second thread while the
@@ -63,14 +71,20 @@ struct rt_threads {
 	struct {
 		_Atomic(rt_task_fn *) fn;
 		_Atomic(void *) ctx;
-		atomic_int n;
+		atomic_int n;    /* tasks of the whole run: fn's third argument */
+		atomic_int base; /* the first of them this job holds */
 	} job[2];
-	/* generation << 32 | index of the next unclaimed task */
-	_Atomic uint64_t next;
+	/* Per slot and thread, a cache line each: what is left of the
+	 * thread's home range, as a range word */
+	struct range {
+		_Atomic uint64_t w;
+		char pad[64 - sizeof(uint64_t)];
+	} * range;
 	rt_reduce_fn *reduce; /* a data-parallel caller's, for rt_grad_allreduce */
 	void *reduce_ctx;
-	/* tasks of the current job finished; the caller sleeps on it */
+	/* tasks of the current job finished, of want; the caller sleeps on it */
 	_Atomic uint32_t done;
+	_Atomic uint32_t want;
 	atomic_int caller_asleep;
 	atomic_int caller_cpu; /* where the caller ran as it published its last job */
 	/* futex word the workers sleep on: the generation of the latest job */
@@ -78,6 +92,7 @@ struct rt_threads {
 	atomic_int asleep; /* workers asleep on gen, so the caller knows whether to wake */
 	atomic_int stop;
 	atomic_flag busy; /* a run is in progress: another concurrent one runs inline */
+	atomic_int ids;   /* workers numbered so far: their ids are 1, 2, ... */
 
 	/* Scratch for the GEMM's packed blocks, allocated with the pool so an
 	 * inference allocates nothing: one slot per thread, a bit each in
@@ -140,28 +155,56 @@ static int spin_while(_Atomic uint32_t *word, uint32_t val, int64_t limit_ns)
 	}
 }
 
-/* Claims and runs tasks of job generation g until none is left. */
-static void work(rt_threads *tp, uint32_t g)
+/* A range word: the job's generation (its low GEN_BITS) and the bounds
+ * [lo, hi) of a home range's tasks still unclaimed; a job holds at most
+ * JOB_MAX tasks, and rt_threads_run runs more as several jobs. */
+enum { GEN_BITS = 24, TASK_BITS = 20, JOB_MAX = (1 << TASK_BITS) - 1 };
+
+static uint64_t range_word(uint32_t g, int lo, int hi)
+{
+	return ((uint64_t)g & ((1u << GEN_BITS) - 1)) << 2 * TASK_BITS | (uint64_t)lo << TASK_BITS |
+	       (uint64_t)hi;
+}
+
+/* Claims a task of job g from a home range: from its front (the range's
+ * owner) or its back (another thread); -1 when it is empty or no longer
+ * job g's. A late worker's g was read (acquire) after the caller wrote
+ * job g's slot, and the slot is rewritten only for job g + 2, with that
+ * generation in every range word: so if the exchange succeeds, fn, ctx
+ * and n were job g's and the task exists. */
+static int claim(_Atomic uint64_t *r, uint32_t g, bool front)
+{
+	uint64_t w = atomic_load_explicit(r, memory_order_acquire);
+	for (;;) {
+		int lo = (int)(w >> TASK_BITS & JOB_MAX), hi = (int)(w & JOB_MAX);
+		if (w >> 2 * TASK_BITS != range_word(g, 0, 0) >> 2 * TASK_BITS || lo >= hi)
+			return -1;
+		uint64_t to = front ? range_word(g, lo + 1, hi) : range_word(g, lo, hi - 1);
+		if (atomic_compare_exchange_weak_explicit(r, &w, to, memory_order_acq_rel,
+		                                          memory_order_acquire))
+			return front ? lo : hi - 1;
+	}
+}
+
+/* Runs tasks of job generation g as thread id: its home range, then what
+ * is left of the others'. */
+static void work(rt_threads *tp, uint32_t g, int id)
 {
 	rt_task_fn *fn = atomic_load_explicit(&tp->job[g & 1].fn, memory_order_relaxed);
 	void *ctx = atomic_load_explicit(&tp->job[g & 1].ctx, memory_order_relaxed);
 	int n = atomic_load_explicit(&tp->job[g & 1].n, memory_order_relaxed);
-	uint64_t s = atomic_load_explicit(&tp->next, memory_order_acquire);
-	for (;;) {
-		if ((uint32_t)(s >> 32) != g || (int)(uint32_t)s >= n)
-			return;
-		/* g was read (acquire) after the caller wrote job g's slot,
-		 * and the slot is rewritten only for job g + 2, after next
-		 * has moved past g: so if this succeeds, fn, ctx and n were
-		 * job g's and task s exists. */
-		if (!atomic_compare_exchange_weak_explicit(
-		        &tp->next, &s, s + 1, memory_order_acq_rel, memory_order_acquire))
-			continue;
-		fn(ctx, (int)(uint32_t)s, n);
-		uint32_t d = atomic_fetch_add_explicit(&tp->done, 1, memory_order_seq_cst) + 1;
-		if ((int)d == n && atomic_load_explicit(&tp->caller_asleep, memory_order_seq_cst))
-			futex(&tp->done, FUTEX_WAKE, INT_MAX);
-		s = atomic_load_explicit(&tp->next, memory_order_acquire);
+	int base = atomic_load_explicit(&tp->job[g & 1].base, memory_order_relaxed);
+	struct range *home = tp->range + (size_t)(g & 1) * tp->threads;
+	for (int k = 0; k < tp->threads; k++) {
+		int i;
+		while ((i = claim(&home[(id + k) % tp->threads].w, g, k == 0)) >= 0) {
+			fn(ctx, base + i, n);
+			uint32_t d =
+			    atomic_fetch_add_explicit(&tp->done, 1, memory_order_seq_cst) + 1;
+			if (d == atomic_load_explicit(&tp->want, memory_order_relaxed) &&
+			    atomic_load_explicit(&tp->caller_asleep, memory_order_seq_cst))
+				futex(&tp->done, FUTEX_WAKE, INT_MAX);
+		}
 	}
 }
 
@@ -197,6 +240,7 @@ static void *worker(void *arg)
 	/* Generation 0 is the pool's initial state: no run can start before
 	 * rt_threads_create has returned, so the first job is never missed. */
 	uint32_t seen = 0;
+	int id = atomic_fetch_add_explicit(&tp->ids, 1, memory_order_relaxed) + 1;
 	for (;;) {
 		if (!spin_while(&tp->gen, seen, SPIN_NS)) {
 			/* Announce the sleep before re-checking, so a caller that
@@ -211,7 +255,7 @@ static void *worker(void *arg)
 		if (atomic_load_explicit(&tp->stop, memory_order_acquire))
 			return NULL;
 		seen = atomic_load_explicit(&tp->gen, memory_order_acquire);
-		work(tp, seen);
+		work(tp, seen, id);
 	}
 }
 
@@ -238,7 +282,11 @@ rt_threads *rt_threads_create(int threads)
 		tp->slots = 0;
 	if (threads > 1) {
 		tp->tid = calloc((size_t)threads - 1, sizeof *tp->tid);
-		if (!tp->tid) {
+		tp->range = aligned_alloc(64, 2 * (size_t)threads * sizeof *tp->range);
+		if (!tp->tid || !tp->range) {
+			free(tp->tid);
+			free(tp->range);
+			free(tp->scratch);
 			free(tp);
 			return NULL;
 		}
@@ -274,6 +322,7 @@ void rt_threads_destroy(rt_threads *p)
 	if (tp->in_caller_memory)
 		return;
 	free(tp->tid);
+	free(tp->range);
 	free(tp->scratch);
 	free(tp->shared);
 	free(tp);
@@ -387,6 +436,49 @@ static void run_inline(rt_task_fn *fn, void *ctx, int n)
 		fn(ctx, i, n);
 }
 
+/* Tasks [base, base + count) of n as one job: each thread's home range
+ * is its even share of them. */
+static void run_job(rt_threads *tp, rt_task_fn *fn, void *ctx, int n, int base, int count)
+{
+	uint32_t g = atomic_load_explicit(&tp->gen, memory_order_relaxed) + 1;
+	atomic_store_explicit(&tp->caller_cpu, sched_getcpu(), memory_order_relaxed);
+	atomic_store_explicit(&tp->job[g & 1].fn, fn, memory_order_relaxed);
+	atomic_store_explicit(&tp->job[g & 1].ctx, ctx, memory_order_relaxed);
+	atomic_store_explicit(&tp->job[g & 1].n, n, memory_order_relaxed);
+	atomic_store_explicit(&tp->job[g & 1].base, base, memory_order_relaxed);
+	struct range *home = tp->range + (size_t)(g & 1) * tp->threads;
+	for (int t = 0; t < tp->threads; t++) {
+		int lo, hi;
+		rt_task_range(count, t, tp->threads, &lo, &hi);
+		atomic_store_explicit(&home[t].w, range_word(g, lo, hi), memory_order_relaxed);
+	}
+	atomic_store_explicit(&tp->want, (uint32_t)count, memory_order_relaxed);
+	atomic_store_explicit(&tp->done, 0, memory_order_relaxed);
+	atomic_store_explicit(&tp->gen, g, memory_order_seq_cst);
+	int sleeping = atomic_load_explicit(&tp->asleep, memory_order_seq_cst);
+	if (sleeping) {
+		/* Wake no more workers than there are tasks for besides ours. */
+		int want = count - 1 < sleeping ? count - 1 : sleeping;
+		futex(&tp->gen, FUTEX_WAKE, (uint32_t)want);
+	}
+
+	work(tp, g, 0);
+
+	/* Wait for the tasks the workers still run: spin first (they are
+	 * usually nearly done), then sleep until the last one wakes us. */
+	uint32_t d = atomic_load_explicit(&tp->done, memory_order_acquire);
+	while ((int)d != count) {
+		if (!spin_while(&tp->done, d, WAIT_NS)) {
+			atomic_store_explicit(&tp->caller_asleep, 1, memory_order_seq_cst);
+			d = atomic_load_explicit(&tp->done, memory_order_seq_cst);
+			if ((int)d != count)
+				futex(&tp->done, FUTEX_WAIT, d);
+			atomic_store_explicit(&tp->caller_asleep, 0, memory_order_relaxed);
+		}
+		d = atomic_load_explicit(&tp->done, memory_order_acquire);
+	}
+}
+
 void rt_threads_run(rt_threads *p, rt_task_fn *fn, void *ctx, int n)
 {
 	rt_threads *tp = p;
@@ -397,36 +489,8 @@ void rt_threads_run(rt_threads *p, rt_task_fn *fn, void *ctx, int n)
 		run_inline(fn, ctx, n);
 		return;
 	}
-	uint32_t g = atomic_load_explicit(&tp->gen, memory_order_relaxed) + 1;
-	atomic_store_explicit(&tp->caller_cpu, sched_getcpu(), memory_order_relaxed);
-	atomic_store_explicit(&tp->job[g & 1].fn, fn, memory_order_relaxed);
-	atomic_store_explicit(&tp->job[g & 1].ctx, ctx, memory_order_relaxed);
-	atomic_store_explicit(&tp->job[g & 1].n, n, memory_order_relaxed);
-	atomic_store_explicit(&tp->done, 0, memory_order_relaxed);
-	atomic_store_explicit(&tp->next, (uint64_t)g << 32, memory_order_release);
-	atomic_store_explicit(&tp->gen, g, memory_order_seq_cst);
-	int sleeping = atomic_load_explicit(&tp->asleep, memory_order_seq_cst);
-	if (sleeping) {
-		/* Wake no more workers than there are tasks for besides ours. */
-		int want = n - 1 < sleeping ? n - 1 : sleeping;
-		futex(&tp->gen, FUTEX_WAKE, (uint32_t)want);
-	}
-
-	work(tp, g);
-
-	/* Wait for the tasks the workers still run: spin first (they are
-	 * usually nearly done), then sleep until the last one wakes us. */
-	uint32_t d = atomic_load_explicit(&tp->done, memory_order_acquire);
-	while ((int)d != n) {
-		if (!spin_while(&tp->done, d, WAIT_NS)) {
-			atomic_store_explicit(&tp->caller_asleep, 1, memory_order_seq_cst);
-			d = atomic_load_explicit(&tp->done, memory_order_seq_cst);
-			if ((int)d != n)
-				futex(&tp->done, FUTEX_WAIT, d);
-			atomic_store_explicit(&tp->caller_asleep, 0, memory_order_relaxed);
-		}
-		d = atomic_load_explicit(&tp->done, memory_order_acquire);
-	}
+	for (int base = 0; base < n; base += JOB_MAX)
+		run_job(tp, fn, ctx, n, base, n - base < JOB_MAX ? n - base : JOB_MAX);
 	atomic_flag_clear_explicit(&tp->busy, memory_order_release);
 }
 

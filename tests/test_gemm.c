@@ -558,7 +558,8 @@ START_TEST(pool_basics)
 		ck_assert_int_eq(atomic_load(&c.on_caller), 1);
 		for (int n = 2; n < 40; n += 3)
 			run_counted(pools[i], n);
-		run_counted(pools[i], 100000); /* n >> threads */
+		run_counted(pools[i], 100000);        /* n >> threads */
+		run_counted(pools[i], (1 << 20) + 3); /* more than a job's range word holds */
 	}
 	rt_threads_destroy(one);
 	rt_threads_destroy(four);
