@@ -12,8 +12,8 @@
 
 struct rt_instance {
 	const rt_model_desc *d;
-	float *owned;         /* weights loaded from a file */
-	const float *weights; /* owned, or the embedded ones */
+	float *owned;         /* weights loaded from a file, or the embedded ones copied */
+	const float *weights; /* owned, or the embedded ones in place */
 	void *workspace;
 	char error[512];
 	char load_error[512]; /* why the last load_weights failed */
@@ -106,6 +106,11 @@ rt_instance *rt_instance_create(const rt_model_desc *d)
 			memcpy(m->state, d->embedded, (size_t)d->state_floats * sizeof(float));
 			m->has_state = m->stale = true;
 		}
+	}
+	if (ok && !d->train_step && d->embedded) {
+		m->owned = rt_weights_to_huge_pages(d->embedded, (size_t)d->weight_floats);
+		if (m->owned)
+			m->weights = m->owned;
 	}
 	if (!ok) {
 		rt_instance_destroy(m);
@@ -290,7 +295,11 @@ int rt_instance_load_weights(rt_instance *m, const char *path)
 		return RT_ERR_ARG;
 	if (m->d->train_step)
 		return load_state(m, path);
-	float *w = calloc((size_t)m->d->weight_floats + 1, sizeof(float));
+	/* huge pages where granted, as the embedded ones are copied into */
+	size_t bytes = ((size_t)m->d->weight_floats + 1) * sizeof(float);
+	float *w = rt_alloc_large(bytes);
+	if (w)
+		memset(w, 0, bytes);
 	if (!w)
 		return fail(m, RT_ERR_NOMEM, "out of memory for %lld weights",
 		            (long long)m->d->weight_floats);

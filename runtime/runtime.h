@@ -121,6 +121,12 @@ void rt_sgd_momentum_ref(size_t count, float *w, const float *g, float *v, float
 /* bytes (64-byte aligned), in huge pages where the system grants them
  * (runtime/memory.c); released with free() */
 void *rt_alloc_large(size_t bytes);
+/* whether the system hands out huge pages on request (transparent huge
+ * pages not "never") */
+bool rt_huge_pages_granted(void);
+/* a copy of a library's embedded weights in huge pages (floats + 1, the
+ * last 0), or NULL where that brings nothing; released with free() */
+float *rt_weights_to_huge_pages(const float *embedded, size_t floats);
 
 typedef struct rt_threads rt_threads;
 rt_threads *rt_threads_create(int threads); /* in all, the caller included; <= 0: one per CPU */

@@ -5,6 +5,8 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -725,6 +727,42 @@ START_TEST(pool_create_destroy)
 }
 END_TEST
 
+/* A library's embedded weights are a read-only mapping of its file: the
+ * copy into huge pages must equal them, end in a zero float, and leave
+ * the mapping readable with the same values after its pages are handed
+ * back; small weights stay where they are. */
+START_TEST(weights_copied_into_huge_pages)
+{
+	size_t floats = (3u << 20) / sizeof(float) + 5;
+	char path[] = "/tmp/netcc-weights-XXXXXX";
+	int fd = mkstemp(path);
+	ck_assert_int_ge(fd, 0);
+	unlink(path);
+	float *w = malloc(floats * sizeof(float));
+	for (size_t i = 0; i < floats; i++)
+		w[i] = (float)i * 0.5f - 7.0f;
+	ck_assert_int_eq(write(fd, w, floats * sizeof(float)), (ssize_t)(floats * sizeof(float)));
+	const float *mapped = mmap(NULL, floats * sizeof(float), PROT_READ, MAP_PRIVATE, fd, 0);
+	ck_assert_ptr_ne(mapped, MAP_FAILED);
+	close(fd);
+
+	float *copy = rt_weights_to_huge_pages(mapped, floats);
+	if (!rt_huge_pages_granted()) {
+		ck_assert_ptr_null(copy);
+	} else {
+		ck_assert_ptr_nonnull(copy);
+		ck_assert_int_eq((uintptr_t)copy % 64, 0);
+		ck_assert_int_eq(memcmp(copy, w, floats * sizeof(float)), 0);
+		ck_assert(copy[floats] == 0.0f);
+		ck_assert_int_eq(memcmp(mapped, w, floats * sizeof(float)), 0);
+		free(copy);
+	}
+	ck_assert_ptr_null(rt_weights_to_huge_pages(mapped, 1000));
+	munmap((void *)mapped, floats * sizeof(float));
+	free(w);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("gemm");
@@ -749,6 +787,7 @@ static Suite *suite(void)
 	tcase_add_test(tp, pool_concurrent);
 	tcase_add_test(tp, pool_create_destroy);
 	tcase_add_test(tp, pool_threads_capped);
+	tcase_add_test(tp, weights_copied_into_huge_pages);
 	suite_add_tcase(s, tp);
 	return s;
 }
