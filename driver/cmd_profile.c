@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "backend.h"
 #include "driver.h"
@@ -70,6 +71,7 @@ int cmd_profile(int argc, char **argv)
 	int64_t runs = opts_int(&o, "runs", 20, 1, 100000, &ok);
 	int64_t threads = opts_int(&o, "threads", backend_threads(), 0, 256, &ok);
 	int64_t seed = opts_int(&o, "seed", 0, 0, INT64_MAX, &ok);
+	int64_t gap_ms = opts_int(&o, "gap", 0, 0, 60000, &ok);
 	if (!ok)
 		return 2;
 	int status;
@@ -94,7 +96,10 @@ int cmd_profile(int argc, char **argv)
 		goto done;
 	}
 	raw = calloc((size_t)g->plan.raw_bytes / 4 + 1, sizeof(float));
-	w = calloc((size_t)g->plan.weight_bytes / 4 + 1, sizeof(float));
+	/* in huge pages, as a library's instance keeps them */
+	size_t wbytes = ((size_t)g->plan.weight_bytes / 4 + 1) * sizeof(float);
+	if ((w = rt_alloc_large(wbytes)))
+		memset(w, 0, wbytes);
 	node_s = calloc((size_t)g->n_nodes, sizeof(double));
 	ws = backend_workspace_new(g);
 	pool = rt_threads_create((int)threads);
@@ -122,10 +127,14 @@ int cmd_profile(int argc, char **argv)
 	for (int r = 0; r < 3; r++) /* warm-up: caches, pages, the pool's threads */
 		fwd(w, ws, (const void *const *)in, out, pool);
 	rt_threads_profile(pool, node_s, g->n_nodes);
-	double t0 = backend_now();
-	for (int64_t r = 0; r < runs; r++)
+	double wall = 0;
+	for (int64_t r = 0; r < runs; r++) {
+		if (gap_ms)
+			nanosleep(&(struct timespec){gap_ms / 1000, gap_ms % 1000 * 1000000}, NULL);
+		double t0 = backend_now();
 		fwd(w, ws, (const void *const *)in, out, pool);
-	double wall = backend_now() - t0;
+		wall += backend_now() - t0;
+	}
 	rt_threads_profile(pool, NULL, 0);
 	int nt = rt_threads_count(pool);
 	/* the peak of the target's kernel set: the widest vectors its code uses */
@@ -146,9 +155,12 @@ int cmd_profile(int argc, char **argv)
 	if (total <= 0)
 		total = 1e-12;
 	printf("netcc profile: %s, batch %lld, %s, %d thread%s, -O%d, target %s; %lld runs after "
-	       "3 warm-up\n",
+	       "3 warm-up",
 	       g->name, (long long)g->batch, j.train ? "training step" : "inference", nt,
 	       nt == 1 ? "" : "s", j.opt_level, target.name, (long long)runs);
+	if (gap_ms)
+		printf(", each after a %lld ms pause", (long long)gap_ms);
+	printf("\n");
 	printf("peak: %.1f GFLOP/s (FMA loop on %d thread%s, measured now)\n", peak, nt,
 	       nt == 1 ? "" : "s");
 	printf("memory: %.1f GB/s (reading on %d thread%s, measured now)\n\n", gbs, nt,

@@ -176,7 +176,10 @@ static const opt_doc profile_opts[] = {
     OPT_BATCH("1"),
     {"train", NULL, 0, NULL, "profile the training step instead of inference"},
     {"threads", "T", '=', "NETCC_THREADS, else one per CPU", "threads to run on"},
-    {"runs", "R", '=', "20", "timed runs (after one warm-up)"},
+    {"runs", "R", '=', "20", "timed runs (after three warm-up runs)"},
+    {"gap", "MS", '=', "0",
+     "pause MS milliseconds before each timed run, as an application that runs now and then "
+     "does (the pauses are not timed)"},
     OPT_SEED(""),
     {"all", NULL, 0, NULL, "list every node, not only the most expensive"},
     {"O0", NULL, 0, NULL, "no optimisation"},

@@ -667,8 +667,16 @@ START_TEST(profile_accounts_for_every_flop)
 
 	/* a training step: each weight gradient costs what its convolution does */
 	ck_assert_int_eq(
-	    netcc(&out, &err, "profile tests/models/tiny28.nn --train --batch 8 --runs 2"), 0);
+	    netcc(&out, &err,
+	          "profile tests/models/tiny28.nn --train --batch 8 --runs 2 --gap 200"),
+	    0);
 	ck_assert_ptr_nonnull(strstr(out, "training step"));
+	/* the pauses before the runs are said, and not timed: a step of this
+	 * model takes milliseconds */
+	ck_assert_ptr_nonnull(strstr(out, "each after a 200 ms pause"));
+	const char *run = strstr(out, " GFLOP in ");
+	ck_assert_ptr_nonnull(run);
+	ck_assert_double_lt(strtod(run + 10, NULL), 100);
 	ck_assert_double_eq_tol(profile_gflop(out, "conv_grad_weight"), profile_gflop(out, "conv"),
 	                        1e-4);
 	ck_assert_double_gt(profile_gflop(out, "conv_grad_input"), 0);
@@ -678,6 +686,10 @@ START_TEST(profile_accounts_for_every_flop)
 
 	ck_assert_int_eq(netcc(&out, &err, "profile models/resnet20.nn --runs 0"), 2);
 	ck_assert_ptr_nonnull(strstr(err, "--runs"));
+	free(out);
+	free(err);
+	ck_assert_int_eq(netcc(&out, &err, "profile models/resnet20.nn --gap -5"), 2);
+	ck_assert_ptr_nonnull(strstr(err, "--gap"));
 	free(out);
 	free(err);
 }
