@@ -458,8 +458,9 @@ END_TEST
 
 START_TEST(test_reject_dtype)
 {
-	expect_json_reject(ENTRY("\"dtype\": \"F8_E4M3\", \"shape\": [1], \"data_offsets\": [0, 1]"), 1,
-	                   "unknown dtype 'F8_E4M3'", "t");
+	expect_json_reject(
+	    ENTRY("\"dtype\": \"F8_E4M3\", \"shape\": [1], \"data_offsets\": [0, 1]"), 1,
+	    "unknown dtype 'F8_E4M3'", "t");
 	expect_json_reject(ENTRY("\"dtype\": \"f32\", \"shape\": [1], \"data_offsets\": [0, 4]"), 4,
 	                   "unknown dtype 'f32'", "t");
 	expect_json_reject(ENTRY("\"dtype\": \"\", \"shape\": [1], \"data_offsets\": [0, 4]"), 4,
