@@ -265,13 +265,14 @@ bool rt_conv2d_direct_fits(const rt_conv *p);
 bool rt_conv2d_direct(rt_threads *t, const rt_conv *p, const float *x, const float *w,
                       const float *b, float *y, int relu);
 /* Inference's direct convolution, with the weights prepared once as
- * [c * k * k][oc] (rt_direct_weight: each output channel's BatchNorm-folded
- * first when gamma and var are given, as rt_bn_fold_weight): any square
- * kernel, no residual, output channels a multiple of 16, stride 2 or more
- * than one input channel, the padded image within a scratch slot
+ * [oc / 16][c * k * k][16] (rt_direct_weight: blocks of 16 output channels,
+ * each a contiguous stream; each output channel's BatchNorm-folded first
+ * when gamma and var are given, as rt_bn_fold_weight): any square kernel,
+ * no residual, output channels a multiple of 16, stride 2 or more than
+ * one input channel, the padded image within a scratch slot
  * (rt_conv2d_direct_prepared_fits). rt_conv2d_direct_prepared runs it, or
- * the GEMM on the same weights where no scratch was to be had;
- * rt_conv2d_direct_try is false then. */
+ * where no scratch was to be had (rt_conv2d_direct_try is false then) the
+ * same sums serially without memory (rt_conv2d_direct_prepared_serial). */
 bool rt_conv2d_direct_prepared_fits(const rt_conv *p);
 void rt_direct_weight(int oc, int kdim, const float *w, const float *gamma, const float *var,
                       float eps, float *dst);
@@ -279,6 +280,8 @@ void rt_conv2d_direct_prepared(rt_threads *t, const rt_conv *p, const float *x, 
                                const float *b, float *y, int relu);
 bool rt_conv2d_direct_try(rt_threads *t, const rt_conv *p, const float *x, const float *wt,
                           const float *b, float *y, int relu);
+void rt_conv2d_direct_prepared_serial(const rt_conv *p, const float *x, const float *wt,
+                                      const float *b, float *y, int relu);
 /* Its weight gradient over the images [n0, n1), into dw (overwritten) on
  * the calling thread, where it fits (stride 1 or 2, output channels a
  * multiple of 16); false, dw unwritten, when no memory was to be had */

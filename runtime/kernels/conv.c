@@ -279,7 +279,7 @@ void rt_conv2d_direct_prepared(rt_threads *t, const rt_conv *p, const float *x, 
                                const float *b, float *y, int relu)
 {
 	if (!rt_conv2d_direct_try(t, p, x, wt, b, y, relu))
-		conv2d(t, p, x, wt, RT_GEMM_A_TRANS, b, NULL, y, relu);
+		rt_conv2d_direct_prepared_serial(p, x, wt, b, y, relu);
 }
 
 void rt_conv2d_packed(rt_threads *t, const rt_conv *p, const float *x, const float *wp,

@@ -83,14 +83,18 @@ bool rt_conv2d_direct_prepared_fits(const rt_conv *p)
 	       p->ow > 0 && p->oh * p->ow >= PREPARED_MIN_PIXELS && band_rows(p, true) > 0;
 }
 
+/* Blocks of 16 output channels, [kdim][16] each: a block's weights are one
+ * stream that the sums read front to back, 64 bytes a tap (laid out
+ * [kdim][oc], a 32-channel block's taps were 128 bytes every oc * 4). */
 void rt_direct_weight(int oc, int kdim, const float *w, const float *gamma, const float *var,
                       float eps, float *dst)
 {
 	for (int o = 0; o < oc; o++) {
 		/* the float product rt_bn_fold_weight computes */
 		float scale = gamma ? gamma[o] / sqrtf(var[o] + eps) : 1.0f;
+		float *d = dst + (size_t)(o / OCB) * kdim * OCB + o % OCB;
 		for (int k = 0; k < kdim; k++)
-			dst[(size_t)k * oc + o] =
+			d[(size_t)k * OCB] =
 			    gamma ? w[(size_t)o * kdim + k] * scale : w[(size_t)o * kdim + k];
 	}
 }
@@ -162,17 +166,19 @@ enum { FAR_WEIGHTS = 64 * 1024 };
 	    int o0, float s[NP][2 * W])                                                            \
 	{                                                                                          \
 		VT a[NP][2] = {{{0}}};                                                             \
-		const float *wk = wt + o0;                                                         \
+		size_t kdim = (size_t)p->c * p->k * p->k;                                          \
+		const float *wk = wt + (size_t)(o0 / OCB) * kdim * OCB;                            \
+		size_t hi = W == OCB ? kdim * OCB : W;                                             \
 		bool far = weight_floats(p) > FAR_WEIGHTS;                                         \
 		for (int ci = 0; ci < p->c; ci++)                                                  \
 			for (int kh = 0; kh < p->k; kh++)                                          \
-				for (int kw = 0; kw < p->k; kw++, wk += p->oc) {                   \
+				for (int kw = 0; kw < p->k; kw++, wk += OCB) {                     \
 					size_t off = ci * plane + (size_t)kh * wp + kw;            \
 					if (far) {                                                 \
-						__builtin_prefetch(wk + 16 * p->oc);               \
-						__builtin_prefetch(wk + 16 * p->oc + W);           \
+						__builtin_prefetch(wk + 16 * OCB);                 \
+						__builtin_prefetch(wk + 16 * OCB + hi);            \
 					}                                                          \
-					VT w0 = LOAD(wk), w1 = LOAD(wk + W);                       \
+					VT w0 = LOAD(wk), w1 = LOAD(wk + hi);                      \
 					for (int i = 0; i < NP; i++) {                             \
 						VT v = SPLAT(at[i] + off);                         \
 						a[i][0] += v * w0;                                 \
@@ -195,7 +201,7 @@ typedef struct direct_job {
 	const float *x, *w, *b;
 	float *y;
 	int relu;
-	bool prepared; /* w is [kdim][oc] already (rt_direct_weight) */
+	bool prepared; /* w is in rt_direct_weight's blocks already */
 	int split;     /* tasks per image (1: tasks take ranges of images) */
 	bool by_oc;    /* an image's tasks take ranges of output channels */
 	rt_threads *pool;
@@ -376,9 +382,7 @@ static void direct_task(void *ctx, int task, int tasks)
 	float *xp = mem;
 	if (!j->prepared) {
 		float *t = mem;
-		for (int o = 0; o < p->oc; o++)
-			for (int k = 0; k < kdim; k++)
-				t[(size_t)k * p->oc + o] = j->w[(size_t)o * kdim + k];
+		rt_direct_weight(p->oc, kdim, j->w, NULL, NULL, 0, t);
 		wt = t;
 		xp = mem + weight_floats(p);
 	}
@@ -448,6 +452,45 @@ bool rt_conv2d_direct_try(rt_threads *t, const rt_conv *p, const float *x, const
                           const float *b, float *y, int relu)
 {
 	return direct_run(t, p, x, wt, true, b, y, relu);
+}
+
+/* Where no scratch was to be had: the same sums on the calling thread,
+ * value by value, reading the blocks of the prepared weights in place
+ * (slow, but it needs no memory) */
+void rt_conv2d_direct_prepared_serial(const rt_conv *p, const float *x, const float *wt,
+                                      const float *b, float *y, int relu)
+{
+	size_t kdim = (size_t)p->c * p->k * p->k;
+	for (int n = 0; n < p->n; n++)
+		for (int o = 0; o < p->oc; o++) {
+			const float *wo = wt + (size_t)(o / OCB) * kdim * OCB + o % OCB;
+			float *yo = y + ((size_t)n * p->oc + o) * p->oh * p->ow;
+			for (int oy = 0; oy < p->oh; oy++)
+				for (int ox = 0; ox < p->ow; ox++) {
+					float s = 0;
+					const float *wk = wo;
+					for (int ci = 0; ci < p->c; ci++)
+						for (int kh = 0; kh < p->k; kh++)
+							for (int kw = 0; kw < p->k;
+							     kw++, wk += OCB) {
+								int iy =
+								    oy * p->stride - p->pad + kh;
+								int ix =
+								    ox * p->stride - p->pad + kw;
+								if (iy >= 0 && iy < p->h &&
+								    ix >= 0 && ix < p->w)
+									s += x[(((size_t)n * p->c +
+									         ci) *
+									            p->h +
+									        iy) *
+									           p->w +
+									       ix] *
+									     *wk;
+							}
+					s += b ? b[o] : 0;
+					yo[oy * p->ow + ox] = relu && s < 0 ? 0 : s;
+				}
+		}
 }
 
 /* ---- the weight gradient ---------------------------------------------------- */
