@@ -28,7 +28,7 @@
  *
  * Prepared weights (inference only, after BatchNorm folding): a
  * convolution with a window (3x3 and larger) and no residual is computed
- * directly where its kernel takes it, its weights transposed once so that
+ * directly where its kernel takes it, its weights laid out once so that
  * a tap's output channels are whole vectors (as a GEMM, a strided
  * window's columns had to be gathered first: ResNet-18's strided 3x3
  * layers at 38-53% of the FMA peak); the others run the GEMM on weights
@@ -204,7 +204,7 @@ static const struct algo_rule {
 	algo_rule_fn *take;
 } rules[] = {
     {true, winograd},        /* F(4x4) or F(2x2, 3x3), on transformed weights */
-    {true, direct_prepared}, /* the direct kernel on weights transposed once */
+    {true, direct_prepared}, /* the direct kernel on weights laid out once */
     {true, packed},          /* the GEMM on weights packed once */
     {false, direct},         /* the direct kernel on the weights as they are */
     {false, gemm},           /* the GEMM on the weights as they are */

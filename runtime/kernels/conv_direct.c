@@ -37,7 +37,7 @@ static int padded_w(const rt_conv *p)
 	return w > need ? w : need;
 }
 
-/* The weights' floats: [c * k * k][oc] */
+/* The weights' floats: c * k * k by oc */
 static size_t weight_floats(const rt_conv *p)
 {
 	return (size_t)p->c * p->k * p->k * p->oc;
