@@ -97,9 +97,7 @@ int cmd_profile(int argc, char **argv)
 	}
 	raw = calloc((size_t)g->plan.raw_bytes / 4 + 1, sizeof(float));
 	/* in huge pages, as a library's instance keeps them */
-	size_t wbytes = ((size_t)g->plan.weight_bytes / 4 + 1) * sizeof(float);
-	if ((w = rt_alloc_large(wbytes)))
-		memset(w, 0, wbytes);
+	w = rt_alloc_large_zero(((size_t)g->plan.weight_bytes / 4 + 1) * sizeof(float));
 	node_s = calloc((size_t)g->n_nodes, sizeof(double));
 	ws = backend_workspace_new(g);
 	pool = rt_threads_create((int)threads);

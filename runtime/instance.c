@@ -296,10 +296,7 @@ int rt_instance_load_weights(rt_instance *m, const char *path)
 	if (m->d->train_step)
 		return load_state(m, path);
 	/* huge pages where granted, as the embedded ones are copied into */
-	size_t bytes = ((size_t)m->d->weight_floats + 1) * sizeof(float);
-	float *w = rt_alloc_large(bytes);
-	if (w)
-		memset(w, 0, bytes);
+	float *w = rt_alloc_large_zero(((size_t)m->d->weight_floats + 1) * sizeof(float));
 	if (!w)
 		return fail(m, RT_ERR_NOMEM, "out of memory for %lld weights",
 		            (long long)m->d->weight_floats);

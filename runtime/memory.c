@@ -30,6 +30,14 @@ void *rt_alloc_large(size_t bytes)
 	return p;
 }
 
+void *rt_alloc_large_zero(size_t bytes)
+{
+	void *p = rt_alloc_large(bytes);
+	if (p)
+		memset(p, 0, bytes);
+	return p;
+}
+
 bool rt_huge_pages_granted(void)
 {
 #ifdef MADV_HUGEPAGE

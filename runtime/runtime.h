@@ -121,6 +121,7 @@ void rt_sgd_momentum_ref(size_t count, float *w, const float *g, float *v, float
 /* bytes (64-byte aligned), in huge pages where the system grants them
  * (runtime/memory.c); released with free() */
 void *rt_alloc_large(size_t bytes);
+void *rt_alloc_large_zero(size_t bytes); /* rt_alloc_large, zeroed */
 /* whether the system hands out huge pages on request (transparent huge
  * pages not "never") */
 bool rt_huge_pages_granted(void);

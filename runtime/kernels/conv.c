@@ -310,9 +310,7 @@ static void conv_image(const conv_job *j, int n)
 	/* the residual is added as the GEMM stores (it may be y itself) */
 	rt_epilogue ep = {
 	    .bias = j->b, .add = j->res ? j->res + n * out_floats : NULL, .relu = j->relu};
-	/* A transposed: [kdim][oc] */
-	int lda = j->a_layout == RT_GEMM_A_TRANS ? p->oc : kdim;
-	(j->serial ? rt_gemm_serial : rt_gemm)(j->pool, p->oc, opix, kdim, j->w, lda, j->a_layout,
+	(j->serial ? rt_gemm_serial : rt_gemm)(j->pool, p->oc, opix, kdim, j->w, kdim, j->a_layout,
 	                                       &bm, yn, opix, &ep);
 }
 

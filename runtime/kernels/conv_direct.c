@@ -85,14 +85,20 @@ bool rt_conv2d_direct_prepared_fits(const rt_conv *p)
 
 /* Blocks of 16 output channels, [kdim][16] each: a block's weights are one
  * stream that the sums read front to back, 64 bytes a tap (laid out
- * [kdim][oc], a 32-channel block's taps were 128 bytes every oc * 4). */
+ * [kdim][oc], a 32-channel block's taps were 128 bytes every oc * 4).
+ * Output channel o's first weight; its next taps follow OCB floats apart. */
+static inline size_t block_at(size_t kdim, int o)
+{
+	return (size_t)(o / OCB) * kdim * OCB + o % OCB;
+}
+
 void rt_direct_weight(int oc, int kdim, const float *w, const float *gamma, const float *var,
                       float eps, float *dst)
 {
 	for (int o = 0; o < oc; o++) {
 		/* the float product rt_bn_fold_weight computes */
 		float scale = gamma ? gamma[o] / sqrtf(var[o] + eps) : 1.0f;
-		float *d = dst + (size_t)(o / OCB) * kdim * OCB + o % OCB;
+		float *d = dst + block_at((size_t)kdim, o);
 		for (int k = 0; k < kdim; k++)
 			d[(size_t)k * OCB] =
 			    gamma ? w[(size_t)o * kdim + k] * scale : w[(size_t)o * kdim + k];
@@ -167,7 +173,7 @@ enum { FAR_WEIGHTS = 64 * 1024 };
 	{                                                                                          \
 		VT a[NP][2] = {{{0}}};                                                             \
 		size_t kdim = (size_t)p->c * p->k * p->k;                                          \
-		const float *wk = wt + (size_t)(o0 / OCB) * kdim * OCB;                            \
+		const float *wk = wt + block_at(kdim, o0);                                         \
 		size_t hi = W == OCB ? kdim * OCB : W;                                             \
 		bool far = weight_floats(p) > FAR_WEIGHTS;                                         \
 		for (int ci = 0; ci < p->c; ci++)                                                  \
@@ -454,6 +460,25 @@ bool rt_conv2d_direct_try(rt_threads *t, const rt_conv *p, const float *x, const
 	return direct_run(t, p, x, wt, true, b, y, relu);
 }
 
+/* Output pixel (oy, ox)'s sum over the taps of image xn; wk is its output
+ * channel's first weight in the blocks */
+static float serial_sum(const rt_conv *p, const float *xn, const float *wk, int oy, int ox)
+{
+	float s = 0;
+	for (int ci = 0; ci < p->c; ci++) {
+		const float *xc = xn + (size_t)ci * p->h * p->w;
+		for (int kh = 0; kh < p->k; kh++) {
+			int iy = oy * p->stride - p->pad + kh;
+			for (int kw = 0; kw < p->k; kw++, wk += OCB) {
+				int ix = ox * p->stride - p->pad + kw;
+				if (iy >= 0 && iy < p->h && ix >= 0 && ix < p->w)
+					s += xc[(size_t)iy * p->w + ix] * *wk;
+			}
+		}
+	}
+	return s;
+}
+
 /* Where no scratch was to be had: the same sums on the calling thread,
  * value by value, reading the blocks of the prepared weights in place
  * (slow, but it needs no memory) */
@@ -463,30 +488,11 @@ void rt_conv2d_direct_prepared_serial(const rt_conv *p, const float *x, const fl
 	size_t kdim = (size_t)p->c * p->k * p->k;
 	for (int n = 0; n < p->n; n++)
 		for (int o = 0; o < p->oc; o++) {
-			const float *wo = wt + (size_t)(o / OCB) * kdim * OCB + o % OCB;
+			const float *xn = x + (size_t)n * p->c * p->h * p->w;
 			float *yo = y + ((size_t)n * p->oc + o) * p->oh * p->ow;
 			for (int oy = 0; oy < p->oh; oy++)
 				for (int ox = 0; ox < p->ow; ox++) {
-					float s = 0;
-					const float *wk = wo;
-					for (int ci = 0; ci < p->c; ci++)
-						for (int kh = 0; kh < p->k; kh++)
-							for (int kw = 0; kw < p->k;
-							     kw++, wk += OCB) {
-								int iy =
-								    oy * p->stride - p->pad + kh;
-								int ix =
-								    ox * p->stride - p->pad + kw;
-								if (iy >= 0 && iy < p->h &&
-								    ix >= 0 && ix < p->w)
-									s += x[(((size_t)n * p->c +
-									         ci) *
-									            p->h +
-									        iy) *
-									           p->w +
-									       ix] *
-									     *wk;
-							}
+					float s = serial_sum(p, xn, wt + block_at(kdim, o), oy, ox);
 					s += b ? b[o] : 0;
 					yo[oy * p->ow + ox] = relu && s < 0 ? 0 : s;
 				}
