@@ -37,9 +37,23 @@ static void store_tile(const float *t, int trs, int tcs, float *c, const float *
  * (and past its end, the next panel's). A is the weights, prepared once
  * and read once a call, from memory: a ResNet's do not fit the caches
  * (ResNet-18's Winograd U are 90 MB), and the hardware prefetcher alone
- * left the FMAs waiting. 24 to 96 steps measured the same; 12 half of it. */
+ * left the FMAs waiting. On AVX2, 24 to 96 steps measured the same and 12
+ * half of it. AVX-512's panels are twice as tall, so a step reads twice
+ * the bytes, and a tile one vector wide (the Winograd GEMMs of a 7x7 or
+ * 14x14 map at batch 1: 16 tiles) spends half the time on a step that a
+ * full one does: there the prefetch runs further ahead, the same time
+ * ahead of the FMAs for every tile width (docs/performance.md). */
 #ifndef APF
+#if VW >= 16
+#define APF 64
+#else
 #define APF 32
+#endif
+#endif
+#if VW >= 16
+#define APF_STEPS(nv) (APF * NV / (nv))
+#else
+#define APF_STEPS(nv) APF
 #endif
 
 /* One rows x nv vectors tile of C from a packed A panel (kc x MR) and B
@@ -64,7 +78,7 @@ micro_t(int rows, int nv, bool whole, int kc, const float *restrict ap, const fl
 			__builtin_prefetch(lc + r * ldc);
 	for (int p = 0; p < kc; p++) {
 		vf b[NV];
-		__builtin_prefetch(ap + (p + APF) * MR);
+		__builtin_prefetch(ap + (p + APF_STEPS(nv)) * MR);
 		for (int v = 0; v < nv; v++)
 			b[v] = vload(bp + p * ldb + v * VW);
 		for (int r = 0; r < rows; r++) {
