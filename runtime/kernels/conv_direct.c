@@ -486,9 +486,9 @@ void rt_conv2d_direct_prepared_serial(const rt_conv *p, const float *x, const fl
                                       const float *b, float *y, int relu)
 {
 	size_t kdim = (size_t)p->c * p->k * p->k;
-	for (int n = 0; n < p->n; n++)
+	for (int n = 0; n < p->n; n++) {
+		const float *xn = x + (size_t)n * p->c * p->h * p->w;
 		for (int o = 0; o < p->oc; o++) {
-			const float *xn = x + (size_t)n * p->c * p->h * p->w;
 			float *yo = y + ((size_t)n * p->oc + o) * p->oh * p->ow;
 			for (int oy = 0; oy < p->oh; oy++)
 				for (int ox = 0; ox < p->ow; ox++) {
@@ -497,6 +497,7 @@ void rt_conv2d_direct_prepared_serial(const rt_conv *p, const float *x, const fl
 					yo[oy * p->ow + ox] = relu && s < 0 ? 0 : s;
 				}
 		}
+	}
 }
 
 /* ---- the weight gradient ---------------------------------------------------- */

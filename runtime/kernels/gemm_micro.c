@@ -44,17 +44,9 @@ static void store_tile(const float *t, int trs, int tcs, float *c, const float *
  * full one does: there the prefetch runs further ahead, the same time
  * ahead of the FMAs for every tile width (docs/performance.md). */
 #ifndef APF
-#if VW >= 16
-#define APF 64
-#else
-#define APF 32
+#define APF (VW >= 16 ? 64 : 32)
 #endif
-#endif
-#if VW >= 16
-#define APF_STEPS(nv) (APF * NV / (nv))
-#else
-#define APF_STEPS(nv) APF
-#endif
+#define APF_STEPS(nv) (VW >= 16 ? APF * NV / (nv) : APF)
 
 /* One rows x nv vectors tile of C from a packed A panel (kc x MR) and B
  * panel (kc rows of NR, ldb apart: NR packed, or B's own row stride where
