@@ -80,13 +80,22 @@ size_t rt_wino_block_floats(const rt_conv *p, int m, int tiles)
 
 /* Room for two blocks: one used alone when the threads share blocks, or
  * shared out among the threads when each takes blocks of its own (best
- * measured on the EPYC: a megabyte for one thread, two for two). Where one
- * block holds every tile the threads always share it: room for one. */
+ * measured on the EPYC: a megabyte for one thread, two for two), and
+ * SLICE_GAP floats more, which keep the threads' slices apart. Where one
+ * block holds every tile the threads always share it: room for one.
+ *
+ * With two slices end to end, whichever thread had the upper one ran its
+ * transforms and GEMMs markedly slower than the other, on the same work,
+ * wherever the pair lay; the slowdown faded as the slices moved apart,
+ * and was gone short of this gap (docs/performance.md). */
+enum { SLICE_GAP = 256 * 1024 };
+
 size_t rt_winograd_scratch_floats(const rt_conv *p, int m)
 {
 	long total = total_tiles_max(p, m);
 	int ld = rt_wino_block_tiles(p, m);
-	return (total <= ld ? 1 : 2) * rt_wino_block_floats(p, m, ld);
+	size_t block = rt_wino_block_floats(p, m, ld);
+	return total <= ld ? block : 2 * block + SLICE_GAP;
 }
 
 bool rt_winograd_fits(const rt_conv *p)
@@ -207,6 +216,7 @@ typedef struct wsplit {
 	const wino *proto;
 	float *scratch;
 	size_t slice; /* floats per thread */
+	size_t apart; /* floats from one thread's slice to the next's */
 	int sb;       /* tiles per thread block */
 	long total;
 	int shares;       /* tasks: ranges of whole GEMM panels */
@@ -232,7 +242,7 @@ static void thread_blocks_task(void *ctx, int task, int tasks)
 	wino w = *s->proto;
 	w.ld = s->sb;
 	int slot = s->claim ? rt_slot_take(&s->used, MAX_SLICES) : task;
-	rt_wino_scratch(&w, s->scratch + (size_t)slot * s->slice);
+	rt_wino_scratch(&w, s->scratch + (size_t)slot * s->apart);
 	long panels = (s->total + PANEL - 1) / PANEL;
 	long lo = panels * task / tasks * PANEL, hi = panels * (task + 1) / tasks * PANEL;
 	hi = hi < s->total ? hi : s->total;
@@ -277,13 +287,15 @@ void rt_conv2d_winograd(rt_threads *t, const rt_conv *p, int m, const float *x, 
 	long total = total_tiles(p, m);
 	int threads = rt_threads_count(t);
 	int sb = 2 * w.ld / threads / LANES * LANES;
-	size_t slice = rt_wino_block_floats(p, m, sb);
+	size_t slice = rt_wino_block_floats(p, m, sb), room = rt_winograd_scratch_floats(p, m);
 	if (threads > 1 && sb >= MIN_THREAD_BLOCK && total > w.ld && total >= (long)threads * sb &&
-	    threads * slice <= rt_winograd_scratch_floats(p, m)) {
+	    threads * slice <= room) {
 		wsplit s = {
 		    .proto = &w,
 		    .scratch = scratch,
 		    .slice = slice,
+		    /* spread over the room, each on a cache line */
+		    .apart = (room - slice) / (threads - 1) / 16 * 16,
 		    .sb = sb,
 		    .total = total,
 		    .shares = shares_of(total, sb, threads),
