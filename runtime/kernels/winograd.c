@@ -41,7 +41,7 @@ static int pos_of(int m)
  * stage, 224 tiles before, ran 10-25% faster, its second, 128 before,
  * 5-10%). The kernel set decides it, so the scratch netcc plans (for the
  * larger blocks) holds either. */
-int rt_wino_block_tiles(const rt_conv *p, int m)
+static int block_tiles(const rt_conv *p, int m, bool rows)
 {
 	long total = total_tiles_max(p, m);
 	long per_tile = pos_of(m) * (long)(p->c + p->oc);
@@ -50,13 +50,18 @@ int rt_wino_block_tiles(const rt_conv *p, int m)
 	/* the nearest whole number of GEMM panels (32 columns with AVX-512,
 	 * two panels of AVX2's 16): 48 tiles cost what 64 do */
 	fit = fit < PANEL ? PANEL : (fit + PANEL / 2) / PANEL * PANEL;
-	if (wino_rows(p, m) != ROWS_NONE && fit > ROWS_BLOCK_TILES)
+	if (rows && fit > ROWS_BLOCK_TILES)
 		fit = ROWS_BLOCK_TILES;
 	/* a whole number of vectors: the last one's spare lanes are written too */
 	total = (total + 7) / 8 * 8;
 	if (u_tiles > fit && total <= u_tiles && total <= BLOCK_MAX / per_tile)
 		fit = total;
 	return (int)(total < fit ? total : fit);
+}
+
+int rt_wino_block_tiles(const rt_conv *p, int m)
+{
+	return block_tiles(p, m, wino_rows(p, m) != ROWS_NONE);
 }
 
 /* The distance between two positions' matrices in V or M: rows x ld
@@ -90,12 +95,23 @@ size_t rt_wino_block_floats(const rt_conv *p, int m, int tiles)
  * and was gone short of this gap (docs/performance.md). */
 enum { SLICE_GAP = 256 * 1024 };
 
-size_t rt_winograd_scratch_floats(const rt_conv *p, int m)
+static size_t scratch_floats(const rt_conv *p, int m, bool rows)
 {
 	long total = total_tiles_max(p, m);
-	int ld = rt_wino_block_tiles(p, m);
+	int ld = block_tiles(p, m, rows);
 	size_t block = rt_wino_block_floats(p, m, ld);
 	return total <= ld ? block : 2 * block + SLICE_GAP;
+}
+
+/* The larger of what either kind of block needs, whichever the kernel set
+ * runs: netcc plans it with its own set, the library runs another, and
+ * the threads' slices are spread over all of it (a set with smaller rows
+ * blocks can need the gap where the other needs one block). */
+size_t rt_winograd_scratch_floats(const rt_conv *p, int m)
+{
+	size_t plain = scratch_floats(p, m, false);
+	size_t rows = wino_rows_fit(p, m) != ROWS_NONE ? scratch_floats(p, m, true) : 0;
+	return plain > rows ? plain : rows;
 }
 
 bool rt_winograd_fits(const rt_conv *p)
