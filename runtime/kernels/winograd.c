@@ -39,8 +39,8 @@ static int pos_of(int m)
  * In rows mode (wino_rows) blocks are at most ROWS_BLOCK_TILES: V and M
  * then stay in L2 beside the input rows being read (ResNet-20's first
  * stage, 224 tiles before, ran 10-25% faster, its second, 128 before,
- * 5-10%). The kernel set decides it, so the scratch netcc plans (for the
- * larger blocks) holds either. */
+ * 5-10%). The kernel set decides it, so the scratch netcc plans holds
+ * either kind of block (rt_winograd_scratch_floats). */
 static int block_tiles(const rt_conv *p, int m, bool rows)
 {
 	long total = total_tiles_max(p, m);
@@ -231,7 +231,6 @@ enum { MIN_THREAD_BLOCK = 16 };
 typedef struct wsplit {
 	const wino *proto;
 	float *scratch;
-	size_t slice; /* floats per thread */
 	size_t apart; /* floats from one thread's slice to the next's */
 	int sb;       /* tiles per thread block */
 	long total;
@@ -309,7 +308,6 @@ void rt_conv2d_winograd(rt_threads *t, const rt_conv *p, int m, const float *x, 
 		wsplit s = {
 		    .proto = &w,
 		    .scratch = scratch,
-		    .slice = slice,
 		    /* spread over the room, each on a cache line */
 		    .apart = (room - slice) / (threads - 1) / 16 * 16,
 		    .sb = sb,
