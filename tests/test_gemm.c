@@ -428,19 +428,23 @@ START_TEST(gemm_prepacked_a)
 END_TEST
 
 /* An element's bits do not depend on the rest of the problem: a block of
- * rows, a single column (the skinny path) and a few columns give exactly
- * what the full product gives there, so a batch of one matches a batch of
- * many. */
-START_TEST(gemm_subproblem_invariant)
+ * rows, a single column (the skinny path), a few columns and the widths
+ * whose last panel is a vector and a few columns (48 to 52, the tiles
+ * three vectors wide where the set has them) give exactly what the full
+ * product gives there, so a batch of one matches a batch of many. B is
+ * packed (B_TRANS) or read in place (B_DENSE, a block of few rows). */
+static void subproblem_invariant(int bmode, int m, int acc, int bias, int relu)
 {
 	rt_threads *pool = rt_threads_create(2);
-	int m = 70, n = 90, k = 600;
+	int n = 90, k = 600;
 	problem q;
-	problem_make(&q, m, n, k, 0, B_TRANS, 1, 1, 1);
+	problem_make(&q, m, n, k, 0, bmode, acc, bias, relu);
 	float *full = run(&q, pool);
 	/* columns j0..j0+w through B's rows (trans: column j at b + j * ldb) */
-	static const int cols[][2] = {{0, 1}, {5, 1},   {89, 1}, {3, 2},   {10, 3},  {20, 4},
-	                              {7, 5}, {30, 17}, {3, 18}, {40, 19}, {50, 20}, {33, 57}};
+	static const int cols[][2] = {{0, 1},  {5, 1},   {89, 1}, {3, 2},   {10, 3},  {20, 4},
+	                              {7, 5},  {30, 17}, {3, 18}, {40, 19}, {50, 20}, {33, 57},
+	                              {0, 48}, {41, 49}, {2, 50}, {30, 51}, {38, 52}, {1, 49},
+	                              {0, 80}, {9, 81},  {13, 64}};
 	for (size_t t = 0; t < sizeof cols / sizeof cols[0]; t++) {
 		int j0 = cols[t][0], w = cols[t][1];
 		for (int i0 = 0; i0 < m; i0 += 23) {
@@ -450,21 +454,33 @@ START_TEST(gemm_subproblem_invariant)
 				memcpy(c + (size_t)i * w, q.c0 + (size_t)(i0 + i) * q.ldc + j0,
 				       (size_t)w * sizeof *c);
 			rt_gemm_b b = {.data = q.b + (size_t)j0 * q.ldb, .ld = q.ldb, .trans = 1};
+			if (bmode == B_DENSE)
+				b = (rt_gemm_b){.data = q.b + j0, .ld = q.ldb};
 			rt_epilogue ep = epilogue_for(&q, c);
-			ep.bias = q.bias + i0;
+			ep.bias = bias ? q.bias + i0 : NULL;
 			rt_gemm(pool, h, w, k, q.a + (size_t)i0 * q.lda, q.lda, 0, &b, c, w, &ep);
 			for (int i = 0; i < h; i++)
-				ck_assert_msg(memcmp(c + (size_t)i * w,
-				                     full + (size_t)(i0 + i) * q.ldc + j0,
-				                     (size_t)w * sizeof *c) == 0,
-				              "rows %d+%d cols %d+%d differ from the full product",
-				              i0, h, j0, w);
+				ck_assert_msg(
+				    memcmp(c + (size_t)i * w, full + (size_t)(i0 + i) * q.ldc + j0,
+				           (size_t)w * sizeof *c) == 0,
+				    "bmode %d: rows %d+%d cols %d+%d differ from the full "
+				    "product",
+				    bmode, i0, h, j0, w);
 			free(c);
 		}
 	}
 	free(full);
 	problem_free(&q);
 	rt_threads_destroy(pool);
+}
+
+START_TEST(gemm_subproblem_invariant)
+{
+	subproblem_invariant(B_TRANS, 70, 1, 1, 1);
+	subproblem_invariant(B_DENSE, 70, 1, 1, 1);
+	/* every epilogue, on rows of whole tiles and a short last one */
+	for (int f = 0; f < 8; f++)
+		subproblem_invariant(f & 1 ? B_DENSE : B_TRANS, 40, f & 1, f >> 1 & 1, f >> 2 & 1);
 }
 END_TEST
 

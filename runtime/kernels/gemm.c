@@ -223,6 +223,28 @@ static void gemm_block_run(const gemm_job *j, int m0, int m1, int n0, int n1, fl
 						bp = bq;
 					}
 					size_t off = (size_t)ic * j->ldc + jc + jr;
+#if GEMM_WIDE
+					/* a whole panel before a last one of a vector
+					 * and a few columns: the two at once, where
+					 * the last is in memory already */
+					int rest = nc - jr - nr, jn = jr + NR;
+					const float *b1 = NULL;
+					if (nr == NR && rest >= VW && rest <= VW + 4) {
+						if (j->pb)
+							b1 = bp + (size_t)NR * kcb;
+						else if (direct)
+							b1 = bp + NR;
+						else if (jn % BG || (reuse_b && ic > m0))
+							b1 = bb +
+							     (size_t)(reuse_b ? jn : jn % BG) * kcb;
+					}
+					if (b1) {
+						rt_gemm_panel_wide(kcb, ap, bp, b1, ldb, j->c + off,
+						                   lbase + off, j->ldc, mc, rest,
+						                   bias ? bias + ic : NULL, f);
+						break;
+					}
+#endif
 					rt_gemm_panel(kcb, ap, bp, ldb, j->c + off, lbase + off,
 					              j->ldc, mc, nr, bias ? bias + ic : NULL, f);
 				}

@@ -108,4 +108,16 @@ static inline size_t mpad_of(int mr, int m)
 void rt_gemm_panel(int kc, const float *ap, const float *bp, size_t ldb, float *c, const float *lc,
                    size_t ldc, int mc, int nr, const float *bias, int f);
 
+/* Whether a whole panel and a last one of a vector and up to four columns
+ * run as tiles three vectors wide (rt_gemm_panel_wide): with AVX-512's 32
+ * registers and 12-row panels, split 8 + 4 */
+#if VW >= 16 && MR == 12 && NV == 2
+#define GEMM_WIDE 1
+void rt_gemm_panel_wide(int kc, const float *ap, const float *bp, const float *b1, size_t ldb,
+                        float *c, const float *lc, size_t ldc, int mc, int nr1, const float *bias,
+                        int f);
+#else
+#define GEMM_WIDE 0
+#endif
+
 #endif

@@ -195,8 +195,8 @@ static void micro(int kc, const float *ap, const float *bp, size_t ldb, float *c
  * element as micro(). Reads up to VW - MR floats past the last panel. */
 #define EDGE_N 4
 static inline __attribute__((always_inline)) void
-edge_t(int g, int nn, int kc, const float *restrict ap, const float *restrict bp, float *c,
-       const float *lc, size_t ldc, int rows, const float *bias, int f)
+edge_t(int g, int nn, int kc, const float *restrict ap, const float *restrict bp, size_t ldb,
+       float *c, const float *lc, size_t ldc, int rows, const float *bias, int f)
 {
 	vf acc[12][EDGE_N];
 	for (int q = 0; q < g; q++)
@@ -205,7 +205,7 @@ edge_t(int g, int nn, int kc, const float *restrict ap, const float *restrict bp
 	for (int p = 0; p < kc; p++) {
 		vf b[EDGE_N];
 		for (int j = 0; j < nn; j++)
-			b[j] = vsplat(bp[p * NR + j]);
+			b[j] = vsplat(bp[p * ldb + j]);
 		for (int q = 0; q < g; q++) {
 			vf a = vload(ap + (size_t)q * MR * kc + p * MR);
 			for (int j = 0; j < nn; j++)
@@ -223,7 +223,7 @@ edge_t(int g, int nn, int kc, const float *restrict ap, const float *restrict bp
 }
 
 #define EDGE(g, nn)                                                                                \
-	edge_t(g, nn, kc, ap + (size_t)q * MR * kc, bp, c + (size_t)q * MR * ldc,                  \
+	edge_t(g, nn, kc, ap + (size_t)q * MR * kc, bp, ldb, c + (size_t)q * MR * ldc,             \
 	       lc + (size_t)q * MR * ldc, ldc, mc - q * MR, bias ? bias + q * MR : NULL, f)
 #define EDGE_GROUPS(g, nn)                                                                         \
 	for (; q + (g) <= panels; q += (g))                                                        \
@@ -233,8 +233,8 @@ edge_t(int g, int nn, int kc, const float *restrict ap, const float *restrict bp
 
 /* The nr <= EDGE_N columns of the mc rows of a packed A block. g * nn
  * accumulators stay within the 16 registers of AVX2. */
-static void edge(int kc, const float *ap, const float *bp, float *c, const float *lc, size_t ldc,
-                 int mc, int nr, const float *bias, int f)
+static void edge(int kc, const float *ap, const float *bp, size_t ldb, float *c, const float *lc,
+                 size_t ldc, int mc, int nr, const float *bias, int f)
 {
 	int panels = (mc + MR - 1) / MR, q = 0;
 	switch (nr) {
@@ -267,7 +267,7 @@ void rt_gemm_panel(int kc, const float *ap, const float *bp, size_t ldb, float *
 {
 #if EDGE_N
 	if (nr <= EDGE_N) {
-		edge(kc, ap, bp, c, lc, ldc, mc, nr, bias, f);
+		edge(kc, ap, bp, ldb, c, lc, ldc, mc, nr, bias, f);
 		return;
 	}
 #endif
@@ -282,3 +282,138 @@ void rt_gemm_panel(int kc, const float *ap, const float *bp, size_t ldb, float *
 		rt_gemm_panel(kc, ap, bp + whole, ldb, c + whole, lc + whole, ldc, mc, nr - whole,
 		              bias, f);
 }
+
+#if GEMM_WIDE
+/* Rows r0.. (rows of them) of an MR-row A panel times three vectors of B:
+ * a whole panel's two at b0 and the next panel's first at b1 (rows ldb
+ * apart in both), into 3 * VW contiguous columns of C; with xn (0 or 1, a
+ * constant where it is instantiated), the one column after them too, as
+ * edge_t computes it, from the A panel the tile has in L1. Where the last
+ * panel of a block is a vector and a few columns (N = 49 at batch 1:
+ * 32 + 17), a tile of it alone holds MR sums of one B vector, a broadcast
+ * each, and the edge kernel then reads the A block from L2 again for the
+ * last column; three vectors wide, the panel's rows go as 8 and 4 (MR =
+ * 12: 24 sums, then 12), each broadcast feeding three. The same
+ * arithmetic per element, and the same epilogue, as micro_t. */
+static inline __attribute__((always_inline)) void
+wide_t(int rows, int r0, int xn, int kc, const float *restrict ap, const float *restrict b0,
+       const float *restrict b1, size_t ldb, float *c, const float *lc, size_t ldc,
+       const float *bias, int f)
+{
+	vf acc[8][3], accx[4];
+	for (int r = 0; r < rows; r++)
+		for (int v = 0; v < 3; v++)
+			acc[r][v] = (vf){0};
+#pragma GCC unroll 4
+	for (int j = 0; j < 4; j++)
+		accx[j] = (vf){0};
+	if (f & EP_LOAD)
+		for (int r = 0; r < rows; r++)
+			__builtin_prefetch(lc + (r0 + r) * ldc);
+	for (int p = 0; p < kc; p++) {
+		__builtin_prefetch(ap + (p + APF_STEPS(3)) * MR);
+		vf b[3] = {vload(b0 + p * ldb), vload(b0 + p * ldb + VW), vload(b1 + p * ldb)};
+		for (int r = 0; r < rows; r++) {
+			vf a = vsplat(ap[p * MR + r0 + r]);
+			for (int v = 0; v < 3; v++)
+				acc[r][v] = vfma(a, b[v], acc[r][v]);
+		}
+		/* the columns past the third vector, as edge_t computes them:
+		 * vectors along M, from the panel's rows at p, in L1 now */
+		if (xn) {
+			vf a = vload(ap + p * MR);
+#pragma GCC unroll 4
+			for (int j = 0; j < 4; j++)
+				if (j < xn)
+					accx[j] = vfma(a, vsplat(b1[p * ldb + VW + j]), accx[j]);
+		}
+	}
+	if (xn) {
+		float t[4 * VW];
+#pragma GCC unroll 4
+		for (int j = 0; j < 4; j++)
+			if (j < xn)
+				vstore(t + j * VW, accx[j]);
+		store_tile(t, 1, VW, c + 3 * VW, lc + 3 * VW, ldc, MR, xn, bias, f);
+	}
+#pragma GCC unroll 8
+	for (int r = 0; r < rows; r++) {
+		float *cr = c + (r0 + r) * ldc;
+#pragma GCC unroll 3
+		for (int v = 0; v < 3; v++) {
+			vf x = acc[r][v];
+			if (f & EP_LOAD)
+				x = vload(lc + (r0 + r) * ldc + v * VW) + x;
+			if (f & EP_LAST) {
+				if (bias)
+					x = x + bias[r0 + r];
+				if (f & EP_RELU)
+					x = (vf)((vi)x & ~(x < 0));
+			}
+			vstore(cr + v * VW, x);
+		}
+	}
+}
+
+#define WIDE_F(fl)                                                                                 \
+	do {                                                                                       \
+		if (bias)                                                                          \
+			wide_t(8, 0, 0, kc, ap, b0, b1, ldb, c, lc, ldc, bias, fl);                \
+		else                                                                               \
+			wide_t(8, 0, 0, kc, ap, b0, b1, ldb, c, lc, ldc, NULL, fl);                \
+		if (xn && bias)                                                                    \
+			wide_t(MR - 8, 8, 1, kc, ap, b0, b1, ldb, c, lc, ldc, bias, fl);           \
+		else if (xn)                                                                       \
+			wide_t(MR - 8, 8, 1, kc, ap, b0, b1, ldb, c, lc, ldc, NULL, fl);           \
+		else if (bias)                                                                     \
+			wide_t(MR - 8, 8, 0, kc, ap, b0, b1, ldb, c, lc, ldc, bias, fl);           \
+		else                                                                               \
+			wide_t(MR - 8, 8, 0, kc, ap, b0, b1, ldb, c, lc, ldc, NULL, fl);           \
+		return;                                                                            \
+	} while (0)
+
+/* One MR-row tile three vectors wide, dispatched on its flags as WHOLE */
+static void wide(int kc, const float *ap, const float *b0, const float *b1, size_t ldb, int xn,
+                 float *c, const float *lc, size_t ldc, const float *bias, int f)
+{
+	switch (f) {
+	case 0:
+		WIDE_F(0);
+	case EP_LOAD:
+		WIDE_F(EP_LOAD);
+	case EP_LAST:
+		WIDE_F(EP_LAST);
+	case EP_LOAD | EP_LAST:
+		WIDE_F(EP_LOAD | EP_LAST);
+	case EP_LAST | EP_RELU:
+		WIDE_F(EP_LAST | EP_RELU);
+	case EP_LOAD | EP_LAST | EP_RELU:
+		WIDE_F(EP_LOAD | EP_LAST | EP_RELU);
+	}
+}
+
+void rt_gemm_panel_wide(int kc, const float *ap, const float *bp, const float *b1, size_t ldb,
+                        float *c, const float *lc, size_t ldc, int mc, int nr1, const float *bias,
+                        int f)
+{
+	for (int ir = 0; ir < mc; ir += MR) {
+		int mr = mc - ir < MR ? mc - ir : MR;
+		size_t off = (size_t)ir * ldc;
+		const float *air = ap + (size_t)ir * kc, *bir = bias ? bias + ir : NULL;
+		if (mr == MR) {
+			wide(kc, air, bp, b1, ldb, nr1 - VW == 1, c + off, lc + off, ldc, bir, f);
+			continue;
+		}
+		micro(kc, air, bp, ldb, c + off, lc + off, ldc, mr, NR, bir, f);
+		micro(kc, air, b1, ldb, c + off + NR, lc + off + NR, ldc, mr, VW, bir, f);
+		if (nr1 > VW) /* the last row tile, when short */
+			edge(kc, air, b1 + VW, ldb, c + off + NR + VW, lc + off + NR + VW, ldc, mr,
+			     nr1 - VW, bir, f);
+	}
+	/* more than one column past the third vector: the edge kernel, over
+	 * the whole rows */
+	if (nr1 > VW + 1 && mc >= MR)
+		edge(kc, ap, b1 + VW, ldb, c + NR + VW, lc + NR + VW, ldc, mc / MR * MR, nr1 - VW,
+		     bias, f);
+}
+#endif
