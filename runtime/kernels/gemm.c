@@ -66,6 +66,11 @@
 #ifndef PREPACK_MAX
 #define PREPACK_MAX (16.0 * 1024 * 1024)
 #endif
+/* Up to this many columns, a dense B is read in place by more tasks
+ * rather than packed once for all (gemm) */
+#ifndef IN_PLACE_MAX_N
+#define IN_PLACE_MAX_N 256
+#endif
 
 typedef struct gemm_job {
 	int m, n, k, kc;
@@ -388,8 +393,20 @@ static void gemm(rt_threads *p, bool serial, int m, int n, int k, const float *a
 		double per = flops / (threads * TASK_FLOPS);
 		int per_thread = per < 1 ? 1 : per > TASKS_PER_THREAD ? TASKS_PER_THREAD : (int)per;
 		j.tasks = threads * per_thread;
-		j.by_rows =
-		    split_cost(m, n, 1, j.tasks, threads) <= split_cost(m, n, 0, j.tasks, threads);
+		/* A dense B of few columns (a 7x7 or 14x14 map at batch 1) is
+		 * read in place by tasks of at most MC rows, as many a thread
+		 * as that takes, rather than packed for all in a pool run of
+		 * its own: there the packing, its wake-up and its lines going
+		 * to the other thread cost more than the tasks' own reading.
+		 * Where the wide tiles read a last partial panel in place too
+		 * (GEMM_WIDE); with AVX2's tiles N = 49 ran slower so. */
+		int fit = (m + threads * MC - 1) / (threads * MC);
+		if (GEMM_WIDE && n >= VW && n <= IN_PLACE_MAX_N && m >= n && !b->pack &&
+		    !b->trans && fit > per_thread)
+			j.tasks = threads * fit; /* by rows, as m >= n says */
+		else
+			j.by_rows = split_cost(m, n, 1, j.tasks, threads) <=
+			            split_cost(m, n, 0, j.tasks, threads);
 	}
 	j.units = j.by_rows ? mt : nt;
 	if (j.tasks > j.units)
