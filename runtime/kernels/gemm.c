@@ -234,7 +234,7 @@ static void gemm_block_run(const gemm_job *j, int m0, int m1, int n0, int n1, fl
 					 * the last is in memory already */
 					int rest = nc - jr - nr, jn = jr + NR;
 					const float *b1 = NULL;
-					if (nr == NR && rest >= VW && rest <= VW + 4) {
+					if (nr == NR && rest >= VW && rest <= VW + EDGE_N) {
 						if (j->pb)
 							b1 = bp + (size_t)NR * kcb;
 						else if (direct)

@@ -108,7 +108,13 @@ static inline size_t mpad_of(int mr, int m)
 void rt_gemm_panel(int kc, const float *ap, const float *bp, size_t ldb, float *c, const float *lc,
                    size_t ldc, int mc, int nr, const float *bias, int f);
 
-/* Whether a whole panel and a last one of a vector and up to four columns
+/* Columns the edge kernel takes (vectors along M, gemm_micro.c's edge):
+ * only where a panel's rows fit a vector */
+#if MR <= VW
+#define EDGE_N 4
+#endif /* else none: panels taller than a vector (NEON) */
+
+/* Whether a whole panel and a last one of a vector and up to EDGE_N columns
  * run as tiles three vectors wide (rt_gemm_panel_wide): with AVX-512's 32
  * registers and 12-row panels, split 8 + 4 */
 #if VW >= 16 && MR == 12 && NV == 2

@@ -22,6 +22,22 @@ static inline float epi1(float v, const float *lc, const float *bias, int f)
 	return v;
 }
 
+/* epi1 on a vector of one row's sums (lc: where EP_LOAD reads, bias: the
+ * row's): micro_t's and wide_t's whole tiles store through it */
+static inline __attribute__((always_inline)) vf epiv(vf x, const float *lc, const float *bias,
+                                                     int f)
+{
+	if (f & EP_LOAD)
+		x = vload(lc) + x;
+	if (f & EP_LAST) {
+		if (bias)
+			x = x + *bias;
+		if (f & EP_RELU)
+			x = (vf)((vi)x & ~(x < 0));
+	}
+	return x;
+}
+
 /* Stores a rows x cols tile t (element (r, j) at t[r * trs + j * tcs]);
  * EP_LOAD adds lc's element (C's old one, or the epilogue's add). */
 static void store_tile(const float *t, int trs, int tcs, float *c, const float *lc, size_t ldc,
@@ -92,18 +108,9 @@ micro_t(int rows, int nv, bool whole, int kc, const float *restrict ap, const fl
 	for (int r = 0; r < rows; r++) {
 		float *cr = c + r * ldc;
 #pragma GCC unroll 4
-		for (int v = 0; v < nv; v++) {
-			vf x = acc[r][v];
-			if (f & EP_LOAD)
-				x = vload(lc + r * ldc + v * VW) + x;
-			if (f & EP_LAST) {
-				if (bias)
-					x = x + bias[r];
-				if (f & EP_RELU)
-					x = (vf)((vi)x & ~(x < 0));
-			}
-			vstore(cr + v * VW, x);
-		}
+		for (int v = 0; v < nv; v++)
+			vstore(cr + v * VW,
+			       epiv(acc[r][v], lc + r * ldc + v * VW, bias ? bias + r : NULL, f));
 	}
 }
 
@@ -186,14 +193,13 @@ static void micro(int kc, const float *ap, const float *bp, size_t ldb, float *c
 	ROWS(NV);
 }
 
-#if MR <= VW
+#ifdef EDGE_N
 /* The last columns of a block when they are few (nr <= EDGE_N): a vector
  * tile would be mostly padding (n = 49 at batch 1: 3 tiles of 16 and one
  * column). Vectors run along M instead, one A panel per vector (lanes
  * beyond MR hold the next row of the panel and are never stored), over g
  * panels at once so enough sums are in flight. The same arithmetic per
  * element as micro(). Reads up to VW - MR floats past the last panel. */
-#define EDGE_N 4
 static inline __attribute__((always_inline)) void
 edge_t(int g, int nn, int kc, const float *restrict ap, const float *restrict bp, size_t ldb,
        float *c, const float *lc, size_t ldc, int rows, const float *bias, int f)
@@ -252,8 +258,6 @@ static void edge(int kc, const float *ap, const float *bp, size_t ldb, float *c,
 		break;
 	}
 }
-#else
-#define EDGE_N 0 /* panels taller than a vector: no edge kernel */
 #endif
 
 /* The mc rows of a packed A block times one B panel of nr columns (rows
@@ -265,7 +269,7 @@ static void edge(int kc, const float *ap, const float *bp, size_t ldb, float *c,
 void rt_gemm_panel(int kc, const float *ap, const float *bp, size_t ldb, float *c, const float *lc,
                    size_t ldc, int mc, int nr, const float *bias, int f)
 {
-#if EDGE_N
+#ifdef EDGE_N
 	if (nr <= EDGE_N) {
 		edge(kc, ap, bp, ldb, c, lc, ldc, mc, nr, bias, f);
 		return;
@@ -300,13 +304,10 @@ wide_t(int rows, int r0, int xn, int kc, const float *restrict ap, const float *
        const float *restrict b1, size_t ldb, float *c, const float *lc, size_t ldc,
        const float *bias, int f)
 {
-	vf acc[8][3], accx[4];
+	vf acc[8][3], accx = {0};
 	for (int r = 0; r < rows; r++)
 		for (int v = 0; v < 3; v++)
 			acc[r][v] = (vf){0};
-#pragma GCC unroll 4
-	for (int j = 0; j < 4; j++)
-		accx[j] = (vf){0};
 	if (f & EP_LOAD)
 		for (int r = 0; r < rows; r++)
 			__builtin_prefetch(lc + (r0 + r) * ldc);
@@ -318,40 +319,23 @@ wide_t(int rows, int r0, int xn, int kc, const float *restrict ap, const float *
 			for (int v = 0; v < 3; v++)
 				acc[r][v] = vfma(a, b[v], acc[r][v]);
 		}
-		/* the columns past the third vector, as edge_t computes them:
-		 * vectors along M, from the panel's rows at p, in L1 now */
-		if (xn) {
-			vf a = vload(ap + p * MR);
-#pragma GCC unroll 4
-			for (int j = 0; j < 4; j++)
-				if (j < xn)
-					accx[j] = vfma(a, vsplat(b1[p * ldb + VW + j]), accx[j]);
-		}
+		/* the column past the third vector, as edge_t computes it: a
+		 * vector along M, from the panel's rows at p, in L1 now */
+		if (xn)
+			accx = vfma(vload(ap + p * MR), vsplat(b1[p * ldb + VW]), accx);
 	}
 	if (xn) {
-		float t[4 * VW];
-#pragma GCC unroll 4
-		for (int j = 0; j < 4; j++)
-			if (j < xn)
-				vstore(t + j * VW, accx[j]);
-		store_tile(t, 1, VW, c + 3 * VW, lc + 3 * VW, ldc, MR, xn, bias, f);
+		float t[VW];
+		vstore(t, accx);
+		store_tile(t, 1, VW, c + 3 * VW, lc + 3 * VW, ldc, MR, 1, bias, f);
 	}
 #pragma GCC unroll 8
 	for (int r = 0; r < rows; r++) {
 		float *cr = c + (r0 + r) * ldc;
 #pragma GCC unroll 3
-		for (int v = 0; v < 3; v++) {
-			vf x = acc[r][v];
-			if (f & EP_LOAD)
-				x = vload(lc + (r0 + r) * ldc + v * VW) + x;
-			if (f & EP_LAST) {
-				if (bias)
-					x = x + bias[r0 + r];
-				if (f & EP_RELU)
-					x = (vf)((vi)x & ~(x < 0));
-			}
-			vstore(cr + v * VW, x);
-		}
+		for (int v = 0; v < 3; v++)
+			vstore(cr + v * VW, epiv(acc[r][v], lc + (r0 + r) * ldc + v * VW,
+			                         bias ? bias + r0 + r : NULL, f));
 	}
 }
 
