@@ -204,16 +204,20 @@ END_TEST
  * flag of a conv node): square kernels of 3, 5 and 7, strides 1 and 2,
  * output channels in whole blocks of 32 (AVX-512's sixteen-float kernel)
  * and of 16 (the eight-float one) and both mixed, a ragged last block of
- * pixels, one image split over the threads and several; against the
- * reference, BatchNorm folded while preparing as folding first gives, and
- * bit for bit the same on any number of threads. Which shapes take it:
- * output channels a multiple of 16, and 100 output pixels or more. */
+ * pixels, one image split over the threads and several, and with AVX-512
+ * the stem's kernel (up to 4 input channels, output rows of whole
+ * vectors: the last three shapes); against the reference, BatchNorm
+ * folded while preparing as folding first gives, and bit for bit the same
+ * on any number of threads and as the GEMM where its sums are one block
+ * of K (the same FMAs in the same order). Which shapes take it: output
+ * channels a multiple of 16, and 100 output pixels or more. */
 static const struct {
 	int n, c, h, w, oc, k, stride;
 } prepared_shapes[] = {
     {1, 3, 40, 36, 64, 7, 2},   {2, 16, 28, 28, 32, 3, 2}, {1, 5, 25, 21, 48, 5, 2},
     {3, 8, 23, 27, 16, 3, 1},   {1, 32, 30, 30, 96, 3, 2}, {2, 3, 21, 22, 16, 7, 2},
-    {1, 64, 22, 22, 128, 3, 2},
+    {1, 64, 22, 22, 128, 3, 2}, {1, 3, 63, 64, 64, 7, 2}, {3, 2, 30, 32, 32, 5, 2},
+    {2, 4, 16, 16, 16, 3, 1},
 };
 
 START_TEST(conv_direct_prepared_vs_ref)
@@ -248,6 +252,12 @@ START_TEST(conv_direct_prepared_vs_ref)
 		ck_assert(rt_conv2d_direct_try(NULL, &p, x, wt, with ? b : NULL, y1, with));
 		ck_assert_msg(memcmp(y, y1, ny * sizeof(float)) == 0,
 		              "direct forward depends on the threads");
+		if (kdim <= 256) {
+			rt_conv2d(threads(), &p, x, folded, with ? b : NULL, NULL, y1, with,
+			          RT_CONV_ALGO_GEMM);
+			ck_assert_msg(memcmp(y, y1, ny * sizeof(float)) == 0,
+			              "direct forward differs from the GEMM's sums");
+		}
 		/* what runs where no scratch was to be had */
 		rt_conv2d_direct_prepared_serial(&p, x, wt, with ? b : NULL, y1, with);
 		expect_close("direct forward, prepared, serial", y1, y_ref, ny, 1e-5);
