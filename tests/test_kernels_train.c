@@ -274,7 +274,9 @@ END_TEST
 
 /* 3x3 convolutions with stride 2 or 1 computed directly (rt_conv2d takes
  * that path where there is no residual and the output channels are a
- * multiple of 16, at stride 1 with more than one input channel;
+ * multiple of 16, at stride 1 with more than one input channel; the last
+ * two shapes take AVX-512's kernel for few input channels, its weights
+ * laid out per call;
  * rt_conv2d_grad_weight where the output channels are, rt_conv2d_grad_input
  * where the input channels are) against the reference: odd sizes,
  * padding 0 to 2, fewer images than threads (each image's pixels split
@@ -289,6 +291,7 @@ static const struct {
     {1, 4, 13, 13, 16, 2, 2}, {5, 2, 6, 6, 48, 1, 2},    {1, 7, 5, 9, 24, 1, 2},
     {5, 32, 7, 9, 16, 1, 2},  {1, 16, 9, 7, 32, 2, 2},   {5, 1, 28, 28, 16, 1, 1},
     {2, 16, 9, 11, 32, 1, 1}, {1, 3, 7, 6, 16, 0, 1},    {6, 32, 5, 5, 16, 2, 1},
+    {2, 3, 16, 16, 16, 1, 1}, {1, 2, 32, 32, 32, 1, 2},
 };
 
 START_TEST(conv_direct_vs_ref)
