@@ -369,34 +369,50 @@ static void direct_pixels(const direct_job *j, int n, int q0, int q1, int o0, in
 		}
 }
 
+/* A task's scratch, floats of it (0: none fits): the weights laid out at
+ * its front unless they were prepared so (*wt: where they are either
+ * way), and what follows them returned; NULL, the job marked failed,
+ * where there is none */
+static float *task_scratch(const direct_job *j, size_t floats, int *slot, float **own,
+                           const float **wt)
+{
+	const rt_conv *p = j->p;
+	float *mem = floats ? scratch_take(j->pool, floats, slot, own) : NULL;
+	if (!mem) {
+		__atomic_store_n(&((direct_job *)j)->failed, 1, __ATOMIC_RELAXED);
+		return NULL;
+	}
+	*wt = j->w;
+	if (j->prepared)
+		return mem;
+	rt_direct_weight(p->oc, p->c * p->k * p->k, j->w, NULL, NULL, 0, mem);
+	*wt = mem;
+	return mem + weight_floats(p);
+}
+
+/* A task's images: a range of them, or the one whose pixels it shares */
+static void task_images(const direct_job *j, int task, int tasks, int *n0, int *n1)
+{
+	if (j->split == 1)
+		rt_task_range(j->p->n, task, tasks, n0, n1);
+	else
+		*n0 = task / j->split, *n1 = *n0 + 1;
+}
+
 static void direct_task(void *ctx, int task, int tasks)
 {
 	const direct_job *j = ctx;
 	const rt_conv *p = j->p;
-	int kdim = p->c * p->k * p->k, opix = p->oh * p->ow;
-	int slot;
+	int opix = p->oh * p->ow, slot, n0, n1;
 	/* padded rows a band holds, and the output rows whose windows they
 	 * are: bands of the map go one after another where it is too big */
 	int rows = band_rows(p, j->prepared), band = (rows - p->k) / p->stride + 1;
-	float *own,
-	    *mem = rows ? scratch_take(j->pool, direct_floats(p, j->prepared), &slot, &own) : NULL;
-	if (!mem) {
-		__atomic_store_n(&((direct_job *)ctx)->failed, 1, __ATOMIC_RELAXED);
+	float *own;
+	const float *wt;
+	float *xp = task_scratch(j, rows ? direct_floats(p, j->prepared) : 0, &slot, &own, &wt);
+	if (!xp)
 		return;
-	}
-	const float *wt = j->w;
-	float *xp = mem;
-	if (!j->prepared) {
-		float *t = mem;
-		rt_direct_weight(p->oc, kdim, j->w, NULL, NULL, 0, t);
-		wt = t;
-		xp = mem + weight_floats(p);
-	}
-	int n0, n1;
-	if (j->split == 1)
-		rt_task_range(p->n, task, tasks, &n0, &n1);
-	else
-		n0 = task / j->split, n1 = n0 + 1;
+	task_images(j, task, tasks, &n0, &n1);
 	for (int n = n0; n < n1; n++) {
 		int q0 = 0, q1 = opix, o0 = 0, o1 = p->oc;
 		if (j->by_oc) {
@@ -450,19 +466,21 @@ static int phase_rows(const rt_conv *p, int y0, int y1)
 	return y1 - y0 + (p->k - 1) / p->stride;
 }
 
-static size_t phase_floats(const rt_conv *p, int rows)
+/* A task's scratch: the weights, unless they were prepared so, and the
+ * phases of a whole image (a task with fewer rows uses their front) */
+static size_t vec_floats(const rt_conv *p, bool prepared)
 {
-	return (size_t)p->c * p->stride * p->stride * rows * phase_w(p);
+	return (prepared ? 0 : weight_floats(p)) +
+	       (size_t)p->c * p->stride * p->stride * phase_rows(p, 0, p->oh) * phase_w(p);
 }
 
-/* Few input channels, output rows of whole vectors, and the phases of a
- * whole image beside the weights in a task's scratch */
+/* Few input channels, output rows of whole vectors, and a task's scratch
+ * within the pool's slot */
 static bool vec_fits(const rt_conv *p, bool prepared)
 {
-	size_t w = prepared ? 0 : weight_floats(p);
 	return (p->stride == 1 || p->stride == 2) && p->c <= VEC_MAX_C && p->k <= 7 &&
 	       p->ow % VPX == 0 && p->oc % OCB == 0 &&
-	       w + phase_floats(p, phase_rows(p, 0, p->oh)) <= rt_gemm_scratch_floats();
+	       vec_floats(p, prepared) <= rt_gemm_scratch_floats();
 }
 
 /* Image n's phases for output rows [y0, y1): plane (ci, a, b) row i,
@@ -565,29 +583,18 @@ static void vec_task(void *ctx, int task, int tasks)
 {
 	const direct_job *j = ctx;
 	const rt_conv *p = j->p;
-	int kdim = p->c * p->k * p->k, slot;
-	size_t w = j->prepared ? 0 : weight_floats(p);
-	float *own,
-	    *mem = scratch_take(j->pool, w + phase_floats(p, phase_rows(p, 0, p->oh)), &slot, &own);
-	if (!mem) {
-		__atomic_store_n(&((direct_job *)ctx)->failed, 1, __ATOMIC_RELAXED);
+	int slot, n0, n1, y0 = 0, y1 = p->oh;
+	float *own;
+	const float *wt;
+	float *ph = task_scratch(j, vec_floats(p, j->prepared), &slot, &own, &wt);
+	if (!ph)
 		return;
-	}
-	const float *wt = j->w;
-	if (!j->prepared) {
-		rt_direct_weight(p->oc, kdim, j->w, NULL, NULL, 0, mem);
-		wt = mem;
-	}
-	int n0, n1, y0 = 0, y1 = p->oh;
-	if (j->split == 1) {
-		rt_task_range(p->n, task, tasks, &n0, &n1);
-	} else {
-		n0 = task / j->split, n1 = n0 + 1;
+	task_images(j, task, tasks, &n0, &n1);
+	if (j->split > 1)
 		rt_task_range(p->oh, task % j->split, j->split, &y0, &y1);
-	}
 	for (int n = n0; n < n1 && y0 < y1; n++) {
-		phases_fill(p, j->x, n, y0, y1, mem + w);
-		vec_rows(j, n, y0, y1, mem + w, wt);
+		phases_fill(p, j->x, n, y0, y1, ph);
+		vec_rows(j, n, y0, y1, ph, wt);
 	}
 	scratch_give(j->pool, slot, own);
 }
