@@ -753,6 +753,38 @@ START_TEST(subsample_grad_vs_ref)
 }
 END_TEST
 
+/* A relu's gradient, alone and adding the residual's (dres), against the
+ * reference on the sum: the same bits, on counts that leave a tail after
+ * the vectors and the threads' ranges, with both signs of zero and NaNs
+ * in y, and in place (dx the same buffer as dy). */
+START_TEST(relu_grad_vs_ref)
+{
+	static const int64_t counts[] = {1, 7, 8, 33, 16 * 1024 * 5 + 3, 128 * 16 * 28 * 28};
+	for (int i = 0; i < 6; i++) {
+		size_t n = (size_t)counts[i];
+		rt_rng rng;
+		rt_rng_seed(&rng, 3200 + i);
+		float *y = randn(&rng, n, 1, 0), *dy = randn(&rng, n, 1, 0);
+		float *dres = randn(&rng, n, 1, 0), *sum = fbuf(n);
+		float *ref = nanbuf(n), *dx = nanbuf(n), *inplace = fbuf(n);
+		for (size_t k = 0; k < n; k++) {
+			y[k] = k % 11 == 3 ? -0.0f : k % 11 == 5 ? 0.0f : k % 13 == 7 ? NAN : y[k];
+			sum[k] = dy[k] + dres[k];
+		}
+		rt_relu_grad_ref(n, y, dy, ref);
+		rt_relu_grad(threads(), counts[i], y, dy, NULL, dx);
+		expect_same("relu gradient", dx, ref, n);
+		rt_relu_grad_ref(n, y, sum, ref);
+		rt_relu_grad(threads(), counts[i], y, dy, dres, dx);
+		expect_same("relu gradient with the residual's", dx, ref, n);
+		memcpy(inplace, dy, n * sizeof *inplace);
+		rt_relu_grad(threads(), counts[i], y, inplace, dres, inplace);
+		expect_same("relu gradient in place", inplace, ref, n);
+		free(y), free(dy), free(dres), free(sum), free(ref), free(dx), free(inplace);
+	}
+}
+END_TEST
+
 static const struct {
 	int n, in, out;
 } linear_shapes[] = {{1, 7, 3},   {128, 64, 10},   {5, 300, 129},
@@ -1032,6 +1064,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, bn_stats_constant);
 	tcase_add_loop_test(tc, bias_vs_ref, 0, COUNT(bias_shapes));
 	tcase_add_test(tc, subsample_grad_vs_ref);
+	tcase_add_test(tc, relu_grad_vs_ref);
 	tcase_add_test(tc, shortcut_a_vs_ref);
 	tcase_add_loop_test(tc, linear_vs_ref, 0, COUNT(linear_shapes));
 	tcase_add_loop_test(tc, linear_forward_vs_ref, 0, COUNT(linear_shapes));

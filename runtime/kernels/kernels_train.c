@@ -434,16 +434,25 @@ static void relu_grad_task(void *ctx, int task, int tasks)
 	i1 = i1 < j->count ? i1 : j->count;
 	const float *y = j->y, *dy = j->dy, *dres = j->dres;
 	float *dx = j->dx;
-	if (dres)
-		for (int64_t i = i0; i < i1; i++) {
-			float d = dy[i] + dres[i];
-			dx[i] = y[i] > 0 ? d : 0.0f;
+	int64_t i = i0;
+	/* Explicit lanes: GCC 12 left the dres loop scalar, with a branch on
+	 * y that mispredicts half the time. dx may be dy or dres itself, so
+	 * each vector is loaded whole before it is stored. */
+	for (; i + LANES <= i1; i += LANES) {
+		lanes vy, d, r;
+		memcpy(&vy, y + i, sizeof vy);
+		memcpy(&d, dy + i, sizeof d);
+		if (dres) {
+			memcpy(&r, dres + i, sizeof r);
+			d += r;
 		}
-	else
-		for (int64_t i = i0; i < i1; i++) {
-			float d = dy[i];
-			dx[i] = y[i] > 0 ? d : 0.0f;
-		}
+		d = (lanes)((lanes_i)d & (vy > 0));
+		memcpy(dx + i, &d, sizeof d);
+	}
+	for (; i < i1; i++) {
+		float d = dres ? dy[i] + dres[i] : dy[i];
+		dx[i] = y[i] > 0 ? d : 0.0f;
+	}
 }
 
 void rt_relu_grad(rt_threads *t, int64_t count, const float *relu_y, const float *dy,
