@@ -20,6 +20,8 @@
 #include "simd.h"
 #if defined(__AVX512F__)
 #define HAVE_V16 1
+#elif defined(__AVX2__)
+#define HAVE_VEC8 1
 #endif
 
 enum { PIX = 6, OCB = 16 };
@@ -444,20 +446,34 @@ static void direct_task(void *ctx, int task, int tasks)
  * transpose in registers; here they are channels by vectors of pixels
  * along an output row, each input vector one load: the padded image is
  * split into its stride's phases (rows and columns even and odd), in which
- * a tap's pixels along a row are contiguous. Per tap, eight channels'
+ * a tap's pixels along a row are contiguous. Per tap, a group of channels'
  * weights are broadcast, and each sum is stored as a whole vector of
  * pixels. The same taps in the same order, one FMA each, from zero: the
- * same bits. Only with AVX-512's 32 registers: AVX2's version kept its
- * sums on the stack and took twice the time of the kernel above. */
+ * same bits. AVX-512's 32 registers hold eight channels by three
+ * vectors; AVX2's 16, four channels by three. NEON keeps the kernel above
+ * (not measured). */
 #if defined(HAVE_V16)
 enum { VPX = 16, VOB = 8, VNV = 3, VEC_MAX_C = 4 };
-typedef int v16i __attribute__((vector_size(64)));
+typedef v16 vv;
+typedef int vvi __attribute__((vector_size(64)));
+#define vv_load  load16
+#define vv_splat splat16
+#define vv_store store16
+#elif defined(HAVE_VEC8)
+enum { VPX = 8, VOB = 4, VNV = 3, VEC_MAX_C = 4 };
+typedef v8 vv;
+typedef int vvi __attribute__((vector_size(32)));
+#define vv_load  load8
+#define vv_splat splat
+#define vv_store store8
+#endif
+#if defined(HAVE_V16) || defined(HAVE_VEC8)
 
 /* A phase plane's row stride: the columns its windows read, in whole
  * vectors */
 static int phase_w(const rt_conv *p)
 {
-	return (p->ow + (p->k - 1) / p->stride + 15) / 16 * 16;
+	return (p->ow + (p->k - 1) / p->stride + VPX - 1) / VPX * VPX;
 }
 
 /* phase rows for output rows [y0, y1) */
@@ -550,28 +566,35 @@ static void vec_rows(const direct_job *j, int n, int y0, int y1, const float *ph
 				at[i] = ph + (size_t)oy * pw + ox;
 				out[i] = (size_t)(y0 + oy) * p->ow + ox;
 			}
-			v16 acc[VOB][VNV] = {{{0}}};
+			vv acc[VOB][VNV] = {{{0}}};
 			const float *wk = wk0;
 			for (int t = 0; t < kdim; t++, wk += OCB) {
-				v16 xv[VNV];
+				vv xv[VNV];
 				for (int i = 0; i < VNV; i++)
-					xv[i] = load16(at[i] + off[t]);
+					xv[i] = vv_load(at[i] + off[t]);
 				for (int e = 0; e < VOB; e++) {
-					v16 w = splat16(wk + e);
+					vv w = vv_splat(wk + e);
 					for (int i = 0; i < VNV; i++)
 						acc[e][i] += w * xv[i];
 				}
 			}
+			/* constant bounds, unrolled: with a run-time count of
+			 * vectors GCC kept AVX2's sums on the stack, stored
+			 * after every FMA */
+#pragma GCC unroll 8
 			for (int e = 0; e < VOB; e++) {
 				float *yo = yn + (size_t)(o0 + e) * opix;
-				for (int i = 0; i < nv; i++) {
-					v16 v = acc[e][i];
+#pragma GCC unroll 3
+				for (int i = 0; i < VNV; i++) {
+					if (i >= nv)
+						break;
+					vv v = acc[e][i];
 					if (j->b)
 						v = v + j->b[o0 + e];
 					/* v < 0 ? 0 : v; NaN and -0 pass */
 					if (j->relu)
-						v = (v16)((v16i)v & ~(v16i)(v < 0));
-					store16(yo + out[i], v);
+						v = (vv)((vvi)v & ~(vvi)(v < 0));
+					vv_store(yo + out[i], v);
 				}
 			}
 		}
@@ -623,7 +646,7 @@ static bool direct_run(rt_threads *t, const rt_conv *p, const float *x, const fl
 		j.by_oc = by_channels(p, j.split);
 	}
 	rt_task_fn *fn = direct_task;
-#if defined(HAVE_V16)
+#if defined(HAVE_V16) || defined(HAVE_VEC8)
 	if (vec_fits(p, prepared))
 		fn = vec_task;
 #endif
