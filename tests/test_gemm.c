@@ -484,6 +484,43 @@ START_TEST(gemm_subproblem_invariant)
 }
 END_TEST
 
+/* A dense B of few rows' block too large for the caches (over 8 MB) is
+ * packed instead of read in place: the same bits as the in-place read of
+ * a copy of the same columns. */
+START_TEST(gemm_large_b_packed)
+{
+	rt_threads *pool = rt_threads_create(2);
+	int m = 16, k = 64, n = (8 << 20) / (k * (int)sizeof(float)) + 101;
+	float *a = rnd_floats((size_t)m * k), *b = rnd_floats((size_t)k * n);
+	float *c = malloc((size_t)m * n * sizeof *c);
+	ck_assert_ptr_nonnull(c);
+	rt_gemm(pool, m, n, k, a, k, 0, &(rt_gemm_b){.data = b, .ld = n}, c, n,
+	        &(rt_epilogue){.relu = 1});
+	const int cols[][2] = {{0, 64}, {1000, 37}, {n - 50, 50}};
+	for (int t = 0; t < 3; t++) {
+		int j0 = cols[t][0], w = cols[t][1];
+		float *bw = malloc((size_t)k * w * sizeof *bw),
+		      *cw = malloc((size_t)m * w * sizeof *cw);
+		ck_assert(bw && cw);
+		for (int p = 0; p < k; p++)
+			memcpy(bw + (size_t)p * w, b + (size_t)p * n + j0, (size_t)w * sizeof *bw);
+		rt_gemm(pool, m, w, k, a, k, 0, &(rt_gemm_b){.data = bw, .ld = w}, cw, w,
+		        &(rt_epilogue){.relu = 1});
+		for (int i = 0; i < m; i++)
+			ck_assert_msg(memcmp(cw + (size_t)i * w, c + (size_t)i * n + j0,
+			                     (size_t)w * sizeof *cw) == 0,
+			              "row %d, columns %d+%d: the packed large B differs", i, j0,
+			              w);
+		free(bw);
+		free(cw);
+	}
+	free(a);
+	free(b);
+	free(c);
+	rt_threads_destroy(pool);
+}
+END_TEST
+
 /* The dense packer writes the documented layout (a pack callback's contract). */
 START_TEST(gemm_pack_layout)
 {
@@ -792,6 +829,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, gemm_thread_invariant);
 	tcase_add_test(tc, gemm_prepacked_a);
 	tcase_add_test(tc, gemm_subproblem_invariant);
+	tcase_add_test(tc, gemm_large_b_packed);
 	tcase_add_test(tc, gemm_pack_layout);
 	suite_add_tcase(s, tc);
 	TCase *tp = tcase_create("pool");

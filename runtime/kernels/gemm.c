@@ -123,10 +123,18 @@ static float *alloc_floats(size_t count)
 
 /* Whether a block of that many rows reads a dense B where it lies: used
  * once (the rows fit one MC block), packing would copy it only to read it
- * once. Whole panels of it (each row of a panel one contiguous run). */
-static bool b_in_place(const rt_gemm_b *b, int rows)
+ * once. Whole panels of it (each row of a panel one contiguous run), so
+ * a panel reads k rows ld apart: from the caches (a layer's input, just
+ * written) that is cheap, but a B larger than they are comes from memory
+ * as k streams at once, which the prefetchers do not follow, where
+ * packing reads its rows in order (16 x 100352 x 144, a 58 MB B: netcc's
+ * GEMM 1.1-1.8x OpenBLAS's time in place, 1.0 packed). */
+enum { IN_PLACE_MAX_BYTES = 8 << 20 };
+
+static bool b_in_place(const rt_gemm_b *b, int rows, int k)
 {
-	return rows <= MC && !b->pack && !b->trans;
+	return rows <= MC && !b->pack && !b->trans &&
+	       (double)k * b->ld * sizeof(float) <= IN_PLACE_MAX_BYTES;
 }
 
 static void gemm_block_run(const gemm_job *j, int m0, int m1, int n0, int n1, float *ab,
@@ -140,7 +148,7 @@ static __attribute__((noinline)) void gemm_tile_on_stack(const gemm_job *j, int 
 {
 	float tile[MR * KC + VW + NR * KC] __attribute__((aligned(64)));
 	gemm_block_run(j, m0, m1, n0, n1, tile, j->pa ? 0 : (size_t)MR * j->kc, 0,
-	               !j->pb && b_in_place(j->b, m1 - m0));
+	               !j->pb && b_in_place(j->b, m1 - m0, j->k));
 }
 
 /* The rows [m0, m1) x columns [n0, n1) of C, single-threaded. */
@@ -152,7 +160,7 @@ static void gemm_block(const gemm_job *j, int m0, int m1, int n0, int n1)
 	 * packed (still in cache): a group of panels of buffer is enough. */
 	int reuse_b = rows > MC;
 	/* Partial panels are packed (the kernel reads whole vectors). */
-	bool direct = !j->pb && b_in_place(j->b, rows);
+	bool direct = !j->pb && b_in_place(j->b, rows, j->k);
 	int ncb = n1 - n0 < NC ? (n1 - n0 + NR - 1) / NR * NR : NC;
 	size_t asize = j->pa ? 0 : (size_t)mcb * kc;
 	size_t bsize = j->pb ? 0 : (size_t)(reuse_b ? ncb : BG) * kc;
@@ -413,7 +421,7 @@ static void gemm(rt_threads *p, bool serial, int m, int n, int k, const float *a
 		j.tasks = j.units;
 	/* Tasks owning rows, each no taller than a row block, read a dense B
 	 * where it lies (gemm_block's direct): nothing to pack for them. */
-	bool direct = j.by_rows && b_in_place(b, (j.units + j.tasks - 1) / j.tasks * MR);
+	bool direct = j.by_rows && b_in_place(b, (j.units + j.tasks - 1) / j.tasks * MR, k);
 	float *shared = NULL;
 	if (j.tasks > 1 && !direct && (j.by_rows || !j.pa)) {
 		int kblocks = (k + j.kc - 1) / j.kc;
