@@ -127,8 +127,7 @@ static float *alloc_floats(size_t count)
  * a panel reads k rows ld apart: from the caches (a layer's input, just
  * written) that is cheap, but a B larger than they are comes from memory
  * as k streams at once, which the prefetchers do not follow, where
- * packing reads its rows in order (16 x 100352 x 144, a 58 MB B: netcc's
- * GEMM 1.1-1.8x OpenBLAS's time in place, 1.0 packed). */
+ * packing reads its rows in order (docs/performance.md). */
 enum { IN_PLACE_MAX_BYTES = 8 << 20 };
 
 static bool b_in_place(const rt_gemm_b *b, int rows, int k)
