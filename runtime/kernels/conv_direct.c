@@ -453,21 +453,24 @@ static void direct_task(void *ctx, int task, int tasks)
  * vectors; AVX2's 16, four channels by three. NEON keeps the kernel above
  * (not measured). */
 #if defined(HAVE_V16)
-enum { VPX = 16, VOB = 8, VNV = 3, VEC_MAX_C = 4 };
 typedef v16 vv;
-typedef int vvi __attribute__((vector_size(64)));
+enum { VOB = 8 };
 #define vv_load  load16
 #define vv_splat splat16
 #define vv_store store16
 #elif defined(HAVE_VEC8)
-enum { VPX = 8, VOB = 4, VNV = 3, VEC_MAX_C = 4 };
 typedef v8 vv;
-typedef int vvi __attribute__((vector_size(32)));
+enum { VOB = 4 };
 #define vv_load  load8
 #define vv_splat splat
 #define vv_store store8
 #endif
 #if defined(HAVE_V16) || defined(HAVE_VEC8)
+#define HAVE_PHASES 1
+#endif
+#if defined(HAVE_PHASES)
+enum { VPX = sizeof(vv) / sizeof(float), VNV = 3, VEC_MAX_C = 4 };
+typedef int vvi __attribute__((vector_size(sizeof(vv))));
 
 /* A phase plane's row stride: the columns its windows read, in whole
  * vectors */
@@ -646,7 +649,7 @@ static bool direct_run(rt_threads *t, const rt_conv *p, const float *x, const fl
 		j.by_oc = by_channels(p, j.split);
 	}
 	rt_task_fn *fn = direct_task;
-#if defined(HAVE_V16) || defined(HAVE_VEC8)
+#if defined(HAVE_PHASES)
 	if (vec_fits(p, prepared))
 		fn = vec_task;
 #endif
